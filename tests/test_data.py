@@ -1,0 +1,249 @@
+"""Data: reading, labels, the split, hashing, class weights, oversampling and the per-epoch order."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from trainer.config import DataSection
+from trainer.data import (
+    batches,
+    compute_class_weights,
+    data_hash,
+    epoch_order,
+    load_corpus,
+    oversample,
+    read_rows,
+    split_indices,
+    val_count,
+)
+from trainer.errors import UserError
+
+
+def jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def rows_of(counts: dict[str, int]) -> list[dict]:
+    return [
+        {"input": f"{label} sample {i}", "label": label}
+        for label, n in counts.items()
+        for i in range(n)
+    ]
+
+
+# ---------------------------------------------------------------------------------------- split
+
+
+@pytest.mark.parametrize(
+    ("n", "frac", "expected"),
+    [(100, 0.2, 20), (101, 0.2, 21), (10, 0.01, 1), (2, 0.5, 1), (3, 0.5, 2), (5, 0.5, 3)],
+)
+def test_val_count_is_ceil_clamped(n, frac, expected):
+    assert val_count(n, frac) == expected
+    assert 1 <= val_count(n, frac) <= n - 1
+
+
+def test_split_is_disjoint_complete_and_frozen_by_seed():
+    train, val = split_indices(1000, 0.2, seed=7)
+    assert len(val) == 200 and len(train) == 800
+    assert set(train).isdisjoint(val) and set(train) | set(val) == set(range(1000))
+    assert split_indices(1000, 0.2, seed=7) == (train, val)
+    assert split_indices(1000, 0.2, seed=8)[1] != val
+
+
+def test_split_needs_two_samples():
+    with pytest.raises(UserError, match="at least 2 samples"):
+        split_indices(1, 0.2, seed=0)
+
+
+def test_epoch_order_differs_per_epoch_and_repeats_across_runs():
+    e1, e2 = epoch_order(50, 42, 1), epoch_order(50, 42, 2)
+    assert sorted(e1) == list(range(50)) and e1 != e2
+    assert epoch_order(50, 42, 1) == e1
+    assert [len(b) for b in batches(e1, 16)] == [16, 16, 16, 2]
+
+
+# ---------------------------------------------------------------------------------------- weights
+
+
+def test_auto_weights_sqrt_inverse_when_ratio_exceeds_two():
+    counts = [90, 30, 10]  # ratio 9 > 2
+    w, note = compute_class_weights("auto", counts, oversampled=False)
+    n, k = 130, 3
+    raw = [math.sqrt(n / (k * c)) for c in counts]
+    expected = [x * k / sum(raw) for x in raw]
+    assert w == pytest.approx(expected)
+    assert sum(w) == pytest.approx(3.0)
+    assert w[2] > w[1] > w[0]
+    assert "sqrt-inverse" in note and "[90, 30, 10]" in note
+
+
+@pytest.mark.parametrize("counts", [[20, 10], [30, 20, 15]])
+def test_auto_weights_off_at_ratio_two_or_less(counts):
+    assert compute_class_weights("auto", counts, oversampled=False) == (None, "")
+
+
+def test_auto_weights_off_when_oversampling_and_explicit_weights_win():
+    assert compute_class_weights("auto", [90, 10], oversampled=True)[0] is None
+    assert compute_class_weights([1.0, 5.0], [90, 10], oversampled=True)[0] == [1.0, 5.0]
+    with pytest.raises(UserError, match="2 weights for 3 classes"):
+        compute_class_weights([1.0, 5.0], [90, 10, 5], oversampled=False)
+
+
+def test_empty_class_warns_and_gives_no_weights():
+    w, note = compute_class_weights("auto", [50, 0, 5], oversampled=False)
+    assert w is None and note.startswith("warning") and "[1]" in note
+
+
+def test_inverse_freq_weights():
+    w, _ = compute_class_weights("inverse_freq", [75, 25], oversampled=False)
+    assert w == pytest.approx([0.5, 1.5])
+
+
+def test_oversampling_cycles_minority_up_to_majority():
+    labels = [0] * 10 + [1] * 3 + [2] * 1
+    out = oversample(list(range(14)), labels, seed=1)
+    assert len(out) == 30
+    per_class = {c: [i for i in out if labels[i] == c] for c in (0, 1, 2)}
+    assert {c: len(v) for c, v in per_class.items()} == {0: 10, 1: 10, 2: 10}
+    assert sorted(per_class[1]) == [10] * 4 + [11] * 3 + [12] * 3  # cycling: each duplicated evenly
+    assert oversample(list(range(14)), labels, seed=1) == out
+
+
+# ---------------------------------------------------------------------------------------- corpus
+
+
+def test_corpus_labels_split_and_weights(tmp_path):
+    path = jsonl(tmp_path / "d.jsonl", rows_of({"b": 60, "a": 15, "c": 25}))
+    corpus = load_corpus(DataSection(train=str(path), val_split=0.2), seed=3)
+    assert corpus.label_names == ["a", "b", "c"]  # sorted names found
+    assert len(corpus.val_texts) == 20 and len(corpus.train_texts) == 80
+    assert set(corpus.train_texts).isdisjoint(corpus.val_texts)
+    assert sum(corpus.class_counts) == 80
+    assert corpus.class_weights is not None  # 60 vs 15 > 2
+    again = load_corpus(DataSection(train=str(path), val_split=0.2), seed=3)
+    assert again.val_texts == corpus.val_texts and again.data_hash == corpus.data_hash
+
+
+def test_oversampled_corpus_counts(tmp_path):
+    path = jsonl(tmp_path / "d.jsonl", rows_of({"a": 40, "b": 10}))
+    corpus = load_corpus(
+        DataSection(train=str(path), val_split=0.2, oversample_minority=True), seed=0
+    )
+    n_a = sum(1 for y in corpus.train_labels if y == 0)
+    assert n_a == corpus.class_counts[0]
+    assert corpus.train_labels.count(1) == n_a  # minority duplicated up to the majority
+    assert corpus.class_weights is None
+
+
+def test_int_labels_index_configured_names(tmp_path):
+    path = jsonl(tmp_path / "d.jsonl", [{"input": f"t{i}", "label": i % 3} for i in range(12)])
+    corpus = load_corpus(DataSection(train=str(path), labels=["x", "y", "z"]), seed=0)
+    assert corpus.label_names == ["x", "y", "z"]
+    bad = jsonl(tmp_path / "bad.jsonl", [{"input": "t", "label": 0}, {"input": "u", "label": 5}])
+    with pytest.raises(UserError, match=r"bad\.jsonl:2: label 5 out of range \(0\.\.2"):
+        load_corpus(DataSection(train=str(bad), labels=["x", "y", "z"]), seed=0)
+
+
+def test_label_name_not_in_labels(tmp_path):
+    path = jsonl(
+        tmp_path / "d.jsonl", [{"input": "a", "label": "safe"}, {"input": "b", "label": "usafe"}]
+    )
+    with pytest.raises(
+        UserError,
+        match=r"d\.jsonl:2: label 'usafe' is not in data\.labels \(did you mean unsafe\?\)",
+    ):
+        load_corpus(DataSection(train=str(path), labels=["safe", "unsafe"]), seed=0)
+
+
+def test_one_class_is_an_error(tmp_path):
+    path = jsonl(tmp_path / "d.jsonl", rows_of({"a": 5}))
+    with pytest.raises(UserError, match="only one class"):
+        load_corpus(DataSection(train=str(path)), seed=0)
+
+
+def test_explicit_validation_file_is_used_whole(tmp_path):
+    train = jsonl(tmp_path / "t.jsonl", rows_of({"a": 5, "b": 5}))
+    val = jsonl(tmp_path / "v.jsonl", [{"input": "held out", "label": "b"}])
+    corpus = load_corpus(DataSection(train=str(train), validation=str(val)), seed=0)
+    assert (
+        len(corpus.train_texts) == 10
+        and corpus.val_texts == ["held out"]
+        and corpus.val_labels == [1]
+    )
+
+
+def test_hash_ignores_order_and_sees_changes():
+    a = data_hash([("train", ["x", "y"], ["p", "q"])])
+    assert a.startswith("sha256:") and len(a) == 7 + 64
+    assert data_hash([("train", ["y", "x"], ["q", "p"])]) == a
+    assert data_hash([("train", ["x", "y"], ["p", "p"])]) != a
+    assert data_hash([("train", ["xy"], [""])]) != data_hash([("train", ["x"], ["y"])])
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def test_malformed_jsonl_line_names_file_and_line(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"input": "a", "label": "x"}\n{"input": "b", "label": \n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"d\.jsonl:2: malformed JSON"):
+        read_rows(p, "input", "label")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"no samples"),
+        (b'{"input": "a"}\n', r":1: missing field 'label'"),
+        (b'{"text": "a", "label": 1}\n', r":1: missing field 'input'"),
+        (b'{"input": "", "label": 1}\n', r":1: field 'input' is empty"),
+        (b'{"input": 3, "label": 1}\n', r":1: field 'input' must be a string"),
+        (b'{"input": "a", "label": true}\n', r":1: field 'label' must be an integer or a name"),
+        (b"[1, 2]\n", r":1: expected a JSON object"),
+        (b'{"input": "a", "label": 1}\n{"input": "\xff\xfe", "label": 1}\n', r":2: not UTF-8"),
+    ],
+)
+def test_bad_jsonl(tmp_path, content, message):
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        read_rows(p, "input", "label")
+
+
+def test_bom_blank_lines_and_csv_tsv(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"input": "a", "label": 1}\n\n{"input": "b", "label": "x"}\n')
+    assert [(r.text, r.label) for r in read_rows(p, "input", "label")] == [("a", 1), ("b", "x")]
+    c = tmp_path / "d.csv"
+    c.write_text('text,y\n"hello, world",1\nbye,neg\n', encoding="utf-8")
+    assert [
+        (r.text, r.label, r.where.endswith(f":{i}"))
+        for i, r in enumerate(read_rows(c, "text", "y"), 2)
+    ] == [
+        ("hello, world", 1, True),
+        ("bye", "neg", True),
+    ]
+    t = tmp_path / "d.tsv"
+    t.write_text("input\tlabel\nls -la\tsafe\n", encoding="utf-8")
+    assert read_rows(t, "input", "label")[0].label == "safe"
+
+
+def test_csv_with_wrong_columns(tmp_path):
+    c = tmp_path / "d.csv"
+    c.write_text("txt,label\nhello,1\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"d\.csv:1: no column 'input' \(columns: txt, label\)"):
+        read_rows(c, "input", "label")
+
+
+def test_unknown_format_and_missing_file(tmp_path):
+    with pytest.raises(UserError, match="data file not found"):
+        read_rows(tmp_path / "nope.jsonl", "input", "label")
+    (tmp_path / "d.parquet").write_bytes(b"x")
+    with pytest.raises(UserError, match="unknown data format"):
+        read_rows(tmp_path / "d.parquet", "input", "label")

@@ -1,0 +1,306 @@
+"""The headless trainer end to end on tiny real models: contract files, schedule, checkpoints that load
+in the HF ecosystem, early stopping, NaN → failed, Qwen2."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import orjson
+import pytest
+import torch
+
+from tests.conftest import run_cli, write_config
+from trainer.config import load_config
+from trainer.data import load_corpus
+from trainer.monitor.schema import CONTRACT_VERSION
+from trainer.train import train
+
+RUN_FIELDS = {
+    "run_id",
+    "config",
+    "model",
+    "data",
+    "epochs",
+    "steps_per_epoch",
+    "batch_size",
+    "world_size",
+    "pid",
+    "host",
+    "argv",
+    "tool_version",
+    "started_at",
+    "resumed_from",
+}
+STATE_FIELDS = {
+    "seq",
+    "status",
+    "epoch",
+    "total_epochs",
+    "step",
+    "steps_per_epoch",
+    "global_step",
+    "total_steps",
+    "loss",
+    "train_loss",
+    "train_accuracy",
+    "lr",
+    "grad_norm",
+    "samples_per_sec",
+    "tokens_per_sec",
+    "validation",
+    "best",
+    "elapsed_s",
+    "eta_s",
+    "heartbeat",
+    "pid",
+    "host",
+    "error",
+    "checkpoints",
+}
+EPOCH_FIELDS = {
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "epoch_time_s",
+    "train_samples_per_sec",
+    "is_best",
+    "checkpoint",
+}
+STEP_FIELDS = {
+    "epoch",
+    "step",
+    "global_step",
+    "loss",
+    "lr",
+    "grad_norm",
+    "accuracy",
+    "samples_per_sec",
+    "t",
+}
+
+
+def load(path: Path) -> dict:
+    return orjson.loads(path.read_bytes())
+
+
+def steps(run: Path) -> list[dict]:
+    return [orjson.loads(line) for line in (run / "steps.jsonl").read_bytes().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_bert_dir):
+    """One real 3-epoch run on the tiny BERT, shared by the assertions below."""
+    from tests.conftest import write_corpus
+
+    tmp = tmp_path_factory.mktemp("finished")
+    data = write_corpus(tmp / "train.jsonl", n=160)
+    cfg_path = write_config(
+        tmp / "c.toml",
+        tiny_bert_dir,
+        data,
+        tmp / "run",
+        train={
+            "epochs": 3,
+            "save_every": 2,
+            "warmup_fraction": 0.2,
+            "lr_min": 1e-4,
+            "learning_rate": 5e-3,
+        },
+    )
+    config = load_config(cfg_path)
+    assert train(config) == 0
+    return config, Path(config.output.dir)
+
+
+def test_contract_files_have_the_design_fields(finished_run):
+    _config, run = finished_run
+    run_json, state, epochs, result = (
+        load(run / f) for f in ("run.json", "state.json", "epochs.json", "result.json")
+    )
+    for name, doc in [("run", run_json), ("state", state), ("epochs", epochs), ("result", result)]:
+        assert doc["schema"] == f"entrenar-tui/{name}" and doc["version"] == CONTRACT_VERSION
+    assert set(run_json) >= RUN_FIELDS
+    assert {
+        "path",
+        "architecture",
+        "params_total",
+        "params_trainable",
+        "quantize",
+        "precision",
+    } <= set(run_json["model"])
+    assert {
+        "train",
+        "validation",
+        "n_train",
+        "n_val",
+        "data_hash",
+        "labels",
+        "class_counts",
+        "class_weights",
+    } <= set(run_json["data"])
+    assert run_json["data"]["data_hash"].startswith("sha256:")
+    assert run_json["config"]["train"]["epochs"] == 3 and run_json["resumed_from"] is None
+    assert set(state) >= STATE_FIELDS
+    assert (
+        state["status"] == "completed"
+        and state["global_step"] == state["total_steps"] == 3 * run_json["steps_per_epoch"]
+    )
+    assert state["best"]["epoch"] == epochs["best_epoch"]
+    assert [e["epoch"] for e in epochs["epochs"]] == [1, 2, 3]
+    assert all(set(e) >= EPOCH_FIELDS for e in epochs["epochs"])
+    assert sum(e["is_best"] for e in epochs["epochs"]) == 1
+    lines = steps(run)
+    assert all(set(s) >= STEP_FIELDS for s in lines)
+    assert [s["global_step"] for s in lines] == list(range(1, state["total_steps"] + 1))
+    assert result["status"] == "completed" and result["best_epoch"] == epochs["best_epoch"]
+    assert {"best", "epoch-2", "last"} <= {p.name for p in (run / "checkpoints").iterdir()}
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_loss_goes_down(finished_run):
+    _, run = finished_run
+    epochs = load(run / "epochs.json")["epochs"]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+
+
+def test_lr_warms_up_then_decays_to_lr_min(finished_run):
+    config, run = finished_run
+    t = config.train
+    lines = steps(run)
+    total = len(lines)
+    warmup = math.ceil(t.warmup_fraction * total)
+    lr = {s["global_step"]: s["lr"] for s in lines}
+    # the LR used at step k is the schedule after k-1 scheduler steps
+    assert lr[1] == pytest.approx(0.0)
+    assert lr[warmup + 1] == pytest.approx(t.learning_rate)
+    assert max(lr.values()) == pytest.approx(t.learning_rate)
+    progress = (total - 1 - warmup) / (total - warmup)
+    expected_last = t.lr_min + (t.learning_rate - t.lr_min) * 0.5 * (
+        1 + math.cos(math.pi * progress)
+    )
+    assert lr[total] == pytest.approx(expected_last, rel=1e-6)
+    assert load(run / "state.json")["lr"] == pytest.approx(expected_last, rel=1e-6)
+    assert all(lr[k] >= lr[k + 1] for k in range(warmup + 1, total))
+
+
+def test_best_checkpoint_loads_with_peft_and_reproduces_validation(finished_run):
+    from peft import PeftModel
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+    )
+
+    config, run = finished_run
+    best = run / "checkpoints" / "best"
+    hf_config = orjson.loads((best / "config.json").read_bytes())
+    assert hf_config["num_labels"] == 5 and hf_config["id2label"]["4"] == "unsafe"
+    adapter_config = orjson.loads((best / "adapter_config.json").read_bytes())
+    assert adapter_config["task_type"] == "SEQ_CLS"
+
+    base = AutoModelForSequenceClassification.from_pretrained(
+        config.model.path, config=AutoConfig.from_pretrained(best)
+    )
+    model = PeftModel.from_pretrained(base, best).eval()
+    tokenizer = AutoTokenizer.from_pretrained(best)
+    corpus = load_corpus(config.data, config.train.seed)
+    enc = tokenizer(corpus.val_texts, truncation=True, max_length=config.model.max_length)
+    batch = DataCollatorWithPadding(tokenizer)(
+        [{k: enc[k][i] for k in enc} for i in range(len(corpus.val_texts))]
+    )
+    with torch.inference_mode():
+        logits = model(**batch).logits
+    labels = torch.tensor(corpus.val_labels)
+    weights = torch.tensor(corpus.class_weights) if corpus.class_weights else None
+    losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    w = weights[labels] if weights is not None else torch.ones_like(losses)
+    val_loss = float((losses * w).sum() / w.sum())
+    val_acc = float((logits.argmax(-1) == labels).float().mean())
+    recorded = load(run / "epochs.json")
+    best_epoch = next(e for e in recorded["epochs"] if e["is_best"])
+    assert val_loss == pytest.approx(best_epoch["val_loss"], rel=1e-5)
+    assert val_acc == pytest.approx(best_epoch["val_accuracy"])
+
+
+def test_early_stopping_after_patience(tmp_path, tiny_bert_dir, small_corpus):
+    # A learning rate far below fp32 resolution leaves the weights (and so the val loss) unchanged:
+    # epoch 1 is the best, and with patience 2 the run stops after epoch 3.
+    cfg = write_config(
+        tmp_path / "c.toml",
+        tiny_bert_dir,
+        small_corpus,
+        tmp_path / "run",
+        train={
+            "epochs": 10,
+            "learning_rate": 1e-30,
+            "lr_min": 0.0,
+            "early_stopping_patience": 2,
+            "save_every": 0,
+        },
+    )
+    assert train(load_config(cfg)) == 0
+    result = load(tmp_path / "run" / "result.json")
+    assert result["stopped_early"] is True
+    assert [e["epoch"] for e in result["epochs"]] == [1, 2, 3]
+    assert result["best_epoch"] == 1
+    assert load(tmp_path / "run" / "state.json")["status"] == "completed"
+
+
+def test_nan_loss_fails_the_run_with_exit_1(tmp_path, tiny_bert_dir, small_corpus):
+    cfg = write_config(
+        tmp_path / "c.toml",
+        tiny_bert_dir,
+        small_corpus,
+        tmp_path / "run",
+        train={"epochs": 2, "learning_rate": 1e30, "warmup_fraction": 0.0, "grad_clip": 0.0},
+    )
+    r = run_cli(str(cfg))
+    assert r.returncode == 1, r.stderr
+    state = load(tmp_path / "run" / "state.json")
+    assert state["status"] == "failed"
+    assert "non-finite" in state["error"]
+    assert load(tmp_path / "run" / "result.json")["status"] == "failed"
+    assert "Traceback" not in r.stderr
+    for folder in (tmp_path / "run" / "checkpoints").glob(
+        "*"
+    ):  # whatever was saved before holds no NaN
+        from safetensors.torch import load_file
+
+        assert all(
+            torch.isfinite(t).all()
+            for t in load_file(folder / "adapter_model.safetensors").values()
+        )
+
+
+def test_a_second_fresh_run_into_the_same_directory_is_refused(finished_run):
+    config, run = finished_run
+    before = (run / "state.json").read_bytes()
+    with pytest.raises(Exception, match="already holds a run"):
+        train(config)
+    assert (run / "state.json").read_bytes() == before
+
+
+def test_qwen2_causal_lm_checkpoint_trains_as_a_classifier(tmp_path, tiny_qwen2_dir, small_corpus):
+    cfg = write_config(
+        tmp_path / "c.toml", tiny_qwen2_dir, small_corpus, tmp_path / "run", train={"epochs": 2}
+    )
+    config = load_config(cfg)
+    assert train(config) == 0
+    run = tmp_path / "run"
+    run_json = load(run / "run.json")
+    assert run_json["model"]["architecture"] == "Qwen2ForSequenceClassification"
+    adapter = orjson.loads((run / "checkpoints" / "last" / "adapter_config.json").read_bytes())
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    hf_config = load(run / "checkpoints" / "last" / "config.json")
+    assert hf_config["pad_token_id"] is not None and hf_config["num_labels"] == 5
+    epochs = load(run / "epochs.json")["epochs"]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    from safetensors.torch import load_file
+
+    keys = load_file(run / "checkpoints" / "last" / "adapter_model.safetensors").keys()
+    assert any("score" in k for k in keys)  # the fresh head is trained and saved with the adapter

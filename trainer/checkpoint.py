@@ -1,0 +1,349 @@
+"""Checkpoints: atomic directories a Hugging Face user loads as they are, plus what an exact resume needs.
+
+A checkpoint folder holds the PEFT adapter (`adapter_model.safetensors` + `adapter_config.json`, the
+classification head saved with it), `config.json` with the labels, the tokenizer files,
+`trainer_state.safetensors` (AdamW moments, RNG states), `trainer_state.json` (counters, scheduler,
+best-so-far, patience, the epoch history) and `metadata.json` (metrics and provenance). No pickle.
+
+Writes go to `checkpoints/.tmp-<name>-<pid>` and are renamed into place; the previous folder is moved
+aside first and deleted after, so a kill at any instant leaves a loadable checkpoint (`find` falls back
+to the moved-aside one).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from trainer.errors import TrainingFailed, UserError
+from trainer.monitor.atomic import atomic_write_json
+
+CHECKPOINT_SCHEMA = "entrenar-tui/checkpoint"
+CHECKPOINT_VERSION = 1
+TMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+TRAINER_TENSORS = "trainer_state.safetensors"
+TRAINER_JSON = "trainer_state.json"
+METADATA = "metadata.json"
+
+
+@dataclass
+class TrainerState:
+    """Everything besides tensors that resume needs, as JSON."""
+
+    epoch: int  # 1-based epoch the next batch belongs to
+    step: int  # batches of that epoch already done
+    global_step: int
+    needs_validation: bool  # the epoch's batches are done but its validation is not
+    scheduler: dict[str, Any]
+    best: dict[str, Any] | None
+    epochs_without_improvement: int
+    epochs: list[dict[str, Any]]
+    data_hash: str
+    config: dict[str, Any]
+    param_names: list[list[str]]  # per optimizer param group, the parameter names in order
+    param_groups: list[dict[str, Any]]
+    rng: dict[str, Any]
+    provenance: dict[str, Any]
+    elapsed_s: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------- RNG
+
+
+def capture_rng() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """RNG states of python, numpy and torch: JSON-able parts and tensor parts."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    info = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_kind, int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+    }
+    tensors = {
+        "rng.torch": torch.get_rng_state(),
+        "rng.numpy_keys": torch.from_numpy(np_keys.astype(np.int64)),
+    }
+    if info["cuda_devices"]:
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    return info, tensors
+
+
+def restore_rng(info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    version, state, gauss = info["python"]
+    random.setstate((version, tuple(state), gauss))
+    kind, pos, has_gauss, cached = info["numpy"]
+    np.random.set_state(
+        (kind, tensors["rng.numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached)
+    )
+    torch.set_rng_state(tensors["rng.torch"])
+    if info.get("cuda_devices") and torch.cuda.is_available():
+        states = [
+            tensors[f"rng.cuda.{i}"]
+            for i in range(info["cuda_devices"])
+            if f"rng.cuda.{i}" in tensors
+        ]
+        torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
+
+
+# ---------------------------------------------------------------------------------------- tensors
+
+
+def optimizer_tensors(
+    optimizer: torch.optim.Optimizer, param_names: list[list[str]]
+) -> dict[str, torch.Tensor]:
+    """AdamW's per-parameter state keyed by parameter name: opt.<name>.<exp_avg|exp_avg_sq|step>."""
+    out = {}
+    for group, names in zip(optimizer.param_groups, param_names, strict=False):
+        for param, name in zip(group["params"], names, strict=False):
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value):
+                    out[f"opt.{name}.{key}"] = value.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, state: TrainerState, tensors: dict[str, torch.Tensor]
+) -> None:
+    by_name = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            name, _, field = key[4:].rpartition(".")
+            by_name.setdefault(name, {})[field] = value
+    current = optimizer.param_groups
+    if [len(g["params"]) for g in current] != [len(n) for n in state.param_names]:
+        raise UserError(
+            "checkpoint: optimizer parameter groups differ from this model (another LoRA config?)"
+        )
+    for group, names in zip(current, state.param_names, strict=False):
+        for param, name in zip(group["params"], names, strict=False):
+            saved = by_name.get(name)
+            if saved is None:
+                continue  # no step taken yet for this parameter
+            for field, value in saved.items():
+                if field != "step" and value.shape != param.shape:
+                    raise UserError(
+                        f"checkpoint: optimizer state {name}.{field} has shape {tuple(value.shape)}, the model {tuple(param.shape)}"
+                    )
+            optimizer.state[param] = {
+                k: v.to(param.device) if k != "step" else v for k, v in saved.items()
+            }
+    for group, saved in zip(current, state.param_groups, strict=False):
+        group.update({k: v for k, v in saved.items() if k != "params"})
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise TrainingFailed(
+                f"{where}: tensor {name} holds NaN/Inf; refusing to write a poisoned checkpoint"
+            )
+
+
+def adapter_state(model: Any) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().to("cpu") for k, v in get_peft_model_state_dict(model).items()}
+
+
+def check_shapes(adapter: dict[str, torch.Tensor], model: Any, where: str) -> None:
+    """Every adapter tensor must match the model's (num_labels, hidden size, LoRA rank), else a clear error."""
+    from peft import get_peft_model_state_dict
+
+    expected = get_peft_model_state_dict(model)
+    missing = sorted(set(expected) - set(adapter))
+    if missing:
+        raise UserError(
+            f"{where}: adapter lacks {len(missing)} tensors the model has (e.g. {missing[0]}); another LoRA config or model?"
+        )
+    for name, tensor in adapter.items():
+        if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
+            raise UserError(
+                f"{where}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[name].shape)} "
+                "(another model, num_labels or LoRA rank?)"
+            )
+
+
+# ---------------------------------------------------------------------------------------- save
+
+
+def save_checkpoint(
+    directory: Path,
+    model: Any,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    state: TrainerState,
+    metadata: dict[str, Any],
+) -> Path:
+    """Write a complete checkpoint to `directory` atomically (temp folder, then rename)."""
+    adapter = adapter_state(model)
+    rng_info, rng_tensors = capture_rng()
+    trainer_tensors = {**optimizer_tensors(optimizer, state.param_names), **rng_tensors}
+    check_finite(adapter, str(directory))
+    check_finite(trainer_tensors, str(directory))
+    state.rng = rng_info
+
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f"{TMP_PREFIX}{directory.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        save_model_config(model.get_base_model().config, tmp)
+        tokenizer.save_pretrained(tmp)
+        save_file(
+            trainer_tensors, str(tmp / TRAINER_TENSORS), metadata={"schema": CHECKPOINT_SCHEMA}
+        )
+        atomic_write_json(
+            tmp / TRAINER_JSON,
+            {"schema": CHECKPOINT_SCHEMA, "version": CHECKPOINT_VERSION, **state.__dict__},
+        )
+        atomic_write_json(
+            tmp / METADATA, {"schema": CHECKPOINT_SCHEMA, "version": CHECKPOINT_VERSION, **metadata}
+        )
+        _fsync_tree(tmp)
+        _swap_into_place(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def save_model_config(hf_config: Any, folder: Path) -> None:
+    """config.json with the labels; num_labels written out too (transformers 5 leaves it implicit)."""
+    hf_config.save_pretrained(folder)
+    path = folder / "config.json"
+    data = orjson.loads(path.read_bytes())
+    data["num_labels"] = len(hf_config.id2label)
+    atomic_write_json(path, data)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.iterdir():
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_into_place(tmp: Path, directory: Path) -> None:
+    """Rename tmp to directory; an existing directory is moved aside first and removed after."""
+    old = directory.parent / f"{OLD_PREFIX}{directory.name}"
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    _fsync_dir(directory.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_leftovers(checkpoints: Path) -> None:
+    """Delete temp folders a killed writer left; put back a moved-aside checkpoint whose successor never landed."""
+    if not checkpoints.is_dir():
+        return
+    for entry in checkpoints.iterdir():
+        if entry.name.startswith(TMP_PREFIX):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith(OLD_PREFIX):
+            target = checkpoints / entry.name[len(OLD_PREFIX) :]
+            if target.exists():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                os.replace(entry, target)
+
+
+# ---------------------------------------------------------------------------------------- load
+
+
+def find_checkpoint(run_dir: Path, which: str) -> Path:
+    """`last`, `best`, `epoch-N` inside run_dir/checkpoints, or a path to a checkpoint folder."""
+    candidate = Path(which)
+    if which not in ("last", "best") and not which.startswith("epoch-") and candidate.is_dir():
+        return candidate
+    folder = run_dir / "checkpoints" / which
+    if folder.is_dir():
+        return folder
+    aside = run_dir / "checkpoints" / f"{OLD_PREFIX}{which}"
+    if aside.is_dir():
+        return aside
+    have = sorted(p.name for p in (run_dir / "checkpoints").glob("*") if not p.name.startswith("."))
+    raise UserError(f"{run_dir}: no checkpoint {which!r} (have: {', '.join(have) or 'none'})")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing") from None
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(
+            f"{path}: unreadable safetensors ({str(e).splitlines()[0][:160]})"
+        ) from None
+
+
+def read_trainer_state(folder: Path) -> tuple[TrainerState, dict[str, torch.Tensor]]:
+    raw = read_json(folder / TRAINER_JSON)
+    if raw.get("schema") != CHECKPOINT_SCHEMA or raw.get("version") != CHECKPOINT_VERSION:
+        raise UserError(
+            f"{folder / TRAINER_JSON}: not a version-{CHECKPOINT_VERSION} entrenar-tui checkpoint"
+        )
+    fields = {k: v for k, v in raw.items() if k not in ("schema", "version")}
+    try:
+        state = TrainerState(**fields)
+    except TypeError as e:
+        raise UserError(f"{folder / TRAINER_JSON}: {e}") from None
+    tensors = read_tensors(folder / TRAINER_TENSORS)
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise UserError(
+                f"{folder / TRAINER_TENSORS}: {name} holds NaN/Inf; refusing a poisoned checkpoint"
+            )
+    return state, tensors
+
+
+def load_adapter(folder: Path, model: Any) -> None:
+    """Load the adapter (and head) weights into a peft model, checking shapes and finiteness first."""
+    from peft import set_peft_model_state_dict
+
+    path = folder / ADAPTER_WEIGHTS
+    adapter = read_tensors(path)
+    for name, t in adapter.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise UserError(f"{path}: {name} holds NaN/Inf; refusing a poisoned checkpoint")
+    check_shapes(adapter, model, str(path))
+    set_peft_model_state_dict(model, adapter)

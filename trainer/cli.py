@@ -1,0 +1,131 @@
+"""`entrenar-train`: train from a TOML config, resume a run, evaluate, predict and export checkpoints.
+
+Bad input (config, data, arguments, run directory) is one line on stderr and exit code 2; a run that
+fails while training exits 1; completed or stopped on request exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from trainer.errors import TrainingFailed, UserError
+
+SUBCOMMANDS = ("eval", "predict", "export")
+
+USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config]
+       entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [section.key=value ...]
+       entrenar-train eval CHECKPOINT --data FILE
+       entrenar-train predict CHECKPOINT [TEXT ...]
+       entrenar-train export CHECKPOINT OUT_DIR"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are UserErrors (one line, exit 2) rather than a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see entrenar-train --help)")
+
+
+def train_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="entrenar-train",
+        usage=USAGE,
+        description="Fine-tune a Hugging Face sequence classifier with LoRA/QLoRA from a TOML config.",
+        epilog="Overrides: section.key=value, read as TOML where it parses (3, 1e-4, true, [1, 2]), else as a string.",
+    )
+    p.add_argument("config", nargs="?", help="the TOML config (omit with --resume)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as TOML and exit"
+    )
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config"
+    )
+    p.add_argument(
+        "--from",
+        dest="from_",
+        default="last",
+        metavar="WHICH",
+        help="checkpoint to resume from: last | best | epoch-N | PATH",
+    )
+    p.add_argument(
+        "--allow-data-mismatch", action="store_true", help="resume even if the data hash changed"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            from trainer.inference import run_subcommand
+
+            return run_subcommand(argv[0], argv[1:])
+        return run_train(argv)
+    except UserError as e:
+        print(f"entrenar-train: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except TrainingFailed as e:
+        print(f"entrenar-train: failed: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("entrenar-train: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_train(argv: list[str]) -> int:
+    from trainer.config import load_config
+
+    args = train_parser().parse_args(argv)
+    if args.resume:
+        if args.config:  # with --resume every positional is an override
+            args.overrides.insert(0, args.config)
+        return resume_run(args)
+    if not args.config:
+        raise UserError("give a CONFIG file (or --resume RUN_DIR)")
+    config = load_config(args.config, args.overrides)
+    if args.print_config:
+        print_config(config)
+        return 0
+    from trainer.train import train
+
+    return train(config, argv=["entrenar-train", *argv])
+
+
+def resume_run(args: argparse.Namespace) -> int:
+    from trainer.checkpoint import find_checkpoint, read_json
+    from trainer.config import config_from_dict
+    from trainer.monitor.schema import Files
+
+    run_dir = Path(args.resume)
+    if not (run_dir / Files.RUN).is_file():
+        raise UserError(f"{run_dir}: not a run directory (no {Files.RUN})")
+    run = read_json(run_dir / Files.RUN)
+    if not isinstance(run.get("config"), dict):
+        raise UserError(f"{run_dir / Files.RUN}: no saved config")
+    config = config_from_dict(run["config"], str(run_dir / Files.RUN), args.overrides)
+    config.output.dir = str(run_dir.resolve())
+    if args.print_config:
+        print_config(config)
+        return 0
+    checkpoint = find_checkpoint(run_dir, args.from_)
+    from trainer.train import Resume, train
+
+    resume = Resume(
+        checkpoint=checkpoint,
+        allow_data_mismatch=args.allow_data_mismatch,
+        overrides=args.overrides,
+    )
+    return train(
+        config, resume=resume, argv=["entrenar-train", "--resume", str(run_dir), *args.overrides]
+    )
+
+
+def print_config(config) -> None:
+    import tomli_w
+
+    print(tomli_w.dumps(config.to_dict()), end="")

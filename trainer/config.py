@@ -1,0 +1,354 @@
+"""The TOML schema as dataclasses: one field a line with its help, its default and its bounds.
+
+`load_config` reads a file, applies `section.key=value` overrides, checks every key (unknown keys get
+"did you mean"), resolves relative paths against the config file and returns a `Config`. Every error
+is a `UserError` naming the file and the key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from trainer.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PACKAGE_SCHEME = "pkg:"  # model.path = "pkg:module/sub/dir": a folder inside an installed package
+
+
+def opt(default: Any, help: str, **bounds: Any) -> Any:
+    """A config field: its default, a help line, and optional bounds (min, max, gt, lt, choices)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **bounds})
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+@dataclass
+class ModelSection:
+    path: str = opt(
+        "", "local HF model folder (any AutoModelForSequenceClassification), or pkg:module/dir"
+    )
+    quantize: str = opt(
+        "none",
+        "frozen base weights: none | nf4 (QLoRA through bitsandbytes)",
+        choices=["none", "nf4"],
+    )
+    precision: str = opt(
+        "auto",
+        "compute dtype: auto (bf16 where the hardware is fast) | fp32 | bf16 | fp16",
+        choices=["auto", "fp32", "bf16", "fp16"],
+    )
+    max_length: int = opt(128, "tokens per text; longer texts are truncated", min=2)
+    double_quant: bool = opt(
+        True, "nf4 only: quantize the quantization constants too (QLoRA's double quantization)"
+    )
+
+
+@dataclass
+class LoraSection:
+    r: int = opt(16, "LoRA rank", min=1)
+    alpha: float = opt(32, "LoRA alpha (scale = alpha / r)", gt=0)
+    dropout: float = opt(0.05, "dropout on the LoRA input", min=0, lt=1)
+    target_modules: str | list[str] = opt(
+        "auto", "module names to adapt, or auto (the architecture's attention q/v projections)"
+    )
+
+
+@dataclass
+class DataSection:
+    train: str = opt("", "training data: JSONL, CSV or TSV")
+    validation: str = opt("", "optional validation file; empty = split off train")
+    text_field: str = opt("input", "field (column) holding the text")
+    label_field: str = opt("label", "field (column) holding the label: an int or a name")
+    labels: list[str] = opt(
+        [], "label names; ints in the data index them; empty = sorted names found"
+    )
+    val_split: float = opt(
+        0.2, "fraction of train held out for validation when no validation file", gt=0, max=0.5
+    )
+    class_weights: str | list[float] = opt(
+        "auto",
+        "auto | uniform | inverse_freq | sqrt_inverse | [w0, w1, ...]",
+        choices=["auto", "uniform", "inverse_freq", "sqrt_inverse"],
+    )
+    oversample_minority: bool = opt(
+        False, "duplicate minority-class training samples up to the majority count"
+    )
+
+
+@dataclass
+class TrainSection:
+    epochs: int = opt(50, "passes over the training set", min=1)
+    batch_size: int = opt(32, "samples per optimizer step (the global batch under torchrun)", min=1)
+    learning_rate: float = opt(1e-4, "peak learning rate (AdamW)", gt=0)
+    weight_decay: float = opt(0.01, "AdamW weight decay (not on biases and norms)", min=0)
+    warmup_fraction: float = opt(
+        0.1, "fraction of all steps spent warming the LR up linearly", min=0, lt=1
+    )
+    lr_min: float = opt(1e-6, "the LR the cosine decay ends at", min=0)
+    grad_clip: float = opt(1.0, "max gradient norm; 0 = no clipping", min=0)
+    save_every: int = opt(5, "write checkpoints/epoch-N every this many epochs; 0 = never", min=0)
+    early_stopping_patience: int = opt(
+        10, "stop after this many epochs without a better val loss; 0 = never", min=0
+    )
+    seed: int = opt(42, "seed for the split, the data order, LoRA init and dropout")
+    log_interval: int = opt(1, "print a progress line every this many steps", min=1)
+
+
+@dataclass
+class OutputSection:
+    dir: str = opt("", "the experiment directory (the monitor contract's files and checkpoints)")
+
+
+@dataclass
+class Config:
+    model: ModelSection = field(default_factory=ModelSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    output: OutputSection = field(default_factory=OutputSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+REQUIRED = ("model.path", "data.train", "output.dir")
+PATH_KEYS = ("model.path", "data.train", "data.validation", "output.dir")
+
+
+def sections() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in sections().items() for f in dataclasses.fields(cls)]
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+# ---------------------------------------------------------------------------------------- checking
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Return value as type tp, or raise TypeError. Ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg)
+            except TypeError:
+                continue
+        raise TypeError
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise TypeError
+            return float(value)
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    raise TypeError  # pragma: no cover
+
+
+def _check_bounds(key: str, value: Any, meta: dict[str, Any]) -> str | None:
+    """Return a description of the violated bound, or None."""
+    if isinstance(value, str) and "choices" in meta and value not in meta["choices"]:
+        return f"must be one of {', '.join(meta['choices'])}{did_you_mean(value, meta['choices'])}"
+    if (
+        isinstance(value, list)
+        and key == "data.class_weights"
+        and (not value or any(w < 0 for w in value))
+    ):
+        return "must be a non-empty list of non-negative weights"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "min" in meta and value < meta["min"]:
+            return f"must be >= {meta['min']}"
+        if "max" in meta and value > meta["max"]:
+            return f"must be <= {meta['max']}"
+        if "gt" in meta and value <= meta["gt"]:
+            return f"must be > {meta['gt']}"
+        if "lt" in meta and value >= meta["lt"]:
+            return f"must be < {meta['lt']}"
+    return None
+
+
+def build_config(raw: dict[str, Any], source: str) -> Config:
+    """Check a nested dict against the schema and build a Config. `source` names the file in errors."""
+    known = sections()
+    built: dict[str, Any] = {}
+    for section, values in raw.items():
+        if section not in known:
+            raise UserError(
+                f"{source}: unknown section [{section}]{did_you_mean(section, list(known))}"
+            )
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: {section} must be a table ([{section}])")
+        cls = known[section]
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            path = f"{section}.{key}"
+            if key not in fields:
+                raise UserError(f"{source}: unknown key {path}{did_you_mean(path, all_keys())}")
+            try:
+                value = _coerce(value, hints[key])
+            except TypeError:
+                raise UserError(
+                    f"{source}: {path} must be {_type_name(hints[key])}, got {value!r}"
+                ) from None
+            problem = _check_bounds(path, value, dict(fields[key].metadata))
+            if problem:
+                raise UserError(f"{source}: {path} = {value!r} {problem}")
+            kwargs[key] = value
+        built[section] = cls(**kwargs)
+    config = Config(**built)
+    for path in REQUIRED:
+        section, key = path.split(".")
+        if not getattr(getattr(config, section), key):
+            raise UserError(f"{source}: missing required key {path}")
+    return config
+
+
+# ---------------------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`section.key=value` → (section, key, value); the value is TOML where it parses, else a string."""
+    if "=" not in text:
+        raise UserError(f"override {text!r}: expected section.key=value")
+    path, raw = text.split("=", 1)
+    path = path.strip()
+    if path.count(".") != 1:
+        raise UserError(
+            f"override {text!r}: expected section.key=value{did_you_mean(path, all_keys())}"
+        )
+    section, key = path.split(".")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return section, key, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    merged = {s: dict(v) if isinstance(v, dict) else v for s, v in raw.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in sections():
+            raise UserError(
+                f"override {text!r}: unknown section {section}{did_you_mean(f'{section}.{key}', all_keys())}"
+            )
+        merged.setdefault(section, {})[key] = value
+    return merged
+
+
+# ---------------------------------------------------------------------------------------- paths
+
+
+def resolve_package_path(spec: str) -> Path:
+    """`pkg:module/sub/dir` → that folder inside the installed package `module`."""
+    module, _, sub = spec[len(PACKAGE_SCHEME) :].partition("/")
+    found = importlib.util.find_spec(module) if module else None
+    if found is None or not found.submodule_search_locations:
+        raise UserError(f"model.path {spec!r}: no installed package {module!r} (pip install it)")
+    return Path(next(iter(found.submodule_search_locations))) / sub
+
+
+def resolve_paths(config: Config, base: Path, explicit_base: dict[str, Path]) -> Config:
+    """Make path keys absolute: relative to the config file, or to `explicit_base[key]` (overrides: the cwd)."""
+    for path in PATH_KEYS:
+        section, key = path.split(".")
+        obj = getattr(config, section)
+        value = getattr(obj, key)
+        if not value:
+            continue
+        if value.startswith(PACKAGE_SCHEME):
+            setattr(obj, key, str(resolve_package_path(value)))
+            continue
+        p = Path(value).expanduser()
+        if not p.is_absolute():
+            p = explicit_base.get(path, base) / p
+        setattr(obj, key, str(p.resolve()))
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config, apply overrides, check it, resolve paths. Raises UserError on bad input."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read config: {e}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: TOML syntax error: {e}") from None
+    overrides = overrides or []
+    raw = apply_overrides(raw, overrides)
+    config = build_config(raw, str(path))
+    from_cwd = {p.split("=", 1)[0].strip(): Path.cwd() for p in overrides}
+    return resolve_paths(config, path.resolve().parent, from_cwd)
+
+
+def config_from_dict(
+    raw: dict[str, Any], source: str, overrides: list[str] | None = None
+) -> Config:
+    """Rebuild a saved (already resolved) config, e.g. from run.json on resume, with optional overrides."""
+    overrides = overrides or []
+    config = build_config(apply_overrides(raw, overrides), source)
+    return resolve_paths(config, Path.cwd(), {})
+
+
+def describe() -> str:
+    """Every key with its default and help: the schema as a user reads it."""
+    lines = []
+    for section, cls in sections().items():
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            lines.append(f"{f.name} = {default!r:<12} # {f.metadata['help']}")
+    return "\n".join(lines)

@@ -1,0 +1,357 @@
+"""Data: reading JSONL/CSV/TSV, labels, the train/validation split, provenance hash, class balance,
+tokenizing once, and the per-epoch batch order.
+
+Everything here is deterministic in the seed: the split, the oversampled training set and each
+epoch's order (seed + epoch), so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from trainer.config import DataSection, did_you_mean
+from trainer.errors import UserError
+
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+DELIMITED_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+AUTO_WEIGHT_RATIO = (
+    2.0  # class_weights = "auto" turns on when largest/smallest class count exceeds this
+)
+
+
+@dataclass
+class Row:
+    """One sample as read: its text, its raw label (int or name) and where it came from."""
+
+    text: str
+    label: int | str
+    where: str  # "file:line", for error messages
+
+
+@dataclass
+class Corpus:
+    """The data a run trains on, after labels, split and balancing are settled."""
+
+    label_names: list[str]
+    train_texts: list[str]
+    train_labels: list[int]
+    val_texts: list[str]
+    val_labels: list[int]
+    data_hash: str
+    class_counts: list[int]  # of the training split, before oversampling
+    class_weights: list[float] | None
+    notes: list[str] = field(
+        default_factory=list
+    )  # what was decided (auto weights, oversampling), for stderr
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def read_rows(path: str | Path, text_field: str, label_field: str) -> list[Row]:
+    """Read a JSONL, CSV or TSV file into Rows. Every problem is a UserError naming file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: data file not found")
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        rows = _read_jsonl(path, text_field, label_field)
+    elif suffix in DELIMITED_SUFFIXES:
+        rows = _read_delimited(path, text_field, label_field, DELIMITED_SUFFIXES[suffix])
+    else:
+        raise UserError(f"{path}: unknown data format {suffix!r} (use .jsonl, .csv or .tsv)")
+    if not rows:
+        raise UserError(f"{path}: no samples (the file is empty)")
+    return rows
+
+
+def _check_row(text: Any, label: Any, where: str, text_field: str, label_field: str) -> Row:
+    if not isinstance(text, str):
+        raise UserError(
+            f"{where}: field {text_field!r} must be a string, got {type(text).__name__}"
+        )
+    if not text.strip():
+        raise UserError(f"{where}: field {text_field!r} is empty")
+    if isinstance(label, bool) or not isinstance(label, (int, str)):
+        raise UserError(
+            f"{where}: field {label_field!r} must be an integer or a name, got {label!r}"
+        )
+    if isinstance(label, str) and not label.strip():
+        raise UserError(f"{where}: field {label_field!r} is empty")
+    return Row(text, label, where)
+
+
+def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[Row]:
+    rows = []
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark, as Windows editors write
+            if not raw.strip():
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                reason = "not UTF-8" if "utf-8" in str(e).lower() else f"malformed JSON ({e})"
+                raise UserError(f"{where}: {reason}") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            for name in (text_field, label_field):
+                if name not in obj:
+                    raise UserError(
+                        f"{where}: missing field {name!r}{did_you_mean(name, list(obj))}"
+                    )
+            rows.append(
+                _check_row(obj[text_field], obj[label_field], where, text_field, label_field)
+            )
+    return rows
+
+
+def _read_delimited(path: Path, text_field: str, label_field: str, delimiter: str) -> list[Row]:
+    csv.field_size_limit(sys.maxsize)
+    rows = []
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f, delimiter=delimiter)
+            columns = reader.fieldnames or []
+            for name in (text_field, label_field):
+                if name not in columns:
+                    raise UserError(
+                        f"{path}:1: no column {name!r}{did_you_mean(name, list(columns))} (columns: {', '.join(columns) or 'none'})"
+                    )
+            for record in reader:
+                where = f"{path}:{reader.line_num}"
+                if None in record:
+                    raise UserError(f"{where}: more fields than the header has columns")
+                label = record[label_field]
+                if label is not None and label.strip().lstrip("-").isdigit():
+                    label = int(label)
+                rows.append(_check_row(record[text_field], label, where, text_field, label_field))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({e})") from None
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- labels
+
+
+def resolve_label_names(rows: list[Row], configured: list[str]) -> list[str]:
+    """The label names: the configured list, else the sorted set of names found, else 0..max for ints."""
+    if configured:
+        if len(set(configured)) != len(configured):
+            raise UserError("data.labels: names must be unique")
+        return list(configured)
+    kinds = {type(r.label) for r in rows}
+    if kinds == {str}:
+        return sorted({r.label for r in rows})  # type: ignore[type-var]
+    if kinds == {int}:
+        top = max(r.label for r in rows)  # type: ignore[type-var]
+        return [str(i) for i in range(top + 1)]
+    first_int = next(r for r in rows if isinstance(r.label, int))
+    raise UserError(
+        f"{first_int.where}: labels mix integers and names; set data.labels to name the integers"
+    )
+
+
+def label_ids(rows: list[Row], names: list[str]) -> list[int]:
+    """Map each row's label to its index in names; ints index names, names must be in it."""
+    index = {name: i for i, name in enumerate(names)}
+    ids = []
+    for r in rows:
+        if isinstance(r.label, int):
+            if not 0 <= r.label < len(names):
+                raise UserError(
+                    f"{r.where}: label {r.label} out of range (0..{len(names) - 1}, {len(names)} labels)"
+                )
+            ids.append(r.label)
+        elif r.label in index:
+            ids.append(index[r.label])
+        else:
+            raise UserError(
+                f"{r.where}: label {r.label!r} is not in data.labels{did_you_mean(r.label, names)}"
+            )
+    return ids
+
+
+# ---------------------------------------------------------------------------------------- split, hash
+
+
+def val_count(n: int, val_split: float) -> int:
+    """ceil(n × val_split), clamped so that both sides keep at least one sample."""
+    return min(max(math.ceil(n * val_split), 1), n - 1)
+
+
+def split_indices(n: int, val_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded shuffle of 0..n-1 cut into (train, validation); disjoint, and the same for the same seed."""
+    if n < 2:
+        raise UserError(f"need at least 2 samples to split off a validation set, got {n}")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    k = val_count(n, val_split)
+    return sorted(order[k:]), sorted(order[:k])
+
+
+def data_hash(sources: list[tuple[str, list[str], list[str]]]) -> str:
+    """SHA-256 over each source's sorted (text, label name) pairs: the same data in any order, same hash."""
+    h = hashlib.sha256()
+    for role, texts, labels in sources:
+        h.update(f"{role}\x1d".encode())
+        for text, label in sorted(zip(texts, labels, strict=False)):
+            h.update(text.encode("utf-8") + b"\x1f" + label.encode("utf-8") + b"\x1e")
+    return "sha256:" + h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- balance
+
+
+def class_counts(labels: list[int], k: int) -> list[int]:
+    counts = Counter(labels)
+    return [counts.get(c, 0) for c in range(k)]
+
+
+def normalised(weights: list[float]) -> list[float]:
+    """Scale weights to sum to the number of classes (so an average sample keeps weight 1)."""
+    total = sum(weights)
+    return [w * len(weights) / total for w in weights]
+
+
+def compute_class_weights(
+    spec: str | list[float], counts: list[int], oversampled: bool
+) -> tuple[list[float] | None, str]:
+    """Weights for the loss, and a sentence saying what was chosen. Explicit weights always win."""
+    k, n = len(counts), sum(counts)
+    if isinstance(spec, list):
+        if len(spec) != k:
+            raise UserError(f"data.class_weights: {len(spec)} weights for {k} classes")
+        return list(map(float, spec)), f"class weights (explicit): {fmt(spec)}"
+    if spec == "uniform":
+        return None, ""
+    if 0 in counts:
+        empty = [c for c, x in enumerate(counts) if x == 0]
+        return None, f"warning: class(es) {empty} have no training samples; no class weights"
+    if spec == "auto":
+        if oversampled:
+            return None, ""
+        ratio = max(counts) / min(counts)
+        if ratio <= AUTO_WEIGHT_RATIO:
+            return None, ""
+        w = normalised([math.sqrt(n / (k * c)) for c in counts])
+        return (
+            w,
+            f"imbalanced classes (largest/smallest = {ratio:.1f} > {AUTO_WEIGHT_RATIO:g}), counts {counts}: sqrt-inverse weights {fmt(w)}",
+        )
+    if spec == "inverse_freq":
+        w = normalised([n / (k * c) for c in counts])
+    else:  # sqrt_inverse
+        w = normalised([math.sqrt(n / (k * c)) for c in counts])
+    return w, f"class weights ({spec}), counts {counts}: {fmt(w)}"
+
+
+def fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
+
+
+def oversample(indices: list[int], labels: list[int], seed: int) -> list[int]:
+    """Duplicate minority-class samples (cycling through each class's samples) up to the majority count."""
+    by_class: dict[int, list[int]] = {}
+    for i in indices:
+        by_class.setdefault(labels[i], []).append(i)
+    target = max(len(v) for v in by_class.values())
+    out = []
+    for c in sorted(by_class):
+        members = by_class[c]
+        out.extend(members[j % len(members)] for j in range(target))
+    random.Random(seed).shuffle(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- corpus
+
+
+def load_corpus(cfg: DataSection, seed: int) -> Corpus:
+    """Read, label, split and balance the configured data."""
+    rows = read_rows(cfg.train, cfg.text_field, cfg.label_field)
+    val_rows = read_rows(cfg.validation, cfg.text_field, cfg.label_field) if cfg.validation else []
+    names = resolve_label_names(rows + val_rows, cfg.labels)
+    labels = label_ids(rows, names)
+    texts = [r.text for r in rows]
+    if len(set(labels)) < 2:
+        raise UserError(
+            f"{cfg.train}: only one class ({names[labels[0]]!r}) in the training data; need at least 2"
+        )
+
+    if val_rows:
+        train_idx = list(range(len(rows)))
+        val_texts, val_labels = [r.text for r in val_rows], label_ids(val_rows, names)
+    else:
+        train_idx, val_idx = split_indices(len(rows), cfg.val_split, seed)
+        val_texts, val_labels = [texts[i] for i in val_idx], [labels[i] for i in val_idx]
+
+    sources = [("train", texts, [names[y] for y in labels])]
+    if val_rows:
+        sources.append(("validation", val_texts, [names[y] for y in val_labels]))
+
+    counts = class_counts([labels[i] for i in train_idx], len(names))
+    notes = []
+    if cfg.oversample_minority:
+        before = len(train_idx)
+        train_idx = oversample(train_idx, labels, seed)
+        notes.append(f"oversampled minority classes: {before} → {len(train_idx)} training samples")
+    weights, note = compute_class_weights(cfg.class_weights, counts, cfg.oversample_minority)
+    if note:
+        notes.append(note)
+    return Corpus(
+        label_names=names,
+        train_texts=[texts[i] for i in train_idx],
+        train_labels=[labels[i] for i in train_idx],
+        val_texts=val_texts,
+        val_labels=val_labels,
+        data_hash=data_hash(sources),
+        class_counts=counts,
+        class_weights=weights,
+        notes=notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------- batches
+
+
+def tokenize(
+    tokenizer: Any, texts: list[str], labels: list[int], max_length: int
+) -> list[dict[str, Any]]:
+    """Tokenize once, before the first epoch: one feature dict per sample, unpadded."""
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding=False)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    return [{**{k: enc[k][i] for k in keys}, "labels": labels[i]} for i in range(len(texts))]
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The training order of a (1-based) epoch: a different shuffle each epoch, identical across runs."""
+    order = list(range(n))
+    random.Random(seed + epoch).shuffle(order)
+    return order
+
+
+def batches(order: list[int], batch_size: int) -> list[list[int]]:
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)

@@ -1,0 +1,227 @@
+"""Model: the tokenizer and an AutoModelForSequenceClassification from a local folder, LoRA or QLoRA
+through peft, and the compute precision.
+
+Master weights and optimizer state stay fp32; `precision` only picks the autocast dtype. Any
+causal-LM checkpoint whose architecture has a sequence-classification class (Qwen2, Llama, ...) loads
+as a classifier with a fresh head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.config import LoraSection, ModelSection
+from trainer.errors import UserError
+
+# The attention query/value projections of each architecture: LoRA's classic targets.
+DEFAULT_TARGETS: dict[str, list[str]] = {
+    "qwen2": ["q_proj", "v_proj"],
+    "qwen3": ["q_proj", "v_proj"],
+    "llama": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"],
+    "gemma2": ["q_proj", "v_proj"],
+    "phi3": ["qkv_proj"],
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "electra": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "deberta-v2": ["query_proj", "value_proj"],
+    "modernbert": ["Wqkv"],
+    "gpt2": ["c_attn"],
+}
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a peft PeftModelForSequenceClassification
+    tokenizer: Any
+    device: torch.device
+    precision: str  # the resolved compute precision: fp32 | bf16 | fp16
+    architecture: str
+    params_total: int
+    params_trainable: int
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward pass's autocast context (a no-op in fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
+
+
+def pick_device() -> torch.device:
+    """CUDA (this process's LOCAL_RANK under torchrun) where there is one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 compute is native here: AVX512-BF16 or AMX on a CPU, Ampere or later on CUDA."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise UserError(
+            "model.precision = 'fp16' needs a CUDA device; use 'bf16' or 'auto' on a CPU"
+        )
+    return precision
+
+
+def check_model_dir(path: str) -> dict[str, Any]:
+    """The folder's config.json, or a UserError saying why this is not a model folder."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"model.path {path}: no such directory")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"model.path {path}: not a Hugging Face model folder (no config.json)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{config_file}: unreadable ({e})") from None
+    if "model_type" not in config:
+        raise UserError(f"{config_file}: no model_type; not a transformers model config")
+    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+    if not has_weights:
+        raise UserError(f"model.path {path}: no weights (*.safetensors) in the folder")
+    return config
+
+
+def load_tokenizer(path: str) -> Any:
+    """The folder's tokenizer, with a pad token (decoder models such as Qwen2 may have none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # transformers raises many kinds here; all mean "no usable tokenizer"
+        raise UserError(
+            f"model.path {path}: cannot load a tokenizer ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        if tokenizer.pad_token is None:
+            raise UserError(
+                f"model.path {path}: the tokenizer has no pad, eos or unk token to pad with"
+            )
+    return tokenizer
+
+
+def target_modules(lora: LoraSection, model_type: str) -> list[str]:
+    if lora.target_modules != "auto":
+        return (
+            [lora.target_modules]
+            if isinstance(lora.target_modules, str)
+            else list(lora.target_modules)
+        )
+    if model_type not in DEFAULT_TARGETS:
+        raise UserError(
+            f"lora.target_modules = 'auto': no default for model type {model_type!r}; list the modules"
+        )
+    return DEFAULT_TARGETS[model_type]
+
+
+def quantization_config(cfg: ModelSection, precision: str) -> Any:
+    """QLoRA: the frozen base in NF4 through bitsandbytes, computing in the run's precision."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=cfg.double_quant,
+        bnb_4bit_compute_dtype=DTYPES.get(precision, torch.float32),
+        bnb_4bit_quant_storage=torch.uint8,
+    )
+
+
+def load_model(
+    cfg: ModelSection, lora: LoraSection, label_names: list[str], device: torch.device
+) -> LoadedModel:
+    """Tokenizer + classifier + LoRA adapters (the head trained and saved with the adapter)."""
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    raw_config = check_model_dir(cfg.path)
+    precision = resolve_precision(cfg.precision, device)
+    tokenizer = load_tokenizer(cfg.path)
+    id2label = dict(enumerate(label_names))
+    hf_config = AutoConfig.from_pretrained(
+        cfg.path,
+        num_labels=len(label_names),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+    )
+    hf_config.pad_token_id = tokenizer.pad_token_id
+    kwargs: dict[str, Any] = {"config": hf_config, "dtype": torch.float32}
+    if cfg.quantize == "nf4":
+        kwargs["quantization_config"] = quantization_config(cfg, precision)
+        kwargs["device_map"] = {"": device}
+    with _quiet_transformers():
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(cfg.path, **kwargs)
+        except ValueError as e:
+            raise UserError(
+                f"model.path {cfg.path}: cannot load as a sequence classifier ({str(e).splitlines()[0][:200]})"
+            ) from None
+        if cfg.quantize == "nf4":
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        else:
+            model.to(device)
+    peft_config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=target_modules(lora, raw_config["model_type"]),
+    )
+    try:
+        model = get_peft_model(model, peft_config)
+    except ValueError as e:
+        raise UserError(f"lora.target_modules: {str(e).splitlines()[0][:200]}") from None
+    trainable, total = model.get_nb_trainable_parameters()
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        precision=precision,
+        architecture=type(model.get_base_model()).__name__,
+        params_total=int(total),
+        params_trainable=int(trainable),
+    )
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide transformers' "newly initialized weights ... you should TRAIN this model" notice: we know."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()

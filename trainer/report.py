@@ -1,0 +1,66 @@
+"""Readable progress on stderr for the headless trainer: a line per log_interval, a summary per epoch.
+
+Colour only when stderr is a terminal; plain text in logs, tmux captures and cluster job output.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, TextIO
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Reporter:
+    def __init__(self, stream: TextIO | None = None, enabled: bool = True):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.color = self.stream.isatty()
+
+    def _style(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=self.stream, flush=True)
+
+    def step(self, s: dict[str, Any]) -> None:
+        self.say(
+            f"epoch {s['epoch']}/{s['total_epochs']} step {s['step']}/{s['steps_per_epoch']} "
+            f"loss {s['loss']:.4f} acc {s['train_accuracy']:.3f} lr {s['lr']:.2e} "
+            f"|g| {s['grad_norm']:.3f} {s['samples_per_sec']:.0f} samples/s eta {fmt_duration(s['eta_s'])}"
+        )
+
+    def epoch(self, e: dict[str, Any], total_epochs: int) -> None:
+        best = self._style(" ★ best", "1;32") if e["is_best"] else ""
+        self.say(
+            f"epoch {e['epoch']}/{total_epochs} done in {e['epoch_time_s']:.1f}s: "
+            f"train loss {e['train_loss']:.4f} acc {e['train_accuracy']:.3f} | "
+            f"val loss {e['val_loss']:.4f} acc {e['val_accuracy']:.3f} | lr {e['lr']:.2e} | "
+            f"{e['train_samples_per_sec']:.0f} samples/s{best}"
+        )
+
+    def summary(self, result: dict[str, Any], run_dir: str) -> None:
+        best = result.get("best")
+        lines = [
+            self._style(f"run {result['status']}", "1"),
+            f"  epochs run     {len(result['epochs'])}"
+            + (" (early stop)" if result.get("stopped_early") else ""),
+            f"  total time     {fmt_duration(result['total_time_s'])}",
+        ]
+        if best:
+            lines.append(
+                f"  best epoch     {best['epoch']}: val loss {best['val_loss']:.4f}, val accuracy {best['val_accuracy']:.3f}"
+            )
+        if result.get("error"):
+            lines.append(f"  error          {result['error']}")
+        lines.append(f"  run directory  {run_dir}")
+        self.say("\n".join(lines))

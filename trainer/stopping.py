@@ -1,0 +1,89 @@
+"""Graceful stop: SIGINT, SIGTERM and a control.json request all set one flag the loop checks per batch.
+
+The first signal asks for a clean stop (finish the batch, write checkpoints/last, status stopped,
+exit 0). A second SIGINT exits at once through `on_force` (status says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from trainer.monitor.schema import Files
+
+FORCED_EXIT_CODE = 130
+
+
+class StopSignal:
+    """Whether a stop was requested, and why. Cheap to poll: control.json is only read when its mtime changes."""
+
+    def __init__(
+        self, run_dir: Path, started_at: float, on_force: Callable[[], None] | None = None
+    ):
+        self.control = run_dir / Files.CONTROL
+        self.started_at = started_at
+        self.reason: str | None = None
+        self.request_id: Any = None
+        self._seen_mtime: float | None = None
+        self._on_force = on_force
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> StopSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.reason is not None and signum == signal.SIGINT:
+            if self._on_force:
+                self._on_force()
+            os._exit(FORCED_EXIT_CODE)
+        self.reason = self.reason or f"{name} received"
+
+    def request(self, reason: str) -> None:
+        self.reason = self.reason or reason
+
+    @property
+    def requested(self) -> bool:
+        """True once a stop was asked for (signal, or a control.json written after this run started)."""
+        if self.reason is None:
+            self._poll_control()
+        return self.reason is not None
+
+    def _poll_control(self) -> None:
+        try:
+            mtime = self.control.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime == self._seen_mtime:
+            return
+        self._seen_mtime = mtime
+        try:
+            request = orjson.loads(self.control.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return  # garbage or half-written by hand: ignore, a real request is written atomically
+        if not isinstance(request, dict) or request.get("command") != "stop":
+            return
+        requested_at = request.get("requested_at")
+        if isinstance(requested_at, (int, float)) and requested_at < self.started_at:
+            return  # a stale request from before this process started (e.g. the stop we are resuming from)
+        self.request_id = request.get("id")
+        self.reason = "stop requested through control.json"
+
+    def consume(self) -> None:
+        """Remove the honoured control.json so that a resume does not stop again at once."""
+        if self.request_id is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.control.unlink()

@@ -1,0 +1,569 @@
+"""The training run, top to bottom in the order it happens: setup → data → model → optimizer → resume →
+loop (batches, validation, checkpoints, early stopping) → the end.
+
+Semantics follow entrenar's ClassifyTrainer: a seeded split, a reshuffle every epoch (seed + epoch),
+AdamW, linear warmup then cosine decay to lr_min stepped every batch, gradient clipping, validation
+every epoch, checkpoints best / epoch-N / last, NaN → failed, early stopping on validation loss.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+
+import trainer
+from trainer import checkpoint as ckpt
+from trainer.config import Config
+from trainer.data import batches, epoch_order, load_corpus, steps_per_epoch, tokenize
+from trainer.errors import UserError
+from trainer.model import load_model, pick_device
+from trainer.monitor.schema import Files
+from trainer.monitor.writer import MonitorWriter
+from trainer.report import Reporter
+from trainer.stopping import StopSignal
+
+
+@dataclass
+class Resume:
+    """Where a resumed run continues from (resolved by the CLI)."""
+
+    checkpoint: Path
+    allow_data_mismatch: bool = False
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Progress:
+    """Counters of the run; what a checkpoint stores so that a resume continues exactly here."""
+
+    epoch: int = 1
+    step: int = 0
+    global_step: int = 0
+    needs_validation: bool = False
+    best: dict[str, Any] | None = None
+    epochs_without_improvement: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_before: float = 0.0  # seconds spent by earlier processes of this run (resumes)
+    # running sums of the current epoch's training (kept across a mid-epoch stop)
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    train_time: float = 0.0
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def process_identity() -> dict[str, Any]:
+    """pid, host and the process start time: enough for a monitor to tell our trainer from a reused pid."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "pid_create_time": psutil.Process().create_time(),
+    }
+
+
+def train(config: Config, resume: Resume | None = None, argv: list[str] | None = None) -> int:
+    """Run training; return the exit code (0 completed or stopped, 1 failed). Bad input raises UserError.
+
+    A crash inside training marks the run failed in state.json (with the error) before propagating.
+    """
+    run_dir = Path(config.output.dir)
+    if resume is None and (run_dir / Files.RUN).exists():
+        raise UserError(
+            f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
+        )
+    writer = MonitorWriter(run_dir)
+    try:
+        return _train(config, resume, argv, writer)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if writer.state["seq"]:
+            error = f"crashed: {type(e).__name__}: {e}"
+            writer.write_result({"status": "failed", "error": error})
+            writer.update_state(status="failed", error=error, validation=None)
+        raise
+    finally:
+        writer.close()
+
+
+def _train(
+    config: Config, resume: Resume | None, argv: list[str] | None, writer: MonitorWriter
+) -> int:
+    # ------------------------------------------------------------------------------------ setup
+    started = time.time()
+    t0 = time.perf_counter()
+    cfg_t = config.train
+    run_dir = writer.dir
+    report = Reporter()
+    ckpt.clean_leftovers(run_dir / Files.CHECKPOINTS)
+    random.seed(cfg_t.seed)
+    np.random.seed(cfg_t.seed)
+    torch.manual_seed(cfg_t.seed)
+    device = pick_device()
+    identity = process_identity()
+    if resume is None:  # a resume writes nothing until its checkpoint and data have been checked
+        writer.update_state(status="initializing", total_epochs=cfg_t.epochs, **identity)
+
+    def forced_exit() -> None:
+        writer.update_state(
+            status="stopped",
+            error="forced stop (second interrupt): exited without writing a checkpoint",
+        )
+
+    stop = StopSignal(run_dir, started, on_force=forced_exit).install()
+
+    # ------------------------------------------------------------------------------------ data
+    corpus = load_corpus(config.data, cfg_t.seed)
+    for note in corpus.notes:
+        report.say(note)
+
+    # ------------------------------------------------------------------------------------ model
+    loaded = load_model(config.model, config.lora, corpus.label_names, device)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    from transformers import DataCollatorWithPadding, get_cosine_with_min_lr_schedule_with_warmup
+
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    train_features = tokenize(
+        tokenizer, corpus.train_texts, corpus.train_labels, config.model.max_length
+    )
+    val_features = tokenize(tokenizer, corpus.val_texts, corpus.val_labels, config.model.max_length)
+    n_train, n_val = len(train_features), len(val_features)
+    class_weights = (
+        torch.tensor(corpus.class_weights, device=device) if corpus.class_weights else None
+    )
+
+    # ------------------------------------------------------------------------------------ optimizer
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    no_decay = [(n, p) for n, p in named if p.ndim < 2 or "norm" in n.lower()]
+    decay = [(n, p) for n, p in named if (n, p) not in no_decay]
+    groups = [(decay, cfg_t.weight_decay), (no_decay, 0.0)]
+    param_names = [[n for n, _ in g] for g, _ in groups]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for _, p in g], "weight_decay": wd} for g, wd in groups],
+        lr=cfg_t.learning_rate,
+    )
+    trainable = [p for _, p in named]
+    spe = steps_per_epoch(n_train, cfg_t.batch_size)
+    total_steps = spe * cfg_t.epochs
+    warmup_steps = math.ceil(cfg_t.warmup_fraction * total_steps)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=warmup_steps,
+        num_training_steps=total_steps,
+        min_lr=cfg_t.lr_min,
+    )
+
+    # ------------------------------------------------------------------------------------ resume
+    progress = Progress()
+    run_info: dict[str, Any] = {}
+    if resume is not None:
+        state, tensors = ckpt.read_trainer_state(resume.checkpoint)
+        if state.data_hash != corpus.data_hash and not resume.allow_data_mismatch:
+            raise UserError(
+                f"{resume.checkpoint}: data changed since the checkpoint (checkpoint {state.data_hash}, "
+                f"data now {corpus.data_hash}); pass --allow-data-mismatch to resume anyway"
+            )
+        ckpt.load_adapter(resume.checkpoint, model)
+        ckpt.load_optimizer_tensors(optimizer, state, tensors)
+        scheduler.load_state_dict(state.scheduler)
+        ckpt.restore_rng(state.rng, tensors)
+        progress = Progress(
+            epoch=state.epoch,
+            step=state.step,
+            global_step=state.global_step,
+            needs_validation=state.needs_validation,
+            best=state.best,
+            epochs_without_improvement=state.epochs_without_improvement,
+            history=state.epochs,
+            elapsed_before=state.elapsed_s,
+            **state.provenance.get("running", {}),
+        )
+        run_info = ckpt.read_json(run_dir / Files.RUN) if (run_dir / Files.RUN).exists() else {}
+        report.say(
+            f"resuming {run_dir} from {resume.checkpoint} at epoch {progress.epoch}, step {progress.step}"
+        )
+
+    resumed_from = list(run_info.get("resumed_from") or [])
+    if resume is not None:
+        resumed_from.append(
+            {
+                "checkpoint": str(resume.checkpoint),
+                "at": utc_now(),
+                "global_step": progress.global_step,
+                "overrides": resume.overrides,
+            }
+        )
+    run_started_at = run_info.get("started_at", utc_now())
+    run_id = run_info.get("run_id", f"{run_dir.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    writer.write_run(
+        {
+            "run_id": run_id,
+            "name": run_dir.name,
+            "config": config.to_dict(),
+            "model": {
+                "path": config.model.path,
+                "architecture": loaded.architecture,
+                "params_total": loaded.params_total,
+                "params_trainable": loaded.params_trainable,
+                "quantize": config.model.quantize,
+                "precision": loaded.precision,
+                "device": str(device),
+            },
+            "data": {
+                "train": config.data.train,
+                "validation": config.data.validation or None,
+                "n_train": n_train,
+                "n_val": n_val,
+                "data_hash": corpus.data_hash,
+                "labels": corpus.label_names,
+                "class_counts": corpus.class_counts,
+                "class_weights": corpus.class_weights,
+            },
+            "epochs": cfg_t.epochs,
+            "steps_per_epoch": spe,
+            "batch_size": cfg_t.batch_size,
+            "world_size": 1,
+            **identity,
+            "argv": argv if argv is not None else sys.argv,
+            "tool_version": trainer.__version__,
+            "started_at": run_started_at,
+            "resumed_from": resumed_from or None,
+        }
+    )
+    report.say(
+        f"{loaded.architecture} ({loaded.params_trainable:,} of {loaded.params_total:,} parameters trainable) "
+        f"on {device} in {loaded.precision}; {n_train} train / {n_val} validation samples, "
+        f"{len(corpus.label_names)} labels; {cfg_t.epochs} epochs × {spe} steps"
+    )
+    base_state = {
+        "total_epochs": cfg_t.epochs,
+        "steps_per_epoch": spe,
+        "total_steps": total_steps,
+        "checkpoints": sorted(
+            str(p.relative_to(run_dir)) for p in (run_dir / Files.CHECKPOINTS).glob("[!.]*")
+        ),
+    }
+    writer.update_state(
+        status="running",
+        epoch=progress.epoch,
+        step=progress.step,
+        global_step=progress.global_step,
+        elapsed_s=progress.elapsed_before,
+        best=progress.best,
+        **identity,
+        **base_state,
+    )
+    if progress.history:
+        writer.write_epochs(progress.history, progress.best["epoch"] if progress.best else None)
+
+    # Helpers that close over the run: saving a checkpoint, finishing, failing.
+    def elapsed() -> float:
+        return progress.elapsed_before + time.perf_counter() - t0
+
+    def save(name: str, *, metrics: dict[str, Any] | None = None) -> str:
+        trainer_state = ckpt.TrainerState(
+            epoch=progress.epoch,
+            step=progress.step,
+            global_step=progress.global_step,
+            needs_validation=progress.needs_validation,
+            scheduler=scheduler.state_dict(),
+            best=progress.best,
+            epochs_without_improvement=progress.epochs_without_improvement,
+            epochs=progress.history,
+            data_hash=corpus.data_hash,
+            config=config.to_dict(),
+            param_names=param_names,
+            param_groups=[
+                {k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups
+            ],
+            rng={},
+            provenance={
+                "tool_version": trainer.__version__,
+                "base_model": config.model.path,
+                "started_at": run_started_at,
+                "run_id": run_id,
+                "running": {
+                    "loss_sum": progress.loss_sum,
+                    "correct": progress.correct,
+                    "seen": progress.seen,
+                    "train_time": progress.train_time,
+                },
+            },
+            elapsed_s=elapsed(),
+        )
+        metadata = {
+            "metrics": metrics or {},
+            "labels": corpus.label_names,
+            "data_hash": corpus.data_hash,
+            "epoch": progress.epoch,
+            "global_step": progress.global_step,
+            "tool_version": trainer.__version__,
+            "base_model": config.model.path,
+            "started_at": run_started_at,
+            "saved_at": utc_now(),
+            "run_id": run_id,
+        }
+        path = ckpt.save_checkpoint(
+            run_dir / Files.CHECKPOINTS / name, model, tokenizer, optimizer, trainer_state, metadata
+        )
+        rel = str(path.relative_to(run_dir))
+        if rel not in base_state["checkpoints"]:
+            base_state["checkpoints"].append(rel)
+        return rel
+
+    def finish(status: str, *, error: str | None = None, stopped_early: bool = False) -> int:
+        result = {
+            "status": status,
+            "epochs": progress.history,
+            "best": progress.best,
+            "best_epoch": progress.best["epoch"] if progress.best else None,
+            "best_val_loss": progress.best["val_loss"] if progress.best else None,
+            "best_val_accuracy": progress.best["val_accuracy"] if progress.best else None,
+            "stopped_early": stopped_early,
+            "global_step": progress.global_step,
+            "total_time_s": elapsed(),
+            "error": error,
+            "checkpoints": base_state["checkpoints"],
+        }
+        writer.write_result(result)
+        writer.update_state(
+            status=status,
+            error=error,
+            validation=None,
+            best=progress.best,
+            elapsed_s=elapsed(),
+            eta_s=0.0 if status == "completed" else None,
+            **base_state,
+        )
+        writer.close()
+        stop.uninstall()
+        report.summary(result, str(run_dir))
+        return 0 if status in ("completed", "stopped") else 1
+
+    def stop_now() -> int:
+        writer.update_state(status="stopping", validation=None)
+        report.say(f"stopping: {stop.reason}; writing checkpoints/last")
+        save("last")
+        stop.consume()
+        return finish("stopped", error=None)
+
+    # ------------------------------------------------------------------------------------ loop
+    model.train()
+    steps_this_process = 0
+    train_time_this_process = 0.0
+    val_time_per_epoch: float | None = None
+    while progress.epoch <= cfg_t.epochs:
+        epoch = progress.epoch
+        epoch_batches = batches(epoch_order(n_train, cfg_t.seed, epoch), cfg_t.batch_size)
+        if progress.step == 0:
+            progress.loss_sum, progress.correct, progress.seen, progress.train_time = 0.0, 0, 0, 0.0
+        while progress.step < spe and not progress.needs_validation:
+            tb = time.perf_counter()
+            idx = epoch_batches[progress.step]
+            batch = collate([train_features[i] for i in idx])
+            labels = batch.pop("labels").to(device)
+            inputs = {k: v.to(device) for k, v in batch.items()}
+            with loaded.autocast():
+                logits = model(**inputs).logits
+            loss = F.cross_entropy(logits.float(), labels, weight=class_weights)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                trainable, cfg_t.grad_clip if cfg_t.grad_clip > 0 else math.inf
+            )
+            correct = (logits.detach().argmax(-1) == labels).sum()
+            loss_v, grad_norm_v, correct_v = torch.stack(
+                [loss.detach(), grad_norm.detach().float(), correct.float()]
+            ).tolist()
+            if not (math.isfinite(loss_v) and math.isfinite(grad_norm_v)):
+                what = "loss" if not math.isfinite(loss_v) else "gradient norm"
+                error = f"non-finite {what} ({loss_v if what == 'loss' else grad_norm_v}) at epoch {epoch} step {progress.step + 1}; weights left at the last good step"
+                report.say(f"error: {error}")
+                return finish("failed", error=error)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            progress.step += 1
+            progress.global_step += 1
+            n = len(idx)
+            dt = time.perf_counter() - tb
+            progress.loss_sum += loss_v * n
+            progress.correct += int(correct_v)
+            progress.seen += n
+            progress.train_time += dt
+            steps_this_process += 1
+            train_time_this_process += dt
+            remaining_steps = total_steps - progress.global_step
+            eta = train_time_this_process / steps_this_process * remaining_steps
+            eta += (val_time_per_epoch or 0.0) * (cfg_t.epochs - epoch + 1)
+            tokens = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else n
+            step_info = {
+                "epoch": epoch,
+                "step": progress.step,
+                "global_step": progress.global_step,
+                "loss": loss_v,
+                "lr": lr,
+                "grad_norm": grad_norm_v,
+                "accuracy": correct_v / n,
+                "samples_per_sec": n / dt,
+                "t": time.time(),
+            }
+            writer.append_step(step_info)
+            writer.update_state(
+                status="running",
+                epoch=epoch,
+                step=progress.step,
+                global_step=progress.global_step,
+                loss=loss_v,
+                train_loss=progress.loss_sum / progress.seen,
+                train_accuracy=progress.correct / progress.seen,
+                lr=lr,
+                grad_norm=grad_norm_v,
+                samples_per_sec=progress.seen / progress.train_time,
+                tokens_per_sec=tokens / dt,
+                elapsed_s=elapsed(),
+                eta_s=eta,
+            )
+            if progress.step % cfg_t.log_interval == 0 or progress.step == spe:
+                report.step(writer.state)
+            if stop.requested:
+                return stop_now()
+
+        # -------------------------------------------------------------------------------- validation
+        progress.needs_validation = True
+        tv = time.perf_counter()
+        val = validate(
+            model, loaded, val_features, collate, class_weights, cfg_t.batch_size * 2, writer, stop
+        )
+        if val is None:
+            return stop_now()
+        val_time_per_epoch = time.perf_counter() - tv
+        model.train()
+
+        # -------------------------------------------------------------------------------- epoch end
+        val_loss, val_acc = val
+        is_best = progress.best is None or val_loss < progress.best["val_loss"]
+        if is_best:
+            progress.best = {"epoch": epoch, "val_loss": val_loss, "val_accuracy": val_acc}
+            progress.epochs_without_improvement = 0
+        else:
+            progress.epochs_without_improvement += 1
+        record = {
+            "epoch": epoch,
+            "train_loss": progress.loss_sum / max(progress.seen, 1),
+            "train_accuracy": progress.correct / max(progress.seen, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": scheduler.get_last_lr()[0],
+            "epoch_time_s": progress.train_time + val_time_per_epoch,
+            "train_samples_per_sec": progress.seen / progress.train_time
+            if progress.train_time
+            else None,
+            "is_best": is_best,
+            "checkpoint": None,
+        }
+        progress.history = [e for e in progress.history if e["epoch"] < epoch] + [record]
+        if is_best:
+            for e in progress.history[:-1]:
+                e["is_best"] = False
+        progress.epoch, progress.step, progress.needs_validation = epoch + 1, 0, False
+        metrics = {
+            "epoch": epoch,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "train_loss": record["train_loss"],
+        }
+        if is_best:
+            record["checkpoint"] = save("best", metrics=metrics)
+        every = cfg_t.save_every
+        if every and (epoch % every == 0 or cfg_t.epochs <= every):
+            record["checkpoint"] = save(f"epoch-{epoch}", metrics=metrics)
+        writer.write_epochs(progress.history, progress.best["epoch"] if progress.best else None)
+        writer.update_state(
+            status="running",
+            validation=None,
+            best=progress.best,
+            epoch=min(epoch + 1, cfg_t.epochs),
+            step=0,
+            **base_state,
+        )
+        report.epoch(record, cfg_t.epochs)
+
+        patience = cfg_t.early_stopping_patience
+        if patience and progress.epochs_without_improvement >= patience:
+            report.say(f"early stopping: no better validation loss for {patience} epochs")
+            save("last")
+            return finish("completed", stopped_early=True)
+        if stop.requested:
+            return stop_now()
+
+    # ------------------------------------------------------------------------------------ the end
+    save("last")
+    return finish("completed")
+
+
+def validate(
+    model, loaded, features, collate, class_weights, batch_size, writer, stop
+) -> tuple[float, float] | None:
+    """Weighted loss and accuracy over the validation set, batched, in inference mode. None if stopped."""
+    model.eval()
+    total = len(features)
+    loss_sum = weight_sum = 0.0
+    correct = done = 0
+    t = time.perf_counter()
+    writer.update_state(
+        status="validating",
+        validation={
+            "done": 0,
+            "total": total,
+            "loss": None,
+            "accuracy": None,
+            "samples_per_sec": None,
+        },
+    )
+    with torch.inference_mode():
+        for start in range(0, total, batch_size):
+            batch = collate(features[start : start + batch_size])
+            labels = batch.pop("labels").to(loaded.device)
+            inputs = {k: v.to(loaded.device) for k, v in batch.items()}
+            with loaded.autocast():
+                logits = model(**inputs).logits.float()
+            losses = F.cross_entropy(logits, labels, reduction="none")
+            w = class_weights[labels] if class_weights is not None else torch.ones_like(losses)
+            b_loss, b_weight, b_correct = torch.stack(
+                [(losses * w).sum(), w.sum(), (logits.argmax(-1) == labels).sum().float()]
+            ).tolist()
+            loss_sum += b_loss
+            weight_sum += b_weight
+            correct += int(b_correct)
+            done += len(labels)
+            writer.update_state(
+                status="validating",
+                validation={
+                    "done": done,
+                    "total": total,
+                    "loss": loss_sum / weight_sum,
+                    "accuracy": correct / done,
+                    "samples_per_sec": done / (time.perf_counter() - t),
+                },
+            )
+            if stop.requested and done < total:
+                return None
+    return loss_sum / weight_sum, correct / total
