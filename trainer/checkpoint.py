@@ -56,6 +56,9 @@ class TrainerState:
     param_groups: list[dict[str, Any]]
     rng: dict[str, Any]
     provenance: dict[str, Any]
+    running: dict[
+        str, Any
+    ]  # the current epoch's running sums (loss_sum, correct, seen, train_time)
     elapsed_s: float = 0.0
 
 
@@ -336,14 +339,19 @@ def read_trainer_state(folder: Path) -> tuple[TrainerState, dict[str, torch.Tens
     return state, tensors
 
 
-def load_adapter(folder: Path, model: Any) -> None:
-    """Load the adapter (and head) weights into a peft model, checking shapes and finiteness first."""
-    from peft import set_peft_model_state_dict
-
+def read_adapter(folder: Path) -> dict[str, torch.Tensor]:
+    """The adapter (and head) tensors of a checkpoint, refused if unreadable or holding NaN/Inf."""
     path = folder / ADAPTER_WEIGHTS
     adapter = read_tensors(path)
     for name, t in adapter.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise UserError(f"{path}: {name} holds NaN/Inf; refusing a poisoned checkpoint")
-    check_shapes(adapter, model, str(path))
+    return adapter
+
+
+def load_adapter(folder: Path, adapter: dict[str, torch.Tensor], model: Any) -> None:
+    """Put checked adapter tensors into a peft model, after checking their shapes against it."""
+    from peft import set_peft_model_state_dict
+
+    check_shapes(adapter, model, str(folder / ADAPTER_WEIGHTS))
     set_peft_model_state_dict(model, adapter)

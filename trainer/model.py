@@ -55,10 +55,14 @@ class LoadedModel:
     params_trainable: int
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The forward pass's autocast context (a no-op in fp32)."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
+        return autocast(self.device, self.precision)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward pass's autocast context (a no-op in fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
 def pick_device() -> torch.device:
@@ -157,6 +161,7 @@ def load_model(
     cfg: ModelSection, lora: LoraSection, label_names: list[str], device: torch.device
 ) -> LoadedModel:
     """Tokenizer + classifier + LoRA adapters (the head trained and saved with the adapter)."""
+    quiet_bitsandbytes()
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -194,7 +199,8 @@ def load_model(
         target_modules=target_modules(lora, raw_config["model_type"]),
     )
     try:
-        model = get_peft_model(model, peft_config)
+        with _quiet_transformers():
+            model = get_peft_model(model, peft_config)
     except ValueError as e:
         raise UserError(f"lora.target_modules: {str(e).splitlines()[0][:200]}") from None
     trainable, total = model.get_nb_trainable_parameters()
@@ -209,6 +215,11 @@ def load_model(
     )
 
 
+def quiet_bitsandbytes() -> None:
+    """bitsandbytes warns at import that an optional CPU kernel package is missing: not our user's concern."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
 @contextlib.contextmanager
 def _quiet_transformers():
     """Hide transformers' "newly initialized weights ... you should TRAIN this model" notice: we know."""
@@ -217,7 +228,6 @@ def _quiet_transformers():
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)

@@ -9,9 +9,7 @@ every epoch, checkpoints best / epoch-N / last, NaN → failed, early stopping o
 from __future__ import annotations
 
 import math
-import os
 import random
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 import torch.nn.functional as F
 
@@ -29,6 +26,7 @@ from trainer import checkpoint as ckpt
 from trainer.config import Config
 from trainer.data import batches, epoch_order, load_corpus, steps_per_epoch, tokenize
 from trainer.errors import UserError
+from trainer.lock import RunLock, identity
 from trainer.model import load_model, pick_device
 from trainer.monitor.schema import Files
 from trainer.monitor.writer import MonitorWriter
@@ -68,15 +66,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def process_identity() -> dict[str, Any]:
-    """pid, host and the process start time: enough for a monitor to tell our trainer from a reused pid."""
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "pid_create_time": psutil.Process().create_time(),
-    }
-
-
 def train(config: Config, resume: Resume | None = None, argv: list[str] | None = None) -> int:
     """Run training; return the exit code (0 completed or stopped, 1 failed). Bad input raises UserError.
 
@@ -87,6 +76,8 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         raise UserError(
             f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
         )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir).acquire()
     writer = MonitorWriter(run_dir)
     try:
         return _train(config, resume, argv, writer)
@@ -100,6 +91,7 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         raise
     finally:
         writer.close()
+        lock.release()
 
 
 def _train(
@@ -116,9 +108,9 @@ def _train(
     np.random.seed(cfg_t.seed)
     torch.manual_seed(cfg_t.seed)
     device = pick_device()
-    identity = process_identity()
+    me = identity()
     if resume is None:  # a resume writes nothing until its checkpoint and data have been checked
-        writer.update_state(status="initializing", total_epochs=cfg_t.epochs, **identity)
+        writer.update_state(status="initializing", total_epochs=cfg_t.epochs, **me)
 
     def forced_exit() -> None:
         writer.update_state(
@@ -130,6 +122,14 @@ def _train(
 
     # ------------------------------------------------------------------------------------ data
     corpus = load_corpus(config.data, cfg_t.seed)
+    if resume is not None:  # fail fast, before the model loads
+        saved, saved_tensors = ckpt.read_trainer_state(resume.checkpoint)
+        saved_adapter = ckpt.read_adapter(resume.checkpoint)
+        if saved.data_hash != corpus.data_hash and not resume.allow_data_mismatch:
+            raise UserError(
+                f"{resume.checkpoint}: data changed since the checkpoint (checkpoint {saved.data_hash}, "
+                f"data now {corpus.data_hash}); pass --allow-data-mismatch to resume anyway"
+            )
     for note in corpus.notes:
         report.say(note)
 
@@ -173,26 +173,20 @@ def _train(
     progress = Progress()
     run_info: dict[str, Any] = {}
     if resume is not None:
-        state, tensors = ckpt.read_trainer_state(resume.checkpoint)
-        if state.data_hash != corpus.data_hash and not resume.allow_data_mismatch:
-            raise UserError(
-                f"{resume.checkpoint}: data changed since the checkpoint (checkpoint {state.data_hash}, "
-                f"data now {corpus.data_hash}); pass --allow-data-mismatch to resume anyway"
-            )
-        ckpt.load_adapter(resume.checkpoint, model)
-        ckpt.load_optimizer_tensors(optimizer, state, tensors)
-        scheduler.load_state_dict(state.scheduler)
-        ckpt.restore_rng(state.rng, tensors)
+        ckpt.load_adapter(resume.checkpoint, saved_adapter, model)
+        ckpt.load_optimizer_tensors(optimizer, saved, saved_tensors)
+        scheduler.load_state_dict(saved.scheduler)
+        ckpt.restore_rng(saved.rng, saved_tensors)
         progress = Progress(
-            epoch=state.epoch,
-            step=state.step,
-            global_step=state.global_step,
-            needs_validation=state.needs_validation,
-            best=state.best,
-            epochs_without_improvement=state.epochs_without_improvement,
-            history=state.epochs,
-            elapsed_before=state.elapsed_s,
-            **state.provenance.get("running", {}),
+            epoch=saved.epoch,
+            step=saved.step,
+            global_step=saved.global_step,
+            needs_validation=saved.needs_validation,
+            best=saved.best,
+            epochs_without_improvement=saved.epochs_without_improvement,
+            history=saved.epochs,
+            elapsed_before=saved.elapsed_s,
+            **saved.running,
         )
         run_info = ckpt.read_json(run_dir / Files.RUN) if (run_dir / Files.RUN).exists() else {}
         report.say(
@@ -239,7 +233,7 @@ def _train(
             "steps_per_epoch": spe,
             "batch_size": cfg_t.batch_size,
             "world_size": 1,
-            **identity,
+            **me,
             "argv": argv if argv is not None else sys.argv,
             "tool_version": trainer.__version__,
             "started_at": run_started_at,
@@ -266,7 +260,7 @@ def _train(
         global_step=progress.global_step,
         elapsed_s=progress.elapsed_before,
         best=progress.best,
-        **identity,
+        **me,
         **base_state,
     )
     if progress.history:
@@ -298,12 +292,12 @@ def _train(
                 "base_model": config.model.path,
                 "started_at": run_started_at,
                 "run_id": run_id,
-                "running": {
-                    "loss_sum": progress.loss_sum,
-                    "correct": progress.correct,
-                    "seen": progress.seen,
-                    "train_time": progress.train_time,
-                },
+            },
+            running={
+                "loss_sum": progress.loss_sum,
+                "correct": progress.correct,
+                "seen": progress.seen,
+                "train_time": progress.train_time,
             },
             elapsed_s=elapsed(),
         )

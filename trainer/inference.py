@@ -1,0 +1,246 @@
+"""`entrenar-train eval | predict | export CHECKPOINT ...`: use a checkpoint without training.
+
+eval: accuracy, loss, per-class precision/recall/F1/support, macro and weighted averages and the
+confusion matrix, printed and written to eval.json. predict: JSONL of label and probabilities for
+each text (arguments or stdin lines). export: merge the adapter into a plain HF model folder that
+`transformers.pipeline("text-classification", model=OUT)` loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import torch
+import torch.nn.functional as F
+
+from trainer.checkpoint import ADAPTER_WEIGHTS, METADATA, TRAINER_JSON, read_json, read_tensors
+from trainer.errors import UserError
+from trainer.monitor.atomic import atomic_write_json
+
+# ---------------------------------------------------------------------------------------- metrics
+
+
+def confusion_matrix(labels: list[int], predictions: list[int], k: int) -> list[list[int]]:
+    """matrix[true][predicted] = count."""
+    matrix = [[0] * k for _ in range(k)]
+    for y, p in zip(labels, predictions):
+        matrix[y][p] += 1
+    return matrix
+
+
+def classification_report(matrix: list[list[int]], names: list[str]) -> dict[str, Any]:
+    """Per-class precision/recall/F1/support and macro/weighted averages from a confusion matrix.
+
+    A class never predicted has precision 0 (and F1 0), as scikit-learn reports it with zero_division=0.
+    """
+    k = len(names)
+    support = [sum(matrix[c]) for c in range(k)]
+    predicted = [sum(matrix[r][c] for r in range(k)) for c in range(k)]
+    total = sum(support)
+    per_class = {}
+    for c, name in enumerate(names):
+        tp = matrix[c][c]
+        precision = tp / predicted[c] if predicted[c] else 0.0
+        recall = tp / support[c] if support[c] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support[c],
+        }
+
+    def average(weights: list[float]) -> dict[str, float]:
+        norm = sum(weights)
+        return {
+            m: sum(w * per_class[n][m] for w, n in zip(weights, names)) / norm if norm else 0.0
+            for m in ("precision", "recall", "f1")
+        }
+
+    return {
+        "accuracy": sum(matrix[c][c] for c in range(k)) / total if total else 0.0,
+        "per_class": per_class,
+        "macro_avg": {**average([1.0] * k), "support": total},
+        "weighted_avg": {**average([float(s) for s in support]), "support": total},
+        "confusion_matrix": {"labels": names, "matrix": matrix},
+    }
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Classifier:
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+    autocast: Any
+
+    def logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        out = []
+        self.model.eval()
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                enc = self.tokenizer(
+                    texts[i : i + batch_size],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                )
+                with self.autocast():
+                    out.append(self.model(**enc).logits.float())
+        return torch.cat(out) if out else torch.empty(0, len(self.labels))
+
+
+def load_classifier(checkpoint: str | Path) -> Classifier:
+    """A checkpoint folder → the base model from its recorded path with the adapter on top."""
+    from trainer.model import quiet_bitsandbytes
+
+    quiet_bitsandbytes()
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from trainer.config import config_from_dict
+    from trainer.model import _quiet_transformers, autocast, pick_device, resolve_precision
+
+    folder = Path(checkpoint)
+    if not (folder / "adapter_config.json").is_file():
+        raise UserError(f"{folder}: not a checkpoint folder (no adapter_config.json)")
+    state = read_json(folder / TRAINER_JSON)
+    read_tensors(folder / ADAPTER_WEIGHTS)  # a clear error for a truncated file, before peft tries
+    config = config_from_dict(state["config"], str(folder / TRAINER_JSON))
+    meta = read_json(folder / METADATA)
+    base_path = meta.get("base_model") or config.model.path
+    if not Path(base_path, "config.json").is_file():
+        raise UserError(f"{folder}: its base model {base_path} is not there any more")
+    hf_config = AutoConfig.from_pretrained(folder)
+    with _quiet_transformers():
+        base = AutoModelForSequenceClassification.from_pretrained(
+            base_path, config=hf_config, dtype=torch.float32
+        )
+        model = PeftModel.from_pretrained(base, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    device = pick_device()
+    precision = resolve_precision(config.model.precision, device)
+
+    labels = [hf_config.id2label[i] for i in range(len(hf_config.id2label))]
+    return Classifier(
+        model.to(device),
+        tokenizer,
+        labels,
+        config.model.max_length,
+        lambda: autocast(device, precision),
+    )
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from trainer.data import label_ids, read_rows
+
+    clf = load_classifier(args.checkpoint)
+    state = read_json(Path(args.checkpoint) / TRAINER_JSON)
+    data_cfg = state["config"]["data"]
+    rows = read_rows(args.data, data_cfg["text_field"], data_cfg["label_field"])
+    labels = label_ids(rows, clf.labels)
+    logits = clf.logits([r.text for r in rows])
+    target = torch.tensor(labels)
+    loss = float(F.cross_entropy(logits.cpu(), target))
+    predictions = logits.argmax(-1).tolist()
+    report = classification_report(
+        confusion_matrix(labels, predictions, len(clf.labels)), clf.labels
+    )
+    result = {
+        "schema": "entrenar-tui/eval",
+        "version": 1,
+        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "data": str(Path(args.data).resolve()),
+        "n": len(rows),
+        "loss": loss,
+        **report,
+    }
+    atomic_write_json(args.out, result)
+    print(format_report(result))
+    print(f"\nwritten to {args.out}", file=sys.stderr)
+    return 0
+
+
+def format_report(result: dict[str, Any]) -> str:
+    names = result["confusion_matrix"]["labels"]
+    width = max(12, *(len(n) for n in names)) + 2
+    lines = [
+        f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}   n {result['n']}",
+        "",
+        f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
+    ]
+    rows = [
+        *result["per_class"].items(),
+        ("macro avg", result["macro_avg"]),
+        ("weighted avg", result["weighted_avg"]),
+    ]
+    for name, m in rows:
+        lines.append(
+            f"{name:<{width}}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>10}"
+        )
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    lines.append(f"{'':<{width}}" + "".join(f"{n[:9]:>10}" for n in names))
+    for name, row in zip(names, result["confusion_matrix"]["matrix"]):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>10}" for v in row))
+    return "\n".join(lines)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    clf = load_classifier(args.checkpoint)
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    probabilities = clf.logits(texts).softmax(-1).tolist()
+    for text, probs in zip(texts, probabilities):
+        best = max(range(len(probs)), key=probs.__getitem__)
+        record = {
+            "text": text,
+            "label": clf.labels[best],
+            "probabilities": dict(zip(clf.labels, probs)),
+        }
+        sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from trainer.checkpoint import save_model_config
+
+    clf = load_classifier(args.checkpoint)
+    out = Path(args.out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not empty")
+    merged = clf.model.merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    save_model_config(merged.config, out)
+    clf.tokenizer.save_pretrained(out)
+    print(f"exported a merged model to {out}", file=sys.stderr)
+    return 0
+
+
+def run_subcommand(name: str, argv: list[str]) -> int:
+    from trainer.cli import ArgumentParser
+
+    p = ArgumentParser(prog=f"entrenar-train {name}")
+    p.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/exp/checkpoints/best")
+    if name == "eval":
+        p.add_argument("--data", required=True, help="labelled data: JSONL, CSV or TSV")
+        p.add_argument(
+            "--out", default="eval.json", help="where to write the metrics (default ./eval.json)"
+        )
+        return cmd_eval(p.parse_args(argv))
+    if name == "predict":
+        p.add_argument("texts", nargs="*", help="texts to classify; none = read lines from stdin")
+        return cmd_predict(p.parse_args(argv))
+    p.add_argument("out_dir", help="where to write the merged model")
+    return cmd_export(p.parse_args(argv))
