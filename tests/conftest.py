@@ -96,8 +96,8 @@ def tiny_qwen2_dir(tmp_path_factory, corpus_texts) -> Path:
     torch.manual_seed(0)
     config = Qwen2Config(
         vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=64,  # bitsandbytes packs NF4 in blocks of 64 input features: QLoRA needs >= 64
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

@@ -223,3 +223,37 @@ def test_resume_of_a_live_run_is_refused(tmp_path, straight):
     finally:
         lock.release()
     assert r.returncode == 2 and "already running" in r.stderr and f"pid {os.getpid()}" in r.stderr
+
+
+
+def test_a_second_sigint_exits_at_once_and_says_so(tmp_path, monkeypatch):
+    from trainer import stopping
+
+    forced = []
+    exits = []
+    monkeypatch.setattr(stopping.os, "_exit", lambda code: exits.append(code))
+    stop = stopping.StopSignal(tmp_path, started_at=time.time(), on_force=lambda: forced.append(True)).install()
+    try:
+        assert not stop.requested
+        signal.raise_signal(signal.SIGINT)
+        assert stop.requested and stop.reason == "SIGINT received" and exits == []
+        signal.raise_signal(signal.SIGINT)
+        assert forced == [True] and exits == [stopping.FORCED_EXIT_CODE]
+    finally:
+        stop.uninstall()
+
+
+def test_stale_or_garbage_control_files_do_not_stop(tmp_path):
+    from trainer.stopping import StopSignal
+
+    stop = StopSignal(tmp_path, started_at=time.time())
+    atomic_write_json(tmp_path / "control.json", {"command": "stop", "id": 1, "requested_at": time.time() - 3600})
+    assert not stop.requested  # written before this trainer started: the stop we resumed from
+    (tmp_path / "control.json").write_bytes(b"{garbage")
+    assert not stop.requested
+    atomic_write_json(tmp_path / "control.json", {"command": "pause", "id": 2, "requested_at": time.time() + 1})
+    assert not stop.requested
+    atomic_write_json(tmp_path / "control.json", {"command": "stop", "id": 3, "requested_at": time.time() + 1})
+    assert stop.requested and stop.request_id == 3
+    stop.consume()
+    assert not (tmp_path / "control.json").exists()

@@ -225,11 +225,13 @@ def save_checkpoint(
 
 
 def save_model_config(hf_config: Any, folder: Path) -> None:
-    """config.json with the labels; num_labels written out too (transformers 5 leaves it implicit)."""
+    """config.json with the labels (num_labels written out: transformers 5 leaves it implicit), and
+    without the quantization config, so that the adapter loads on the unquantized base as it is."""
     hf_config.save_pretrained(folder)
     path = folder / "config.json"
     data = orjson.loads(path.read_bytes())
     data["num_labels"] = len(hf_config.id2label)
+    data.pop("quantization_config", None)  # NF4 is how the base was loaded, not part of the model
     atomic_write_json(path, data)
 
 

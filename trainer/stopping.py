@@ -21,7 +21,7 @@ FORCED_EXIT_CODE = 130
 
 
 class StopSignal:
-    """Whether a stop was requested, and why. Cheap to poll: control.json is only read when its mtime changes."""
+    """Whether a stop was requested, and why. Cheap to poll: control.json is read only when it changed."""
 
     def __init__(
         self, run_dir: Path, started_at: float, on_force: Callable[[], None] | None = None
@@ -30,7 +30,7 @@ class StopSignal:
         self.started_at = started_at
         self.reason: str | None = None
         self.request_id: Any = None
-        self._seen_mtime: float | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._on_force = on_force
         self._previous: dict[int, Any] = {}
 
@@ -64,12 +64,13 @@ class StopSignal:
 
     def _poll_control(self) -> None:
         try:
-            mtime = self.control.stat().st_mtime
+            st = self.control.stat()
         except FileNotFoundError:
             return
-        if mtime == self._seen_mtime:
+        version = (st.st_ino, st.st_mtime_ns, st.st_size)  # an atomic write is a new inode
+        if version == self._seen:
             return
-        self._seen_mtime = mtime
+        self._seen = version
         try:
             request = orjson.loads(self.control.read_bytes())
         except (OSError, orjson.JSONDecodeError):
