@@ -114,12 +114,12 @@ def small_corpus(tmp_path) -> Path:
     return write_corpus(tmp_path / "train.jsonl", n=160)
 
 
-def write_config(path: Path, model_dir: Path, data: Path, out: Path, **sections: dict) -> Path:
+def write_config(path: Path, model_dir: Path, data_file: Path, out: Path, **sections: dict) -> Path:
     """A TOML config for a tiny, fast run; sections override the defaults given here."""
     base = {
         "model": {"path": str(model_dir), "max_length": 32, "precision": "fp32"},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"train": str(data), "val_split": 0.25},
+        "data": {"train": str(data_file), "val_split": 0.25},
         "train": {
             "epochs": 2,
             "batch_size": 16,

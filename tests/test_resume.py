@@ -32,6 +32,7 @@ def make_config(tmp: Path, model_dir: Path, data: Path, **train_overrides) -> Pa
     return write_config(
         tmp / "c.toml", model_dir, data, tmp / "run",
         lora={"dropout": 0.1},  # dropout on: the RNG state must be restored too
+        data={"val_split": 0.5},  # 60/60: 8 steps an epoch, 4 validation batches
         train={"epochs": EPOCHS, "batch_size": 8, "save_every": 0, **train_overrides},
     )  # fmt: skip
 
@@ -95,11 +96,11 @@ def assert_same_as_straight(run: Path, straight: Path) -> None:
 
 def test_stop_through_control_json_mid_epoch_then_resume(tmp_path, tiny_bert_dir, data, straight, monkeypatch):
     config = load_config(make_config(tmp_path, tiny_bert_dir, data))
-    hook_steps(monkeypatch, 15, request_stop)  # epoch 2, mid-epoch (12 steps an epoch)
+    hook_steps(monkeypatch, 12, request_stop)  # epoch 2, mid-epoch (8 steps an epoch)
     assert train(config) == 0
     run = tmp_path / "run"
     s = state(run)
-    assert s["status"] == "stopped" and (s["epoch"], s["step"], s["global_step"]) == (2, 3, 15)
+    assert s["status"] == "stopped" and (s["epoch"], s["step"], s["global_step"]) == (2, 5, 13)  # the batch under way finishes
     assert not (run / "control.json").exists()  # consumed, so the resume does not stop at once
     assert (run / "checkpoints" / "last" / "trainer_state.safetensors").is_file()
     monkeypatch.undo()
@@ -109,7 +110,7 @@ def test_stop_through_control_json_mid_epoch_then_resume(tmp_path, tiny_bert_dir
     steps = [orjson.loads(x) for x in (run / "steps.jsonl").read_bytes().splitlines()]
     assert [s["global_step"] for s in steps] == list(range(1, state(straight)["global_step"] + 1))
     run_json = orjson.loads((run / "run.json").read_bytes())
-    assert len(run_json["resumed_from"]) == 1 and run_json["resumed_from"][0]["global_step"] == 15
+    assert len(run_json["resumed_from"]) == 1 and run_json["resumed_from"][0]["global_step"] == 13
 
 
 def test_stop_during_validation_then_resume(tmp_path, tiny_bert_dir, data, straight, monkeypatch):
@@ -140,7 +141,7 @@ def test_sigint_stops_gracefully_then_resume(tmp_path, tiny_bert_dir, data, stra
     hook_steps(monkeypatch, 3, lambda _: os.kill(os.getpid(), signal.SIGINT))
     assert train(config) == 0
     run = tmp_path / "run"
-    assert (state(run)["status"], state(run)["global_step"]) == ("stopped", 3)
+    assert (state(run)["status"], state(run)["global_step"]) == ("stopped", 4)
     monkeypatch.undo()
     assert main(["--resume", str(run)]) == 0
     assert_same_as_straight(run, straight)

@@ -54,7 +54,7 @@ class TrainerState:
     config: dict[str, Any]
     param_names: list[list[str]]  # per optimizer param group, the parameter names in order
     param_groups: list[dict[str, Any]]
-    rng: dict[str, Any]
+    rng: list[dict[str, Any]]  # per rank: python and numpy RNG parts (tensor parts in safetensors)
     provenance: dict[str, Any]
     running: dict[
         str, Any
@@ -65,8 +65,8 @@ class TrainerState:
 # ---------------------------------------------------------------------------------------- RNG
 
 
-def capture_rng() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """RNG states of python, numpy and torch: JSON-able parts and tensor parts."""
+def capture_rng(rank: int = 0) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """This process's RNG states (python, numpy, torch, CUDA): JSON-able parts and tensors rng.<rank>.*."""
     py_version, py_state, py_gauss = random.getstate()
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     info = {
@@ -74,31 +74,31 @@ def capture_rng() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         "numpy": [np_kind, int(np_pos), int(np_has_gauss), float(np_gauss)],
         "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
     }
+    p = f"rng.{rank}."
     tensors = {
-        "rng.torch": torch.get_rng_state(),
-        "rng.numpy_keys": torch.from_numpy(np_keys.astype(np.int64)),
+        p + "torch": torch.get_rng_state(),
+        p + "numpy_keys": torch.from_numpy(np_keys.astype(np.int64)),
     }
     if info["cuda_devices"]:
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = state
+            tensors[f"{p}cuda.{i}"] = state
     return info, tensors
 
 
-def restore_rng(info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+def restore_rng(
+    infos: list[dict[str, Any]], tensors: dict[str, torch.Tensor], rank: int = 0
+) -> None:
+    """Put back the RNG states this rank saved."""
+    info, p = infos[rank], f"rng.{rank}."
     version, state, gauss = info["python"]
     random.setstate((version, tuple(state), gauss))
     kind, pos, has_gauss, cached = info["numpy"]
-    np.random.set_state(
-        (kind, tensors["rng.numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached)
-    )
-    torch.set_rng_state(tensors["rng.torch"])
+    keys = tensors[p + "numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, cached))
+    torch.set_rng_state(tensors[p + "torch"])
     if info.get("cuda_devices") and torch.cuda.is_available():
-        states = [
-            tensors[f"rng.cuda.{i}"]
-            for i in range(info["cuda_devices"])
-            if f"rng.cuda.{i}" in tensors
-        ]
-        torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
+        n = min(info["cuda_devices"], torch.cuda.device_count())
+        torch.cuda.set_rng_state_all([tensors[f"{p}cuda.{i}"] for i in range(n)])
 
 
 # ---------------------------------------------------------------------------------------- tensors
@@ -189,14 +189,19 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: TrainerState,
     metadata: dict[str, Any],
+    rng: list[tuple[dict[str, Any], dict[str, torch.Tensor]]],
 ) -> Path:
-    """Write a complete checkpoint to `directory` atomically (temp folder, then rename)."""
+    """Write a complete checkpoint to `directory` atomically (temp folder, then rename).
+
+    `rng` holds every rank's capture_rng(rank), so that each rank continues its own streams.
+    """
     adapter = adapter_state(model)
-    rng_info, rng_tensors = capture_rng()
-    trainer_tensors = {**optimizer_tensors(optimizer, state.param_names), **rng_tensors}
+    trainer_tensors = optimizer_tensors(optimizer, state.param_names)
+    for _, tensors in rng:
+        trainer_tensors.update(tensors)
     check_finite(adapter, str(directory))
     check_finite(trainer_tensors, str(directory))
-    state.rng = rng_info
+    state.rng = [info for info, _ in rng]
 
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from trainer.errors import TrainingFailed, UserError
 
 SUBCOMMANDS = ("eval", "predict", "export")
 
-USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config]
+USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--nproc N]
        entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [section.key=value ...]
        entrenar-train eval CHECKPOINT --data FILE
        entrenar-train predict CHECKPOINT [TEXT ...]
@@ -54,6 +54,13 @@ def train_parser() -> ArgumentParser:
     p.add_argument(
         "--allow-data-mismatch", action="store_true", help="resume even if the data hash changed"
     )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train data-parallel in N processes on this host (launches torchrun for you)",
+    )
     return p
 
 
@@ -81,6 +88,8 @@ def run_train(argv: list[str]) -> int:
     from trainer.config import load_config
 
     args = train_parser().parse_args(argv)
+    if args.nproc and "WORLD_SIZE" not in os.environ:
+        return launch_torchrun(args.nproc, argv)
     if args.resume:
         if args.config:  # with --resume every positional is an override
             args.overrides.insert(0, args.config)
@@ -129,3 +138,27 @@ def print_config(config) -> None:
     import tomli_w
 
     print(tomli_w.dumps(config.to_dict()), end="")
+
+
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """`--nproc N`: this same command under torchrun on this host (gloo on CPU, nccl on CUDA)."""
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc}: must be at least 1")
+    rest, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        rest.append(arg)
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+    ]
+    os.execv(sys.executable, [*torchrun, "-m", "trainer", *rest])
+    return 0  # not reached: execv replaces this process, so signals reach torchrun directly

@@ -25,11 +25,12 @@ import trainer
 from trainer import checkpoint as ckpt
 from trainer.config import Config
 from trainer.data import batches, epoch_order, load_corpus, steps_per_epoch, tokenize
+from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import UserError
 from trainer.lock import RunLock, identity
 from trainer.model import load_model, pick_device
 from trainer.monitor.schema import Files
-from trainer.monitor.writer import MonitorWriter
+from trainer.monitor.writer import MonitorWriter, NullWriter
 from trainer.report import Reporter
 from trainer.stopping import StopSignal
 
@@ -76,33 +77,40 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         raise UserError(
             f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(run_dir).acquire()
-    writer = MonitorWriter(run_dir)
+    dist = init_distributed()
+    lock = None
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir).acquire()
+    writer = MonitorWriter(run_dir) if dist.is_main else NullWriter(run_dir)
     try:
-        return _train(config, resume, argv, writer)
+        return _train(config, resume, argv, writer, dist)
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as e:
         if writer.state["seq"]:
-            error = f"crashed: {type(e).__name__}: {e}"
+            error = (
+                f"crashed on rank {dist.rank}: {type(e).__name__}: {str(e).splitlines()[0][:500]}"
+            )
             writer.write_result({"status": "failed", "error": error})
             writer.update_state(status="failed", error=error, validation=None)
         raise
     finally:
         writer.close()
-        lock.release()
+        if lock:
+            lock.release()
+        dist.close()
 
 
 def _train(
-    config: Config, resume: Resume | None, argv: list[str] | None, writer: MonitorWriter
+    config: Config, resume: Resume | None, argv: list[str] | None, writer: MonitorWriter, dist: Dist
 ) -> int:
     # ------------------------------------------------------------------------------------ setup
     started = time.time()
     t0 = time.perf_counter()
     cfg_t = config.train
     run_dir = writer.dir
-    report = Reporter()
+    report = Reporter(enabled=dist.is_main)
     ckpt.clean_leftovers(run_dir / Files.CHECKPOINTS)
     random.seed(cfg_t.seed)
     np.random.seed(cfg_t.seed)
@@ -125,6 +133,11 @@ def _train(
     if resume is not None:  # fail fast, before the model loads
         saved, saved_tensors = ckpt.read_trainer_state(resume.checkpoint)
         saved_adapter = ckpt.read_adapter(resume.checkpoint)
+        if len(saved.rng) != dist.world_size:
+            raise UserError(
+                f"{resume.checkpoint}: saved by {len(saved.rng)} process(es), resumed with {dist.world_size}; "
+                f"resume with --nproc {len(saved.rng)} (each rank continues its own dropout RNG)"
+            )
         if saved.data_hash != corpus.data_hash and not resume.allow_data_mismatch:
             raise UserError(
                 f"{resume.checkpoint}: data changed since the checkpoint (checkpoint {saved.data_hash}, "
@@ -176,7 +189,7 @@ def _train(
         ckpt.load_adapter(resume.checkpoint, saved_adapter, model)
         ckpt.load_optimizer_tensors(optimizer, saved, saved_tensors)
         scheduler.load_state_dict(saved.scheduler)
-        ckpt.restore_rng(saved.rng, saved_tensors)
+        ckpt.restore_rng(saved.rng, saved_tensors, dist.rank)
         progress = Progress(
             epoch=saved.epoch,
             step=saved.step,
@@ -232,7 +245,7 @@ def _train(
             "epochs": cfg_t.epochs,
             "steps_per_epoch": spe,
             "batch_size": cfg_t.batch_size,
-            "world_size": 1,
+            "world_size": dist.world_size,
             **me,
             "argv": argv if argv is not None else sys.argv,
             "tool_version": trainer.__version__,
@@ -260,6 +273,7 @@ def _train(
         global_step=progress.global_step,
         elapsed_s=progress.elapsed_before,
         best=progress.best,
+        world_size=dist.world_size,
         **me,
         **base_state,
     )
@@ -271,6 +285,11 @@ def _train(
         return progress.elapsed_before + time.perf_counter() - t0
 
     def save(name: str, *, metrics: dict[str, Any] | None = None) -> str:
+        """Every rank calls this (its RNG state is gathered); rank 0 writes the checkpoint."""
+        rng = dist.gather_objects(ckpt.capture_rng(dist.rank))
+        rel = f"{Files.CHECKPOINTS}/{name}"
+        if not dist.is_main:
+            return rel
         trainer_state = ckpt.TrainerState(
             epoch=progress.epoch,
             step=progress.step,
@@ -286,7 +305,7 @@ def _train(
             param_groups=[
                 {k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups
             ],
-            rng={},
+            rng=[],
             provenance={
                 "tool_version": trainer.__version__,
                 "base_model": config.model.path,
@@ -313,15 +332,30 @@ def _train(
             "saved_at": utc_now(),
             "run_id": run_id,
         }
-        path = ckpt.save_checkpoint(
-            run_dir / Files.CHECKPOINTS / name, model, tokenizer, optimizer, trainer_state, metadata
+        ckpt.save_checkpoint(
+            run_dir / Files.CHECKPOINTS / name,
+            model,
+            tokenizer,
+            optimizer,
+            trainer_state,
+            metadata,
+            rng,
         )
-        rel = str(path.relative_to(run_dir))
         if rel not in base_state["checkpoints"]:
             base_state["checkpoints"].append(rel)
         return rel
 
     def finish(status: str, *, error: str | None = None, stopped_early: bool = False) -> int:
+        checksums = None
+        if dist.enabled:  # every rank must end with the same weights (the seed's F-DP-001)
+            checksums = dist.gather_objects(
+                sum(float(p.detach().double().sum()) for p in trainable)
+            )
+            if len(set(checksums)) > 1 and status != "failed":
+                status, error = (
+                    "failed",
+                    f"ranks ended with different weights (checksums {checksums})",
+                )
         result = {
             "status": status,
             "epochs": progress.history,
@@ -334,6 +368,8 @@ def _train(
             "total_time_s": elapsed(),
             "error": error,
             "checkpoints": base_state["checkpoints"],
+            "world_size": dist.world_size,
+            "rank_weight_checksums": checksums,
         }
         writer.write_result(result)
         writer.update_state(
@@ -354,10 +390,22 @@ def _train(
         writer.update_state(status="stopping", validation=None)
         report.say(f"stopping: {stop.reason}; writing checkpoints/last")
         save("last")
-        stop.consume()
+        if dist.is_main:
+            stop.consume()
         return finish("stopped", error=None)
 
     # ------------------------------------------------------------------------------------ loop
+    if dist.enabled:  # DDP averages gradients; every rank starts from rank 0's weights
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        if resume is None:
+            torch.manual_seed(cfg_t.seed + 1000 * dist.rank)  # each rank its own dropout stream
+    else:
+        forward = model
+    sample_weight = corpus.class_weights or [1.0] * corpus.num_labels
     model.train()
     steps_this_process = 0
     train_time_this_process = 0.0
@@ -370,20 +418,35 @@ def _train(
         while progress.step < spe and not progress.needs_validation:
             tb = time.perf_counter()
             idx = epoch_batches[progress.step]
-            batch = collate([train_features[i] for i in idx])
+            # The loss is this rank's share of the global batch's weighted mean, so that DDP's
+            # average of the ranks' gradients is the one-process gradient of the whole batch.
+            batch_weight = sum(sample_weight[corpus.train_labels[i]] for i in idx)
+            mine = shard(idx, dist.rank, dist.world_size)
+            batch = collate([train_features[i] for i in mine or idx[:1]])
             labels = batch.pop("labels").to(device)
             inputs = {k: v.to(device) for k, v in batch.items()}
             with loaded.autocast():
-                logits = model(**inputs).logits
-            loss = F.cross_entropy(logits.float(), labels, weight=class_weights)
+                logits = forward(**inputs).logits.float()
+            w = (
+                class_weights[labels]
+                if class_weights is not None
+                else torch.ones_like(labels, dtype=torch.float)
+            )
+            if not mine:  # fewer samples than ranks: take part with a zero-weight sample
+                w = torch.zeros_like(w)
+            weighted = (F.cross_entropy(logits, labels, reduction="none") * w).sum()
+            loss = weighted * (dist.world_size / batch_weight)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 trainable, cfg_t.grad_clip if cfg_t.grad_clip > 0 else math.inf
             )
-            correct = (logits.detach().argmax(-1) == labels).sum()
-            loss_v, grad_norm_v, correct_v = torch.stack(
-                [loss.detach(), grad_norm.detach().float(), correct.float()]
+            correct = ((logits.detach().argmax(-1) == labels) & (w > 0)).sum()
+            weighted_v, correct_v, stop_v = dist.all_sum(
+                torch.stack(
+                    [weighted.detach(), correct.float(), torch.tensor(float(stop.requested))]
+                )
             ).tolist()
+            loss_v, grad_norm_v = weighted_v / batch_weight, float(grad_norm)
             if not (math.isfinite(loss_v) and math.isfinite(grad_norm_v)):
                 what = "loss" if not math.isfinite(loss_v) else "gradient norm"
                 error = f"non-finite {what} ({loss_v if what == 'loss' else grad_norm_v}) at epoch {epoch} step {progress.step + 1}; weights left at the last good step"
@@ -396,7 +459,7 @@ def _train(
 
             progress.step += 1
             progress.global_step += 1
-            n = len(idx)
+            n = len(idx)  # the global batch
             dt = time.perf_counter() - tb
             progress.loss_sum += loss_v * n
             progress.correct += int(correct_v)
@@ -407,7 +470,11 @@ def _train(
             remaining_steps = total_steps - progress.global_step
             eta = train_time_this_process / steps_this_process * remaining_steps
             eta += (val_time_per_epoch or 0.0) * (cfg_t.epochs - epoch + 1)
-            tokens = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else n
+            tokens = (
+                dist.world_size * int(inputs["attention_mask"].sum())
+                if "attention_mask" in inputs
+                else n
+            )
             step_info = {
                 "epoch": epoch,
                 "step": progress.step,
@@ -437,14 +504,23 @@ def _train(
             )
             if progress.step % cfg_t.log_interval == 0 or progress.step == spe:
                 report.step(writer.state)
-            if stop.requested:
+            if stop_v:  # any rank asked (signal or control.json): all stop at this step
+                stop.request("stop requested on another rank")
                 return stop_now()
 
         # -------------------------------------------------------------------------------- validation
         progress.needs_validation = True
         tv = time.perf_counter()
         val = validate(
-            model, loaded, val_features, collate, class_weights, cfg_t.batch_size * 2, writer, stop
+            forward,
+            loaded,
+            val_features,
+            collate,
+            class_weights,
+            cfg_t.batch_size * 2,
+            writer,
+            stop,
+            dist,
         )
         if val is None:
             return stop_now()
@@ -505,7 +581,7 @@ def _train(
             report.say(f"early stopping: no better validation loss for {patience} epochs")
             save("last")
             return finish("completed", stopped_early=True)
-        if stop.requested:
+        if dist.all_sum(torch.tensor([float(stop.requested)])).item():
             return stop_now()
 
     # ------------------------------------------------------------------------------------ the end
@@ -514,9 +590,13 @@ def _train(
 
 
 def validate(
-    model, loaded, features, collate, class_weights, batch_size, writer, stop
+    model, loaded, features, collate, class_weights, batch_size, writer, stop, dist
 ) -> tuple[float, float] | None:
-    """Weighted loss and accuracy over the validation set, batched, in inference mode. None if stopped."""
+    """Weighted loss and accuracy over the validation set, batched, in inference mode. None if stopped.
+
+    Under torchrun each rank takes its shard of every validation batch and the sums are all-reduced,
+    so the metrics equal one process's.
+    """
     model.eval()
     total = len(features)
     loss_sum = weight_sum = 0.0
@@ -534,20 +614,38 @@ def validate(
     )
     with torch.inference_mode():
         for start in range(0, total, batch_size):
-            batch = collate(features[start : start + batch_size])
-            labels = batch.pop("labels").to(loaded.device)
-            inputs = {k: v.to(loaded.device) for k, v in batch.items()}
-            with loaded.autocast():
-                logits = model(**inputs).logits.float()
-            losses = F.cross_entropy(logits, labels, reduction="none")
-            w = class_weights[labels] if class_weights is not None else torch.ones_like(losses)
-            b_loss, b_weight, b_correct = torch.stack(
-                [(losses * w).sum(), w.sum(), (logits.argmax(-1) == labels).sum().float()]
-            ).tolist()
+            mine = shard(
+                list(range(start, min(start + batch_size, total))), dist.rank, dist.world_size
+            )
+            sums = torch.zeros(5, dtype=torch.float64)
+            if mine:
+                batch = collate([features[i] for i in mine])
+                labels = batch.pop("labels").to(loaded.device)
+                inputs = {k: v.to(loaded.device) for k, v in batch.items()}
+                with loaded.autocast():
+                    logits = model(**inputs).logits.float()
+                losses = F.cross_entropy(logits, labels, reduction="none")
+                w = class_weights[labels] if class_weights is not None else torch.ones_like(losses)
+                correct_b = (logits.argmax(-1) == labels).sum().float()
+                sums = (
+                    torch.stack(
+                        [
+                            (losses * w).sum(),
+                            w.sum(),
+                            correct_b,
+                            torch.tensor(float(len(mine))),
+                            torch.tensor(0.0),
+                        ]
+                    )
+                    .double()
+                    .cpu()
+                )
+            sums[4] = float(stop.requested)
+            b_loss, b_weight, b_correct, b_n, b_stop = dist.all_sum(sums).tolist()
             loss_sum += b_loss
             weight_sum += b_weight
             correct += int(b_correct)
-            done += len(labels)
+            done += int(b_n)
             writer.update_state(
                 status="validating",
                 validation={
@@ -558,6 +656,7 @@ def validate(
                     "samples_per_sec": done / (time.perf_counter() - t),
                 },
             )
-            if stop.requested and done < total:
+            if b_stop and done < total:
+                stop.request("stop requested on another rank")
                 return None
     return loss_sum / weight_sum, correct / total

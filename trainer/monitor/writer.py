@@ -93,3 +93,28 @@ class MonitorWriter:
         if self._steps_fd is not None:
             os.close(self._steps_fd)
             self._steps_fd = None
+
+
+class NullWriter(MonitorWriter):
+    """The writer of ranks other than 0: keeps the state in memory, writes nothing."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.state = {**STATE_DEFAULTS, "seq": 0}
+        self._steps_fd = None
+
+    def write_run(self, info: dict[str, Any]) -> None:
+        pass
+
+    def update_state(self, **changes: Any) -> None:
+        self.state.update(changes)
+        self.state["seq"] += 1
+
+    def append_step(self, record: dict[str, Any]) -> None:
+        pass
+
+    def write_epochs(self, epochs: list[dict[str, Any]], best_epoch: int | None) -> None:
+        pass
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        pass
