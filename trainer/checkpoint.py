@@ -271,7 +271,10 @@ def _swap_into_place(tmp: Path, directory: Path) -> None:
 
 
 def clean_leftovers(checkpoints: Path) -> None:
-    """Delete temp folders a killed writer left; put back a moved-aside checkpoint whose successor never landed."""
+    """Delete temp files and folders a killed writer left; put back a moved-aside checkpoint whose
+    successor never landed. Names starting with a dot are never checkpoints."""
+    for tmp in checkpoints.parent.glob(".*.tmp"):  # atomic JSON writes cut short
+        tmp.unlink(missing_ok=True)
     if not checkpoints.is_dir():
         return
     for entry in checkpoints.iterdir():
@@ -286,6 +289,18 @@ def clean_leftovers(checkpoints: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- load
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the highest global step (after a kill there may be no `last`)."""
+    found = []
+    for folder in (run_dir / "checkpoints").glob("[!.]*"):
+        try:
+            step = orjson.loads((folder / TRAINER_JSON).read_bytes())["global_step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable: not a candidate
+        found.append((step, folder.name == "last", folder))
+    return max(found)[2] if found else None
 
 
 def find_checkpoint(run_dir: Path, which: str) -> Path:

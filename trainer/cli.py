@@ -74,14 +74,19 @@ def main(argv: list[str] | None = None) -> int:
             return run_subcommand(argv[0], argv[1:])
         return run_train(argv)
     except UserError as e:
-        print(f"entrenar-train: error: {e}", file=sys.stderr)
+        print(f"entrenar-train: error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except TrainingFailed as e:
-        print(f"entrenar-train: failed: {e}", file=sys.stderr)
+        print(f"entrenar-train: failed: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("entrenar-train: interrupted", file=sys.stderr)
         return 130
+
+
+def printable(text: str) -> str:
+    """One line with no terminal control characters (messages quote file contents and names)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def run_train(argv: list[str]) -> int:
@@ -106,8 +111,9 @@ def run_train(argv: list[str]) -> int:
 
 
 def resume_run(args: argparse.Namespace) -> int:
-    from trainer.checkpoint import find_checkpoint, read_json
+    from trainer.checkpoint import clean_leftovers, read_json
     from trainer.config import config_from_dict
+    from trainer.lock import RunLock
     from trainer.monitor.schema import Files
 
     run_dir = Path(args.resume)
@@ -121,7 +127,9 @@ def resume_run(args: argparse.Namespace) -> int:
     if args.print_config:
         print_config(config)
         return 0
-    checkpoint = find_checkpoint(run_dir, args.from_)
+    RunLock(run_dir).check_free()  # then tidy what a killed trainer left, before choosing
+    clean_leftovers(run_dir / Files.CHECKPOINTS)
+    checkpoint = find_checkpoint_or_latest(run_dir, args.from_)
     from trainer.train import Resume, train
 
     resume = Resume(
@@ -132,6 +140,22 @@ def resume_run(args: argparse.Namespace) -> int:
     return train(
         config, resume=resume, argv=["entrenar-train", "--resume", str(run_dir), *args.overrides]
     )
+
+
+def find_checkpoint_or_latest(run_dir: Path, which: str) -> Path | None:
+    """The asked-for checkpoint; for the default `last` after a kill, the newest one there is, or
+    None (start over in place with the saved config) when the run died before its first one."""
+    from trainer.checkpoint import find_checkpoint, latest_checkpoint
+
+    if which != "last" or (run_dir / "checkpoints" / "last").is_dir():
+        return find_checkpoint(run_dir, which)
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        print(
+            f"{run_dir}: no checkpoint yet; starting the run over with its saved config",
+            file=sys.stderr,
+        )
+    return latest
 
 
 def print_config(config) -> None:

@@ -337,6 +337,10 @@ def tokenize(
     tokenizer: Any, texts: list[str], labels: list[int], max_length: int
 ) -> list[dict[str, Any]]:
     """Tokenize once, before the first epoch: one feature dict per sample, unpadded."""
+    # Tokenizers truncate only after tokenizing the whole text: cut absurdly long texts first (no
+    # token is anywhere near 32 characters a piece on average, so the first max_length tokens stay).
+    cap = max_length * 32
+    texts = [t[:cap] for t in texts]
     enc = tokenizer(texts, truncation=True, max_length=max_length, padding=False)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     return [{**{k: enc[k][i] for k in keys}, "labels": labels[i]} for i in range(len(texts))]

@@ -51,12 +51,7 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                holder = self._read()
-                if holder is not None and holder_alive(holder):
-                    raise UserError(
-                        f"{self.path.parent}: a trainer is already running on it (pid {holder.get('pid')} on "
-                        f"{holder.get('host')}); stop it first"
-                    ) from None
+                self.check_free()
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()  # stale: its owner is gone
                 continue
@@ -65,6 +60,15 @@ class RunLock:
             self.held = True
             return self
         raise UserError(f"{self.path}: could not take the run lock")
+
+    def check_free(self) -> None:
+        """Raise if a live trainer holds this directory (without taking the lock)."""
+        holder = self._read() if self.path.exists() else None
+        if holder is not None and holder_alive(holder):
+            raise UserError(
+                f"{self.path.parent}: a trainer is already running on it (pid {holder.get('pid')} on "
+                f"{holder.get('host')}); stop it first"
+            )
 
     def _read(self) -> dict[str, Any] | None:
         try:

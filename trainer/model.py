@@ -41,6 +41,17 @@ DEFAULT_TARGETS: dict[str, list[str]] = {
     "gpt2": ["c_attn"],
 }
 
+# What a folder needs for AutoTokenizer to load a real vocabulary (transformers 5 otherwise builds an
+# empty tokenizer that maps every word to [UNK], silently).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -115,6 +126,10 @@ def load_tokenizer(path: str) -> Any:
     """The folder's tokenizer, with a pad token (decoder models such as Qwen2 may have none)."""
     from transformers import AutoTokenizer
 
+    if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(
+            f"model.path {path}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)})"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # transformers raises many kinds here; all mean "no usable tokenizer"

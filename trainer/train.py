@@ -26,7 +26,7 @@ from trainer import checkpoint as ckpt
 from trainer.config import Config
 from trainer.data import batches, epoch_order, load_corpus, steps_per_epoch, tokenize
 from trainer.distributed import Dist, init_distributed, shard
-from trainer.errors import UserError
+from trainer.errors import TrainingFailed, UserError
 from trainer.lock import RunLock, identity
 from trainer.model import load_model, pick_device
 from trainer.monitor.schema import Files
@@ -39,7 +39,7 @@ from trainer.stopping import StopSignal
 class Resume:
     """Where a resumed run continues from (resolved by the CLI)."""
 
-    checkpoint: Path
+    checkpoint: Path | None  # None: the run died before its first checkpoint; start over in place
     allow_data_mismatch: bool = False
     overrides: list[str] = field(default_factory=list)
 
@@ -67,6 +67,10 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def crash_message(e: BaseException, rank: int) -> str:
+    return f"crashed on rank {rank}: {type(e).__name__}: {str(e).splitlines()[0][:500] if str(e) else ''}"
+
+
 def train(config: Config, resume: Resume | None = None, argv: list[str] | None = None) -> int:
     """Run training; return the exit code (0 completed or stopped, 1 failed). Bad input raises UserError.
 
@@ -85,13 +89,15 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
     writer = MonitorWriter(run_dir) if dist.is_main else NullWriter(run_dir)
     try:
         return _train(config, resume, argv, writer, dist)
-    except (UserError, KeyboardInterrupt):
+    except UserError as e:
+        if writer.state["seq"]:  # a fresh run already said "initializing": say why it ended
+            writer.update_state(status="failed", error=str(e), validation=None)
+        raise
+    except KeyboardInterrupt:
         raise
     except Exception as e:
         if writer.state["seq"]:
-            error = (
-                f"crashed on rank {dist.rank}: {type(e).__name__}: {str(e).splitlines()[0][:500]}"
-            )
+            error = str(e) if isinstance(e, TrainingFailed) else crash_message(e, dist.rank)
             writer.write_result({"status": "failed", "error": error})
             writer.update_state(status="failed", error=error, validation=None)
         raise
@@ -130,7 +136,8 @@ def _train(
 
     # ------------------------------------------------------------------------------------ data
     corpus = load_corpus(config.data, cfg_t.seed)
-    if resume is not None:  # fail fast, before the model loads
+    restoring = resume is not None and resume.checkpoint is not None
+    if restoring:  # fail fast, before the model loads
         saved, saved_tensors = ckpt.read_trainer_state(resume.checkpoint)
         saved_adapter = ckpt.read_adapter(resume.checkpoint)
         if len(saved.rng) != dist.world_size:
@@ -185,7 +192,9 @@ def _train(
     # ------------------------------------------------------------------------------------ resume
     progress = Progress()
     run_info: dict[str, Any] = {}
-    if resume is not None:
+    if resume is not None and (run_dir / Files.RUN).exists():
+        run_info = ckpt.read_json(run_dir / Files.RUN)
+    if restoring:
         ckpt.load_adapter(resume.checkpoint, saved_adapter, model)
         ckpt.load_optimizer_tensors(optimizer, saved, saved_tensors)
         scheduler.load_state_dict(saved.scheduler)
@@ -201,7 +210,6 @@ def _train(
             elapsed_before=saved.elapsed_s,
             **saved.running,
         )
-        run_info = ckpt.read_json(run_dir / Files.RUN) if (run_dir / Files.RUN).exists() else {}
         report.say(
             f"resuming {run_dir} from {resume.checkpoint} at epoch {progress.epoch}, step {progress.step}"
         )
@@ -210,7 +218,7 @@ def _train(
     if resume is not None:
         resumed_from.append(
             {
-                "checkpoint": str(resume.checkpoint),
+                "checkpoint": str(resume.checkpoint) if resume.checkpoint else None,
                 "at": utc_now(),
                 "global_step": progress.global_step,
                 "overrides": resume.overrides,
@@ -332,15 +340,15 @@ def _train(
             "saved_at": utc_now(),
             "run_id": run_id,
         }
-        ckpt.save_checkpoint(
-            run_dir / Files.CHECKPOINTS / name,
-            model,
-            tokenizer,
-            optimizer,
-            trainer_state,
-            metadata,
-            rng,
-        )
+        directory = run_dir / Files.CHECKPOINTS / name
+        try:
+            ckpt.save_checkpoint(
+                directory, model, tokenizer, optimizer, trainer_state, metadata, rng
+            )
+        except OSError as e:  # disk full, permission denied: the earlier checkpoints are untouched
+            raise TrainingFailed(
+                f"could not write checkpoint {name}: {e.strerror or e}; earlier checkpoints are intact"
+            ) from None
         if rel not in base_state["checkpoints"]:
             base_state["checkpoints"].append(rel)
         return rel
@@ -401,7 +409,7 @@ def _train(
         forward = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-        if resume is None:
+        if not restoring:
             torch.manual_seed(cfg_t.seed + 1000 * dist.rank)  # each rank its own dropout stream
     else:
         forward = model
