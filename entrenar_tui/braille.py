@@ -1,0 +1,102 @@
+"""Braille charts: each terminal cell holds 2×4 dots, so a chart W cells wide and H high has 2W
+columns and 4H rows of resolution. Each dot column draws the min–max range of its bin (spikes
+survive downsampling) joined to its neighbour; a bin with no value (NaN/Inf) stays blank (a gap)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+BRAILLE_BASE = 0x2800
+# dot bits by (sub-column, sub-row from the top)
+DOT_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
+
+Point = tuple[float, float] | None
+
+
+@dataclass
+class Canvas:
+    """The rendered chart: rows of braille text, and which cells are highlighted (the best epoch)."""
+
+    rows: list[str]
+    highlighted: list[list[bool]]
+
+
+def value_range(points: Sequence[Point]) -> tuple[float, float] | None:
+    """(low, high) over the points, widened when flat so a constant draws mid-height."""
+    finite = [p for p in points if p is not None]
+    if not finite:
+        return None
+    lo, hi = min(p[0] for p in finite), max(p[1] for p in finite)
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        pad = abs(hi) * 0.1 or 1.0
+        lo, hi = lo - pad, hi + pad
+    return lo, hi
+
+
+def fit(points: Sequence[Point], columns: int) -> tuple[list[Point], list[range]]:
+    """Map points onto `columns` dot columns: fewer points are spread (each a flat run), more are
+    merged (min of lows, max of highs; a gap if any is a gap). Returns each column's point and the
+    input indexes it came from."""
+    n = len(points)
+    if n == 0 or columns <= 0:
+        return [], []
+    if n <= columns:
+        spans = [range(j * n // columns, j * n // columns + 1) for j in range(columns)]
+        return [points[s.start] for s in spans], spans
+    spans = [range(n * j // columns, n * (j + 1) // columns) for j in range(columns)]
+    merged: list[Point] = []
+    for span in spans:
+        chunk = points[span.start : span.stop]
+        if any(p is None for p in chunk):
+            merged.append(None)
+        else:
+            merged.append((min(p[0] for p in chunk), max(p[1] for p in chunk)))  # type: ignore[index]
+    return merged, spans
+
+
+def render(
+    points: Sequence[Point],
+    width: int,
+    height: int,
+    *,
+    highlight: Collection[int] = (),
+) -> Canvas:
+    """Draw `points` into width×height cells (see `fit` for more or fewer points than columns).
+    `highlight` holds indexes of input points whose cells are marked."""
+    blank = chr(BRAILLE_BASE)
+    rows_of_dots = 4 * height
+    bits = [[0] * width for _ in range(height)]
+    marks = [[False] * width for _ in range(height)]
+    columns, spans = fit(points, 2 * width)
+    bounds = value_range(columns)
+    if bounds is None or height <= 0 or width <= 0:
+        return Canvas([blank * width for _ in range(max(height, 0))], marks)
+    lo, hi = bounds
+    scale = (rows_of_dots - 1) / (hi - lo)
+
+    def level(v: float) -> int:  # dot row from the bottom
+        return min(rows_of_dots - 1, max(0, round((v - lo) * scale)))
+
+    previous: tuple[int, int] | None = None
+    for x, point in enumerate(columns):
+        if point is None or not (math.isfinite(point[0]) and math.isfinite(point[1])):
+            previous = None
+            continue
+        a, b = level(point[0]), level(point[1])
+        if previous is not None:  # join to the neighbour so a line reads as a line
+            if a > previous[1] + 1:
+                a = previous[1] + 1
+            if b < previous[0] - 1:
+                b = previous[0] - 1
+        previous = (level(point[0]), level(point[1]))
+        cell, sub = divmod(x, 2)
+        for r in range(a, b + 1):
+            top = rows_of_dots - 1 - r
+            bits[top // 4][cell] |= DOT_BITS[sub][top % 4]
+        if highlight and any(i in highlight for i in spans[x]):
+            for row in marks:
+                row[cell] = True
+    rows = ["".join(chr(BRAILLE_BASE + b) for b in row) for row in bits]
+    return Canvas(rows, marks)

@@ -1,0 +1,185 @@
+"""What the keys do to a run: stop (x), resume (r), start (s). Each checks first that it makes
+sense (nothing started twice, nothing signalled that is not our trainer) and says what it did.
+
+The process-level work (control.json, safe signalling, detached launching) lives in
+trainer.monitor.control so that scripts can use it without Textual.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from entrenar_tui.run_model import Request, RunModel
+from trainer.monitor import control
+from trainer.monitor.schema import Files
+
+RESUMABLE = ("stopped", "failed", "crashed")
+SAVED_CONFIG = "config.toml"  # where a start from run.json's saved config writes it
+
+
+class Refused(Exception):
+    """The key does not apply now; the message says why (shown as a notification)."""
+
+
+@dataclass
+class StartSpec:
+    """How `s` starts a fresh run: the config given to `entrenar-tui run`, its overrides, its cwd."""
+
+    config: Path
+    overrides: list[str] = field(default_factory=list)
+    cwd: Path | None = None
+
+
+@dataclass
+class StartPlan:
+    argv: list[str]
+    run_dir: Path
+    cwd: Path | None
+    config_text: str | None = None  # a config to write to run_dir/config.toml first
+
+    @property
+    def command(self) -> str:
+        return control.describe_command(self.argv)
+
+
+@dataclass
+class Controller:
+    start_spec: StartSpec | None = None
+    command: Callable[..., list[str]] = control.trainer_command  # argv of `entrenar-train ARGS`
+    launch: Callable[..., subprocess.Popen] = control.launch_detached
+    send_signal: Callable[[dict[str, Any] | None, int], bool] = control.signal_trainer
+    write_stop: Callable[..., dict[str, Any]] = control.request_stop
+
+    # -------------------------------------------------------------------------------- stop
+
+    def stop(self, model: RunModel) -> str:
+        """Ask the trainer to stop after its batch: SIGINT when it is ours on this host, and
+        control.json in any case (a trainer on another host of a shared file system reads it).
+        The signal goes first: the trainer takes a SIGINT that arrives after it has read
+        control.json as the second, forcing one."""
+        if not model.live:
+            raise Refused(f"nothing to stop: the run is {model.status}")
+        state = model.state or {}
+        signalled = self.send_signal(state, signal.SIGINT)
+        self.write_stop(model.dir, clock=model.clock)
+        model.begin(Request("stop", "stopping…", model.clock()))
+        if signalled:
+            return f"stop requested: SIGINT sent to trainer pid {state.get('pid')}, control.json written"
+        return (
+            f"stop requested in control.json (trainer pid {state.get('pid')} on {state.get('host')} is not "
+            "one this machine can signal); it is read at the next batch"
+        )
+
+    def force_stop(self, model: RunModel) -> str:
+        """A second SIGINT: the trainer exits at once, without a checkpoint of this batch."""
+        state = model.state or {}
+        if not self.send_signal(state, signal.SIGINT):
+            raise Refused(
+                f"cannot force: trainer pid {state.get('pid')} is not a trainer of this host"
+            )
+        model.begin(Request("force-stop", "forcing stop…", model.clock()))
+        return f"forced stop: second SIGINT sent to pid {state.get('pid')}"
+
+    def stopping(self, model: RunModel) -> bool:
+        """True when `x` means "force": a stop is already on its way."""
+        return model.live and (
+            model.status == "stopping"
+            or (model.request is not None and model.request.kind == "stop")
+        )
+
+    # -------------------------------------------------------------------------------- resume
+
+    def resume_argv(self, model: RunModel) -> list[str]:
+        return self.command("--resume", str(model.dir))
+
+    def resume(self, model: RunModel) -> str:
+        if model.live:
+            raise Refused(
+                f"not resuming: the trainer is alive (status {model.status}, pid {(model.state or {}).get('pid')})"
+            )
+        if model.request is not None and model.request.kind in ("resume", "start"):
+            raise Refused(f"already {model.request.label}")
+        if model.status not in RESUMABLE:
+            raise Refused(
+                f"only a stopped, failed or crashed run resumes; this one is {model.status}"
+            )
+        argv = self.resume_argv(model)
+        process = self.launch(argv, model.dir, cwd=None)
+        model.begin(Request("resume", "resuming…", model.clock(), process))
+        return (
+            f"resuming: {control.describe_command(argv)} (pid {process.pid}, output in {Files.LOG})"
+        )
+
+    # -------------------------------------------------------------------------------- start
+
+    def plan_start(self, model: RunModel) -> StartPlan:
+        """The command `s` would run, or Refused. A directory that already holds a run is never
+        overwritten: the new run goes to the next free sibling (exp-001-2, exp-001-3, ...)."""
+        if model.live:
+            raise Refused(f"not starting: a trainer is active here (status {model.status})")
+        if model.request is not None and model.request.kind in ("resume", "start"):
+            raise Refused(f"already {model.request.label}")
+        target = free_run_dir(model.dir)
+        if self.start_spec is not None:
+            spec = self.start_spec
+            argv = self.command(str(spec.config), *spec.overrides)
+            if target != model.dir:
+                argv.append(f"output.dir={target}")
+            return StartPlan(argv, target, spec.cwd)
+        config = (model.run or {}).get("config")
+        if not isinstance(config, dict):
+            raise Refused(
+                "no config to start from: this run has no saved config (use entrenar-tui run CONFIG)"
+            )
+        config = {**config, "output": {**(config.get("output") or {}), "dir": str(target)}}
+        path = target / SAVED_CONFIG
+        return StartPlan(self.command(str(path)), target, None, config_text=to_toml(config))
+
+    def start(self, plan: StartPlan, model: RunModel) -> tuple[str, subprocess.Popen]:
+        if plan.config_text is not None:
+            plan.run_dir.mkdir(parents=True, exist_ok=True)
+            (plan.run_dir / SAVED_CONFIG).write_text(plan.config_text, encoding="utf-8")
+        process = self.launch(plan.argv, plan.run_dir, cwd=plan.cwd)
+        return f"starting: {plan.command} (pid {process.pid}, output in {Files.LOG})", process
+
+
+def free_run_dir(run_dir: Path) -> Path:
+    """run_dir itself when it holds no run, else the first sibling NAME-2, NAME-3, ... that does not."""
+    if not (run_dir / Files.RUN).exists():
+        return run_dir
+    n = 2
+    while (candidate := run_dir.with_name(f"{run_dir.name}-{n}")).exists() and (
+        candidate / Files.RUN
+    ).exists():
+        n += 1
+    return candidate
+
+
+def to_toml(config: dict[str, Any]) -> str:
+    """A resolved config (sections of strings, numbers, booleans and lists) as TOML."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)  # a JSON string is a valid TOML basic string
+        if isinstance(v, Sequence):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"cannot write {v!r} as TOML")
+
+    lines: list[str] = []
+    for section, values in config.items():
+        if not isinstance(values, dict):
+            continue
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {value(v)}" for key, v in values.items() if v is not None)
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,277 @@
+"""A scripted training run written through the real MonitorWriter, batch by batch, with no model:
+for tests, screenshots and trying the monitor on a machine without a GPU.
+
+Every number is a function of the step, so two plays of the same script write the same files (only
+the writer's own heartbeat, pid and host differ)."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from trainer.monitor.writer import MonitorWriter
+
+T0 = 1_700_000_000.0  # the scripted wall clock of the first step
+
+
+class FakeRun:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        epochs: int = 4,
+        steps_per_epoch: int = 20,
+        batch_size: int = 16,
+        n_val: int = 64,
+        val_losses: Sequence[float] = (0.62, 0.48, 0.51, 0.44, 0.47, 0.43),
+        step_s: float = 0.5,
+        model_path: str = "/models/Qwen2-0.5B-instruct",
+        architecture: str = "Qwen2ForSequenceClassification",
+        pid: int | None = None,
+    ):
+        self.writer = MonitorWriter(run_dir)
+        self.dir = self.writer.dir
+        self.epochs, self.spe, self.batch_size, self.n_val = (
+            epochs,
+            steps_per_epoch,
+            batch_size,
+            n_val,
+        )
+        self.val_losses = list(val_losses)
+        self.step_s = step_s
+        self.model_path, self.architecture = model_path, architecture
+        self.pid = pid if pid is not None else os.getpid()
+        self.epoch, self.step, self.global_step = 1, 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.loss_sum = self.correct = 0.0
+
+    # ---------------------------------------------------------------------------- identity
+
+    def identity(self) -> dict[str, Any]:
+        try:
+            created = psutil.Process(self.pid).create_time()
+        except psutil.Error:
+            created = 0.0
+        return {"pid": self.pid, "host": socket.gethostname(), "pid_create_time": created}
+
+    # ---------------------------------------------------------------------------- the script
+
+    def start(self) -> FakeRun:
+        self.writer.update_state(status="initializing", total_epochs=self.epochs, **self.identity())
+        self.writer.write_run(
+            {
+                "run_id": f"{self.dir.name}-20231114T221320Z",
+                "name": self.dir.name,
+                "config": {
+                    "model": {
+                        "path": self.model_path,
+                        "quantize": "none",
+                        "precision": "auto",
+                        "max_length": 128,
+                    },
+                    "data": {"train": "/data/train.jsonl"},
+                    "train": {"epochs": self.epochs, "batch_size": self.batch_size},
+                    "output": {"dir": str(self.dir)},
+                },
+                "model": {
+                    "path": self.model_path,
+                    "architecture": self.architecture,
+                    "params_total": 494_032_768,
+                    "params_trainable": 1_089_536,
+                    "quantize": "none",
+                    "precision": "bf16",
+                },
+                "data": {
+                    "train": "/data/train.jsonl",
+                    "validation": None,
+                    "n_train": self.spe * self.batch_size,
+                    "n_val": self.n_val,
+                    "data_hash": "sha256:" + "0" * 64,
+                    "labels": ["safe", "unsafe"],
+                },
+                "epochs": self.epochs,
+                "steps_per_epoch": self.spe,
+                "batch_size": self.batch_size,
+                "world_size": 1,
+                **self.identity(),
+                "argv": ["entrenar-train", "config.toml"],
+                "tool_version": "0.1.0",
+                "started_at": "2023-11-14T22:13:20+00:00",
+                "resumed_from": None,
+            }
+        )
+        self.writer.update_state(
+            status="running",
+            total_epochs=self.epochs,
+            steps_per_epoch=self.spe,
+            total_steps=self.epochs * self.spe,
+            epoch=1,
+            **self.identity(),
+        )
+        return self
+
+    def loss_at(self, g: int) -> float:
+        return 0.25 + 0.45 * math.exp(-g / (1.5 * self.spe)) + 0.04 * math.sin(g * 1.7)
+
+    def lr_at(self, g: int) -> float:
+        total = self.epochs * self.spe
+        warm = max(1, total // 10)
+        if g <= warm:
+            return 1e-4 * g / warm
+        return 1e-6 + (1e-4 - 1e-6) * 0.5 * (
+            1 + math.cos(math.pi * (g - warm) / max(1, total - warm))
+        )
+
+    def train_step(self, loss: float | None = None) -> None:
+        """One batch: a line in steps.jsonl, then state.json. `loss=float('nan')` writes null."""
+        self.step += 1
+        self.global_step += 1
+        g = self.global_step
+        loss = self.loss_at(g) if loss is None else loss
+        acc = min(0.99, 0.55 + 0.4 * (1 - math.exp(-g / (2 * self.spe))) + 0.03 * math.cos(g))
+        if self.step == 1:
+            self.loss_sum = self.correct = 0.0
+        self.loss_sum += loss if math.isfinite(loss) else 0.0
+        self.correct += acc
+        elapsed = g * self.step_s
+        record = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "global_step": g,
+            "loss": loss if math.isfinite(loss) else None,
+            "lr": self.lr_at(g),
+            "grad_norm": 1.0 + 0.1 * math.sin(g),
+            "accuracy": acc,
+            "samples_per_sec": self.batch_size / self.step_s,
+            "t": T0 + elapsed,
+        }
+        self.writer.append_step(record)
+        self.writer.update_state(
+            status="running",
+            epoch=self.epoch,
+            step=self.step,
+            global_step=g,
+            loss=record["loss"],
+            train_loss=self.loss_sum / self.step,
+            train_accuracy=self.correct / self.step,
+            lr=record["lr"],
+            grad_norm=record["grad_norm"],
+            samples_per_sec=self.batch_size / self.step_s,
+            tokens_per_sec=self.batch_size * 100 / self.step_s,
+            elapsed_s=elapsed,
+            eta_s=(self.epochs * self.spe - g) * self.step_s,
+        )
+
+    def validate(self, done: int) -> None:
+        """The validation pass at `done` of n_val samples."""
+        loss = self.val_losses[(self.epoch - 1) % len(self.val_losses)]
+        self.writer.update_state(
+            status="validating",
+            validation={
+                "done": done,
+                "total": self.n_val,
+                "loss": loss + 0.02,
+                "accuracy": 0.8 - loss / 4,
+                "samples_per_sec": 256.0,
+            },
+        )
+
+    def end_epoch(self) -> None:
+        val_loss = self.val_losses[(self.epoch - 1) % len(self.val_losses)]
+        val_acc = round(0.95 - val_loss / 3, 4)
+        is_best = self.best is None or val_loss < self.best["val_loss"]
+        if is_best:
+            self.best = {"epoch": self.epoch, "val_loss": val_loss, "val_accuracy": val_acc}
+            for e in self.history:
+                e["is_best"] = False
+        self.history.append(
+            {
+                "epoch": self.epoch,
+                "train_loss": self.loss_sum / self.spe,
+                "train_accuracy": self.correct / self.spe,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": self.lr_at(self.global_step),
+                "epoch_time_s": self.spe * self.step_s + 2.0,
+                "train_samples_per_sec": self.batch_size / self.step_s,
+                "is_best": is_best,
+                "checkpoint": "checkpoints/best" if is_best else None,
+            }
+        )
+        self.writer.write_epochs(self.history, self.best["epoch"] if self.best else None)
+        self.epoch, self.step = self.epoch + 1, 0
+        self.writer.update_state(
+            status="running",
+            validation=None,
+            best=self.best,
+            epoch=min(self.epoch, self.epochs),
+            step=0,
+        )
+
+    def play_epoch(self, *, validate: bool = True) -> None:
+        for _ in range(self.spe):
+            self.train_step()
+        if validate:
+            for done in range(16, self.n_val + 1, 16):
+                self.validate(done)
+            self.end_epoch()
+
+    def finish(self, status: str = "completed", error: str | None = None) -> None:
+        self.writer.write_result(
+            {
+                "status": status,
+                "epochs": self.history,
+                "best": self.best,
+                "best_epoch": self.best and self.best["epoch"],
+                "error": error,
+            }
+        )
+        self.writer.update_state(
+            status=status,
+            error=error,
+            validation=None,
+            eta_s=0.0 if status == "completed" else None,
+        )
+        self.writer.close()
+
+
+def scenario(run_dir: str | Path, name: str) -> FakeRun:
+    """A run directory in one of the states the screenshots and snapshot tests show."""
+    run = FakeRun(run_dir).start()
+    if name == "running":
+        run.play_epoch()
+        run.play_epoch()
+        for _ in range(7):
+            run.train_step()
+    elif name == "validating":
+        run.play_epoch()
+        run.play_epoch()
+        run.play_epoch(validate=False)
+        run.validate(32)
+    elif name == "completed":
+        for _ in range(run.epochs):
+            run.play_epoch()
+        run.finish("completed")
+    elif name == "failed":
+        run.play_epoch()
+        for _ in range(5):
+            run.train_step()
+        run.train_step(loss=float("nan"))
+        run.finish(
+            "failed",
+            error="non-finite loss (nan) at epoch 2 step 6; weights left at the last good step",
+        )
+    elif name == "crashed":
+        run.play_epoch()
+        for _ in range(12):
+            run.train_step()
+    else:
+        raise ValueError(f"no scenario {name!r}")
+    return run

@@ -1,0 +1,87 @@
+"""Numbers and names as the screen shows them: short, aligned, and a dash for what is not known."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+DASH = "–"
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def metric(value: Any, digits: int = 4) -> str:
+    """A loss-like value: 4 decimals when it is small, fewer as it grows; NaN/Inf spelled out."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Inf" if value > 0 else "-Inf")
+    if not is_number(value):
+        return DASH
+    if abs(value) >= 1000:
+        return f"{value:.3g}"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    if abs(value) >= 10:
+        return f"{value:.2f}"
+    return f"{value:.{digits}f}"
+
+
+def metric3(value: Any) -> str:
+    """metric() with 3 decimals, for narrow places."""
+    return metric(value, 3)
+
+
+def percent(value: Any) -> str:
+    """An accuracy in [0, 1] as a percentage with one decimal."""
+    return f"{value * 100:.1f}%" if is_number(value) else DASH
+
+
+def lr(value: Any) -> str:
+    return f"{value:.1e}" if is_number(value) else DASH
+
+
+def rate(value: Any) -> str:
+    """Samples per second, short."""
+    if not is_number(value):
+        return DASH
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else DASH
+
+
+def duration(seconds: Any) -> str:
+    """1:02:03 for an hour or more, 4:05 below, 2d03h past a day."""
+    if not is_number(seconds) or seconds < 0:
+        return DASH
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    if s >= 3600:
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def params(value: Any) -> str:
+    """A parameter count: 22.7M, 494M, 1.5B."""
+    if not is_number(value):
+        return DASH
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= size:
+            v = value / size
+            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
+    return str(int(value))
+
+
+def truncate(text: str, width: int) -> str:
+    """text cut to width with an ellipsis in the middle, which keeps both a name's ends."""
+    if width <= 0:
+        return ""
+    if len(text) <= width:
+        return text
+    if width <= 3:
+        return text[:width]
+    head = (width - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"

@@ -1,0 +1,85 @@
+"""What the watcher thread tells the app. Plain dataclass Messages; frequent ones replace older
+copies still in the queue (`can_replace`), so a burst of writes costs one update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual.message import Message
+
+from trainer.monitor.reader import StepBatch
+
+
+@dataclass
+class RunMessage(Message):
+    """Says which run directory it is about: after `s` starts a run elsewhere, late messages about
+    the previous directory are dropped."""
+
+    run_dir: Path
+
+
+@dataclass
+class DirectoryChanged(RunMessage):
+    """The run directory appeared or disappeared."""
+
+    exists: bool
+
+
+@dataclass
+class RunInfoChanged(RunMessage):
+    """run.json was (re)written: at start and on resume."""
+
+    run: dict[str, Any]
+
+
+@dataclass
+class StateChanged(RunMessage):
+    """state.json was rewritten; only the newest matters."""
+
+    state: dict[str, Any]
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, StateChanged) and message.run_dir == self.run_dir
+
+
+@dataclass
+class EpochsChanged(RunMessage):
+    """epochs.json was rewritten; only the newest matters."""
+
+    epochs: list[dict[str, Any]]
+    best_epoch: int | None
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, EpochsChanged) and message.run_dir == self.run_dir
+
+
+@dataclass
+class ResultChanged(RunMessage):
+    result: dict[str, Any]
+
+
+@dataclass
+class StepsAppended(RunMessage):
+    """New complete lines of steps.jsonl. Never replaced: each batch carries history. `loaded`
+    is how many bytes of the file have been read, `size` its size (for a loading indicator)."""
+
+    batch: StepBatch
+    loaded: int = 0
+    size: int = 0
+
+
+@dataclass
+class FileProblem(RunMessage):
+    """A file became unreadable (text) or readable again (None)."""
+
+    file: str
+    text: str | None
+
+
+@dataclass
+class WatchMode(RunMessage):
+    """How the watcher learns about changes: "events" or "polling" (and why)."""
+
+    mode: str

@@ -1,0 +1,257 @@
+"""Everything the monitor knows about its run, and what follows from it (status, problems).
+
+Plain Python, no Textual: the app feeds it what the watcher saw and what the clock and the process
+table say; widgets read it. Deterministic given its inputs, so tests inject the clock.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.monitor.reader import StepBatch, StepHistory, best_of, effective_status, format_age
+from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files
+
+PARTIAL_GRACE_S = 3.0  # an incomplete last line older than this is a problem, not a write in flight
+LOG_TAIL_BYTES = 4096
+GENERIC_FOLDER_NAMES = frozenset(
+    {"model", "models", "checkpoint", "weights", "hf", "base", "snapshot"}
+)
+
+
+@dataclass
+class Problem:
+    level: str  # "error" | "warning" | "info"
+    text: str
+
+
+@dataclass
+class Request:
+    """A control request on its way: shown ("stopping…") until the run shows its effect."""
+
+    kind: str  # "stop" | "force-stop" | "resume" | "start"
+    label: str
+    at: float
+    process: subprocess.Popen | None = None
+
+
+class RunModel:
+    def __init__(self, run_dir: str | Path, clock: Callable[[], float] = time.time):
+        self.dir = Path(run_dir)
+        self.clock = clock
+        self.now = clock()
+        self.exists: bool | None = None
+        self.run: dict[str, Any] | None = None
+        self.state: dict[str, Any] | None = None
+        self.epochs: list[dict[str, Any]] = []
+        self.best_epoch: int | None = None
+        self.result: dict[str, Any] | None = None
+        self.history = StepHistory()
+        self.file_problems: dict[str, str] = {}
+        self.bad_lines = 0
+        self.first_bad_line: int | None = None
+        self.partial_bytes = 0
+        self.partial_since: float | None = None
+        self.loaded_bytes = 0
+        self.total_bytes = 0
+        self.trainer = "unknown"  # control.trainer_liveness of the state's pid
+        self.request: Request | None = None
+        self.launch_error: str | None = None
+        self.watch_mode = ""
+        self._log_tail: tuple[tuple[int, int], str] | None = None
+
+    # ------------------------------------------------------------------------ what the watcher saw
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self._settle_request()
+
+    def set_epochs(self, epochs: list[dict[str, Any]], best_epoch: int | None) -> None:
+        self.epochs, self.best_epoch = epochs, best_epoch
+
+    def add_steps(self, batch: StepBatch, loaded: int = 0, size: int = 0) -> None:
+        if batch.reset:
+            self.bad_lines, self.first_bad_line = 0, None
+        self.history.add(batch)
+        if batch.bad_lines:
+            self.bad_lines += len(batch.bad_lines)
+            self.first_bad_line = self.first_bad_line or batch.bad_lines[0]
+        if batch.partial_bytes and not self.partial_bytes:
+            self.partial_since = self.clock()
+        self.partial_bytes = batch.partial_bytes
+        if not batch.partial_bytes:
+            self.partial_since = None
+        self.loaded_bytes, self.total_bytes = loaded, size
+
+    def set_problem(self, file: str, text: str | None) -> None:
+        if text is None:
+            self.file_problems.pop(file, None)
+        else:
+            self.file_problems[file] = text
+
+    # ------------------------------------------------------------------------ time and processes
+
+    def tick(self, now: float, trainer: str) -> None:
+        """Called about once a second: the clock moved, the trainer's process was looked up."""
+        self.now, self.trainer = now, trainer
+        self._settle_request()
+
+    def begin(self, request: Request) -> None:
+        self.request, self.launch_error = request, None
+
+    def _settle_request(self) -> None:
+        """Clear a request once the run shows its effect; a launch that died says why."""
+        r = self.request
+        if r is None:
+            return
+        status = self.status
+        if r.kind in ("stop", "force-stop"):
+            if status in FINAL_STATUSES or status == "crashed":
+                self.request = None
+            return
+        if r.process is not None:
+            pid = (self.state or {}).get("pid")
+            code = r.process.poll()
+            if pid == r.process.pid and status in LIVE_STATUSES | FINAL_STATUSES:
+                self.request = None
+            elif code is not None:
+                self.request = None
+                if code != 0:
+                    tail = self.log_tail()
+                    self.launch_error = f"{r.kind} failed (exit {code})" + (
+                        f": {tail}" if tail else ""
+                    )
+
+    # ------------------------------------------------------------------------ derived
+
+    @property
+    def status(self) -> str:
+        return self.status_and_reason[0]
+
+    @property
+    def status_and_reason(self) -> tuple[str, str | None]:
+        """The written status, or crashed (and why), or waiting (no state.json yet)."""
+        return effective_status(
+            self.state, self.now, trainer=self.trainer, typical_step_s=self.history.typical_step_s()
+        )
+
+    @property
+    def live(self) -> bool:
+        """The trainer is (believed) running: stop makes sense, start and resume do not."""
+        return self.status in LIVE_STATUSES or self.trainer == "alive"
+
+    @property
+    def name(self) -> str:
+        return str((self.run or {}).get("name") or self.dir.name)
+
+    @property
+    def model_names(self) -> list[str]:
+        """[the model folder's name, its architecture], what is known of them."""
+        model = (self.run or {}).get("model") or {}
+        path = str(model.get("path") or "")
+        folder = Path(Path(path).name)
+        if folder.name.lower() in GENERIC_FOLDER_NAMES:  # ".../all-MiniLM-L6-v2/model": say which
+            folder = Path(Path(path).parent.name) / folder.name
+        names = [str(folder) if path else "", str(model.get("architecture") or "")]
+        return [n for n in names if n] or ["model not loaded yet"]
+
+    @property
+    def model_name(self) -> str:
+        return " · ".join(self.model_names)
+
+    @property
+    def world_size(self) -> int:
+        return int((self.state or {}).get("world_size") or (self.run or {}).get("world_size") or 1)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return int(
+            (self.state or {}).get("steps_per_epoch")
+            or (self.run or {}).get("steps_per_epoch")
+            or 0
+        )
+
+    def best_record(self) -> dict[str, Any] | None:
+        return best_of(self.epochs, self.best_epoch)
+
+    def heartbeat_age(self) -> float | None:
+        hb = (self.state or {}).get("heartbeat")
+        return self.now - hb if isinstance(hb, (int, float)) else None
+
+    def elapsed_s(self) -> float | None:
+        """Elapsed as written, moved on by the time since the heartbeat while the run is live."""
+        state = self.state or {}
+        elapsed = state.get("elapsed_s")
+        if not isinstance(elapsed, (int, float)):
+            return None
+        age = self.heartbeat_age()
+        if self.status in LIVE_STATUSES and age is not None and age > 0:
+            elapsed += age
+        return elapsed
+
+    def log_tail(self) -> str | None:
+        """The last non-empty line of train.log (why a launched trainer died), cached by size."""
+        path = self.dir / Files.LOG
+        try:
+            st = path.stat()
+            key = (st.st_size, st.st_mtime_ns)
+            if self._log_tail and self._log_tail[0] == key:
+                return self._log_tail[1]
+            with open(path, "rb") as f:
+                f.seek(max(0, st.st_size - LOG_TAIL_BYTES))
+                lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines()]
+        except OSError:
+            return None
+        tail = next((ln for ln in reversed(lines) if ln), "")
+        self._log_tail = (key, tail)
+        return tail or None
+
+    def problems(self) -> list[Problem]:
+        out: list[Problem] = []
+        status, reason = self.status_and_reason
+        state = self.state or {}
+        if self.launch_error:
+            out.append(Problem("error", self.launch_error))
+        if status == "failed":
+            error = state.get("error") or (self.result or {}).get("error") or "no error text"
+            out.append(Problem("error", f"failed: {error}"))
+        elif status == "crashed":
+            tail = self.log_tail()
+            out.append(
+                Problem("error", f"crashed: {reason}" + (f" · train.log: {tail}" if tail else ""))
+            )
+        elif status == "stopped" and state.get("error"):
+            out.append(Problem("warning", f"stopped: {state['error']}"))
+        out.extend(Problem("error", text) for _, text in sorted(self.file_problems.items()))
+        for name, label in (("loss", "loss"), ("accuracy", "accuracy")):
+            series = self.history.series[name]
+            _, _, bad = series.stats()
+            if bad:
+                out.append(
+                    Problem("error", f"{label} NaN/Inf at {bad} step{'s' if bad > 1 else ''}")
+                )
+        if self.bad_lines:
+            out.append(
+                Problem(
+                    "warning",
+                    f"{Files.STEPS}: {self.bad_lines} unreadable line(s), first at line {self.first_bad_line}",
+                )
+            )
+        if self.partial_bytes and self.partial_since is not None:
+            waited = self.now - self.partial_since
+            if waited >= PARTIAL_GRACE_S or status not in LIVE_STATUSES:
+                out.append(
+                    Problem(
+                        "warning",
+                        f"{Files.STEPS}: incomplete last line ({self.partial_bytes} bytes) for {format_age(waited)}",
+                    )
+                )
+        if self.exists is False:
+            out.append(Problem("info", f"waiting for {self.dir} to appear"))
+        elif self.exists and self.state is None and Files.STATE not in self.file_problems:
+            out.append(Problem("info", f"waiting for the trainer to write {Files.STATE}"))
+        return out

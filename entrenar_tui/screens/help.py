@@ -1,0 +1,47 @@
+"""`?`: the keys, what each status means, and every current problem (the line shows only one)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+from entrenar_tui.run_model import Problem
+
+KEYS = """\
+| key | does |
+|---|---|
+| `x` | stop the run: asks first, writes `control.json`, sends SIGINT to the trainer (only if it is ours, on this host). The trainer finishes its batch, saves `checkpoints/last`, says **stopped**. `x` again while stopping forces it. |
+| `r` | resume a stopped, failed or crashed run: `entrenar-train --resume DIR`, detached |
+| `s` | start a run from the config (asks first, showing the command) when none is active |
+| `q` | quit the monitor; training goes on (`entrenar-tui monitor DIR` re-attaches) |
+| `?` | this help · `ctrl+p` the command palette |
+
+**Statuses**: initializing · running · validating · stopping · stopped · completed · failed ·
+**crashed** (the state says running but the trainer's pid is gone on this host, or its heartbeat is far
+older than a typical step).
+
+**Charts**: braille, each column the min–max of its steps, so spikes survive; gaps are NaN/Inf;
+the best epoch is highlighted (★ best = its value). Train series are per step; validation per epoch.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__()
+        self.problems = problems
+
+    def compose(self) -> ComposeResult:
+        text = KEYS
+        if self.problems:
+            text += "\n**Problems now**\n\n" + "\n".join(
+                f"- {p.level}: {p.text}" for p in self.problems
+            )
+        with VerticalScroll(id="help"):
+            yield Markdown(text)

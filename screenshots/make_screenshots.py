@@ -1,0 +1,186 @@
+"""Regenerate the SVG screenshots of the monitor shown in the README.
+
+    python screenshots/make_screenshots.py                 # scripted runs (seconds, no torch)
+    python screenshots/make_screenshots.py --trainer CONFIG [section.key=value ...]
+
+Both ways the app is the real MonitorApp reading run directories written by the real MonitorWriter.
+By default the runs are scripted (entrenar_tui.demo: every number a function of the step). With
+--trainer they come from real `entrenar-train` runs of CONFIG: running, validating and completed
+from one run, crashed from a run this script kills with SIGKILL, failed from a run with a learning
+rate large enough to blow up (falling back to the scripted one if it does not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from entrenar_tui.app import MonitorApp
+from entrenar_tui.demo import FakeRun, scenario
+from trainer.monitor.control import launch_detached, trainer_command
+from trainer.monitor.schema import Files
+
+HERE = Path(__file__).resolve().parent
+SIZE = (120, 34)
+
+
+async def shoot(
+    app: MonitorApp, shots: list[tuple[str, Callable[[MonitorApp], bool]]], timeout: float
+) -> list[str]:
+    """Run the app; each time a shot's condition holds, save the screen as HERE/<name>.svg."""
+    saved = []
+    async with app.run_test(size=SIZE) as pilot:
+        deadline = time.monotonic() + timeout
+        for name, ready in shots:
+            while not ready(app):
+                if time.monotonic() > deadline:
+                    print(f"  {name}: not reached within {timeout:.0f}s, skipped", file=sys.stderr)
+                    return saved
+                await pilot.pause(0.1)
+            app.tick()
+            await pilot.pause(0.3)
+            (HERE / f"{name}.svg").write_text(
+                app.export_screenshot(title=f"entrenar-tui — {name}"), encoding="utf-8"
+            )
+            saved.append(name)
+            print(f"  {name}.svg")
+    return saved
+
+
+def loaded(app: MonitorApp) -> bool:
+    state = app.model.state or {}
+    return (
+        bool(state)
+        and len(app.model.history) == state.get("global_step")
+        and bool(app.model.watch_mode)
+    )
+
+
+def scripted(tmp: Path, names: list[str]) -> None:
+    for name in names:
+        if name == "crashed":
+            run = FakeRun(tmp / "exp-001-crashed", pid=999_999).start()  # a pid that is gone
+            run.play_epoch()
+            for _ in range(12):
+                run.train_step()
+            probe = None
+        else:
+            run = scenario(tmp / f"exp-001-{name}", name)
+            probe = (lambda _s: "alive") if name in ("running", "validating") else None
+        heartbeat = orjson.loads((run.dir / Files.STATE).read_bytes())["heartbeat"]
+        kwargs = {"probe": probe} if probe else {}
+        app = MonitorApp(run.dir, clock=lambda hb=heartbeat: hb + 2.0, tick_interval=3600, **kwargs)
+        asyncio.run(shoot(app, [(name, loaded)], timeout=30))
+
+
+def real(tmp: Path, config: Path, overrides: list[str]) -> set[str]:
+    """Screens of real entrenar-train runs of `config`."""
+    done: set[str] = set()
+
+    def start(name: str, *extra: str):
+        run_dir = tmp / name
+        argv = trainer_command(str(config), *overrides, *extra, f"output.dir={run_dir}")
+        return run_dir, launch_detached(argv, run_dir)
+
+    run_dir, proc = start("exp-001")
+    try:
+        app = MonitorApp(run_dir)
+
+        def running(app: MonitorApp) -> bool:
+            s = app.model.state or {}
+            return (
+                app.model.status == "running"
+                and s.get("epoch", 0) >= 2
+                and s.get("step", 0) >= (s.get("steps_per_epoch") or 1) // 2
+            )
+
+        def validating(app: MonitorApp) -> bool:
+            v = (app.model.state or {}).get("validation") or {}
+            return app.model.status == "validating" and v.get("done", 0) >= v.get("total", 1) // 3
+
+        done |= set(
+            asyncio.run(
+                shoot(
+                    app,
+                    [
+                        ("running", running),
+                        ("validating", validating),
+                        ("completed", lambda a: a.model.status == "completed"),
+                    ],
+                    timeout=1800,
+                )
+            )
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_dir, proc = start("exp-002")
+    try:
+        app = MonitorApp(run_dir)
+
+        def kill_then_crashed(app: MonitorApp) -> bool:
+            if len(app.model.history) >= 10 and proc.poll() is None:
+                proc.send_signal(
+                    signal.SIGKILL
+                )  # our own child: a trainer that died without a word
+            return app.model.status == "crashed"
+
+        done |= set(asyncio.run(shoot(app, [("crashed", kill_then_crashed)], timeout=600)))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_dir, proc = start("exp-003", "train.learning_rate=1e6", "train.grad_clip=0")
+    try:
+        done |= set(
+            asyncio.run(
+                shoot(
+                    MonitorApp(run_dir),
+                    [("failed", lambda a: a.model.status in ("failed", "completed"))],
+                    timeout=900,
+                )
+            )
+        )
+        if (
+            "failed" in done
+            and orjson.loads((run_dir / Files.STATE).read_bytes())["status"] != "failed"
+        ):
+            done.discard("failed")  # it trained instead of blowing up
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return done
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--trainer", type=Path, metavar="CONFIG", help="shoot real entrenar-train runs of CONFIG"
+    )
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides for CONFIG")
+    args = p.parse_args()
+    names = ["running", "validating", "completed", "failed", "crashed"]
+    tmp = Path(tempfile.mkdtemp(prefix="entrenar-screens-"))
+    try:
+        done = real(tmp, args.trainer.resolve(), args.overrides) if args.trainer else set()
+        rest = [n for n in names if n not in done]
+        if rest:
+            print(f"scripted: {', '.join(rest)}")
+            scripted(tmp, rest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

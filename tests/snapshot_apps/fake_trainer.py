@@ -1,0 +1,105 @@
+"""A stand-in for entrenar-train that needs no torch: plays a FakeRun in real time and obeys the
+same control contract (SIGINT or control.json: finish the batch, write checkpoints/last, status
+stopped, exit 0; a second SIGINT exits at once; --resume continues where state.json says).
+
+    python fake_trainer.py RUN_DIR [--steps-per-epoch N] [--epochs E] [--step-s S]
+    python fake_trainer.py --resume RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from entrenar_tui.demo import FakeRun
+
+
+class Stop:
+    def __init__(self, run: FakeRun, started: float):
+        self.run, self.started, self.reason = run, started, None
+        signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGTERM, self.on_signal)
+
+    def on_signal(self, signum, frame) -> None:
+        if self.reason is not None and signum == signal.SIGINT:
+            self.run.writer.update_state(status="stopped", error="forced stop (second interrupt)")
+            os._exit(130)
+        self.reason = signal.Signals(signum).name
+
+    def requested(self) -> bool:
+        if self.reason is None:
+            try:
+                request = orjson.loads((self.run.dir / "control.json").read_bytes())
+                if (
+                    request.get("command") == "stop"
+                    and request.get("requested_at", 0) >= self.started
+                ):
+                    self.reason = "control.json"
+            except (OSError, orjson.JSONDecodeError):
+                pass
+        return self.reason is not None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("run_dir", nargs="?")
+    p.add_argument("--resume")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--steps-per-epoch", type=int, default=20)
+    p.add_argument("--step-s", type=float, default=0.1)
+    args = p.parse_args()
+    started = time.time()
+    if args.resume:
+        run_dir = Path(args.resume)
+        state = orjson.loads((run_dir / "state.json").read_bytes())
+        info = orjson.loads((run_dir / "run.json").read_bytes())
+        run = FakeRun(
+            run_dir,
+            epochs=info["epochs"],
+            steps_per_epoch=info["steps_per_epoch"],
+            step_s=args.step_s,
+        )
+        run.epoch, run.step, run.global_step = state["epoch"], state["step"], state["global_step"]
+        if (run_dir / "epochs.json").exists():
+            epochs = orjson.loads((run_dir / "epochs.json").read_bytes())
+            run.history = epochs["epochs"]
+            run.best = state.get("best")
+        run.start()
+        run.writer.update_state(
+            status="running", epoch=run.epoch, step=run.step, global_step=run.global_step
+        )
+    else:
+        run = FakeRun(
+            args.run_dir,
+            epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch,
+            step_s=args.step_s,
+        ).start()
+    stop = Stop(run, started)
+    while run.epoch <= run.epochs:
+        while run.step < run.spe:
+            run.train_step()
+            time.sleep(args.step_s)
+            if stop.requested():
+                run.writer.update_state(status="stopping")
+                (run.dir / "checkpoints" / "last").mkdir(parents=True, exist_ok=True)
+                run.finish("stopped")
+                return 0
+        run.validate(run.n_val)
+        done_epoch = run.epoch
+        run.end_epoch()
+        if done_epoch == run.epochs:
+            break
+    (run.dir / "checkpoints" / "last").mkdir(parents=True, exist_ok=True)
+    run.finish("completed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

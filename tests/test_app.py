@@ -1,0 +1,484 @@
+"""The real MonitorApp driven by Textual's Pilot over run directories that the real MonitorWriter
+writes while the app watches (entrenar_tui.demo.FakeRun plays a run batch by batch), and over a
+fake trainer *process* that obeys the control contract (tests/snapshot_apps/fake_trainer.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from entrenar_tui.app import MonitorApp
+from entrenar_tui.control import Controller, StartSpec
+from entrenar_tui.demo import FakeRun
+from entrenar_tui.screens.confirm import ConfirmScreen
+from entrenar_tui.screens.help import HelpScreen
+from entrenar_tui.widgets.epoch_table import EpochTable
+from entrenar_tui.widgets.metric_chart import MetricChart
+from entrenar_tui.widgets.problems_line import ProblemsLine
+from entrenar_tui.widgets.status_badge import StatusBadge
+from entrenar_tui.widgets.validation_bar import ValidationBar
+from trainer.monitor.control import launch_detached
+from trainer.monitor.schema import Files
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
+SIZE = (100, 32)
+
+
+def fake_command(*args: str, step_s: float = 0.05) -> list[str]:
+    return [sys.executable, str(FAKE_TRAINER), *args, "--step-s", str(step_s)]
+
+
+def alive(_state) -> str:
+    """The trainer is taken to be alive (the test process wrote the state: its pid is no trainer)."""
+    return "alive"
+
+
+class Clock:
+    """Wall time, or a fixed time once set: heartbeat ages, "crashed" and elapsed follow it."""
+
+    def __init__(self) -> None:
+        self.fixed: float | None = None
+
+    def __call__(self) -> float:
+        return time.time() if self.fixed is None else self.fixed
+
+
+async def until(pilot, condition, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await pilot.pause(0.02)
+
+
+def text(app: MonitorApp, selector: str) -> str:
+    return str(app.screen.query_one(selector).render())
+
+
+def problems(app: MonitorApp) -> str:
+    return str(app.screen.query_one(ProblemsLine).render())
+
+
+def status(app: MonitorApp) -> str:
+    return app.screen.query_one(StatusBadge).status
+
+
+def run_app(body, app: MonitorApp, size=SIZE):
+    async def main():
+        async with app.run_test(size=size) as pilot:
+            await until(
+                pilot, lambda: app.watcher is None or app.watcher.running, "the watcher runs"
+            )
+            await body(pilot)
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------------------------ live updates
+
+
+def test_values_update_when_a_batch_lands(tmp_path):
+    run = FakeRun(tmp_path / "exp").start()
+    for _ in range(3):
+        run.train_step()
+    app = MonitorApp(run.dir, probe=alive)
+
+    async def body(pilot):
+        await until(pilot, lambda: "step 3/20" in text(app, "#position"), "step 3 shows")
+        assert status(app) == "running"
+        assert len(app.model.history) == 3
+        run.train_step()
+        await until(pilot, lambda: "step 4/20" in text(app, "#position"), "step 4 shows")
+        assert "global 4/80" in text(app, "#position")
+        assert app.screen.query_one("#overall").progress == 4
+        await until(pilot, lambda: len(app.model.history) == 4, "the 4th step is in the history")
+        loss = f"{run.loss_at(4):.4f}"
+        await until(
+            pilot,
+            lambda: loss in str(app.screen.query_one("#train-loss", MetricChart).render()),
+            "the loss chart shows the new loss",
+        )
+
+    run_app(body, app)
+
+
+def test_the_validation_bar_appears_while_validating_and_goes(tmp_path):
+    run = FakeRun(tmp_path / "exp").start()
+    run.play_epoch(validate=False)
+    app = MonitorApp(run.dir, probe=alive)
+
+    async def body(pilot):
+        bar = app.screen.query_one(ValidationBar)
+        await until(pilot, lambda: "step 20/20" in text(app, "#position"), "the epoch's steps show")
+        assert not bar.display
+        run.validate(16)
+        await until(pilot, lambda: bar.display, "the validation bar appears")
+        assert status(app) == "validating"
+        assert "16/64" in text(app, "#validation-stats")
+        run.validate(48)
+        await until(
+            pilot, lambda: "48/64" in text(app, "#validation-stats"), "validation progress moves"
+        )
+        assert bar.query_one("#validation-progress").progress == 48
+        run.validate(64)
+        run.end_epoch()
+        await until(pilot, lambda: not bar.display, "the validation bar goes")
+        assert status(app) == "running"
+
+    run_app(body, app)
+
+
+def test_the_best_marker_moves_when_a_better_epoch_lands(tmp_path):
+    run = FakeRun(
+        tmp_path / "exp", epochs=4, steps_per_epoch=5, val_losses=(0.6, 0.5, 0.55, 0.4)
+    ).start()
+    run.play_epoch()
+    run.play_epoch()
+    app = MonitorApp(run.dir, probe=alive)
+
+    def starred() -> list[str]:
+        table = app.screen.query_one(EpochTable)
+        return [
+            str(table.get_row_at(i)[1])
+            for i in range(table.row_count)
+            if str(table.get_row_at(i)[0]) == "★"
+        ]
+
+    async def body(pilot):
+        await until(pilot, lambda: starred() == ["2"], "epoch 2 is starred")
+        chart = app.screen.query_one("#val-loss", MetricChart)
+        assert "★0.5000" in str(chart.render())
+        assert chart.source(10).best_epoch == 2
+        run.play_epoch()  # 0.55: not better
+        await until(pilot, lambda: app.screen.query_one(EpochTable).row_count >= 3, "epoch 3 lands")
+        assert starred() == ["2"]
+        run.play_epoch()  # 0.40: the new best
+        await until(pilot, lambda: starred() == ["4"], "the star moves to epoch 4")
+        assert "★0.4000" in str(chart.render()) and chart.source(10).best_epoch == 4
+        data = chart.source(2 * chart.size.width)
+        assert (
+            data.highlight and max(data.highlight) == 2 * chart.size.width - 1
+        )  # the last epoch, at the right edge
+
+    run_app(body, app)
+
+
+# ------------------------------------------------------------------------------------ problems
+
+
+def test_a_partial_last_line_and_a_garbage_state_show_as_problems_not_crashes(tmp_path):
+    run = FakeRun(tmp_path / "exp").start()
+    run.train_step()
+    clock = Clock()
+    app = MonitorApp(run.dir, probe=alive, clock=clock)
+
+    async def body(pilot):
+        await until(pilot, lambda: len(app.model.history) == 1, "the first step is read")
+        with open(run.dir / Files.STEPS, "ab") as f:
+            f.write(b'{"epoch": 1, "step": 2, "glo')
+        await until(pilot, lambda: app.model.partial_bytes > 0, "the partial line is seen")
+        app.tick()
+        assert "incomplete" not in problems(app)  # a line being written, for now
+        clock.fixed = time.time() + 10
+        app.tick()
+        assert "steps.jsonl: incomplete last line (28 bytes) for 10s" in problems(app)
+        (run.dir / Files.STATE).write_bytes(b"\x00garbage{")
+        await until(
+            pilot, lambda: "state.json: not valid JSON" in problems(app), "the garbage state shows"
+        )
+        assert status(app) != "crashed" and "step 1/20" in text(
+            app, "#position"
+        )  # the last good state stays
+        clock.fixed = None
+        run.train_step()  # a good state.json again
+        await until(pilot, lambda: "state.json" not in problems(app), "the problem clears")
+
+    run_app(body, app)
+
+
+def test_a_run_whose_writer_died_shows_as_crashed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = FakeRun(tmp_path / "exp", pid=dead.pid).start()
+    run.train_step()
+    app = MonitorApp(run.dir)  # the real process check
+
+    async def body(pilot):
+        await until(pilot, lambda: status(app) == "crashed", "the run shows as crashed")
+        assert f"crashed: trainer pid {dead.pid} is gone" in problems(app)
+        assert app.model.trainer == "gone"
+
+    run_app(body, app)
+
+
+def test_a_stale_heartbeat_shows_as_crashed_where_the_pid_cannot_be_checked(tmp_path):
+    run = FakeRun(tmp_path / "exp").start()
+    run.train_step()
+    clock = Clock()
+    app = MonitorApp(run.dir, probe=lambda _s: "remote", clock=clock)
+
+    async def body(pilot):
+        await until(pilot, lambda: status(app) == "running", "the run shows as running")
+        clock.fixed = run.writer.state["heartbeat"] + 3600
+        app.tick()
+        assert status(app) == "crashed"
+        assert "no heartbeat for 1h00m" in problems(app)
+
+    run_app(body, app)
+
+
+def test_the_monitor_waits_for_a_run_directory_that_does_not_exist_yet(tmp_path):
+    app = MonitorApp(tmp_path / "later", probe=alive, poll_interval=0.1)
+
+    async def body(pilot):
+        await until(pilot, lambda: "waiting for" in problems(app), "it says it waits")
+        run = FakeRun(tmp_path / "later").start()
+        run.train_step()
+        await until(pilot, lambda: "step 1/20" in text(app, "#position"), "the run appears")
+        assert status(app) == "running"
+
+    run_app(body, app)
+
+
+def test_help_lists_every_problem_and_closes(tmp_path):
+    run = FakeRun(tmp_path / "exp").start()
+    run.train_step(loss=float("nan"))
+    run.finish("failed", error="non-finite loss")
+    app = MonitorApp(run.dir, probe=alive)
+
+    async def body(pilot):
+        await until(pilot, lambda: "failed: non-finite loss" in problems(app), "the failure shows")
+        assert "+1 more" in problems(app)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert [p.text for p in app.screen.problems] == [
+            "failed: non-finite loss",
+            "loss NaN/Inf at 1 step",
+        ]
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+    run_app(body, app)
+
+
+# ------------------------------------------------------------------------------------ keys
+
+
+def test_x_stops_a_live_trainer_and_r_resumes_it_to_completed(tmp_path):
+    run_dir = tmp_path / "exp"
+    # Batches of 1 s, so that "stopping…" is on screen for a while after the request.
+    trainer = launch_detached(
+        fake_command(str(run_dir), "--steps-per-epoch", "100", step_s=1.0), run_dir
+    )
+    controller = Controller(command=lambda *a: fake_command(*a, step_s=0.01))
+    app = MonitorApp(run_dir, controller=controller)
+    notes: list[str] = []
+    app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
+
+    async def body(pilot):
+        await until(
+            pilot,
+            lambda: app.model.status == "running" and len(app.model.history) >= 1,
+            "the trainer runs",
+        )
+        await pilot.press("r")
+        assert app.model.request is None and notes[-1].startswith(
+            "not resuming: the trainer is alive"
+        )
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        assert (
+            notes[-1]
+            == f"stop requested: SIGINT sent to trainer pid {trainer.pid}, control.json written"
+        )
+        assert app.model.request is not None and app.model.request.label == "stopping…"
+        await until(pilot, lambda: status(app) == "stopped", "the run stops")
+        assert trainer.wait(10) == 0
+        assert orjson.loads((run_dir / Files.CONTROL).read_bytes())["command"] == "stop"
+        assert (run_dir / "checkpoints" / "last").is_dir()
+        stopped_at = app.model.state["global_step"]
+        assert 1 <= stopped_at < 10
+        await pilot.press("r")
+        await until(
+            pilot, lambda: status(app) == "completed", "the resumed run completes", timeout=30
+        )
+        assert app.model.request is None
+        assert orjson.loads((run_dir / Files.RESULT).read_bytes())["status"] == "completed"
+        assert app.model.state["global_step"] == 200
+        assert "--resume" in (run_dir / Files.LOG).read_text()
+
+    try:
+        run_app(body, app)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+
+
+def test_a_second_x_while_stopping_forces_the_stop(tmp_path):
+    run_dir = tmp_path / "exp"
+    # Its batches last 30 s: only a forced stop ends it within the test's time.
+    trainer = launch_detached(fake_command(str(run_dir), step_s=30), run_dir)
+    app = MonitorApp(run_dir)
+
+    async def body(pilot):
+        await until(
+            pilot,
+            lambda: app.model.status == "running" and app.model.trainer == "alive",
+            "the trainer runs",
+        )
+        await until(pilot, lambda: len(app.model.history) >= 1, "a first batch lands")
+        await pilot.press("x", "y")
+        assert app.model.request.kind == "stop"
+        await pilot.press("x")
+        assert "Force" in str(app.screen.query_one("#question").render())
+        await pilot.press("y")
+        assert trainer.wait(10) == 130
+        await until(pilot, lambda: status(app) == "stopped", "the run shows stopped")
+        assert "forced stop" in problems(app)
+
+    try:
+        run_app(body, app)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+
+
+def test_q_quits_and_leaves_the_training_running(tmp_path):
+    run_dir = tmp_path / "exp"
+    trainer = launch_detached(fake_command(str(run_dir), step_s=0.2), run_dir)
+    app = MonitorApp(run_dir)
+
+    async def body(pilot):
+        await until(pilot, lambda: app.model.trainer == "alive", "the trainer runs")
+        await pilot.press("q")
+
+    try:
+        run_app(body, app)
+        assert app.return_code in (0, None)
+        assert trainer.poll() is None  # still training
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
+def test_s_shows_the_command_then_starts_the_run(tmp_path):
+    run_dir = tmp_path / "exp"
+    controller = Controller(
+        start_spec=StartSpec(run_dir, ["--steps-per-epoch", "3"]),
+        command=lambda *a: fake_command(*a, step_s=0.01),
+    )
+    app = MonitorApp(run_dir, controller=controller, poll_interval=0.2)
+
+    async def body(pilot):
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert f"fake_trainer.py {run_dir} --steps-per-epoch 3" in app.screen.detail
+        await pilot.press("n")
+        assert not (run_dir / Files.LOG).exists()  # cancelled: nothing ran
+        await pilot.press("s", "enter")
+        await until(
+            pilot, lambda: status(app) == "completed", "the started run completes", timeout=30
+        )
+        await pilot.press("s")
+        assert isinstance(
+            app.screen, ConfirmScreen
+        )  # a finished run: s starts a new one next to it
+        assert f"output.dir={run_dir.with_name('exp-2')}" in app.screen.detail
+
+    run_app(body, app)
+
+
+def test_a_start_from_the_saved_config_goes_to_a_new_directory(tmp_path):
+    from entrenar_tui.run_model import RunModel
+
+    run = FakeRun(tmp_path / "exp").start()
+    run.finish("completed")
+    model = RunModel(run.dir)
+    model.run = orjson.loads((run.dir / Files.RUN).read_bytes())
+    plan = Controller().plan_start(model)
+    assert plan.run_dir == tmp_path / "exp-2"
+    assert plan.argv[-1] == str(tmp_path / "exp-2" / "config.toml")
+    config = tomllib.loads(plan.config_text)
+    assert config["output"]["dir"] == str(tmp_path / "exp-2")
+    assert config["model"] == model.run["config"]["model"]
+
+
+@pytest.mark.parametrize("key", ["x", "r"])
+def test_keys_that_do_not_apply_say_so(tmp_path, key):
+    run = FakeRun(tmp_path / "exp").start()
+    run.play_epoch()
+    run.finish("completed")
+    app = MonitorApp(run.dir, probe=lambda _s: "gone")
+    notes: list[str] = []
+    app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
+
+    async def body(pilot):
+        await until(pilot, lambda: status(app) == "completed", "the run shows completed")
+        await pilot.press(key)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert notes and (
+            "nothing to stop" in notes[-1]
+            or "only a stopped, failed or crashed run resumes" in notes[-1]
+        )
+
+    run_app(body, app)
+
+
+def test_a_trainer_this_machine_cannot_signal_is_asked_through_control_json(tmp_path):
+    """Another host on a shared file system: no signal, the request file only; the label stays
+    until the trainer says it stopped."""
+    run = FakeRun(tmp_path / "exp").start()
+    run.train_step()
+    attempts: list[int] = []
+    controller = Controller(
+        send_signal=lambda _info, sig: attempts.append(sig) is not None
+    )  # refuses
+    app = MonitorApp(run.dir, controller=controller, probe=lambda _s: "remote")
+    notes: list[str] = []
+    app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
+
+    async def body(pilot):
+        await until(pilot, lambda: status(app) == "running", "the run shows running")
+        await pilot.press("x", "y")
+        assert attempts == [2]  # SIGINT, through the checked path, which said no
+        assert "control.json" in notes[-1] and "not one this machine can signal" in notes[-1]
+        assert orjson.loads((run.dir / Files.CONTROL).read_bytes())["command"] == "stop"
+        assert "stopping…" in text(app, "#request")
+        run.writer.update_state(status="stopping")
+        await until(pilot, lambda: status(app) == "stopping", "the trainer says stopping")
+        assert "stopping…" in text(app, "#request")
+        run.finish("stopped")
+        await until(pilot, lambda: status(app) == "stopped", "the trainer says stopped")
+        assert app.model.request is None and text(app, "#request") == ""
+
+    run_app(body, app)
+
+
+def test_long_names_are_shortened_to_fit_80_columns(tmp_path):
+    name = "sweep-lr-3e-4-r-64-alpha-128-dropout-0.1-seed-1234-" + "x" * 40
+    run = FakeRun(tmp_path / name, model_path="/models/" + "Qwen2.5-72B-Instruct-" * 4).start()
+    run.train_step()
+    app = MonitorApp(run.dir, probe=alive)
+
+    async def body(pilot):
+        await until(
+            pilot, lambda: app.model.run is not None and "…" in app.title, "the name is shortened"
+        )
+        header = f"{app.title} — {app.sub_title}"
+        assert len(header) <= 80 - 20  # between the header's icon and its right edge
+        assert app.title.startswith("sweep-lr") and app.title.endswith("xxx")  # both ends kept
+        assert app.sub_title.endswith("· world 1")
+
+    run_app(body, app, size=(80, 24))

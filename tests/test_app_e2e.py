@@ -1,0 +1,78 @@
+"""The monitor steering the real trainer (a tiny BERT on CPU): x stops it cleanly, r resumes it to
+the end. Slow (real training, twice a model load), so marked; CI still runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+
+from entrenar_tui.app import MonitorApp
+from entrenar_tui.control import StartSpec
+from entrenar_tui.screens.confirm import ConfirmScreen
+from trainer.monitor.control import launch_detached, trainer_command
+from trainer.monitor.schema import Files
+
+# 120 training samples in batches of 4: 30 steps an epoch, 90 in all.
+OVERRIDES = ["train.epochs=3", "train.batch_size=4"]
+
+
+async def until(pilot, condition, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await pilot.pause(0.05)
+
+
+@pytest.mark.slow
+def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_path):
+    run_dir = tmp_path / "run"  # the config's output.dir
+    trainer = launch_detached(trainer_command(str(tiny_run_config), *OVERRIDES), run_dir)
+    app = MonitorApp(run_dir, start=StartSpec(tiny_run_config, OVERRIDES), launched=trainer)
+
+    async def main():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: app.model.request is not None, "it shows the launch", 5)
+            assert app.model.request.label == "starting…"
+            await until(
+                pilot,
+                lambda: app.model.status == "running" and len(app.model.history) >= 1,
+                "training runs",
+                120,
+            )
+            assert app.model.request is None and app.model.trainer == "alive"
+            await pilot.press("x")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("enter")
+            await until(pilot, lambda: app.model.status == "stopped", "the run stops", 60)
+            assert trainer.wait(30) == 0
+            stopped = app.model.state["global_step"]
+            assert 1 <= stopped < 90
+            result = orjson.loads((run_dir / Files.RESULT).read_bytes())
+            assert result["status"] == "stopped"
+            assert (run_dir / "checkpoints" / "last" / "adapter_model.safetensors").is_file()
+
+            await pilot.press("r")
+            await until(
+                pilot,
+                lambda: app.model.request is None and app.model.status == "completed",
+                "the resumed run completes",
+                180,
+            )
+            assert orjson.loads((run_dir / Files.RESULT).read_bytes())["status"] == "completed"
+            assert app.model.state["global_step"] == 90
+            assert list(app.model.history.global_steps) == list(
+                range(1, 91)
+            )  # redone steps replaced, none lost
+            assert len(app.model.epochs) == 3 and app.model.best_record() is not None
+            assert "--resume" in (run_dir / Files.LOG).read_text()
+
+    try:
+        asyncio.run(main())
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()

@@ -1,0 +1,73 @@
+"""Snapshots of the key screens (pytest-textual-snapshot). Deterministic: scripted run data
+(entrenar_tui.demo.scenario), a clock pinned to 2 s after the last heartbeat, a fixed answer from
+the process check. Regenerate with `pytest tests/test_app_snapshots.py --snapshot-update`."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from entrenar_tui.app import MonitorApp
+from entrenar_tui.demo import FakeRun, scenario
+from trainer.monitor.schema import Files
+
+# The screens a user meets, at the 80×24 floor, one in the room of 200×60.
+CASES = {
+    "running": ("running", "alive", (80, 24)),
+    "validating": ("validating", "alive", (80, 24)),
+    "completed": ("completed", "gone", (80, 24)),
+    "completed_wide": ("completed", "gone", (200, 60)),
+    "failed": ("failed", "gone", (100, 30)),
+    "crashed": ("crashed", "gone", (80, 24)),
+}
+
+
+def pinned_app(run: FakeRun, probe: str) -> MonitorApp:
+    heartbeat = orjson.loads((run.dir / Files.STATE).read_bytes())["heartbeat"]
+    return MonitorApp(
+        run.dir, clock=lambda: heartbeat + 2.0, probe=lambda _s: probe, tick_interval=3600
+    )
+
+
+async def loaded(pilot) -> None:
+    """Wait (bounded) until the watcher has delivered everything on disk."""
+    app = pilot.app
+    deadline = time.monotonic() + 10
+    while not (
+        app.model.state and app.model.watch_mode and len(app.model.history) == app.expected_steps
+    ):
+        assert time.monotonic() < deadline, "the run did not load"
+        await pilot.pause(0.02)
+    app.tick()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_screen(case, tmp_path, snap_compare):
+    name, probe, size = CASES[case]
+    run = scenario(tmp_path / "exp-001", name) if name != "crashed" else None
+    if run is None:
+        run = FakeRun(tmp_path / "exp-001", pid=999_999).start()
+        run.play_epoch()
+        for _ in range(12):
+            run.train_step()
+    app = pinned_app(run, probe)
+    app.expected_steps = run.global_step
+    assert snap_compare(app, terminal_size=size, run_before=loaded)
+
+
+def test_stop_confirmation(tmp_path, snap_compare):
+    run = scenario(tmp_path / "exp-001", "running")
+    app = pinned_app(run, "alive")
+    app.expected_steps = run.global_step
+
+    async def ask(pilot):
+        await loaded(pilot)
+        app.controller.send_signal = lambda *a: (
+            False
+        )  # the dialog only: never signal from a snapshot
+        await pilot.press("x")
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ask)

@@ -1,0 +1,122 @@
+"""`entrenar-tui` as a user runs it: plain mode for scripts, bad input, and no torch on the way."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from entrenar_tui.demo import FakeRun, scenario
+from entrenar_tui.plain import summary
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tui(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run `entrenar-tui ARGS` with stdout a pipe (not a terminal), as cron or CI would."""
+    return subprocess.run(
+        [sys.executable, "-m", "entrenar_tui", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_monitor_imports_no_torch():
+    code = (
+        "import sys, entrenar_tui.cli, entrenar_tui.app, entrenar_tui.plain, trainer.monitor.reader, "
+        "trainer.monitor.control, trainer.config\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_once_prints_status_progress_metrics_and_the_epoch_table(tmp_path):
+    run = scenario(tmp_path / "exp", "completed")
+    result = tui("monitor", str(run.dir), "--once")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "status    completed" in out
+    assert "global 80/80 (100.0%)" in out
+    assert "best      epoch 4 · val loss 0.4400 · val acc 80.3%" in out
+    rows = [line for line in out.splitlines() if line.strip().startswith(("*", "1", "2", "3", "4"))]
+    assert len(rows) == 4 and rows[-1].startswith("*") and "0.4400" in rows[-1]
+
+
+def test_without_a_terminal_the_monitor_prints_the_summary_and_exits(tmp_path):
+    run = scenario(tmp_path / "exp", "failed")
+    result = tui("monitor", str(run.dir))  # no --once: stdout is not a TTY
+    assert result.returncode == 0
+    assert "status    failed" in result.stdout
+    assert "error     failed: non-finite loss (nan) at epoch 2 step 6" in result.stdout
+    assert "error     loss NaN/Inf at 1 step" in result.stdout
+
+
+def test_a_run_whose_trainer_is_gone_is_summarized_as_crashed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = FakeRun(tmp_path / "exp", pid=dead.pid).start()
+    run.train_step()
+    out = summary(run.dir)
+    assert "status    crashed" in out and f"trainer pid {dead.pid} is gone" in out
+
+
+def test_a_missing_run_directory_is_bad_input(tmp_path):
+    result = tui("monitor", str(tmp_path / "nope"), "--once")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"entrenar-tui: error: {tmp_path / 'nope'}: no such run directory"
+    )
+
+
+def test_run_with_a_bad_config_says_where_in_one_line(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[model]\npath = "m"\n[data]\ntrain = "t.jsonl"\n[output]\ndir = "out"\n[train]\nepoch = 3\n'
+    )
+    result = tui("run", str(config))
+    assert result.returncode == 2
+    assert "unknown key train.epoch (did you mean train.epochs?)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_never_starts_over_a_run_directory_that_holds_a_run(tmp_path):
+    scenario(tmp_path / "out", "completed")
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\npath = "m"\n[data]\ntrain = "t.jsonl"\n[output]\ndir = "out"\n')
+    result = tui("run", str(config))
+    assert result.returncode == 2
+    assert "already holds a run" in result.stderr
+    assert not (tmp_path / "out" / "train.log").exists()
+
+
+def test_run_without_a_terminal_starts_the_trainer_detached_and_returns(tmp_path):
+    """The trainer starts in its own session with its output in train.log; here it stops at once on
+    missing data, and the monitor then explains the dead run with train.log's last line."""
+    import psutil
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[model]\npath = "m"\n[data]\ntrain = "missing.jsonl"\n[output]\ndir = "out"\n'
+    )
+    result = tui("run", str(config), "train.epochs=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("entrenar-tui: started ")
+    pid = int(result.stdout.split("(pid ")[1].split(")")[0])
+    if psutil.pid_exists(pid):
+        psutil.wait_procs([psutil.Process(pid)], timeout=120)
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert f"{config} train.epochs=1" in log.splitlines()[1]  # the command, as typed
+    assert "missing.jsonl" in log.splitlines()[-1]
+    out = summary(tmp_path / "out")  # it wrote "initializing" before it found the data missing
+    crashed = "status    crashed" in out and "train.log: entrenar-train: error:" in out
+    failed = (
+        "status    failed" in out and "missing.jsonl" in out
+    )  # if the trainer marks such runs failed
+    assert crashed or failed, out

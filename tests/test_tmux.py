@@ -1,0 +1,114 @@
+"""`entrenar-tui run` in a real terminal (tmux): it starts the trainer detached, shows it running,
+and `x` then `y` stop it cleanly. Waits are bounded and driven by the run directory's file events
+(watchfiles), with the screen read by capture-pane."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import watchfiles
+
+from trainer.monitor.control import trainer_liveness
+from trainer.monitor.schema import Files
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)"
+    ),
+]
+
+
+class Terminal:
+    """A tmux server of our own (its own socket) with one 80×24 window (the size the monitor must be good at) running a command."""
+
+    def __init__(self, socket: Path, command: str, cwd: Path):
+        self.base = ["tmux", "-S", str(socket)]
+        self.tmux("new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "-c", str(cwd), command)
+
+    def tmux(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=30)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "t").stdout
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "t", *keys)
+
+    def alive(self) -> bool:
+        return self.tmux("has-session", "-t", "t").returncode == 0
+
+    def close(self) -> None:
+        self.tmux("kill-server")
+
+
+def wait_until(condition, what: str, watch: Path, timeout: float = 120) -> None:
+    """Wake on file events in `watch` (or every 100 ms) until condition() holds, at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    watch.mkdir(parents=True, exist_ok=True)
+    for _ in watchfiles.watch(
+        watch, rust_timeout=100, yield_on_timeout=True, debounce=20, recursive=False
+    ):
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+
+
+def state(run_dir: Path) -> dict:
+    try:
+        return orjson.loads((run_dir / Files.STATE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+
+
+def test_entrenar_tui_run_in_tmux_starts_shows_and_stops_the_trainer(tiny_run_config, tmp_path):
+    run_dir = tmp_path / "run"  # the config's output.dir
+    command = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "entrenar_tui",
+            "run",
+            str(tiny_run_config),
+            "train.epochs=3",
+            "train.batch_size=4",
+        ]
+    )
+    term = Terminal(tmp_path / "tmux.sock", command, tmp_path)
+    try:
+        wait_until(
+            lambda: "RUNNING" in term.screen() and state(run_dir).get("global_step", 0) >= 1,
+            "it shows the run training",
+            run_dir,
+        )
+        screen = term.screen()
+        assert "run — tiny-bert" in screen and "BertForSequenceClassification · world 1" in screen
+        assert "epoch 1/3" in screen and "x Stop" in screen
+        term.keys("x")
+        wait_until(lambda: "Stop run?" in term.screen(), "it asks to confirm", run_dir, timeout=10)
+        term.keys("y")
+        wait_until(
+            lambda: state(run_dir).get("status") == "stopped" and "STOPPED" in term.screen(),
+            "the run stops",
+            run_dir,
+        )
+        final = state(run_dir)
+        assert final["error"] is None and final["global_step"] < 90
+        assert orjson.loads((run_dir / Files.RESULT).read_bytes())["status"] == "stopped"
+        assert (run_dir / "checkpoints" / "last" / "adapter_model.safetensors").is_file()
+        wait_until(
+            lambda: trainer_liveness(final) == "gone", "the trainer exits", run_dir, timeout=30
+        )
+        assert "stopping: SIGINT received" in (run_dir / Files.LOG).read_text()
+        term.keys("q")
+        wait_until(lambda: not term.alive(), "the monitor quits", run_dir, timeout=15)
+    finally:
+        term.close()
