@@ -105,6 +105,7 @@ class TrainSection:
     )
     seed: int = opt(42, "seed for the split, the data order, LoRA init and dropout")
     log_interval: int = opt(1, "print a progress line every this many steps", min=1)
+    group_by_length: bool = opt(True, "batch texts of similar length together (less padding, same samples per epoch)")
 
 
 @dataclass

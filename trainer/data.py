@@ -357,5 +357,27 @@ def batches(order: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+MEGABATCH = 50  # group_by_length sorts windows of this many batches (as HF's LengthGroupedSampler)
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    """The batches of a (1-based) epoch, deterministic in (seed, epoch), so that resume is exact.
+
+    group_by_length: cut the epoch's shuffled order into windows of MEGABATCH batches, sort each
+    window by length (less padding: about half the tokens on short, ragged texts), batch it, and
+    shuffle the batch order so that long and short batches interleave.
+    """
+    order = epoch_order(len(lengths), seed, epoch)
+    if not group_by_length:
+        return batches(order, batch_size)
+    window = batch_size * MEGABATCH
+    out = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lengths.__getitem__, reverse=True)
+        out.extend(batches(chunk, batch_size))
+    random.Random(seed * 1_000_003 + epoch).shuffle(out)
+    return out
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)

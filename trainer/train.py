@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import trainer
 from trainer import checkpoint as ckpt
 from trainer.config import Config
-from trainer.data import batches, epoch_order, load_corpus, steps_per_epoch, tokenize
+from trainer.data import epoch_batches, load_corpus, steps_per_epoch, tokenize
 from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import TrainingFailed, UserError
 from trainer.lock import RunLock, identity
@@ -164,6 +164,8 @@ def _train(
     )
     val_features = tokenize(tokenizer, corpus.val_texts, corpus.val_labels, config.model.max_length)
     n_train, n_val = len(train_features), len(val_features)
+    train_lengths = [len(f["input_ids"]) for f in train_features]
+    val_features.sort(key=lambda f: len(f["input_ids"]))  # less padding; the metrics are sums
     class_weights = (
         torch.tensor(corpus.class_weights, device=device) if corpus.class_weights else None
     )
@@ -420,12 +422,12 @@ def _train(
     val_time_per_epoch: float | None = None
     while progress.epoch <= cfg_t.epochs:
         epoch = progress.epoch
-        epoch_batches = batches(epoch_order(n_train, cfg_t.seed, epoch), cfg_t.batch_size)
+        this_epoch = epoch_batches(train_lengths, cfg_t.batch_size, cfg_t.seed, epoch, cfg_t.group_by_length)
         if progress.step == 0:
             progress.loss_sum, progress.correct, progress.seen, progress.train_time = 0.0, 0, 0, 0.0
         while progress.step < spe and not progress.needs_validation:
             tb = time.perf_counter()
-            idx = epoch_batches[progress.step]
+            idx = this_epoch[progress.step]
             # The loss is this rank's share of the global batch's weighted mean, so that DDP's
             # average of the ranks' gradients is the one-process gradient of the whole batch.
             batch_weight = sum(sample_weight[corpus.train_labels[i]] for i in idx)
