@@ -247,3 +247,24 @@ def test_unknown_format_and_missing_file(tmp_path):
     (tmp_path / "d.parquet").write_bytes(b"x")
     with pytest.raises(UserError, match="unknown data format"):
         read_rows(tmp_path / "d.parquet", "input", "label")
+
+
+def test_length_grouped_batches_cover_every_sample_once_and_cut_padding():
+    import random as _random
+
+    from trainer.data import epoch_batches
+
+    rng = _random.Random(0)
+    lengths = [rng.randint(3, 60) for _ in range(1000)]
+    grouped = epoch_batches(lengths, 16, seed=42, epoch=1, group_by_length=True)
+    plain = epoch_batches(lengths, 16, seed=42, epoch=1, group_by_length=False)
+    assert sorted(i for b in grouped for i in b) == list(range(1000))
+    assert len(grouped) == len(plain) == 63
+    assert epoch_batches(lengths, 16, seed=42, epoch=1, group_by_length=True) == grouped  # resume-exact
+    assert epoch_batches(lengths, 16, seed=42, epoch=2, group_by_length=True) != grouped
+
+    def padded(bs):
+        return sum(max(lengths[i] for i in b) * len(b) for b in bs)
+
+    assert padded(grouped) < 0.7 * padded(plain)
+    assert plain == [epoch_order(1000, 42, 1)[i : i + 16] for i in range(0, 1000, 16)]
