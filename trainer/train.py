@@ -117,7 +117,8 @@ def _train(
     cfg_t = config.train
     run_dir = writer.dir
     report = Reporter(enabled=dist.is_main)
-    ckpt.clean_leftovers(run_dir / Files.CHECKPOINTS)
+    if dist.is_main:
+        ckpt.clean_leftovers(run_dir / Files.CHECKPOINTS)
     random.seed(cfg_t.seed)
     np.random.seed(cfg_t.seed)
     torch.manual_seed(cfg_t.seed)
@@ -172,8 +173,9 @@ def _train(
 
     # ------------------------------------------------------------------------------------ optimizer
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    no_decay = [(n, p) for n, p in named if p.ndim < 2 or "norm" in n.lower()]
-    decay = [(n, p) for n, p in named if (n, p) not in no_decay]
+    decays = [p.ndim >= 2 and "norm" not in n.lower() for n, p in named]  # as HF: not biases, norms
+    decay = [np_ for np_, d in zip(named, decays) if d]
+    no_decay = [np_ for np_, d in zip(named, decays) if not d]
     groups = [(decay, cfg_t.weight_decay), (no_decay, 0.0)]
     param_names = [[n for n, _ in g] for g, _ in groups]
     optimizer = torch.optim.AdamW(
