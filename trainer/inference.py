@@ -18,7 +18,7 @@ import orjson
 import torch
 import torch.nn.functional as F
 
-from trainer.checkpoint import ADAPTER_WEIGHTS, METADATA, TRAINER_JSON, read_json, read_tensors
+from trainer.checkpoint import METADATA, TRAINER_JSON, read_adapter, read_json
 from trainer.errors import UserError
 from trainer.monitor.atomic import atomic_write_json
 
@@ -101,27 +101,32 @@ class Classifier:
 
 def load_classifier(checkpoint: str | Path) -> Classifier:
     """A checkpoint folder → the base model from its recorded path with the adapter on top."""
-    from trainer.model import quiet_bitsandbytes
+    from trainer.model import (
+        autocast,
+        pick_device,
+        quiet_bitsandbytes,
+        quiet_transformers,
+        resolve_precision,
+    )
 
     quiet_bitsandbytes()
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from trainer.config import config_from_dict
-    from trainer.model import _quiet_transformers, autocast, pick_device, resolve_precision
 
     folder = Path(checkpoint)
     if not (folder / "adapter_config.json").is_file():
         raise UserError(f"{folder}: not a checkpoint folder (no adapter_config.json)")
     state = read_json(folder / TRAINER_JSON)
-    read_tensors(folder / ADAPTER_WEIGHTS)  # a clear error for a truncated file, before peft tries
+    read_adapter(folder)  # a clear error for a truncated or poisoned file, before peft tries
     config = config_from_dict(state["config"], str(folder / TRAINER_JSON))
     meta = read_json(folder / METADATA)
     base_path = meta.get("base_model") or config.model.path
     if not Path(base_path, "config.json").is_file():
         raise UserError(f"{folder}: its base model {base_path} is not there any more")
     hf_config = AutoConfig.from_pretrained(folder)
-    with _quiet_transformers():
+    with quiet_transformers():
         base = AutoModelForSequenceClassification.from_pretrained(
             base_path, config=hf_config, dtype=torch.float32
         )

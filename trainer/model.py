@@ -195,7 +195,7 @@ def load_model(
     if cfg.quantize == "nf4":
         kwargs["quantization_config"] = quantization_config(cfg, precision)
         kwargs["device_map"] = {"": device}
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             model = AutoModelForSequenceClassification.from_pretrained(cfg.path, **kwargs)
         except ValueError as e:
@@ -214,7 +214,7 @@ def load_model(
         target_modules=target_modules(lora, raw_config["model_type"]),
     )
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = get_peft_model(model, peft_config)
     except ValueError as e:
         raise UserError(f"lora.target_modules: {str(e).splitlines()[0][:200]}") from None
@@ -236,7 +236,7 @@ def quiet_bitsandbytes() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """Hide transformers' "newly initialized weights ... you should TRAIN this model" notice: we know."""
     from transformers.utils import logging as hf_logging
 
