@@ -52,16 +52,18 @@ STEP_CHARTS = ("#train-loss", "#lr", "#train-acc")
 
 
 def step_record(run: FakeRun, g: int, spike_at: int) -> dict:
-    """The record FakeRun.train_step writes for global step g (with the one spike)."""
+    """A record as the trainer writes it for global step g: loss and lr at full precision, accuracy
+    a fraction of the batch (the curves are FakeRun's), and the one spike."""
     epoch, step = divmod(g - 1, run.spe)
+    accuracy = min(0.99, 0.55 + 0.4 * (1 - math.exp(-g / (2 * run.spe))) + 0.03 * math.cos(g))
     return {
         "epoch": epoch + 1,
         "step": step + 1,
         "global_step": g,
         "loss": SPIKE if g == spike_at else run.loss_at(g),
         "lr": run.lr_at(g),
-        "grad_norm": 1.0 + 0.1 * math.sin(g),
-        "accuracy": min(0.99, 0.55 + 0.4 * (1 - math.exp(-g / (2 * run.spe))) + 0.03 * math.cos(g)),
+        "grad_norm": round(1.0 + 0.1 * math.sin(g), 4),
+        "accuracy": round(accuracy * run.batch_size) / run.batch_size,
         "samples_per_sec": run.batch_size / run.step_s,
         "t": 1_700_000_000.0 + g * run.step_s,
     }
@@ -70,7 +72,7 @@ def step_record(run: FakeRun, g: int, spike_at: int) -> dict:
 def generate(run_dir: Path, steps: int, spe: int) -> None:
     """A run `steps` batches in (whole epochs of `spe`), still running, one epoch to go."""
     epochs = steps // spe + 1
-    run = FakeRun(run_dir, epochs=epochs, steps_per_epoch=spe, step_s=0.19).start()
+    run = FakeRun(run_dir, epochs=epochs, steps_per_epoch=spe, batch_size=32).start()
     spike_at = steps * 777 // 1000
     with open(run.dir / Files.STEPS, "ab") as f:  # the writer's bytes, in bulk
         for first in range(1, steps + 1, CHUNK):
@@ -254,23 +256,40 @@ def main() -> None:
     p.add_argument("--steps-per-epoch", type=int, default=10_000)
     p.add_argument("--updates", type=int, default=250, help="writes timed for write->screen")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
+    p.add_argument(
+        "--py-spy", type=Path, metavar="OUT", help="profile the child: py-spy raw output"
+    )
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child's side
     p.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.measure:
-        print(json.dumps(asyncio.run(measure(a.measure, a.steps, a.updates, a.spawned))))
+        a.result.write_text(
+            json.dumps(asyncio.run(measure(a.measure, a.steps, a.updates, a.spawned)))
+        )
         return
     with tempfile.TemporaryDirectory(prefix="tui_scale-") as tmp:
         run_dir = a.dir or Path(tmp) / "run"
         ensure_run(run_dir, a.steps, a.steps_per_epoch)
-        child = subprocess.run(
-            [sys.executable, __file__, "--measure", str(run_dir), "--steps", str(a.steps),
-             "--updates", str(a.updates), "--spawned", repr(time.time())],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-    if child.returncode:
-        sys.exit(f"the measuring child failed:\n{child.stderr}")
-    r = json.loads(child.stdout.strip().splitlines()[-1])
+        command = [sys.executable, __file__, "--measure", str(run_dir), "--steps", str(a.steps),
+                   "--updates", str(a.updates), "--result", str(Path(tmp) / "result.json"),
+                   "--spawned", repr(time.time())]  # fmt: skip
+        if a.py_spy:
+            command = [
+                "py-spy",
+                "record",
+                "-f",
+                "raw",
+                "--threads",
+                "-o",
+                str(a.py_spy),
+                "--",
+                *command,
+            ]
+        child = subprocess.run(command, capture_output=True, text=True, check=False)
+        if child.returncode:
+            sys.exit(f"the measuring child failed:\n{child.stderr}")
+        r = json.loads((Path(tmp) / "result.json").read_text())
     print(report(r))
     if a.json:
         print(json.dumps(r))
