@@ -11,6 +11,7 @@ import csv
 import hashlib
 import math
 import random
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from trainer.errors import UserError
 
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 DELIMITED_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+INT_LABEL = re.compile(r"-?[0-9]+")  # a CSV/TSV label that is an index; anything else is a name
 AUTO_WEIGHT_RATIO = (
     2.0  # class_weights = "auto" turns on when largest/smallest class count exceeds this
 )
@@ -139,7 +141,7 @@ def _read_delimited(path: Path, text_field: str, label_field: str, delimiter: st
                 if None in record:
                     raise UserError(f"{where}: more fields than the header has columns")
                 label = record[label_field]
-                if label is not None and label.strip().lstrip("-").isdigit():
+                if label is not None and INT_LABEL.fullmatch(label.strip()):
                     label = int(label)
                 rows.append(_check_row(record[text_field], label, where, text_field, label_field))
     except UnicodeDecodeError as e:

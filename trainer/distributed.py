@@ -55,6 +55,13 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def barrier(self) -> None:
+        """Wait for every rank (at the normal end: no rank tears gloo down while a peer is still
+        talking to it, which can abort the process with "terminate called without an active
+        exception")."""
+        if self.enabled:
+            dist.barrier()
+
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()

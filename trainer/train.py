@@ -396,6 +396,7 @@ def _train(
         writer.close()
         stop.uninstall()
         report.summary(result, str(run_dir))
+        dist.barrier()
         return 0 if status in ("completed", "stopped") else 1
 
     def stop_now() -> int:
