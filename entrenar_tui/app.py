@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from entrenar_tui.control import Controller, Refused, StartPlan, StartSpec
+from entrenar_tui.formatting import printable
 from entrenar_tui.messages import (
     DirectoryChanged,
     EpochsChanged,
@@ -33,8 +34,10 @@ from entrenar_tui.run_model import Request, RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HelpScreen
 from entrenar_tui.screens.monitor import MonitorScreen
+from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_state
 from entrenar_tui.watcher import RunWatcher
 from trainer.monitor.control import trainer_liveness
+from trainer.monitor.schema import Files
 
 
 class MonitorApp(App):
@@ -134,33 +137,40 @@ class MonitorApp(App):
         self.model.exists = message.exists
         self._redraw()
 
+    # What the files say is checked (untrusted.py) before the model sees it: a value of the wrong
+    # type is dropped and named on the problems line ("<file> values"), text is made printable.
+
     def on_run_info_changed(self, message: RunInfoChanged) -> None:
         if self._stale(message):
             return
-        self.model.run = message.run
+        self.model.run, problem = clean_run(message.run)
+        self.model.set_problem(f"{Files.RUN} values", problem)
         self._redraw(epochs=True)
 
     def on_state_changed(self, message: StateChanged) -> None:
         if self._stale(message):
             return
         previous = self.model.state or {}
-        self.model.set_state(message.state)
-        if any(previous.get(k) != message.state.get(k) for k in ("pid", "host", "pid_create_time")):
-            self.model.trainer = self.probe(
-                message.state
-            )  # a new trainer: look it up now, not at the tick
+        state, problem = clean_state(message.state)
+        self.model.set_problem(f"{Files.STATE} values", problem)
+        self.model.set_state(state)
+        if any(previous.get(k) != state.get(k) for k in ("pid", "host", "pid_create_time")):
+            self.model.trainer = self.probe(state)  # a new trainer: look it up now, not at the tick
         self._redraw()
 
     def on_epochs_changed(self, message: EpochsChanged) -> None:
         if self._stale(message):
             return
-        self.model.set_epochs(message.epochs, message.best_epoch)
+        epochs, best_epoch, problem = clean_epochs(message.epochs, message.best_epoch)
+        self.model.set_problem(f"{Files.EPOCHS} values", problem)
+        self.model.set_epochs(epochs, best_epoch)
         self._redraw(epochs=True)
 
     def on_result_changed(self, message: ResultChanged) -> None:
         if self._stale(message):
             return
-        self.model.result = message.result
+        self.model.result, problem = clean_result(message.result)
+        self.model.set_problem(f"{Files.RESULT} values", problem)
         self._redraw()
 
     def on_steps_appended(self, message: StepsAppended) -> None:
@@ -180,6 +190,11 @@ class MonitorApp(App):
             return
         self.model.watch_mode = message.mode
         self._redraw()
+
+    def notify(self, message: str, *, markup: bool = False, **kwargs: Any) -> None:
+        """Notifications quote run files (pid, host, paths, error text): never markup, never a
+        control character."""
+        super().notify(printable(message), markup=markup, **kwargs)
 
     # ------------------------------------------------------------------------ keys
 

@@ -5,6 +5,7 @@ survive downsampling) joined to its neighbour; a bin with no value (NaN/Inf) sta
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -25,13 +26,13 @@ class Canvas:
 
 def value_range(points: Sequence[Point]) -> tuple[float, float] | None:
     """(low, high) over the points, widened when flat so a constant draws mid-height."""
-    finite = [p for p in points if p is not None]
+    finite = [p for p in points if p is not None and math.isfinite(p[0]) and math.isfinite(p[1])]
     if not finite:
         return None
     lo, hi = min(p[0] for p in finite), max(p[1] for p in finite)
     if hi - lo <= 1e-12 * max(1.0, abs(hi)):
         pad = abs(hi) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
+        lo, hi = max(lo - pad, -sys.float_info.max), min(hi + pad, sys.float_info.max)
     return lo, hi
 
 
@@ -74,10 +75,12 @@ def render(
     if bounds is None or height <= 0 or width <= 0:
         return Canvas([blank * width for _ in range(max(height, 0))], marks)
     lo, hi = bounds
-    scale = (rows_of_dots - 1) / (hi - lo)
+    # Halved when the range itself overflows (values near ±1.8e308 in a file): still a finite scale.
+    k = 1.0 if math.isfinite(hi - lo) else 0.5
+    scale = (rows_of_dots - 1) / (hi * k - lo * k)
 
     def level(v: float) -> int:  # dot row from the bottom
-        return min(rows_of_dots - 1, max(0, round((v - lo) * scale)))
+        return min(rows_of_dots - 1, max(0, round((v * k - lo * k) * scale)))
 
     previous: tuple[int, int] | None = None
     for x, point in enumerate(columns):

@@ -4,7 +4,6 @@ the dot columns, min and max per bin), the current/min/max/best numbers, and the
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -57,8 +56,7 @@ def step_chart(
     )
     spe = model.steps_per_epoch
     if best and spe and isinstance(best.get("epoch"), int):
-        first = bisect_left(history.global_steps, (best["epoch"] - 1) * spe + 1)
-        last = bisect_right(history.global_steps, best["epoch"] * spe) - 1
+        first, last = history.index_range((best["epoch"] - 1) * spe + 1, best["epoch"] * spe)
         if first <= last:
             if n < columns:
                 data.highlight = set(
@@ -118,6 +116,7 @@ def interpolate(values: Sequence[float | None], columns: int) -> list[Point]:
         if a is None or b is None:
             out.append(None)
             continue
-        v = a + (b - a) * frac
+        d = b - a  # overflows for values near ±1.8e308 (a file can say anything)
+        v = a + d * frac if math.isfinite(d) else a * (1 - frac) + b * frac
         out.append((v, v))
     return out

@@ -7,7 +7,6 @@ trainer.monitor.control so that scripts can use it without Textual.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
@@ -66,9 +65,19 @@ class Controller:
         if not model.live:
             raise Refused(f"nothing to stop: the run is {model.status}")
         state = model.state or {}
-        signalled = self.send_signal(state, signal.SIGINT)
-        self.write_stop(model.dir, clock=model.clock)
+        # Under the run's control lock: a stop already on its way (another monitor, a script) is
+        # not sent again, since a second SIGINT would force the trainer out without its checkpoint.
+        with control.control_lock(model.dir):
+            pending = control.pending_stop(model.dir, state)
+            if pending is None:
+                signalled = self.send_signal(state, signal.SIGINT)
+                self.write_stop(model.dir, clock=model.clock)
         model.begin(Request("stop", "stopping…", model.clock()))
+        if pending is not None:
+            return (
+                "a stop is already on its way (requested through control.json by another monitor "
+                "or a script): nothing sent again"
+            )
         if signalled:
             return f"stop requested: SIGINT sent to trainer pid {state.get('pid')}, control.json written"
         return (
@@ -137,9 +146,17 @@ class Controller:
             raise Refused(
                 "no config to start from: this run has no saved config (use entrenar-tui run CONFIG)"
             )
-        config = {**config, "output": {**(config.get("output") or {}), "dir": str(target)}}
+        output = config.get("output")
+        config = {
+            **config,
+            "output": {**(output if isinstance(output, dict) else {}), "dir": str(target)},
+        }
+        try:
+            text = to_toml(config)
+        except (TypeError, ValueError) as e:
+            raise Refused(f"cannot start from this run's saved config: {e}") from None
         path = target / SAVED_CONFIG
-        return StartPlan(self.command(str(path)), target, None, config_text=to_toml(config))
+        return StartPlan(self.command(str(path)), target, None, config_text=text)
 
     def start(self, plan: StartPlan, model: RunModel) -> tuple[str, subprocess.Popen]:
         if plan.config_text is not None:
@@ -162,7 +179,11 @@ def free_run_dir(run_dir: Path) -> Path:
 
 
 def to_toml(config: dict[str, Any]) -> str:
-    """A resolved config (sections of strings, numbers, booleans and lists) as TOML."""
+    """A resolved config (sections of strings, numbers, booleans, lists and tables) as TOML.
+
+    The config comes from run.json, a file like any other: every key and string is quoted and
+    escaped so that what is read back is exactly what was there (no line or table can be smuggled
+    in), and a value TOML cannot hold raises TypeError."""
 
     def value(v: Any) -> str:
         if isinstance(v, bool):
@@ -170,7 +191,9 @@ def to_toml(config: dict[str, Any]) -> str:
         if isinstance(v, (int, float)):
             return repr(v)
         if isinstance(v, str):
-            return json.dumps(v)  # a JSON string is a valid TOML basic string
+            return toml_string(v)
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{toml_key(k)} = {value(x)}" for k, x in v.items()) + "}"
         if isinstance(v, Sequence):
             return "[" + ", ".join(value(x) for x in v) + "]"
         raise TypeError(f"cannot write {v!r} as TOML")
@@ -179,7 +202,40 @@ def to_toml(config: dict[str, Any]) -> str:
     for section, values in config.items():
         if not isinstance(values, dict):
             continue
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {value(v)}" for key, v in values.items() if v is not None)
+        lines.append(f"[{toml_key(section)}]")
+        lines.extend(f"{toml_key(key)} = {value(v)}" for key, v in values.items() if v is not None)
         lines.append("")
     return "\n".join(lines)
+
+
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped (JSON's escaping
+    is not TOML's: JSON writes characters beyond the BMP as surrogate pairs, which TOML refuses)."""
+    out = []
+    for c in text:
+        if c in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[c])
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\u{ord(c):04X}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def toml_key(key: Any) -> str:
+    """A bare key when it is one (letters, digits, _ and -), else a quoted one."""
+    key = str(key)
+    if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key):
+        return key
+    return toml_string(key)

@@ -23,7 +23,7 @@ def epoch_cells(record: dict[str, Any], mark: str = "") -> list[str]:
     """One epoch record as the table's cells, in COLUMNS order."""
     values = {
         "mark": mark,
-        "epoch": str(record.get("epoch", "")),
+        "epoch": "" if record.get("epoch") is None else str(record.get("epoch")),
         "train_loss": fmt.metric(record.get("train_loss")),
         "train_accuracy": fmt.percent(record.get("train_accuracy")),
         "val_loss": fmt.metric(record.get("val_loss")),

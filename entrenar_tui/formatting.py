@@ -75,6 +75,17 @@ def params(value: Any) -> str:
     return str(int(value))
 
 
+def printable(text: Any) -> str:
+    """Text read from a run file (or train.log), safe to put on a terminal: every character that
+    is not printable (ESC, BEL, CR, newlines, bidi overrides, ...) spelled out as its escape
+    (`\\x1b`), so nothing a file says can move the cursor, clear the screen or reorder the text.
+    Markup is a separate matter: widgets show such text with markup off."""
+    text = text if isinstance(text, str) else str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def truncate(text: str, width: int) -> str:
     """text cut to width with an ellipsis in the middle, which keeps both a name's ends."""
     if width <= 0:

@@ -8,22 +8,35 @@ from pathlib import Path
 from entrenar_tui import formatting as fmt
 from entrenar_tui.epochs import epoch_rows
 from entrenar_tui.run_model import RunModel
+from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_state
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import load_run
+from trainer.monitor.schema import Files
 
 
 def summary(run_dir: Path, *, now: float | None = None) -> str:
     snap = load_run(run_dir)
     model = RunModel(run_dir, clock=lambda: now if now is not None else time.time())
-    model.exists, model.run, model.result = snap.exists, snap.run, snap.result
-    model.history, model.epochs, model.best_epoch = snap.history, snap.epochs, snap.best_epoch
     model.file_problems = dict(snap.problems)
+    # What the files say is checked as the app checks it (untrusted.py): wrong types dropped and
+    # named, text printable.
+    model.exists = snap.exists
+    if snap.run is not None:
+        model.run, model.file_problems[f"{Files.RUN} values"] = clean_run(snap.run)
+    if snap.result is not None:
+        model.result, model.file_problems[f"{Files.RESULT} values"] = clean_result(snap.result)
+    model.history = snap.history
+    model.epochs, model.best_epoch, model.file_problems[f"{Files.EPOCHS} values"] = clean_epochs(
+        snap.epochs, snap.best_epoch
+    )
     model.bad_lines = len(snap.bad_lines)
     model.first_bad_line = snap.bad_lines[0] if snap.bad_lines else None
     if snap.state is not None:
-        model.set_state(snap.state)
-    model.tick(model.clock(), trainer_liveness(snap.state))
-    state = snap.state or {}
+        state, model.file_problems[f"{Files.STATE} values"] = clean_state(snap.state)
+        model.set_state(state)
+    model.file_problems = {k: v for k, v in model.file_problems.items() if v}
+    model.tick(model.clock(), trainer_liveness(model.state))
+    state = model.state or {}
     lines = [
         f"run       {model.name}  ({model.model_name}, world {model.world_size})",
         f"status    {model.status}",
@@ -60,4 +73,5 @@ def summary(run_dir: Path, *, now: float | None = None) -> str:
     if model.epochs:
         lines.append("")
         lines.extend(epoch_rows(model.epochs, best))
-    return "\n".join(lines)
+    # Names, paths and error texts come from run files and train.log: no control characters out.
+    return "\n".join(fmt.printable(line) for line in lines)

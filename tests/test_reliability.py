@@ -136,25 +136,17 @@ def check_run_dir_readable(run: Path) -> None:
         assert ckpt.read_adapter(folder)
 
 
-@pytest.mark.slow
-def test_kill_soak_resume_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_bert_dir):
-    data = write_corpus(tmp_path / "d.jsonl", n=200)
-    sections = {"train": {"epochs": 12, "batch_size": 8, "save_every": 1, "log_interval": 1}, "lora": {"dropout": 0.1}}
-    straight_cfg = write_config(tmp_path / "s.toml", tiny_bert_dir, data, tmp_path / "straight", **sections)
-    assert main([str(straight_cfg)]) == 0
-
-    run = tmp_path / "soak"
-    cfg = write_config(tmp_path / "k.toml", tiny_bert_dir, data, run, **sections)
-    rng = random.Random(1234)
+def kill_and_resume_until_done(cfg: Path, run: Path, rng: random.Random, max_kills: int) -> int:
+    """Start the run, SIGKILL it at random instants and --resume it, until it completes; the kills made."""
     kills = 0
     command = [str(cfg)]
     while True:
         proc = subprocess.Popen([sys.executable, "-m", "trainer", *command], cwd=REPO, stderr=subprocess.PIPE, text=True)
         command = ["--resume", str(run)]
-        if kills >= SOAK_KILLS:
+        if kills >= max_kills:
             _, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, err[-2000:]
-            break
+            return kills
         target = rng.randint(1, 40)  # kill after a random number of progress lines, at a random instant
         seen = 0
         for line in proc.stderr:
@@ -170,14 +162,29 @@ def test_kill_soak_resume_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_be
         proc.stderr.close()
         check_run_dir_readable(run)
         if proc.returncode == 0:  # it finished before the kill landed
-            break
+            return kills
 
-    assert load(run / "state.json")["status"] == "completed"
+
+@pytest.mark.slow
+def test_kill_soak_resume_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_bert_dir):
+    data = write_corpus(tmp_path / "d.jsonl", n=200)
+    sections = {"train": {"epochs": 12, "batch_size": 8, "save_every": 1, "log_interval": 1}, "lora": {"dropout": 0.1}}
+    straight_cfg = write_config(tmp_path / "s.toml", tiny_bert_dir, data, tmp_path / "straight", **sections)
+    assert main([str(straight_cfg)]) == 0
     want = load_file(tmp_path / "straight" / "checkpoints" / "last" / "adapter_model.safetensors")
-    got = load_file(run / "checkpoints" / "last" / "adapter_model.safetensors")
-    assert all(torch.equal(got[k], want[k]) for k in want)
     metrics = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
     strip = lambda p: [{k: e[k] for k in metrics} for e in load(p / "epochs.json")["epochs"]]  # noqa: E731
-    assert strip(run) == strip(tmp_path / "straight")
-    print(f"kill soak: {kills} kills, 0 lost, final weights identical")
-    shutil.rmtree(run, ignore_errors=True)
+
+    rng = random.Random(1234)
+    kills = runs = 0
+    while kills < SOAK_KILLS:  # as many small runs as it takes to land the kills
+        runs += 1
+        run = tmp_path / f"soak-{runs}"
+        cfg = write_config(tmp_path / f"k{runs}.toml", tiny_bert_dir, data, run, **sections)
+        kills += kill_and_resume_until_done(cfg, run, rng, SOAK_KILLS - kills)
+        assert load(run / "state.json")["status"] == "completed"
+        got = load_file(run / "checkpoints" / "last" / "adapter_model.safetensors")
+        assert all(torch.equal(got[k], want[k]) for k in want)
+        assert strip(run) == strip(tmp_path / "straight")
+        shutil.rmtree(run, ignore_errors=True)
+    print(f"kill soak: {runs} runs, {kills} kills, 0 lost, every run's final weights identical")

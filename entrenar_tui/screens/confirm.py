@@ -23,7 +23,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(self.question, id="question")
+            yield Static(self.question, id="question", markup=False)  # it names the run
             if self.detail:
                 yield Static(self.detail, id="detail", markup=False)
             with Horizontal(id="buttons"):

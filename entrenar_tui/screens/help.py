@@ -8,8 +8,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Markdown
+from textual.widgets import Markdown, Static
 
+from entrenar_tui.formatting import printable
 from entrenar_tui.run_model import Problem
 
 KEYS = """\
@@ -38,10 +39,8 @@ class HelpScreen(ModalScreen[None]):
         self.problems = problems
 
     def compose(self) -> ComposeResult:
-        text = KEYS
-        if self.problems:
-            text += "\n**Problems now**\n\n" + "\n".join(
-                f"- {p.level}: {p.text}" for p in self.problems
-            )
         with VerticalScroll(id="help"):
-            yield Markdown(text)
+            yield Markdown(KEYS + ("\n**Problems now**" if self.problems else ""))
+            # Problems quote run files and train.log: plain text, never Markdown or markup.
+            for p in self.problems:
+                yield Static(f"• {p.level}: {printable(p.text)}", classes="problem", markup=False)

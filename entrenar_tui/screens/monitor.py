@@ -41,6 +41,7 @@ class MonitorScreen(Screen):
     ]
 
     app: MonitorApp
+    ready = False  # children composed and mounted; False again while the screen is torn down
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="≋")
@@ -58,10 +59,18 @@ class MonitorScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.ready = True
         self.update_view(steps=True, epochs=True)
 
+    def on_unmount(self) -> None:
+        self.ready = False
+
     def update_view(self, *, steps: bool = False, epochs: bool = False) -> None:
-        """Redraw from the app's model; charts only when their data changed."""
+        """Redraw from the app's model; charts only when their data changed. A tick or a message
+        may arrive before the widgets are composed or while they are being removed (on exit,
+        leaves go first): then there is nothing to draw."""
+        if not (self.ready and self.display):
+            return
         model = self.app.model
         # The header centres "name — model · world N" between its icon and its right edge.
         room = max(24, self.size.width - 20)

@@ -35,7 +35,7 @@ class EpochTable(DataTable):
         best = model.best_record()
         state = model.state or {}
         live = None
-        last_epoch = model.epochs[-1].get("epoch", 0) if model.epochs else 0
+        last_epoch = (model.epochs[-1].get("epoch") or 0) if model.epochs else 0
         if (
             model.status in LIVE_STATUSES
             and (state.get("epoch") or 0) > last_epoch
@@ -53,12 +53,9 @@ class EpochTable(DataTable):
         self._shown = key
         at_end = self.scroll_y >= self.max_scroll_y  # follow new epochs unless scrolled back
         self.clear()
-        for record in model.epochs:
+        for record in model.epochs:  # keyless rows: epochs.json may repeat an epoch number
             is_best = record is best
-            self.add_row(
-                *_cells(record, "★" if is_best else "", "bold" if is_best else ""),
-                key=str(record.get("epoch")),
-            )
+            self.add_row(*_cells(record, "★" if is_best else "", "bold" if is_best else ""))
         if live:
             self.add_row(*_cells(live, "▸", "italic"), key=LIVE_ROW)
         if at_end:

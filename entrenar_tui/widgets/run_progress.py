@@ -18,12 +18,12 @@ class RunProgress(Widget):
     def compose(self) -> ComposeResult:
         with Horizontal(id="status-row"):
             yield StatusBadge()
-            yield Static(id="position")
-            yield Static(id="request")
+            yield Static(id="position", markup=False)
+            yield Static(id="request", markup=False)
         with Horizontal(id="progress-row"):
             # Our own ETA (from the trainer) rather than the bar's wall-clock guess.
             yield ProgressBar(show_eta=False, id="overall")
-            yield Static(id="timing")
+            yield Static(id="timing", markup=False)
 
     def show(self, model: RunModel) -> None:
         state = model.state or {}

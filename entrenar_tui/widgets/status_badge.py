@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.reactive import reactive
 from textual.widgets import Static
+
+from entrenar_tui.formatting import printable
 
 # Text-presentation glyphs only (no emoji variants): they stay one cell wide in every terminal.
 ICONS = {
@@ -24,10 +28,16 @@ class StatusBadge(Static):
 
     status: reactive[str] = reactive("waiting")
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, **kwargs)
+
     def watch_status(self, old: str, new: str) -> None:
-        self.remove_class(f"-{old}")
-        self.add_class(f"-{new}")
-        self.update(f"{ICONS.get(new, '?')} {new.upper()}")
+        # The status comes from state.json: only the ones we know become a CSS class (another
+        # string is no valid class name), and it is shown as text, not markup.
+        self.remove_class(*(f"-{s}" for s in (old,) if s in ICONS))
+        if new in ICONS:
+            self.add_class(f"-{new}")
+        self.update(f"{ICONS.get(new, '?')} {printable(new).upper()}")
 
     def on_mount(self) -> None:
         self.watch_status("", self.status)

@@ -18,7 +18,7 @@ class ValidationBar(Widget):
     def compose(self) -> ComposeResult:
         yield Label("validating", id="validation-label")
         yield ProgressBar(show_eta=False, id="validation-progress")
-        yield Static(id="validation-stats")
+        yield Static(id="validation-stats", markup=False)
 
     def show(self, validation: dict[str, Any] | None) -> None:
         self.display = bool(validation)

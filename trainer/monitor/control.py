@@ -7,6 +7,7 @@ started when the run says it was (pids get reused).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -16,13 +17,19 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 import psutil
 
 from trainer.monitor.atomic import atomic_write_json
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 from trainer.monitor.schema import Files, tagged
 
 Liveness = Literal["alive", "gone", "remote", "unknown"]
@@ -36,6 +43,49 @@ def request_stop(run_dir: str | Path, *, clock: Callable[[], float] = time.time)
     """Write control.json asking the trainer to stop after its current batch; returns the request."""
     request = {"command": "stop", "id": uuid.uuid4().hex, "requested_at": clock()}
     atomic_write_json(Path(run_dir) / Files.CONTROL, tagged(Files.CONTROL, request))
+    return request
+
+
+@contextlib.contextmanager
+def control_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold this while deciding whether to stop a run and stopping it, so that two monitors (or
+    scripts) on this host pressing stop at once make one request, not two SIGINTs (the second of
+    which the trainer takes as "force"). An flock on the run directory itself: no file is added,
+    and it goes with the process. Where flock is not to be had (a file system without it), no
+    lock: `pending_stop` still sees a request made a moment earlier."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        yield
+        return
+    try:
+        if fcntl is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def pending_stop(run_dir: str | Path, info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stop request in control.json that the trainer `info` names has yet to honour (it was
+    written after that trainer started; the trainer deletes it once honoured), or None. Anything
+    else in control.json (garbage, another command, a request older than the trainer) is None."""
+    try:
+        request = orjson.loads((Path(run_dir) / Files.CONTROL).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    started = (info or {}).get("pid_create_time")
+    at = request.get("requested_at") if isinstance(request, dict) else None
+    if (
+        not isinstance(request, dict)
+        or request.get("command") != "stop"
+        or not isinstance(at, (int, float))
+        or isinstance(at, bool)
+        or not isinstance(started, (int, float))
+        or at < started - CREATE_TIME_TOLERANCE_S
+    ):
+        return None
     return request
 
 
@@ -76,7 +126,12 @@ def trainer_liveness(info: dict[str, Any] | None) -> Liveness:
 
 
 def signal_trainer(info: dict[str, Any] | None, sig: int = signal.SIGINT) -> bool:
-    """Send `sig` to the trainer `info` names, only after find_trainer confirms it. True if sent."""
+    """Send `sig` to the trainer `info` names, only after find_trainer confirms it, and only when
+    `info` gives the whole identity: without `pid_create_time` a reused pid (another run's
+    trainer, even) cannot be told apart, so nothing is sent. True if sent."""
+    created = (info or {}).get("pid_create_time")
+    if not isinstance(created, (int, float)) or isinstance(created, bool):
+        return False
     proc = find_trainer(info)
     if proc is None:
         return False

@@ -1,0 +1,211 @@
+"""What a run file says, checked before the monitor uses it.
+
+The reader (trainer.monitor.reader) checks that a file is JSON with the right schema tag and
+version; the values inside are whatever the file holds. A run directory is input like any other
+(a copied directory, a half-migrated tool, a hand edit, a hostile file), so every field the monitor
+reads is checked here against the type the contract gives it: a value of the wrong type is dropped
+(shown as a dash, as if it were not written) and named in one problem line; text is made printable
+(`formatting.printable`: no terminal control sequences). Fields the monitor does not use are kept
+as they are (the contract allows new ones). Pure functions, no Textual: the app and `--once` share
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from entrenar_tui.formatting import printable
+
+# value -> (the value to use or None, [(where inside it, what is wrong)])
+Check = Callable[[Any], tuple[Any, list[tuple[str, str]]]]
+
+MAX_SHOWN = 3  # wrong fields named in a problem line; the rest are counted
+MAX_INT = 2**63 - 1  # what a step counter or pid can be (history columns are int64)
+
+
+def _short(value: Any) -> str:
+    text = printable(repr(value))
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+def _scalar(ok: Callable[[Any], bool], expected: str) -> Check:
+    def check(value: Any) -> tuple[Any, list[tuple[str, str]]]:
+        if ok(value):
+            return (printable(value) if isinstance(value, str) else value), []
+        return None, [("", f"{_short(value)}, expected {expected}")]
+
+    return check
+
+
+_int = _scalar(
+    lambda v: isinstance(v, int) and not isinstance(v, bool) and -MAX_INT <= v <= MAX_INT,
+    "an integer",
+)
+_number = _scalar(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+_text = _scalar(lambda v: isinstance(v, str), "a string")
+_bool = _scalar(lambda v: isinstance(v, bool), "true/false")
+_any_dict = _scalar(lambda v: isinstance(v, dict), "an object")
+
+
+def _list_of(item: Check) -> Check:
+    def check(value: Any) -> tuple[Any, list[tuple[str, str]]]:
+        if not isinstance(value, list):
+            return None, [("", f"{_short(value)}, expected a list")]
+        cleaned, wrong = [], []
+        for i, v in enumerate(value):
+            c, bad = item(v)
+            if bad:
+                wrong.extend((f"[{i}]{where}", what) for where, what in bad)
+            if c is not None:
+                cleaned.append(c)
+        return cleaned, wrong
+
+    return check
+
+
+def _object(fields: dict[str, Check]) -> Check:
+    def check(value: Any) -> tuple[Any, list[tuple[str, str]]]:
+        if not isinstance(value, dict):
+            return None, [("", f"{_short(value)}, expected an object")]
+        return _clean(value, fields)
+
+    return check
+
+
+def _clean(
+    data: dict[str, Any], fields: dict[str, Check]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """data with every known field checked. null is always allowed (the writer's "not known",
+    and its NaN/Inf); unknown fields are kept as they are."""
+    out = dict(data)
+    wrong: list[tuple[str, str]] = []
+    for name, check in fields.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        out[name], bad = check(value)
+        wrong.extend((f".{name}{where}", what) for where, what in bad)
+    return out, wrong
+
+
+VALIDATION = {
+    "done": _int,
+    "total": _int,
+    "loss": _number,
+    "accuracy": _number,
+    "samples_per_sec": _number,
+}
+BEST = {"epoch": _int, "val_loss": _number, "val_accuracy": _number}
+EPOCH = {
+    "epoch": _int,
+    "train_loss": _number,
+    "train_accuracy": _number,
+    "val_loss": _number,
+    "val_accuracy": _number,
+    "lr": _number,
+    "epoch_time_s": _number,
+    "train_samples_per_sec": _number,
+    "is_best": _bool,
+    "checkpoint": _text,
+}
+STATE = {
+    "seq": _int,
+    "status": _text,
+    "epoch": _int,
+    "total_epochs": _int,
+    "step": _int,
+    "steps_per_epoch": _int,
+    "global_step": _int,
+    "total_steps": _int,
+    "loss": _number,
+    "train_loss": _number,
+    "train_accuracy": _number,
+    "lr": _number,
+    "grad_norm": _number,
+    "samples_per_sec": _number,
+    "tokens_per_sec": _number,
+    "validation": _object(VALIDATION),
+    "best": _object(BEST),
+    "elapsed_s": _number,
+    "eta_s": _number,
+    "heartbeat": _number,
+    "pid": _int,
+    "host": _text,
+    "pid_create_time": _number,
+    "error": _text,
+    "checkpoints": _list_of(_text),
+    "world_size": _int,
+}
+RUN = {
+    "run_id": _text,
+    "name": _text,
+    "config": _any_dict,  # round-tripped to TOML by `s` (control.to_toml), never shown
+    "model": _object(
+        {
+            "path": _text,
+            "architecture": _text,
+            "params_total": _int,
+            "params_trainable": _int,
+            "quantize": _text,
+            "precision": _text,
+            "device": _text,
+        }
+    ),
+    "data": _object({"labels": _list_of(_text), "data_hash": _text}),
+    "epochs": _int,
+    "steps_per_epoch": _int,
+    "batch_size": _int,
+    "world_size": _int,
+    "pid": _int,
+    "host": _text,
+    "pid_create_time": _number,
+    "tool_version": _text,
+    "started_at": _text,
+}
+RESULT = {
+    "status": _text,
+    "error": _text,
+    "best": _object(BEST),
+    "best_epoch": _int,
+    "global_step": _int,
+    "total_time_s": _number,
+    "stopped_early": _bool,
+}
+
+
+def _problem(file_name: str, wrong: list[tuple[str, str]]) -> str | None:
+    if not wrong:
+        return None
+    shown = ", ".join(
+        f"{printable(where.lstrip('.'))} ({what})" for where, what in wrong[:MAX_SHOWN]
+    )
+    more = f" and {len(wrong) - MAX_SHOWN} more" if len(wrong) > MAX_SHOWN else ""
+    return f"{file_name}: ignored values of the wrong type: {shown}{more}"
+
+
+def clean_state(state: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """state.json's fields checked; the problem text (or None)."""
+    cleaned, wrong = _clean(state, STATE)
+    return cleaned, _problem("state.json", wrong)
+
+
+def clean_run(run: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    cleaned, wrong = _clean(run, RUN)
+    return cleaned, _problem("run.json", wrong)
+
+
+def clean_result(result: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    cleaned, wrong = _clean(result, RESULT)
+    return cleaned, _problem("result.json", wrong)
+
+
+def clean_epochs(
+    epochs: Any, best_epoch: Any
+) -> tuple[list[dict[str, Any]], int | None, str | None]:
+    """epochs.json's records (those that are not objects dropped, fields checked) and best_epoch."""
+    cleaned, wrong = _clean(
+        {"epochs": epochs, "best_epoch": best_epoch},
+        {"epochs": _list_of(_object(EPOCH)), "best_epoch": _int},
+    )
+    return cleaned["epochs"] or [], cleaned["best_epoch"], _problem("epochs.json", wrong)
