@@ -83,3 +83,19 @@ class WatchMode(RunMessage):
     """How the watcher learns about changes: "events" or "polling" (and why)."""
 
     mode: str
+
+
+# ------------------------------------------------------------------------------ the runs browser
+
+
+@dataclass
+class RunsChanged(Message):
+    """The runs under a browsed root (entrenar_tui.runs.RunSummary, sorted by directory) and how
+    the root watcher watches; only the newest matters."""
+
+    root: Path
+    runs: list[Any]
+    mode: str = ""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunsChanged) and message.root == self.root

@@ -1,0 +1,313 @@
+"""Finding run directories under a root and summarizing each one cheaply, for the runs browser.
+
+A summary reads run.json, state.json, epochs.json and result.json only, never steps.jsonl (a
+browser over 200 runs of 10k steps each must open in well under a second), and each file is read
+again only when its stat signature (inode, size, mtime) changes, so polling a large root costs a
+few stat() calls a run. Values are untrusted (untrusted.py cleans them); the status is worked out
+the way the monitor does it (effective_status + trainer_liveness). No Textual, no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from entrenar_tui.formatting import printable
+from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_state
+from trainer.monitor.control import trainer_liveness
+from trainer.monitor.reader import ContractError, best_of, effective_status, read_contract_json
+from trainer.monitor.schema import LIVE_STATUSES, Files
+
+MAX_DEPTH = 3  # ROOT/a/b/c: a sweep folder holding a group folder holding runs
+MARKERS = (Files.RUN, Files.STATE)  # a directory holding either is a run directory
+SUMMARY_FILES = (Files.RUN, Files.STATE, Files.EPOCHS, Files.RESULT)
+SKIPPED_DIRS = frozenset({Files.CHECKPOINTS, "__pycache__", "node_modules"})
+
+Signature = tuple[tuple[int, int, int] | None, ...]
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """A directory holding run.json or state.json (what the trainer writes first)."""
+    return any(os.path.isfile(os.path.join(path, name)) for name in MARKERS)
+
+
+def find_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
+    """Run directories under root, at most max_depth levels down, sorted. Never descends into a
+    run directory (its checkpoints are not runs), into checkpoints/ or into dot-directories."""
+    found: list[Path] = []
+
+    def walk(folder: str, depth: int) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name in SKIPPED_DIRS:
+                continue
+            try:
+                if not entry.is_dir():
+                    continue
+            except OSError:
+                continue
+            if is_run_dir(entry.path):
+                found.append(Path(entry.path))
+            elif depth < max_depth:
+                walk(entry.path, depth + 1)
+
+    walk(os.fspath(root), 1)
+    return sorted(found)
+
+
+def holds_runs(root: str | Path) -> bool:
+    """root is no run itself but has run directories below it: the browser's case."""
+    return os.path.isdir(root) and not is_run_dir(root) and bool(find_runs(root))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of the browser. `name` is the run's path under the root (`exp-3`, `sweep/exp-3`).
+    Text fields are printable; numbers are None when not known."""
+
+    dir: Path
+    name: str
+    status: str
+    reason: str | None
+    model: str
+    epoch: int | None
+    total_epochs: int | None
+    best_val_accuracy: float | None
+    best_val_loss: float | None
+    started: str
+    duration_s: float | None
+    problem: str | None = None
+
+    @property
+    def key(self) -> str:
+        return str(self.dir)
+
+
+@dataclass
+class _Files:
+    """What the four files said, cleaned, as of one stat signature."""
+
+    signature: Signature
+    run: dict[str, Any]
+    state: dict[str, Any] | None
+    epochs: list[dict[str, Any]]
+    best_epoch: int | None
+    result: dict[str, Any]
+    problem: str | None
+
+
+def _signature(run_dir: Path) -> Signature:
+    out = []
+    for name in SUMMARY_FILES:
+        try:
+            st = os.stat(run_dir / name)
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _read(run_dir: Path, signature: Signature) -> _Files:
+    raw: dict[str, dict[str, Any] | None] = {}
+    problems: list[str] = []
+    for name in SUMMARY_FILES:
+        try:
+            raw[name] = read_contract_json(run_dir / name)
+        except ContractError as e:
+            raw[name] = None
+            problems.append(str(e))
+    run, p1 = clean_run(raw[Files.RUN] or {})
+    state, p2 = clean_state(raw[Files.STATE]) if raw[Files.STATE] else (None, None)
+    epochs_file = raw[Files.EPOCHS] or {}
+    epochs, best_epoch, p3 = clean_epochs(
+        epochs_file.get("epochs") or [], epochs_file.get("best_epoch")
+    )
+    result, p4 = clean_result(raw[Files.RESULT] or {})
+    problems += [p for p in (p1, p2, p3, p4) if p]
+    return _Files(
+        signature, run, state, epochs, best_epoch, result, printable("; ".join(problems)) or None
+    )
+
+
+def _model_name(run: dict[str, Any]) -> str:
+    """The model folder's name, as the monitor's header shows it first."""
+    path = str((run.get("model") or {}).get("path") or "")
+    return printable(Path(path).name) if path else ""
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _summarize(
+    run_dir: Path, name: str, f: _Files, now: float, probe: Callable[[Any], str]
+) -> RunSummary:
+    state = f.state or {}
+    written = state.get("status")
+    # Only a live status needs the process table (psutil): a finished run is what it says.
+    trainer = probe(state) if written in LIVE_STATUSES else "unknown"
+    elapsed, step = _number(state.get("elapsed_s")), state.get("global_step")
+    typical = elapsed / step if elapsed and isinstance(step, int) and step > 0 else None
+    status, reason = effective_status(f.state, now, trainer=trainer, typical_step_s=typical)
+    best = state.get("best") or f.result.get("best") or best_of(f.epochs, f.best_epoch) or {}
+    return RunSummary(
+        dir=run_dir,
+        name=printable(name),
+        status=status,
+        reason=reason,
+        model=_model_name(f.run),
+        epoch=state.get("epoch") if isinstance(state.get("epoch"), int) else None,
+        total_epochs=state.get("total_epochs") or f.run.get("epochs"),
+        best_val_accuracy=_number(best.get("val_accuracy")),
+        best_val_loss=_number(best.get("val_loss")),
+        started=str(f.run.get("started_at") or ""),
+        duration_s=elapsed if elapsed is not None else _number(f.result.get("total_time_s")),
+        problem=f.problem,
+    )
+
+
+class RunIndex:
+    """Summaries of the runs under a root, re-read per run only when a file of it changed.
+    `clock` and `probe` are the app's (injected in tests and snapshots)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        probe: Callable[[Any], str] = trainer_liveness,
+        max_depth: int = MAX_DEPTH,
+    ):
+        self.root = Path(root)
+        self.clock, self.probe, self.max_depth = clock, probe, max_depth
+        self._files: dict[Path, _Files] = {}
+        self.reads = 0  # run directories (re)read: what the cache saves
+
+    def scan(self) -> list[RunSummary]:
+        dirs = find_runs(self.root, self.max_depth)
+        now = self.clock()
+        out = []
+        for run_dir in dirs:
+            signature = _signature(run_dir)
+            cached = self._files.get(run_dir)
+            if cached is None or cached.signature != signature:
+                cached = self._files[run_dir] = _read(run_dir, signature)
+                self.reads += 1
+            name = run_dir.relative_to(self.root).as_posix()  # unique: sweeps reuse names
+            out.append(_summarize(run_dir, name, cached, now, self.probe))
+        for gone in set(self._files) - set(dirs):
+            del self._files[gone]
+        return out
+
+
+# ------------------------------------------------------------------------------ filter and sort
+
+
+def name_filter(pattern: str) -> Callable[[str], bool]:
+    """`re:EXPR` searches a regular expression in the name; anything else is a case-insensitive
+    glob (`exp-*`, `*lr?e-4*`) matched against the whole name (the path under the root, e.g.
+    `sweep/exp-3`) or its last part, and a glob with no wildcard matches anywhere in the name.
+    An empty pattern matches all. Raises re.error for a bad expression."""
+    pattern = pattern.strip()
+    if not pattern:
+        return lambda _name: True
+    if pattern.startswith("re:"):
+        expr = re.compile(pattern[3:])
+        return lambda name: expr.search(name) is not None
+    glob = pattern.lower()
+    if not any(c in glob for c in "*?["):
+        glob = f"*{glob}*"
+    return lambda name: (
+        fnmatchcase(name.lower(), glob) or fnmatchcase(name.rsplit("/", 1)[-1].lower(), glob)
+    )
+
+
+SORT_KEYS: dict[str, Callable[[RunSummary], Any]] = {
+    "name": lambda s: s.name.lower(),
+    "status": lambda s: s.status,
+    "model": lambda s: s.model.lower() or None,
+    "epoch": lambda s: s.epoch,
+    "best val acc": lambda s: s.best_val_accuracy,
+    "best val loss": lambda s: s.best_val_loss,
+    "started": lambda s: s.started or None,
+    "duration": lambda s: s.duration_s,
+}
+
+
+def sort_runs(runs: Iterable[RunSummary], column: str, reverse: bool = False) -> list[RunSummary]:
+    """Sorted by a column of SORT_KEYS (ties by name); runs without a value go last either way."""
+    key, runs = SORT_KEYS[column], list(runs)
+    known = [r for r in runs if key(r) is not None]
+    unknown = [r for r in runs if key(r) is None]
+    known.sort(key=lambda r: r.name.lower())
+    known.sort(key=key, reverse=reverse)
+    return known + sorted(unknown, key=lambda r: r.name.lower())
+
+
+# ------------------------------------------------------------------------------ --once
+
+
+def started_text(text: str) -> str:
+    """run.json's ISO started_at as `YYYY-MM-DD HH:MM` in UTC (the same on every machine); other
+    text as it is, printable and short; a dash when there is none."""
+    if not text:
+        return "–"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return printable(text)[:16]
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def plain_table(runs: list[RunSummary]) -> str:
+    """The browser's table as plain text (`entrenar-tui monitor ROOT --once`, cron, CI)."""
+    from entrenar_tui import formatting as fmt
+
+    header = (
+        "name",
+        "status",
+        "model",
+        "epoch",
+        "best val acc",
+        "best val loss",
+        "started",
+        "duration",
+    )
+    rows = [header]
+    for r in runs:
+        epoch = fmt.DASH if r.epoch is None else f"{r.epoch}/{r.total_epochs or '?'}"
+        rows.append(
+            (
+                r.name,
+                r.status,
+                r.model or fmt.DASH,
+                epoch,
+                fmt.percent(r.best_val_accuracy),
+                fmt.metric(r.best_val_loss),
+                started_text(r.started),
+                fmt.duration(r.duration_s),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {3, 4, 5, 7}
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)

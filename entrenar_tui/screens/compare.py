@@ -1,0 +1,83 @@
+"""The comparison of the runs selected in the browser: train loss (per step), val loss and val
+accuracy (per epoch) with every run overlaid in its own colour, and the config keys whose values
+differ between the runs. The runs are read whole (steps.jsonl included) in a thread worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header
+
+from entrenar_tui import formatting as fmt
+from entrenar_tui.comparison import ComparedRun, differing_keys, load_comparison, show_value
+from entrenar_tui.widgets.overlay_chart import OverlayChart, OverlaySeries
+
+
+class CompareScreen(Screen):
+    BINDINGS: ClassVar = [
+        Binding("escape", "back", "Back"),
+        Binding("backspace", "back", "Back", show=False),
+    ]
+
+    def __init__(self, dirs: list[Path]) -> None:
+        super().__init__()
+        self.dirs = list(dirs)
+        self.runs: list[ComparedRun] = []
+        self.differences: list[tuple[str, list]] = []
+        self.loaded = False
+        self.title = "compare"
+        self.sub_title = " · ".join(fmt.printable(d.name) for d in self.dirs)
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="≋")
+        with Horizontal(id="compare-charts"):
+            yield OverlayChart("train loss", fmt.metric, id="compare-train-loss")
+            with Vertical(id="compare-val-charts"):
+                yield OverlayChart("val loss", fmt.metric, id="compare-val-loss")
+                yield OverlayChart("val acc", fmt.percent, id="compare-val-acc")
+        yield DataTable(id="compare-config", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True)
+    def load(self) -> None:
+        runs = load_comparison(self.dirs)
+        self.app.call_from_thread(self.show_runs, runs)
+
+    def show_runs(self, runs: list[ComparedRun]) -> None:
+        self.runs, self.loaded = runs, True
+        self.query_one("#compare-train-loss", OverlayChart).show(
+            [OverlaySeries(r.name, r.colour, r.train_loss) for r in runs]
+        )
+        self.query_one("#compare-val-loss", OverlayChart).show(
+            [OverlaySeries(r.name, r.colour, r.val_loss) for r in runs]
+        )
+        self.query_one("#compare-val-acc", OverlayChart).show(
+            [OverlaySeries(r.name, r.colour, r.val_accuracy) for r in runs]
+        )
+        self.differences = differing_keys([r.config for r in runs])
+        table = self.query_one("#compare-config", DataTable)
+        table.clear(columns=True)
+        chart = self.query_one("#compare-train-loss", OverlayChart)
+        table.add_column(Text("config key"), key="key")
+        for i, r in enumerate(runs):
+            table.add_column(Text(r.name, style=chart.series_style(r.colour)), key=f"run-{i}")
+        if not self.differences:
+            table.add_row(Text("the configs are the same"), *(Text("") for _ in runs))
+        for key, values in self.differences:
+            table.add_row(Text(key), *(Text(show_value(v)) for v in values), key=key)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def system_commands(self):
+        yield SystemCommand("Back to the runs", "Leave the comparison (escape)", self.action_back)
