@@ -34,6 +34,8 @@ from entrenar_tui.run_model import Request, RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HelpScreen
 from entrenar_tui.screens.monitor import MonitorScreen
+from entrenar_tui.screens.runs import RunsScreen
+from entrenar_tui.settings import follow_theme
 from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_state
 from entrenar_tui.watcher import RunWatcher
 from trainer.monitor.control import trainer_liveness
@@ -47,12 +49,18 @@ class MonitorApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "entrenar-tui"
-    BINDINGS: ClassVar = [Binding("q", "quit", "Quit")]
+    BINDINGS: ClassVar = [
+        Binding("q", "quit", "Quit"),
+        # Only with a browser under the run screen (check_action): back to the list of runs.
+        Binding("escape", "back_to_runs", "Runs"),
+        Binding("backspace", "back_to_runs", "Runs", show=False),
+    ]
 
     def __init__(
         self,
-        run_dir: str | Path,
+        run_dir: str | Path | None = None,
         *,
+        root: str | Path | None = None,
         start: StartSpec | None = None,
         launched: subprocess.Popen | None = None,
         controller: Controller | None = None,
@@ -65,9 +73,14 @@ class MonitorApp(App):
         notice: str | None = None,
     ):
         super().__init__()
+        if run_dir is None and root is None:
+            raise ValueError("MonitorApp needs a run directory or a root of runs")
+        # With `root`, the app opens on the runs browser (screens/runs.py) and `model` follows the
+        # run opened from it; until then it is an empty placeholder.
+        self.root = Path(root) if root is not None else None
         self.clock, self.probe = clock, probe
         self.controller = controller or Controller(start_spec=start)
-        self.model = RunModel(run_dir, clock)
+        self.model = RunModel(run_dir if run_dir is not None else root, clock)
         if launched is not None:
             self.model.begin(Request("start", "starting…", clock(), launched))
         self.watch_enabled, self.force_polling = watch, force_polling
@@ -78,8 +91,12 @@ class MonitorApp(App):
     # ------------------------------------------------------------------------ lifecycle
 
     def on_mount(self) -> None:
-        self.push_screen(MonitorScreen())
-        self._start_watcher()
+        follow_theme(self)  # the theme chosen in the palette, remembered (settings.py)
+        if self.root is not None:
+            self.push_screen(RunsScreen(self.root))
+        else:
+            self.push_screen(MonitorScreen())
+            self._start_watcher()
         self.set_interval(self.tick_interval, self.tick)
         if self.notice:
             self.notify(self.notice, timeout=10)
@@ -108,6 +125,22 @@ class MonitorApp(App):
         self.model = RunModel(run_dir, self.clock)
         self._start_watcher()
         self._redraw(steps=True, epochs=True)
+
+    # ------------------------------------------------------------------------ the runs browser
+
+    def open_run(self, run_dir: Path) -> None:
+        """Enter on the browser: watch that run on the run screen (escape comes back)."""
+        self.follow_run(run_dir)
+        self.push_screen(MonitorScreen())
+
+    def action_back_to_runs(self) -> None:
+        self._stop_watcher()  # the browser's own watcher keeps the list fresh
+        self.pop_screen()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "back_to_runs":
+            return self.root is not None and isinstance(self.screen, MonitorScreen)
+        return super().check_action(action, parameters)
 
     def tick(self) -> None:
         """The clock moved: elapsed, heartbeat age, crashed-or-not; and where the trainer is."""
@@ -272,6 +305,16 @@ class MonitorApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
+        # The browser and the comparison bring their own (screens/runs.py, screens/compare.py).
+        yield from getattr(screen, "system_commands", tuple)()
+        if self.root is not None and not isinstance(screen, MonitorScreen):
+            return  # no run is open: stop/resume/start/help act on the run screen's run
+        if self.root is not None:
+            yield SystemCommand(
+                "Back to the runs",
+                "The list of runs under the root (escape)",
+                self.action_back_to_runs,
+            )
         yield SystemCommand(
             "Stop the run", "Finish the batch, save checkpoints/last, stop (x)", self.stop_run
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 BRAILLE_BASE = 0x2800
 # dot bits by (sub-column, sub-row from the top)
@@ -18,10 +18,12 @@ Point = tuple[float, float] | None
 
 @dataclass
 class Canvas:
-    """The rendered chart: rows of braille text, and which cells are highlighted (the best epoch)."""
+    """The rendered chart: rows of braille text, which cells are highlighted (the best epoch), and
+    which hold only background dots (the raw curve behind a smoothed one: drawn dim)."""
 
     rows: list[str]
     highlighted: list[list[bool]]
+    dim: list[list[bool]] = field(default_factory=list)
 
 
 def value_range(points: Sequence[Point]) -> tuple[float, float] | None:
@@ -63,17 +65,47 @@ def render(
     height: int,
     *,
     highlight: Collection[int] = (),
+    background: Sequence[Point] = (),
+    bounds: tuple[float, float] | None = None,
 ) -> Canvas:
     """Draw `points` into width×height cells (see `fit` for more or fewer points than columns).
-    `highlight` holds indexes of input points whose cells are marked."""
+    `highlight` holds indexes of input points whose cells are marked. `background` (same length
+    as points, or empty) is drawn on the same scale behind them; `bounds` fixes the y range
+    (values outside it are clamped to the edge), else it spans both sets of points."""
     blank = chr(BRAILLE_BASE)
-    rows_of_dots = 4 * height
     bits = [[0] * width for _ in range(height)]
+    back = [[0] * width for _ in range(height)]
     marks = [[False] * width for _ in range(height)]
     columns, spans = fit(points, 2 * width)
-    bounds = value_range(columns)
+    behind, _ = fit(background, 2 * width)
+    if bounds is None:
+        bounds = value_range([*columns, *behind])
+    elif not bounds[1] > bounds[0]:
+        bounds = value_range([bounds, bounds])
     if bounds is None or height <= 0 or width <= 0:
-        return Canvas([blank * width for _ in range(max(height, 0))], marks)
+        return Canvas([blank * width for _ in range(max(height, 0))], marks, marks)
+    _draw(behind, bounds, back, 4 * height)
+    _draw(columns, bounds, bits, 4 * height)
+    if highlight:
+        for x, span in enumerate(spans):
+            if columns[x] is not None and any(i in highlight for i in span):
+                for row in marks:
+                    row[x // 2] = True
+    rows = [
+        "".join(chr(BRAILLE_BASE + (b | c)) for b, c in zip(row, brow, strict=True))
+        for row, brow in zip(bits, back, strict=True)
+    ]
+    dim = [
+        [not b and bool(c) for b, c in zip(row, brow, strict=True)]
+        for row, brow in zip(bits, back, strict=True)
+    ]
+    return Canvas(rows, marks, dim)
+
+
+def _draw(
+    columns: Sequence[Point], bounds: tuple[float, float], bits: list[list[int]], rows_of_dots: int
+) -> None:
+    """Set the dots of each column's min–max range, joined to its neighbour, into `bits`."""
     lo, hi = bounds
     # Halved when the range itself overflows (values near ±1.8e308 in a file): still a finite scale.
     k = 1.0 if math.isfinite(hi - lo) else 0.5
@@ -98,8 +130,3 @@ def render(
         for r in range(a, b + 1):
             top = rows_of_dots - 1 - r
             bits[top // 4][cell] |= DOT_BITS[sub][top % 4]
-        if highlight and any(i in highlight for i in spans[x]):
-            for row in marks:
-                row[cell] = True
-    rows = ["".join(chr(BRAILLE_BASE + b) for b in row) for row in bits]
-    return Canvas(rows, marks)

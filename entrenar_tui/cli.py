@@ -10,19 +10,36 @@ import os
 import sys
 from pathlib import Path
 
-USAGE = """entrenar-tui monitor RUN_DIR [--once] [--poll]
-       entrenar-tui run CONFIG [section.key=value ...] [--poll]"""
+USAGE = """entrenar-tui [--once] [--poll]
+       entrenar-tui monitor RUN_DIR|ROOT [--once] [--poll]
+       entrenar-tui run CONFIG [section.key=value ...] [--poll]
+       entrenar-tui export RUN_DIR|ROOT [--format csv|json] [--out PATH]"""
+BROWSE_HELP = (
+    "With no command: browse the runs under ./runs if that directory exists, else under the "
+    "current directory (run directories up to 3 levels down)."
+)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="entrenar-tui",
         usage=USAGE,
-        description="Watch and steer an entrenar-train run from a terminal.",
+        description="Watch and steer an entrenar-train run from a terminal. " + BROWSE_HELP,
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{monitor,run}")
-    m = sub.add_parser("monitor", help="watch a run directory (it may not exist yet)")
-    m.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--once", action="store_true", help="print the runs as a plain table and exit")
+    p.add_argument("--poll", action="store_true", help="poll instead of file events")
+    sub = p.add_subparsers(dest="command", required=False, metavar="{monitor,run,export}")
+    m = sub.add_parser(
+        "monitor",
+        help="watch a run directory (it may not exist yet), or browse a ROOT that holds runs",
+    )
+    m.add_argument(
+        "run_dir",
+        type=Path,
+        metavar="RUN_DIR|ROOT",
+        help="a run directory (holds run.json/state.json, or does not exist yet) is watched; "
+        "a directory holding run directories (up to 3 levels down) opens the runs browser",
+    )
     m.add_argument(
         "--once",
         action="store_true",
@@ -39,17 +56,41 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("config", type=Path, metavar="CONFIG")
     r.add_argument("overrides", nargs="*", metavar="section.key=value")
     r.add_argument("--poll", action="store_true", help="poll instead of file events")
+    e = sub.add_parser(
+        "export",
+        help="write the per-step and per-epoch metrics of a run (or of every run under ROOT)",
+    )
+    e.add_argument("target", type=Path, metavar="RUN_DIR|ROOT")
+    e.add_argument("--format", choices=("csv", "json"), default="csv")
+    e.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="csv: a folder (steps.csv, epochs.csv); json: a file. Default: NAME-export in the cwd",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command is None:
+        runs = Path("runs")
+        root = runs if runs.is_dir() else Path(".")
+        return browse(root, once=args.once or not sys.stdout.isatty(), poll=args.poll)
     if args.command == "monitor":
         return monitor(args.run_dir, once=args.once or not sys.stdout.isatty(), poll=args.poll)
+    if args.command == "export":
+        from entrenar_tui.export import main as export_main
+
+        return export_main(args.target, args.format, args.out)
     return run(args.config, args.overrides, poll=args.poll)
 
 
 def monitor(run_dir: Path, *, once: bool, poll: bool) -> int:
+    from entrenar_tui.runs import holds_runs
+
+    if holds_runs(run_dir):
+        return browse(run_dir, once=once, poll=poll)
     if once:
         from entrenar_tui.plain import summary
 
@@ -61,6 +102,23 @@ def monitor(run_dir: Path, *, once: bool, poll: bool) -> int:
     from entrenar_tui.app import MonitorApp
 
     MonitorApp(run_dir, force_polling=poll).run()
+    return 0
+
+
+def browse(root: Path, *, once: bool, poll: bool) -> int:
+    """The runs browser on ROOT, or with --once (or no terminal) the runs as a plain table."""
+    if once:
+        from entrenar_tui.runs import RunIndex, plain_table, sort_runs
+
+        if not root.is_dir():
+            print(f"entrenar-tui: error: {root}: no such directory", file=sys.stderr)
+            return 2
+        runs = sort_runs(RunIndex(root).scan(), "name")
+        print(plain_table(runs) if runs else f"no run directories under {root}")
+        return 0
+    from entrenar_tui.app import MonitorApp
+
+    MonitorApp(root=root, force_polling=poll).run()
     return 0
 
 

@@ -97,6 +97,14 @@ VALIDATION = {
     "samples_per_sec": _number,
 }
 BEST = {"epoch": _int, "val_loss": _number, "val_accuracy": _number}
+RESOURCES = {  # state.json `resources` (trainer/resources.py)
+    "rss_bytes": _int,
+    "cpu_percent": _number,
+    "gpu_memory_allocated_bytes": _int,
+    "gpu_memory_reserved_bytes": _int,
+    "gpu_memory_total_bytes": _int,
+    "gpu_utilization_percent": _number,
+}
 EPOCH = {
     "epoch": _int,
     "train_loss": _number,
@@ -136,6 +144,7 @@ STATE = {
     "error": _text,
     "checkpoints": _list_of(_text),
     "world_size": _int,
+    "resources": _object(RESOURCES),
 }
 RUN = {
     "run_id": _text,

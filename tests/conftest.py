@@ -154,3 +154,85 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(autouse=True)
+def _settings_in_tmp(tmp_path_factory, monkeypatch):
+    """The monitor remembers the user's layout (entrenar_tui/settings.py): in tests, never in the
+    real home. A test that checks settings points ENTRENAR_TUI_CONFIG_DIR elsewhere itself."""
+    monkeypatch.setenv("ENTRENAR_TUI_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+
+
+RUNS_ROOT_RUNS = {  # name under the root -> (train overrides, how it ends)
+    "exp-lr-high": ({"learning_rate": 5e-3}, "completed"),
+    "exp-lr-low": ({"learning_rate": 1e-3}, "completed"),
+    "sweep/exp-3ep": ({"learning_rate": 5e-3, "epochs": 3}, "completed"),
+    "exp-crashed": ({"epochs": 1000, "log_interval": 1}, "crashed"),
+}
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory, tiny_bert_dir) -> Path:
+    """A ROOT holding runs written by the real trainer on the tiny BERT (RUNS_ROOT_RUNS): two
+    2-epoch runs that differ only in learning rate, a 3-epoch one one level down (sweep/), and a
+    crashed one (its trainer SIGKILLed after a few steps: state.json still says running, its pid
+    is gone). Session-scoped: copy it before changing it."""
+    import time
+
+    from trainer.cli import main as train
+
+    root = tmp_path_factory.mktemp("runs-root")
+    work = tmp_path_factory.mktemp("runs-root-configs")
+    corpus = write_corpus(work / "train.jsonl", n=96)
+
+    def config(name: str) -> Path:
+        train_keys, _ = RUNS_ROOT_RUNS[name]
+        return write_config(
+            work / f"{name.replace('/', '-')}.toml",
+            tiny_bert_dir,
+            corpus,
+            root / name,
+            train={"save_every": 100, **train_keys},
+        )
+
+    crashed = root / "exp-crashed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer", str(config("exp-crashed"))],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        steps = crashed / "steps.jsonl"
+        while not (steps.exists() and steps.read_bytes().count(b"\n") >= 3):
+            assert process.poll() is None, "the trainer to crash exited on its own"
+            assert time.monotonic() < deadline, "the trainer to crash wrote no steps"
+            time.sleep(0.05)  # polling a file a subprocess writes, bounded by the deadline
+    finally:
+        process.kill()
+        process.wait(30)
+    for name, (_, end) in RUNS_ROOT_RUNS.items():
+        if end == "completed":
+            assert train([str(config(name))]) == 0, name
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_bert_dir) -> Path:
+    """One finished real run on the tiny BERT with more than 100 steps (2 epochs × 75 batches of
+    4), for the run screen's chart controls, the log pane and export. Session-scoped: copy it
+    before changing it."""
+    from trainer.cli import main as train
+
+    work = tmp_path_factory.mktemp("trained-run")
+    corpus = write_corpus(work / "train.jsonl", n=400)
+    config = write_config(
+        work / "c.toml",
+        tiny_bert_dir,
+        corpus,
+        work / "run",
+        train={"epochs": 2, "batch_size": 4, "save_every": 100, "log_interval": 50},
+    )
+    assert train([str(config)]) == 0
+    return work / "run"

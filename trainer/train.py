@@ -32,6 +32,7 @@ from trainer.model import load_model, pick_device
 from trainer.monitor.schema import Files
 from trainer.monitor.writer import MonitorWriter, NullWriter
 from trainer.report import Reporter
+from trainer.resources import ResourceSampler
 from trainer.stopping import StopSignal
 
 
@@ -123,6 +124,7 @@ def _train(
     np.random.seed(cfg_t.seed)
     torch.manual_seed(cfg_t.seed)
     device = pick_device()
+    resources = ResourceSampler(device)  # state.json's `resources`, sampled at most once a second
     me = identity()
     if resume is None:  # a resume writes nothing until its checkpoint and data have been checked
         writer.update_state(status="initializing", total_epochs=cfg_t.epochs, **me)
@@ -514,6 +516,7 @@ def _train(
                 tokens_per_sec=tokens / dt,
                 elapsed_s=elapsed(),
                 eta_s=eta,
+                resources=resources.sample(),
             )
             if progress.step % cfg_t.log_interval == 0 or progress.step == spe:
                 report.step(writer.state)

@@ -21,6 +21,15 @@ KEYS = """\
 | `s` | start a run from the config (asks first, showing the command) when none is active |
 | `q` | quit the monitor; training goes on (`entrenar-tui monitor DIR` re-attaches) |
 | `?` | this help · `ctrl+p` the command palette |
+| `l` | show/hide the log pane (`train.log`, the trainer's own output) |
+| `[` `]` | chart smoothing (TensorBoard's debiased EMA) down/up by 0.05, 0 = off; the raw curve stays dim behind |
+| `y` | log-Y scale (values ≤ 0 are gaps) · `o` ignore outliers (y range from the 1st–99th percentile) |
+| `a` | x axis: step → epoch → wall time · `z` zoom: all → last 10k → 1k → 100 steps |
+| `c` | cursor on/off: the exact value and global step under it; `←` `→` move it |
+| `e` | export this run's steps and epochs as CSV (next to the run directory) |
+
+The layout (log pane, smoothing, log-Y, x axis, outliers, zoom, theme) is remembered in
+`$XDG_CONFIG_HOME/entrenar-tui/settings.json`.
 
 **Statuses**: initializing · running · validating · stopping · stopped · completed · failed ·
 **crashed** (the state says running but the trainer's pid is gone on this host, or its heartbeat is far

@@ -103,6 +103,9 @@ class Series:
         self._lo = np.empty(0)  # per block: min of its finite values (+inf when none)
         self._hi = np.empty(0)  # per block: max of its finite values (-inf when none)
         self._bad = np.empty(0, np.int64)  # per block: how many non-finite values
+        # Changes other than appends (put, insert, clear): a cache of something computed over the
+        # values (the charts' smoothing) may be extended while this stays the same, else redone.
+        self.edits = 0
 
     def __len__(self) -> int:
         return len(self.values)
@@ -130,6 +133,7 @@ class Series:
     def put(self, positions: np.ndarray, values: np.ndarray) -> None:
         """Replace the values at these (existing) positions."""
         if len(positions):
+            self.edits += 1
             self.values.array[positions] = values
             self._resummarize(
                 int(positions.min()) // self.BLOCK, int(positions.max()) // self.BLOCK
@@ -137,6 +141,7 @@ class Series:
 
     def insert(self, positions: np.ndarray | int, values: np.ndarray | float) -> None:
         """Insert before these positions (np.insert's meaning)."""
+        self.edits += 1
         self.values.insert(positions, values)
         self._resummarize(int(np.min(positions)) // self.BLOCK)
 
@@ -144,6 +149,7 @@ class Series:
         self.put(np.array([index]), np.array([value]))
 
     def clear(self) -> None:
+        self.edits += 1
         self.values.clear()
         self._lo, self._hi, self._bad = self._lo[:0], self._hi[:0], self._bad[:0]
 
@@ -199,11 +205,11 @@ def _scan(values: np.ndarray) -> tuple[float, float, int]:
     return (float(good.min()), float(good.max()), bad) if len(good) else (NAN, NAN, bad)
 
 
-STEP_FIELDS = ("loss", "lr", "accuracy")
+STEP_FIELDS = ("loss", "lr", "accuracy", "t")  # t: wall time, for the charts' time axis
 
 
 class StepHistory:
-    """Per-step history in columns (32 bytes a step: int64 steps, three float64 series), global
+    """Per-step history in columns (40 bytes a step: int64 steps, four float64 series), global
     steps sorted, a repeated global step replaced by its later line."""
 
     def __init__(self) -> None:

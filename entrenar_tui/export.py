@@ -1,0 +1,232 @@
+"""`entrenar-tui export RUN_DIR|ROOT --format csv|json [--out PATH]`, and the run screen's `e`:
+the per-step metrics (steps.jsonl, deduplicated as the reader does: a repeated global step, the
+later line wins; sorted by global step) and the per-epoch metrics (epochs.json) of one run, or of
+every run under a root, as files a spreadsheet or pandas reads. Torch-free, like the monitor.
+
+csv: OUT/steps.csv and OUT/epochs.csv, a `run` column first (OUT a directory).
+json: one file, {"schema": "entrenar-tui/export", "version": 1, "runs": [{run, dir, steps,
+epochs, best_epoch}]}.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from trainer.monitor.reader import ContractError, read_contract_json
+from trainer.monitor.schema import Files
+
+MAX_DEPTH = 3
+STEP_COLUMNS = (
+    "epoch",
+    "step",
+    "global_step",
+    "loss",
+    "lr",
+    "grad_norm",
+    "accuracy",
+    "samples_per_sec",
+    "t",
+)
+EPOCH_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "epoch_time_s",
+    "train_samples_per_sec",
+    "is_best",
+    "checkpoint",
+)
+
+
+class ExportError(ValueError):
+    """Bad input: the message names the path."""
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / Files.RUN).is_file() or (path / Files.STATE).is_file()
+
+
+def find_runs(target: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
+    """[target] when it is a run directory, else the run directories under it (depth <= 3, hidden
+    folders and checkpoints skipped), sorted."""
+    if not target.is_dir():
+        raise ExportError(f"{target}: no such directory")
+    if is_run_dir(target):
+        return [target]
+    found: list[Path] = []
+    level = [target]
+    for _ in range(max_depth):
+        below: list[Path] = []
+        for folder in level:
+            try:
+                children = sorted(p for p in folder.iterdir() if p.is_dir())
+            except OSError:
+                continue
+            for child in children:
+                if child.name.startswith(".") or child.name == Files.CHECKPOINTS:
+                    continue
+                (found if is_run_dir(child) else below).append(child)
+        level = below
+    if not found:
+        raise ExportError(
+            f"{target}: no run directory ({Files.RUN} or {Files.STATE}) within {max_depth} levels"
+        )
+    return sorted(found)
+
+
+def read_steps(run_dir: Path) -> list[dict[str, Any]]:
+    """steps.jsonl's complete lines as the reader takes them: an object with an integer
+    global_step, the later of two lines with the same step, in global-step order."""
+    by_step: dict[int, dict[str, Any]] = {}
+    try:
+        raw = (run_dir / Files.STEPS).read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise ExportError(f"{run_dir / Files.STEPS}: cannot read ({e.strerror})") from None
+    for line in raw[: raw.rfind(b"\n") + 1].splitlines():
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if type(rec) is dict and type(rec.get("global_step")) is int:
+            by_step[rec["global_step"]] = rec
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def read_epochs(run_dir: Path) -> tuple[list[dict[str, Any]], int | None]:
+    try:
+        data = read_contract_json(run_dir / Files.EPOCHS) or {}
+    except ContractError as e:
+        raise ExportError(f"{run_dir / Files.EPOCHS}: {e}") from None
+    epochs = [e for e in data.get("epochs") or [] if isinstance(e, dict)]
+    best = data.get("best_epoch")
+    return epochs, best if type(best) is int else None
+
+
+def collect(target: Path) -> list[dict[str, Any]]:
+    """One record per run: {run (its name, or its path under the root), dir, steps, epochs,
+    best_epoch}."""
+    runs = find_runs(target)
+    out = []
+    for run_dir in runs:
+        label = run_dir.name if run_dir == target else run_dir.relative_to(target).as_posix()
+        epochs, best = read_epochs(run_dir)
+        out.append(
+            {
+                "run": label,
+                "dir": str(run_dir.resolve()),
+                "steps": read_steps(run_dir),
+                "epochs": epochs,
+                "best_epoch": best,
+            }
+        )
+    return out
+
+
+def _columns(rows: list[dict[str, Any]], known: tuple[str, ...]) -> list[str]:
+    extra = sorted({k for r in rows for k in r} - set(known))
+    return ["run", *known, *extra]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csv(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    written = []
+    for name, key, known in (
+        ("steps.csv", "steps", STEP_COLUMNS),
+        ("epochs.csv", "epochs", EPOCH_COLUMNS),
+    ):
+        rows = [{"run": r["run"], **row} for r in runs for row in r[key]]
+        columns = _columns(rows, known)
+
+        def write(f, rows=rows, columns=columns) -> None:
+            w = csv.writer(f)
+            w.writerow(columns)
+            for row in rows:
+                w.writerow([_cell(row.get(c)) for c in columns])
+
+        _atomic(out_dir / name, write)
+        written.append(out_dir / name)
+    return written
+
+
+def write_json(runs: list[dict[str, Any]], path: Path) -> list[Path]:
+    data = {"schema": "entrenar-tui/export", "version": 1, "runs": runs}
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
+    _atomic(path, lambda f: f.write(text))
+    return [path]
+
+
+def default_out(target: Path, format: str) -> Path:
+    name = target.resolve().name or "runs"
+    return Path.cwd() / (f"{name}-export" + (".json" if format == "json" else ""))
+
+
+def export(target: Path, format: str = "csv", out: Path | None = None) -> list[Path]:
+    """Export the run (or every run under the root) at target; returns the files written."""
+    if format not in ("csv", "json"):
+        raise ExportError(f"unknown format {format!r} (csv or json)")
+    runs = collect(target)
+    out = out or default_out(target, format)
+    return write_csv(runs, out) if format == "csv" else write_json(runs, out)
+
+
+def export_for_screen(run_dir: Path) -> Path:
+    """The run screen's `e`: CSV into NAME-export next to the run directory, or into the cwd
+    when that cannot be written. Returns the folder."""
+    run_dir = Path(run_dir)
+    name = f"{run_dir.resolve().name}-export"
+    for out in (run_dir.resolve().parent / name, Path.cwd() / name):
+        try:
+            export(run_dir, "csv", out)
+            return out
+        except OSError:
+            continue
+    raise OSError(f"cannot write {name} next to {run_dir} nor in {Path.cwd()}")
+
+
+def main(target: Path, format: str, out: Path | None) -> int:
+    """The CLI: 0 and the paths written on stdout, or one line on stderr and 2."""
+    import sys
+
+    try:
+        paths = export(target, format, out)
+    except ExportError as e:
+        print(f"entrenar-tui: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"entrenar-tui: error: {e.filename or out}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(p)
+    return 0

@@ -1,0 +1,48 @@
+"""What the trainer's process uses, from state.json's `resources` (sampled by the trainer at most
+once a second): `RSS 1.2 GB · CPU 180% · GPU 3.1/80 GB 45%`. Hidden when the state has none (an
+older trainer, or before its first batch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.widgets import Static
+
+from entrenar_tui import formatting as fmt
+
+
+def gigabytes(n: Any) -> str:
+    return f"{n / 1e9:.1f}" if fmt.is_number(n) else fmt.DASH
+
+
+def resources_text(resources: dict[str, Any] | None) -> str:
+    """The line for a (checked) resources object; "" when there is nothing to say."""
+    if not resources:
+        return ""
+    parts = []
+    rss, cpu = resources.get("rss_bytes"), resources.get("cpu_percent")
+    if fmt.is_number(rss):
+        parts.append(f"RSS {gigabytes(rss)} GB")
+    if fmt.is_number(cpu):
+        parts.append(f"CPU {cpu:.0f}%")
+    allocated = resources.get("gpu_memory_allocated_bytes")
+    if fmt.is_number(allocated):
+        total = resources.get("gpu_memory_total_bytes")
+        gpu = f"GPU {gigabytes(allocated)}" + (
+            f"/{total / 1e9:.0f} GB" if fmt.is_number(total) else " GB"
+        )
+        util = resources.get("gpu_utilization_percent")
+        if fmt.is_number(util):
+            gpu += f" {util:.0f}%"
+        parts.append(gpu)
+    return " · ".join(parts)
+
+
+class ResourcesLine(Static):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, **kwargs)
+
+    def show(self, state: dict[str, Any] | None) -> None:
+        text = resources_text((state or {}).get("resources"))
+        self.display = bool(text)
+        self.update(text)

@@ -1,0 +1,327 @@
+"""The run screen's chart controls: the pure arithmetic against hand computations, then the real
+app over a run the real trainer wrote (tiny BERT, 150 steps), where a key changes what is drawn."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from entrenar_tui import braille
+from entrenar_tui import chart_math as cm
+from entrenar_tui.app import MonitorApp
+from entrenar_tui.screens.monitor import MonitorScreen
+from entrenar_tui.widgets.metric_chart import MetricChart
+from tests.test_app import until
+
+NAN = float("nan")
+
+# ------------------------------------------------------------------------------------ pure functions
+
+
+def ema_by_hand(values, w):
+    """TensorBoard's loop, written out: non-finite points skipped, debiased."""
+    s, k, out = 0.0, 0, []
+    for x in values:
+        if not math.isfinite(x):
+            out.append(x)
+            continue
+        s = w * s + (1 - w) * x
+        k += 1
+        out.append(s / (1 - w**k))
+    return out
+
+
+def test_ema_equals_a_hand_computation():
+    got = cm.ema(np.array([1.0, 2.0, NAN, 4.0]), 0.5)
+    # s1 = 0.5 -> 0.5/0.5 = 1; s2 = 0.25 + 1 = 1.25 -> 1.25/0.75; NaN skipped; s3 = 0.625 + 2 -> /0.875
+    assert got[0] == pytest.approx(1.0)
+    assert got[1] == pytest.approx(1.25 / 0.75)
+    assert math.isnan(got[2])
+    assert got[3] == pytest.approx(2.625 / 0.875)
+
+
+@pytest.mark.parametrize("w", [0.05, 0.6, 0.99])
+def test_ema_of_a_long_series_equals_the_loop(w):
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=5000)
+    values[[7, 300, 4999]] = [NAN, np.inf, NAN]
+    np.testing.assert_allclose(cm.ema(values, w), ema_by_hand(values, w), rtol=1e-12, atol=1e-12)
+
+
+def test_ema_weight_zero_is_off():
+    values = np.array([3.0, NAN, 1.0])
+    np.testing.assert_array_equal(cm.ema(values, 0.0), values)
+
+
+def test_log_y_turns_zero_and_negatives_into_gaps():
+    got = cm.log10_or_gap(np.array([100.0, 0.0, -1.0, 1.0, np.inf]))
+    assert got[0] == 2.0 and got[3] == 0.0
+    assert all(math.isnan(v) for v in got[[1, 2, 4]])
+
+
+def test_outlier_range_ignores_one_huge_spike():
+    values = np.linspace(0.0, 1.0, 1001)
+    values[500] = 1e6
+    lo, hi = cm.outlier_range(values)
+    assert 0.0 <= lo < 0.02 and 0.98 < hi <= 1.0
+    assert cm.outlier_range(np.array([NAN])) is None
+
+
+def test_zoom_window():
+    assert cm.zoom_window(150, None) == (0, 150)
+    assert cm.zoom_window(150, 100) == (50, 150)
+    assert cm.zoom_window(50, 1000) == (0, 50)
+
+
+def test_binning_keeps_a_spike_and_gaps():
+    values = np.ones(1000)
+    values[777] = 50.0
+    values[10] = NAN
+    points = cm.bin_minmax(values, cm.index_edges(1000, 100))
+    assert points[77] == (1.0, 50.0)  # the spike survives downsampling
+    assert points[1] is None  # a NaN makes its bin a gap
+    assert max(p[1] for p in points if p) == 50.0
+
+
+def test_time_edges_leave_a_pause_empty():
+    t = np.array([0.0, 1.0, 2.0, 3.0, 100.0, 101.0, 102.0])  # a 97 s pause (stopped, resumed)
+    edges = cm.time_edges(t, 10)
+    points = cm.bin_minmax(np.arange(7.0), edges)
+    assert points[0] == (0.0, 3.0) and points[-1] == (4.0, 6.0)
+    assert all(p is None for p in points[1:9])
+
+
+def test_cursor_lookup_and_moves():
+    edges = cm.index_edges(150, 50)
+    assert cm.column_at(0, edges) == 0 and cm.column_at(149, edges) == 49
+    assert cm.column_at(3, edges) == 1
+    assert cm.cursor_move(5, -10, 0, 150) == 0 and cm.cursor_move(140, 20, 50, 150) == 149
+    values = np.array([0.5, NAN])
+    assert cm.value_at(values, 0) == 0.5 and cm.value_at(values, 1) is None
+    assert cm.value_at(values, 5) is None
+
+
+def test_fixed_bounds_clamp_and_the_background_is_dim():
+    canvas = braille.render([(0.0, 0.0), (1e6, 1e6)], 1, 2, bounds=(0.0, 1.0))
+    assert canvas.rows[0] != chr(braille.BRAILLE_BASE)  # the spike is clamped to the top row
+    canvas = braille.render([None, None], 1, 1, background=[(1.0, 1.0), (1.0, 1.0)])
+    assert canvas.dim == [[True]]
+
+
+# ------------------------------------------------------------------------------------ the real app
+
+
+def steps_of(run_dir):
+    """steps.jsonl as the reader keeps it: the later of repeated global steps, in step order."""
+    by_step = {}
+    for line in (run_dir / "steps.jsonl").read_bytes().splitlines():
+        rec = orjson.loads(line)
+        by_step[rec["global_step"]] = rec
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def bins_by_hand(values, columns):
+    """min/max per equal run of values, None where a bin holds a NaN."""
+    n, out = len(values), []
+    for j in range(columns):
+        chunk = values[n * j // columns : n * (j + 1) // columns]
+        out.append(None if any(not math.isfinite(v) for v in chunk) else (min(chunk), max(chunk)))
+    return out
+
+
+def drawn(app) -> tuple:
+    """(chart data, stats line) of the train loss chart, rendered now."""
+    chart = app.screen.query_one("#train-loss", MetricChart)
+    text = str(chart.render())
+    return chart.last_data, text.split("\n")[0], 2 * chart.size.width
+
+
+def run_on(trained_run, body, size=(100, 32)):
+    app = MonitorApp(trained_run, probe=lambda _s: "gone", tick_interval=3600)
+
+    async def main():
+        async with app.run_test(size=size) as pilot:
+            await until(
+                pilot,
+                lambda: len(app.model.history) == 150 and len(app.model.epochs) == 2,
+                "the run loads",
+            )
+            await pilot.pause()
+            await body(pilot, app)
+
+    asyncio.run(main())
+
+
+def approx_points(got, expected):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert (g is None) == (e is None), (g, e)
+        if g is not None:
+            assert g == pytest.approx(e, rel=1e-9, abs=1e-12)
+
+
+def test_smoothing_draws_the_ema_over_the_dim_raw_curve(trained_run):
+    loss = [r["loss"] for r in steps_of(trained_run)]
+
+    async def body(pilot, app):
+        data, _, columns = drawn(app)
+        assert not data.background and len(loss) > columns  # binned: more steps than columns
+        for _ in range(4):
+            await pilot.press("right_square_bracket")
+        await pilot.press("left_square_bracket")
+        await pilot.press("right_square_bracket")
+        assert app.screen.view.smoothing == pytest.approx(0.2)
+        data, stats, columns = drawn(app)
+        approx_points(data.points, bins_by_hand(ema_by_hand(loss, 0.2), columns))
+        approx_points(data.background, bins_by_hand(loss, columns))
+        assert "~.20" in stats
+        lr = app.screen.query_one("#lr", MetricChart)
+        lr.render()
+        assert not lr.last_data.background  # the learning rate is a schedule: never smoothed
+        for _ in range(30):
+            await pilot.press("right_square_bracket")
+        assert app.screen.view.smoothing == 0.99
+        for _ in range(30):
+            await pilot.press("left_square_bracket")
+        assert app.screen.view.smoothing == 0.0
+
+    run_on(trained_run, body)
+
+
+def test_log_y_draws_log10_of_the_values(trained_run):
+    loss = [r["loss"] for r in steps_of(trained_run)]
+
+    async def body(pilot, app):
+        await pilot.press("y")
+        data, stats, columns = drawn(app)
+        approx_points(data.points, bins_by_hand([math.log10(v) for v in loss], columns))
+        assert "log" in stats
+        await pilot.press("y")
+        data, _, columns = drawn(app)
+        assert max(p[1] for p in data.points) == pytest.approx(max(loss))
+
+    run_on(trained_run, body)
+
+
+def test_the_cursor_names_the_exact_loss_and_global_step(trained_run):
+    steps = steps_of(trained_run)
+
+    async def body(pilot, app):
+        await pilot.press("c")
+        _, stats, columns = drawn(app)
+        last = steps[-1]
+        assert f"step {last['global_step']}: {last['loss']:.6g}" in stats
+        stride = max(1, len(steps) // columns)
+        await pilot.press("left", "left", "left")
+        _, stats, _ = drawn(app)
+        rec = steps[-1 - 3 * stride]
+        assert f"step {rec['global_step']}: {rec['loss']:.6g}" in stats
+        data, _, _ = drawn(app)
+        assert data.cursor_column is not None
+        await pilot.press("a")  # x axis: epoch; the cursor says which epoch as well
+        _, stats, _ = drawn(app)
+        assert f"ep {rec['global_step'] / 75:.2f} step {rec['global_step']}" in stats
+        await pilot.press("c")
+        _, stats, _ = drawn(app)
+        assert "▏" not in stats and "★" in stats  # the numbers are back
+        assert not app.screen.check_action("move_cursor", ())  # arrows go back to the widgets
+
+    run_on(trained_run, body)
+
+
+def test_zoom_last_100_shows_only_the_last_100_steps(trained_run):
+    loss = [r["loss"] for r in steps_of(trained_run)]
+
+    async def body(pilot, app):
+        for _ in range(3):  # all -> 10k -> 1k -> 100
+            await pilot.press("z")
+        assert app.screen.view.zoom == 100
+        data, stats, columns = drawn(app)
+        approx_points(data.points, bins_by_hand(loss[-100:], columns))
+        assert min(p[0] for p in data.points) == pytest.approx(min(loss[-100:]))
+        assert max(p[1] for p in data.points) == pytest.approx(max(loss[-100:]))
+        assert "last 100" in stats
+        await pilot.press("z")
+        assert app.screen.view.zoom is None
+
+    run_on(trained_run, body)
+
+
+def test_outliers_and_the_time_axis(trained_run):
+    steps = steps_of(trained_run)
+    loss = np.array([r["loss"] for r in steps])
+
+    async def body(pilot, app):
+        await pilot.press("o")
+        data, stats, _ = drawn(app)
+        assert data.bounds == pytest.approx(tuple(np.percentile(loss, [1, 99])))
+        assert "±1%" in stats
+        await pilot.press("a", "a")
+        assert app.screen.view.x_axis == "time"
+        data, stats, columns = drawn(app)
+        assert "by time" in stats
+        edges = cm.time_edges(np.array([r["t"] for r in steps]), columns)
+        approx_points(data.points, cm.bin_minmax(loss, edges))
+        await pilot.press("c")
+        _, stats, _ = drawn(app)
+        assert f"step {steps[-1]['global_step']}" in stats and ":" in stats.split("step")[0]
+
+    run_on(trained_run, body)
+
+
+def test_every_new_action_is_in_the_command_palette(trained_run):
+    async def body(pilot, app):
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen)
+        titles = {c.title for c in app.get_system_commands(screen)}
+        for title in (
+            "Log pane",
+            "Smooth more",
+            "Smooth less",
+            "Log-Y scale",
+            "X axis",
+            "Ignore outliers",
+            "Zoom",
+            "Cursor",
+            "Export metrics",
+        ):
+            assert title in titles
+        zoom = next(c for c in app.get_system_commands(screen) if c.title == "Zoom")
+        zoom.callback()
+        assert screen.view.zoom == 10_000
+
+    run_on(trained_run, body)
+
+
+def test_ema_continues_a_growing_series_and_restarts_after_an_edit():
+    from entrenar_tui.charts import smoothed
+    from trainer.monitor.reader import Series
+
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=3000)
+    series = Series()
+    series.extend(values[:1000])
+    np.testing.assert_allclose(
+        smoothed(series, 0.9), ema_by_hand(values[:1000], 0.9), rtol=1e-12, atol=1e-12
+    )
+    series.extend(values[1000:])  # appended: only the new values are smoothed
+    np.testing.assert_allclose(
+        smoothed(series, 0.9), ema_by_hand(values, 0.9), rtol=1e-12, atol=1e-12
+    )
+    values[10] = 100.0
+    series.set(10, 100.0)  # a resumed run redid a step: smoothed again from the start
+    np.testing.assert_allclose(
+        smoothed(series, 0.9), ema_by_hand(values, 0.9), rtol=1e-12, atol=1e-12
+    )
+    a, s, k = cm.ema_continue(values[:5], 0.5)
+    b, _, _ = cm.ema_continue(values[5:9], 0.5, s, k)
+    np.testing.assert_allclose(
+        np.concatenate((a, b)), ema_by_hand(values[:9], 0.5), rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        smoothed(series, 0.5), ema_by_hand(values, 0.5), rtol=1e-12, atol=1e-12
+    )
