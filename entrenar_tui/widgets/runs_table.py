@@ -1,7 +1,11 @@
 """The browser's table: one row per run, keyed by its directory. Rows are rebuilt only when the set
-or order of runs changes (a sort, a filter, a new run); otherwise only the cells that changed are
-updated, so a live run ticking over does not move the cursor. Every cell is a Text (no markup:
-names and model folders come from run files)."""
+or order of runs changes (a sort, a filter, a new run) or a column must widen; otherwise only the
+cells that changed are updated, so a live run ticking over does not move the cursor. Every cell is
+a Text (no markup: names and model folders come from run files).
+
+Column widths are set here from the cells, not left to DataTable's measuring on idle, which in a
+real terminal sometimes kept the header's widths (names cut to five characters) when rows arrived
+just after mount."""
 
 from __future__ import annotations
 
@@ -35,17 +39,29 @@ class RunsTable(DataTable):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._keys: list[str] = []
         self._cells: dict[str, list[Text]] = {}
+        self._labels = {"mark": Text(" "), **{name: Text(f"{name} ") for name in COLUMNS}}
+        self._widths: list[int] = []
 
     def on_mount(self) -> None:
-        self.add_column(Text(" "), key="mark")
-        for name in COLUMNS:
-            self.add_column(Text(f"{name} "), key=name)
+        self._add_columns(self._widths_for({}))
+
+    def _add_columns(self, widths: list[int]) -> None:
+        for (key, label), width in zip(self._labels.items(), widths, strict=True):
+            self.add_column(label, key=key, width=width)
+        self._widths = widths
+
+    def _widths_for(self, cells: dict[str, list[Text]]) -> list[int]:
+        """Each column as wide as its label and its widest cell."""
+        widths = [label.cell_len for label in self._labels.values()]
+        for row in cells.values():
+            widths = [max(w, cell.cell_len) for w, cell in zip(widths, row, strict=True)]
+        return widths
 
     def set_sort(self, column: str, reverse: bool) -> None:
         """An arrow after the sorted column's name (every label keeps room for one)."""
         for name in COLUMNS:
             arrow = ("▼" if reverse else "▲") if name == column else " "
-            self.columns[name].label = Text(f"{name}{arrow}")  # type: ignore[index]
+            self._labels[name] = self.columns[name].label = Text(f"{name}{arrow}")  # type: ignore[index]
         self.refresh()
 
     def row_keys(self) -> list[str]:
@@ -60,9 +76,11 @@ class RunsTable(DataTable):
     def show(self, runs: list[RunSummary], selected: list[str]) -> None:
         keys = [r.key for r in runs]
         cells = {r.key: self._row(r, r.key in selected) for r in runs}
-        if keys != self._keys:
+        widths = self._widths_for(cells)
+        if keys != self._keys or widths != self._widths:
             current = self.current_key()
-            self.clear()
+            self.clear(columns=True)
+            self._add_columns(widths)
             for key in keys:
                 self.add_row(*cells[key], key=key)
             self._keys = keys
