@@ -258,21 +258,29 @@ def sort_runs(runs: Iterable[RunSummary], column: str, reverse: bool = False) ->
 # ------------------------------------------------------------------------------ --once
 
 
-def started_text(text: str) -> str:
-    """run.json's ISO started_at as `YYYY-MM-DD HH:MM` in UTC (the same on every machine); other
-    text as it is, printable and short; a dash when there is none."""
+RECENT_S = 180 * 86400  # as `ls -l`: a start within half a year shows its time, else its year
+
+
+def started_text(text: str, now: float | None = None) -> str:
+    """run.json's ISO started_at in UTC as `ls -l` dates a file (12 columns, the same on every
+    machine): `Nov 14 22:13` within half a year of `now`, else `Nov 14  2023`. Other text as it
+    is, printable and short; a dash when there is none."""
     if not text:
         return "–"
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        return printable(text)[:16]
-    if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc)
-    return when.strftime("%Y-%m-%d %H:%M")
+        return printable(text)[:12]
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    when = when.astimezone(timezone.utc)
+    now = time.time() if now is None else now
+    if abs(now - when.timestamp()) < RECENT_S:
+        return when.strftime("%b %d %H:%M")
+    return when.strftime("%b %d  %Y")
 
 
-def plain_table(runs: list[RunSummary]) -> str:
+def plain_table(runs: list[RunSummary], now: float | None = None) -> str:
     """The browser's table as plain text (`entrenar-tui monitor ROOT --once`, cron, CI)."""
     from entrenar_tui import formatting as fmt
 
@@ -297,7 +305,7 @@ def plain_table(runs: list[RunSummary]) -> str:
                 epoch,
                 fmt.percent(r.best_val_accuracy),
                 fmt.metric(r.best_val_loss),
-                started_text(r.started),
+                started_text(r.started, now),
                 fmt.duration(r.duration_s),
             )
         )

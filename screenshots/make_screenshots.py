@@ -7,7 +7,10 @@ Both ways the app is the real MonitorApp reading run directories written by the 
 By default the runs are scripted (entrenar_tui.demo: every number a function of the step). With
 --trainer they come from real `entrenar-train` runs of CONFIG: running, validating and completed
 from one run, crashed from a run this script kills with SIGKILL, failed from a run with a learning
-rate large enough to blow up (falling back to the scripted one if it does not).
+rate large enough to blow up (falling back to the scripted one if it does not), and a second
+completed run at a third of the learning rate; then the runs browser over all of them, the
+comparison of the two completed runs, and the first run's screen with the log pane and smoothing
+on (logpane).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import orjson
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.demo import FakeRun, scenario
+from entrenar_tui.screens.compare import CompareScreen
+from entrenar_tui.widgets.runs_table import RunsTable
 from trainer.monitor.control import launch_detached, trainer_command
 from trainer.monitor.schema import Files
 
@@ -65,8 +70,99 @@ def loaded(app: MonitorApp) -> bool:
     )
 
 
+def save(app: MonitorApp, name: str) -> str:
+    (HERE / f"{name}.svg").write_text(
+        app.export_screenshot(title=f"entrenar-tui — {name}"), encoding="utf-8"
+    )
+    print(f"  {name}.svg")
+    return name
+
+
+async def wait_for(pilot, ready: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+        await pilot.pause(0.1)
+
+
+async def browse_and_compare(app: MonitorApp, runs: int, compare: tuple[str, str]) -> list[str]:
+    """The browser once it lists `runs` runs; then the comparison of the two runs named."""
+    async with app.run_test(size=SIZE) as pilot:
+        table = lambda: app.screen.query_one(RunsTable)  # noqa: E731
+        await wait_for(pilot, lambda: table().row_count == runs, "the browser lists the runs")
+        await pilot.pause(0.3)
+        saved = [save(app, "browser")]
+        for name in compare:
+            keys = [Path(k).name for k in table().row_keys()]
+            table().move_cursor(row=keys.index(name), animate=False)
+            await pilot.press("space")
+        await pilot.press("c")
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, CompareScreen) and app.screen.loaded,
+            "the comparison loads",
+        )
+        await pilot.pause(0.5)
+        saved.append(save(app, "compare"))
+    return saved
+
+
+async def log_pane(app: MonitorApp) -> list[str]:
+    """A completed run's screen with the log pane shown and the loss smoothed."""
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: loaded(app), "the run loads")
+        await pilot.press("l", *"]" * 12)
+        await pilot.pause(1.5)  # the pane reads train.log on its half-second timer
+        return [save(app, "logpane")]
+
+
+def scripted_root(tmp: Path) -> Path:
+    """Scripted runs for the browser and comparison shots: two completed runs that differ in
+    their learning rate, a crashed one and a running one, one of them a level down."""
+    root = tmp / "runs"
+    for name, lr, losses in (
+        ("exp-lr-1e-4", 1e-4, (0.62, 0.48, 0.51, 0.44)),
+        ("exp-lr-3e-4", 3e-4, (0.58, 0.45, 0.41, 0.43)),
+    ):
+        run = FakeRun(root / name, val_losses=losses).start()
+        config = orjson.loads((run.dir / Files.RUN).read_bytes())
+        config["config"]["train"]["learning_rate"] = lr
+        run.writer.write_run({k: v for k, v in config.items() if k not in ("schema", "version")})
+        for _ in range(run.epochs):
+            run.play_epoch()
+        run.finish("completed")
+    scenario(root / "sweep" / "exp-running", "running")
+    crashed = FakeRun(root / "exp-crashed", pid=999_999).start()
+    crashed.play_epoch()
+    for _ in range(12):
+        crashed.train_step()
+    (root / "exp-lr-1e-4" / Files.LOG).write_text(
+        "".join(
+            f"epoch {e}/4 step {s}/20 loss {0.7 - 0.1 * e:.4f} lr 1.00e-04\n"
+            for e in range(1, 5)
+            for s in range(1, 21, 4)
+        ),
+        encoding="utf-8",
+    )
+    return root
+
+
 def scripted(tmp: Path, names: list[str]) -> None:
+    if {"browser", "compare", "logpane"} & set(names):
+        root = scripted_root(tmp)
+        clock = lambda: orjson.loads(  # noqa: E731
+            (root / "sweep" / "exp-running" / Files.STATE).read_bytes()
+        )["heartbeat"] + 2.0
+        if {"browser", "compare"} & set(names):
+            app = MonitorApp(root=root, clock=clock, probe=alive_unless_gone, tick_interval=3600)
+            asyncio.run(browse_and_compare(app, 4, ("exp-lr-1e-4", "exp-lr-3e-4")))
+        if "logpane" in names:
+            app = MonitorApp(root / "exp-lr-1e-4", clock=clock, tick_interval=3600)
+            asyncio.run(log_pane(app))
     for name in names:
+        if name in ("browser", "compare", "logpane"):
+            continue
         if name == "crashed":
             run = FakeRun(tmp / "exp-001-crashed", pid=999_999).start()  # a pid that is gone
             run.play_epoch()
@@ -80,6 +176,11 @@ def scripted(tmp: Path, names: list[str]) -> None:
         kwargs = {"probe": probe} if probe else {}
         app = MonitorApp(run.dir, clock=lambda hb=heartbeat: hb + 2.0, tick_interval=3600, **kwargs)
         asyncio.run(shoot(app, [(name, loaded)], timeout=30))
+
+
+def alive_unless_gone(state) -> str:
+    """The scripted runs' process check: the crashed run's pid is gone, the others are alive."""
+    return "gone" if (state or {}).get("pid") == 999_999 else "alive"
 
 
 def real(tmp: Path, config: Path, overrides: list[str]) -> set[str]:
@@ -157,6 +258,18 @@ def real(tmp: Path, config: Path, overrides: list[str]) -> set[str]:
     finally:
         if proc.poll() is None:
             proc.kill()
+    first = tmp / "exp-001"
+    if orjson.loads((first / Files.STATE).read_bytes())["status"] != "completed":
+        return done
+    lr = orjson.loads((first / Files.RUN).read_bytes())["config"]["train"]["learning_rate"]
+    run_dir, proc = start("exp-004", f"train.learning_rate={lr / 3:g}")
+    try:
+        proc.wait(timeout=1800)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done |= set(asyncio.run(browse_and_compare(MonitorApp(root=tmp), 4, ("exp-001", "exp-004"))))
+    done |= set(asyncio.run(log_pane(MonitorApp(first))))
     return done
 
 
@@ -170,6 +283,7 @@ def main() -> int:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for CONFIG")
     args = p.parse_args()
     names = ["running", "validating", "completed", "failed", "crashed"]
+    names += ["browser", "compare", "logpane"]
     tmp = Path(tempfile.mkdtemp(prefix="entrenar-screens-"))
     try:
         done = real(tmp, args.trainer.resolve(), args.overrides) if args.trainer else set()

@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -163,7 +164,9 @@ def test_the_browser_lists_every_run_with_its_status(root):
         assert cell(app, "exp-crashed", "best val acc") == "–"
         assert cell(app, "exp-lr-low", "model") == "tiny-bert0"
         started = orjson.loads((root / "exp-lr-low" / Files.RUN).read_bytes())["started_at"]
-        assert cell(app, "exp-lr-low", "started") == started[:16].replace("T", " ")
+        # as `ls -l` dates a recent file, in UTC: "Nov 25 14:02"
+        when = datetime.fromisoformat(started).astimezone(timezone.utc)
+        assert cell(app, "exp-lr-low", "started") == when.strftime("%b %d %H:%M")
 
     browse(body, app)
 
@@ -405,3 +408,15 @@ def test_columns_are_the_documented_ones():
         "duration",
     )
     assert sort_runs([], "duration") == []
+
+
+def test_started_is_dated_as_ls_does_it():
+    """Within half a year of now: the time of day; older: the year (12 columns either way)."""
+    from entrenar_tui.runs import started_text
+
+    now = datetime(2026, 11, 25, 12, tzinfo=timezone.utc).timestamp()
+    assert started_text("2026-11-14T22:13:20+00:00", now) == "Nov 14 22:13"
+    assert started_text("2026-11-14T23:13:20+01:00", now) == "Nov 14 22:13"  # shown in UTC
+    assert started_text("2023-11-14T22:13:20+00:00", now) == "Nov 14  2023"
+    assert started_text("", now) == "–"
+    assert started_text("yesterday\x1b[2J", now) == "yesterday\\x1"

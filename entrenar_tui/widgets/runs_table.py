@@ -39,7 +39,7 @@ class RunsTable(DataTable):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._keys: list[str] = []
         self._cells: dict[str, list[Text]] = {}
-        self._labels = {"mark": Text(" "), **{name: Text(f"{name} ") for name in COLUMNS}}
+        self._labels = {"mark": Text(" "), **{name: Text(name) for name in COLUMNS}}
         self._widths: list[int] = []
 
     def on_mount(self) -> None:
@@ -58,9 +58,9 @@ class RunsTable(DataTable):
         return widths
 
     def set_sort(self, column: str, reverse: bool) -> None:
-        """An arrow after the sorted column's name (every label keeps room for one)."""
+        """An arrow after the sorted column's name (a column may widen by it: `show` rebuilds)."""
         for name in COLUMNS:
-            arrow = ("▼" if reverse else "▲") if name == column else " "
+            arrow = ("▼" if reverse else "▲") if name == column else ""
             self._labels[name] = self.columns[name].label = Text(f"{name}{arrow}")  # type: ignore[index]
         self.refresh()
 
@@ -106,7 +106,7 @@ class RunsTable(DataTable):
             epoch,
             fmt.percent(run.best_val_accuracy),
             fmt.metric(run.best_val_loss),
-            started_text(run.started),
+            started_text(run.started, self.app.clock()),
             fmt.duration(run.duration_s),
         ]
         row = [Text(MARK if selected else " ", style=self._style("mark"))]
