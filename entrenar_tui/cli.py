@@ -72,7 +72,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        return dispatch(parser().parse_args(argv))
+    except BrokenPipeError:  # `entrenar-tui monitor DIR --once | head`: the reader left, fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit)
+        return 0
+
+
+def dispatch(args: argparse.Namespace) -> int:
     if args.command is None:
         runs = Path("runs")
         root = runs if runs.is_dir() else Path(".")

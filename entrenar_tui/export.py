@@ -134,7 +134,7 @@ def collect(target: Path) -> list[dict[str, Any]]:
 
 
 def _columns(rows: list[dict[str, Any]], known: tuple[str, ...]) -> list[str]:
-    extra = sorted({k for r in rows for k in r} - set(known))
+    extra = sorted({k for r in rows for k in r} - {"run", *known})
     return ["run", *known, *extra]
 
 

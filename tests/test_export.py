@@ -79,6 +79,7 @@ def test_one_run_as_csv(resumed_run, tmp_path, capsys):
     assert_csv_rows(read_csv(out / "epochs.csv"), epochs_of(resumed_run), "exp-a")
     header = (out / "steps.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["run", "epoch", "step", "global_step"]
+    assert len(header) == len(set(header))  # each column once (`run` was written twice)
 
 
 def test_one_run_as_json(resumed_run, tmp_path):
