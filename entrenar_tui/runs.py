@@ -19,6 +19,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.formatting import printable
 from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_state
 from trainer.monitor.control import trainer_liveness
@@ -92,6 +93,22 @@ class RunSummary:
     @property
     def key(self) -> str:
         return str(self.dir)
+
+    def cells(self, now: float | None = None) -> tuple[str, ...]:
+        """The row's texts, one per column of SORT_KEYS (the browser and --once show the same)."""
+        epoch = fmt.DASH if self.epoch is None else str(self.epoch)
+        if self.epoch is not None and self.total_epochs:
+            epoch = f"{self.epoch}/{self.total_epochs}"
+        return (
+            self.name,
+            self.status,
+            self.model or fmt.DASH,
+            epoch,
+            fmt.percent(self.best_val_accuracy),
+            fmt.metric(self.best_val_loss),
+            started_text(self.started, now),
+            fmt.duration(self.duration_s),
+        )
 
 
 @dataclass
@@ -282,33 +299,8 @@ def started_text(text: str, now: float | None = None) -> str:
 
 def plain_table(runs: list[RunSummary], now: float | None = None) -> str:
     """The browser's table as plain text (`entrenar-tui monitor ROOT --once`, cron, CI)."""
-    from entrenar_tui import formatting as fmt
-
-    header = (
-        "name",
-        "status",
-        "model",
-        "epoch",
-        "best val acc",
-        "best val loss",
-        "started",
-        "duration",
-    )
-    rows = [header]
-    for r in runs:
-        epoch = fmt.DASH if r.epoch is None else f"{r.epoch}/{r.total_epochs or '?'}"
-        rows.append(
-            (
-                r.name,
-                r.status,
-                r.model or fmt.DASH,
-                epoch,
-                fmt.percent(r.best_val_accuracy),
-                fmt.metric(r.best_val_loss),
-                started_text(r.started, now),
-                fmt.duration(r.duration_s),
-            )
-        )
+    header = tuple(SORT_KEYS)
+    rows = [header, *(r.cells(now) for r in runs)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     right = {3, 4, 5, 7}
     lines = [

@@ -6,7 +6,6 @@ run to "crashed"). A rescan costs a few stat() calls a run (runs.RunIndex caches
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from textual.message_pump import MessagePump
 
 from entrenar_tui.messages import RunsChanged
 from entrenar_tui.runs import RunIndex, RunSummary
+from entrenar_tui.watch_thread import WatchThread
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.schema import Files
 
@@ -28,7 +28,7 @@ def _interesting(_change: watchfiles.Change, path: str) -> bool:
     return p.name not in NOISY and Files.CHECKPOINTS not in p.parts
 
 
-class RootWatcher:
+class RootWatcher(WatchThread):
     """`start()` on mount, `stop()` on unmount, as RunWatcher."""
 
     def __init__(
@@ -45,27 +45,14 @@ class RootWatcher:
         self.root = Path(root)
         self.target = target
         self.index = RunIndex(self.root, clock=clock, probe=probe)
-        self.poll_interval, self.force_polling, self.debounce_ms = (
-            poll_interval,
-            force_polling,
-            debounce_ms,
+        super().__init__(
+            "watch runs",
+            poll_interval=poll_interval,
+            force_polling=force_polling,
+            debounce_ms=debounce_ms,
         )
         self.mode = ""
         self._last: list[RunSummary] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="watch runs", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -74,23 +61,10 @@ class RootWatcher:
                 self._scan()
                 self._stop.wait(self.poll_interval)
                 continue
-            kind = "polling" if self.force_polling else "file events"
-            self._set_mode(f"{kind} + a rescan every {self.poll_interval:g}s")
+            self._set_mode(f"{self.kind} + a rescan every {self.poll_interval:g}s")
             self._scan()
             try:
-                for _changes in watchfiles.watch(
-                    self.root,
-                    watch_filter=_interesting,
-                    debounce=self.debounce_ms,
-                    step=20,
-                    stop_event=self._stop,
-                    rust_timeout=int(self.poll_interval * 1000),
-                    yield_on_timeout=True,
-                    recursive=True,
-                    force_polling=self.force_polling or None,
-                    poll_delay_ms=int(self.poll_interval * 1000),
-                    raise_interrupt=False,
-                ):
+                for _ in self._wakeups(self.root, _interesting, recursive=True, step_ms=20):
                     self._scan()
                     if not self.root.is_dir():
                         break

@@ -8,10 +8,8 @@ files that changed, and steps.jsonl only from where it left off.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-import watchfiles
 from textual.message_pump import MessagePump
 
 from entrenar_tui.messages import (
@@ -24,13 +22,14 @@ from entrenar_tui.messages import (
     StepsAppended,
     WatchMode,
 )
+from entrenar_tui.watch_thread import WatchThread
 from trainer.monitor.reader import JSON_FILES, RunReader
 from trainer.monitor.schema import Files
 
 WATCHED = frozenset((*JSON_FILES, Files.STEPS))
 
 
-class RunWatcher:
+class RunWatcher(WatchThread):
     """Follows one run directory from a background thread; `start()` on mount, `stop()` on unmount."""
 
     def __init__(
@@ -44,26 +43,13 @@ class RunWatcher:
     ):
         self.dir = Path(run_dir)
         self.target = target
-        self.poll_interval = poll_interval
-        self.force_polling = force_polling
-        self.debounce_ms = debounce_ms
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"watch {self.dir.name}", daemon=True
+        super().__init__(
+            f"watch {self.dir.name}",
+            poll_interval=poll_interval,
+            force_polling=force_polling,
+            debounce_ms=debounce_ms,
         )
         self._exists: bool | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     # ------------------------------------------------------------------------------ the thread
 
@@ -85,20 +71,12 @@ class RunWatcher:
                 self._stop.wait(self.poll_interval)
 
     def _follow_events(self, reader: RunReader) -> None:
-        mode = "polling" if self.force_polling else "file events"
-        self._post(WatchMode(self.dir, f"{mode} + a check every {self.poll_interval:g}s"))
-        for _changes in watchfiles.watch(
+        self._post(WatchMode(self.dir, f"{self.kind} + a check every {self.poll_interval:g}s"))
+        for _ in self._wakeups(
             self.dir,
-            watch_filter=lambda _change, path: Path(path).name in WATCHED,
-            debounce=self.debounce_ms,
-            step=10,
-            stop_event=self._stop,
-            rust_timeout=int(self.poll_interval * 1000),
-            yield_on_timeout=True,
+            lambda _change, path: Path(path).name in WATCHED,
             recursive=False,
-            force_polling=self.force_polling or None,
-            poll_delay_ms=int(self.poll_interval * 1000),
-            raise_interrupt=False,
+            step_ms=10,
         ):
             self._read(reader)
             if not self.dir.is_dir():

@@ -15,8 +15,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from entrenar_tui import formatting as fmt
-from entrenar_tui.runs import SORT_KEYS, RunSummary, started_text
+from entrenar_tui.runs import SORT_KEYS, RunSummary
 from trainer.monitor.schema import LIVE_STATUSES
 
 # name, status, model, epoch, best val acc, best val loss, started, duration
@@ -96,19 +95,7 @@ class RunsTable(DataTable):
         self._cells = cells
 
     def _row(self, run: RunSummary, selected: bool) -> list[Text]:
-        epoch = fmt.DASH if run.epoch is None else str(run.epoch)
-        if run.epoch is not None and run.total_epochs:
-            epoch = f"{run.epoch}/{run.total_epochs}"
-        values = [
-            run.name,
-            run.status,
-            run.model or fmt.DASH,
-            epoch,
-            fmt.percent(run.best_val_accuracy),
-            fmt.metric(run.best_val_loss),
-            started_text(run.started, self.app.clock()),
-            fmt.duration(run.duration_s),
-        ]
+        values = run.cells(self.app.clock())
         row = [Text(MARK if selected else " ", style=self._style("mark"))]
         row += [Text(v, no_wrap=True) for v in values]
         row[2].stylize(self._status_style(run.status))
