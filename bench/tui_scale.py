@@ -269,6 +269,8 @@ def main() -> None:
         )
         return
     with tempfile.TemporaryDirectory(prefix="tui_scale-") as tmp:
+        # The app's defaults, not this user's remembered layout (smoothing costs time and memory).
+        os.environ["ENTRENAR_TUI_CONFIG_DIR"] = str(Path(tmp) / "settings")
         run_dir = a.dir or Path(tmp) / "run"
         ensure_run(run_dir, a.steps, a.steps_per_epoch)
         command = [sys.executable, __file__, "--measure", str(run_dir), "--steps", str(a.steps),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import signal
 import sys
@@ -285,6 +286,8 @@ def main() -> int:
     names = ["running", "validating", "completed", "failed", "crashed"]
     names += ["browser", "compare", "logpane"]
     tmp = Path(tempfile.mkdtemp(prefix="entrenar-screens-"))
+    # The app's default look, and the user's remembered layout left alone (settings.py).
+    os.environ["ENTRENAR_TUI_CONFIG_DIR"] = str(tmp / "settings")
     try:
         done = real(tmp, args.trainer.resolve(), args.overrides) if args.trainer else set()
         rest = [n for n in names if n not in done]
