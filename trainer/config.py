@@ -106,6 +106,11 @@ class TrainSection:
     seed: int = opt(42, "seed for the split, the data order, LoRA init and dropout")
     log_interval: int = opt(1, "print a progress line every this many steps", min=1)
     group_by_length: bool = opt(True, "batch texts of similar length together (less padding, same samples per epoch)")
+    fast_dropout: str = opt(
+        "auto",
+        "dropout masks from 4x fewer random draws (same distribution, another random stream; ~1.2x a step on a CPU): auto (on on a CPU) | on | off",
+        choices=["auto", "on", "off"],
+    )
 
 
 @dataclass

@@ -230,6 +230,41 @@ def load_model(
     )
 
 
+class FastDropout(torch.nn.Dropout):
+    """nn.Dropout whose keep mask comes from 4x fewer random draws: one 64-bit word (`random_()` on the
+    default generator, so checkpoints' RNG state covers it) gives four 15-bit lanes, and an element is
+    kept where its lane >= p·32768. Same Bernoulli(1 - p) distribution (p rounded to 1/32768) and the
+    same 1/(1 - p) scaling as torch's dropout, but another random stream. On a CPU, torch's Bernoulli
+    sampling is most of dropout's time (~1.2 ms for a [32, 19, 384] activation); this is ~3x cheaper."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.p >= 1:
+            return torch.zeros_like(x)
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
+        lanes = words.view(torch.int16)[:n].view(x.shape) & 0x7FFF
+        return x * (lanes >= round(self.p * 32768)) * (1.0 / (1.0 - self.p))
+
+
+def use_fast_dropout(model: torch.nn.Module) -> int:
+    """Turn every plain nn.Dropout of the model (the base's hidden dropout, LoRA's input dropout) into a
+    FastDropout in place (no new parameters or buffers: checkpoints are unchanged); returns how many.
+    Attention-probability dropout inside SDPA kernels is untouched."""
+    count = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Dropout:
+            module.__class__ = FastDropout
+            count += 1
+    return count
+
+
+def fast_dropout_wanted(setting: str, device: torch.device) -> bool:
+    """train.fast_dropout: auto = on where measured to pay (the CPU; CUDA's dropout is one fused kernel)."""
+    return setting == "on" or (setting == "auto" and device.type == "cpu")
+
+
 def quiet_bitsandbytes() -> None:
     """bitsandbytes warns at import that an optional CPU kernel package is missing: not our user's concern."""
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

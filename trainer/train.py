@@ -28,7 +28,7 @@ from trainer.data import epoch_batches, load_corpus, steps_per_epoch, tokenize
 from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import TrainingFailed, UserError
 from trainer.lock import RunLock, identity
-from trainer.model import load_model, pick_device
+from trainer.model import fast_dropout_wanted, load_model, pick_device, use_fast_dropout
 from trainer.monitor.schema import Files
 from trainer.monitor.writer import MonitorWriter, NullWriter
 from trainer.report import Reporter
@@ -159,6 +159,8 @@ def _train(
     # ------------------------------------------------------------------------------------ model
     loaded = load_model(config.model, config.lora, corpus.label_names, device)
     model, tokenizer = loaded.model, loaded.tokenizer
+    if fast_dropout_wanted(cfg_t.fast_dropout, device):
+        use_fast_dropout(model)
     from transformers import DataCollatorWithPadding, get_cosine_with_min_lr_schedule_with_warmup
 
     collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
