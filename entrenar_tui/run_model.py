@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from entrenar_tui.formatting import model_folder_name
 from trainer.monitor.reader import StepBatch, StepHistory, best_of, effective_status, format_age
 from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files
 
 PARTIAL_GRACE_S = 3.0  # an incomplete last line older than this is a problem, not a write in flight
 LOG_TAIL_BYTES = 4096
-GENERIC_FOLDER_NAMES = frozenset(
-    {"model", "models", "checkpoint", "weights", "hf", "base", "snapshot"}
-)
 
 
 @dataclass
@@ -153,10 +151,7 @@ class RunModel:
         """[the model folder's name, its architecture], what is known of them."""
         model = (self.run or {}).get("model") or {}
         path = str(model.get("path") or "")
-        folder = Path(Path(path).name)
-        if folder.name.lower() in GENERIC_FOLDER_NAMES:  # ".../all-MiniLM-L6-v2/model": say which
-            folder = Path(Path(path).parent.name) / folder.name
-        names = [str(folder) if path else "", str(model.get("architecture") or "")]
+        names = [model_folder_name(path) if path else "", str(model.get("architecture") or "")]
         return [n for n in names if n] or ["model not loaded yet"]
 
     @property

@@ -160,7 +160,7 @@ def _read(run_dir: Path, signature: Signature) -> _Files:
 def _model_name(run: dict[str, Any]) -> str:
     """The model folder's name, as the monitor's header shows it first."""
     path = str((run.get("model") or {}).get("path") or "")
-    return printable(Path(path).name) if path else ""
+    return printable(fmt.model_folder_name(path)) if path else ""
 
 
 def _number(value: Any) -> float | None:

