@@ -130,6 +130,35 @@ def _finite(v) -> float | None:
     return float(v) if fmt.is_number(v) else None
 
 
+def _chart_data(
+    model: RunModel, series, best_key: str, points, start: int, stop: int, format, short
+) -> ChartData:
+    """The points with the numbers line: current (the last step), min/max over [start, stop), and
+    the best epoch's value."""
+    lo, hi, _ = series.stats(start, stop)
+    best = model.best_record()
+    return ChartData(
+        points,
+        current=series[len(series) - 1],
+        minimum=None if math.isnan(lo) else lo,
+        maximum=None if math.isnan(hi) else hi,
+        best=_finite(best.get(best_key)) if best else None,
+        best_epoch=best.get("epoch") if best else None,
+        format=format,
+        short=short,
+    )
+
+
+def _best_epoch_indexes(model: RunModel) -> tuple[int, int] | None:
+    """History indexes (first, last) of the best epoch's steps (first > last if none are known),
+    or None without a best epoch."""
+    best, spe = model.best_record(), model.steps_per_epoch
+    if not (best and spe and isinstance(best.get("epoch"), int)):
+        return None
+    epoch = best["epoch"]
+    return model.history.index_range((epoch - 1) * spe + 1, epoch * spe)
+
+
 def step_chart(
     model: RunModel,
     name: str,
@@ -153,21 +182,10 @@ def step_chart(
         points = interpolate([v if math.isfinite(v) else None for v in series.values], columns)
     else:
         points = series.downsample(columns)
-    lo, hi, _ = series.stats()
-    best = model.best_record()
-    data = ChartData(
-        points,
-        current=series[n - 1],
-        minimum=None if math.isnan(lo) else lo,
-        maximum=None if math.isnan(hi) else hi,
-        best=_finite(best.get(best_key)) if best else None,
-        best_epoch=best.get("epoch") if best else None,
-        format=format,
-        short=short,
-    )
-    spe = model.steps_per_epoch
-    if best and spe and isinstance(best.get("epoch"), int):
-        first, last = history.index_range((best["epoch"] - 1) * spe + 1, best["epoch"] * spe)
+    data = _chart_data(model, series, best_key, points, 0, n, format, short)
+    best_steps = _best_epoch_indexes(model)
+    if best_steps is not None:
+        first, last = best_steps
         if first <= last:
             if n < columns:
                 data.highlight = set(
@@ -218,24 +236,13 @@ def _viewed_step_chart(
     def column(i: int) -> int:  # the dot column of window index i
         return cm.column_at(i, edges) if edges is not None else column_of(i, m, columns)
 
-    lo, hi, _ = series.stats(start, stop)
-    best = model.best_record()
-    data = ChartData(
-        points(main),
-        current=series[n - 1],
-        minimum=None if math.isnan(lo) else lo,
-        maximum=None if math.isnan(hi) else hi,
-        best=_finite(best.get(best_key)) if best else None,
-        best_epoch=best.get("epoch") if best else None,
-        format=format,
-        short=short,
-        background=points(shown_raw) if smooth_values is not None else (),
-        bounds=cm.outlier_range(shown_raw) if view.outliers else None,
-        tags=view.tags(smooth),
-    )
-    spe = model.steps_per_epoch
-    if best and spe and isinstance(best.get("epoch"), int):
-        first, last = history.index_range((best["epoch"] - 1) * spe + 1, best["epoch"] * spe)
+    data = _chart_data(model, series, best_key, points(main), start, stop, format, short)
+    data.background = points(shown_raw) if smooth_values is not None else ()
+    data.bounds = cm.outlier_range(shown_raw) if view.outliers else None
+    data.tags = view.tags(smooth)
+    best_steps = _best_epoch_indexes(model)
+    if best_steps is not None:
+        first, last = best_steps
         first, last = max(first, start) - start, min(last, stop - 1) - start
         if first <= last:
             data.highlight = set(range(column(first), column(last) + 1))
