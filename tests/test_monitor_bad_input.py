@@ -428,8 +428,8 @@ def test_a_state_without_a_process_start_time_is_never_signalled(tmp_path):
     trainer even): without pid_create_time nothing is sent, whatever the process is."""
     script = tmp_path / "entrenar_trainer_sleep.py"  # its command line names a trainer
     script.write_text(
-        "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(7)); "
-        "print('ready', flush=True); time.sleep(30)"
+        "import signal, sys; signal.signal(signal.SIGINT, lambda *a: sys.exit(7)); "
+        "print('ready', flush=True); signal.pause()"
     )
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:

@@ -26,8 +26,8 @@ from trainer.monitor.control import (
 from trainer.monitor.schema import Files
 
 SLEEPER = (
-    "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(7)); "
-    "print('ready', flush=True); time.sleep(30)"
+    "import signal, sys; signal.signal(signal.SIGINT, lambda *a: sys.exit(7)); "
+    "print('ready', flush=True); signal.pause()"
 )
 
 
@@ -92,7 +92,7 @@ def test_a_pid_that_is_not_our_trainer_is_never_signalled(sleeper, change, liven
 
 
 def test_a_process_that_is_not_a_trainer_is_never_signalled():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
         info = identity(proc)
         assert find_trainer(info) is None and not signal_trainer(info, signal.SIGINT)

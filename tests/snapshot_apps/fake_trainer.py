@@ -85,7 +85,7 @@ def main() -> int:
     while run.epoch <= run.epochs:
         while run.step < run.spe:
             run.train_step()
-            time.sleep(args.step_s)
+            time.sleep(args.step_s)  # the step's "work": this process stands in for a trainer
             if stop.requested():
                 run.writer.update_state(status="stopping")
                 (run.dir / "checkpoints" / "last").mkdir(parents=True, exist_ok=True)
