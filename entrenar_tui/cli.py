@@ -10,10 +10,13 @@ import os
 import sys
 from pathlib import Path
 
+from entrenar_tui.formatting import printable
+
 USAGE = """entrenar-tui [--once] [--poll]
        entrenar-tui monitor RUN_DIR|ROOT [--once] [--poll]
        entrenar-tui run CONFIG [section.key=value ...] [--poll]
-       entrenar-tui export RUN_DIR|ROOT [--format csv|json] [--out PATH]"""
+       entrenar-tui export RUN_DIR|ROOT [--format csv|json] [--out PATH]
+       entrenar-tui serve [RUN_DIR|ROOT] [--host 127.0.0.1] [--port 8000] [--token T | --no-token]"""
 BROWSE_HELP = (
     "With no command: browse the runs under ./runs if that directory exists, else under the "
     "current directory (run directories up to 3 levels down)."
@@ -28,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--once", action="store_true", help="print the runs as a plain table and exit")
     p.add_argument("--poll", action="store_true", help="poll instead of file events")
-    sub = p.add_subparsers(dest="command", required=False, metavar="{monitor,run,export}")
+    sub = p.add_subparsers(dest="command", required=False, metavar="{monitor,run,export,serve}")
     m = sub.add_parser(
         "monitor",
         help="watch a run directory (it may not exist yet), or browse a ROOT that holds runs",
@@ -68,6 +71,36 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="csv: a folder (steps.csv, epochs.csv); json: a file. Default: NAME-export in the cwd",
     )
+    w = sub.add_parser(
+        "serve",
+        help="the same app in a web browser (textual-serve): loopback and a token by default",
+    )
+    w.add_argument(
+        "target",
+        type=Path,
+        nargs="?",
+        default=None,
+        metavar="RUN_DIR|ROOT",
+        help="what to show, as for monitor (default: ./runs if it exists, else the cwd)",
+    )
+    w.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: reach it from elsewhere with ssh -L)",
+    )
+    w.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    w.add_argument(
+        "--token",
+        default=None,
+        help="the token the URL must carry (default: a new random one, printed with the URL)",
+    )
+    w.add_argument(
+        "--no-token",
+        action="store_true",
+        help="no token: anyone who can reach the port (every user of this machine, on "
+        "loopback) can stop and start runs",
+    )
+    w.add_argument("--poll", action="store_true", help="poll instead of file events")
     return p
 
 
@@ -81,16 +114,49 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command is None:
-        runs = Path("runs")
-        root = runs if runs.is_dir() else Path(".")
-        return browse(root, once=args.once or not sys.stdout.isatty(), poll=args.poll)
+        return browse(default_root(), once=args.once or not interactive(), poll=args.poll)
     if args.command == "monitor":
-        return monitor(args.run_dir, once=args.once or not sys.stdout.isatty(), poll=args.poll)
+        return monitor(args.run_dir, once=args.once or not interactive(), poll=args.poll)
+    if args.command == "serve":
+        return serve(args)
     if args.command == "export":
         from entrenar_tui.export import main as export_main
 
         return export_main(args.target, args.format, args.out)
     return run(args.config, args.overrides, poll=args.poll)
+
+
+def default_root() -> Path:
+    runs = Path("runs")
+    return runs if runs.is_dir() else Path(".")
+
+
+def interactive() -> bool:
+    """A terminal to draw on: stdout is one, or the app is served (textual-serve's pipe)."""
+    return sys.stdout.isatty() or os.environ.get("ENTRENAR_TUI_FORCE_APP") == "1"
+
+
+def serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from entrenar_tui.serve import new_token
+    from entrenar_tui.serve import serve as serve_app
+
+    if importlib.util.find_spec("textual_serve") is None:
+        print(
+            "entrenar-tui: error: serve needs textual-serve: pip install 'entrenar-tui[web]'",
+            file=sys.stderr,
+        )
+        return 2
+    target = args.target if args.target is not None else default_root()
+    if not target.is_dir():
+        print(f"entrenar-tui: error: {printable(str(target))}: no such directory", file=sys.stderr)
+        return 2
+    if args.no_token and args.token:
+        print("entrenar-tui: error: --token and --no-token contradict", file=sys.stderr)
+        return 2
+    token = None if args.no_token else (args.token or new_token())
+    return serve_app(target, host=args.host, port=args.port, token=token, poll=args.poll)
 
 
 def monitor(run_dir: Path, *, once: bool, poll: bool) -> int:
@@ -165,7 +231,7 @@ def run(config_path: Path, overrides: list[str], *, poll: bool) -> int:
         print(
             f"entrenar-tui: started {describe_command(argv)} (pid {launched.pid}); output in {run_dir / Files.LOG}"
         )
-    if not sys.stdout.isatty() and os.environ.get("ENTRENAR_TUI_FORCE_APP") != "1":
+    if not interactive():
         if notice:  # nothing started, and no app to show why
             print(f"entrenar-tui: {notice}", file=sys.stderr)
             return 0 if launched or "attached" in notice else 2

@@ -1,0 +1,194 @@
+"""`entrenar-tui serve`: the same app in a browser tab, through textual-serve.
+
+Each browser tab runs its own `entrenar-tui monitor DIR` process behind a websocket (textual-serve's
+model), so the keys, the palette and every screen are the terminal's. What this module adds is the
+door: loopback by default, and a token the URL must carry, because on a shared machine every local
+user can reach a loopback port, and whoever reaches it can stop and start runs. The token is
+checked on the page and the websocket (a cookie the page gets carries it to the websocket), the
+websocket must come from the page's own origin (no other site open in the same browser can drive
+it), and the Host header must be one this server answers to (no DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import secrets
+import shlex
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from entrenar_tui.formatting import printable
+
+COOKIE = "entrenar_tui_token"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def app_command(target: Path, *, poll: bool) -> str:
+    """The shell command textual-serve runs for each browser tab: this Python, this package, the
+    directory quoted (a name is data, never shell), `exec` so no shell stays behind the app."""
+    argv = [sys.executable, "-m", "entrenar_tui", "monitor", str(target.resolve())]
+    if poll:
+        argv.append("--poll")
+    return "exec " + shlex.join(argv)
+
+
+def url_host(host: str) -> str:
+    """host as it goes in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class Door:
+    """The checks a request passes before textual-serve sees it."""
+
+    def __init__(self, token: str | None, host: str):
+        self.token = token
+        # Bound to loopback, only loopback names may be asked for: a page of another site whose
+        # name an attacker points at 127.0.0.1 (DNS rebinding) is turned away. Bound wider, the
+        # machine's names are many (aliases, tunnels) and the token is the guard.
+        self.names = set(LOOPBACK_NAMES) if is_loopback(host) else None
+
+    def host_ok(self, host_header: str | None) -> bool:
+        if self.names is None:
+            return True
+        try:
+            name = urlsplit(f"//{host_header or ''}").hostname
+        except ValueError:
+            return False
+        return name in self.names
+
+    def token_ok(self, presented: str | None) -> bool:
+        if self.token is None:
+            return True
+        return presented is not None and hmac.compare_digest(presented, self.token)
+
+    @staticmethod
+    def origin_ok(origin: str | None, host_header: str | None) -> bool:
+        """A websocket must be opened by our own page: its Origin is this server as asked for."""
+        return origin is not None and origin in (f"http://{host_header}", f"https://{host_header}")
+
+
+def make_server(target: Path, *, host: str, port: int, token: str | None, poll: bool, title: str):
+    """A textual-serve Server (one app process a browser tab) behind the Door."""
+    import aiohttp_jinja2
+    from aiohttp import web
+    from textual_serve.server import Server
+
+    door = Door(token, host)
+    page_title = printable(title)  # (the page's template escapes HTML itself)
+
+    class GuardedServer(Server):
+        async def on_startup(self, app: web.Application) -> None:
+            """Quiet: `serve` has already said where it listens and how to reach it."""
+
+        async def _make_app(self) -> web.Application:
+            app = await super()._make_app()
+            app.middlewares.append(guard)
+            return app
+
+        async def handle_index(self, request: web.Request) -> web.StreamResponse:
+            """The page, with its URLs on the name and port the browser used (a tunnel's port
+            works) and the token carried on to the websocket."""
+            base = f"{request.scheme}://{request.host}"
+            ws = f"{'wss' if request.scheme == 'https' else 'ws'}://{request.host}/ws"
+            context = {
+                "font_size": to_int(request.query.get("fontsize", "16"), 16),
+                "app_websocket_url": ws,
+                "config": {"static": {"url": f"{base}/static/"}},
+                "application": {"name": page_title},
+            }
+            return aiohttp_jinja2.render_template("app_index.html", request, context)
+
+    @web.middleware
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not door.host_ok(request.headers.get("Host")):
+            raise web.HTTPMisdirectedRequest(text="entrenar-tui serve: unknown host name\n")
+        if request.path in ("/", "/ws"):
+            if not door.token_ok(request.query.get("token") or request.cookies.get(COOKIE)):
+                raise web.HTTPForbidden(
+                    text="entrenar-tui serve: open the URL with the token printed when the "
+                    "server started (.../?token=...)\n"
+                )
+            if request.path == "/ws" and not door.origin_ok(
+                request.headers.get("Origin"), request.headers.get("Host")
+            ):
+                raise web.HTTPForbidden(text="entrenar-tui serve: websocket from another site\n")
+        response = await handler(request)
+        if token is not None and request.path == "/" and request.query.get("token"):
+            # The page's script opens the websocket on a URL of its own making: the cookie
+            # carries the token there (same host; never sent by another site's page).
+            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+        return response
+
+    return GuardedServer(
+        app_command(target, poll=poll),
+        host=host,
+        port=port,
+        title=page_title,
+        public_url=f"http://{url_host(host)}:{port}",
+    )
+
+
+def to_int(text: str, default: int) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return default
+
+
+def banner(target: Path, *, host: str, port: int, token: str | None) -> tuple[list[str], list[str]]:
+    """What `serve` says on start: (lines for stdout, warnings for stderr)."""
+    query = f"/?token={token}" if token else "/"
+    url = f"http://{url_host(host)}:{port}{query}"
+    out = [f"entrenar-tui: serving {printable(str(target))} at {url}"]
+    warnings = []
+    if is_loopback(host):
+        out.append(
+            f"entrenar-tui: from another machine: ssh -L {port}:localhost:{port} "
+            f"{printable(socket.gethostname())}, then open http://localhost:{port}{query}"
+        )
+    else:
+        warnings.append(
+            f"entrenar-tui: warning: listening on {printable(host)}: anyone who can reach port "
+            f"{port}{' and has the token' if token else ''} can stop and start runs"
+        )
+    if token is None:
+        warnings.append(
+            "entrenar-tui: warning: no token: anyone who can reach the port (on loopback, every "
+            "user of this machine) can stop and start runs"
+        )
+    return out, warnings
+
+
+def serve(target: Path, *, host: str, port: int, token: str | None, poll: bool) -> int:
+    """Serve until Ctrl-C or SIGTERM."""
+    os.environ["ENTRENAR_TUI_FORCE_APP"] = "1"  # the app's stdout is textual-serve's pipe
+    server = make_server(
+        target, host=host, port=port, token=token, poll=poll, title=f"entrenar-tui · {target.name}"
+    )
+    out, warnings = banner(target, host=host, port=port, token=token)
+    for line in out:
+        print(line, flush=True)
+    for line in warnings:
+        print(line, file=sys.stderr, flush=True)
+    server.serve()
+    return 0
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(18)
