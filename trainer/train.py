@@ -1,9 +1,23 @@
-"""The training run, top to bottom in the order it happens: setup → data → model → optimizer → resume →
-loop (batches, validation, checkpoints, early stopping) → the end.
+"""The training run as a recipe whose methods read in the order the run happens:
 
-Semantics follow entrenar's ClassifyTrainer: a seeded split, a reshuffle every epoch (seed + epoch),
-AdamW, linear warmup then cosine decay to lr_min stepped every batch, gradient clipping, validation
-every epoch, checkpoints best / epoch-N / last, NaN → failed, early stopping on validation loss.
+    train()                      entry point: the lock, the monitor writer, the process group, errors
+    FineTuneRecipe.setup()       everything before the first batch:
+      _setup_seed_and_device       seeds, device, the stop signal
+      _setup_data                  the corpus; a resume's checkpoint read and checked against it
+      _setup_model                 base model + LoRA, tokenized features, class weights
+      _setup_optimizer             AdamW (no decay on biases and norms), warmup + cosine schedule
+      _restore_progress            a resume's weights, optimizer, schedule, RNG and counters
+      _write_run_json              run.json, the start line, the first `running` state
+      _setup_data_parallel         DDP, each rank's dropout stream
+    FineTuneRecipe.train()       per epoch: train_epoch → validate → end_epoch; then finish
+      train_epoch                  the epoch's remaining batches: _train_step, then _record_step
+      validate                     validation loss and accuracy
+      end_epoch                    best-so-far, epochs.json, checkpoints, early stopping
+    save / stop / finish         a checkpoint; a requested stop; result.json and the exit code
+
+What it trains: a seeded split, a reshuffle every epoch (seed + epoch), AdamW, linear warmup then
+cosine decay to lr_min stepped every batch, gradient clipping, validation every epoch, checkpoints
+best / epoch-N / last, a non-finite loss or gradient → failed, early stopping on validation loss.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ from trainer.lock import RunLock, identity
 from trainer.model import fast_dropout_wanted, load_model, pick_device, use_fast_dropout
 from trainer.monitor.schema import Files
 from trainer.monitor.writer import MonitorWriter, NullWriter
+from trainer.progress import Progress
 from trainer.report import Reporter
 from trainer.resources import ResourceSampler
 from trainer.stopping import StopSignal
@@ -43,25 +58,6 @@ class Resume:
     checkpoint: Path | None  # None: the run died before its first checkpoint; start over in place
     allow_data_mismatch: bool = False
     overrides: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Progress:
-    """Counters of the run; what a checkpoint stores so that a resume continues exactly here."""
-
-    epoch: int = 1
-    step: int = 0
-    global_step: int = 0
-    needs_validation: bool = False
-    best: dict[str, Any] | None = None
-    epochs_without_improvement: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    elapsed_before: float = 0.0  # seconds spent by earlier processes of this run (resumes)
-    # running sums of the current epoch's training (kept across a mid-epoch stop)
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    train_time: float = 0.0
 
 
 def utc_now() -> str:
@@ -89,7 +85,9 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         lock = RunLock(run_dir).acquire()
     writer = MonitorWriter(run_dir) if dist.is_main else NullWriter(run_dir)
     try:
-        return _train(config, resume, argv, writer, dist)
+        recipe = FineTuneRecipe(config, resume, argv, writer, dist)
+        recipe.setup()
+        return recipe.train()
     except UserError as e:
         if writer.state["seq"]:  # a fresh run already said "initializing": say why it ended
             writer.update_state(status="failed", error=str(e), validation=None)
@@ -109,135 +107,264 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         dist.close()
 
 
-def _train(
-    config: Config, resume: Resume | None, argv: list[str] | None, writer: MonitorWriter, dist: Dist
-) -> int:
-    # ------------------------------------------------------------------------------------ setup
-    started = time.time()
-    t0 = time.perf_counter()
-    cfg_t = config.train
-    run_dir = writer.dir
-    report = Reporter(enabled=dist.is_main)
-    if dist.is_main:
-        ckpt.clean_leftovers(run_dir / Files.CHECKPOINTS)
-    random.seed(cfg_t.seed)
-    np.random.seed(cfg_t.seed)
-    torch.manual_seed(cfg_t.seed)
-    device = pick_device()
-    resources = ResourceSampler(device)  # state.json's `resources`, sampled at most once a second
-    me = identity()
-    if resume is None:  # a resume writes nothing until its checkpoint and data have been checked
-        writer.update_state(status="initializing", total_epochs=cfg_t.epochs, **me)
+@dataclass
+class StepResult:
+    """One optimizer step on a global batch, summed over every rank.
 
-    def forced_exit() -> None:
-        writer.update_state(
+    The sums stay tensors (on the device, under CUDA) and are read on the host where a value is
+    used: the finite check before the optimizer step, the stop decision, the log and state.json.
+    """
+
+    samples: int  # the global batch's size
+    weight: float  # its class weights summed: the batch's mean loss is loss_sum / weight
+    loss_sum: torch.Tensor  # class-weighted cross-entropy, summed
+    correct: torch.Tensor
+    stop: torch.Tensor  # > 0 when any rank was asked to stop
+    grad_norm: torch.Tensor  # before clipping
+    tokens: torch.Tensor | int  # non-padding tokens of the global batch (world size × this rank's)
+    lr: float  # the learning rate the step used
+    error: str | None = None  # a non-finite loss or gradient norm: the optimizer step was skipped
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum.item() / self.weight
+
+    @property
+    def stop_requested(self) -> bool:
+        return bool(self.stop.item())
+
+
+@dataclass
+class Pace:
+    """This process's own speed, for the ETA (earlier processes of a resumed run do not count)."""
+
+    steps: int = 0
+    train_seconds: float = 0.0
+    validation_seconds: float | None = None  # the last validation's
+
+    def add_step(self, seconds: float) -> None:
+        self.steps += 1
+        self.train_seconds += seconds
+
+    def eta(self, steps_left: int, validations_left: int) -> float:
+        eta = self.train_seconds / self.steps * steps_left
+        return eta + (self.validation_seconds or 0.0) * validations_left
+
+
+class FineTuneRecipe:
+    """LoRA fine-tuning of a sequence classifier, one run directory, one or more ranks."""
+
+    def __init__(
+        self,
+        config: Config,
+        resume: Resume | None,
+        argv: list[str] | None,
+        writer: MonitorWriter,
+        dist: Dist,
+    ):
+        self.started_at = time.time()
+        self._clock = time.perf_counter()
+        self.config, self.train_config = config, config.train
+        self.resume, self.argv = resume, argv
+        self.restoring = resume is not None and resume.checkpoint is not None
+        self.writer, self.dist = writer, dist
+        self.run_dir = writer.dir
+        self.report = Reporter(enabled=dist.is_main)
+        self.pace = Pace()
+
+    def elapsed(self) -> float:
+        """Seconds of training in this run, earlier processes of it included."""
+        return self.progress.elapsed_before + time.perf_counter() - self._clock
+
+    # ======================================================================================= setup
+
+    def setup(self) -> None:
+        """Everything before the first batch, in the order exact resume and DDP depend on."""
+        if self.dist.is_main:
+            ckpt.clean_leftovers(self.run_dir / Files.CHECKPOINTS)  # what a killed writer left
+        self._setup_seed_and_device()
+        self._setup_data()
+        self._setup_model()
+        self._setup_optimizer()
+        self._restore_progress()
+        self._write_run_json()
+        self._setup_data_parallel()
+
+    def _setup_seed_and_device(self) -> None:
+        seed = self.train_config.seed
+        # Seed before the model loads: the head and LoRA weights are drawn from these generators.
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.device = pick_device()
+        self.resources = ResourceSampler(self.device)  # state.json's `resources`, at most 1/s
+        self.identity = identity()
+        if self.resume is None:  # a resume writes nothing until its checkpoint and data are checked
+            self.writer.update_state(
+                status="initializing", total_epochs=self.train_config.epochs, **self.identity
+            )
+        self.stop_signal = StopSignal(
+            self.run_dir, self.started_at, on_force=self._forced_exit
+        ).install()
+
+    def _forced_exit(self) -> None:
+        self.writer.update_state(
             status="stopped",
             error="forced stop (second interrupt): exited without writing a checkpoint",
         )
 
-    stop = StopSignal(run_dir, started, on_force=forced_exit).install()
+    def _setup_data(self) -> None:
+        self.corpus = load_corpus(self.config.data, self.train_config.seed)
+        self.saved: ckpt.TrainerState | None = None  # the checkpoint to resume from, once read
+        self.saved_tensors = self.saved_adapter = None
+        if self.restoring:  # fail fast, before the model loads
+            self._read_checkpoint()
+        for note in self.corpus.notes:
+            self.report.say(note)
 
-    # ------------------------------------------------------------------------------------ data
-    corpus = load_corpus(config.data, cfg_t.seed)
-    restoring = resume is not None and resume.checkpoint is not None
-    if restoring:  # fail fast, before the model loads
-        saved, saved_tensors = ckpt.read_trainer_state(resume.checkpoint)
-        saved_adapter = ckpt.read_adapter(resume.checkpoint)
-        if len(saved.rng) != dist.world_size:
+    def _read_checkpoint(self) -> None:
+        """Read the checkpoint to resume from and refuse it if it cannot continue this run."""
+        folder = self.resume.checkpoint
+        self.saved, self.saved_tensors = ckpt.read_trainer_state(folder)
+        self.saved_adapter = ckpt.read_adapter(folder)
+        saved_ranks, world_size = len(self.saved.rng), self.dist.world_size
+        if saved_ranks != world_size:
             raise UserError(
-                f"{resume.checkpoint}: saved by {len(saved.rng)} process(es), resumed with {dist.world_size}; "
-                f"resume with --nproc {len(saved.rng)} (each rank continues its own dropout RNG)"
+                f"{folder}: saved by {saved_ranks} process(es), resumed with {world_size}; "
+                f"resume with --nproc {saved_ranks} (each rank continues its own dropout RNG)"
             )
-        if saved.data_hash != corpus.data_hash and not resume.allow_data_mismatch:
+        data_hash = self.corpus.data_hash
+        if self.saved.data_hash != data_hash and not self.resume.allow_data_mismatch:
             raise UserError(
-                f"{resume.checkpoint}: data changed since the checkpoint (checkpoint {saved.data_hash}, "
-                f"data now {corpus.data_hash}); pass --allow-data-mismatch to resume anyway"
+                f"{folder}: data changed since the checkpoint (checkpoint {self.saved.data_hash}, "
+                f"data now {data_hash}); pass --allow-data-mismatch to resume anyway"
             )
-    for note in corpus.notes:
-        report.say(note)
 
-    # ------------------------------------------------------------------------------------ model
-    loaded = load_model(config.model, config.lora, corpus.label_names, device)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    if fast_dropout_wanted(cfg_t.fast_dropout, device):
-        use_fast_dropout(model)
-    from transformers import DataCollatorWithPadding, get_cosine_with_min_lr_schedule_with_warmup
+    def _setup_model(self) -> None:
+        config, corpus = self.config, self.corpus
+        self.loaded = load_model(config.model, config.lora, corpus.label_names, self.device)
+        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
+        if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
+            use_fast_dropout(self.model)
+        from transformers import DataCollatorWithPadding
 
-    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    train_features = tokenize(
-        tokenizer, corpus.train_texts, corpus.train_labels, config.model.max_length
-    )
-    val_features = tokenize(tokenizer, corpus.val_texts, corpus.val_labels, config.model.max_length)
-    n_train, n_val = len(train_features), len(val_features)
-    train_lengths = [len(f["input_ids"]) for f in train_features]
-    val_features.sort(key=lambda f: len(f["input_ids"]))  # less padding; the metrics are sums
-    class_weights = (
-        torch.tensor(corpus.class_weights, device=device) if corpus.class_weights else None
-    )
-
-    # ------------------------------------------------------------------------------------ optimizer
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decays = [p.ndim >= 2 and "norm" not in n.lower() for n, p in named]  # as HF: not biases, norms
-    decay = [np_ for np_, d in zip(named, decays) if d]
-    no_decay = [np_ for np_, d in zip(named, decays) if not d]
-    groups = [(decay, cfg_t.weight_decay), (no_decay, 0.0)]
-    param_names = [[n for n, _ in g] for g, _ in groups]
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for _, p in g], "weight_decay": wd} for g, wd in groups],
-        lr=cfg_t.learning_rate,
-    )
-    trainable = [p for _, p in named]
-    spe = steps_per_epoch(n_train, cfg_t.batch_size)
-    total_steps = spe * cfg_t.epochs
-    warmup_steps = math.ceil(cfg_t.warmup_fraction * total_steps)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer,
-        num_warmup_steps=warmup_steps,
-        num_training_steps=total_steps,
-        min_lr=cfg_t.lr_min,
-    )
-
-    # ------------------------------------------------------------------------------------ resume
-    progress = Progress()
-    run_info: dict[str, Any] = {}
-    if resume is not None and (run_dir / Files.RUN).exists():
-        run_info = ckpt.read_json(run_dir / Files.RUN)
-    if restoring:
-        ckpt.load_adapter(resume.checkpoint, saved_adapter, model)
-        ckpt.load_optimizer_tensors(optimizer, saved, saved_tensors)
-        scheduler.load_state_dict(saved.scheduler)
-        ckpt.restore_rng(saved.rng, saved_tensors, dist.rank)
-        progress = Progress(
-            epoch=saved.epoch,
-            step=saved.step,
-            global_step=saved.global_step,
-            needs_validation=saved.needs_validation,
-            best=saved.best,
-            epochs_without_improvement=saved.epochs_without_improvement,
-            history=saved.epochs,
-            elapsed_before=saved.elapsed_s,
-            **saved.running,
+        self.collate = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+        max_length = config.model.max_length
+        self.train_features = tokenize(
+            self.tokenizer, corpus.train_texts, corpus.train_labels, max_length
         )
-        report.say(
-            f"resuming {run_dir} from {resume.checkpoint} at epoch {progress.epoch}, step {progress.step}"
+        self.val_features = tokenize(
+            self.tokenizer, corpus.val_texts, corpus.val_labels, max_length
+        )
+        self.train_lengths = [len(f["input_ids"]) for f in self.train_features]
+        self.val_features.sort(key=lambda f: len(f["input_ids"]))  # less padding; metrics are sums
+        self.class_weights = (
+            torch.tensor(corpus.class_weights, device=self.device) if corpus.class_weights else None
+        )
+        self.sample_weight = corpus.class_weights or [1.0] * corpus.num_labels
+
+    def _setup_optimizer(self) -> None:
+        from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+        cfg = self.train_config
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        # Weight decay as Hugging Face applies it: not on biases and norms.
+        decays = [p.ndim >= 2 and "norm" not in n.lower() for n, p in named]
+        decay = [pair for pair, d in zip(named, decays) if d]
+        no_decay = [pair for pair, d in zip(named, decays) if not d]
+        groups = [(decay, cfg.weight_decay), (no_decay, 0.0)]
+        self.param_names = [[n for n, _ in g] for g, _ in groups]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": [p for _, p in g], "weight_decay": wd} for g, wd in groups],
+            lr=cfg.learning_rate,
+        )
+        self.trainable = [p for _, p in named]
+        self.max_grad_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        self.steps_per_epoch = steps_per_epoch(len(self.train_features), cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            self.optimizer,
+            num_warmup_steps=math.ceil(cfg.warmup_fraction * self.total_steps),
+            num_training_steps=self.total_steps,
+            min_lr=cfg.lr_min,
         )
 
-    resumed_from = list(run_info.get("resumed_from") or [])
-    if resume is not None:
-        resumed_from.append(
-            {
-                "checkpoint": str(resume.checkpoint) if resume.checkpoint else None,
-                "at": utc_now(),
-                "global_step": progress.global_step,
-                "overrides": resume.overrides,
-            }
+    def _restore_progress(self) -> None:
+        """A fresh run starts at epoch 1; a resume takes weights, optimizer, schedule, RNG and
+        counters from its checkpoint, and its run.json's history."""
+        self.progress = Progress()
+        self.run_info: dict[str, Any] = {}
+        if self.resume is not None and (self.run_dir / Files.RUN).exists():
+            self.run_info = ckpt.read_json(self.run_dir / Files.RUN)
+        if not self.restoring:
+            return
+        saved, folder = self.saved, self.resume.checkpoint
+        ckpt.load_adapter(folder, self.saved_adapter, self.model)
+        ckpt.load_optimizer_tensors(self.optimizer, saved, self.saved_tensors)
+        self.scheduler.load_state_dict(saved.scheduler)
+        # Restore RNG after the model and optimizer are built: building them draws from it.
+        ckpt.restore_rng(saved.rng, self.saved_tensors, self.dist.rank)
+        self.progress = Progress.from_saved(saved)
+        self.saved_tensors = self.saved_adapter = None  # in the model and optimizer now
+        self.report.say(
+            f"resuming {self.run_dir} from {folder} at epoch {self.progress.epoch}, step {self.progress.step}"
         )
-    run_started_at = run_info.get("started_at", utc_now())
-    run_id = run_info.get("run_id", f"{run_dir.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
-    writer.write_run(
-        {
-            "run_id": run_id,
-            "name": run_dir.name,
+
+    def _write_run_json(self) -> None:
+        """run.json (every resume appends itself to `resumed_from`), the start line, and state.json's
+        first `running` state with the run's fixed totals."""
+        self.run_started_at = self.run_info.get("started_at", utc_now())
+        self.run_id = self.run_info.get(
+            "run_id", f"{self.run_dir.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        )
+        self.writer.write_run(self._run_document())
+        loaded, cfg = self.loaded, self.train_config
+        self.report.say(
+            f"{loaded.architecture} ({loaded.params_trainable:,} of {loaded.params_total:,} parameters trainable) "
+            f"on {self.device} in {loaded.precision}; {len(self.train_features)} train / "
+            f"{len(self.val_features)} validation samples, {len(self.corpus.label_names)} labels; "
+            f"{cfg.epochs} epochs × {self.steps_per_epoch} steps"
+        )
+        self.fixed_state = {  # state.json fields every `running` write repeats
+            "total_epochs": cfg.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "checkpoints": sorted(
+                str(p.relative_to(self.run_dir))
+                for p in (self.run_dir / Files.CHECKPOINTS).glob("[!.]*")
+            ),
+        }
+        p = self.progress
+        self.writer.update_state(
+            status="running",
+            epoch=p.epoch,
+            step=p.step,
+            global_step=p.global_step,
+            elapsed_s=p.elapsed_before,
+            best=p.best,
+            world_size=self.dist.world_size,
+            **self.identity,
+            **self.fixed_state,
+        )
+        if p.history:
+            self.writer.write_epochs(p.history, p.best_epoch)
+
+    def _run_document(self) -> dict[str, Any]:
+        config, loaded, corpus = self.config, self.loaded, self.corpus
+        resumed_from = list(self.run_info.get("resumed_from") or [])
+        if self.resume is not None:
+            checkpoint = self.resume.checkpoint
+            resumed_from.append(
+                {
+                    "checkpoint": str(checkpoint) if checkpoint else None,
+                    "at": utc_now(),
+                    "global_step": self.progress.global_step,
+                    "overrides": self.resume.overrides,
+                }
+            )
+        return {
+            "run_id": self.run_id,
+            "name": self.run_dir.name,
             "config": config.to_dict(),
             "model": {
                 "path": config.model.path,
@@ -246,435 +373,442 @@ def _train(
                 "params_trainable": loaded.params_trainable,
                 "quantize": config.model.quantize,
                 "precision": loaded.precision,
-                "device": str(device),
+                "device": str(self.device),
             },
             "data": {
                 "train": config.data.train,
                 "validation": config.data.validation or None,
-                "n_train": n_train,
-                "n_val": n_val,
+                "n_train": len(self.train_features),
+                "n_val": len(self.val_features),
                 "data_hash": corpus.data_hash,
                 "labels": corpus.label_names,
                 "class_counts": corpus.class_counts,
                 "class_weights": corpus.class_weights,
             },
-            "epochs": cfg_t.epochs,
-            "steps_per_epoch": spe,
-            "batch_size": cfg_t.batch_size,
-            "world_size": dist.world_size,
-            **me,
-            "argv": argv if argv is not None else sys.argv,
+            "epochs": self.train_config.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "batch_size": self.train_config.batch_size,
+            "world_size": self.dist.world_size,
+            **self.identity,
+            "argv": self.argv if self.argv is not None else sys.argv,
             "tool_version": trainer.__version__,
-            "started_at": run_started_at,
+            "started_at": self.run_started_at,
             "resumed_from": resumed_from or None,
         }
-    )
-    report.say(
-        f"{loaded.architecture} ({loaded.params_trainable:,} of {loaded.params_total:,} parameters trainable) "
-        f"on {device} in {loaded.precision}; {n_train} train / {n_val} validation samples, "
-        f"{len(corpus.label_names)} labels; {cfg_t.epochs} epochs × {spe} steps"
-    )
-    base_state = {
-        "total_epochs": cfg_t.epochs,
-        "steps_per_epoch": spe,
-        "total_steps": total_steps,
-        "checkpoints": sorted(
-            str(p.relative_to(run_dir)) for p in (run_dir / Files.CHECKPOINTS).glob("[!.]*")
-        ),
-    }
-    writer.update_state(
-        status="running",
-        epoch=progress.epoch,
-        step=progress.step,
-        global_step=progress.global_step,
-        elapsed_s=progress.elapsed_before,
-        best=progress.best,
-        world_size=dist.world_size,
-        **me,
-        **base_state,
-    )
-    if progress.history:
-        writer.write_epochs(progress.history, progress.best["epoch"] if progress.best else None)
 
-    # Helpers that close over the run: saving a checkpoint, finishing, failing.
-    def elapsed() -> float:
-        return progress.elapsed_before + time.perf_counter() - t0
+    def _setup_data_parallel(self) -> None:
+        """`forward` is the model the batches go through: DDP's wrapper under torchrun (it averages
+        the gradients and starts every rank from rank 0's weights), else the model itself."""
+        dist = self.dist
+        if not dist.enabled:
+            self.forward = self.model
+            return
+        from torch.nn.parallel import DistributedDataParallel
 
-    def save(name: str, *, metrics: dict[str, Any] | None = None) -> str:
-        """Every rank calls this (its RNG state is gathered); rank 0 writes the checkpoint."""
-        rng = dist.gather_objects(ckpt.capture_rng(dist.rank))
-        rel = f"{Files.CHECKPOINTS}/{name}"
-        if not dist.is_main:
-            return rel
-        trainer_state = ckpt.TrainerState(
-            epoch=progress.epoch,
-            step=progress.step,
-            global_step=progress.global_step,
-            needs_validation=progress.needs_validation,
-            scheduler=scheduler.state_dict(),
-            best=progress.best,
-            epochs_without_improvement=progress.epochs_without_improvement,
-            epochs=progress.history,
-            data_hash=corpus.data_hash,
-            config=config.to_dict(),
-            param_names=param_names,
-            param_groups=[
-                {k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups
-            ],
-            rng=[],
-            provenance={
-                "tool_version": trainer.__version__,
-                "base_model": config.model.path,
-                "started_at": run_started_at,
-                "run_id": run_id,
-            },
-            running={
-                "loss_sum": progress.loss_sum,
-                "correct": progress.correct,
-                "seen": progress.seen,
-                "train_time": progress.train_time,
-            },
-            elapsed_s=elapsed(),
+        cuda = self.device.type == "cuda"
+        self.forward = DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if cuda else None
         )
-        metadata = {
-            "metrics": metrics or {},
-            "labels": corpus.label_names,
-            "data_hash": corpus.data_hash,
-            "epoch": progress.epoch,
-            "global_step": progress.global_step,
-            "tool_version": trainer.__version__,
-            "base_model": config.model.path,
-            "started_at": run_started_at,
-            "saved_at": utc_now(),
-            "run_id": run_id,
+        # Reseed per rank only when not restoring: a resumed rank continues its saved stream.
+        if not self.restoring:
+            torch.manual_seed(self.train_config.seed + 1000 * dist.rank)  # own dropout stream
+
+    # ======================================================================================= train
+
+    def train(self) -> int:
+        """The epochs, each trained, validated and closed; then the run's end. The exit code."""
+        self.model.train()
+        while self.progress.epoch <= self.train_config.epochs:
+            if (code := self.train_epoch()) is not None:
+                return code
+            self.progress.needs_validation = True
+            started = time.perf_counter()
+            validation = self.validate()
+            if validation is None:
+                return self.stop()
+            self.pace.validation_seconds = time.perf_counter() - started
+            self.model.train()
+            if (code := self.end_epoch(*validation)) is not None:
+                return code
+        self.save("last")
+        return self.finish("completed")
+
+    def train_epoch(self) -> int | None:
+        """The epoch's remaining batches (all of them, unless resumed mid-epoch); an exit code if
+        the run ends among them."""
+        cfg, p = self.train_config, self.progress
+        batches = epoch_batches(
+            self.train_lengths, cfg.batch_size, cfg.seed, p.epoch, cfg.group_by_length
+        )
+        if p.step == 0:
+            p.start_epoch()
+        while p.step < self.steps_per_epoch and not p.needs_validation:
+            started = time.perf_counter()
+            step = self._train_step(batches[p.step])
+            if step.error:
+                self.report.say(f"error: {step.error}")
+                return self.finish("failed", error=step.error)
+            self._record_step(step, started)
+            if step.stop_requested:  # any rank asked (signal or control.json): all stop here
+                self.stop_signal.request("stop requested on another rank")
+                return self.stop()
+        return None
+
+    def _train_step(self, batch: list[int]) -> StepResult:
+        """One optimizer step on a global batch of sample indices, of which this rank computes its
+        shard; skipped (with `error` set) when the loss or the gradient norm is not finite."""
+        weight = sum(self.sample_weight[self.corpus.train_labels[i]] for i in batch)
+        loss_sum, correct, tokens = self._backward(batch, weight)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
+        # The stop flag travels in the per-step all-reduce: every rank stops after the same step.
+        asked = torch.tensor(float(self.stop_signal.requested))
+        loss_sum, correct, stop = self.dist.all_sum(
+            torch.stack([loss_sum, correct, asked])
+        ).unbind()
+        step = StepResult(
+            samples=len(batch),
+            weight=weight,
+            loss_sum=loss_sum,
+            correct=correct,
+            stop=stop,
+            grad_norm=grad_norm,
+            tokens=tokens,
+            lr=self.scheduler.get_last_lr()[0],
+        )
+        step.error = self._non_finite(step)
+        if step.error is None:
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return step
+
+    def _backward(
+        self, batch: list[int], weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | int]:
+        """Forward and backward on this rank's shard: (weighted loss sum, correct, global tokens).
+
+        The loss is this rank's share of the global batch's weighted mean, so that DDP's average
+        of the ranks' gradients is the one-process gradient of the whole batch."""
+        world_size = self.dist.world_size
+        mine = shard(batch, self.dist.rank, world_size)
+        features = self.collate([self.train_features[i] for i in mine or batch[:1]])
+        labels = features.pop("labels").to(self.device)
+        inputs = {k: v.to(self.device) for k, v in features.items()}
+        with self.loaded.autocast():
+            logits = self.forward(**inputs).logits.float()
+        w = (
+            self.class_weights[labels]
+            if self.class_weights is not None
+            else torch.ones_like(labels, dtype=torch.float)
+        )
+        if not mine:  # fewer samples than ranks: take part with a zero-weight sample
+            w = torch.zeros_like(w)
+        loss_sum = (F.cross_entropy(logits, labels, reduction="none") * w).sum()
+        (loss_sum * (world_size / weight)).backward()
+        correct = ((logits.detach().argmax(-1) == labels) & (w > 0)).sum()
+        mask = inputs.get("attention_mask")
+        tokens = world_size * mask.sum() if mask is not None else len(batch)
+        return loss_sum.detach(), correct.float(), tokens
+
+    def _non_finite(self, step: StepResult) -> str | None:
+        loss, grad_norm = step.loss, step.grad_norm.item()
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            return None
+        what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
+        return (
+            f"non-finite {what} ({value}) at epoch {self.progress.epoch} step "
+            f"{self.progress.step + 1}; weights left at the last good step"
+        )
+
+    def _record_step(self, step: StepResult, started: float) -> None:
+        """Count the step, then tell: a steps.jsonl line, state.json, a line every log_interval."""
+        p, cfg = self.progress, self.train_config
+        loss, correct, grad_norm = step.loss, step.correct.item(), step.grad_norm.item()
+        seconds = time.perf_counter() - started
+        p.add_step(step.samples, loss, int(correct), seconds)
+        self.pace.add_step(seconds)
+        eta = self.pace.eta(self.total_steps - p.global_step, cfg.epochs - p.epoch + 1)
+        self.writer.append_step(
+            {
+                "epoch": p.epoch,
+                "step": p.step,
+                "global_step": p.global_step,
+                "loss": loss,
+                "lr": step.lr,
+                "grad_norm": grad_norm,
+                "accuracy": correct / step.samples,
+                "samples_per_sec": step.samples / seconds,
+                "t": time.time(),
+            }
+        )
+        self.writer.update_state(
+            status="running",
+            epoch=p.epoch,
+            step=p.step,
+            global_step=p.global_step,
+            loss=loss,
+            train_loss=p.train_loss,
+            train_accuracy=p.train_accuracy,
+            lr=step.lr,
+            grad_norm=grad_norm,
+            samples_per_sec=p.seen / p.train_time,
+            tokens_per_sec=int(step.tokens) / seconds,
+            elapsed_s=self.elapsed(),
+            eta_s=eta,
+            resources=self.resources.sample(),
+        )
+        if p.step % cfg.log_interval == 0 or p.step == self.steps_per_epoch:
+            self.report.step(self.writer.state)
+
+    def validate(self) -> tuple[float, float] | None:
+        """Weighted loss and accuracy over the validation set, batched, in inference mode; None if
+        a stop was requested meanwhile. Under torchrun each rank takes its shard of every batch and
+        the sums are all-reduced, so that the metrics equal one process's."""
+        self.forward.eval()
+        total, batch_size = len(self.val_features), self.train_config.batch_size * 2
+        loss_sum = weight_sum = 0.0
+        correct = done = 0
+        started = time.perf_counter()
+        self._show_validation(0, total, None, None, None)
+        with torch.inference_mode():
+            for start in range(0, total, batch_size):
+                indices = list(range(start, min(start + batch_size, total)))
+                sums = self._validation_sums(shard(indices, self.dist.rank, self.dist.world_size))
+                # The stop flag travels with the batch's sums: every rank stops at the same batch.
+                sums[4] = float(self.stop_signal.requested)
+                b_loss, b_weight, b_correct, b_samples, b_stop = self.dist.all_sum(sums).tolist()
+                loss_sum += b_loss
+                weight_sum += b_weight
+                correct += int(b_correct)
+                done += int(b_samples)
+                per_second = done / (time.perf_counter() - started)
+                self._show_validation(
+                    done, total, loss_sum / weight_sum, correct / done, per_second
+                )
+                if b_stop and done < total:
+                    self.stop_signal.request("stop requested on another rank")
+                    return None
+        return loss_sum / weight_sum, correct / total
+
+    def _validation_sums(self, mine: list[int]) -> torch.Tensor:
+        """This rank's sums over its shard of a validation batch: weighted loss, weight, correct,
+        samples, and a free slot for the stop flag (float64, on the CPU)."""
+        if not mine:
+            return torch.zeros(5, dtype=torch.float64)
+        features = self.collate([self.val_features[i] for i in mine])
+        labels = features.pop("labels").to(self.device)
+        inputs = {k: v.to(self.device) for k, v in features.items()}
+        with self.loaded.autocast():
+            logits = self.forward(**inputs).logits.float()
+        losses = F.cross_entropy(logits, labels, reduction="none")
+        w = (
+            self.class_weights[labels]
+            if self.class_weights is not None
+            else torch.ones_like(losses)
+        )
+        correct = (logits.argmax(-1) == labels).sum().float()
+        sums = [
+            (losses * w).sum(),
+            w.sum(),
+            correct,
+            torch.tensor(float(len(mine))),
+            torch.tensor(0.0),
+        ]
+        return torch.stack(sums).double().cpu()
+
+    def _show_validation(
+        self,
+        done: int,
+        total: int,
+        loss: float | None,
+        accuracy: float | None,
+        per_second: float | None,
+    ) -> None:
+        self.writer.update_state(
+            status="validating",
+            validation={
+                "done": done,
+                "total": total,
+                "loss": loss,
+                "accuracy": accuracy,
+                "samples_per_sec": per_second,
+            },
+        )
+
+    def end_epoch(self, val_loss: float, val_accuracy: float) -> int | None:
+        """Best-so-far and patience, epochs.json, the epoch's checkpoints, early stopping; an exit
+        code if the run ends here."""
+        cfg, p = self.train_config, self.progress
+        epoch = p.epoch
+        is_best = p.judge_epoch(val_loss, val_accuracy)
+        record = self._epoch_record(val_loss, val_accuracy, is_best)
+        p.record_epoch(record)
+        # The counters advance before save("best"): a resume from it starts the next epoch.
+        p.next_epoch()
+        metrics = {
+            "epoch": epoch,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "train_loss": record["train_loss"],
         }
-        directory = run_dir / Files.CHECKPOINTS / name
+        if is_best:
+            record["checkpoint"] = self.save("best", metrics=metrics)
+        every = cfg.save_every
+        if every and (epoch % every == 0 or cfg.epochs <= every):
+            record["checkpoint"] = self.save(f"epoch-{epoch}", metrics=metrics)
+        self.writer.write_epochs(p.history, p.best_epoch)
+        self.writer.update_state(
+            status="running",
+            validation=None,
+            best=p.best,
+            epoch=min(epoch + 1, cfg.epochs),
+            step=0,
+            **self.fixed_state,
+        )
+        self.report.epoch(record, cfg.epochs)
+        patience = cfg.early_stopping_patience
+        if patience and p.epochs_without_improvement >= patience:
+            self.report.say(f"early stopping: no better validation loss for {patience} epochs")
+            self.save("last")
+            return self.finish("completed", stopped_early=True)
+        if self.dist.all_sum(torch.tensor([float(self.stop_signal.requested)])).item():
+            return self.stop()
+        return None
+
+    def _epoch_record(self, val_loss: float, val_accuracy: float, is_best: bool) -> dict[str, Any]:
+        """The epoch's line in epochs.json (its `checkpoint` is filled in once saved)."""
+        p = self.progress
+        return {
+            "epoch": p.epoch,
+            "train_loss": p.train_loss,
+            "train_accuracy": p.train_accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": self.scheduler.get_last_lr()[0],
+            "epoch_time_s": p.train_time + self.pace.validation_seconds,
+            "train_samples_per_sec": p.seen / p.train_time if p.train_time else None,
+            "is_best": is_best,
+            "checkpoint": None,
+        }
+
+    # ======================================================================= save, stop, finish
+
+    def save(self, name: str, *, metrics: dict[str, Any] | None = None) -> str:
+        """Write checkpoints/<name>; its path relative to the run directory.
+
+        Every rank calls it at the same point (each rank's RNG state is gathered); rank 0 writes.
+        """
+        rng = self.dist.gather_objects(ckpt.capture_rng(self.dist.rank))
+        relative = f"{Files.CHECKPOINTS}/{name}"
+        if not self.dist.is_main:
+            return relative
+        state, metadata = self._trainer_state(), self._checkpoint_metadata(metrics)
         try:
             ckpt.save_checkpoint(
-                directory, model, tokenizer, optimizer, trainer_state, metadata, rng
+                self.run_dir / Files.CHECKPOINTS / name,
+                self.model,
+                self.tokenizer,
+                self.optimizer,
+                state,
+                metadata,
+                rng,
             )
         except OSError as e:  # disk full, permission denied: the earlier checkpoints are untouched
             raise TrainingFailed(
                 f"could not write checkpoint {name}: {e.strerror or e}; earlier checkpoints are intact"
             ) from None
-        if rel not in base_state["checkpoints"]:
-            base_state["checkpoints"].append(rel)
-        return rel
+        if relative not in self.fixed_state["checkpoints"]:
+            self.fixed_state["checkpoints"].append(relative)
+        return relative
 
-    def finish(status: str, *, error: str | None = None, stopped_early: bool = False) -> int:
+    def _trainer_state(self) -> ckpt.TrainerState:
+        return ckpt.TrainerState(
+            **self.progress.to_saved(elapsed_s=self.elapsed()),
+            scheduler=self.scheduler.state_dict(),
+            data_hash=self.corpus.data_hash,
+            config=self.config.to_dict(),
+            param_names=self.param_names,
+            param_groups=[
+                {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
+            ],
+            rng=[],  # save_checkpoint fills in every rank's
+            provenance={
+                "tool_version": trainer.__version__,
+                "base_model": self.config.model.path,
+                "started_at": self.run_started_at,
+                "run_id": self.run_id,
+            },
+        )
+
+    def _checkpoint_metadata(self, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "metrics": metrics or {},
+            "labels": self.corpus.label_names,
+            "data_hash": self.corpus.data_hash,
+            "epoch": self.progress.epoch,
+            "global_step": self.progress.global_step,
+            "tool_version": trainer.__version__,
+            "base_model": self.config.model.path,
+            "started_at": self.run_started_at,
+            "saved_at": utc_now(),
+            "run_id": self.run_id,
+        }
+
+    def stop(self) -> int:
+        """A requested stop: checkpoints/last, status stopped, exit 0. Every rank calls it."""
+        self.writer.update_state(status="stopping", validation=None)
+        self.report.say(f"stopping: {self.stop_signal.reason}; writing checkpoints/last")
+        self.save("last")
+        if self.dist.is_main:
+            self.stop_signal.consume()
+        return self.finish("stopped", error=None)
+
+    def finish(self, status: str, *, error: str | None = None, stopped_early: bool = False) -> int:
+        """result.json, the final state and the summary; the exit code (0 completed or stopped).
+
+        Every rank calls it at the same point (the weight checksums are gathered, then a barrier).
+        """
         checksums = None
-        if dist.enabled:  # every rank must end with the same weights (the seed's F-DP-001)
-            checksums = dist.gather_objects(
-                sum(float(p.detach().double().sum()) for p in trainable)
+        if self.dist.enabled:  # every rank must end with the same weights, else the run failed
+            checksums = self.dist.gather_objects(
+                sum(float(p.detach().double().sum()) for p in self.trainable)
             )
             if len(set(checksums)) > 1 and status != "failed":
-                status, error = (
-                    "failed",
-                    f"ranks ended with different weights (checksums {checksums})",
-                )
-        result = {
-            "status": status,
-            "epochs": progress.history,
-            "best": progress.best,
-            "best_epoch": progress.best["epoch"] if progress.best else None,
-            "best_val_loss": progress.best["val_loss"] if progress.best else None,
-            "best_val_accuracy": progress.best["val_accuracy"] if progress.best else None,
-            "stopped_early": stopped_early,
-            "global_step": progress.global_step,
-            "total_time_s": elapsed(),
-            "error": error,
-            "checkpoints": base_state["checkpoints"],
-            "world_size": dist.world_size,
-            "rank_weight_checksums": checksums,
-        }
-        writer.write_result(result)
-        writer.update_state(
+                status = "failed"
+                error = f"ranks ended with different weights (checksums {checksums})"
+        result = self._result(status, error, stopped_early, checksums)
+        self.writer.write_result(result)
+        self.writer.update_state(
             status=status,
             error=error,
             validation=None,
-            best=progress.best,
-            elapsed_s=elapsed(),
+            best=self.progress.best,
+            elapsed_s=self.elapsed(),
             eta_s=0.0 if status == "completed" else None,
-            **base_state,
+            **self.fixed_state,
         )
-        writer.close()
-        stop.uninstall()
-        report.summary(result, str(run_dir))
-        dist.barrier()
+        self.writer.close()
+        self.stop_signal.uninstall()
+        self.report.summary(result, str(self.run_dir))
+        self.dist.barrier()
         return 0 if status in ("completed", "stopped") else 1
 
-    def stop_now() -> int:
-        writer.update_state(status="stopping", validation=None)
-        report.say(f"stopping: {stop.reason}; writing checkpoints/last")
-        save("last")
-        if dist.is_main:
-            stop.consume()
-        return finish("stopped", error=None)
-
-    # ------------------------------------------------------------------------------------ loop
-    if dist.enabled:  # DDP averages gradients; every rank starts from rank 0's weights
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-        if not restoring:
-            torch.manual_seed(cfg_t.seed + 1000 * dist.rank)  # each rank its own dropout stream
-    else:
-        forward = model
-    sample_weight = corpus.class_weights or [1.0] * corpus.num_labels
-    model.train()
-    steps_this_process = 0
-    train_time_this_process = 0.0
-    val_time_per_epoch: float | None = None
-    while progress.epoch <= cfg_t.epochs:
-        epoch = progress.epoch
-        this_epoch = epoch_batches(train_lengths, cfg_t.batch_size, cfg_t.seed, epoch, cfg_t.group_by_length)
-        if progress.step == 0:
-            progress.loss_sum, progress.correct, progress.seen, progress.train_time = 0.0, 0, 0, 0.0
-        while progress.step < spe and not progress.needs_validation:
-            tb = time.perf_counter()
-            idx = this_epoch[progress.step]
-            # The loss is this rank's share of the global batch's weighted mean, so that DDP's
-            # average of the ranks' gradients is the one-process gradient of the whole batch.
-            batch_weight = sum(sample_weight[corpus.train_labels[i]] for i in idx)
-            mine = shard(idx, dist.rank, dist.world_size)
-            batch = collate([train_features[i] for i in mine or idx[:1]])
-            labels = batch.pop("labels").to(device)
-            inputs = {k: v.to(device) for k, v in batch.items()}
-            with loaded.autocast():
-                logits = forward(**inputs).logits.float()
-            w = (
-                class_weights[labels]
-                if class_weights is not None
-                else torch.ones_like(labels, dtype=torch.float)
-            )
-            if not mine:  # fewer samples than ranks: take part with a zero-weight sample
-                w = torch.zeros_like(w)
-            weighted = (F.cross_entropy(logits, labels, reduction="none") * w).sum()
-            loss = weighted * (dist.world_size / batch_weight)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                trainable, cfg_t.grad_clip if cfg_t.grad_clip > 0 else math.inf
-            )
-            correct = ((logits.detach().argmax(-1) == labels) & (w > 0)).sum()
-            weighted_v, correct_v, stop_v = dist.all_sum(
-                torch.stack(
-                    [weighted.detach(), correct.float(), torch.tensor(float(stop.requested))]
-                )
-            ).tolist()
-            loss_v, grad_norm_v = weighted_v / batch_weight, float(grad_norm)
-            if not (math.isfinite(loss_v) and math.isfinite(grad_norm_v)):
-                what = "loss" if not math.isfinite(loss_v) else "gradient norm"
-                error = f"non-finite {what} ({loss_v if what == 'loss' else grad_norm_v}) at epoch {epoch} step {progress.step + 1}; weights left at the last good step"
-                report.say(f"error: {error}")
-                return finish("failed", error=error)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            progress.step += 1
-            progress.global_step += 1
-            n = len(idx)  # the global batch
-            dt = time.perf_counter() - tb
-            progress.loss_sum += loss_v * n
-            progress.correct += int(correct_v)
-            progress.seen += n
-            progress.train_time += dt
-            steps_this_process += 1
-            train_time_this_process += dt
-            remaining_steps = total_steps - progress.global_step
-            eta = train_time_this_process / steps_this_process * remaining_steps
-            eta += (val_time_per_epoch or 0.0) * (cfg_t.epochs - epoch + 1)
-            tokens = (
-                dist.world_size * int(inputs["attention_mask"].sum())
-                if "attention_mask" in inputs
-                else n
-            )
-            step_info = {
-                "epoch": epoch,
-                "step": progress.step,
-                "global_step": progress.global_step,
-                "loss": loss_v,
-                "lr": lr,
-                "grad_norm": grad_norm_v,
-                "accuracy": correct_v / n,
-                "samples_per_sec": n / dt,
-                "t": time.time(),
-            }
-            writer.append_step(step_info)
-            writer.update_state(
-                status="running",
-                epoch=epoch,
-                step=progress.step,
-                global_step=progress.global_step,
-                loss=loss_v,
-                train_loss=progress.loss_sum / progress.seen,
-                train_accuracy=progress.correct / progress.seen,
-                lr=lr,
-                grad_norm=grad_norm_v,
-                samples_per_sec=progress.seen / progress.train_time,
-                tokens_per_sec=tokens / dt,
-                elapsed_s=elapsed(),
-                eta_s=eta,
-                resources=resources.sample(),
-            )
-            if progress.step % cfg_t.log_interval == 0 or progress.step == spe:
-                report.step(writer.state)
-            if stop_v:  # any rank asked (signal or control.json): all stop at this step
-                stop.request("stop requested on another rank")
-                return stop_now()
-
-        # -------------------------------------------------------------------------------- validation
-        progress.needs_validation = True
-        tv = time.perf_counter()
-        val = validate(
-            forward,
-            loaded,
-            val_features,
-            collate,
-            class_weights,
-            cfg_t.batch_size * 2,
-            writer,
-            stop,
-            dist,
-        )
-        if val is None:
-            return stop_now()
-        val_time_per_epoch = time.perf_counter() - tv
-        model.train()
-
-        # -------------------------------------------------------------------------------- epoch end
-        val_loss, val_acc = val
-        is_best = progress.best is None or val_loss < progress.best["val_loss"]
-        if is_best:
-            progress.best = {"epoch": epoch, "val_loss": val_loss, "val_accuracy": val_acc}
-            progress.epochs_without_improvement = 0
-        else:
-            progress.epochs_without_improvement += 1
-        record = {
-            "epoch": epoch,
-            "train_loss": progress.loss_sum / max(progress.seen, 1),
-            "train_accuracy": progress.correct / max(progress.seen, 1),
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": scheduler.get_last_lr()[0],
-            "epoch_time_s": progress.train_time + val_time_per_epoch,
-            "train_samples_per_sec": progress.seen / progress.train_time
-            if progress.train_time
-            else None,
-            "is_best": is_best,
-            "checkpoint": None,
+    def _result(
+        self, status: str, error: str | None, stopped_early: bool, checksums: list | None
+    ) -> dict[str, Any]:
+        best = self.progress.best
+        return {
+            "status": status,
+            "epochs": self.progress.history,
+            "best": best,
+            "best_epoch": best["epoch"] if best else None,
+            "best_val_loss": best["val_loss"] if best else None,
+            "best_val_accuracy": best["val_accuracy"] if best else None,
+            "stopped_early": stopped_early,
+            "global_step": self.progress.global_step,
+            "total_time_s": self.elapsed(),
+            "error": error,
+            "checkpoints": self.fixed_state["checkpoints"],
+            "world_size": self.dist.world_size,
+            "rank_weight_checksums": checksums,
         }
-        progress.history = [e for e in progress.history if e["epoch"] < epoch] + [record]
-        if is_best:
-            for e in progress.history[:-1]:
-                e["is_best"] = False
-        progress.epoch, progress.step, progress.needs_validation = epoch + 1, 0, False
-        metrics = {
-            "epoch": epoch,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "train_loss": record["train_loss"],
-        }
-        if is_best:
-            record["checkpoint"] = save("best", metrics=metrics)
-        every = cfg_t.save_every
-        if every and (epoch % every == 0 or cfg_t.epochs <= every):
-            record["checkpoint"] = save(f"epoch-{epoch}", metrics=metrics)
-        writer.write_epochs(progress.history, progress.best["epoch"] if progress.best else None)
-        writer.update_state(
-            status="running",
-            validation=None,
-            best=progress.best,
-            epoch=min(epoch + 1, cfg_t.epochs),
-            step=0,
-            **base_state,
-        )
-        report.epoch(record, cfg_t.epochs)
-
-        patience = cfg_t.early_stopping_patience
-        if patience and progress.epochs_without_improvement >= patience:
-            report.say(f"early stopping: no better validation loss for {patience} epochs")
-            save("last")
-            return finish("completed", stopped_early=True)
-        if dist.all_sum(torch.tensor([float(stop.requested)])).item():
-            return stop_now()
-
-    # ------------------------------------------------------------------------------------ the end
-    save("last")
-    return finish("completed")
-
-
-def validate(
-    model, loaded, features, collate, class_weights, batch_size, writer, stop, dist
-) -> tuple[float, float] | None:
-    """Weighted loss and accuracy over the validation set, batched, in inference mode. None if stopped.
-
-    Under torchrun each rank takes its shard of every validation batch and the sums are all-reduced,
-    so the metrics equal one process's.
-    """
-    model.eval()
-    total = len(features)
-    loss_sum = weight_sum = 0.0
-    correct = done = 0
-    t = time.perf_counter()
-    writer.update_state(
-        status="validating",
-        validation={
-            "done": 0,
-            "total": total,
-            "loss": None,
-            "accuracy": None,
-            "samples_per_sec": None,
-        },
-    )
-    with torch.inference_mode():
-        for start in range(0, total, batch_size):
-            mine = shard(
-                list(range(start, min(start + batch_size, total))), dist.rank, dist.world_size
-            )
-            sums = torch.zeros(5, dtype=torch.float64)
-            if mine:
-                batch = collate([features[i] for i in mine])
-                labels = batch.pop("labels").to(loaded.device)
-                inputs = {k: v.to(loaded.device) for k, v in batch.items()}
-                with loaded.autocast():
-                    logits = model(**inputs).logits.float()
-                losses = F.cross_entropy(logits, labels, reduction="none")
-                w = class_weights[labels] if class_weights is not None else torch.ones_like(losses)
-                correct_b = (logits.argmax(-1) == labels).sum().float()
-                sums = (
-                    torch.stack(
-                        [
-                            (losses * w).sum(),
-                            w.sum(),
-                            correct_b,
-                            torch.tensor(float(len(mine))),
-                            torch.tensor(0.0),
-                        ]
-                    )
-                    .double()
-                    .cpu()
-                )
-            sums[4] = float(stop.requested)
-            b_loss, b_weight, b_correct, b_n, b_stop = dist.all_sum(sums).tolist()
-            loss_sum += b_loss
-            weight_sum += b_weight
-            correct += int(b_correct)
-            done += int(b_n)
-            writer.update_state(
-                status="validating",
-                validation={
-                    "done": done,
-                    "total": total,
-                    "loss": loss_sum / weight_sum,
-                    "accuracy": correct / done,
-                    "samples_per_sec": done / (time.perf_counter() - t),
-                },
-            )
-            if b_stop and done < total:
-                stop.request("stop requested on another rank")
-                return None
-    return loss_sum / weight_sum, correct / total
