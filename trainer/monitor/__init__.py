@@ -1,4 +1,4 @@
-"""The monitor-writer contract (DESIGN.md, version 1): file names, the writer, and the reader.
+"""The monitor-writer contract (docs/contract.md, version 1): file names, the writer, and the reader.
 
 No torch here: the Textual monitor imports this package on login nodes and over slow SSH.
 """

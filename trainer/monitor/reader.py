@@ -1,6 +1,6 @@
 """The reader side of the contract: what the TUI, `--once` and any script use to follow a run.
 
-Rules (DESIGN.md): tail steps.jsonl by byte offset and consume complete lines only; a repeated
+Rules (docs/contract.md): tail steps.jsonl by byte offset and consume complete lines only; a repeated
 global step means a resumed run redid it, so the later line wins; a file that shrank is read again
 from the start; a JSON file that is unreadable or of another version is a *problem* to show, never
 an exception for the caller. No torch: this runs on login nodes (numpy, yes: a million steps are

@@ -1,6 +1,6 @@
 """Names of the monitor contract, version 1: files, statuses and the schema tag each JSON file carries.
 
-Field names are documented in DESIGN.md and docs/contract.md; scripts read them, so they never change
+Field names are documented in docs/contract.md; scripts read them, so they never change
 within a version.
 """
 
