@@ -4,14 +4,18 @@
     python bench/train_vs_hf.py --rounds 2 --epochs 2
     python bench/train_vs_hf.py --model DIR --data FILE.jsonl
     python bench/train_vs_hf.py --man-pages          # a real corpus built from this machine's man pages
+    python bench/train_vs_hf.py --contenders entrenar --baseline-tree /tmp/main   # a change vs main
 
 Contenders, each in its own process, run alternately (round-robin) so drift hits them all alike:
 - hf-default: Trainer with its defaults (fp32), DataCollatorWithPadding
 - hf-best:    the same with bf16=True and train_sampling_strategy="group_by_length" (its best here)
 - entrenar:   `entrenar-train` on the same config (model, data, split, max_length, batch, LR
               schedule, epochs, seed)
+- entrenar-baseline (with --baseline-tree PATH): the same, with the trainer code of another checkout
+              (e.g. `git worktree add` of main), to show a change costs no speed
 Prints training samples/s (the training loop only, validation excluded), the ratios, final validation
-accuracy and macro-F1 (the same validation split for all), and each process's peak RSS.
+accuracy and macro-F1 (the same validation split for all), each process's peak RSS, and its CPU
+seconds (user + system, the whole process: steadier than samples/s when other work shares the cores).
 """
 
 from __future__ import annotations
@@ -133,6 +137,8 @@ def child(spec_path: str) -> None:
     if spec["contender"].startswith("hf"):
         result = run_hf(spec)
     else:
+        if spec.get("tree"):  # entrenar-baseline: that checkout's trainer, not this one's
+            sys.path.insert(0, spec["tree"])
         from trainer.cli import main as train_main
 
         code = train_main([spec["config"], f"output.dir={spec['out']}"])
@@ -152,6 +158,7 @@ def run_child(spec: dict, tmp: Path) -> dict:
         raise SystemExit(f"{spec['contender']} failed (exit {os.waitstatus_to_exitcode(status)})")
     result = json.loads(Path(spec["result"]).read_text())
     result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime
     return result
 
 
@@ -181,6 +188,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--contenders", default="hf-default,hf-best,entrenar")
+    ap.add_argument("--baseline-tree", type=Path, help="add entrenar-baseline: entrenar-train from this checkout")
     args = ap.parse_args()
     if args.child:
         child(args.child)
@@ -207,23 +215,28 @@ def main() -> None:
             f'[output]\ndir = "{tmp / "unused"}"\n'
         )
         contenders = args.contenders.split(",")
+        if args.baseline_tree:
+            contenders.append("entrenar-baseline")
         results: dict[str, list[dict]] = {c: [] for c in contenders}
         for r in range(args.rounds):
             for c in contenders:
                 spec = {**common, "contender": c, "out": str(tmp / f"{c}-{r}"), "config": str(config)}
+                if c == "entrenar-baseline":
+                    spec["tree"] = str(args.baseline_tree.resolve())
                 res = run_child(spec, tmp)
                 results[c].append(res)
-                print(f"round {r + 1} {c:<11} {res['samples_per_sec']:7.1f} samples/s  val acc {res['val_accuracy']:.3f}", file=sys.stderr)
+                print(f"round {r + 1} {c:<17} {res['samples_per_sec']:7.1f} samples/s  val acc {res['val_accuracy']:.3f}  {res['cpu_s']:.0f} CPU s", file=sys.stderr)
 
     print(f"\nwork: {Path(model).name} LoRA r=8 on query/value, batch {args.batch_size}, max_length {args.max_length}, "
           f"{args.epochs} epochs, {args.rounds} alternating rounds; {os.cpu_count()} CPU cores")  # fmt: skip
-    print(f"{'contender':<12}{'samples/s':>11}{'val acc':>9}{'macro-F1':>10}{'peak RSS':>11}")
+    print(f"{'contender':<18}{'samples/s':>11}{'val acc':>9}{'macro-F1':>10}{'peak RSS':>11}{'CPU s':>8}")
     for c in contenders:
         med = statistics.median(x["samples_per_sec"] for x in results[c])
         acc = statistics.fmean(x["val_accuracy"] for x in results[c])
         f1 = statistics.fmean(x["macro_f1"] for x in results[c])
         rss = max(x["peak_rss_mb"] for x in results[c])
-        print(f"{c:<12}{med:>11.1f}{acc:>9.3f}{f1:>10.3f}{rss:>8.0f} MB")
+        cpu = statistics.median(x["cpu_s"] for x in results[c])
+        print(f"{c:<18}{med:>11.1f}{acc:>9.3f}{f1:>10.3f}{rss:>8.0f} MB{cpu:>8.0f}")
     if "entrenar" in results:
         ours = statistics.median(x["samples_per_sec"] for x in results["entrenar"])
         for c in contenders:

@@ -302,7 +302,8 @@ class FineTuneRecipe:
         ckpt.load_adapter(folder, self.saved_adapter, self.model)
         ckpt.load_optimizer_tensors(self.optimizer, saved, self.saved_tensors)
         self.scheduler.load_state_dict(saved.scheduler)
-        # Restore RNG after the model and optimizer are built: building them draws from it.
+        # Restore RNG after the model and optimizer are built: what setup drew (LoRA init) must not
+        # move the saved streams.
         ckpt.restore_rng(saved.rng, self.saved_tensors, self.dist.rank)
         self.progress = Progress.from_saved(saved)
         self.saved_tensors = self.saved_adapter = None  # in the model and optimizer now
