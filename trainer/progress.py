@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Progress:
+    """Where the run stands; the part of a checkpoint an exact resume continues from."""
+
     epoch: int = 1  # 1-based epoch the next batch belongs to
     step: int = 0  # batches of that epoch already done
     global_step: int = 0
