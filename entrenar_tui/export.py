@@ -11,13 +11,13 @@ epochs, best_epoch}]}.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
 
@@ -148,16 +148,10 @@ def _cell(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _atomic(path: Path, write) -> None:
+def _atomic(path: Path, text: str) -> None:
+    """The file written whole or not at all, with the mode run files get (atomic.py)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_csv(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -169,13 +163,12 @@ def write_csv(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         rows = [{"run": r["run"], **row} for r in runs for row in r[key]]
         columns = _columns(rows, known)
 
-        def write(f, rows=rows, columns=columns) -> None:
-            w = csv.writer(f)
-            w.writerow(columns)
-            for row in rows:
-                w.writerow([_cell(row.get(c)) for c in columns])
-
-        _atomic(out_dir / name, write)
+        buffer = io.StringIO(newline="")
+        w = csv.writer(buffer)
+        w.writerow(columns)
+        for row in rows:
+            w.writerow([_cell(row.get(c)) for c in columns])
+        _atomic(out_dir / name, buffer.getvalue())
         written.append(out_dir / name)
     return written
 
@@ -183,7 +176,7 @@ def write_csv(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 def write_json(runs: list[dict[str, Any]], path: Path) -> list[Path]:
     data = {"schema": "entrenar-tui/export", "version": 1, "runs": runs}
     text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
-    _atomic(path, lambda f: f.write(text))
+    _atomic(path, text)
     return [path]
 
 

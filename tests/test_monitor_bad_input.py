@@ -160,7 +160,7 @@ CASES = {
             b'garbage\n[1]\n{"global_step": "x"}\n{"global_step": 1e999}\n'
             b'{"epoch": 1, "step": 4, "global_step": 4, "loss": 0.5}\n',
         ),
-        "steps.jsonl: 4 unreadable line(s), first at line 4",
+        "steps.jsonl: 4 unreadable lines, first at line 4",
         then=lambda app: list(app.model.history.global_steps) == [1, 2, 3, 4],
     ),
     "nan-and-huge-steps": Case(
@@ -192,7 +192,7 @@ CASES = {
     ),
     "global-step-past-int64": Case(
         lambda run: append(run / Files.STEPS, b'{"global_step": 9223372036854775808}\n'),
-        "steps.jsonl: 1 unreadable line(s), first at line 4",
+        "steps.jsonl: 1 unreadable line, first at line 4",
     ),
     "steps-is-a-directory": Case(
         lambda run: ((run / Files.STEPS).unlink(), (run / Files.STEPS).mkdir()),

@@ -86,6 +86,17 @@ def test_run_with_a_bad_config_says_where_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_run_takes_overrides_after_a_flag(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\npath = "m"\n[data]\ntrain = "t.jsonl"\n[output]\ndir = "out"\n')
+    result = tui("run", str(config), "--poll", "train.epochs=oops")  # checked as an override
+    assert result.returncode == 2, result.stderr
+    assert "train.epochs must be an integer, got 'oops'" in result.stderr
+    assert not (tmp_path / "out").exists()
+    result = tui("run", str(config), "--poll", "--frobnicate")
+    assert result.returncode == 2 and "unrecognized arguments: --frobnicate" in result.stderr
+
+
 def test_run_never_starts_over_a_run_directory_that_holds_a_run(tmp_path):
     scenario(tmp_path / "out", "completed")
     config = tmp_path / "c.toml"

@@ -9,9 +9,11 @@ every epoch, checkpoints best / epoch-N / last, NaN → failed, early stopping o
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,9 +30,17 @@ from trainer.data import epoch_batches, load_corpus, steps_per_epoch, tokenize
 from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import TrainingFailed, UserError
 from trainer.lock import RunLock, identity
-from trainer.model import fast_dropout_wanted, load_model, pick_device, use_fast_dropout
+from trainer.model import (
+    ModelPlan,
+    fast_dropout_wanted,
+    load_model,
+    pick_device,
+    use_fast_dropout,
+)
+from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
 from trainer.monitor.writer import MonitorWriter, NullWriter
+from trainer.preflight import preflight
 from trainer.report import Reporter
 from trainer.resources import ResourceSampler
 from trainer.stopping import StopSignal
@@ -68,8 +78,67 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def crash_message(e: BaseException, rank: int) -> str:
-    return f"crashed on rank {rank}: {type(e).__name__}: {str(e).splitlines()[0][:500] if str(e) else ''}"
+def crash_message(e: BaseException, rank: int | None = None) -> str:
+    """What failed, in one line: the exception's type and first line (or "(no message)"), and
+    where it was raised (the innermost frame: file under its import root, line, function);
+    "on rank N" under torchrun only."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0][:500]}" if lines else f"{type(e).__name__} (no message)"
+    frames = traceback.extract_tb(e.__traceback__)
+    where = ""
+    if frames:
+        where = f" at {import_path(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name}"
+    on = f" on rank {rank}" if rank is not None else ""
+    return f"crashed{on}: {text}{where}"
+
+
+def import_path(filename: str) -> str:
+    """A source file as its import root sees it (bitsandbytes/nn/modules.py, trainer/train.py)."""
+    roots = sorted((p for p in sys.path if p and os.path.isdir(p)), key=len, reverse=True)
+    for root in roots:
+        prefix = os.path.join(os.path.abspath(root), "")
+        if filename.startswith(prefix):
+            return filename[len(prefix) :]
+    return filename
+
+
+def log_every(setting: int | str, steps_per_epoch: int) -> int:
+    """train.log_interval: an int, or auto = about 20 progress lines an epoch."""
+    if setting == "auto":
+        return max(1, steps_per_epoch // 20)
+    return int(setting)
+
+
+def epochs_done(epoch: int, step: int, needs_validation: bool) -> int:
+    """Epochs a checkpoint has trained into: those finished, and the one in progress if begun."""
+    return epoch if step or needs_validation else epoch - 1
+
+
+def previous_global_step(run_dir: Path) -> int | None:
+    """How far the run's state.json says it got (a resume redoes the steps after its checkpoint)."""
+    try:
+        state = read_contract_json(run_dir / Files.STATE) or {}
+    except ContractError:
+        return None
+    step = state.get("global_step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def resume_note(checkpoint: str | None, at_step: int, reached: int | None) -> str:
+    """What a resume does to the run's steps, said the same in the trainer's log and the monitor
+    (run.json's resumed_from note)."""
+    if checkpoint is None:
+        note = "started over with the saved config (no checkpoint yet)"
+    else:
+        note = f"resumed from {checkpoint} at step {at_step}"
+    if reached is not None and reached > at_step:
+        first = at_step + 1
+        note += (
+            f"; step {first} is redone"
+            if reached == first
+            else f"; steps {first}–{reached} are redone"
+        )
+    return note
 
 
 def train(config: Config, resume: Resume | None = None, argv: list[str] | None = None) -> int:
@@ -82,6 +151,7 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         raise UserError(
             f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
         )
+    plan = preflight(config)  # nothing is written before the model and output.dir are checked
     dist = init_distributed()
     lock = None
     if dist.is_main:
@@ -89,7 +159,7 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         lock = RunLock(run_dir).acquire()
     writer = MonitorWriter(run_dir) if dist.is_main else NullWriter(run_dir)
     try:
-        return _train(config, resume, argv, writer, dist)
+        return _train(config, resume, argv, writer, dist, plan)
     except UserError as e:
         if writer.state["seq"]:  # a fresh run already said "initializing": say why it ended
             writer.update_state(status="failed", error=str(e), validation=None)
@@ -98,7 +168,8 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         raise
     except Exception as e:
         if writer.state["seq"]:
-            error = str(e) if isinstance(e, TrainingFailed) else crash_message(e, dist.rank)
+            rank = dist.rank if dist.enabled else None
+            error = str(e) if isinstance(e, TrainingFailed) else crash_message(e, rank)
             writer.write_result({"status": "failed", "error": error})
             writer.update_state(status="failed", error=error, validation=None)
         raise
@@ -110,7 +181,12 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
 
 
 def _train(
-    config: Config, resume: Resume | None, argv: list[str] | None, writer: MonitorWriter, dist: Dist
+    config: Config,
+    resume: Resume | None,
+    argv: list[str] | None,
+    writer: MonitorWriter,
+    dist: Dist,
+    plan: ModelPlan,
 ) -> int:
     # ------------------------------------------------------------------------------------ setup
     started = time.time()
@@ -148,6 +224,13 @@ def _train(
                 f"{resume.checkpoint}: saved by {len(saved.rng)} process(es), resumed with {dist.world_size}; "
                 f"resume with --nproc {len(saved.rng)} (each rank continues its own dropout RNG)"
             )
+        done = epochs_done(saved.epoch, saved.step, saved.needs_validation)
+        if cfg_t.epochs < done:
+            raise UserError(
+                f"train.epochs = {cfg_t.epochs} is fewer than the {done} epoch(s) {resume.checkpoint} "
+                f"has already trained; resume with train.epochs={done} or more (or use its "
+                "checkpoints as they are)"
+            )
         if saved.data_hash != corpus.data_hash and not resume.allow_data_mismatch:
             raise UserError(
                 f"{resume.checkpoint}: data changed since the checkpoint (checkpoint {saved.data_hash}, "
@@ -157,7 +240,7 @@ def _train(
         report.say(note)
 
     # ------------------------------------------------------------------------------------ model
-    loaded = load_model(config.model, config.lora, corpus.label_names, device)
+    loaded = load_model(config.model, config.lora, corpus.label_names, device, plan)
     model, tokenizer = loaded.model, loaded.tokenizer
     if fast_dropout_wanted(cfg_t.fast_dropout, device):
         use_fast_dropout(model)
@@ -200,6 +283,7 @@ def _train(
     # ------------------------------------------------------------------------------------ resume
     progress = Progress()
     run_info: dict[str, Any] = {}
+    reached = previous_global_step(run_dir) if resume is not None else None
     if resume is not None and (run_dir / Files.RUN).exists():
         run_info = ckpt.read_json(run_dir / Files.RUN)
     if restoring:
@@ -218,9 +302,12 @@ def _train(
             elapsed_before=saved.elapsed_s,
             **saved.running,
         )
-        report.say(
-            f"resuming {run_dir} from {resume.checkpoint} at epoch {progress.epoch}, step {progress.step}"
-        )
+    note = None
+    if resume is not None:
+        shown = shown_checkpoint(resume.checkpoint, run_dir) if resume.checkpoint else None
+        note = resume_note(shown, progress.global_step, reached)
+        if restoring:  # (the CLI has said that a run without a checkpoint starts over)
+            report.say(f"{note} (epoch {progress.epoch}, step {progress.step} of it)")
 
     resumed_from = list(run_info.get("resumed_from") or [])
     if resume is not None:
@@ -230,6 +317,7 @@ def _train(
                 "at": utc_now(),
                 "global_step": progress.global_step,
                 "overrides": resume.overrides,
+                "note": note,
             }
         )
     run_started_at = run_info.get("started_at", utc_now())
@@ -269,10 +357,11 @@ def _train(
             "resumed_from": resumed_from or None,
         }
     )
+    quantization = "NF4 base (QLoRA)" if config.model.quantize == "nf4" else "no quantization"
     report.say(
         f"{loaded.architecture} ({loaded.params_trainable:,} of {loaded.params_total:,} parameters trainable) "
-        f"on {device} in {loaded.precision}; {n_train} train / {n_val} validation samples, "
-        f"{len(corpus.label_names)} labels; {cfg_t.epochs} epochs × {spe} steps"
+        f"on {device} in {loaded.precision}, {quantization}; {n_train} train / {n_val} validation samples, "
+        f"{len(corpus.label_names)} labels; {cfg_t.epochs} epoch{'s' if cfg_t.epochs != 1 else ''} × {spe} steps"
     )
     base_state = {
         "total_epochs": cfg_t.epochs,
@@ -423,6 +512,7 @@ def _train(
     else:
         forward = model
     sample_weight = corpus.class_weights or [1.0] * corpus.num_labels
+    log_interval = log_every(cfg_t.log_interval, spe)
     model.train()
     steps_this_process = 0
     train_time_this_process = 0.0
@@ -520,7 +610,7 @@ def _train(
                 eta_s=eta,
                 resources=resources.sample(),
             )
-            if progress.step % cfg_t.log_interval == 0 or progress.step == spe:
+            if progress.step % log_interval == 0 or progress.step == spe:
                 report.step(writer.state)
             if stop_v:  # any rank asked (signal or control.json): all stop at this step
                 stop.request("stop requested on another rank")
@@ -568,9 +658,12 @@ def _train(
             "checkpoint": None,
         }
         progress.history = [e for e in progress.history if e["epoch"] < epoch] + [record]
-        if is_best:
+        if is_best:  # the earlier best is best no more: its checkpoint is its epoch-N, if any
+            best_rel = f"{Files.CHECKPOINTS}/best"
             for e in progress.history[:-1]:
                 e["is_best"] = False
+                if e.get("checkpoint") == best_rel:
+                    e["checkpoint"] = None
         progress.epoch, progress.step, progress.needs_validation = epoch + 1, 0, False
         metrics = {
             "epoch": epoch,
@@ -605,6 +698,14 @@ def _train(
     # ------------------------------------------------------------------------------------ the end
     save("last")
     return finish("completed")
+
+
+def shown_checkpoint(checkpoint: Path, run_dir: Path) -> str:
+    """A checkpoint as the user names it: checkpoints/last inside the run, else its path."""
+    try:
+        return Path(checkpoint).resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return str(checkpoint)
 
 
 def validate(

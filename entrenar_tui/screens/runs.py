@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.messages import RunsChanged
 from entrenar_tui.runs import SORT_KEYS, RunSummary, name_filter, sort_runs
 from entrenar_tui.runs_watcher import RootWatcher
@@ -107,7 +108,7 @@ class RunsScreen(Screen):
         shown = self.visible()
         self.query_one(RunsTable).show(shown, self.selected)
         self.query_one("#runs-filter", Input).set_class(bool(self.pattern_error), "-invalid")
-        parts = [f"{len(self.runs)} runs under {shown_path(self.root)}"]
+        parts = [f"{fmt.plural(len(self.runs), 'run')} under {shown_path(self.root)}"]
         if len(shown) != len(self.runs):
             parts.append(f"{len(shown)} shown")
         if self.selected:
