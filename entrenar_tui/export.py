@@ -17,11 +17,12 @@ from typing import Any
 
 import orjson
 
+from entrenar_tui import runs
+from entrenar_tui.runs import MAX_DEPTH, is_run_dir
 from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
 
-MAX_DEPTH = 3
 STEP_COLUMNS = (
     "epoch",
     "step",
@@ -51,36 +52,20 @@ class ExportError(ValueError):
     """Bad input: the message names the path."""
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / Files.RUN).is_file() or (path / Files.STATE).is_file()
-
-
 def find_runs(target: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
-    """[target] when it is a run directory, else the run directories under it (depth <= 3, hidden
-    folders and checkpoints skipped), sorted."""
+    """[target] when it is a run directory, else the run directories under it, as the browser
+    finds them (runs.find_runs: depth <= 3, hidden folders and checkpoints skipped, each folder
+    once however many links lead to it)."""
     if not target.is_dir():
         raise ExportError(f"{target}: no such directory")
     if is_run_dir(target):
         return [target]
-    found: list[Path] = []
-    level = [target]
-    for _ in range(max_depth):
-        below: list[Path] = []
-        for folder in level:
-            try:
-                children = sorted(p for p in folder.iterdir() if p.is_dir())
-            except OSError:
-                continue
-            for child in children:
-                if child.name.startswith(".") or child.name == Files.CHECKPOINTS:
-                    continue
-                (found if is_run_dir(child) else below).append(child)
-        level = below
+    found = runs.find_runs(target, max_depth)
     if not found:
         raise ExportError(
             f"{target}: no run directory ({Files.RUN} or {Files.STATE}) within {max_depth} levels"
         )
-    return sorted(found)
+    return found
 
 
 def read_steps(run_dir: Path) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ the end. Slow (real training, twice a model load), so marked; CI still runs it."
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 import pytest
@@ -12,19 +11,13 @@ import pytest
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.control import StartSpec
 from entrenar_tui.screens.confirm import ConfirmScreen
+from tests.conftest import patience, until
 from trainer.monitor.control import launch_detached, trainer_command
 from trainer.monitor.schema import Files
 
 # 120 training samples in batches of 4: 30 steps an epoch, 90 in all.
 OVERRIDES = ["train.epochs=3", "train.batch_size=4"]
 
-
-async def until(pilot, condition, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await pilot.pause(0.05)
 
 
 @pytest.mark.slow
@@ -48,7 +41,7 @@ def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_p
             assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("enter")
             await until(pilot, lambda: app.model.status == "stopped", "the run stops", 60)
-            assert trainer.wait(30) == 0
+            assert trainer.wait(patience(30)) == 0
             stopped = app.model.state["global_step"]
             assert 1 <= stopped < 90
             result = orjson.loads((run_dir / Files.RESULT).read_bytes())

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import REPO, run_cli, write_config, write_corpus
+from tests.conftest import REPO, patience, run_cli, write_config, write_corpus
 
 ROWS = [{"input": f"ls -la dir{i}", "label": "safe"} for i in range(6)] + [
     {"input": f"rm -rf $D{i}/", "label": "unsafe"} for i in range(6)
@@ -209,7 +209,7 @@ def test_output_dir_on_a_read_only_file_system(tmp_path, tiny_bert_dir):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=patience(600),
     )
     assert_one_line(r, f"output.dir {ro}/run: cannot write there (read-only file system)")
 

@@ -14,7 +14,7 @@ import pytest
 from entrenar_tui import export
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.cli import main as cli
-from tests.test_app import until
+from tests.conftest import patience, until
 from trainer.monitor.schema import Files
 
 
@@ -190,7 +190,7 @@ def test_exported_files_get_the_mode_the_umask_gives(format, trained_run, tmp_pa
     out = tmp_path / ("out.json" if format == "json" else "out")
     r = subprocess.run(
         [sys.executable, "-m", "entrenar_tui", "export", str(trained_run), "--format", format, "--out", str(out)],
-        capture_output=True, text=True, timeout=300, preexec_fn=lambda: os.umask(0o027),
+        capture_output=True, text=True, timeout=patience(300), preexec_fn=lambda: os.umask(0o027),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     files = [out] if format == "json" else sorted(out.iterdir())

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import run_cli, write_config, write_corpus
+from tests.conftest import patience, run_cli, write_config, write_corpus
 from trainer.cli import main
 from trainer.config import load_config
 from trainer.data import load_corpus
@@ -98,7 +98,7 @@ def run_cli_stdin(args: list[str], text: str) -> str:
 
     from tests.conftest import REPO
 
-    r = subprocess.run([sys.executable, "-m", "trainer", *args], input=text, capture_output=True, text=True, cwd=REPO, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "trainer", *args], input=text, capture_output=True, text=True, cwd=REPO, timeout=patience(300))
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -122,7 +122,7 @@ def test_export_respects_the_umask_and_draws_no_progress_bars(trained, tmp_path)
     out = tmp_path / "exported"
     r = subprocess.run(
         [sys.executable, "-m", "trainer", "export", str(run / "checkpoints" / "best"), str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, preexec_fn=lambda: os.umask(0o027),
+        cwd=REPO, capture_output=True, text=True, timeout=patience(600), preexec_fn=lambda: os.umask(0o027),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == f"exported a merged model to {out}"

@@ -15,6 +15,7 @@ import orjson
 import pytest
 import watchfiles
 
+from tests.conftest import patience
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.schema import Files
 
@@ -34,7 +35,7 @@ class Terminal:
         self.tmux("new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "-c", str(cwd), command)
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=30)
+        return subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=patience(30))
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "t").stdout
@@ -51,7 +52,7 @@ class Terminal:
 
 def wait_until(condition, what: str, watch: Path, timeout: float = 120) -> None:
     """Wake on file events in `watch` (or every 100 ms) until condition() holds, at most `timeout` s."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience(timeout)
     watch.mkdir(parents=True, exist_ok=True)
     for _ in watchfiles.watch(
         watch, rust_timeout=100, yield_on_timeout=True, debounce=20, recursive=False

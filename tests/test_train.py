@@ -10,7 +10,7 @@ import orjson
 import pytest
 import torch
 
-from tests.conftest import run_cli, write_config
+from tests.conftest import patience, run_cli, write_config
 from trainer.config import load_config
 from trainer.data import load_corpus
 from trainer.monitor.schema import CONTRACT_VERSION
@@ -393,7 +393,7 @@ def test_every_file_of_a_run_gets_the_mode_the_umask_gives(tmp_path, tiny_bert_d
     cfg = write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run", train={"epochs": 1})
     r = subprocess.run(
         [sys.executable, "-m", "trainer", str(cfg)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, preexec_fn=lambda: os.umask(0o027),
+        cwd=REPO, capture_output=True, text=True, timeout=patience(600), preexec_fn=lambda: os.umask(0o027),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
