@@ -1,9 +1,15 @@
 """The monitor steering the real trainer (a tiny BERT on CPU): x stops it cleanly, r resumes it to
-the end. Slow (real training, twice a model load), so marked; CI still runs it."""
+the end. Slow (real training, twice a model load), so marked; CI still runs it.
+
+The tiny model trains its 90 steps in a second or two: the test freezes the trainer (SIGSTOP)
+once its first step is on disk, so that however slowly the app comes up, the run is still under
+way when x is pressed; SIGCONT lets it take the stop."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import orjson
 import pytest
@@ -19,27 +25,39 @@ from trainer.monitor.schema import Files
 OVERRIDES = ["train.epochs=3", "train.batch_size=4"]
 
 
+def steps_on_disk(run_dir) -> int:
+    try:
+        return (run_dir / Files.STEPS).read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
 
 @pytest.mark.slow
 def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_path):
     run_dir = tmp_path / "run"  # the config's output.dir
     trainer = launch_detached(trainer_command(str(tiny_run_config), *OVERRIDES), run_dir)
     app = MonitorApp(run_dir, start=StartSpec(tiny_run_config, OVERRIDES), launched=trainer)
+    notes: list[str] = []
+    shown = app.notify
+    app.notify = lambda message, **kw: (notes.append(message), shown(message, **kw))  # type: ignore[method-assign]
 
     async def main():
         async with app.run_test(size=(100, 30)) as pilot:
             await until(pilot, lambda: app.model.request is not None, "it shows the launch", 5)
             assert app.model.request.label == "starting…"
+            await until(pilot, lambda: steps_on_disk(run_dir) >= 1, "training starts", 120)
+            os.kill(trainer.pid, signal.SIGSTOP)  # frozen mid-run until the stop is asked
             await until(
                 pilot,
                 lambda: app.model.status == "running" and len(app.model.history) >= 1,
-                "training runs",
-                120,
+                "the app shows it training",
+                60,
             )
             assert app.model.request is None and app.model.trainer == "alive"
             await pilot.press("x")
             assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("enter")
+            os.kill(trainer.pid, signal.SIGCONT)
             await until(pilot, lambda: app.model.status == "stopped", "the run stops", 60)
             assert trainer.wait(patience(30)) == 0
             stopped = app.model.state["global_step"]
@@ -55,6 +73,10 @@ def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_p
                 "the resumed run completes",
                 180,
             )
+            note = f"resumed from checkpoints/last at step {stopped}"  # nothing to redo after a stop
+            assert note in notes, notes
+            assert note in (run_dir / Files.LOG).read_text()
+            await until(pilot, lambda: not app.started_trainers, "the finished trainers are reaped")
             assert orjson.loads((run_dir / Files.RESULT).read_bytes())["status"] == "completed"
             assert app.model.state["global_step"] == 90
             assert list(app.model.history.global_steps) == list(
@@ -67,5 +89,6 @@ def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_p
         asyncio.run(main())
     finally:
         if trainer.poll() is None:
+            os.kill(trainer.pid, signal.SIGCONT)
             trainer.kill()
             trainer.wait()
