@@ -157,7 +157,8 @@ def test_contract_files_have_the_design_fields(finished_run):
     assert all(set(s) >= STEP_FIELDS for s in lines)
     assert [s["global_step"] for s in lines] == list(range(1, state["total_steps"] + 1))
     assert result["status"] == "completed" and result["best_epoch"] == epochs["best_epoch"]
-    assert {"best", "epoch-2", "last"} <= {p.name for p in (run / "checkpoints").iterdir()}
+    # save_every 2 over 3 epochs: epoch-2 only (epoch-N when N is a multiple of save_every)
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best", "epoch-2", "last"}
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
@@ -390,7 +391,7 @@ def test_every_file_of_a_run_gets_the_mode_the_umask_gives(tmp_path, tiny_bert_d
 
     from tests.conftest import REPO
 
-    cfg = write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run", train={"epochs": 1})
+    cfg = write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run", train={"epochs": 1, "save_every": 5})
     r = subprocess.run(
         [sys.executable, "-m", "trainer", str(cfg)],
         cwd=REPO, capture_output=True, text=True, timeout=patience(600), preexec_fn=lambda: os.umask(0o027),
@@ -400,3 +401,5 @@ def test_every_file_of_a_run_gets_the_mode_the_umask_gives(tmp_path, tiny_bert_d
     modes = {str(p.relative_to(tmp_path / "run")): stat.S_IMODE(p.stat().st_mode) for p in files}
     assert "checkpoints/best/adapter_model.safetensors" in modes
     assert {m for m in modes.values()} == {0o640}, modes
+    # save_every 5 on a 1-epoch run: no epoch-N (N is never a multiple of 5), best and last only
+    assert {p.name for p in (tmp_path / "run" / "checkpoints").iterdir()} == {"best", "last"}

@@ -102,7 +102,9 @@ class TrainSection:
     )
     lr_min: float = opt(1e-6, "the LR the cosine decay ends at", min=0, max=LR_MAX)
     grad_clip: float = opt(1.0, "max gradient norm; 0 = no clipping", min=0)
-    save_every: int = opt(5, "write checkpoints/epoch-N every this many epochs; 0 = never", min=0)
+    save_every: int = opt(
+        5, "write checkpoints/epoch-N when N is a multiple of this (best, last: always); 0 = never", min=0
+    )
     early_stopping_patience: int = opt(
         10, "stop after this many epochs without a better val loss; 0 = never", min=0
     )

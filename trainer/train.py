@@ -673,8 +673,8 @@ def _train(
         }
         if is_best:
             record["checkpoint"] = save("best", metrics=metrics)
-        every = cfg_t.save_every
-        if every and (epoch % every == 0 or cfg_t.epochs <= every):
+        every = cfg_t.save_every  # epoch-N exactly when N is a multiple (best and last do the rest)
+        if every and epoch % every == 0:
             record["checkpoint"] = save(f"epoch-{epoch}", metrics=metrics)
         writer.write_epochs(progress.history, progress.best["epoch"] if progress.best else None)
         writer.update_state(
