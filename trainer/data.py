@@ -126,7 +126,6 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[Row]:
 
 def _read_delimited(path: Path, text_field: str, label_field: str, delimiter: str) -> list[Row]:
     csv.field_size_limit(sys.maxsize)
-    kind = "CSV" if delimiter == "," else "TSV"
     rows = []
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
@@ -143,7 +142,7 @@ def _read_delimited(path: Path, text_field: str, label_field: str, delimiter: st
                 if len(record) > len(columns):
                     raise UserError(f"{where}: more fields than the header has columns")
                 if len(record) <= max(text_at, label_at):
-                    raise UserError(_short_record(path, start, end, f, record, columns, kind))
+                    raise UserError(_short_record(path, start, end, f, record, columns))
                 label: int | str = record[label_at]
                 if INT_LABEL.fullmatch(label.strip()):
                     label = int(label)
@@ -170,7 +169,7 @@ def _check_header(path: Path, columns: list[str], needed: tuple[str, ...]) -> No
 
 
 def _short_record(
-    path: Path, start: int, end: int, f: Any, record: list[str], columns: list[str], kind: str
+    path: Path, start: int, end: int, f: Any, record: list[str], columns: list[str]
 ) -> str:
     """Why a record lacks the text or label column: a quote opened and never closed (the field
     swallowed the rest of the file), or a row with too few fields (which columns are missing)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from trainer.config import LoraSection, ModelSection
+from trainer.config import LoraSection, ModelSection, did_you_mean
 from trainer.errors import UserError
 
 # The attention query/value projections of each architecture: LoRA's classic targets.
@@ -170,8 +170,6 @@ class ModelPlan:
     """What a model folder is, read from its config.json and checked against the run's config
     before anything is written or any weight is loaded."""
 
-    path: str
-    model_type: str
     head: list[str]  # trained in full and saved with the adapter; never quantized
     targets: list[str]  # LoRA's target module names
 
@@ -194,7 +192,7 @@ def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
     head = head_modules(skeleton)
     targets = target_modules(lora, raw_config["model_type"])
     check_targets(lora, skeleton, targets, head)
-    return ModelPlan(cfg.path, raw_config["model_type"], head, targets)
+    return ModelPlan(head, targets)
 
 
 def build_skeleton(path: str, hf_config: Any) -> torch.nn.Module:
@@ -261,8 +259,6 @@ def check_targets(
 ) -> None:
     """Every LoRA target exists, and lora.r fits the smallest of them: a rank above a layer's
     in or out size adds nothing but parameters (an absurd one is an allocation error)."""
-    from trainer.config import did_you_mean
-
     adapted = _adapted(model, targets, head)
     if not adapted:
         names = sorted(
