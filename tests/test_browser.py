@@ -281,7 +281,8 @@ def test_every_browser_action_is_in_the_command_palette_and_the_footer(root):
             assert title in titles
         assert "Stop the run" not in titles  # no run is open
         keys = {b.key for _, b, enabled, _ in app.active_bindings.values() if b.show}
-        assert {"space", "c", "o", "v", "slash", "enter", "q"} <= keys
+        assert {"space", "c", "o", "slash", "question_mark", "enter", "q"} <= keys
+        assert "v" in app.active_bindings  # a secondary key: in the palette and the help
         assert "escape" not in keys  # "back" is for the run screen only
 
     browse(body, app)
@@ -501,3 +502,18 @@ def test_question_mark_shows_each_screens_own_keys(root):
         assert any(p.text.startswith("crashed") for p in app.screen.problems)
 
     browse(body, app)
+
+
+def test_the_footer_fits_80_columns(root):
+    """The 80×24 floor: the browser's footer still shows ? Help and q Quit."""
+    app = MonitorApp(root=root)
+
+    async def body(pilot):
+        await pilot.pause()
+        keys = list(app.screen.query_one("Footer").query("FooterKey"))
+        palette = next(k for k in keys if k.has_class("-command-palette"))
+        shown = {str(k.render()).strip(): k.region for k in keys if k is not palette}
+        assert {"? Help", "q Quit"} <= set(shown), shown
+        assert all(r.right <= palette.region.x for r in shown.values()), shown  # none hidden
+
+    browse(body, app, size=(80, 24))

@@ -42,7 +42,8 @@ class RunsScreen(Screen):
         Binding("space", "toggle_select", "Select", tooltip="select or unselect the run under the cursor"),
         Binding("c", "compare", "Compare", tooltip="compare the selected runs: their loss, val loss and val accuracy overlaid, one colour a run, and the config keys that differ"),
         Binding("o", "sort", "Sort", tooltip="sort by the next column (a click on a header sorts by it)"),
-        Binding("v", "reverse", "Reverse", tooltip="reverse the sort"),
+        # (off the footer, so that ? Help and q Quit fit 80 columns; in the help and the palette)
+        Binding("v", "reverse", "Reverse", show=False, tooltip="reverse the sort"),
         Binding("slash", "filter", "Filter", key_display="/", tooltip="filter by name: a glob (`exp-*`), a word found anywhere in the name, or a regular expression after `re:`"),
         Binding("escape", "leave_filter", "Table", show=False, tooltip="leave the filter for the table"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip=HELP),
