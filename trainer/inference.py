@@ -81,7 +81,7 @@ class Classifier:
     labels: list[str]
     max_length: int
     autocast: Any
-    config: Any = None  # the run's Config, as the checkpoint saved it
+    config: Any  # the run's Config, as the checkpoint saved it
 
     def logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         out = []
