@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from entrenar_tui.control import Controller, Refused, StartPlan, StartSpec
 from entrenar_tui.formatting import printable
@@ -32,7 +32,7 @@ from entrenar_tui.messages import (
 )
 from entrenar_tui.run_model import Request, RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
-from entrenar_tui.screens.help import HelpScreen
+from entrenar_tui.screens.help import PALETTE, HelpScreen, key_rows
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.settings import follow_theme
@@ -50,11 +50,11 @@ class MonitorApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "entrenar-tui"
     BINDINGS: ClassVar = [
-        Binding("q", "quit", "Quit"),
+        Binding("q", "quit", "Quit", tooltip="quit the monitor; training goes on (`entrenar-tui monitor DIR` re-attaches)"),
         # Only with a browser under the run screen (check_action): back to the list of runs.
-        Binding("escape", "back_to_runs", "Runs"),
-        Binding("backspace", "back_to_runs", "Runs", show=False),
-    ]
+        Binding("escape", "back_to_runs", "Runs", tooltip="back to the list of runs"),
+        Binding("backspace", "back_to_runs", "Runs", show=False, tooltip="back to the list of runs"),
+    ]  # fmt: skip
 
     def __init__(
         self,
@@ -81,8 +81,10 @@ class MonitorApp(App):
         self.clock, self.probe = clock, probe
         self.controller = controller or Controller(start_spec=start)
         self.model = RunModel(run_dir if run_dir is not None else root, clock)
+        self.started_trainers: list[subprocess.Popen] = []  # until reaped (see reap)
         if launched is not None:
             self.model.begin(Request("start", "starting…", clock(), launched))
+            self.adopt(launched)
         self.watch_enabled, self.force_polling = watch, force_polling
         self.poll_interval, self.tick_interval = poll_interval, tick_interval
         self.watcher: RunWatcher | None = None
@@ -145,7 +147,18 @@ class MonitorApp(App):
     def tick(self) -> None:
         """The clock moved: elapsed, heartbeat age, crashed-or-not; and where the trainer is."""
         self.model.tick(self.clock(), self.probe(self.model.state))
+        self.reap()
         self._redraw()
+
+    def adopt(self, process: subprocess.Popen | None) -> None:
+        """A trainer this app started: its exit status is collected by `reap`."""
+        if process is not None and all(p is not process for p in self.started_trainers):
+            self.started_trainers.append(process)
+
+    def reap(self) -> None:
+        """Collect the exit status of every trainer this app started that has ended, so that none
+        stays a zombie while the app is open (Popen.poll waits for it without blocking)."""
+        self.started_trainers = [p for p in self.started_trainers if p.poll() is None]
 
     def _redraw(self, *, steps: bool = False, epochs: bool = False) -> None:
         screen = self._monitor_screen()
@@ -176,8 +189,12 @@ class MonitorApp(App):
     def on_run_info_changed(self, message: RunInfoChanged) -> None:
         if self._stale(message):
             return
+        previous = self.model.run
         self.model.run, problem = clean_run(message.run)
         self.model.set_problem(f"{Files.RUN} values", problem)
+        note = new_resume_note(previous, self.model.run)
+        if note:  # e.g. "resumed from checkpoints/last at step 3; steps 4–52 are redone"
+            self.notify(note, timeout=15)
         self._redraw(epochs=True)
 
     def on_state_changed(self, message: StateChanged) -> None:
@@ -260,6 +277,8 @@ class MonitorApp(App):
     def resume_run(self) -> None:
         self._look_up_trainer()
         self._act(self.controller.resume, self.model)
+        if self.model.request is not None:
+            self.adopt(self.model.request.process)
 
     def start_run(self) -> None:
         """s: show the command, then start it detached (in a new directory if this one has a run)."""
@@ -285,6 +304,7 @@ class MonitorApp(App):
         except (Refused, OSError) as e:
             self.notify(str(e), severity="error")
             return
+        self.adopt(process)
         if plan.run_dir != self.model.dir:
             self.follow_run(plan.run_dir)
         self.model.begin(Request("start", "starting…", self.clock(), process))
@@ -301,7 +321,14 @@ class MonitorApp(App):
         self._redraw()
 
     def show_help(self) -> None:
-        self.push_screen(HelpScreen(self.model.problems()))
+        """`?` on any screen: that screen's keys and the app's that apply there (from their
+        BINDINGS), its notes, and on the run screen every current problem."""
+        screen = next(s for s in reversed(self.screen_stack) if not isinstance(s, ModalScreen))
+        own = [b for b in self.BINDINGS if self.check_action(b.action, ()) is not False]
+        keys = key_rows([*getattr(type(screen), "BINDINGS", []), *own], self.get_key_display)
+        problems = self.model.problems() if isinstance(screen, MonitorScreen) else []
+        notes = getattr(screen, "HELP_NOTES", "")
+        self.push_screen(HelpScreen(problems, [*keys, PALETTE], notes))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -325,3 +352,15 @@ class MonitorApp(App):
             "Start a run", "From the config, after showing the command (s)", self.start_run
         )
         yield SystemCommand("Help", "Keys, statuses and every current problem (?)", self.show_help)
+
+
+def new_resume_note(before: dict[str, Any] | None, after: dict[str, Any]) -> str | None:
+    """The trainer's note on a resume that happened while the app watched (run.json's
+    resumed_from grew), or None; resumes from before the app looked are history."""
+    if before is None:
+        return None
+    old, new = before.get("resumed_from") or [], after.get("resumed_from") or []
+    if len(new) <= len(old) or not isinstance(new[-1], dict):
+        return None
+    note = new[-1].get("note")
+    return note if isinstance(note, str) and note else None

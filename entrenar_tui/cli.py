@@ -104,9 +104,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments; `run`'s overrides may come anywhere after CONFIG, flags between them
+    (argparse's intermixed parsing does not work with subcommands, so the strays are gathered)."""
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra and args.command == "run" and not any(a.startswith("-") for a in extra):
+        args.overrides += extra
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        return dispatch(parser().parse_args(argv))
+        return dispatch(parse(argv))
     except BrokenPipeError:  # `entrenar-tui monitor DIR --once | head`: the reader left, fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit)
         return 0

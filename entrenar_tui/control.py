@@ -137,10 +137,11 @@ class Controller:
         target = free_run_dir(model.dir)
         if self.start_spec is not None:
             spec = self.start_spec
-            argv = self.command(str(spec.config), *spec.overrides)
-            if target != model.dir:
-                argv.append(f"output.dir={target}")
-            return StartPlan(argv, target, spec.cwd)
+            overrides = list(spec.overrides)
+            if target != model.dir:  # the new directory replaces any output.dir given before
+                overrides = [o for o in overrides if o.split("=", 1)[0].strip() != "output.dir"]
+                overrides.append(f"output.dir={target}")
+            return StartPlan(self.command(str(spec.config), *overrides), target, spec.cwd)
         config = (model.run or {}).get("config")
         if not isinstance(config, dict):
             raise Refused(

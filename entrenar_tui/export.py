@@ -11,17 +11,18 @@ epochs, best_epoch}]}.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from entrenar_tui import runs
+from entrenar_tui.runs import MAX_DEPTH, is_run_dir
+from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
 
-MAX_DEPTH = 3
 STEP_COLUMNS = (
     "epoch",
     "step",
@@ -51,36 +52,20 @@ class ExportError(ValueError):
     """Bad input: the message names the path."""
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / Files.RUN).is_file() or (path / Files.STATE).is_file()
-
-
 def find_runs(target: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
-    """[target] when it is a run directory, else the run directories under it (depth <= 3, hidden
-    folders and checkpoints skipped), sorted."""
+    """[target] when it is a run directory, else the run directories under it, as the browser
+    finds them (runs.find_runs: depth <= 3, hidden folders and checkpoints skipped, each folder
+    once however many links lead to it)."""
     if not target.is_dir():
         raise ExportError(f"{target}: no such directory")
     if is_run_dir(target):
         return [target]
-    found: list[Path] = []
-    level = [target]
-    for _ in range(max_depth):
-        below: list[Path] = []
-        for folder in level:
-            try:
-                children = sorted(p for p in folder.iterdir() if p.is_dir())
-            except OSError:
-                continue
-            for child in children:
-                if child.name.startswith(".") or child.name == Files.CHECKPOINTS:
-                    continue
-                (found if is_run_dir(child) else below).append(child)
-        level = below
+    found = runs.find_runs(target, max_depth)
     if not found:
         raise ExportError(
             f"{target}: no run directory ({Files.RUN} or {Files.STATE}) within {max_depth} levels"
         )
-    return sorted(found)
+    return found
 
 
 def read_steps(run_dir: Path) -> list[dict[str, Any]]:
@@ -148,16 +133,10 @@ def _cell(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _atomic(path: Path, write) -> None:
+def _atomic(path: Path, text: str) -> None:
+    """The file written whole or not at all, with the mode run files get (atomic.py)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_csv(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -169,13 +148,12 @@ def write_csv(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         rows = [{"run": r["run"], **row} for r in runs for row in r[key]]
         columns = _columns(rows, known)
 
-        def write(f, rows=rows, columns=columns) -> None:
-            w = csv.writer(f)
-            w.writerow(columns)
-            for row in rows:
-                w.writerow([_cell(row.get(c)) for c in columns])
-
-        _atomic(out_dir / name, write)
+        buffer = io.StringIO(newline="")
+        w = csv.writer(buffer)
+        w.writerow(columns)
+        for row in rows:
+            w.writerow([_cell(row.get(c)) for c in columns])
+        _atomic(out_dir / name, buffer.getvalue())
         written.append(out_dir / name)
     return written
 
@@ -183,7 +161,7 @@ def write_csv(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 def write_json(runs: list[dict[str, Any]], path: Path) -> list[Path]:
     data = {"schema": "entrenar-tui/export", "version": 1, "runs": runs}
     text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
-    _atomic(path, lambda f: f.write(text))
+    _atomic(path, text)
     return [path]
 
 

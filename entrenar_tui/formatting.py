@@ -53,6 +53,11 @@ def count(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else DASH
 
 
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """`1 run`, `2 runs`, `0 runs`."""
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
+
+
 def duration(seconds: Any) -> str:
     """1:02:03 for an hour or more, 4:05 below, 2d03h past a day."""
     if not is_number(seconds) or seconds < 0:

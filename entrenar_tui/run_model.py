@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entrenar_tui.formatting import model_folder_name
+from entrenar_tui.formatting import model_folder_name, plural
 from trainer.monitor.reader import StepBatch, StepHistory, best_of, effective_status, format_age
 from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files
 
@@ -233,7 +233,7 @@ class RunModel:
             out.append(
                 Problem(
                     "warning",
-                    f"{Files.STEPS}: {self.bad_lines} unreadable line(s), first at line {self.first_bad_line}",
+                    f"{Files.STEPS}: {plural(self.bad_lines, 'unreadable line')}, first at line {self.first_bad_line}",
                 )
             )
         if self.partial_bytes and self.partial_since is not None:

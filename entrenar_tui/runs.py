@@ -41,14 +41,30 @@ def is_run_dir(path: str | Path) -> bool:
 
 def find_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
     """Run directories under root, at most max_depth levels down, sorted. Never descends into a
-    run directory (its checkpoints are not runs), into checkpoints/ or into dot-directories."""
+    run directory (its checkpoints are not runs), into checkpoints/ or into dot-directories. Each
+    directory is visited once, by (device, inode): a symlink back up the tree (a loop) or a
+    second link to the same run lists that run once, under its first name (real folders before
+    symlinks, then by name)."""
     found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+
+    def first_visit(path: str) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
 
     def walk(folder: str, depth: int) -> None:
         try:
             entries = list(os.scandir(folder))
         except OSError:
             return
+        entries.sort(key=lambda e: (e.is_symlink(), e.name))
         for entry in entries:
             name = entry.name
             if name.startswith(".") or name in SKIPPED_DIRS:
@@ -58,11 +74,14 @@ def find_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
                     continue
             except OSError:
                 continue
+            if not first_visit(entry.path):
+                continue
             if is_run_dir(entry.path):
                 found.append(Path(entry.path))
             elif depth < max_depth:
                 walk(entry.path, depth + 1)
 
+    first_visit(os.fspath(root))
     walk(os.fspath(root), 1)
     return sorted(found)
 

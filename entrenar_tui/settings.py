@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import orjson
 
 from entrenar_tui.charts import SMOOTHING_MAX, X_AXES, ZOOMS
+from trainer.monitor.atomic import atomic_write_bytes
 
 FILE_NAME = "settings.json"
 
@@ -89,14 +89,7 @@ def save(settings: Settings, path: Path | None = None) -> None:
     leaves the previous file. Raises OSError when the folder cannot be written."""
     path = path or settings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(orjson.dumps(asdict(settings), option=orjson.OPT_INDENT_2))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, orjson.dumps(asdict(settings), option=orjson.OPT_INDENT_2))
 
 
 def follow_theme(app: Any) -> None:

@@ -171,6 +171,8 @@ RUN = {
     "pid_create_time": _number,
     "tool_version": _text,
     "started_at": _text,
+    # each resume's record; the monitor shows the note of a new one (its path is not read)
+    "resumed_from": _list_of(_object({"note": _text, "global_step": _int, "at": _text})),
 }
 RESULT = {
     "status": _text,

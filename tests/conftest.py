@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,25 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Every wait in the tests is on an event or a condition, bounded by a deadline that is generous on
+# a busy 2-core box: `seconds` on a quiet machine times this factor. A test never depends on being
+# fast; raise ENTRENAR_TEST_TIMEOUT_SCALE on a slower or busier machine still.
+TIMEOUT_SCALE = float(os.environ.get("ENTRENAR_TEST_TIMEOUT_SCALE", "4"))
+
+
+def patience(seconds: float) -> float:
+    """The bound of a wait that takes well under `seconds` on a quiet machine."""
+    return seconds * TIMEOUT_SCALE
+
+
+async def until(pilot, condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Let the app run (Pilot) until condition() holds; fail naming `what` after patience(timeout)."""
+    deadline = time.monotonic() + patience(timeout)
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await pilot.pause(0.02)
 LABELS = ["safe", "needs-quoting", "non-deterministic", "non-idempotent", "unsafe"]
 
 
@@ -146,13 +167,14 @@ def tiny_run_config(tmp_path, tiny_bert_dir, small_corpus) -> Path:
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run `python -m trainer ARGS` in a subprocess (a real process: exit codes, signals, stderr)."""
+    """Run `python -m trainer ARGS` in a subprocess (a real process: exit codes, signals, stderr).
+    `timeout` only guards against a hang: patience(timeout)."""
     return subprocess.run(
         [sys.executable, "-m", "trainer", *args],
         cwd=cwd or REPO,
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=patience(timeout),
     )
 
 
@@ -209,7 +231,7 @@ def runs_root(tmp_path_factory, tiny_bert_dir) -> Path:
         assert seen >= 3, "the trainer to crash exited before its third step"
     finally:
         process.kill()
-        process.wait(30)
+        process.wait(patience(30))
         process.stderr.close()
     for name, (_, end) in RUNS_ROOT_RUNS.items():
         if end == "completed":

@@ -15,7 +15,8 @@ import pytest
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.control import Controller, StartSpec
-from entrenar_tui.demo import FakeRun
+from entrenar_tui.demo import FakeRun, scenario
+from entrenar_tui.run_model import RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HelpScreen
 from entrenar_tui.widgets.epoch_table import EpochTable
@@ -23,6 +24,7 @@ from entrenar_tui.widgets.metric_chart import MetricChart
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
 from entrenar_tui.widgets.validation_bar import ValidationBar
+from tests.conftest import patience, until
 from trainer.monitor.control import launch_detached
 from trainer.monitor.schema import Files
 
@@ -35,8 +37,11 @@ FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
 SIZE = (100, 32)
 
 
-def fake_command(*args: str, step_s: float = 0.05) -> list[str]:
-    return [sys.executable, str(FAKE_TRAINER), *args, "--step-s", str(step_s)]
+def fake_command(*args: str, step_s: float = 0.05, hold_after: int | None = None) -> list[str]:
+    """The fake trainer's command. hold_after=N: it waits, alive, after its N-th step until a stop
+    (or never: the test kills it), so that a slow app still finds it running."""
+    hold = ["--hold-after", str(hold_after)] if hold_after is not None else []
+    return [sys.executable, str(FAKE_TRAINER), *args, "--step-s", str(step_s), *hold]
 
 
 def alive(_state) -> str:
@@ -53,13 +58,6 @@ class Clock:
     def __call__(self) -> float:
         return time.time() if self.fixed is None else self.fixed
 
-
-async def until(pilot, condition, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await pilot.pause(0.02)
 
 
 def text(app: MonitorApp, selector: str) -> str:
@@ -277,9 +275,10 @@ def test_help_lists_every_problem_and_closes(tmp_path):
 
 def test_x_stops_a_live_trainer_and_r_resumes_it_to_completed(tmp_path):
     run_dir = tmp_path / "exp"
-    # Batches of 1 s, so that "stopping…" is on screen for a while after the request.
+    # Batches of 1 s, so that "stopping…" is on screen for a while after the request; held
+    # after its first step until the stop, however long the app takes to look.
     trainer = launch_detached(
-        fake_command(str(run_dir), "--steps-per-epoch", "100", step_s=1.0), run_dir
+        fake_command(str(run_dir), "--steps-per-epoch", "100", step_s=1.0, hold_after=1), run_dir
     )
     controller = Controller(command=lambda *a: fake_command(*a, step_s=0.01))
     app = MonitorApp(run_dir, controller=controller)
@@ -305,11 +304,10 @@ def test_x_stops_a_live_trainer_and_r_resumes_it_to_completed(tmp_path):
         )
         assert app.model.request is not None and app.model.request.label == "stopping…"
         await until(pilot, lambda: status(app) == "stopped", "the run stops")
-        assert trainer.wait(10) == 0
+        assert trainer.wait(patience(10)) == 0
         assert orjson.loads((run_dir / Files.CONTROL).read_bytes())["command"] == "stop"
         assert (run_dir / "checkpoints" / "last").is_dir()
-        stopped_at = app.model.state["global_step"]
-        assert 1 <= stopped_at < 10
+        assert app.model.state["global_step"] == 1  # held after step 1 until the stop
         await pilot.press("r")
         await until(
             pilot, lambda: status(app) == "completed", "the resumed run completes", timeout=30
@@ -344,7 +342,7 @@ def test_a_second_x_while_stopping_forces_the_stop(tmp_path):
         await pilot.press("x")
         assert "Force" in str(app.screen.query_one("#question").render())
         await pilot.press("y")
-        assert trainer.wait(10) == 130
+        assert trainer.wait(patience(10)) == 130
         await until(pilot, lambda: status(app) == "stopped", "the run shows stopped")
         assert "forced stop" in problems(app)
 
@@ -357,7 +355,7 @@ def test_a_second_x_while_stopping_forces_the_stop(tmp_path):
 
 def test_q_quits_and_leaves_the_training_running(tmp_path):
     run_dir = tmp_path / "exp"
-    trainer = launch_detached(fake_command(str(run_dir), step_s=0.2), run_dir)
+    trainer = launch_detached(fake_command(str(run_dir), step_s=0.01, hold_after=1), run_dir)
     app = MonitorApp(run_dir)
 
     async def body(pilot):
@@ -482,3 +480,120 @@ def test_long_names_are_shortened_to_fit_80_columns(tmp_path):
         assert app.sub_title.endswith("· world 1")
 
     run_app(body, app, size=(80, 24))
+
+
+# ------------------------------------------------------------------------------------ rough edges
+
+
+def epoch_rows(app: MonitorApp) -> list[list[str]]:
+    table = app.screen.query_one(EpochTable)
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+@pytest.mark.parametrize("ending", ["stopped", "failed", "crashed"])
+def test_the_epoch_a_run_ended_in_keeps_its_row(ending, tmp_path):
+    """After a stop (a failure, a crash) 7 steps into epoch 2, that epoch's running numbers stay
+    in the table, marked with where it ended; they do not vanish with the live row."""
+    run = FakeRun(tmp_path / "exp").start()
+    run.play_epoch()
+    for _ in range(7):
+        run.train_step()
+    trainer = {"liveness": "alive"}
+    app = MonitorApp(run.dir, probe=lambda _s: trainer["liveness"])
+
+    async def body(pilot):
+        await until(pilot, lambda: len(epoch_rows(app)) == 2, "epoch 2 in progress shows")
+        live = epoch_rows(app)[1]
+        assert live[:2] == ["▸", "2"]
+        if ending == "crashed":
+            trainer["liveness"] = "gone"
+            app.tick()
+        else:
+            run.finish(ending, error="non-finite loss" if ending == "failed" else None)
+        await until(pilot, lambda: app.model.status == ending, f"the run shows {ending}")
+        await until(pilot, lambda: epoch_rows(app)[-1][0] == "■", "the row is marked ended")
+        rows = epoch_rows(app)
+        assert len(rows) == 2
+        ended = rows[1]
+        assert ended[1:4] == live[1:4]  # its epoch, train loss and accuracy
+        assert ended[4:6] == [ending, "7/20"]  # where it ended, in the validation columns
+
+    run_app(body, app)
+
+
+def reaped(pid: int) -> bool:
+    """The process is gone from the process table: not running, and not a zombie either."""
+    import psutil
+
+    try:
+        psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return True
+    return False
+
+
+def test_trainers_the_app_started_are_reaped_when_they_end(tmp_path):
+    """A trainer started from the app (`entrenar-tui run`, `s`, `r`) that finishes while the app
+    stays open is waited for: no zombie left in the process table."""
+    run_dir = tmp_path / "exp"
+    trainer = launch_detached(
+        fake_command(str(run_dir), "--steps-per-epoch", "2", "--epochs", "1", step_s=0.01), run_dir
+    )
+    app = MonitorApp(run_dir, launched=trainer, tick_interval=0.05)
+
+    async def body(pilot):
+        await until(pilot, lambda: app.model.status == "completed", "the run completes")
+        await until(pilot, lambda: reaped(trainer.pid), "the finished trainer is reaped")
+        assert app.started_trainers == [] and trainer.returncode == 0
+
+    try:
+        run_app(body, app)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+
+
+def test_a_resume_while_the_app_watches_is_announced_with_the_trainers_note(tmp_path):
+    run = FakeRun(tmp_path / "exp").start()
+    run.train_step()
+    app = MonitorApp(run.dir, probe=alive)
+    notes: list[str] = []
+    app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
+    note = "resumed from checkpoints/last at step 3; steps 4–52 are redone"
+
+    async def body(pilot):
+        await until(pilot, lambda: app.model.run is not None, "run.json is read")
+        info = orjson.loads((run.dir / Files.RUN).read_bytes())
+        info["resumed_from"] = [{"checkpoint": "/elsewhere/last", "global_step": 3, "note": note}]
+        run.writer.write_run(info)
+        await until(pilot, lambda: note in notes, "the note is shown")
+        assert notes.count(note) == 1
+
+    run_app(body, app)
+    # an app opened after the resume does not announce it again
+    later = MonitorApp(run.dir, probe=alive)
+    later_notes: list[str] = []
+    later.notify = lambda message, **kw: later_notes.append(message)  # type: ignore[method-assign]
+
+    async def check(pilot):
+        await until(pilot, lambda: later.model.run is not None, "run.json is read")
+        await pilot.pause()
+        assert note not in later_notes
+
+    run_app(check, later)
+
+
+def test_s_replaces_the_output_dir_override_instead_of_adding_a_second(tmp_path):
+    """`entrenar-tui run c.toml output.dir=D` then `s` on the finished run: the command names the
+    new directory once."""
+    run = scenario(tmp_path / "exp", "completed")
+    controller = Controller(
+        start_spec=StartSpec(tmp_path / "c.toml", [f"output.dir={run.dir}", "train.epochs=3"]),
+        command=lambda *a: ["entrenar-train", *a],
+    )
+    model = RunModel(run.dir)
+    model.run = orjson.loads((run.dir / Files.RUN).read_bytes())
+    plan = controller.plan_start(model)
+    outputs = [a for a in plan.argv if a.startswith("output.dir=")]
+    assert outputs == [f"output.dir={tmp_path / 'exp-2'}"]
+    assert "train.epochs=3" in plan.argv and plan.command.count("output.dir=") == 1

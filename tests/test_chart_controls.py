@@ -15,7 +15,7 @@ from entrenar_tui import chart_math as cm
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.metric_chart import MetricChart
-from tests.test_app import until
+from tests.conftest import until
 
 NAN = float("nan")
 

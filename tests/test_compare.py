@@ -21,7 +21,7 @@ from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.widgets.overlay_chart import OverlayChart, OverlaySeries, _interpolate
 from entrenar_tui.widgets.runs_table import RunsTable
-from tests.test_app import until
+from tests.conftest import patience, until
 from trainer.monitor.reader import load_run
 from trainer.monitor.schema import Files
 
@@ -166,7 +166,7 @@ def test_snapshot_compare(tmp_path, monkeypatch, snap_compare):
     async def open_comparison(pilot):
         app = pilot.app
         table = app.screen.query_one(RunsTable)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + patience(10)
         while len(table.row_keys()) < 2:
             assert time.monotonic() < deadline, "the runs did not load"
             await pilot.pause(0.02)

@@ -33,7 +33,7 @@ def test_defaults_follow_the_design_and_seed_trainer(tmp_path):
     t, d = c.train, c.data
     assert (t.epochs, t.batch_size, t.learning_rate, t.weight_decay) == (50, 32, 1e-4, 0.01)
     assert (t.warmup_fraction, t.lr_min, t.grad_clip, t.save_every) == (0.1, 1e-6, 1.0, 5)
-    assert (t.early_stopping_patience, t.seed, t.log_interval) == (10, 42, 1)
+    assert (t.early_stopping_patience, t.seed, t.log_interval) == (10, 42, "auto")
     assert (d.val_split, d.class_weights, d.oversample_minority) == (0.2, "auto", False)
     assert (d.text_field, d.label_field, d.labels, d.validation) == ("input", "label", [], "")
     assert (c.model.quantize, c.model.precision, c.model.max_length) == ("none", "auto", 128)
@@ -129,6 +129,19 @@ def test_cli_config_errors_are_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and "config file not found" in r.stderr
     r = run_cli(str(write(tmp_path, MINIMAL)), "train.epochs=0")
     assert r.returncode == 2 and "train.epochs = 0 must be >= 1" in r.stderr
+
+
+def test_overrides_may_come_after_flags(tmp_path):
+    """The README says overrides trail the command line: flags between them are fine."""
+    config = str(write(tmp_path, MINIMAL))
+    r = run_cli(config, "--print-config", "train.epochs=3", "lora.r=4")
+    assert r.returncode == 0, r.stderr
+    printed = tomllib.loads(r.stdout)
+    assert (printed["train"]["epochs"], printed["lora"]["r"]) == (3, 4)
+    r = run_cli(config, "--nproc", "2", "train.epochs=oops")  # read as an override, not a stray argument
+    assert r.returncode == 2 and "train.epochs must be an integer, got 'oops'" in r.stderr, r.stderr
+    r = run_cli(config, "--print-config", "--frobnicate", "train.epochs=3")
+    assert r.returncode == 2 and "unrecognized arguments: --frobnicate" in r.stderr
 
 
 def test_print_config_shows_the_resolved_config(tmp_path):

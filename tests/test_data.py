@@ -10,13 +10,16 @@ import pytest
 
 from trainer.config import DataSection
 from trainer.data import (
+    Row,
     batches,
     compute_class_weights,
     data_hash,
     epoch_order,
+    label_ids,
     load_corpus,
     oversample,
     read_rows,
+    resolve_label_names,
     split_indices,
     val_count,
 )
@@ -268,3 +271,28 @@ def test_length_grouped_batches_cover_every_sample_once_and_cut_padding():
 
     assert padded(grouped) < 0.7 * padded(plain)
     assert plain == [epoch_order(1000, 42, 1)[i : i + 16] for i in range(0, 1000, 16)]
+
+
+def test_csv_rows_are_named_by_the_line_they_start_on(tmp_path):
+    """A quoted field may span lines (a multi-line text): it reads, and a later problem names the
+    line its row starts on; a quote that never closes names the line that opened it."""
+    good = tmp_path / "good.csv"
+    good.write_text('input,label\n"echo a\nb",safe\nls,safe\nrm -rf x\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"good\.csv:5: 1 field\(s\) where the header has 2; missing column\(s\) 'label'"):
+        read_rows(good, "input", "label")
+    good.write_text('input,label\n"echo a\nb",safe\nls,safe\n', encoding="utf-8")
+    rows = read_rows(good, "input", "label")
+    assert [(r.text, r.where.rsplit(":", 1)[1]) for r in rows] == [("echo a\nb", "2"), ("ls", "4")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text('input,label\nls,safe\n"rm -rf /,unsafe\nls,safe\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad\.csv:3: a quote opened on this line is never closed"):
+        read_rows(bad, "input", "label")
+
+
+def test_integer_labels_must_be_the_class_indices(tmp_path):
+    rows = [Row(f"t{i}", v, f"d.jsonl:{i + 1}") for i, v in enumerate([0, 1, 2, 1, 50000, 0])]
+    with pytest.raises(UserError, match=r"^d\.jsonl:5: label 50000 out of range: .* but 3 is missing"):
+        resolve_label_names(rows, [])
+    assert resolve_label_names(rows[:4], []) == ["0", "1", "2"]
+    named = resolve_label_names(rows[:4], ["a", "b", "c"])  # data.labels names the indices
+    assert label_ids(rows[:4], named) == [0, 1, 2, 1]

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, write_config, write_corpus
+from tests.conftest import REPO, patience, write_config, write_corpus
 from trainer.monitor.atomic import atomic_write_json
 
 pytestmark = pytest.mark.slow
@@ -132,9 +132,10 @@ def test_a_dead_rank_fails_the_run_in_bounded_time(tmp_path, no_dropout_bert, da
     assert len(workers) == 1
     workers[0].send_signal(signal.SIGKILL)
     start = time.monotonic()
-    code, _ = finish(proc, timeout=180)
+    code, _ = finish(proc, timeout=patience(180))
     assert code != 0
-    assert time.monotonic() - start < 150
+    # the collectives' own 120 s timeout, plus the shutdown (slower on a busy machine)
+    assert time.monotonic() - start < 120 + patience(30)
     state = load(tmp_path / "run" / "state.json")
     assert state["status"] == "failed", state
     assert "rank" in state["error"]

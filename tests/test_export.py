@@ -14,7 +14,7 @@ import pytest
 from entrenar_tui import export
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.cli import main as cli
-from tests.test_app import until
+from tests.conftest import patience, until
 from trainer.monitor.schema import Files
 
 
@@ -177,3 +177,22 @@ def test_export_and_the_new_modules_import_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("format", ["csv", "json"])
+def test_exported_files_get_the_mode_the_umask_gives(format, trained_run, tmp_path):
+    """As run files do (atomic.py's one helper), not mkstemp's 0600."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    out = tmp_path / ("out.json" if format == "json" else "out")
+    r = subprocess.run(
+        [sys.executable, "-m", "entrenar_tui", "export", str(trained_run), "--format", format, "--out", str(out)],
+        capture_output=True, text=True, timeout=patience(300), preexec_fn=lambda: os.umask(0o027),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    files = [out] if format == "json" else sorted(out.iterdir())
+    assert len(files) == (1 if format == "json" else 2)
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o640}

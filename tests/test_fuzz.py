@@ -23,7 +23,8 @@ from entrenar_tui import braille
 from entrenar_tui.charts import interpolate
 from entrenar_tui.plain import summary
 from entrenar_tui.untrusted import EPOCH, RESULT, RUN, STATE
-from trainer.data import read_rows
+from trainer.config import build_config
+from trainer.data import Row, label_ids, read_rows, resolve_label_names
 from trainer.errors import UserError
 from trainer.monitor.reader import (
     ContractError,
@@ -249,7 +250,7 @@ def test_charts_draw_any_numbers(values, width, height):
 # ------------------------------------------------------------------------------------ training data
 
 csv_cells = st.text(max_size=8) | st.sampled_from(
-    ["", "-", "--5", "12", "-3", '"', "a,b", "\x00", "\r"]
+    ["", "-", "--5", "12", "-3", '"', '"a', "a,b", "\x00", "\r", '"x\ny"']
 )
 
 
@@ -271,8 +272,15 @@ def data_files(draw) -> tuple[str, bytes]:
         return suffix, b"\n".join(lines) + draw(st.sampled_from([b"", b"\n", b"\r\n"]))
     sep = "," if suffix == ".csv" else "\t"
     header = draw(
-        st.sampled_from([["input", "label"], ["label", "input"], ["input", "label", "x"]])
-        | st.lists(st.sampled_from(["input", "label"]) | csv_cells, max_size=3)
+        st.sampled_from(
+            [
+                ["input", "label"],
+                ["label", "input"],
+                ["input", "label", "x"],
+                ["input", "label", "input"],
+            ]
+        )
+        | st.lists(st.sampled_from(["input", "label"]) | csv_cells, max_size=4)
     )
     rows = draw(st.lists(st.lists(csv_cells, max_size=4), max_size=5))
     text = "\n".join(sep.join(r) for r in [header, *rows])
@@ -294,6 +302,83 @@ def test_read_rows_raises_only_user_errors(file, bom):
             return
     assert rows and all(isinstance(r.text, str) and r.text.strip() for r in rows)
     assert all(isinstance(r.label, (int, str)) and not isinstance(r.label, bool) for r in rows)
+
+
+labels = st.one_of(
+    st.lists(st.integers(-3, 12), min_size=1, max_size=12),
+    st.lists(st.integers(0, 3) | st.sampled_from([50000, 2**63]), min_size=1, max_size=12),
+    st.lists(st.text(max_size=3) | st.integers(0, 4), min_size=1, max_size=12),
+)
+
+
+@FUZZ
+@given(values=labels, configured=st.lists(st.text(max_size=3), max_size=4) | st.just([]))
+def test_labels_become_contiguous_classes_or_one_error_naming_the_row(values, configured):
+    """Integer labels without data.labels are exactly 0..K-1 (a gap or a negative is an error
+    naming the row and the value), and every row maps into the classes."""
+    rows = [Row(f"text {i}", v, f"d.jsonl:{i + 1}") for i, v in enumerate(values)]
+    try:
+        names = resolve_label_names(rows, configured)
+        ids = label_ids(rows, names)
+    except UserError as e:
+        message = str(e)
+        assert message.startswith(("d.jsonl:", "data.labels")) and "\n" not in message
+        if message.startswith("d.jsonl:") and "out of range" in message:
+            line = int(message.split(":")[1])
+            assert f"label {values[line - 1]} out of range" in message
+        return
+    assert all(0 <= i < len(names) for i in ids)
+    if not configured and all(type(v) is int for v in values):
+        assert sorted(set(ids)) == list(range(len(names)))  # no class without a sample
+
+
+config_values = (
+    json_values
+    | st.floats()
+    | st.integers()
+    | st.sampled_from([1e999, -1e999, 2**32, 2**32 - 1, 3.5e38, 1e38, "auto"])
+)
+
+
+@FUZZ
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(
+            [
+                "train.seed",
+                "train.learning_rate",
+                "train.lr_min",
+                "train.weight_decay",
+                "train.log_interval",
+                "lora.alpha",
+                "data.class_weights",
+                "train.grad_clip",
+                "model.max_length",
+            ]
+        ),
+        config_values | st.lists(config_values, max_size=3),
+        max_size=4,
+    )
+)
+def test_any_config_value_is_accepted_sound_or_one_error_naming_the_key(changes):
+    raw = {"model": {"path": "m"}, "data": {"train": "t.jsonl"}, "output": {"dir": "o"}}
+    for path, value in changes.items():
+        section, key = path.split(".")
+        raw.setdefault(section, {})[key] = value
+    try:
+        config = build_config(raw, "c.toml")
+    except UserError as e:
+        assert str(e).startswith("c.toml: ") and "\n" not in str(e)
+        return
+    t = config.train
+    assert 0 <= t.seed <= 2**32 - 1
+    floats = [t.learning_rate, t.lr_min, t.weight_decay, t.grad_clip, config.lora.alpha]
+    if isinstance(config.data.class_weights, list):
+        floats += config.data.class_weights
+        assert any(config.data.class_weights)
+    assert all(math.isfinite(v) and abs(v) <= 3.4028234663852886e38 for v in floats)
+    assert t.learning_rate * t.weight_decay <= 3.4028234663852886e38
+    assert t.log_interval == "auto" or (type(t.log_interval) is int and t.log_interval >= 1)
 
 
 # ------------------------------------------------------------------------------------ found by the fuzzers

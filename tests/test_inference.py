@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import run_cli, write_config, write_corpus
+from tests.conftest import patience, run_cli, write_config, write_corpus
 from trainer.cli import main
 from trainer.config import load_config
 from trainer.data import load_corpus
@@ -98,7 +98,7 @@ def run_cli_stdin(args: list[str], text: str) -> str:
 
     from tests.conftest import REPO
 
-    r = subprocess.run([sys.executable, "-m", "trainer", *args], input=text, capture_output=True, text=True, cwd=REPO, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "trainer", *args], input=text, capture_output=True, text=True, cwd=REPO, timeout=patience(300))
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -106,3 +106,25 @@ def run_cli_stdin(args: list[str], text: str) -> str:
 def test_eval_of_a_folder_that_is_not_a_checkpoint(tmp_path):
     r = run_cli("eval", str(tmp_path), "--data", str(tmp_path / "x.jsonl"))
     assert r.returncode == 2 and "not a checkpoint folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_respects_the_umask_and_draws_no_progress_bars(trained, tmp_path):
+    """Files are made as a plain open() makes them under the user's umask (safetensors alone
+    writes 0600), and stderr is one line, not a tqdm bar."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    _, run, _ = trained
+    out = tmp_path / "exported"
+    r = subprocess.run(
+        [sys.executable, "-m", "trainer", "export", str(run / "checkpoints" / "best"), str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=patience(600), preexec_fn=lambda: os.umask(0o027),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == f"exported a merged model to {out}"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o640}, modes

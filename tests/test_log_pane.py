@@ -17,7 +17,7 @@ from entrenar_tui.log_tail import FIRST_BYTES, LogTail
 from entrenar_tui.untrusted import clean_state
 from entrenar_tui.widgets.log_pane import LogPane
 from entrenar_tui.widgets.resources_line import ResourcesLine, resources_text
-from tests.test_app import until
+from tests.conftest import patience, until
 from trainer.monitor.schema import Files
 
 
@@ -92,8 +92,8 @@ def test_the_sampler_is_cheap_and_throttled():
 # ------------------------------------------------------------------------------------ the app
 
 
-def run_on(run_dir, body, size=(100, 32)):
-    app = MonitorApp(run_dir, probe=lambda _s: "gone", tick_interval=3600)
+def run_on(run_dir, body, size=(100, 32), probe=lambda _s: "gone"):
+    app = MonitorApp(run_dir, probe=probe, tick_interval=3600)
 
     async def main():
         async with app.run_test(size=size) as pilot:
@@ -125,31 +125,35 @@ def test_the_log_pane_shows_lines_appended_while_the_app_runs(trained_run, tmp_p
     run_on(run_dir, body)
 
 
-def test_the_resources_line_shows_what_state_json_says(trained_run, tmp_path):
+def test_the_resources_line_shows_what_state_json_says_while_the_trainer_works(trained_run, tmp_path):
+    """The trainer's RSS/CPU/GPU while it runs; a completed or crashed run's last sample is of a
+    process that is gone, so the line goes."""
     run_dir = copy_run(trained_run, tmp_path / "run")
     resources = orjson.loads((run_dir / Files.STATE).read_bytes())["resources"]
     assert resources["rss_bytes"] > 0  # the real trainer wrote it
+    trainer = {"liveness": "alive"}
 
-    async def body(pilot, app):
-        line = app.screen.query_one(ResourcesLine)
-        expected = (
-            f"RSS {resources['rss_bytes'] / 1e9:.1f} GB · CPU {resources['cpu_percent']:.0f}%"
-        )
-        assert line.display and str(line.render()) == expected
+    def write_state(**changes) -> None:
         state = orjson.loads((run_dir / Files.STATE).read_bytes())
-        state["resources"] = {
-            **resources,
-            "gpu_memory_allocated_bytes": 3_100_000_000,
-            "gpu_memory_total_bytes": 80_000_000_000,
-            "gpu_utilization_percent": 45,
-        }
-        state["seq"] += 1
+        state.update(changes, seq=state["seq"] + 1, heartbeat=time.time())
         tmp = run_dir / "state.tmp"
         tmp.write_bytes(orjson.dumps(state))
         tmp.replace(run_dir / Files.STATE)
-        await until(pilot, lambda: "GPU 3.1/80 GB 45%" in str(line.render()), "the GPU shows")
 
-    run_on(run_dir, body)
+    async def body(pilot, app):
+        line = app.screen.query_one(ResourcesLine)
+        assert app.model.status == "completed" and not line.display
+        gpu = {"gpu_memory_allocated_bytes": 3_100_000_000, "gpu_memory_total_bytes": 80_000_000_000, "gpu_utilization_percent": 45}
+        write_state(status="running", resources={**resources, **gpu})
+        await until(pilot, lambda: app.model.status == "running", "the run shows running")
+        expected = f"RSS {resources['rss_bytes'] / 1e9:.1f} GB · CPU {resources['cpu_percent']:.0f}% · GPU 3.1/80 GB 45%"
+        assert line.display and str(line.render()) == expected
+        trainer["liveness"] = "gone"  # the trainer dies: the run is crashed
+        app.tick()
+        await pilot.pause()
+        assert app.model.status == "crashed" and not line.display
+
+    run_on(run_dir, body, probe=lambda _s: trainer["liveness"])
 
 
 # ------------------------------------------------------------------------------------ snapshot
@@ -170,7 +174,7 @@ def test_snapshot_with_the_log_pane_shown(size, tmp_path, snap_compare):
     )
 
     async def shown(pilot):
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + patience(10)
         while not (app.model.watch_mode and len(app.model.history) == run.global_step):
             assert time.monotonic() < deadline, "the run did not load"
             await pilot.pause(0.02)

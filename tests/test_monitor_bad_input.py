@@ -33,6 +33,7 @@ from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.widgets.epoch_table import EpochTable
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
+from tests.conftest import patience, until
 from trainer.monitor.control import find_trainer, launch_detached, request_stop, signal_trainer
 from trainer.monitor.schema import Files
 
@@ -41,16 +42,11 @@ FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
 SIZE = (100, 32)
 
 
-def fake_command(*args: str, step_s: float = 0.05) -> list[str]:
-    return [sys.executable, str(FAKE_TRAINER), *args, "--step-s", str(step_s)]
+def fake_command(*args: str, step_s: float = 0.05, hold_after: int | None = None) -> list[str]:
+    """hold_after=N: the fake trainer waits, alive, after its N-th step until a stop (or a kill)."""
+    hold = ["--hold-after", str(hold_after)] if hold_after is not None else []
+    return [sys.executable, str(FAKE_TRAINER), *args, "--step-s", str(step_s), *hold]
 
-
-async def until(pilot, condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await pilot.pause(0.02)
 
 
 def run_app(body, app: MonitorApp, size=SIZE) -> None:
@@ -75,7 +71,7 @@ def once(run_dir: Path) -> subprocess.CompletedProcess:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=patience(60),
     )
 
 
@@ -160,7 +156,7 @@ CASES = {
             b'garbage\n[1]\n{"global_step": "x"}\n{"global_step": 1e999}\n'
             b'{"epoch": 1, "step": 4, "global_step": 4, "loss": 0.5}\n',
         ),
-        "steps.jsonl: 4 unreadable line(s), first at line 4",
+        "steps.jsonl: 4 unreadable lines, first at line 4",
         then=lambda app: list(app.model.history.global_steps) == [1, 2, 3, 4],
     ),
     "nan-and-huge-steps": Case(
@@ -192,7 +188,7 @@ CASES = {
     ),
     "global-step-past-int64": Case(
         lambda run: append(run / Files.STEPS, b'{"global_step": 9223372036854775808}\n'),
-        "steps.jsonl: 1 unreadable line(s), first at line 4",
+        "steps.jsonl: 1 unreadable line, first at line 4",
     ),
     "steps-is-a-directory": Case(
         lambda run: ((run / Files.STEPS).unlink(), (run / Files.STEPS).mkdir()),
@@ -293,8 +289,8 @@ def test_a_killed_trainer_shows_as_crashed_and_r_resumes_it_to_the_end(tmp_path)
     """The kill soak's monitor side: SIGKILL mid-run, the app says crashed (and why), offers
     resume, and `r` carries the run on to completed."""
     run_dir = tmp_path / "exp"
-    trainer = launch_detached(
-        fake_command(str(run_dir), "--steps-per-epoch", "10", step_s=0.05), run_dir
+    trainer = launch_detached(  # held after step 3: it cannot finish before the app looks
+        fake_command(str(run_dir), "--steps-per-epoch", "10", step_s=0.05, hold_after=3), run_dir
     )
     controller = Controller(command=lambda *a: fake_command(*a, step_s=0.01))
     app = MonitorApp(run_dir, controller=controller, tick_interval=0.1)
@@ -305,7 +301,7 @@ def test_a_killed_trainer_shows_as_crashed_and_r_resumes_it_to_the_end(tmp_path)
         await until(pilot, lambda: len(app.model.history) >= 3, "the trainer runs", timeout=15)
         assert app.model.status == "running"
         os.kill(trainer.pid, signal.SIGKILL)
-        assert trainer.wait(10) == -signal.SIGKILL
+        assert trainer.wait(patience(10)) == -signal.SIGKILL
         await until(pilot, lambda: app.model.status == "crashed", "the run shows crashed")
         line = str(app.screen.query_one(ProblemsLine).render())
         assert f"crashed: trainer pid {trainer.pid} is gone" in line
@@ -342,7 +338,7 @@ def at_once(*actions: Callable[[], object]) -> list[object]:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(10)
+        t.join(patience(10))
     return results
 
 
@@ -351,7 +347,7 @@ def test_two_monitors_stopping_at_once_make_one_clean_stop(tmp_path):
     which the trainer would take as "force" (exit 130, the batch in flight lost)."""
     run_dir = tmp_path / "exp"
     # 1 s batches: both requests land inside the first one
-    trainer = launch_detached(fake_command(str(run_dir), step_s=1.0), run_dir)
+    trainer = launch_detached(fake_command(str(run_dir), step_s=1.0, hold_after=1), run_dir)
     app = MonitorApp(run_dir)  # monitor 1 watches; monitors 1 and 2 press x at once
 
     async def body(pilot):
@@ -402,7 +398,7 @@ def test_a_second_monitor_does_not_signal_a_stop_already_on_its_way(tmp_path):
 def test_two_scripts_requesting_a_stop_at_once_make_one_clean_stop(tmp_path):
     """request_stop (control.json only, as a script would) from two threads at once."""
     run_dir = tmp_path / "exp"
-    trainer = launch_detached(fake_command(str(run_dir), step_s=0.2), run_dir)
+    trainer = launch_detached(fake_command(str(run_dir), step_s=0.2, hold_after=1), run_dir)
     app = MonitorApp(run_dir)
 
     async def body(pilot):

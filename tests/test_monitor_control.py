@@ -14,6 +14,7 @@ import orjson
 import psutil
 import pytest
 
+from tests.conftest import patience
 from trainer.monitor.control import (
     describe_command,
     find_trainer,
@@ -53,7 +54,7 @@ def identity(proc) -> dict:
 
 
 def wait_exit(proc, timeout=10.0) -> int:
-    return proc.wait(timeout=timeout)
+    return proc.wait(timeout=patience(timeout))
 
 
 def test_request_stop_writes_a_tagged_request(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, write_config, write_corpus
+from tests.conftest import REPO, patience, write_config, write_corpus
 from trainer import checkpoint as ckpt
 from trainer.cli import main
 from trainer.config import load_config
@@ -144,7 +144,7 @@ def kill_and_resume_until_done(cfg: Path, run: Path, rng: random.Random, max_kil
         proc = subprocess.Popen([sys.executable, "-m", "trainer", *command], cwd=REPO, stderr=subprocess.PIPE, text=True)
         command = ["--resume", str(run)]
         if kills >= max_kills:
-            _, err = proc.communicate(timeout=600)
+            _, err = proc.communicate(timeout=patience(600))
             assert proc.returncode == 0, err[-2000:]
             return kills
         target = rng.randint(1, 40)  # kill after a random number of progress lines, at a random instant

@@ -111,6 +111,33 @@ def test_stop_through_control_json_mid_epoch_then_resume(tmp_path, tiny_bert_dir
     assert [s["global_step"] for s in steps] == list(range(1, state(straight)["global_step"] + 1))
     run_json = orjson.loads((run / "run.json").read_bytes())
     assert len(run_json["resumed_from"]) == 1 and run_json["resumed_from"][0]["global_step"] == 13
+    assert run_json["resumed_from"][0]["note"] == "resumed from checkpoints/last at step 13"
+
+
+def test_a_resume_after_a_crash_says_which_steps_are_redone(tmp_path, tiny_bert_dir, data, straight, monkeypatch, capsys):
+    """Stopped at step 13 (checkpoints/last), resumed, then killed at step 15 before the next
+    checkpoint: the next resume says, in its log and in run.json (what the monitor shows), that it
+    goes back to step 13 and redoes 14–15; the run still ends as the uninterrupted one."""
+    config = load_config(make_config(tmp_path, tiny_bert_dir, data))
+    hook_steps(monkeypatch, 12, request_stop)
+    assert train(config) == 0
+    monkeypatch.undo()
+
+    def die(_run_dir):
+        raise KeyboardInterrupt  # a forced exit: state.json is left as it was, as a kill leaves it
+
+    hook_steps(monkeypatch, 16, die)  # steps.jsonl has step 16, state.json still says 15
+    run = tmp_path / "run"
+    assert main(["--resume", str(run)]) == 130
+    assert (state(run)["status"], state(run)["global_step"]) == ("running", 15)
+    monkeypatch.undo()
+    capsys.readouterr()
+
+    assert main(["--resume", str(run)]) == 0
+    note = "resumed from checkpoints/last at step 13; steps 14–15 are redone"
+    assert note in capsys.readouterr().err
+    assert orjson.loads((run / "run.json").read_bytes())["resumed_from"][-1]["note"] == note
+    assert_same_as_straight(run, straight)
 
 
 def test_stop_during_validation_then_resume(tmp_path, tiny_bert_dir, data, straight, monkeypatch):

@@ -4,8 +4,11 @@ and `x` then `y` stop it cleanly. Waits are bounded and driven by the run direct
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ import orjson
 import pytest
 import watchfiles
 
+from tests.conftest import patience
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.schema import Files
 
@@ -34,7 +38,7 @@ class Terminal:
         self.tmux("new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "-c", str(cwd), command)
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=30)
+        return subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=patience(30))
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "t").stdout
@@ -51,7 +55,7 @@ class Terminal:
 
 def wait_until(condition, what: str, watch: Path, timeout: float = 120) -> None:
     """Wake on file events in `watch` (or every 100 ms) until condition() holds, at most `timeout` s."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience(timeout)
     watch.mkdir(parents=True, exist_ok=True)
     for _ in watchfiles.watch(
         watch, rust_timeout=100, yield_on_timeout=True, debounce=20, recursive=False
@@ -83,18 +87,22 @@ def test_entrenar_tui_run_in_tmux_starts_shows_and_stops_the_trainer(tiny_run_co
         ]
     )
     term = Terminal(tmp_path / "tmux.sock", command, tmp_path)
+    frozen = None
     try:
-        wait_until(
-            lambda: "RUNNING" in term.screen() and state(run_dir).get("global_step", 0) >= 1,
-            "it shows the run training",
-            run_dir,
-        )
+        # The tiny model's 90 steps take a second or two: freeze the trainer once it has begun, so
+        # that however slowly the app comes up, x finds the run under way (SIGCONT after the stop).
+        wait_until(lambda: state(run_dir).get("global_step", 0) >= 1, "training starts", run_dir)
+        frozen = state(run_dir)["pid"]
+        os.kill(frozen, signal.SIGSTOP)
+        wait_until(lambda: "RUNNING" in term.screen(), "it shows the run training", run_dir)
         screen = term.screen()
         assert "run — tiny-bert" in screen and "BertForSequenceClassification · world 1" in screen
         assert "epoch 1/3" in screen and "x Stop" in screen
         term.keys("x")
         wait_until(lambda: "Stop run?" in term.screen(), "it asks to confirm", run_dir, timeout=10)
         term.keys("y")
+        wait_until(lambda: (run_dir / Files.CONTROL).exists(), "the stop is asked", run_dir)
+        os.kill(frozen, signal.SIGCONT)
         wait_until(
             lambda: state(run_dir).get("status") == "stopped" and "STOPPED" in term.screen(),
             "the run stops",
@@ -111,4 +119,7 @@ def test_entrenar_tui_run_in_tmux_starts_shows_and_stops_the_trainer(tiny_run_co
         term.keys("q")
         wait_until(lambda: not term.alive(), "the monitor quits", run_dir, timeout=15)
     finally:
+        if frozen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGCONT)
         term.close()

@@ -10,11 +10,11 @@ import orjson
 import pytest
 import torch
 
-from tests.conftest import run_cli, write_config
+from tests.conftest import patience, run_cli, write_config
 from trainer.config import load_config
 from trainer.data import load_corpus
 from trainer.monitor.schema import CONTRACT_VERSION
-from trainer.train import train
+from trainer.train import crash_message, import_path, log_every, train
 
 RUN_FIELDS = {
     "run_id",
@@ -157,7 +157,8 @@ def test_contract_files_have_the_design_fields(finished_run):
     assert all(set(s) >= STEP_FIELDS for s in lines)
     assert [s["global_step"] for s in lines] == list(range(1, state["total_steps"] + 1))
     assert result["status"] == "completed" and result["best_epoch"] == epochs["best_epoch"]
-    assert {"best", "epoch-2", "last"} <= {p.name for p in (run / "checkpoints").iterdir()}
+    # save_every 2 over 3 epochs: epoch-2 only (epoch-N when N is a multiple of save_every)
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best", "epoch-2", "last"}
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
@@ -304,3 +305,101 @@ def test_qwen2_causal_lm_checkpoint_trains_as_a_classifier(tmp_path, tiny_qwen2_
 
     keys = load_file(run / "checkpoints" / "last" / "adapter_model.safetensors").keys()
     assert any("score" in k for k in keys)  # the fresh head is trained and saved with the adapter
+
+
+def test_epochs_json_names_best_only_on_the_best_epoch(finished_run):
+    """An epoch that was best when it ended but is no more does not keep saying
+    checkpoints/best: it names its epoch-N checkpoint if it has one (save_every 2: epoch-2),
+    else none."""
+    _config, run = finished_run
+    data = load(run / "epochs.json")
+    best = data["best_epoch"]
+    assert best > 1, "the test needs a later epoch to beat epoch 1"
+    for e in data["epochs"]:
+        expected = f"checkpoints/epoch-{e['epoch']}" if e["epoch"] == 2 else None
+        if e["epoch"] == best and expected is None:
+            expected = "checkpoints/best"
+        assert e["checkpoint"] == expected, e
+        assert e["is_best"] == (e["epoch"] == best)
+
+
+def raise_bare_assertion() -> None:
+    raise AssertionError
+
+
+def test_a_crash_message_says_what_failed_and_where():
+    try:
+        raise_bare_assertion()
+    except AssertionError as e:
+        bare = e
+    line = raise_bare_assertion.__code__.co_firstlineno + 1
+    # under its import root, as a library's file is: pytest puts tests/ on sys.path
+    assert import_path(torch.__file__) == "torch/__init__.py"
+    assert import_path(__file__) in ("test_train.py", "tests/test_train.py")
+    where = f"at {import_path(__file__)}:{line} in raise_bare_assertion"
+    assert crash_message(bare) == f"crashed: AssertionError (no message) {where}"
+    assert crash_message(bare, rank=1) == f"crashed on rank 1: AssertionError (no message) {where}"
+    try:
+        torch.zeros(2) @ torch.zeros(3)
+    except RuntimeError as e:
+        message = crash_message(e)
+    assert message.startswith("crashed: RuntimeError: ") and " at " in message
+    assert "\n" not in message
+
+
+def test_a_crash_in_a_run_is_written_with_its_type_and_where_not_a_rank(tmp_path, tiny_bert_dir, small_corpus, monkeypatch):
+    from trainer.monitor.writer import MonitorWriter
+
+    original = MonitorWriter.append_step
+
+    def crash_at_step_2(self, record):
+        original(self, record)
+        if record["global_step"] == 2:
+            raise AssertionError
+
+    monkeypatch.setattr(MonitorWriter, "append_step", crash_at_step_2)
+    config = load_config(write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run"))
+    with pytest.raises(AssertionError):
+        train(config)
+    error = load(tmp_path / "run" / "state.json")["error"]
+    assert error.startswith(f"crashed: AssertionError (no message) at {import_path(__file__)}:"), error
+    assert error.endswith(" in crash_at_step_2") and "rank" not in error
+    assert load(tmp_path / "run" / "result.json")["error"] == error
+
+
+def test_log_interval_auto_prints_about_20_lines_an_epoch_and_keeps_every_step(tmp_path, tiny_bert_dir, small_corpus):
+    assert [log_every("auto", n) for n in (1, 19, 20, 60, 1000)] == [1, 1, 1, 3, 50]
+    assert log_every(7, 1000) == 7
+    cfg = write_config(
+        tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run",
+        train={"epochs": 1, "batch_size": 2, "log_interval": "auto", "save_every": 0},
+    )  # fmt: skip  (160 samples, 120 to train: 60 steps, a line every 3)
+    r = run_cli(str(cfg))
+    assert r.returncode == 0, r.stderr
+    progress = [line for line in r.stderr.splitlines() if line.startswith("epoch 1/1 step")]
+    assert [line.split()[3] for line in progress] == [f"{s}/60" for s in range(3, 61, 3)]
+    assert len(steps(tmp_path / "run")) == 60
+    assert "1 epoch × 60 steps" in r.stderr and "no quantization" in r.stderr
+
+
+def test_every_file_of_a_run_gets_the_mode_the_umask_gives(tmp_path, tiny_bert_dir, small_corpus):
+    """Run files, steps.jsonl and checkpoints alike (safetensors alone would write 0600)."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    cfg = write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run", train={"epochs": 1, "save_every": 5})
+    r = subprocess.run(
+        [sys.executable, "-m", "trainer", str(cfg)],
+        cwd=REPO, capture_output=True, text=True, timeout=patience(600), preexec_fn=lambda: os.umask(0o027),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    modes = {str(p.relative_to(tmp_path / "run")): stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert "checkpoints/best/adapter_model.safetensors" in modes
+    assert {m for m in modes.values()} == {0o640}, modes
+    # save_every 5 on a 1-epoch run: no epoch-N (N is never a multiple of 5), best and last only
+    assert {p.name for p in (tmp_path / "run" / "checkpoints").iterdir()} == {"best", "last"}

@@ -15,8 +15,7 @@ import ast
 import asyncio
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -33,6 +32,7 @@ from entrenar_tui.screens.help import HelpScreen
 from entrenar_tui.untrusted import clean_epochs, clean_run, clean_state
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
+from tests.conftest import patience, until
 from trainer.monitor.schema import Files
 
 if sys.version_info >= (3, 11):
@@ -51,13 +51,6 @@ EVIL = f"{MARKUP} {LINK} {CLEAR}{BELL} [/] \u202eevil"
 SHOWN = printable(EVIL)  # what the screen must show: the same text, control characters escaped
 CONTROL_CHARS = {chr(c) for c in range(32)} | {"\x7f", "\u202e"}
 
-
-async def until(pilot, condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await pilot.pause(0.02)
 
 
 def run_app(body, app: MonitorApp, size=SIZE) -> None:
@@ -203,7 +196,7 @@ def test_plain_mode_prints_no_control_characters(tmp_path):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=patience(60),
     )
     assert result.returncode == 0 and result.stderr == ""
     assert not CONTROL_CHARS - {"\n"} & set(result.stdout)

@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from trainer.errors import TrainingFailed, UserError
-from trainer.monitor.atomic import atomic_write_json
+from trainer.monitor.atomic import atomic_write_json, match_umask
 
 CHECKPOINT_SCHEMA = "entrenar-tui/checkpoint"
 CHECKPOINT_VERSION = 1
@@ -221,6 +221,7 @@ def save_checkpoint(
         atomic_write_json(
             tmp / METADATA, {"schema": CHECKPOINT_SCHEMA, "version": CHECKPOINT_VERSION, **metadata}
         )
+        match_umask(tmp)
         _fsync_tree(tmp)
         _swap_into_place(tmp, directory)
     except BaseException:

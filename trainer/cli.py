@@ -92,8 +92,11 @@ def printable(text: str) -> str:
 def run_train(argv: list[str]) -> int:
     from trainer.config import load_config
 
-    args = train_parser().parse_args(argv)
+    # Overrides may come anywhere after the config, flags between them included.
+    args = train_parser().parse_intermixed_args(argv)
     if args.nproc and "WORLD_SIZE" not in os.environ:
+        if args.config and not args.resume:  # one error line here, not one per rank
+            load_config(args.config, args.overrides)
         return launch_torchrun(args.nproc, argv)
     if args.resume:
         if args.config:  # with --resume every positional is an override

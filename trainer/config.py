@@ -25,6 +25,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+FLOAT32_MAX = 3.4028234663852886e38  # every float key ends up in float32 tensors or arithmetic
+LR_MAX = 3.4e37  # AdamW's first step is lr / (1 - beta1) = 10 × lr, in float32
+SEED_MAX = 2**32 - 1  # numpy's seed range (torch's and Python's are wider)
 PACKAGE_SCHEME = "pkg:"  # model.path = "pkg:module/sub/dir": a folder inside an installed package
 
 
@@ -92,19 +95,28 @@ class DataSection:
 class TrainSection:
     epochs: int = opt(50, "passes over the training set", min=1)
     batch_size: int = opt(32, "samples per optimizer step (the global batch under torchrun)", min=1)
-    learning_rate: float = opt(1e-4, "peak learning rate (AdamW)", gt=0)
+    learning_rate: float = opt(1e-4, "peak learning rate (AdamW)", gt=0, max=LR_MAX)
     weight_decay: float = opt(0.01, "AdamW weight decay (not on biases and norms)", min=0)
     warmup_fraction: float = opt(
         0.1, "fraction of all steps spent warming the LR up linearly", min=0, lt=1
     )
-    lr_min: float = opt(1e-6, "the LR the cosine decay ends at", min=0)
+    lr_min: float = opt(1e-6, "the LR the cosine decay ends at", min=0, max=LR_MAX)
     grad_clip: float = opt(1.0, "max gradient norm; 0 = no clipping", min=0)
-    save_every: int = opt(5, "write checkpoints/epoch-N every this many epochs; 0 = never", min=0)
+    save_every: int = opt(
+        5, "write checkpoints/epoch-N when N is a multiple of this (best, last: always); 0 = never", min=0
+    )
     early_stopping_patience: int = opt(
         10, "stop after this many epochs without a better val loss; 0 = never", min=0
     )
-    seed: int = opt(42, "seed for the split, the data order, LoRA init and dropout")
-    log_interval: int = opt(1, "print a progress line every this many steps", min=1)
+    seed: int = opt(
+        42, "seed for the split, the data order, LoRA init and dropout", min=0, max=SEED_MAX
+    )
+    log_interval: int | str = opt(
+        "auto",
+        "print a progress line every this many steps; auto = about 20 lines an epoch",
+        min=1,
+        choices=["auto"],
+    )
     group_by_length: bool = opt(True, "batch texts of similar length together (less padding, same samples per epoch)")
     fast_dropout: str = opt(
         "auto",
@@ -186,8 +198,6 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise TypeError
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise TypeError
             return float(value)
         raise TypeError
     if tp is str:
@@ -201,17 +211,24 @@ def _check_bounds(key: str, value: Any, meta: dict[str, Any]) -> str | None:
     """Return a description of the violated bound, or None."""
     if isinstance(value, str) and "choices" in meta and value not in meta["choices"]:
         return f"must be one of {', '.join(meta['choices'])}{did_you_mean(value, meta['choices'])}"
+    numbers = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, float)]
+    if any(not math.isfinite(v) for v in numbers):
+        return "must be a finite number"
+    if any(abs(v) > FLOAT32_MAX for v in numbers):
+        return f"does not fit a 32-bit float (at most {FLOAT32_MAX:.1e})"
     if (
         isinstance(value, list)
         and key == "data.class_weights"
-        and (not value or any(w < 0 for w in value))
+        and (not value or any(w < 0 for w in value) or not any(value))
     ):
-        return "must be a non-empty list of non-negative weights"
+        return "must be a non-empty list of non-negative weights, not all zero"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "min" in meta and value < meta["min"]:
             return f"must be >= {meta['min']}"
         if "max" in meta and value > meta["max"]:
-            return f"must be <= {meta['max']}"
+            why = " (AdamW's first step is 10 × lr, in float32)" if meta["max"] == LR_MAX else ""
+            bound = f"{meta['max']:g}" if isinstance(meta["max"], float) else meta["max"]
+            return f"must be <= {bound}{why}"
         if "gt" in meta and value <= meta["gt"]:
             return f"must be > {meta['gt']}"
         if "lt" in meta and value >= meta["lt"]:
@@ -254,6 +271,12 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
         section, key = path.split(".")
         if not getattr(getattr(config, section), key):
             raise UserError(f"{source}: missing required key {path}")
+    decay = config.train.learning_rate * config.train.weight_decay
+    if decay > FLOAT32_MAX:
+        raise UserError(
+            f"{source}: train.learning_rate × train.weight_decay = {decay:g} does not fit a 32-bit "
+            "float (AdamW scales every weight by 1 − lr·wd)"
+        )
     return config
 
 

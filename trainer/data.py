@@ -129,26 +129,58 @@ def _read_delimited(path: Path, text_field: str, label_field: str, delimiter: st
     rows = []
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            columns = reader.fieldnames or []
-            for name in (text_field, label_field):
-                if name not in columns:
-                    raise UserError(
-                        f"{path}:1: no column {name!r}{did_you_mean(name, list(columns))} (columns: {', '.join(columns) or 'none'})"
-                    )
+            reader = csv.reader(f, delimiter=delimiter)
+            columns = next(reader, [])
+            _check_header(path, columns, (text_field, label_field))
+            text_at, label_at = columns.index(text_field), columns.index(label_field)
+            end = reader.line_num  # the line the previous record ended on
             for record in reader:
-                where = f"{path}:{reader.line_num}"
-                if None in record:
+                start, end = end + 1, reader.line_num
+                where = f"{path}:{start}"
+                if not record:
+                    continue  # a blank line
+                if len(record) > len(columns):
                     raise UserError(f"{where}: more fields than the header has columns")
-                label = record[label_field]
-                if label is not None and INT_LABEL.fullmatch(label.strip()):
+                if len(record) <= max(text_at, label_at):
+                    raise UserError(_short_record(path, start, end, f, record, columns))
+                label: int | str = record[label_at]
+                if INT_LABEL.fullmatch(label.strip()):
                     label = int(label)
-                rows.append(_check_row(record[text_field], label, where, text_field, label_field))
+                rows.append(_check_row(record[text_at], label, where, text_field, label_field))
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
     except csv.Error as e:
         raise UserError(f"{path}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({e})") from None
     return rows
+
+
+def _check_header(path: Path, columns: list[str], needed: tuple[str, ...]) -> None:
+    """The header names each column once and has the text and label columns."""
+    seen: set[str] = set()
+    for name in columns:
+        if name in seen:
+            raise UserError(f"{path}:1: column {name!r} appears twice in the header")
+        seen.add(name)
+    for name in needed:
+        if name not in columns:
+            raise UserError(
+                f"{path}:1: no column {name!r}{did_you_mean(name, list(columns))} (columns: {', '.join(columns) or 'none'})"
+            )
+
+
+def _short_record(
+    path: Path, start: int, end: int, f: Any, record: list[str], columns: list[str]
+) -> str:
+    """Why a record lacks the text or label column: a quote opened and never closed (the field
+    swallowed the rest of the file), or a row with too few fields (which columns are missing)."""
+    at_eof = not f.read(1)
+    if end > start and at_eof:
+        return f"{path}:{start}: a quote opened on this line is never closed (the field runs to the end of the file)"
+    missing = columns[len(record) :]
+    return (
+        f"{path}:{start}: {len(record)} field(s) where the header has {len(columns)}; "
+        f"missing column(s) {', '.join(map(repr, missing))}"
+    )
 
 
 # ---------------------------------------------------------------------------------------- labels
@@ -164,11 +196,30 @@ def resolve_label_names(rows: list[Row], configured: list[str]) -> list[str]:
     if kinds == {str}:
         return sorted({r.label for r in rows})  # type: ignore[type-var]
     if kinds == {int}:
-        top = max(r.label for r in rows)  # type: ignore[type-var]
-        return [str(i) for i in range(top + 1)]
+        return contiguous_int_labels(rows)
     first_int = next(r for r in rows if isinstance(r.label, int))
     raise UserError(
         f"{first_int.where}: labels mix integers and names; set data.labels to name the integers"
+    )
+
+
+def contiguous_int_labels(rows: list[Row]) -> list[str]:
+    """Integer labels without data.labels must be 0..K-1 with none missing: a stray value (a typo,
+    50000 among 0..4) would otherwise make a 50001-class model. Raises UserError naming the first
+    row whose label is negative or past a gap."""
+    values = sorted({r.label for r in rows})  # type: ignore[type-var]
+    k = next((i for i, v in enumerate(values) if v != i), len(values))  # 0..k-1 are all present
+    if k == len(values):
+        return [str(i) for i in range(k)]
+    bad = next(r for r in rows if not 0 <= r.label < k)  # type: ignore[operator]
+    why = (
+        "integer labels are class indices 0..K-1"
+        if bad.label < 0  # type: ignore[operator]
+        else f"integer labels must be 0..K-1 with none missing, but {k} is missing"
+    )
+    raise UserError(
+        f"{bad.where}: label {bad.label} out of range: {why} (the data has {len(values)} distinct "
+        f"labels from {values[0]} to {values[-1]}); fix it, or set data.labels to name the classes"
     )
 
 
@@ -266,6 +317,19 @@ def compute_class_weights(
     return w, f"class weights ({spec}), counts {counts}: {fmt(w)}"
 
 
+def check_weights_cover(weights: list[float], present: list[int], names: list[str]) -> None:
+    """Explicit weights give every class in the data a weight > 0: a batch (or the validation
+    set) of zero-weight samples has no loss to average."""
+    if len(weights) != len(names):
+        raise UserError(f"data.class_weights: {len(weights)} weights for {len(names)} classes")
+    for c, (w, n) in enumerate(zip(weights, present)):
+        if w == 0 and n:
+            raise UserError(
+                f"data.class_weights: weight 0 for class {names[c]!r} (index {c}), which has {n} "
+                "sample(s) in the data; give it a weight > 0 or drop its samples"
+            )
+
+
 def fmt(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
 
@@ -316,6 +380,9 @@ def load_corpus(cfg: DataSection, seed: int) -> Corpus:
         before = len(train_idx)
         train_idx = oversample(train_idx, labels, seed)
         notes.append(f"oversampled minority classes: {before} → {len(train_idx)} training samples")
+    if isinstance(cfg.class_weights, list):
+        present = class_counts(labels + (val_labels if val_rows else []), len(names))
+        check_weights_cover(cfg.class_weights, present, names)
     weights, note = compute_class_weights(cfg.class_weights, counts, cfg.oversample_minority)
     if note:
         notes.append(note)

@@ -81,6 +81,7 @@ class Classifier:
     labels: list[str]
     max_length: int
     autocast: Any
+    config: Any  # the run's Config, as the checkpoint saved it
 
     def logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         out = []
@@ -103,6 +104,7 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
     """A checkpoint folder → the base model from its recorded path with the adapter on top."""
     from trainer.model import (
         autocast,
+        check_model_dir,
         pick_device,
         quiet_bitsandbytes,
         quiet_transformers,
@@ -119,16 +121,22 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
     if not (folder / "adapter_config.json").is_file():
         raise UserError(f"{folder}: not a checkpoint folder (no adapter_config.json)")
     state = read_json(folder / TRAINER_JSON)
+    if not isinstance(state.get("config"), dict):
+        raise UserError(
+            f"{folder / TRAINER_JSON}: no saved config (the run's settings); not a checkpoint "
+            "entrenar-train wrote, or a damaged one"
+        )
     read_adapter(folder)  # a clear error for a truncated or poisoned file, before peft tries
     config = config_from_dict(state["config"], str(folder / TRAINER_JSON))
     meta = read_json(folder / METADATA)
     base_path = meta.get("base_model") or config.model.path
     if not Path(base_path, "config.json").is_file():
         raise UserError(f"{folder}: its base model {base_path} is not there any more")
+    check_model_dir(base_path)  # safetensors weights only
     hf_config = AutoConfig.from_pretrained(folder)
     with quiet_transformers():
         base = AutoModelForSequenceClassification.from_pretrained(
-            base_path, config=hf_config, dtype=torch.float32
+            base_path, config=hf_config, dtype=torch.float32, use_safetensors=True
         )
         model = PeftModel.from_pretrained(base, folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -142,6 +150,7 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
         labels,
         config.model.max_length,
         lambda: autocast(device, precision),
+        config,
     )
 
 
@@ -152,9 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from trainer.data import label_ids, read_rows
 
     clf = load_classifier(args.checkpoint)
-    state = read_json(Path(args.checkpoint) / TRAINER_JSON)
-    data_cfg = state["config"]["data"]
-    rows = read_rows(args.data, data_cfg["text_field"], data_cfg["label_field"])
+    rows = read_rows(args.data, clf.config.data.text_field, clf.config.data.label_field)
     labels = label_ids(rows, clf.labels)
     logits = clf.logits([r.text for r in rows])
     target = torch.tensor(labels)
@@ -220,15 +227,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from trainer.checkpoint import save_model_config
+    from trainer.model import quiet_transformers
+    from trainer.monitor.atomic import match_umask
+    from trainer.preflight import check_output_dir
 
-    clf = load_classifier(args.checkpoint)
     out = Path(args.out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: exists and is not empty")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty folder")
+    clf = load_classifier(args.checkpoint)
+    check_output_dir(out, "OUT_DIR")
     merged = clf.model.merge_and_unload()
-    merged.save_pretrained(out, safe_serialization=True)
+    with quiet_transformers():  # no "Writing model shards" bar
+        merged.save_pretrained(out, safe_serialization=True)
     save_model_config(merged.config, out)
     clf.tokenizer.save_pretrained(out)
+    match_umask(out)
     print(f"exported a merged model to {out}", file=sys.stderr)
     return 0
 

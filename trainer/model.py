@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from trainer.config import LoraSection, ModelSection
+from trainer.config import LoraSection, ModelSection, did_you_mean
 from trainer.errors import UserError
 
 # The attention query/value projections of each architecture: LoRA's classic targets.
@@ -53,6 +53,20 @@ TOKENIZER_FILES = (
 )
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # torch.load territory: never loaded
+
+# Architectures whose position ids start after the padding index (RoBERTa's scheme): the usable
+# length is max_position_embeddings - pad_token_id - 1.
+OFFSET_POSITIONS = {
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "camembert",
+    "data2vec-text",
+    "longformer",
+    "mpnet",
+}
 
 
 @dataclass
@@ -116,8 +130,14 @@ def check_model_dir(path: str) -> dict[str, Any]:
         raise UserError(f"{config_file}: unreadable ({e})") from None
     if "model_type" not in config:
         raise UserError(f"{config_file}: no model_type; not a transformers model config")
-    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
-    if not has_weights:
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for s in PICKLE_SUFFIXES for p in folder.glob(f"*{s}"))
+        if pickles:
+            raise UserError(
+                f"model.path {path}: only pickle weights ({', '.join(pickles[:3])}), which can run "
+                "code when loaded; entrenar-train loads *.safetensors only. Convert them once where "
+                "you trust the file: AutoModel.from_pretrained(DIR).save_pretrained(DIR)"
+            )
         raise UserError(f"model.path {path}: no weights (*.safetensors) in the folder")
     return config
 
@@ -145,6 +165,127 @@ def load_tokenizer(path: str) -> Any:
     return tokenizer
 
 
+@dataclass
+class ModelPlan:
+    """What a model folder is, read from its config.json and checked against the run's config
+    before anything is written or any weight is loaded."""
+
+    head: list[str]  # trained in full and saved with the adapter; never quantized
+    targets: list[str]  # LoRA's target module names
+
+
+def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
+    """Check the model folder and the model/lora keys against it, on a weightless (meta-device)
+    copy of the classifier: what it is, which modules are its head, which modules LoRA adapts and
+    whether lora.r and model.max_length fit them. Raises UserError naming the key."""
+    from transformers import AutoConfig
+
+    raw_config = check_model_dir(cfg.path)
+    try:
+        hf_config = AutoConfig.from_pretrained(cfg.path, num_labels=2)
+    except (ValueError, KeyError, OSError) as e:
+        raise UserError(
+            f"model.path {cfg.path}: cannot read its config.json ({str(e).splitlines()[0][:200]})"
+        ) from None
+    check_max_length(cfg, hf_config)
+    skeleton = build_skeleton(cfg.path, hf_config)
+    head = head_modules(skeleton)
+    targets = target_modules(lora, raw_config["model_type"])
+    check_targets(lora, skeleton, targets, head)
+    return ModelPlan(head, targets)
+
+
+def build_skeleton(path: str, hf_config: Any) -> torch.nn.Module:
+    """The sequence classifier this config makes, on the meta device: its modules and shapes, no
+    memory and no weights read."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with quiet_transformers(), torch.device("meta"):
+            return AutoModelForSequenceClassification.from_config(hf_config)
+    except ValueError as e:
+        raise UserError(
+            f"model.path {path}: cannot load as a sequence classifier ({str(e).splitlines()[0][:200]})"
+        ) from None
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """The classifier's own top-level modules besides its backbone (BERT's `classifier`, Qwen2's
+    `score`, DistilBERT's `pre_classifier` and `classifier`, DeBERTa's `pooler` and `classifier`):
+    freshly initialised, so trained in full (peft's modules_to_save) and kept out of quantization."""
+    backbone = getattr(model, "base_model_prefix", "")
+    return [
+        name
+        for name, child in model.named_children()
+        if name != backbone and any(True for _ in child.parameters())
+    ]
+
+
+def max_positions(hf_config: Any) -> int | None:
+    """How many tokens the model's position embeddings cover, when the config says."""
+    n = getattr(hf_config, "max_position_embeddings", None) or getattr(
+        hf_config, "n_positions", None
+    )
+    if not isinstance(n, int) or isinstance(n, bool):
+        return None
+    if getattr(hf_config, "model_type", "") in OFFSET_POSITIONS:
+        n -= (getattr(hf_config, "pad_token_id", None) or 1) + 1
+    return n
+
+
+def check_max_length(cfg: ModelSection, hf_config: Any) -> None:
+    n = max_positions(hf_config)
+    if n is not None and cfg.max_length > n:
+        raise UserError(
+            f"model.max_length = {cfg.max_length} is more than the {n} positions this model has "
+            f"(max_position_embeddings in {Path(cfg.path) / 'config.json'}); use at most {n}"
+        )
+
+
+def _adapted(model: torch.nn.Module, targets: list[str], head: list[str]) -> dict[str, Any]:
+    """The modules LoRA would adapt, as peft matches them: a name equal to a target or ending in
+    `.target`, outside the head (peft never adapts inside modules_to_save)."""
+    out = {}
+    for name, module in model.named_modules():
+        if any(name == h or name.startswith(h + ".") for h in head):
+            continue
+        if any(name == t or name.endswith("." + t) for t in targets):
+            out[name] = module
+    return out
+
+
+def check_targets(
+    lora: LoraSection, model: torch.nn.Module, targets: list[str], head: list[str]
+) -> None:
+    """Every LoRA target exists, and lora.r fits the smallest of them: a rank above a layer's
+    in or out size adds nothing but parameters (an absurd one is an allocation error)."""
+    adapted = _adapted(model, targets, head)
+    if not adapted:
+        names = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear)
+            }
+        )
+        raise UserError(
+            f"lora.target_modules: no module named {', '.join(targets)} in {type(model).__name__}"
+            f"{did_you_mean(targets[0], names)}"
+        )
+    dims = {
+        name: min(m.weight.shape)
+        for name, m in adapted.items()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
+    }
+    if dims:
+        name, smallest = min(dims.items(), key=lambda kv: kv[1])
+        if lora.r > smallest:
+            raise UserError(
+                f"lora.r = {lora.r} is larger than the smallest adapted layer ({name}: "
+                f"{' x '.join(map(str, adapted[name].weight.shape))}); use lora.r <= {smallest}"
+            )
+
+
 def target_modules(lora: LoraSection, model_type: str) -> list[str]:
     if lora.target_modules != "auto":
         return (
@@ -159,12 +300,15 @@ def target_modules(lora: LoraSection, model_type: str) -> list[str]:
     return DEFAULT_TARGETS[model_type]
 
 
-def quantization_config(cfg: ModelSection, precision: str) -> Any:
-    """QLoRA: the frozen base in NF4 through bitsandbytes, computing in the run's precision."""
+def quantization_config(cfg: ModelSection, precision: str, head: list[str]) -> Any:
+    """QLoRA: the frozen base in NF4 through bitsandbytes, computing in the run's precision. The head
+    stays out: it is trained in full (transformers' own guess, "the last module", misses a head
+    whose last parameter is a bias, such as BERT's classifier)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
+        llm_int8_skip_modules=list(head),
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=cfg.double_quant,
         bnb_4bit_compute_dtype=DTYPES.get(precision, torch.float32),
@@ -173,14 +317,18 @@ def quantization_config(cfg: ModelSection, precision: str) -> Any:
 
 
 def load_model(
-    cfg: ModelSection, lora: LoraSection, label_names: list[str], device: torch.device
+    cfg: ModelSection,
+    lora: LoraSection,
+    label_names: list[str],
+    device: torch.device,
+    plan: ModelPlan | None = None,
 ) -> LoadedModel:
     """Tokenizer + classifier + LoRA adapters (the head trained and saved with the adapter)."""
     quiet_bitsandbytes()
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    raw_config = check_model_dir(cfg.path)
+    plan = plan or inspect_model(cfg, lora)
     precision = resolve_precision(cfg.precision, device)
     tokenizer = load_tokenizer(cfg.path)
     id2label = dict(enumerate(label_names))
@@ -191,9 +339,9 @@ def load_model(
         label2id={v: k for k, v in id2label.items()},
     )
     hf_config.pad_token_id = tokenizer.pad_token_id
-    kwargs: dict[str, Any] = {"config": hf_config, "dtype": torch.float32}
+    kwargs: dict[str, Any] = {"config": hf_config, "dtype": torch.float32, "use_safetensors": True}
     if cfg.quantize == "nf4":
-        kwargs["quantization_config"] = quantization_config(cfg, precision)
+        kwargs["quantization_config"] = quantization_config(cfg, precision, plan.head)
         kwargs["device_map"] = {"": device}
     with quiet_transformers():
         try:
@@ -211,7 +359,8 @@ def load_model(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=target_modules(lora, raw_config["model_type"]),
+        target_modules=plan.targets,
+        modules_to_save=list(plan.head),
     )
     try:
         with quiet_transformers():

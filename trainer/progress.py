@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trainer.monitor.schema import Files
+
 if TYPE_CHECKING:
     from trainer.checkpoint import TrainerState
 
@@ -107,9 +109,14 @@ class Progress:
         """Put the epoch's record in the history (replacing a re-run epoch's); a best one unmarks
         the earlier epochs."""
         self.history = [e for e in self.history if e["epoch"] < record["epoch"]] + [record]
-        if record["is_best"]:
+        if record[
+            "is_best"
+        ]:  # the earlier best is best no more: its checkpoint is its epoch-N, if any
+            best = f"{Files.CHECKPOINTS}/best"
             for e in self.history[:-1]:
                 e["is_best"] = False
+                if e.get("checkpoint") == best:
+                    e["checkpoint"] = None
 
     def next_epoch(self) -> None:
         self.epoch, self.step, self.needs_validation = self.epoch + 1, 0, False

@@ -23,9 +23,11 @@ best / epoch-N / last, a non-finite loss or gradient → failed, early stopping 
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,9 +44,17 @@ from trainer.data import epoch_batches, load_corpus, steps_per_epoch, tokenize
 from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import TrainingFailed, UserError
 from trainer.lock import RunLock, identity
-from trainer.model import fast_dropout_wanted, load_model, pick_device, use_fast_dropout
+from trainer.model import (
+    ModelPlan,
+    fast_dropout_wanted,
+    load_model,
+    pick_device,
+    use_fast_dropout,
+)
+from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
 from trainer.monitor.writer import MonitorWriter, NullWriter
+from trainer.preflight import preflight
 from trainer.progress import Progress
 from trainer.report import Reporter
 from trainer.resources import ResourceSampler
@@ -64,8 +74,75 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def crash_message(e: BaseException, rank: int) -> str:
-    return f"crashed on rank {rank}: {type(e).__name__}: {str(e).splitlines()[0][:500] if str(e) else ''}"
+def crash_message(e: BaseException, rank: int | None = None) -> str:
+    """What failed, in one line: the exception's type and first line (or "(no message)"), and
+    where it was raised (the innermost frame: file under its import root, line, function);
+    "on rank N" under torchrun only."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0][:500]}" if lines else f"{type(e).__name__} (no message)"
+    frames = traceback.extract_tb(e.__traceback__)
+    where = ""
+    if frames:
+        where = f" at {import_path(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name}"
+    on = f" on rank {rank}" if rank is not None else ""
+    return f"crashed{on}: {text}{where}"
+
+
+def import_path(filename: str) -> str:
+    """A source file as its import root sees it (bitsandbytes/nn/modules.py, trainer/train.py)."""
+    roots = sorted((p for p in sys.path if p and os.path.isdir(p)), key=len, reverse=True)
+    for root in roots:
+        prefix = os.path.join(os.path.abspath(root), "")
+        if filename.startswith(prefix):
+            return filename[len(prefix) :]
+    return filename
+
+
+def log_every(setting: int | str, steps_per_epoch: int) -> int:
+    """train.log_interval: an int, or auto = about 20 progress lines an epoch."""
+    if setting == "auto":
+        return max(1, steps_per_epoch // 20)
+    return int(setting)
+
+
+def epochs_done(epoch: int, step: int, needs_validation: bool) -> int:
+    """Epochs a checkpoint has trained into: those finished, and the one in progress if begun."""
+    return epoch if step or needs_validation else epoch - 1
+
+
+def previous_global_step(run_dir: Path) -> int | None:
+    """How far the run's state.json says it got (a resume redoes the steps after its checkpoint)."""
+    try:
+        state = read_contract_json(run_dir / Files.STATE) or {}
+    except ContractError:
+        return None
+    step = state.get("global_step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def resume_note(checkpoint: str | None, at_step: int, reached: int | None) -> str:
+    """What a resume does to the run's steps, said the same in the trainer's log and the monitor
+    (run.json's resumed_from note)."""
+    if checkpoint is None:
+        note = "started over with the saved config (no checkpoint yet)"
+    else:
+        note = f"resumed from {checkpoint} at step {at_step}"
+    if reached is not None and reached > at_step:
+        first = at_step + 1
+        note += (
+            f"; step {first} is redone"
+            if reached == first
+            else f"; steps {first}–{reached} are redone"
+        )
+    return note
+
+
+def shown_checkpoint(checkpoint: Path, run_dir: Path) -> str:
+    """A checkpoint as the user names it: checkpoints/last inside the run, else its path."""
+    try:
+        return Path(checkpoint).resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return str(checkpoint)
 
 
 def train(config: Config, resume: Resume | None = None, argv: list[str] | None = None) -> int:
@@ -78,6 +155,7 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         raise UserError(
             f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
         )
+    plan = preflight(config)  # nothing is written before the model and output.dir are checked
     dist = init_distributed()
     lock = None
     if dist.is_main:
@@ -85,7 +163,7 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         lock = RunLock(run_dir).acquire()
     writer = MonitorWriter(run_dir) if dist.is_main else NullWriter(run_dir)
     try:
-        recipe = FineTuneRecipe(config, resume, argv, writer, dist)
+        recipe = FineTuneRecipe(config, resume, argv, writer, dist, plan)
         recipe.setup()
         return recipe.train()
     except UserError as e:
@@ -96,7 +174,8 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         raise
     except Exception as e:
         if writer.state["seq"]:
-            error = str(e) if isinstance(e, TrainingFailed) else crash_message(e, dist.rank)
+            rank = dist.rank if dist.enabled else None
+            error = str(e) if isinstance(e, TrainingFailed) else crash_message(e, rank)
             writer.write_result({"status": "failed", "error": error})
             writer.update_state(status="failed", error=error, validation=None)
         raise
@@ -161,8 +240,10 @@ class FineTuneRecipe:
         argv: list[str] | None,
         writer: MonitorWriter,
         dist: Dist,
+        plan: ModelPlan,
     ):
         self.started_at = time.time()
+        self.plan = plan  # the model as preflight checked it
         self._clock = time.perf_counter()
         self.config, self.train_config = config, config.train
         self.resume, self.argv = resume, argv
@@ -233,6 +314,13 @@ class FineTuneRecipe:
                 f"{folder}: saved by {saved_ranks} process(es), resumed with {world_size}; "
                 f"resume with --nproc {saved_ranks} (each rank continues its own dropout RNG)"
             )
+        done = epochs_done(self.saved.epoch, self.saved.step, self.saved.needs_validation)
+        if self.train_config.epochs < done:
+            raise UserError(
+                f"train.epochs = {self.train_config.epochs} is fewer than the {done} epoch(s) "
+                f"{folder} has already trained; resume with train.epochs={done} or more (or use "
+                "its checkpoints as they are)"
+            )
         data_hash = self.corpus.data_hash
         if self.saved.data_hash != data_hash and not self.resume.allow_data_mismatch:
             raise UserError(
@@ -242,7 +330,9 @@ class FineTuneRecipe:
 
     def _setup_model(self) -> None:
         config, corpus = self.config, self.corpus
-        self.loaded = load_model(config.model, config.lora, corpus.label_names, self.device)
+        self.loaded = load_model(
+            config.model, config.lora, corpus.label_names, self.device, self.plan
+        )
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
             use_fast_dropout(self.model)
@@ -281,6 +371,7 @@ class FineTuneRecipe:
         self.trainable = [p for _, p in named]
         self.max_grad_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         self.steps_per_epoch = steps_per_epoch(len(self.train_features), cfg.batch_size)
+        self.log_interval = log_every(cfg.log_interval, self.steps_per_epoch)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
             self.optimizer,
@@ -294,10 +385,15 @@ class FineTuneRecipe:
         counters from its checkpoint, and its run.json's history."""
         self.progress = Progress()
         self.run_info: dict[str, Any] = {}
-        if self.resume is not None and (self.run_dir / Files.RUN).exists():
+        self.resume_note: str | None = None
+        if self.resume is None:
+            return
+        reached = previous_global_step(self.run_dir)  # before this process writes state.json
+        if (self.run_dir / Files.RUN).exists():
             self.run_info = ckpt.read_json(self.run_dir / Files.RUN)
         if not self.restoring:
-            return
+            self.resume_note = resume_note(None, 0, reached)
+            return  # (the CLI has said that a run without a checkpoint starts over)
         saved, folder = self.saved, self.resume.checkpoint
         ckpt.load_adapter(folder, self.saved_adapter, self.model)
         ckpt.load_optimizer_tensors(self.optimizer, saved, self.saved_tensors)
@@ -307,9 +403,10 @@ class FineTuneRecipe:
         ckpt.restore_rng(saved.rng, self.saved_tensors, self.dist.rank)
         self.progress = Progress.from_saved(saved)
         self.saved_tensors = self.saved_adapter = None  # in the model and optimizer now
-        self.report.say(
-            f"resuming {self.run_dir} from {folder} at epoch {self.progress.epoch}, step {self.progress.step}"
-        )
+        shown = shown_checkpoint(folder, self.run_dir)
+        self.resume_note = resume_note(shown, self.progress.global_step, reached)
+        p = self.progress
+        self.report.say(f"{self.resume_note} (epoch {p.epoch}, step {p.step} of it)")
 
     def _write_run_json(self) -> None:
         """run.json (every resume appends itself to `resumed_from`), the start line, and state.json's
@@ -320,11 +417,14 @@ class FineTuneRecipe:
         )
         self.writer.write_run(self._run_document())
         loaded, cfg = self.loaded, self.train_config
+        quantization = (
+            "NF4 base (QLoRA)" if self.config.model.quantize == "nf4" else "no quantization"
+        )
         self.report.say(
             f"{loaded.architecture} ({loaded.params_trainable:,} of {loaded.params_total:,} parameters trainable) "
-            f"on {self.device} in {loaded.precision}; {len(self.train_features)} train / "
+            f"on {self.device} in {loaded.precision}, {quantization}; {len(self.train_features)} train / "
             f"{len(self.val_features)} validation samples, {len(self.corpus.label_names)} labels; "
-            f"{cfg.epochs} epochs × {self.steps_per_epoch} steps"
+            f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} × {self.steps_per_epoch} steps"
         )
         self.fixed_state = {  # state.json fields every `running` write repeats
             "total_epochs": cfg.epochs,
@@ -361,6 +461,7 @@ class FineTuneRecipe:
                     "at": utc_now(),
                     "global_step": self.progress.global_step,
                     "overrides": self.resume.overrides,
+                    "note": self.resume_note,
                 }
             )
         return {
@@ -558,7 +659,7 @@ class FineTuneRecipe:
             eta_s=eta,
             resources=self.resources.sample(),
         )
-        if p.step % cfg.log_interval == 0 or p.step == self.steps_per_epoch:
+        if p.step % self.log_interval == 0 or p.step == self.steps_per_epoch:
             self.report.step(self.writer.state)
 
     def validate(self) -> tuple[float, float] | None:
@@ -654,8 +755,8 @@ class FineTuneRecipe:
         }
         if is_best:
             record["checkpoint"] = self.save("best", metrics=metrics)
-        every = cfg.save_every
-        if every and (epoch % every == 0 or cfg.epochs <= every):
+        every = cfg.save_every  # epoch-N exactly when N is a multiple (best and last do the rest)
+        if every and epoch % every == 0:
             record["checkpoint"] = self.save(f"epoch-{epoch}", metrics=metrics)
         self.writer.write_epochs(p.history, p.best_epoch)
         self.writer.update_state(

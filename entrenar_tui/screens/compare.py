@@ -17,14 +17,20 @@ from textual.widgets import DataTable, Footer, Header
 
 from entrenar_tui import formatting as fmt
 from entrenar_tui.comparison import ComparedRun, differing_keys, load_comparison, show_value
+from entrenar_tui.screens.help import HELP
 from entrenar_tui.widgets.overlay_chart import OverlayChart, OverlaySeries
 
 
 class CompareScreen(Screen):
     BINDINGS: ClassVar = [
-        Binding("escape", "back", "Back"),
-        Binding("backspace", "back", "Back", show=False),
+        Binding("escape", "back", "Back", tooltip="back to the runs"),
+        Binding("backspace", "back", "Back", show=False, tooltip="back to the runs"),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip=HELP),
     ]
+    HELP_NOTES = """\
+Train loss per step, val loss and val accuracy per epoch, one colour a run (the legend names them);
+below, the config keys whose values differ between the runs.
+"""
 
     def __init__(self, dirs: list[Path]) -> None:
         super().__init__()
@@ -78,6 +84,9 @@ class CompareScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_help(self) -> None:
+        self.app.show_help()
 
     def system_commands(self):
         yield SystemCommand("Back to the runs", "Leave the comparison (escape)", self.action_back)

@@ -1,7 +1,12 @@
-"""`?`: the keys, what each status means, and every current problem (the line shows only one)."""
+"""`?`: the keys of the screen it was asked on, what that screen's words mean, and every current
+problem (the problems line shows only one).
+
+The keys are read from the screen's and the app's BINDINGS (each binding's tooltip is its help
+text), so the help cannot drift from what the keys do."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -13,43 +18,55 @@ from textual.widgets import Markdown, Static
 from entrenar_tui.formatting import printable
 from entrenar_tui.run_model import Problem
 
-KEYS = """\
-| key | does |
-|---|---|
-| `x` | stop the run: asks first, writes `control.json`, sends SIGINT to the trainer (only if it is ours, on this host). The trainer finishes its batch, saves `checkpoints/last`, says **stopped**. `x` again while stopping forces it. |
-| `r` | resume a stopped, failed or crashed run: `entrenar-train --resume DIR`, detached |
-| `s` | start a run from the config (asks first, showing the command) when none is active |
-| `q` | quit the monitor; training goes on (`entrenar-tui monitor DIR` re-attaches) |
-| `?` | this help · `ctrl+p` the command palette |
-| `l` | show/hide the log pane (`train.log`, the trainer's own output) |
-| `[` `]` | chart smoothing (TensorBoard's debiased EMA) down/up by 0.05, 0 = off; the raw curve stays dim behind |
-| `y` | log-Y scale (values ≤ 0 are gaps) · `o` ignore outliers (y range from the 1st–99th percentile) |
-| `a` | x axis: step → epoch → wall time · `z` zoom: all → last 10k → 1k → 100 steps |
-| `c` | cursor on/off: the exact value and global step under it; `←` `→` move it |
-| `e` | export this run's steps and epochs as CSV (next to the run directory) |
+PALETTE = (["ctrl+p"], "the command palette: every action by name, and the theme")
+HELP = "this help: the keys of this screen, and every current problem"
 
-The layout (log pane, smoothing, log-Y, x axis, outliers, zoom, theme) is remembered in
-`$XDG_CONFIG_HOME/entrenar-tui/settings.json`.
 
-**Statuses**: initializing · running · validating · stopping · stopped · completed · failed ·
-**crashed** (the state says running but the trainer's pid is gone on this host, or its heartbeat is far
-older than a typical step).
+def key_rows(
+    bindings: Iterable[Binding], display: Callable[[Binding], str]
+) -> list[tuple[list[str], str]]:
+    """(keys, what they do) per help text, in binding order; bindings with the same text (`[` and
+    `]`, `escape` and `backspace`) share a row. `display` is the app's get_key_display."""
+    rows: dict[str, list[str]] = {}
+    for binding in bindings:
+        text = binding.tooltip or binding.description
+        if not text:
+            continue
+        for key in binding.key.split(","):
+            shown = display(Binding(key.strip(), binding.action, key_display=binding.key_display))
+            keys = rows.setdefault(text, [])
+            if shown not in keys:
+                keys.append(shown)
+    return [(keys, text) for text, keys in rows.items()]
 
-**Charts**: braille, each column the min–max of its steps, so spikes survive; gaps are NaN/Inf;
-the best epoch is highlighted (★ best = its value). Train series are per step; validation per epoch.
-"""
+
+def keys_markdown(rows: list[tuple[list[str], str]]) -> str:
+    def code(key: str) -> str:
+        return f"`` {key} ``" if "`" in key else f"`{key}`"
+
+    lines = ["| key | does |", "|---|---|"]
+    lines += [f"| {' '.join(code(k) for k in keys)} | {text} |" for keys, text in rows]
+    return "\n".join(lines) + "\n"
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar = [Binding("escape,q,question_mark", "dismiss", "Close")]
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(
+        self,
+        problems: list[Problem],
+        keys: list[tuple[list[str], str]] | None = None,
+        notes: str = "",
+    ) -> None:
         super().__init__()
         self.problems = problems
+        self.keys = keys or []
+        self.notes = notes
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
-            yield Markdown(KEYS + ("\n**Problems now**" if self.problems else ""))
+            text = keys_markdown(self.keys) + (f"\n{self.notes}" if self.notes else "")
+            yield Markdown(text + ("\n**Problems now**" if self.problems else ""))
             # Problems quote run files and train.log: plain text, never Markdown or markup.
             for p in self.problems:
                 yield Static(f"• {p.level}: {printable(p.text)}", classes="problem", markup=False)

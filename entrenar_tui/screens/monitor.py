@@ -25,6 +25,7 @@ from entrenar_tui.charts import (
     epoch_chart,
     step_chart,
 )
+from entrenar_tui.screens.help import HELP
 from entrenar_tui.widgets.epoch_table import EpochTable
 from entrenar_tui.widgets.log_pane import LogPane
 from entrenar_tui.widgets.metric_chart import MetricChart
@@ -32,7 +33,7 @@ from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.resources_line import ResourcesLine
 from entrenar_tui.widgets.run_progress import RunProgress
 from entrenar_tui.widgets.validation_bar import ValidationBar
-from trainer.monitor.schema import Files
+from trainer.monitor.schema import LIVE_STATUSES, Files
 
 if TYPE_CHECKING:
     from entrenar_tui.app import MonitorApp
@@ -42,6 +43,10 @@ STEP_CHARTS = (  # id, title, series, epochs.json key for "best", format, narrow
     ("lr", "learning rate", "lr", "lr", fmt.lr, fmt.lr, False),
     ("train-acc", "train acc", "accuracy", "train_accuracy", fmt.percent, fmt.percent, True),
 )
+SMOOTHING_HELP = (
+    "chart smoothing (TensorBoard's debiased EMA) down/up by 0.05, 0 = off; the raw curve stays dim"
+)
+CURSOR_HELP = "move the cursor (while it is on)"
 EPOCH_CHARTS = (  # id, title, epochs.json key, format, narrow format
     ("val-loss", "val loss", "val_loss", fmt.metric, fmt.metric3),
     ("val-acc", "val acc", "val_accuracy", fmt.percent, fmt.percent),
@@ -50,23 +55,36 @@ EPOCH_CHARTS = (  # id, title, epochs.json key, format, narrow format
 
 class MonitorScreen(Screen):
     BINDINGS: ClassVar = [
-        Binding("x", "stop", "Stop"),
-        Binding("r", "resume", "Resume"),
-        Binding("s", "start", "Start"),
-        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("x", "stop", "Stop", tooltip="stop the run: asks first, writes `control.json`, sends SIGINT to the trainer (only if it is ours, on this host). The trainer finishes its batch, saves `checkpoints/last`, says **stopped**. `x` again while stopping forces it."),
+        Binding("r", "resume", "Resume", tooltip="resume a stopped, failed or crashed run: `entrenar-train --resume DIR`, detached; the steps after its checkpoint are redone (it says which)"),
+        Binding("s", "start", "Start", tooltip="start a run from the config (asks first, showing the command) when none is active"),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip=HELP),
         # Secondary keys: off the 80-column footer, in the help screen and the command palette.
-        Binding("l", "toggle_log", "Log", show=False),
-        Binding("left_square_bracket", "smoothing(-1)", "Smooth less", show=False),
-        Binding("right_square_bracket", "smoothing(1)", "Smooth more", show=False),
-        Binding("y", "toggle_log_y", "Log-Y", show=False),
-        Binding("a", "cycle_x_axis", "X axis", show=False),
-        Binding("o", "toggle_outliers", "Outliers", show=False),
-        Binding("z", "cycle_zoom", "Zoom", show=False),
-        Binding("c", "toggle_cursor", "Cursor", show=False),
-        Binding("left", "move_cursor(-1)", "Cursor left", show=False, priority=True),
-        Binding("right", "move_cursor(1)", "Cursor right", show=False, priority=True),
-        Binding("e", "export", "Export", show=False),
-    ]
+        Binding("l", "toggle_log", "Log", show=False, tooltip="show/hide the log pane (`train.log`, the trainer's own output)"),
+        Binding("left_square_bracket", "smoothing(-1)", "Smooth less", show=False, tooltip=SMOOTHING_HELP),
+        Binding("right_square_bracket", "smoothing(1)", "Smooth more", show=False, tooltip=SMOOTHING_HELP),
+        Binding("y", "toggle_log_y", "Log-Y", show=False, tooltip="log-Y scale (values ≤ 0 are gaps)"),
+        Binding("a", "cycle_x_axis", "X axis", show=False, tooltip="x axis: step → epoch → wall time"),
+        Binding("o", "toggle_outliers", "Outliers", show=False, tooltip="ignore outliers (y range from the 1st–99th percentile)"),
+        Binding("z", "cycle_zoom", "Zoom", show=False, tooltip="zoom: all → last 10k → 1k → 100 steps"),
+        Binding("c", "toggle_cursor", "Cursor", show=False, tooltip="cursor on/off: the exact value and global step under it"),
+        Binding("left", "move_cursor(-1)", "Cursor left", show=False, priority=True, tooltip=CURSOR_HELP),
+        Binding("right", "move_cursor(1)", "Cursor right", show=False, priority=True, tooltip=CURSOR_HELP),
+        Binding("e", "export", "Export", show=False, tooltip="export this run's steps and epochs as CSV (next to the run directory)"),
+    ]  # fmt: skip
+    HELP_NOTES = """\
+The layout (log pane, smoothing, log-Y, x axis, outliers, zoom, theme) is remembered in
+`$XDG_CONFIG_HOME/entrenar-tui/settings.json`.
+
+**Statuses**: initializing · running · validating · stopping · stopped · completed · failed ·
+**crashed** (the state says running but the trainer's pid is gone on this host, or its heartbeat is far
+older than a typical step).
+
+**Charts**: braille, each column the min–max of its steps, so spikes survive; gaps are NaN/Inf;
+the best epoch is highlighted (★ best = its value). Train series are per step; validation per epoch.
+The epoch table's last row is the epoch in progress (▸), or where a stopped, failed or crashed run
+ended inside an epoch (■ stopped 7/12).
+"""
 
     app: MonitorApp
     ready = False  # children composed and mounted; False again while the screen is torn down
@@ -122,7 +140,7 @@ class MonitorScreen(Screen):
         self.app.title = title
         self.app.sub_title = f"{model_text} · {world}" if model_text else world
         self.query_one(RunProgress).show(model)
-        self.query_one(ResourcesLine).show(model.state)
+        self.query_one(ResourcesLine).show(model.state, live=model.status in LIVE_STATUSES)
         self.query_one(LogPane).follow(Path(model.dir) / Files.LOG)
         self.query_one(ValidationBar).show(
             (model.state or {}).get("validation") if model.status == "validating" else None

@@ -13,10 +13,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.messages import RunsChanged
 from entrenar_tui.runs import SORT_KEYS, RunSummary, name_filter, sort_runs
 from entrenar_tui.runs_watcher import RootWatcher
 from entrenar_tui.screens.compare import CompareScreen
+from entrenar_tui.screens.help import HELP
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
 
 if TYPE_CHECKING:
@@ -35,13 +37,22 @@ def shown_path(path: Path) -> str:
 
 class RunsScreen(Screen):
     BINDINGS: ClassVar = [
-        Binding("space", "toggle_select", "Select"),
-        Binding("c", "compare", "Compare"),
-        Binding("o", "sort", "Sort"),
-        Binding("v", "reverse", "Reverse"),
-        Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("escape", "leave_filter", "Table", show=False),
-    ]
+        # (enter on the table is the DataTable's own row selection: the same as this action)
+        Binding("enter", "open", "Open", show=False, tooltip="open the run under the cursor in the monitor (`escape` comes back)"),
+        Binding("space", "toggle_select", "Select", tooltip="select or unselect the run under the cursor"),
+        Binding("c", "compare", "Compare", tooltip="compare the selected runs: their loss, val loss and val accuracy overlaid, one colour a run, and the config keys that differ"),
+        Binding("o", "sort", "Sort", tooltip="sort by the next column (a click on a header sorts by it)"),
+        # (off the footer, so that ? Help and q Quit fit 80 columns; in the help and the palette)
+        Binding("v", "reverse", "Reverse", show=False, tooltip="reverse the sort"),
+        Binding("slash", "filter", "Filter", key_display="/", tooltip="filter by name: a glob (`exp-*`), a word found anywhere in the name, or a regular expression after `re:`"),
+        Binding("escape", "leave_filter", "Table", show=False, tooltip="leave the filter for the table"),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip=HELP),
+    ]  # fmt: skip
+    HELP_NOTES = """\
+Every run directory under the root, up to 3 levels down, each listed once (a symlink back up the
+tree is not followed twice). **Status** as the monitor works it out (a run whose trainer is gone
+is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
+"""
     AUTO_FOCUS = "RunsTable"
 
     app: MonitorApp
@@ -107,7 +118,7 @@ class RunsScreen(Screen):
         shown = self.visible()
         self.query_one(RunsTable).show(shown, self.selected)
         self.query_one("#runs-filter", Input).set_class(bool(self.pattern_error), "-invalid")
-        parts = [f"{len(self.runs)} runs under {shown_path(self.root)}"]
+        parts = [f"{fmt.plural(len(self.runs), 'run')} under {shown_path(self.root)}"]
         if len(shown) != len(self.runs):
             parts.append(f"{len(shown)} shown")
         if self.selected:
@@ -185,6 +196,9 @@ class RunsScreen(Screen):
 
     def action_leave_filter(self) -> None:
         self.query_one(RunsTable).focus()
+
+    def action_help(self) -> None:
+        self.app.show_help()
 
     def system_commands(self):
         """This screen's actions for the command palette (MonitorApp.get_system_commands)."""

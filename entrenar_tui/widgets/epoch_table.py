@@ -1,5 +1,6 @@
 """The epoch table: one row per finished epoch with the best one starred, plus the epoch in
-progress (its running train metrics) while the trainer works on it."""
+progress (its running train metrics) while the trainer works on it, and after a stop, a failure or
+a crash inside an epoch, that epoch's row marked with where it ended (`■ … stopped 7/12`)."""
 
 from __future__ import annotations
 
@@ -33,21 +34,8 @@ class EpochTable(DataTable):
 
     def show(self, model: RunModel) -> None:
         best = model.best_record()
-        state = model.state or {}
-        live = None
-        last_epoch = (model.epochs[-1].get("epoch") or 0) if model.epochs else 0
-        if (
-            model.status in LIVE_STATUSES
-            and (state.get("epoch") or 0) > last_epoch
-            and state.get("step")
-        ):
-            live = {
-                "epoch": state.get("epoch"),
-                "train_loss": state.get("train_loss"),
-                "train_accuracy": state.get("train_accuracy"),
-                "lr": state.get("lr"),
-            }
-        key = (id(model.epochs), len(model.epochs), best and best.get("epoch"), repr(live))
+        partial = partial_epoch(model)
+        key = (id(model.epochs), len(model.epochs), best and best.get("epoch"), repr(partial))
         if key == self._shown:
             return
         self._shown = key
@@ -56,7 +44,36 @@ class EpochTable(DataTable):
         for record in model.epochs:  # keyless rows: epochs.json may repeat an epoch number
             is_best = record is best
             self.add_row(*_cells(record, "★" if is_best else "", "bold" if is_best else ""))
-        if live:
-            self.add_row(*_cells(live, "▸", "italic"), key=LIVE_ROW)
+        if partial is not None:
+            record, mark, note = partial
+            cells = _cells(record, mark, "italic")
+            if note:  # where it ended, in the validation columns it never reached
+                for column, text in zip(("val_loss", "val_accuracy"), note):
+                    cells[COLUMN_KEYS.index(column)] = Text(text, style="italic", justify="right")
+            self.add_row(*cells, key=LIVE_ROW)
         if at_end:
             self.call_after_refresh(self.scroll_end, animate=False)
+
+
+COLUMN_KEYS = [key for _, key, _ in COLUMNS]
+ENDED = ("stopped", "failed", "crashed")  # a run that ended inside an epoch keeps that epoch's row
+
+
+def partial_epoch(model: RunModel) -> tuple[dict[str, Any], str, tuple[str, str] | None] | None:
+    """The epoch begun but not finished: its running train metrics, its mark (▸ live, ■ ended)
+    and, once the run has ended inside it, (status, "step/steps") to say where."""
+    state = model.state or {}
+    last_epoch = (model.epochs[-1].get("epoch") or 0) if model.epochs else 0
+    epoch, step = state.get("epoch") or 0, state.get("step")
+    status = model.status
+    if not (epoch > last_epoch and step) or (status not in LIVE_STATUSES and status not in ENDED):
+        return None
+    record = {
+        "epoch": epoch,
+        "train_loss": state.get("train_loss"),
+        "train_accuracy": state.get("train_accuracy"),
+        "lr": state.get("lr"),
+    }
+    if status in LIVE_STATUSES:
+        return record, "▸", None
+    return record, "■", (status, f"{step}/{model.steps_per_epoch or '?'}")

@@ -1,6 +1,6 @@
 """What the trainer's process uses, from state.json's `resources` (sampled by the trainer at most
 once a second): `RSS 1.2 GB · CPU 180% · GPU 3.1/80 GB 45%`. Hidden when the state has none (an
-older trainer, or before its first batch)."""
+older trainer, or before its first batch) and once the run is over (final or crashed)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ class ResourcesLine(Static):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(markup=False, **kwargs)
 
-    def show(self, state: dict[str, Any] | None) -> None:
-        text = resources_text((state or {}).get("resources"))
+    def show(self, state: dict[str, Any] | None, live: bool = True) -> None:
+        """`live`: the trainer is (believed) at work. A finished or crashed run's last sample
+        describes a process that is gone: not shown."""
+        text = resources_text((state or {}).get("resources")) if live else ""
         self.display = bool(text)
         self.update(text)

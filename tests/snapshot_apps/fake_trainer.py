@@ -3,7 +3,11 @@ same control contract (SIGINT or control.json: finish the batch, write checkpoin
 stopped, exit 0; a second SIGINT exits at once; --resume continues where state.json says).
 
     python fake_trainer.py RUN_DIR [--steps-per-epoch N] [--epochs E] [--step-s S]
+                           [--hold-after N --release FILE]
     python fake_trainer.py --resume RUN_DIR
+
+--hold-after N: after its N-th step the trainer waits (still alive, still obeying stop requests)
+until FILE exists, so that a test is sure to find it running however slow the machine is.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--steps-per-epoch", type=int, default=20)
     p.add_argument("--step-s", type=float, default=0.1)
+    p.add_argument("--hold-after", type=int, default=None)
+    p.add_argument("--release", type=Path, default=None)
     args = p.parse_args()
     started = time.time()
     if args.resume:
@@ -86,6 +92,9 @@ def main() -> int:
         while run.step < run.spe:
             run.train_step()
             time.sleep(args.step_s)  # the step's "work": this process stands in for a trainer
+            if run.global_step == args.hold_after:
+                while not (args.release and args.release.exists()) and not stop.requested():
+                    time.sleep(0.01)  # held: alive, between two steps
             if stop.requested():
                 run.writer.update_state(status="stopping")
                 (run.dir / "checkpoints" / "last").mkdir(parents=True, exist_ok=True)

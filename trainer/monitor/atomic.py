@@ -49,3 +49,12 @@ def atomic_write_json(
     path: str | Path, obj: Any, *, indent: bool = True, durable: bool = False
 ) -> None:
     atomic_write_bytes(path, dumps(obj, indent=indent) + b"\n", durable=durable)
+
+
+def match_umask(folder: str | Path) -> None:
+    """Give the files of a folder that libraries wrote (safetensors writes through a 0600 temp
+    file) the mode atomic_write_bytes gives: what a plain open() would, 0666 minus the umask."""
+    mode = _file_mode()
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False):
+            os.chmod(entry.path, mode)
