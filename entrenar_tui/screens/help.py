@@ -10,8 +10,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown, Static
 
-from entrenar_tui.formatting import printable
 from entrenar_tui.run_model import Problem
+from trainer.monitor.text import printable
 
 KEYS = """\
 | key | does |
