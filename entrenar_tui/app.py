@@ -276,13 +276,13 @@ class MonitorApp(App):
         except Refused as e:
             self.notify(str(e), severity="warning")
             return
-        where = (
+        where = (  # (printable before joining: a name's own newline must not start a line)
             ""
             if plan.run_dir == self.model.dir
-            else f"\nin a new run directory (this one holds a run): {plan.run_dir}"
+            else f"\nin a new run directory (this one holds a run): {printable(plan.run_dir)}"
         )
         self.push_screen(
-            ConfirmScreen("Start a new run?", f"$ {plan.command}{where}", yes="Start"),
+            ConfirmScreen("Start a new run?", f"$ {printable(plan.command)}{where}", yes="Start"),
             lambda yes: self._start(plan) if yes else None,
         )
 

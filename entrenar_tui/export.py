@@ -54,7 +54,8 @@ class ExportError(ValueError):
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / Files.RUN).is_file() or (path / Files.STATE).is_file()
+    """run.json or state.json in any form (one that is not a file is then named as an error)."""
+    return os.path.lexists(path / Files.RUN) or os.path.lexists(path / Files.STATE)
 
 
 def find_runs(target: Path, max_depth: int = MAX_DEPTH) -> list[Path]:

@@ -35,8 +35,9 @@ Signature = tuple[tuple[int, int, int] | None, ...]
 
 
 def is_run_dir(path: str | Path) -> bool:
-    """A directory holding run.json or state.json (what the trainer writes first)."""
-    return any(os.path.isfile(os.path.join(path, name)) for name in MARKERS)
+    """A directory holding run.json or state.json (what the trainer writes first), in any form: one
+    that is a FIFO or a link is listed too, with what is wrong with it, not hidden."""
+    return any(os.path.lexists(os.path.join(path, name)) for name in MARKERS)
 
 
 def find_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:

@@ -1,5 +1,6 @@
 """A yes/no question before anything that acts on a run (stop, force stop, start). The question
-and its detail name the run and its directory: shown printable, without markup."""
+and its detail name the run and its directory: shown printable, without markup (the caller makes
+each part printable before joining the detail's lines)."""
 
 from __future__ import annotations
 

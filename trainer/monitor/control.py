@@ -218,7 +218,7 @@ def _pidfd(pid: int) -> int | None:
         return None
     try:
         return os.pidfd_open(pid)
-    except OSError:
+    except (OSError, OverflowError):  # no such process; a number no pid can be
         return None
 
 
