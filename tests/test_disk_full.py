@@ -122,27 +122,37 @@ def one_failed_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EDQUOT, errno.EIO])
+@pytest.mark.parametrize(
+    "first, err",
+    [
+        ("steps", errno.ENOSPC),
+        ("steps", errno.EDQUOT),
+        ("steps", errno.EIO),
+        ("state", errno.ENOSPC),
+    ],
+)
 def test_a_disk_that_stays_full_fails_the_run_in_one_line_and_resume_is_exact(
-    tmp_path, tiny_bert_dir, data, straight, monkeypatch, capsys, err
+    tmp_path, tiny_bert_dir, data, straight, monkeypatch, capsys, first, err
 ):
     cfg = make_config(tmp_path, tiny_bert_dir, data)
     run = tmp_path / "run"
-    disk = Disk(monkeypatch, err, first="steps", stays=True)
+    disk = Disk(monkeypatch, err, first=first, stays=True)
     assert main([str(cfg)]) == 1
     line = one_failed_line(capsys.readouterr().err)
+    name = "steps.jsonl" if first == "steps" else "state.json"
     assert line == (
-        f"entrenar-train: failed: cannot write steps.jsonl: {os.strerror(err)} (errno {err}) "
+        f"entrenar-train: failed: cannot write {name}: {os.strerror(err)} (errno {err}) "
         f"(not recorded in the run directory: cannot write result.json: {os.strerror(err)} "
         f"(errno {err}))"
     )
-    assert disk.failures >= 2  # the step line, then the attempt to record why
+    assert disk.failures >= 2  # the write, then the attempt to record why
     # what was written before is intact: the last state.json, every complete line, the checkpoint
-    assert read(run, "state.json")["global_step"] == FULL_AT_STEP - 1
+    assert read(run, "state.json")["global_step"] == FULL_AT_STEP - 1  # the last one written
     raw = (run / "steps.jsonl").read_bytes()
-    assert not raw.endswith(b"\n")  # half a line, as the disk left it
     complete = raw[: raw.rfind(b"\n") + 1].splitlines()
-    assert [orjson.loads(x)["global_step"] for x in complete] == list(range(1, FULL_AT_STEP))
+    written = FULL_AT_STEP - 1 if first == "steps" else FULL_AT_STEP
+    assert [orjson.loads(x)["global_step"] for x in complete] == list(range(1, written + 1))
+    assert raw.endswith(b"\n") == (first == "state")  # the disk cut the step line in half
     assert (run / "checkpoints" / "best" / "adapter_model.safetensors").is_file()
     assert not (run / "trainer.lock").exists()
 
