@@ -37,6 +37,7 @@ WORKERS = 8
 TRIALS = 30
 OTHER_HOST = "gpu-node-7"
 CONTEND = multiprocessing.get_context("fork")
+BARRIER_S = 60  # a worker that died leaves the others waiting this long, not forever
 
 
 def _dead_pid() -> int:
@@ -57,15 +58,15 @@ def _contend(dirs, start, done, results, no_record_locks) -> None:
         lock_module.fcntl.lockf = lockf
     for run_dir in dirs:
         lock = RunLock(run_dir)
-        start.wait()
+        start.wait(BARRIER_S)
         try:
             lock.acquire()
             won = True
         except UserError:
             won = False
-        done.wait()
+        done.wait(BARRIER_S)
         lock.release()
-        results.put((run_dir, won, lock.mode))
+        results.put((run_dir, won, getattr(lock, "mode", "")))
 
 
 def contend(dirs: list[str], *, no_record_locks: bool = False) -> dict[str, list[str]]:
@@ -73,7 +74,9 @@ def contend(dirs: list[str], *, no_record_locks: bool = False) -> dict[str, list
     start, done = CONTEND.Barrier(WORKERS), CONTEND.Barrier(WORKERS)
     results = CONTEND.Queue()
     workers = [
-        CONTEND.Process(target=_contend, args=(dirs, start, done, results, no_record_locks))
+        CONTEND.Process(
+            target=_contend, args=(dirs, start, done, results, no_record_locks), daemon=True
+        )
         for _ in range(WORKERS)
     ]
     for w in workers:
@@ -107,7 +110,7 @@ def trial_dirs(tmp_path: Path, stale: bool) -> list[str]:
 def test_many_trainers_starting_at_once_get_exactly_one_lock(tmp_path, stale):
     winners = contend(trial_dirs(tmp_path, stale))
     counts = {d: len(w) for d, w in winners.items()}
-    assert all(n == 1 for n in counts.values()), counts
+    assert all(n == 1 for n in counts.values()), sorted(counts.values())
     assert {m for w in winners.values() for m in w} == {"record"}  # the kernel's lock
     assert not any((Path(d) / Files.LOCK).exists() for d in winners)  # released: removed
 
@@ -116,7 +119,7 @@ def test_many_trainers_starting_at_once_get_exactly_one_lock(tmp_path, stale):
 def test_without_record_locks_the_link_fallback_gives_exactly_one_lock(tmp_path, stale):
     winners = contend(trial_dirs(tmp_path, stale), no_record_locks=True)
     counts = {d: len(w) for d, w in winners.items()}
-    assert all(n == 1 for n in counts.values()), counts
+    assert all(n == 1 for n in counts.values()), sorted(counts.values())
     assert {m for w in winners.values() for m in w} == {"link"}
     leftovers = [p.name for d in winners for p in Path(d).iterdir()]
     assert leftovers == [], leftovers  # no temp file, no moved-aside lock

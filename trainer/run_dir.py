@@ -16,6 +16,7 @@ from pathlib import Path
 from trainer.errors import UserError
 from trainer.monitor.safe_files import kind
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 
 REPLACED = (Files.RUN, Files.STATE, Files.EPOCHS, Files.RESULT)  # written by os.replace
 
@@ -23,6 +24,13 @@ REPLACED = (Files.RUN, Files.STATE, Files.EPOCHS, Files.RESULT)  # written by os
 def check_run_dir(run_dir: str | Path) -> None:
     """Raise UserError naming the first entry of run_dir the trainer must not write through."""
     run_dir = Path(run_dir)
+    try:
+        str(run_dir.resolve()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(
+            f"{printable(run_dir)}: the run directory's path is not valid UTF-8 (the run's "
+            "files are JSON, which names it); choose another output.dir"
+        ) from None
     checkpoints = _lstat(run_dir / Files.CHECKPOINTS)
     if checkpoints is not None and not stat.S_ISDIR(checkpoints.st_mode):
         raise UserError(

@@ -91,6 +91,9 @@ def query(run_dir: str | Path) -> LockQuery:
     hard link to another run's lock would name that run's trainer). Never raises."""
     path = Path(run_dir) / Files.LOCK
     try:
+        mode = os.lstat(path).st_mode  # (a device is never opened: opening one may act)
+        if not stat.S_ISREG(mode):
+            return LockQuery(None, None, f"{Files.LOCK} is {kind(mode)}")
         fd = os.open(path, READ_FLAGS)
     except FileNotFoundError:
         return LockQuery(None, None, f"{Files.LOCK} does not exist")
