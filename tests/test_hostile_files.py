@@ -219,10 +219,10 @@ def test_export_of_a_steps_file_that_is_not_a_file_is_a_one_line_error(tmp_path,
 
 
 def test_export_reads_a_huge_steps_file_in_bounded_memory(tmp_path):
-    """1 GB of steps.jsonl without a newline (sparse: zeros) under a 3 GB address-space cap."""
+    """3 GB of steps.jsonl without a newline (sparse: zeros) under a 3 GB address-space cap."""
     run = run_with(tmp_path)
     with open(run.dir / Files.STEPS, "ab") as f:
-        f.truncate(1 << 30)
+        f.truncate(3 << 30)
     r = cli("export", str(run.dir), "--format", "json", "--out", str(tmp_path / "out.json"))
     assert r.returncode == 0, r.stderr
     exported = orjson.loads((tmp_path / "out.json").read_bytes())["runs"][0]

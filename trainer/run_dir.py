@@ -46,8 +46,9 @@ def check_run_dir(run_dir: str | Path) -> None:
         )
     if steps is not None and steps.st_nlink > 1:
         raise UserError(
-            f"{run_dir / Files.STEPS} has {steps.st_nlink} hard links (another name elsewhere); "
-            "not written (remove it, then start again)"
+            f"{run_dir / Files.STEPS} has {steps.st_nlink} hard links (another name elsewhere, "
+            "e.g. a backup made with cp -al); not written: give it a copy of its own "
+            f"(cp -p {Files.STEPS} x && mv x {Files.STEPS}), then start again"
         )
     for name in REPLACED:
         st = _lstat(run_dir / name)
