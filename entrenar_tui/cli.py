@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from entrenar_tui.formatting import printable
+from trainer.monitor.text import printable
 
 USAGE = """entrenar-tui [--once] [--poll]
        entrenar-tui monitor RUN_DIR|ROOT [--once] [--poll]
@@ -26,8 +26,6 @@ BROWSE_HELP = (
 
 
 def say(text: str, *, file=None) -> None:
-    from trainer.monitor.text import printable
-
     print(f"entrenar-tui: {printable(text)}", file=file or sys.stdout)
 
 
@@ -195,7 +193,6 @@ def browse(root: Path, *, once: bool, poll: bool) -> int:
     """The runs browser on ROOT, or with --once (or no terminal) the runs as a plain table."""
     if once:
         from entrenar_tui.runs import RunIndex, plain_table, sort_runs
-        from trainer.monitor.text import printable
 
         if not root.is_dir():
             return error(f"{root}: no such directory")
