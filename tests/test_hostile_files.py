@@ -137,7 +137,7 @@ def test_a_steps_file_that_is_not_a_file_is_a_problem(tmp_path, how):
 # ------------------------------------------------------------------------------ the app
 
 
-async def until(pilot, condition, what: str, timeout: float = 20.0) -> None:
+async def until(pilot, condition, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"

@@ -79,7 +79,7 @@ def planted_run(tmp_path: Path, victim: subprocess.Popen) -> FakeRun:
 def press_stop(app: MonitorApp, notes: list[str]) -> None:
     async def main():
         async with app.run_test(size=(120, 36)) as pilot:
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 60  # generous: a loaded 2-core box
             while app.model.state is None or app.model.status == "waiting":
                 assert time.monotonic() < deadline, "the run never showed"
                 await pilot.pause(0.02)
@@ -193,7 +193,7 @@ def test_the_trainer_holding_this_runs_lock_is_signalled(tmp_path):
 
 def zombie() -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE:  # exited, not reaped
         assert time.monotonic() < deadline
         time.sleep(0.01)

@@ -21,6 +21,8 @@ from entrenar_tui.app import MonitorApp
 from entrenar_tui.control import Controller
 from entrenar_tui.demo import FakeRun
 from entrenar_tui.screens.confirm import ConfirmScreen
+from entrenar_tui.screens.monitor import MonitorScreen
+from entrenar_tui.widgets.runs_table import RunsTable
 from tests.conftest import REPO, write_config
 from trainer.cli import main
 from trainer.monitor.schema import Files
@@ -57,7 +59,7 @@ def run_app(app: MonitorApp, body) -> None:
     asyncio.run(main_())
 
 
-async def until(pilot, condition, what: str, timeout: float = 15.0) -> None:
+async def until(pilot, condition, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
@@ -95,11 +97,20 @@ def test_the_browser_shows_a_root_and_runs_with_escape_names_printable(tmp_path)
     app = MonitorApp(root=root, probe=lambda _s: "alive")
 
     async def body(pilot):
-        await until(pilot, lambda: SHOWN_NAME in drawn(app), "the run is listed")
+        table = app.screen.query_one(RunsTable)
+        await until(
+            pilot, lambda: table.row_keys() and SHOWN_NAME in drawn(app), "the run is listed"
+        )
         no_control(app.screen.title + app.screen.sub_title)
         no_control(drawn(app))
+        table.move_cursor(row=0)
         await pilot.press("enter")  # open it: the run header
-        await until(pilot, lambda: app.model.run is not None, "the run opens")
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, MonitorScreen) and app.model.run is not None,
+            "the run opens",
+            timeout=60,
+        )
         await pilot.pause()
         no_control(app.title + app.sub_title)
         no_control(drawn(app))

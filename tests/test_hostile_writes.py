@@ -53,7 +53,7 @@ def run_app(app: MonitorApp, body) -> None:
     asyncio.run(main_())
 
 
-async def until(pilot, condition, what: str, timeout: float = 15.0) -> None:
+async def until(pilot, condition, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"

@@ -268,7 +268,7 @@ def test_r_on_a_run_locked_by_another_host_says_so_and_launches_nothing(tmp_path
     app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
 
     async def body(pilot):
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while app.model.status != "stopped":
             assert time.monotonic() < deadline, "the run never showed"
             await pilot.pause(0.02)
