@@ -18,7 +18,6 @@ from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 
 from entrenar_tui.control import Controller, Refused, StartPlan, StartSpec
-from entrenar_tui.formatting import printable
 from entrenar_tui.messages import (
     DirectoryChanged,
     EpochsChanged,
@@ -40,12 +39,14 @@ from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_
 from entrenar_tui.watcher import RunWatcher
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 
 
 class MonitorApp(App):
     """`clock` and `probe` (is the state's pid our live trainer?) are injected so that tests and
-    snapshots do not depend on wall time or on the process table; `launched` is the trainer that
-    `entrenar-tui run` just started ("starting…" until it writes its state)."""
+    snapshots do not depend on wall time or on the process table (without a probe, the run's own
+    lock is asked: control.trainer_liveness); `launched` is the trainer that `entrenar-tui run`
+    just started ("starting…" until it writes its state)."""
 
     CSS_PATH = "app.tcss"
     TITLE = "entrenar-tui"
@@ -65,7 +66,7 @@ class MonitorApp(App):
         launched: subprocess.Popen | None = None,
         controller: Controller | None = None,
         clock: Callable[[], float] = time.time,
-        probe: Callable[[dict[str, Any] | None], str] = trainer_liveness,
+        probe: Callable[[dict[str, Any] | None], str] | None = None,
         watch: bool = True,
         force_polling: bool = False,
         poll_interval: float = 1.0,
@@ -78,7 +79,7 @@ class MonitorApp(App):
         # With `root`, the app opens on the runs browser (screens/runs.py) and `model` follows the
         # run opened from it; until then it is an empty placeholder.
         self.root = Path(root) if root is not None else None
-        self.clock, self.probe = clock, probe
+        self.clock, self.injected_probe = clock, probe
         self.controller = controller or Controller(start_spec=start)
         self.model = RunModel(run_dir if run_dir is not None else root, clock)
         self.started_trainers: list[subprocess.Popen] = []  # until reaped (see reap)
@@ -143,6 +144,12 @@ class MonitorApp(App):
         if action == "back_to_runs":
             return self.root is not None and isinstance(self.screen, MonitorScreen)
         return super().check_action(action, parameters)
+
+    def probe(self, state: dict[str, Any] | None) -> str:
+        """alive / gone / remote / unknown: the trainer `state` names, as the run's lock proves."""
+        if self.injected_probe is not None:
+            return self.injected_probe(state)
+        return trainer_liveness(state, self.model.dir)
 
     def tick(self) -> None:
         """The clock moved: elapsed, heartbeat age, crashed-or-not; and where the trainer is."""
@@ -288,13 +295,13 @@ class MonitorApp(App):
         except Refused as e:
             self.notify(str(e), severity="warning")
             return
-        where = (
+        where = (  # (printable before joining: a name's own newline must not start a line)
             ""
             if plan.run_dir == self.model.dir
-            else f"\nin a new run directory (this one holds a run): {plan.run_dir}"
+            else f"\nin a new run directory (this one holds a run): {printable(plan.run_dir)}"
         )
         self.push_screen(
-            ConfirmScreen("Start a new run?", f"$ {plan.command}{where}", yes="Start"),
+            ConfirmScreen("Start a new run?", f"$ {printable(plan.command)}{where}", yes="Start"),
             lambda yes: self._start(plan) if yes else None,
         )
 
@@ -316,7 +323,7 @@ class MonitorApp(App):
             self.notify(act(model))
         except Refused as e:
             self.notify(str(e), severity="warning")
-        except OSError as e:
+        except OSError as e:  # (an UnsafeFile names the file and what it is)
             self.notify(f"failed: {e}", severity="error")
         self._redraw()
 

@@ -1,6 +1,8 @@
 """`entrenar-tui monitor RUN_DIR [--once]` and `entrenar-tui run CONFIG [overrides]`.
 
 Imports stay light: no Textual for `--once` (cron, CI), never torch (login nodes, slow SSH).
+Every line printed that names a path or quotes a file goes through printable (say/error): a run
+directory's name may hold escape sequences.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from entrenar_tui.formatting import printable
+from trainer.monitor.text import printable
 
 USAGE = """entrenar-tui [--once] [--poll]
        entrenar-tui monitor RUN_DIR|ROOT [--once] [--poll]
@@ -21,6 +23,16 @@ BROWSE_HELP = (
     "With no command: browse the runs under ./runs if that directory exists, else under the "
     "current directory (run directories up to 3 levels down)."
 )
+
+
+def say(text: str, *, file=None) -> None:
+    print(f"entrenar-tui: {printable(text)}", file=file or sys.stdout)
+
+
+def error(text: str) -> int:
+    """One line on stderr, exit code 2."""
+    say(f"error: {text}", file=sys.stderr)
+    return 2
 
 
 def parser() -> argparse.ArgumentParser:
@@ -180,8 +192,7 @@ def monitor(run_dir: Path, *, once: bool, poll: bool) -> int:
         from entrenar_tui.plain import summary
 
         if not run_dir.is_dir():
-            print(f"entrenar-tui: error: {run_dir}: no such run directory", file=sys.stderr)
-            return 2
+            return error(f"{run_dir}: no such run directory")
         print(summary(run_dir))
         return 0
     from entrenar_tui.app import MonitorApp
@@ -196,10 +207,9 @@ def browse(root: Path, *, once: bool, poll: bool) -> int:
         from entrenar_tui.runs import RunIndex, plain_table, sort_runs
 
         if not root.is_dir():
-            print(f"entrenar-tui: error: {root}: no such directory", file=sys.stderr)
-            return 2
+            return error(f"{root}: no such directory")
         runs = sort_runs(RunIndex(root).scan(), "name")
-        print(plain_table(runs) if runs else f"no run directories under {root}")
+        print(plain_table(runs) if runs else f"no run directories under {printable(root)}")
         return 0
     from entrenar_tui.app import MonitorApp
 
@@ -224,8 +234,7 @@ def run(config_path: Path, overrides: list[str], *, poll: bool) -> int:
     try:
         config = load_config(config_path, overrides)
     except UserError as e:
-        print(f"entrenar-tui: error: {e}", file=sys.stderr)
-        return 2
+        return error(str(e))
     run_dir = Path(config.output.dir)
     spec = StartSpec(config_path.resolve(), list(overrides), Path.cwd())
     try:
@@ -233,19 +242,22 @@ def run(config_path: Path, overrides: list[str], *, poll: bool) -> int:
     except ContractError:
         state = None
     launched, notice = None, None
-    if trainer_liveness(state) == "alive":
+    if trainer_liveness(state, run_dir) == "alive":
         notice = f"a trainer is already running in {run_dir}: attached to it"
     elif (run_dir / Files.RUN).exists():
         notice = f"{run_dir} already holds a run: r resumes it, s starts a new one next to it"
     else:
         argv = trainer_command(str(spec.config), *overrides)
-        launched = launch_detached(argv, run_dir, cwd=spec.cwd)
-        print(
-            f"entrenar-tui: started {describe_command(argv)} (pid {launched.pid}); output in {run_dir / Files.LOG}"
+        try:
+            launched = launch_detached(argv, run_dir, cwd=spec.cwd)
+        except OSError as e:  # a train.log that is a link, a FIFO, ...: named, nothing started
+            return error(f"{run_dir}: {e}")
+        say(
+            f"started {describe_command(argv)} (pid {launched.pid}); output in {run_dir / Files.LOG}"
         )
     if not interactive():
         if notice:  # nothing started, and no app to show why
-            print(f"entrenar-tui: {notice}", file=sys.stderr)
+            say(notice, file=sys.stderr)
             return 0 if launched or "attached" in notice else 2
         return 0  # the trainer runs on; `entrenar-tui monitor DIR` watches it
     from entrenar_tui.app import MonitorApp

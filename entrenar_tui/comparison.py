@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from entrenar_tui.formatting import printable
 from entrenar_tui.untrusted import clean_epochs, clean_run
 from trainer.monitor.reader import RunSnapshot, Series, load_run
+from trainer.monitor.text import printable
 
 PALETTE_SIZE = 8  # overlay-chart--series-0 .. -7 in app.tcss
 MISSING = object()  # a key one run's config does not have

@@ -1,5 +1,6 @@
 """What the keys do to a run: stop (x), resume (r), start (s). Each checks first that it makes
-sense (nothing started twice, nothing signalled that is not our trainer) and says what it did.
+sense (nothing started twice, nothing signalled that is not proven to be this run's trainer,
+nothing written through a link someone planted) and says what it did.
 
 The process-level work (control.json, safe signalling, detached launching) lives in
 trainer.monitor.control so that scripts can use it without Textual.
@@ -7,7 +8,9 @@ trainer.monitor.control so that scripts can use it without Textual.
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from entrenar_tui.run_model import Request, RunModel
-from trainer.monitor import control
+from trainer.monitor import control, lockfile
+from trainer.monitor.safe_files import create_new
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 
 RESUMABLE = ("stopped", "failed", "crashed")
 SAVED_CONFIG = "config.toml"  # where a start from run.json's saved config writes it
@@ -52,16 +57,18 @@ class Controller:
     start_spec: StartSpec | None = None
     command: Callable[..., list[str]] = control.trainer_command  # argv of `entrenar-train ARGS`
     launch: Callable[..., subprocess.Popen] = control.launch_detached
-    send_signal: Callable[[dict[str, Any] | None, int], bool] = control.signal_trainer
+    # (run directory, state, signal) -> truthy when sent; control.Signalled says why not
+    send_signal: Callable[[Path, dict[str, Any] | None, int], Any] = control.signal_trainer
     write_stop: Callable[..., dict[str, Any]] = control.request_stop
 
     # -------------------------------------------------------------------------------- stop
 
     def stop(self, model: RunModel) -> str:
-        """Ask the trainer to stop after its batch: SIGINT when it is ours on this host, and
-        control.json in any case (a trainer on another host of a shared file system reads it).
-        The signal goes first: the trainer takes a SIGINT that arrives after it has read
-        control.json as the second, forcing one."""
+        """Ask the trainer to stop after its batch: SIGINT when it is proven to be this run's
+        trainer (the kernel names its pid as the holder of the run's lock), and control.json in
+        any case (a trainer on another host of a shared file system reads it). The signal goes
+        first: the trainer takes a SIGINT that arrives after it has read control.json as the
+        second, forcing one."""
         if not model.live:
             raise Refused(f"nothing to stop: the run is {model.status}")
         state = model.state or {}
@@ -70,7 +77,7 @@ class Controller:
         with control.control_lock(model.dir):
             pending = control.pending_stop(model.dir, state)
             if pending is None:
-                signalled = self.send_signal(state, signal.SIGINT)
+                signalled = self.send_signal(model.dir, state, signal.SIGINT)
                 self.write_stop(model.dir, clock=model.clock)
         model.begin(Request("stop", "stopping…", model.clock()))
         if pending is not None:
@@ -78,19 +85,29 @@ class Controller:
                 "a stop is already on its way (requested through control.json by another monitor "
                 "or a script): nothing sent again"
             )
+        pid = printable(state.get("pid"))
         if signalled:
-            return f"stop requested: SIGINT sent to trainer pid {state.get('pid')}, control.json written"
+            return f"stop requested: SIGINT sent to trainer pid {pid}, control.json written"
+        if state.get("host") != socket.gethostname():
+            return (
+                f"stop requested in control.json (trainer pid {pid} on {printable(state.get('host'))} "
+                "is not one this machine can signal); it is read at the next batch"
+            )
+        why = getattr(signalled, "why", "") or "no proof"
         return (
-            f"stop requested in control.json (trainer pid {state.get('pid')} on {state.get('host')} is not "
-            "one this machine can signal); it is read at the next batch"
+            f"could not prove pid {pid} is this run's trainer: {why}; asked through control.json "
+            "only (a trainer reads it at its next batch)"
         )
 
     def force_stop(self, model: RunModel) -> str:
         """A second SIGINT: the trainer exits at once, without a checkpoint of this batch."""
         state = model.state or {}
-        if not self.send_signal(state, signal.SIGINT):
+        sent = self.send_signal(model.dir, state, signal.SIGINT)
+        if not sent:
+            why = getattr(sent, "why", "") or "not a trainer of this host"
             raise Refused(
-                f"cannot force: trainer pid {state.get('pid')} is not a trainer of this host"
+                f"cannot force: could not prove pid {printable(state.get('pid'))} is this run's "
+                f"trainer ({why})"
             )
         model.begin(Request("force-stop", "forcing stop…", model.clock()))
         return f"forced stop: second SIGINT sent to pid {state.get('pid')}"
@@ -118,6 +135,9 @@ class Controller:
             raise Refused(
                 f"only a stopped, failed or crashed run resumes; this one is {model.status}"
             )
+        holder = lockfile.query(model.dir).content
+        if holder and holder.get("host") != socket.gethostname():
+            raise Refused(lockfile.other_host_message(model.dir, holder, model.clock()))
         argv = self.resume_argv(model)
         process = self.launch(argv, model.dir, cwd=None)
         model.begin(Request("resume", "resuming…", model.clock(), process))
@@ -160,21 +180,36 @@ class Controller:
         return StartPlan(self.command(str(path)), target, None, config_text=text)
 
     def start(self, plan: StartPlan, model: RunModel) -> tuple[str, subprocess.Popen]:
+        """A start into a new directory makes it (mkdir: never one that exists by then, in any
+        form) and creates its files exclusively (O_EXCL: never through a planted link)."""
+        if plan.run_dir != model.dir:
+            try:
+                plan.run_dir.mkdir()
+            except FileExistsError:
+                raise Refused(
+                    f"not starting: {plan.run_dir} appeared meanwhile; press s again"
+                ) from None
         if plan.config_text is not None:
             plan.run_dir.mkdir(parents=True, exist_ok=True)
-            (plan.run_dir / SAVED_CONFIG).write_text(plan.config_text, encoding="utf-8")
+            try:
+                create_new(plan.run_dir / SAVED_CONFIG, plan.config_text.encode("utf-8"))
+            except FileExistsError:
+                raise Refused(
+                    f"not starting: {plan.run_dir / SAVED_CONFIG} exists already (a new run's "
+                    "config is never written over a file or through a link)"
+                ) from None
         process = self.launch(plan.argv, plan.run_dir, cwd=plan.cwd)
         return f"starting: {plan.command} (pid {process.pid}, output in {Files.LOG})", process
 
 
 def free_run_dir(run_dir: Path) -> Path:
-    """run_dir itself when it holds no run, else the first sibling NAME-2, NAME-3, ... that does not."""
-    if not (run_dir / Files.RUN).exists():
+    """run_dir itself when it holds no run, else the first sibling NAME-2, NAME-3, ... that does
+    not exist in any form (a directory, a file, a link, even a dangling one): a new run always
+    gets a directory of its own, never one someone prepared."""
+    if not os.path.lexists(run_dir / Files.RUN):
         return run_dir
     n = 2
-    while (candidate := run_dir.with_name(f"{run_dir.name}-{n}")).exists() and (
-        candidate / Files.RUN
-    ).exists():
+    while os.path.lexists(candidate := run_dir.with_name(f"{run_dir.name}-{n}")):
         n += 1
     return candidate
 

@@ -21,7 +21,9 @@ from entrenar_tui import runs
 from entrenar_tui.runs import MAX_DEPTH, is_run_dir
 from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
+from trainer.monitor.safe_files import UnsafeFile, iter_lines
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 
 STEP_COLUMNS = (
     "epoch",
@@ -70,21 +72,24 @@ def find_runs(target: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
 
 def read_steps(run_dir: Path) -> list[dict[str, Any]]:
     """steps.jsonl's complete lines as the reader takes them: an object with an integer
-    global_step, the later of two lines with the same step, in global-step order."""
+    global_step, the later of two lines with the same step, in global-step order. Read in bounded
+    pieces from a regular file only (safe_files): a FIFO or /dev/zero in its place is an
+    ExportError naming it, never a hang or a MemoryError."""
     by_step: dict[int, dict[str, Any]] = {}
     try:
-        raw = (run_dir / Files.STEPS).read_bytes()
+        for line in iter_lines(run_dir / Files.STEPS):
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if type(rec) is dict and type(rec.get("global_step")) is int:
+                by_step[rec["global_step"]] = rec
     except FileNotFoundError:
         return []
+    except UnsafeFile as e:
+        raise ExportError(e.naming(run_dir / Files.STEPS)) from None
     except OSError as e:
         raise ExportError(f"{run_dir / Files.STEPS}: cannot read ({e.strerror})") from None
-    for line in raw[: raw.rfind(b"\n") + 1].splitlines():
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if type(rec) is dict and type(rec.get("global_step")) is int:
-            by_step[rec["global_step"]] = rec
     return [by_step[k] for k in sorted(by_step)]
 
 
@@ -92,7 +97,7 @@ def read_epochs(run_dir: Path) -> tuple[list[dict[str, Any]], int | None]:
     try:
         data = read_contract_json(run_dir / Files.EPOCHS) or {}
     except ContractError as e:
-        raise ExportError(f"{run_dir / Files.EPOCHS}: {e}") from None
+        raise ExportError(f"{run_dir}: {e}") from None
     epochs = [e for e in data.get("epochs") or [] if isinstance(e, dict)]
     best = data.get("best_epoch")
     return epochs, best if type(best) is int else None
@@ -200,11 +205,12 @@ def main(target: Path, format: str, out: Path | None) -> int:
     try:
         paths = export(target, format, out)
     except ExportError as e:
-        print(f"entrenar-tui: error: {e}", file=sys.stderr)
+        print(f"entrenar-tui: error: {printable(e)}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"entrenar-tui: error: {e.filename or out}: {e.strerror or e}", file=sys.stderr)
+        where = printable(e.filename or out)
+        print(f"entrenar-tui: error: {where}: {printable(e.strerror or e)}", file=sys.stderr)
         return 2
     for p in paths:
-        print(p)
+        print(printable(p))
     return 0

@@ -1,4 +1,5 @@
-"""Numbers and names as the screen shows them: short, aligned, and a dash for what is not known."""
+"""Numbers and names as the screen shows them: short, aligned, and a dash for what is not known.
+(Text from outside is made printable by trainer.monitor.text.printable.)"""
 
 from __future__ import annotations
 
@@ -79,17 +80,6 @@ def params(value: Any) -> str:
             v = value / size
             return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
     return str(int(value))
-
-
-def printable(text: Any) -> str:
-    """Text read from a run file (or train.log), safe to put on a terminal: every character that
-    is not printable (ESC, BEL, CR, newlines, bidi overrides, ...) spelled out as its escape
-    (`\\x1b`), so nothing a file says can move the cursor, clear the screen or reorder the text.
-    Markup is a separate matter: widgets show such text with markup off."""
-    text = text if isinstance(text, str) else str(text)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def truncate(text: str, width: int) -> str:

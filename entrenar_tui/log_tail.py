@@ -1,13 +1,16 @@
 """Follows train.log (the trainer's own output) by byte offset: each read costs only the bytes
-appended since the last one. Lines come out printable (formatting.printable): escape sequences and
-control characters in the log are shown spelled out, never sent to the terminal."""
+appended since the last one. Lines come out printable (trainer.monitor.text.printable): escape
+sequences and control characters in the log are shown spelled out, never sent to the terminal. A
+train.log that is not a regular file (a FIFO, a device, a symbolic link) is not read: `problem`
+says so."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from entrenar_tui.formatting import printable
+from trainer.monitor.safe_files import UnsafeFile, open_regular
+from trainer.monitor.text import printable
 
 FIRST_BYTES = 64 << 10  # on attaching: only the end of a long log
 MAX_READ = 256 << 10  # per read: a burst of output arrives over a few reads, never stalls the UI
@@ -19,12 +22,14 @@ class LogTail:
         self.offset: int | None = None  # None: not attached yet
         self._ino: int | None = None
         self._partial = b""
+        self.problem: str | None = None
 
     def read(self) -> tuple[bool, list[str]]:
         """(reset, complete new lines). reset: the file shrank, was replaced or went away, so
         what was shown before is stale. An incomplete last line waits for its newline."""
+        self.problem = None
         try:
-            with open(self.path, "rb") as f:
+            with open(open_regular(self.path), "rb") as f:
                 st = os.fstat(f.fileno())
                 reset = False
                 skip_first = False
@@ -40,6 +45,9 @@ class LogTail:
             reset = self.offset not in (None, 0) or bool(self._partial)
             self.offset, self._ino, self._partial = 0 if reset else self.offset, None, b""
             return reset, []
+        except UnsafeFile as e:
+            self.problem = str(e)
+            return False, []
         except OSError:
             return False, []
         self.offset += len(data)

@@ -12,6 +12,7 @@ from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import load_run
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 
 
 def summary(run_dir: Path, *, now: float | None = None) -> str:
@@ -35,7 +36,7 @@ def summary(run_dir: Path, *, now: float | None = None) -> str:
         state, model.file_problems[f"{Files.STATE} values"] = clean_state(snap.state)
         model.set_state(state)
     model.file_problems = {k: v for k, v in model.file_problems.items() if v}
-    model.tick(model.clock(), trainer_liveness(model.state))
+    model.tick(model.clock(), trainer_liveness(model.state, run_dir))
     state = model.state or {}
     lines = [
         f"run       {model.name}  ({model.model_name}, world {model.world_size})",
@@ -74,4 +75,4 @@ def summary(run_dir: Path, *, now: float | None = None) -> str:
         lines.append("")
         lines.extend(epoch_rows(model.epochs, best))
     # Names, paths and error texts come from run files and train.log: no control characters out.
-    return "\n".join(fmt.printable(line) for line in lines)
+    return "\n".join(printable(line) for line in lines)

@@ -6,6 +6,7 @@ table say; widgets read it. Deterministic given its inputs, so tests inject the 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,7 +16,9 @@ from typing import Any
 
 from entrenar_tui.formatting import model_folder_name, plural
 from trainer.monitor.reader import StepBatch, StepHistory, best_of, effective_status, format_age
+from trainer.monitor.safe_files import open_regular
 from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files
+from trainer.monitor.text import printable
 
 PARTIAL_GRACE_S = 3.0  # an incomplete last line older than this is a problem, not a write in flight
 LOG_TAIL_BYTES = 4096
@@ -144,14 +147,18 @@ class RunModel:
 
     @property
     def name(self) -> str:
-        return str((self.run or {}).get("name") or self.dir.name)
+        """run.json's name, else the directory's: either may hold anything, so printable."""
+        return printable((self.run or {}).get("name") or self.dir.name)
 
     @property
     def model_names(self) -> list[str]:
         """[the model folder's name, its architecture], what is known of them."""
         model = (self.run or {}).get("model") or {}
         path = str(model.get("path") or "")
-        names = [model_folder_name(path) if path else "", str(model.get("architecture") or "")]
+        names = [
+            printable(model_folder_name(path)) if path else "",
+            printable(model.get("architecture") or ""),
+        ]
         return [n for n in names if n] or ["model not loaded yet"]
 
     @property
@@ -192,13 +199,14 @@ class RunModel:
         """The last non-empty line of train.log (why a launched trainer died), cached by size."""
         path = self.dir / Files.LOG
         try:
-            st = path.stat()
+            st = path.lstat()
             key = (st.st_size, st.st_mtime_ns)
             if self._log_tail and self._log_tail[0] == key:
                 return self._log_tail[1]
-            with open(path, "rb") as f:
-                f.seek(max(0, st.st_size - LOG_TAIL_BYTES))
-                lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines()]
+            with open(open_regular(path), "rb") as f:  # never a FIFO: it would hang the screen
+                f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_TAIL_BYTES))
+                data = f.read(LOG_TAIL_BYTES)
+                lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines()]
         except OSError:
             return None
         tail = next((ln for ln in reversed(lines) if ln), "")

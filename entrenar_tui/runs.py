@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from entrenar_tui import formatting as fmt
-from entrenar_tui.formatting import printable
 from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_state
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import ContractError, best_of, effective_status, read_contract_json
 from trainer.monitor.schema import LIVE_STATUSES, Files
+from trainer.monitor.text import printable
 
 MAX_DEPTH = 3  # ROOT/a/b/c: a sweep folder holding a group folder holding runs
 MARKERS = (Files.RUN, Files.STATE)  # a directory holding either is a run directory
@@ -35,8 +35,9 @@ Signature = tuple[tuple[int, int, int] | None, ...]
 
 
 def is_run_dir(path: str | Path) -> bool:
-    """A directory holding run.json or state.json (what the trainer writes first)."""
-    return any(os.path.isfile(os.path.join(path, name)) for name in MARKERS)
+    """A directory holding run.json or state.json (what the trainer writes first), in any form: one
+    that is a FIFO or a link is listed too, with what is wrong with it, not hidden."""
+    return any(os.path.lexists(os.path.join(path, name)) for name in MARKERS)
 
 
 def find_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
@@ -187,12 +188,15 @@ def _number(value: Any) -> float | None:
 
 
 def _summarize(
-    run_dir: Path, name: str, f: _Files, now: float, probe: Callable[[Any], str]
+    run_dir: Path, name: str, f: _Files, now: float, probe: Callable[[Any], str] | None
 ) -> RunSummary:
     state = f.state or {}
     written = state.get("status")
-    # Only a live status needs the process table (psutil): a finished run is what it says.
-    trainer = probe(state) if written in LIVE_STATUSES else "unknown"
+    # Only a live status needs the process table (psutil) and the run's lock: a finished run is
+    # what it says.
+    trainer = "unknown"
+    if written in LIVE_STATUSES:
+        trainer = probe(state) if probe is not None else trainer_liveness(state, run_dir)
     elapsed, step = _number(state.get("elapsed_s")), state.get("global_step")
     typical = elapsed / step if elapsed and isinstance(step, int) and step > 0 else None
     status, reason = effective_status(f.state, now, trainer=trainer, typical_step_s=typical)
@@ -215,14 +219,15 @@ def _summarize(
 
 class RunIndex:
     """Summaries of the runs under a root, re-read per run only when a file of it changed.
-    `clock` and `probe` are the app's (injected in tests and snapshots)."""
+    `clock` and `probe` are the app's (injected in tests and snapshots; without a probe, each
+    run's trainer is looked up through its own lock: control.trainer_liveness)."""
 
     def __init__(
         self,
         root: str | Path,
         *,
         clock: Callable[[], float] = time.time,
-        probe: Callable[[Any], str] = trainer_liveness,
+        probe: Callable[[Any], str] | None = None,
         max_depth: int = MAX_DEPTH,
     ):
         self.root = Path(root)
@@ -300,18 +305,20 @@ RECENT_S = 180 * 86400  # as `ls -l`: a start within half a year shows its time,
 def started_text(text: str, now: float | None = None) -> str:
     """run.json's ISO started_at in UTC as `ls -l` dates a file (12 columns, the same on every
     machine): `Nov 14 22:13` within half a year of `now`, else `Nov 14  2023`. Other text as it
-    is, printable and short; a dash when there is none."""
+    is, printable and short; a dash when there is none. A date that cannot be put in UTC (year 1
+    at +14:00, year 9999 at -01:00: past what datetime holds) is shown as the text it is, never
+    an exception."""
     if not text:
         return "–"
     try:
         when = datetime.fromisoformat(text)
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        when = when.astimezone(timezone.utc)
+        age = abs((time.time() if now is None else now) - when.timestamp())
+    except (ValueError, OverflowError, OSError):
         return printable(text)[:12]
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    when = when.astimezone(timezone.utc)
-    now = time.time() if now is None else now
-    if abs(now - when.timestamp()) < RECENT_S:
+    if age < RECENT_S:
         return when.strftime("%b %d %H:%M")
     return when.strftime("%b %d  %Y")
 

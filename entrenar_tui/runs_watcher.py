@@ -17,7 +17,6 @@ from textual.message_pump import MessagePump
 from entrenar_tui.messages import RunsChanged
 from entrenar_tui.runs import RunIndex, RunSummary
 from entrenar_tui.watch_thread import WatchThread
-from trainer.monitor.control import trainer_liveness
 from trainer.monitor.schema import Files
 
 NOISY = frozenset({Files.STEPS, Files.LOG})  # appended every batch; the browser never reads them
@@ -37,7 +36,7 @@ class RootWatcher(WatchThread):
         target: MessagePump,
         *,
         clock: Callable[[], float] = time.time,
-        probe: Callable[[Any], str] = trainer_liveness,
+        probe: Callable[[Any], str] | None = None,
         poll_interval: float = 1.0,
         force_polling: bool = False,
         debounce_ms: int = 100,

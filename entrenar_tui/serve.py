@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from entrenar_tui.formatting import printable
+from trainer.monitor.text import printable
 
 COOKIE = "entrenar_tui_token"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")

@@ -5,7 +5,7 @@ version; the values inside are whatever the file holds. A run directory is input
 (a copied directory, a half-migrated tool, a hand edit, a hostile file), so every field the monitor
 reads is checked here against the type the contract gives it: a value of the wrong type is dropped
 (shown as a dash, as if it were not written) and named in one problem line; text is made printable
-(`formatting.printable`: no terminal control sequences). Fields the monitor does not use are kept
+(`trainer.monitor.text.printable`: no terminal control sequences). Fields the monitor does not use are kept
 as they are (the contract allows new ones). Pure functions, no Textual: the app and `--once` share
 them.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from entrenar_tui.formatting import printable
+from trainer.monitor.text import printable
 
 # value -> (the value to use or None, [(where inside it, what is wrong)])
 Check = Callable[[Any], tuple[Any, list[tuple[str, str]]]]

@@ -441,7 +441,7 @@ def test_a_trainer_this_machine_cannot_signal_is_asked_through_control_json(tmp_
     run.train_step()
     attempts: list[int] = []
     controller = Controller(
-        send_signal=lambda _info, sig: attempts.append(sig) is not None
+        send_signal=lambda _dir, _info, sig: attempts.append(sig) is not None
     )  # refuses
     app = MonitorApp(run.dir, controller=controller, probe=lambda _s: "remote")
     notes: list[str] = []
@@ -451,7 +451,7 @@ def test_a_trainer_this_machine_cannot_signal_is_asked_through_control_json(tmp_
         await until(pilot, lambda: status(app) == "running", "the run shows running")
         await pilot.press("x", "y")
         assert attempts == [2]  # SIGINT, through the checked path, which said no
-        assert "control.json" in notes[-1] and "not one this machine can signal" in notes[-1]
+        assert "control.json" in notes[-1] and "could not prove pid" in notes[-1]
         assert orjson.loads((run.dir / Files.CONTROL).read_bytes())["command"] == "stop"
         assert "stopping…" in text(app, "#request")
         run.writer.update_state(status="stopping")

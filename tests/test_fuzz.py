@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from entrenar_tui import braille
 from entrenar_tui.charts import interpolate
 from entrenar_tui.plain import summary
+from entrenar_tui.runs import RunIndex, plain_table, started_text
 from entrenar_tui.untrusted import EPOCH, RESULT, RUN, STATE
 from trainer.config import build_config
 from trainer.data import Row, label_ids, read_rows, resolve_label_names
@@ -46,6 +47,20 @@ JSON_FILES = (Files.RUN, Files.STATE, Files.EPOCHS, Files.RESULT)
 
 # ------------------------------------------------------------------------------------ strategies
 
+# started_at shapes datetime cannot put in UTC (year 1 at +14:00, year 9999 west of UTC), and some
+# it can: each must be a date or text on screen, never an OverflowError.
+DATES = [
+    "0001-01-01T00:00:00+14:00",
+    "0001-01-01T00:00:00-14:00",
+    "9999-12-31T23:59:59-01:00",
+    "9999-12-31T23:59:59.999999-23:59",
+    "9999-12-31T23:59:59+14:00",
+    "2023-11-14T22:13:20",
+    "2023-11-14",
+    "1e308",
+    "NaN",
+]
+
 scalars = (
     st.none()
     | st.booleans()
@@ -54,6 +69,7 @@ scalars = (
     | st.sampled_from([1e308, -1e308, 5e-324, 2**63, 2**64 - 1, -(2**63) - 1])
     | st.text(max_size=12)
     | st.sampled_from(["[bold red]x[/]", "[link=file:///etc/passwd]", "\x1b[2J", "\x07", "../../x"])
+    | st.sampled_from(DATES)
 )
 json_values = st.recursive(
     scalars,
@@ -180,6 +196,9 @@ def test_reading_any_run_directory_never_raises(files):
         first = reader.poll()
         again = reader.poll()  # nothing changed: nothing new, no error
         text = summary(run, now=2e9)  # and what --once builds from it (untrusted.py, RunModel)
+        # and the browser's row (runs.py), with `started` drawn as dates are
+        rows = RunIndex(root, clock=lambda: 2e9, probe=lambda _s: "unknown").scan()
+        table = plain_table(rows, now=2e9)
     assert snap.exists and first.exists
     assert all(isinstance(v, str) for v in snap.problems.values())
     assert all(isinstance(n, int) and n >= 1 for n in snap.bad_lines)
@@ -194,7 +213,19 @@ def test_reading_any_run_directory_never_raises(files):
             ok = False
         assert ok == (name not in snap.problems)
     # nothing a file says reaches the terminal as a control character
-    assert all(c == "\n" or c.isprintable() for c in text)
+    assert all(c == "\n" or c.isprintable() for c in text + table)
+    present = files[Files.RUN] is not None or files[Files.STATE] is not None
+    assert [r.dir for r in rows] == ([run] if present else [])
+
+
+@FUZZ
+@given(
+    text=st.sampled_from(DATES) | st.text(max_size=40),
+    now=st.floats() | st.sampled_from([0.0, 2e9, -1e308, 1e308]),
+)
+def test_a_start_date_of_any_shape_is_shown_not_raised(text, now):
+    shown = started_text(text, now)
+    assert isinstance(shown, str) and shown.isprintable() and len(shown) <= 12
 
 
 @FUZZ

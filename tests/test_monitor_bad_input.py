@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.control import Controller
 from entrenar_tui.demo import FakeRun
-from entrenar_tui.formatting import printable
 from entrenar_tui.run_model import RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.widgets.epoch_table import EpochTable
@@ -36,6 +36,7 @@ from entrenar_tui.widgets.status_badge import StatusBadge
 from tests.conftest import patience, until
 from trainer.monitor.control import find_trainer, launch_detached, request_stop, signal_trainer
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
@@ -267,7 +268,7 @@ def test_a_run_directory_that_is_a_file_is_bad_input(tmp_path):
 def test_a_garbage_control_file_does_not_stand_in_the_way_of_a_stop(tmp_path):
     run = damaged_run(tmp_path, CASES["garbage-control"])
     sent: list[int] = []
-    controller = Controller(send_signal=lambda _info, sig: sent.append(sig) is None)
+    controller = Controller(send_signal=lambda _d, _info, sig: sent.append(sig) is None)
     app = MonitorApp(run.dir, controller=controller, probe=lambda _s: "alive")
 
     async def body(pilot):
@@ -387,8 +388,8 @@ def test_a_second_monitor_does_not_signal_a_stop_already_on_its_way(tmp_path):
     for model in models:
         model.set_state(orjson.loads((run.dir / Files.STATE).read_bytes()))
         model.tick(time.time(), "alive")
-    first = Controller(send_signal=lambda _i, sig: sent.append(sig) is None).stop(models[0])
-    second = Controller(send_signal=lambda _i, sig: sent.append(sig) is None).stop(models[1])
+    first = Controller(send_signal=lambda _d, _i, sig: sent.append(sig) is None).stop(models[0])
+    second = Controller(send_signal=lambda _d, _i, sig: sent.append(sig) is None).stop(models[1])
     assert first.startswith("stop requested: SIGINT sent")
     assert second.startswith("a stop is already on its way")
     assert sent == [signal.SIGINT]
@@ -422,18 +423,23 @@ def test_two_scripts_requesting_a_stop_at_once_make_one_clean_stop(tmp_path):
 def test_a_state_without_a_process_start_time_is_never_signalled(tmp_path):
     """pid and host alone do not say which process it is (pids are reused, by another run's
     trainer even): without pid_create_time nothing is sent, whatever the process is."""
-    script = tmp_path / "entrenar_trainer_sleep.py"  # its command line names a trainer
-    script.write_text(
-        "import signal, sys; signal.signal(signal.SIGINT, lambda *a: sys.exit(7)); "
-        "print('ready', flush=True); signal.pause()"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    script = (  # it even holds the run's lock, as the trainer does
+        "import signal, sys; from trainer.lock import RunLock; "
+        "signal.signal(signal.SIGINT, lambda *a: sys.exit(7)); "
+        "lock = RunLock(sys.argv[1]).acquire(); print('ready', flush=True); signal.pause()"
     )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline() == "ready\n"
         info = {"pid": proc.pid, "host": socket.gethostname()}
-        assert find_trainer(info) is not None  # it does look like a trainer of this host
-        assert not signal_trainer(info, signal.SIGINT)
-        assert not signal_trainer({**info, "pid_create_time": "yesterday"}, signal.SIGINT)
+        created = psutil.Process(proc.pid).create_time()
+        assert find_trainer(run_dir, {**info, "pid_create_time": created}) is not None  # ours
+        assert not signal_trainer(run_dir, info, signal.SIGINT)
+        assert not signal_trainer(run_dir, {**info, "pid_create_time": "yesterday"}, signal.SIGINT)
         assert proc.poll() is None  # untouched
     finally:
         proc.kill()

@@ -1,4 +1,4 @@
-"""trainer/monitor/control.py: the stop request, the checks before any signal, detached launching."""
+"""trainer/monitor/control.py: the stop request, the proof before any signal, detached launching."""
 
 from __future__ import annotations
 
@@ -26,19 +26,28 @@ from trainer.monitor.control import (
 )
 from trainer.monitor.schema import Files
 
+# A stand-in trainer: holds RUN_DIR's lock as the trainer does (trainer.lock.RunLock), then waits.
 SLEEPER = (
-    "import signal, sys; signal.signal(signal.SIGINT, lambda *a: sys.exit(7)); "
-    "print('ready', flush=True); signal.pause()"
+    "import signal, sys; from trainer.lock import RunLock; "
+    "signal.signal(signal.SIGINT, lambda *a: sys.exit(7)); "
+    "lock = RunLock(sys.argv[1]).acquire(); print('ready', flush=True); signal.pause()"
 )
 
 
 @pytest.fixture
-def sleeper(tmp_path):
-    """A live process whose command line names a trainer (as entrenar-train's does)."""
-    script = tmp_path / "fake_trainer_sleep.py"
-    script.write_text(SLEEPER)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "ready\n"  # its SIGINT handler is in place
+def run_dir(tmp_path):
+    path = tmp_path / "run"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def sleeper(run_dir):
+    """A live process that holds run_dir's lock, as the run's trainer does."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline() == "ready\n"  # its SIGINT handler and its lock are in place
     yield proc
     if proc.poll() is None:
         proc.kill()
@@ -68,11 +77,11 @@ def test_request_stop_writes_a_tagged_request(tmp_path):
     )
 
 
-def test_our_trainer_is_found_and_signalled(sleeper):
+def test_our_trainer_is_found_and_signalled(sleeper, run_dir):
     info = identity(sleeper)
-    assert find_trainer(info) is not None
-    assert trainer_liveness(info) == "alive"
-    assert signal_trainer(info, signal.SIGINT)
+    assert find_trainer(run_dir, info) is not None
+    assert trainer_liveness(info, run_dir) == "alive"
+    assert signal_trainer(run_dir, info, signal.SIGINT)
     assert wait_exit(sleeper) == 7  # its SIGINT handler ran
 
 
@@ -84,19 +93,21 @@ def test_our_trainer_is_found_and_signalled(sleeper):
         ({"pid": 2**22 + 12345}, "gone"),  # no such process
     ],
 )
-def test_a_pid_that_is_not_our_trainer_is_never_signalled(sleeper, change, liveness):
+def test_a_pid_that_is_not_our_trainer_is_never_signalled(sleeper, run_dir, change, liveness):
     info = {**identity(sleeper), **change}
-    assert find_trainer(info) is None
-    assert trainer_liveness(info) == liveness
-    assert not signal_trainer(info, signal.SIGINT)
+    assert find_trainer(run_dir, info) is None
+    assert trainer_liveness(info, run_dir) == liveness
+    assert not signal_trainer(run_dir, info, signal.SIGINT)
     assert sleeper.poll() is None  # untouched
 
 
-def test_a_process_that_is_not_a_trainer_is_never_signalled():
+def test_a_process_that_is_not_a_trainer_is_never_signalled(run_dir):
     proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
         info = identity(proc)
-        assert find_trainer(info) is None and not signal_trainer(info, signal.SIGINT)
+        assert find_trainer(run_dir, info) is None
+        assert not signal_trainer(run_dir, info, signal.SIGINT)
+        assert trainer_liveness(info, run_dir) == "gone"  # alive, but not this run's trainer
         assert proc.poll() is None
     finally:
         proc.kill()

@@ -25,7 +25,6 @@ from rich.segment import Segment
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.control import Controller, to_toml
 from entrenar_tui.demo import FakeRun
-from entrenar_tui.formatting import printable
 from entrenar_tui.plain import summary
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HelpScreen
@@ -34,6 +33,7 @@ from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
 from tests.conftest import patience, until
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -168,7 +168,7 @@ def test_the_stop_dialog_and_notifications_quote_the_run_literally(tmp_path):
     state = orjson.loads((run.dir / Files.STATE).read_bytes())
     (run.dir / Files.STATE).write_bytes(orjson.dumps({**state, "host": EVIL}))
     sent: list[int] = []
-    controller = Controller(send_signal=lambda _i, sig: bool(sent.append(sig)))  # not ours
+    controller = Controller(send_signal=lambda _d, _i, sig: bool(sent.append(sig)))  # not ours
     app = MonitorApp(run.dir, controller=controller, probe=lambda _s: "remote")
 
     async def body(pilot):
@@ -330,7 +330,7 @@ def test_stop_writes_only_the_run_directorys_control_file(tmp_path):
     run = path_run(tmp_path)
     run.writer.update_state(status="running")  # live again, as far as the files say
     sent: list[int] = []
-    controller = Controller(send_signal=lambda _i, sig: bool(sent.append(sig)))
+    controller = Controller(send_signal=lambda _d, _i, sig: bool(sent.append(sig)))
     app = MonitorApp(run.dir, controller=controller, probe=lambda _s: "remote")
     before = tree(tmp_path)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from trainer.errors import TrainingFailed, UserError
 from trainer.monitor.atomic import atomic_write_json, match_umask
+from trainer.monitor.safe_files import UnsafeFile, kind, read_bytes
 
 CHECKPOINT_SCHEMA = "entrenar-tui/checkpoint"
 CHECKPOINT_VERSION = 1
@@ -204,6 +206,8 @@ def save_checkpoint(
     state.rng = [info for info, _ in rng]
 
     parent = directory.parent
+    if parent.is_symlink():  # swapped in since the start's check: never written through
+        raise UnsafeFile(parent, "is a symbolic link", "no checkpoint written into it")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f"{TMP_PREFIX}{directory.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -279,7 +283,9 @@ def clean_leftovers(checkpoints: Path) -> None:
     if not checkpoints.is_dir():
         return
     for entry in checkpoints.iterdir():
-        if entry.name.startswith(TMP_PREFIX):
+        if entry.name.startswith((TMP_PREFIX, OLD_PREFIX)) and entry.is_symlink():
+            entry.unlink()  # never ours: the writer makes folders; never followed, never renamed
+        elif entry.name.startswith(TMP_PREFIX):
             shutil.rmtree(entry, ignore_errors=True)
         elif entry.name.startswith(OLD_PREFIX):
             target = checkpoints / entry.name[len(OLD_PREFIX) :]
@@ -296,6 +302,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint with the highest global step (after a kill there may be no `last`)."""
     found = []
     for folder in (run_dir / "checkpoints").glob("[!.]*"):
+        if folder.is_symlink():
+            continue  # the trainer resumes from folders of the run only
         try:
             step = orjson.loads((folder / TRAINER_JSON).read_bytes())["global_step"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -310,20 +318,28 @@ def find_checkpoint(run_dir: Path, which: str) -> Path:
     if which not in ("last", "best") and not which.startswith("epoch-") and candidate.is_dir():
         return candidate
     folder = run_dir / "checkpoints" / which
-    if folder.is_dir():
-        return folder
     aside = run_dir / "checkpoints" / f"{OLD_PREFIX}{which}"
-    if aside.is_dir():
-        return aside
+    for candidate in (folder, aside):
+        if candidate.is_symlink():
+            raise UserError(
+                f"{candidate} is a symbolic link: a run resumes from a checkpoint folder of its "
+                "own only (pass --from PATH to resume from a folder elsewhere)"
+            )
+        if candidate.is_dir():
+            return candidate
     have = sorted(p.name for p in (run_dir / "checkpoints").glob("*") if not p.name.startswith("."))
     raise UserError(f"{run_dir}: no checkpoint {which!r} (have: {', '.join(have) or 'none'})")
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a run or checkpoint file: read without blocking and within a size cap
+    (safe_files), so a FIFO or /dev/zero put in its place is a one-line error, not a hang."""
     try:
-        data = orjson.loads(path.read_bytes())
+        data = orjson.loads(read_bytes(path))
     except FileNotFoundError:
         raise UserError(f"{path}: missing") from None
+    except UnsafeFile as e:
+        raise UserError(e.naming(path)) from None
     except (OSError, orjson.JSONDecodeError) as e:
         raise UserError(f"{path}: unreadable ({e})") from None
     if not isinstance(data, dict):
@@ -333,6 +349,9 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO would block the load, a device fill memory
+            raise UserError(f"{path} is {kind(mode)}, not a regular file; not read")
         return load_file(str(path))
     except FileNotFoundError:
         raise UserError(f"{path}: missing") from None

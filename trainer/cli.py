@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 from trainer.errors import TrainingFailed, UserError
+from trainer.monitor.text import printable
 
 SUBCOMMANDS = ("eval", "predict", "export")
 
 USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--nproc N]
-       entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [section.key=value ...]
+       entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [--force-unlock] [section.key=value ...]
        entrenar-train eval CHECKPOINT --data FILE
        entrenar-train predict CHECKPOINT [TEXT ...]
        entrenar-train export CHECKPOINT OUT_DIR"""
@@ -55,6 +56,12 @@ def train_parser() -> ArgumentParser:
         "--allow-data-mismatch", action="store_true", help="resume even if the data hash changed"
     )
     p.add_argument(
+        "--force-unlock",
+        action="store_true",
+        help="with --resume: take over a run lock that names another host (or a live process that "
+        "does not hold it); says whose it took. Never one a process of this host holds",
+    )
+    p.add_argument(
         "--nproc",
         type=int,
         default=0,
@@ -84,11 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def printable(text: str) -> str:
-    """One line with no terminal control characters (messages quote file contents and names)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def run_train(argv: list[str]) -> int:
     from trainer.config import load_config
 
@@ -102,6 +104,8 @@ def run_train(argv: list[str]) -> int:
         if args.config:  # with --resume every positional is an override
             args.overrides.insert(0, args.config)
         return resume_run(args)
+    if args.force_unlock:
+        raise UserError("--force-unlock goes with --resume RUN_DIR (see entrenar-train --help)")
     if not args.config:
         raise UserError("give a CONFIG file (or --resume RUN_DIR)")
     config = load_config(args.config, args.overrides)
@@ -118,6 +122,7 @@ def resume_run(args: argparse.Namespace) -> int:
     from trainer.config import config_from_dict
     from trainer.lock import RunLock
     from trainer.monitor.schema import Files
+    from trainer.run_dir import check_run_dir
 
     run_dir = Path(args.resume)
     if not (run_dir / Files.RUN).is_file():
@@ -130,19 +135,27 @@ def resume_run(args: argparse.Namespace) -> int:
     if args.print_config:
         print_config(config)
         return 0
-    RunLock(run_dir).check_free()  # then tidy what a killed trainer left, before choosing
-    clean_leftovers(run_dir / Files.CHECKPOINTS)
-    checkpoint = find_checkpoint_or_latest(run_dir, args.from_)
-    from trainer.train import Resume, train
+    lock = None
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 holds the run (and its lock)
+        check_run_dir(run_dir)
+        # Taken before tidying what a killed trainer left: never tidy under a live one.
+        lock = RunLock(run_dir).acquire(force=args.force_unlock)
+    try:
+        if lock is not None:
+            clean_leftovers(run_dir / Files.CHECKPOINTS)
+        checkpoint = find_checkpoint_or_latest(run_dir, args.from_)
+        from trainer.train import Resume, train
 
-    resume = Resume(
-        checkpoint=checkpoint,
-        allow_data_mismatch=args.allow_data_mismatch,
-        overrides=args.overrides,
-    )
-    return train(
-        config, resume=resume, argv=["entrenar-train", "--resume", str(run_dir), *args.overrides]
-    )
+        resume = Resume(
+            checkpoint=checkpoint,
+            allow_data_mismatch=args.allow_data_mismatch,
+            overrides=args.overrides,
+        )
+        argv = ["entrenar-train", "--resume", str(run_dir), *args.overrides]
+        return train(config, resume=resume, argv=argv, lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()  # (train releases it first; a refusal before train does here)
 
 
 def find_checkpoint_or_latest(run_dir: Path, which: str) -> Path | None:
@@ -150,7 +163,7 @@ def find_checkpoint_or_latest(run_dir: Path, which: str) -> Path | None:
     None (start over in place with the saved config) when the run died before its first one."""
     from trainer.checkpoint import find_checkpoint, latest_checkpoint
 
-    if which != "last" or (run_dir / "checkpoints" / "last").is_dir():
+    if which != "last" or os.path.lexists(run_dir / "checkpoints" / "last"):
         return find_checkpoint(run_dir, which)
     latest = latest_checkpoint(run_dir)
     if latest is None:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from trainer.checkpoint import METADATA, TRAINER_JSON, read_adapter, read_json
 from trainer.errors import UserError
 from trainer.monitor.atomic import atomic_write_json
+from trainer.monitor.text import printable
 
 # ---------------------------------------------------------------------------------------- metrics
 
@@ -186,7 +187,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def format_report(result: dict[str, Any]) -> str:
-    names = result["confusion_matrix"]["labels"]
+    """The human table of `eval`. Labels come from the checkpoint (and so from whoever made the
+    data): printable, so none can send the terminal an escape sequence."""
+    names = [printable(n) for n in result["confusion_matrix"]["labels"]]
     width = max(12, *(len(n) for n in names)) + 2
     lines = [
         f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}   n {result['n']}",
@@ -194,7 +197,7 @@ def format_report(result: dict[str, Any]) -> str:
         f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
     ]
     rows = [
-        *result["per_class"].items(),
+        *((printable(name), m) for name, m in result["per_class"].items()),
         ("macro avg", result["macro_avg"]),
         ("weighted avg", result["weighted_avg"]),
     ]

@@ -1,6 +1,8 @@
 """Readable progress on stderr for the headless trainer: a line per log_interval, a summary per epoch.
 
 Colour only when stderr is a terminal; plain text in logs, tmux captures and cluster job output.
+What comes from outside (a note naming a label or a file, the run directory, an error text) is made
+printable first: only the reporter's own colours are escape sequences.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import math
 import sys
 from typing import Any, TextIO
+
+from trainer.monitor.text import printable
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -29,6 +33,10 @@ class Reporter:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
 
     def say(self, text: str) -> None:
+        """Lines of text that may quote names, files and errors: each made printable."""
+        self._emit("\n".join(printable(line) for line in text.split("\n")))
+
+    def _emit(self, text: str) -> None:
         if self.enabled:
             print(text, file=self.stream, flush=True)
 
@@ -41,7 +49,7 @@ class Reporter:
 
     def epoch(self, e: dict[str, Any], total_epochs: int) -> None:
         best = self._style(" ★ best", "1;32") if e["is_best"] else ""
-        self.say(
+        self._emit(
             f"epoch {e['epoch']}/{total_epochs} done in {e['epoch_time_s']:.1f}s: "
             f"train loss {e['train_loss']:.4f} acc {e['train_accuracy']:.3f} | "
             f"val loss {e['val_loss']:.4f} acc {e['val_accuracy']:.3f} | lr {e['lr']:.2e} | "
@@ -61,6 +69,6 @@ class Reporter:
                 f"  best epoch     {best['epoch']}: val loss {best['val_loss']:.4f}, val accuracy {best['val_accuracy']:.3f}"
             )
         if result.get("error"):
-            lines.append(f"  error          {result['error']}")
-        lines.append(f"  run directory  {run_dir}")
-        self.say("\n".join(lines))
+            lines.append(f"  error          {printable(result['error'])}")
+        lines.append(f"  run directory  {printable(run_dir)}")
+        self._emit("\n".join(lines))

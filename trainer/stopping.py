@@ -3,6 +3,9 @@
 The first signal asks for a clean stop (finish the batch, write checkpoints/last, status stopped,
 exit 0). A SIGINT after an earlier signal exits at once through `on_force` (status says so); a
 control.json request followed by one SIGINT (the monitor sends both) is still one clean stop.
+
+control.json is read without blocking and without following a symbolic link (safe_files): a FIFO
+or a device put there is ignored, and said once through `on_ignored`, never waited on.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import Any
 
 import orjson
 
+from trainer.monitor.safe_files import UnsafeFile, read_bytes
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 
 FORCED_EXIT_CODE = 130
 
@@ -25,7 +30,11 @@ class StopSignal:
     """Whether a stop was requested, and why. Cheap to poll: control.json is read only when it changed."""
 
     def __init__(
-        self, run_dir: Path, started_at: float, on_force: Callable[[], None] | None = None
+        self,
+        run_dir: Path,
+        started_at: float,
+        on_force: Callable[[], None] | None = None,
+        on_ignored: Callable[[str], None] | None = None,
     ):
         self.control = run_dir / Files.CONTROL
         self.started_at = started_at
@@ -34,6 +43,8 @@ class StopSignal:
         self.request_id: Any = None
         self._seen: tuple[int, int, int] | None = None
         self._on_force = on_force
+        self._on_ignored = on_ignored
+        self._said: str | None = None
         self._previous: dict[int, Any] = {}
 
     def install(self) -> StopSignal:
@@ -66,15 +77,20 @@ class StopSignal:
 
     def _poll_control(self) -> None:
         try:
-            st = self.control.stat()
-        except FileNotFoundError:
+            st = os.lstat(self.control)
+        except OSError:
             return
         version = (st.st_ino, st.st_mtime_ns, st.st_size)  # an atomic write is a new inode
         if version == self._seen:
             return
         self._seen = version
         try:
-            request = orjson.loads(self.control.read_bytes())
+            request = orjson.loads(read_bytes(self.control))
+        except UnsafeFile as e:  # a FIFO, a device, a link, a huge file: ignored, said once
+            if self._on_ignored and str(e) != self._said:
+                self._said = str(e)
+                self._on_ignored(f"warning: {printable(e)}")
+            return
         except (OSError, orjson.JSONDecodeError):
             return  # garbage or half-written by hand: ignore, a real request is written atomically
         if not isinstance(request, dict) or request.get("command") != "stop":

@@ -22,6 +22,7 @@ best / epoch-N / last, a non-finite loss or gradient → failed, early stopping 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -53,11 +54,12 @@ from trainer.model import (
 )
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
-from trainer.monitor.writer import MonitorWriter, NullWriter
+from trainer.monitor.writer import MonitorWriter, NullWriter, WriteFailed
 from trainer.preflight import preflight
 from trainer.progress import Progress
 from trainer.report import Reporter
 from trainer.resources import ResourceSampler
+from trainer.run_dir import check_run_dir
 from trainer.stopping import StopSignal
 
 
@@ -145,10 +147,17 @@ def shown_checkpoint(checkpoint: Path, run_dir: Path) -> str:
         return str(checkpoint)
 
 
-def train(config: Config, resume: Resume | None = None, argv: list[str] | None = None) -> int:
+def train(
+    config: Config,
+    resume: Resume | None = None,
+    argv: list[str] | None = None,
+    lock: RunLock | None = None,
+) -> int:
     """Run training; return the exit code (0 completed or stopped, 1 failed). Bad input raises UserError.
 
-    A crash inside training marks the run failed in state.json (with the error) before propagating.
+    A crash inside training marks the run failed in state.json (with the error) before propagating;
+    a run file that cannot be written (a full disk) fails the run with that reason, recorded where
+    it still can be. `lock`: the run lock, when the caller (--resume) took it already.
     """
     run_dir = Path(config.output.dir)
     if resume is None and (run_dir / Files.RUN).exists():
@@ -157,9 +166,9 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         )
     plan = preflight(config)  # nothing is written before the model and output.dir are checked
     dist = init_distributed()
-    lock = None
-    if dist.is_main:
+    if dist.is_main and lock is None:
         run_dir.mkdir(parents=True, exist_ok=True)
+        check_run_dir(run_dir)  # nothing written through a link planted in the directory
         lock = RunLock(run_dir).acquire()
     writer = MonitorWriter(run_dir) if dist.is_main else NullWriter(run_dir)
     try:
@@ -168,22 +177,38 @@ def train(config: Config, resume: Resume | None = None, argv: list[str] | None =
         return recipe.train()
     except UserError as e:
         if writer.state["seq"]:  # a fresh run already said "initializing": say why it ended
-            writer.update_state(status="failed", error=str(e), validation=None)
+            record_failure(writer, str(e), result=False)
         raise
     except KeyboardInterrupt:
         raise
+    except WriteFailed as e:  # a full disk: the run fails with the reason, no traceback
+        raise TrainingFailed(record_failure(writer, str(e))) from None
     except Exception as e:
         if writer.state["seq"]:
             rank = dist.rank if dist.enabled else None
             error = str(e) if isinstance(e, TrainingFailed) else crash_message(e, rank)
-            writer.write_result({"status": "failed", "error": error})
-            writer.update_state(status="failed", error=error, validation=None)
+            recorded = record_failure(writer, error)
+            if isinstance(e, TrainingFailed):
+                raise TrainingFailed(recorded) from None
         raise
     finally:
-        writer.close()
+        with contextlib.suppress(OSError):
+            writer.close()
         if lock:
             lock.release()
         dist.close()
+
+
+def record_failure(writer: MonitorWriter, error: str, *, result: bool = True) -> str:
+    """Mark the run failed with `error` in result.json and state.json, as far as they can still be
+    written; returns the error, saying where it could not be recorded (a full disk)."""
+    try:
+        if result:
+            writer.write_result({"status": "failed", "error": error})
+        writer.update_state(status="failed", error=error, validation=None)
+    except OSError as e:
+        return f"{error} (not recorded in the run directory: {e})"
+    return error
 
 
 @dataclass
@@ -285,14 +310,18 @@ class FineTuneRecipe:
                 status="initializing", total_epochs=self.train_config.epochs, **self.identity
             )
         self.stop_signal = StopSignal(
-            self.run_dir, self.started_at, on_force=self._forced_exit
+            self.run_dir,
+            self.started_at,
+            on_force=self._forced_exit,
+            on_ignored=self.report.say,  # a control.json that is not a file: said once
         ).install()
 
     def _forced_exit(self) -> None:
-        self.writer.update_state(
-            status="stopped",
-            error="forced stop (second interrupt): exited without writing a checkpoint",
-        )
+        with contextlib.suppress(OSError):  # (a full disk: the exit goes on)
+            self.writer.update_state(
+                status="stopped",
+                error="forced stop (second interrupt): exited without writing a checkpoint",
+            )
 
     def _setup_data(self) -> None:
         self.corpus = load_corpus(self.config.data, self.train_config.seed)

@@ -19,6 +19,7 @@ from entrenar_tui import formatting as fmt
 from entrenar_tui.comparison import ComparedRun, differing_keys, load_comparison, show_value
 from entrenar_tui.screens.help import HELP
 from entrenar_tui.widgets.overlay_chart import OverlayChart, OverlaySeries
+from trainer.monitor.text import printable
 
 
 class CompareScreen(Screen):
@@ -39,7 +40,7 @@ below, the config keys whose values differ between the runs.
         self.differences: list[tuple[str, list]] = []
         self.loaded = False
         self.title = "compare"
-        self.sub_title = " · ".join(fmt.printable(d.name) for d in self.dirs)
+        self.sub_title = " · ".join(printable(d.name) for d in self.dirs)
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="≋")

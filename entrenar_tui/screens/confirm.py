@@ -1,4 +1,6 @@
-"""A yes/no question before anything that acts on a run (stop, force stop, start)."""
+"""A yes/no question before anything that acts on a run (stop, force stop, start). The question
+and its detail name the run and its directory: shown printable, without markup (the caller makes
+each part printable before joining the detail's lines)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from trainer.monitor.text import printable
+
 
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS: ClassVar = [
@@ -19,7 +23,9 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def __init__(self, question: str, detail: str = "", yes: str = "Yes") -> None:
         super().__init__()
-        self.question, self.detail, self.yes = question, detail, yes
+        self.question = printable(question)
+        self.detail = "\n".join(printable(line) for line in detail.split("\n"))
+        self.yes = yes
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):

@@ -15,8 +15,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown, Static
 
-from entrenar_tui.formatting import printable
 from entrenar_tui.run_model import Problem
+from trainer.monitor.text import printable
 
 PALETTE = (["ctrl+p"], "the command palette: every action by name, and the theme")
 HELP = "this help: the keys of this screen, and every current problem"

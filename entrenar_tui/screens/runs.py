@@ -20,6 +20,7 @@ from entrenar_tui.runs_watcher import RootWatcher
 from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.help import HELP
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
+from trainer.monitor.text import printable
 
 if TYPE_CHECKING:
     from entrenar_tui.app import MonitorApp
@@ -27,12 +28,12 @@ if TYPE_CHECKING:
 
 def shown_path(path: Path) -> str:
     """The root relative to the working directory when it is below it (short, and the same on
-    every machine), else absolute."""
+    every machine), else absolute; printable (a directory's name may hold escape sequences)."""
     try:
         rel = os.path.relpath(path)
     except ValueError:
-        return str(path)
-    return str(path) if rel.startswith("..") else rel
+        return printable(path)
+    return printable(path if rel.startswith("..") else rel)
 
 
 class RunsScreen(Screen):
@@ -85,7 +86,7 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
             self.root,
             self,
             clock=app.clock,
-            probe=app.probe,
+            probe=app.injected_probe,
             poll_interval=app.poll_interval,
             force_polling=app.force_polling,
         )
@@ -128,7 +129,7 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
             parts.append(self.pattern_error)
         elif self.mode:
             parts.append(self.mode)
-        self.query_one("#runs-info", Static).update(" · ".join(parts))
+        self.query_one("#runs-info", Static).update(printable(" · ".join(parts)))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.pattern = event.value

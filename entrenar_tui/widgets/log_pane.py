@@ -4,11 +4,13 @@ while the pane is shown: a light timer reads only the bytes appended since the l
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from textual.widgets import Log
 
 from entrenar_tui.log_tail import LogTail
+from trainer.monitor.text import printable
 
 MAX_LINES = 2000
 
@@ -39,6 +41,9 @@ class LogPane(Log):
             self.clear()
         if lines:
             self.write_lines(lines)
-        self.border_subtitle = (
-            "" if self.tail.path.exists() else "not written (trainer not started here)"
-        )
+        if self.tail.problem:
+            self.border_subtitle = printable(self.tail.problem)
+        elif os.path.lexists(self.tail.path):
+            self.border_subtitle = ""
+        else:
+            self.border_subtitle = "not written (trainer not started here)"

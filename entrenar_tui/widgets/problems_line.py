@@ -8,9 +8,9 @@ from typing import Any
 
 from textual.widgets import Static
 
-from entrenar_tui.formatting import printable
 from entrenar_tui.run_model import Problem, RunModel
 from trainer.monitor.reader import format_age
+from trainer.monitor.text import printable
 
 LEVELS = ("error", "warning", "info", "ok")
 
@@ -36,4 +36,4 @@ class ProblemsLine(Static):
             return f"{mark}{printable(problems[0].text)}{more}"
         age = model.heartbeat_age()
         fresh = f"last update {format_age(age)} ago" if age is not None else ""
-        return " · ".join(p for p in ("✓ no problems", fresh, model.watch_mode) if p)
+        return printable(" · ".join(p for p in ("✓ no problems", fresh, model.watch_mode) if p))

@@ -7,7 +7,7 @@ from typing import Any
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from entrenar_tui.formatting import printable
+from trainer.monitor.text import printable
 
 # Text-presentation glyphs only (no emoji variants): they stay one cell wide in every terminal.
 ICONS = {

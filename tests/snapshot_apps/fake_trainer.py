@@ -1,6 +1,8 @@
 """A stand-in for entrenar-train that needs no torch: plays a FakeRun in real time and obeys the
-same control contract (SIGINT or control.json: finish the batch, write checkpoints/last, status
-stopped, exit 0; a second SIGINT exits at once; --resume continues where state.json says).
+same control contract (it holds RUN_DIR/trainer.lock for its life, as the trainer does, so the
+monitor can prove it is the run's trainer; SIGINT or control.json: finish the batch, write
+checkpoints/last, status stopped, exit 0; a second SIGINT exits at once; --resume continues where
+state.json says).
 
     python fake_trainer.py RUN_DIR [--steps-per-epoch N] [--epochs E] [--step-s S]
                            [--hold-after N --release FILE]
@@ -22,6 +24,7 @@ from pathlib import Path
 import orjson
 
 from entrenar_tui.demo import FakeRun
+from trainer.lock import RunLock
 
 
 class Stop:
@@ -61,6 +64,16 @@ def main() -> int:
     p.add_argument("--release", type=Path, default=None)
     args = p.parse_args()
     started = time.time()
+    run_dir = Path(args.resume or args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir).acquire()
+    try:
+        return play(args, started)
+    finally:
+        lock.release()
+
+
+def play(args: argparse.Namespace, started: float) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         state = orjson.loads((run_dir / "state.json").read_bytes())

@@ -1,8 +1,11 @@
 """Steering a run from outside: the stop request, safe signalling, and detached launching.
 
 Torch-free and reusable by scripts (`python -c "from trainer.monitor.control import request_stop"`).
-The rule that matters: never signal a pid without checking that it is our trainer, on this host,
-started when the run says it was (pids get reused).
+The rule that matters: never signal a process without proof that it is the trainer of this run
+directory. state.json's pid, host and start time are only a claim (anyone who can write the
+directory can write them, naming any process of the machine); the proof is the kernel's: the
+trainer holds a record lock on RUN_DIR/trainer.lock for its whole life, and F_GETLK must name the
+very pid the run names (lockfile.py). Without that proof the request goes through control.json only.
 """
 
 from __future__ import annotations
@@ -18,25 +21,28 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 import psutil
 
+from trainer.monitor import lockfile
 from trainer.monitor.atomic import atomic_write_json
+from trainer.monitor.safe_files import open_append, read_bytes, write_all
+from trainer.monitor.schema import Files, tagged
+from trainer.monitor.text import printable
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
-from trainer.monitor.schema import Files, tagged
 
 Liveness = Literal["alive", "gone", "remote", "unknown"]
 
 # How far the run's pid_create_time may differ from psutil's (clock-tick rounding).
 CREATE_TIME_TOLERANCE_S = 1.0
-TRAINER_MARKERS = ("trainer", "entrenar-train")
 
 
 def request_stop(run_dir: str | Path, *, clock: Callable[[], float] = time.time) -> dict[str, Any]:
@@ -72,8 +78,8 @@ def pending_stop(run_dir: str | Path, info: dict[str, Any] | None) -> dict[str, 
     written after that trainer started; the trainer deletes it once honoured), or None. Anything
     else in control.json (garbage, another command, a request older than the trainer) is None."""
     try:
-        request = orjson.loads((Path(run_dir) / Files.CONTROL).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        request = orjson.loads(read_bytes(Path(run_dir) / Files.CONTROL))
+    except (OSError, orjson.JSONDecodeError):  # missing, garbage, a FIFO (never waited on)
         return None
     started = (info or {}).get("pid_create_time")
     at = request.get("requested_at") if isinstance(request, dict) else None
@@ -89,57 +95,131 @@ def pending_stop(run_dir: str | Path, info: dict[str, Any] | None) -> dict[str, 
     return request
 
 
-def find_trainer(info: dict[str, Any] | None) -> psutil.Process | None:
-    """The live process that `info` (state.json or run.json) names, if it is really our trainer on
-    this host: same host name, same pid, same start time, and a command line that runs the trainer."""
-    if not info or info.get("host") != socket.gethostname():
-        return None
-    pid = info.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return None
+@dataclass(frozen=True)
+class Identified:
+    """The outcome of looking for a run's trainer: `process` when it is proven to be the trainer
+    of this run directory, else None and `why` (one phrase, for the user)."""
+
+    process: psutil.Process | None
+    why: str = ""
+    liveness: Liveness = "unknown"
+
+    def __bool__(self) -> bool:
+        return self.process is not None
+
+
+def _claimed_process(info: dict[str, Any] | None) -> Identified:
+    """The live process that `info` (state.json) claims is the trainer: same host, same pid,
+    same start time, not a zombie. A claim only: `identify_trainer` asks the kernel."""
+    if not info or not isinstance(info.get("pid"), int) or isinstance(info.get("pid"), bool):
+        return Identified(None, "the run names no trainer pid")
+    pid = info["pid"]
+    if info.get("host") != socket.gethostname():
+        return Identified(
+            None, f"pid {pid} runs on {printable(info.get('host'))}, not this host", "remote"
+        )
+    if pid <= 1 or pid == os.getpid():
+        return Identified(None, f"pid {pid} is not a process a run may name", "gone")
+    created = info.get("pid_create_time")
+    if not isinstance(created, (int, float)) or isinstance(created, bool):
+        return Identified(None, "the run names no process start time", "gone")
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        created = info.get("pid_create_time")
-        if (
-            isinstance(created, (int, float))
-            and abs(proc.create_time() - created) > CREATE_TIME_TOLERANCE_S
-        ):
-            return None
-        cmdline = " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-    if not any(marker in cmdline for marker in TRAINER_MARKERS):
-        return None
-    return proc
+            return Identified(None, f"pid {pid} has exited (a zombie)", "gone")
+        if abs(proc.create_time() - created) > CREATE_TIME_TOLERANCE_S:
+            return Identified(
+                None, f"pid {pid} is another process now (its start time differs)", "gone"
+            )
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return Identified(None, f"no process {pid} on this host", "gone")
+    except (psutil.AccessDenied, OverflowError, ValueError) as e:
+        return Identified(None, f"pid {pid} cannot be examined ({type(e).__name__})", "gone")
+    return Identified(proc, liveness="alive")
 
 
-def trainer_liveness(info: dict[str, Any] | None) -> Liveness:
-    """alive: our trainer runs on this host; gone: it ran here and does not any more; remote: it
-    runs on another host (only the heartbeat can tell); unknown: nothing says which process."""
+def identify_trainer(run_dir: str | Path, info: dict[str, Any] | None) -> Identified:
+    """The trainer of `run_dir`, proven: the process state.json names (host, pid, start time) and
+    the kernel names as the holder of RUN_DIR/trainer.lock are the same process. Otherwise None
+    and why; `liveness` then says whether the claimed process runs at all ("gone", "remote")
+    or runs but cannot be proven ours ("unknown": the lock cannot be examined here)."""
+    claimed = _claimed_process(info)
+    if claimed.process is None:
+        return claimed
+    pid = claimed.process.pid
+    lock = lockfile.query(run_dir)
+    if lock.holder == pid:
+        return claimed
+    if lock.holder is not None:
+        return Identified(None, f"{Files.LOCK} is held by pid {lock.holder}, not {pid}", "gone")
+    examined = lock.why and lock.why.startswith(("no process holds", f"{Files.LOCK} does not"))
+    return Identified(None, lock.why or "no proof", "gone" if examined else "unknown")
+
+
+def find_trainer(run_dir: str | Path, info: dict[str, Any] | None) -> psutil.Process | None:
+    """The proven trainer of `run_dir` (identify_trainer), or None."""
+    return identify_trainer(run_dir, info).process
+
+
+def trainer_liveness(info: dict[str, Any] | None, run_dir: str | Path | None = None) -> Liveness:
+    """alive: the trainer runs on this host (proven through the run's lock when `run_dir` is
+    given); gone: it does not (no such process, another one now, or one that does not hold the
+    run's lock); remote: another host's (only the heartbeat can tell); unknown: nothing says
+    which process, or the lock cannot be examined here."""
     if not info or not isinstance(info.get("pid"), int):
         return "unknown"
-    if info.get("host") != socket.gethostname():
-        return "remote"
-    return "alive" if find_trainer(info) is not None else "gone"
+    if run_dir is None:
+        return _claimed_process(info).liveness
+    return identify_trainer(run_dir, info).liveness
 
 
-def signal_trainer(info: dict[str, Any] | None, sig: int = signal.SIGINT) -> bool:
-    """Send `sig` to the trainer `info` names, only after find_trainer confirms it, and only when
-    `info` gives the whole identity: without `pid_create_time` a reused pid (another run's
-    trainer, even) cannot be told apart, so nothing is sent. True if sent."""
-    created = (info or {}).get("pid_create_time")
-    if not isinstance(created, (int, float)) or isinstance(created, bool):
-        return False
-    proc = find_trainer(info)
-    if proc is None:
-        return False
+@dataclass(frozen=True)
+class Signalled:
+    """The outcome of signal_trainer: truthy when the signal was sent; `why` says why not."""
+
+    pid: int | None
+    why: str = ""
+
+    def __bool__(self) -> bool:
+        return not self.why
+
+
+def signal_trainer(
+    run_dir: str | Path, info: dict[str, Any] | None, sig: int = signal.SIGINT
+) -> Signalled:
+    """Send `sig` to the trainer of `run_dir` that `info` names, only once identify_trainer has
+    proven it (without pid_create_time, or without the kernel naming that pid as the holder of
+    the run's lock, nothing is sent). Where the platform has pidfds the process is pinned before
+    the proof, so a pid reused in between cannot receive it."""
+    pid = (info or {}).get("pid")
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+    pidfd = _pidfd(pid) if pid and pid > 1 else None
     try:
-        proc.send_signal(sig)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    return True
+        found = identify_trainer(run_dir, info)
+        if found.process is None:
+            return Signalled(pid, found.why)
+        try:
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, sig)
+            else:
+                found.process.send_signal(sig)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            return Signalled(pid, f"pid {pid} exited meanwhile")
+        except (PermissionError, psutil.AccessDenied):
+            return Signalled(pid, f"pid {pid} may not be signalled by this user")
+        return Signalled(pid)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _pidfd(pid: int) -> int | None:
+    if not hasattr(os, "pidfd_open") or not hasattr(signal, "pidfd_send_signal"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, OverflowError):  # no such process; a number no pid can be
+        return None
 
 
 def trainer_command(*args: str) -> list[str]:
@@ -172,13 +252,15 @@ def launch_detached(
     argv: Sequence[str], run_dir: str | Path, *, cwd: str | Path | None = None
 ) -> subprocess.Popen:
     """Start argv in its own session (a closed terminal or a quit monitor does not reach it), with
-    stdout and stderr appended to RUN_DIR/train.log and stdin from /dev/null."""
+    stdout and stderr appended to RUN_DIR/train.log and stdin from /dev/null. train.log is never
+    written through a symbolic link, into a FIFO or into a file with another hard link
+    (safe_files.UnsafeFile, which names it; nothing is started then)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(run_dir / Files.LOG, "ab") as log:
-        log.write(f"\n$ {describe_command(argv)}\n".encode())
-        log.flush()
+    log = open_append(run_dir / Files.LOG)
+    try:
+        write_all(log, f"\n$ {describe_command(argv)}\n".encode())
         return subprocess.Popen(
             list(argv),
             cwd=cwd,
@@ -189,3 +271,5 @@ def launch_detached(
             start_new_session=True,
             close_fds=True,
         )
+    finally:
+        os.close(log)

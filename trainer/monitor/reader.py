@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 
 from trainer.monitor.columns import Column, block_summaries, parse_uniform
+from trainer.monitor.safe_files import UnsafeFile, open_regular, read_bytes
 from trainer.monitor.schema import CONTRACT_VERSION, LIVE_STATUSES, Files, schema_tag
 
 NAN = float("nan")
@@ -67,12 +68,16 @@ def parse_contract_json(raw: bytes, file_name: str) -> dict[str, Any]:
 
 
 def read_contract_json(path: str | Path) -> dict[str, Any] | None:
-    """The checked contents of a contract JSON file; None when it does not exist (yet)."""
+    """The checked contents of a contract JSON file; None when it does not exist (yet). A file
+    that is not a regular one (a FIFO, a device, a symbolic link) or is too large is a
+    ContractError saying so: never a hang, never a read without bound (safe_files)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return None
+    except UnsafeFile as e:
+        raise ContractError(str(e)) from None
     except OSError as e:
         raise ContractError(f"{path.name}: cannot read ({e.strerror})") from None
     return parse_contract_json(raw, path.name)
@@ -373,7 +378,7 @@ class StepTail:
         """Up to CHUNK bytes from the offset, starting again from 0 when the file shrank or was
         replaced (batch.reset); b"" when there is no file or it cannot be read (batch.problem)."""
         try:
-            with open(self.path, "rb") as f:
+            with open(open_regular(self.path), "rb") as f:  # never a FIFO, device or link
                 st = os.fstat(f.fileno())
                 if st.st_size < self.offset or (self._ino is not None and st.st_ino != self._ino):
                     batch.reset = True
@@ -384,6 +389,9 @@ class StepTail:
         except FileNotFoundError:
             batch.reset = bool(self.offset)
             self.offset, self.lines, self._ino = 0, 0, None
+            return b""
+        except UnsafeFile as e:
+            batch.problem = str(e)
             return b""
         except OSError as e:
             batch.problem = f"{self.path.name}: cannot read ({e.strerror or e})"
@@ -487,9 +495,9 @@ class RunReader:
         for name in JSON_FILES:
             path = self.dir / name
             try:
-                st = path.stat()
+                st = path.lstat()
                 sig: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
-            except FileNotFoundError:
+            except OSError:
                 sig = None
             if sig == self._seen.get(name, ()):
                 continue

@@ -3,6 +3,11 @@
 Cost per batch is O(1) whatever the run's length: state.json holds no history (that lives in
 steps.jsonl, appended one line per write), and nothing is fsynced per batch (checkpoints are what must
 be durable).
+
+A write that fails (a full disk, a quota, an I/O error) raises WriteFailed, which names the file:
+the trainer ends the run `failed` with that reason rather than a traceback. steps.jsonl is opened
+without following a symbolic link (safe_files.open_append), and a last line that a full disk cut
+short is cut back before the first new line is appended, so that the two are never glued.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.monitor.atomic import atomic_write_json, dumps
+from trainer.monitor.safe_files import open_writable, write_all
 from trainer.monitor.schema import STATUSES, Files, tagged
 
 STATE_DEFAULTS: dict[str, Any] = {
@@ -41,6 +47,20 @@ STATE_DEFAULTS: dict[str, Any] = {
 }
 
 
+class WriteFailed(OSError):
+    """A file of the run directory could not be written; the text names it and says why."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _failed(name: str, e: OSError) -> WriteFailed:
+    if isinstance(e, WriteFailed):
+        return e
+    why = e.strerror or str(e)
+    return WriteFailed(f"cannot write {name}: {why}" + (f" (errno {e.errno})" if e.errno else ""))
+
+
 class MonitorWriter:
     """Writes one experiment directory. Only rank 0 of a run makes one."""
 
@@ -59,8 +79,14 @@ class MonitorWriter:
     def path(self, name: str) -> Path:
         return self.dir / name
 
+    def _write_json(self, name: str, payload: dict[str, Any], **options: Any) -> None:
+        try:
+            atomic_write_json(self.path(name), tagged(name, payload), **options)
+        except OSError as e:
+            raise _failed(name, e) from None
+
     def write_run(self, info: dict[str, Any]) -> None:
-        atomic_write_json(self.path(Files.RUN), tagged(Files.RUN, info))
+        self._write_json(Files.RUN, info)
 
     def update_state(self, **changes: Any) -> None:
         """Merge changes into state.json and write it atomically (seq and heartbeat move on)."""
@@ -70,29 +96,46 @@ class MonitorWriter:
         self.state.update(changes)
         self.state["seq"] += 1
         self.state["heartbeat"] = time.time()
-        atomic_write_json(self.path(Files.STATE), tagged(Files.STATE, self.state), indent=False)
+        self._write_json(Files.STATE, self.state, indent=False)
 
     def append_step(self, record: dict[str, Any]) -> None:
-        """One complete line of steps.jsonl per call, in a single write(2) on an O_APPEND descriptor."""
-        if self._steps_fd is None:
-            self._steps_fd = os.open(
-                self.path(Files.STEPS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
-            )
-        os.write(self._steps_fd, dumps(record) + b"\n")
+        """One complete line of steps.jsonl per call, in a single write(2) on an O_APPEND descriptor
+        (a short write, which only a full disk makes, is completed or raises)."""
+        try:
+            if self._steps_fd is None:
+                self._steps_fd = open_writable(self.path(Files.STEPS), os.O_RDWR | os.O_APPEND)
+                cut_partial_line(self._steps_fd)
+            write_all(self._steps_fd, dumps(record) + b"\n")
+        except OSError as e:
+            raise _failed(Files.STEPS, e) from None
 
     def write_epochs(self, epochs: list[dict[str, Any]], best_epoch: int | None) -> None:
-        atomic_write_json(
-            self.path(Files.EPOCHS),
-            tagged(Files.EPOCHS, {"epochs": epochs, "best_epoch": best_epoch}),
-        )
+        self._write_json(Files.EPOCHS, {"epochs": epochs, "best_epoch": best_epoch})
 
     def write_result(self, result: dict[str, Any]) -> None:
-        atomic_write_json(self.path(Files.RESULT), tagged(Files.RESULT, result), durable=True)
+        self._write_json(Files.RESULT, result, durable=True)
 
     def close(self) -> None:
         if self._steps_fd is not None:
             os.close(self._steps_fd)
             self._steps_fd = None
+
+
+def cut_partial_line(fd: int, block: int = 1 << 16) -> None:
+    """Truncate the file after its last newline (to nothing if it has none): what a full disk
+    left of a line is not a line, and the next one must start on its own."""
+    end = os.fstat(fd).st_size
+    if not end or os.pread(fd, 1, end - 1) == b"\n":
+        return
+    pos = end
+    while pos > 0:
+        start = max(0, pos - block)
+        newline = os.pread(fd, pos - start, start).rfind(b"\n")
+        if newline >= 0:
+            os.ftruncate(fd, start + newline + 1)
+            return
+        pos = start
+    os.ftruncate(fd, 0)
 
 
 class NullWriter(MonitorWriter):

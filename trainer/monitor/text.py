@@ -1,0 +1,26 @@
+"""Text that came from outside (a run file, a directory's name, a label, a config value, train.log)
+made safe to put on a terminal. One helper for the trainer, the monitor and scripts alike.
+
+A run directory may be written by someone else on a shared machine: its *name* as much as its files
+can hold an OSC sequence that sets the terminal's title, a CSI sequence that clears the screen or
+recolours it, or a bidi override that reorders what is shown. Whatever reaches a terminal from such
+a source goes through `printable` first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def printable(text: Any) -> str:
+    """`text` (str() of anything else) with every character that is not printable spelled out as its
+    Python escape (`\\x1b`, `\\n`, `\\u202e`): C0 and C1 controls (so ESC, and with it every CSI and
+    OSC sequence, BEL, CR, newlines), DEL, bidi controls and every other format character (Cf),
+    line and paragraph separators, surrogates (a file name that is not UTF-8), private-use and
+    unassigned code points. Nothing that comes out can move the cursor, set a title or colour,
+    start a new line or reorder the text. Markup is a separate matter: widgets show such text with
+    markup off."""
+    text = text if isinstance(text, str) else str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
