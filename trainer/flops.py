@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainer.monitor.units import flops_rate
+
 # ======================================================================= model FLOPs per step
 
 
@@ -217,10 +219,10 @@ def measure_cpu_peak(precision: str, budget_s: float = 0.5) -> Peak:
     only ever slow a try down."""
     dtype, threads = DTYPES[precision], torch.get_num_threads()
     n = 1024
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a, b = _operands(n, dtype)
     if _time_matmul(a, b) < 0.005:  # (the first call also warms the kernel up)
         n = 2048
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a, b = _operands(n, dtype)
         _time_matmul(a, b)
     best, tries = float("inf"), 0
     deadline = time.perf_counter() + budget_s
@@ -229,6 +231,13 @@ def measure_cpu_peak(precision: str, budget_s: float = 0.5) -> Peak:
     threads_text = f"{threads} thread{'s' * (threads != 1)}"
     source = f"measured: {precision} matmul {n}³ best of {tries} on {threads_text}"
     return Peak(2 * n**3 / best, precision, source, cpu_name())
+
+
+def _operands(n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two random n×n matrices from a generator of their own: the run's seeded streams (dropout,
+    and what an exact resume restores) must not move."""
+    generator = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(n, n, generator=generator).to(dtype) for _ in range(2))
 
 
 def _time_matmul(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -281,11 +290,3 @@ class FlopMeter:
             return None, None
         achieved = flops / seconds
         return achieved, achieved / self.peak if self.peak else None
-
-
-def flops_rate(value: float) -> str:
-    """`402 GFLOP/s`, `1.23 TFLOP/s`: three significant digits."""
-    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
-        if value >= scale:
-            return f"{value / scale:.3g} {unit}FLOP/s"
-    return f"{value:.3g} FLOP/s"

@@ -11,8 +11,8 @@ import math
 import sys
 from typing import Any, TextIO
 
-from trainer.flops import flops_rate
 from trainer.monitor.text import printable
+from trainer.monitor.units import flops_rate
 
 
 def fmt_speed(flops_per_sec: float | None, mfu: float | None) -> str:
