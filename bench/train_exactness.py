@@ -33,6 +33,7 @@ CLOCK_FIELDS = {
     "t", "samples_per_sec", "tokens_per_sec", "epoch_time_s", "train_samples_per_sec",
     "elapsed_s", "eta_s", "total_time_s", "train_time", "started_at", "saved_at", "run_id",
     "at", "updated_at", "heartbeat", "pid", "resources", "seq", "argv", "pid_create_time",
+    "flops_per_sec", "mfu", "peak_flops",
 }  # fmt: skip
 
 # Runs inside the child: stop the run through control.json once a given global step is written.

@@ -34,6 +34,7 @@ STEP_COLUMNS = (
     "grad_norm",
     "accuracy",
     "samples_per_sec",
+    "flops",
     "t",
 )
 EPOCH_COLUMNS = (

@@ -13,6 +13,17 @@ from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import load_run
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
+from trainer.monitor.units import flops_rate
+
+
+def flops_line(state: dict, peak: dict) -> str:
+    """`1.23 TFLOP/s model FLOPs · MFU 38.2% of 3.2 TFLOP/s bf16 (measured: ...)` (the last 10
+    steps'; docs/contract.md, Model FLOPs and MFU)."""
+    text = f"{flops_rate(state['flops_per_sec'])} model FLOPs"
+    if fmt.is_number(state.get("mfu")) and fmt.is_number(peak.get("flops_per_sec")):
+        text += f" · MFU {state['mfu']:.1%} of {flops_rate(peak['flops_per_sec'])}"
+        return text + f" {peak.get('precision') or ''} ({peak.get('source') or 'peak'})"
+    return text + f" · MFU unknown (no peak for {peak.get('device') or 'this device'})"
 
 
 def summary(run_dir: Path, *, now: float | None = None) -> str:
@@ -57,6 +68,8 @@ def summary(run_dir: Path, *, now: float | None = None) -> str:
             f"last      loss {fmt.metric(h.last('loss'))} · acc {fmt.percent(h.last('accuracy'))} · "
             f"lr {fmt.lr(h.last('lr'))} (step {fmt.count(h.global_steps[-1])})"
         )
+    if fmt.is_number(state.get("flops_per_sec")):
+        lines.append(f"speed     {flops_line(state, (model.run or {}).get('peak_flops') or {})}")
     if model.epochs:
         last = model.epochs[-1]
         lines.append(

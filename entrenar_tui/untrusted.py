@@ -133,6 +133,8 @@ STATE = {
     "grad_norm": _number,
     "samples_per_sec": _number,
     "tokens_per_sec": _number,
+    "flops_per_sec": _number,
+    "mfu": _number,
     "validation": _object(VALIDATION),
     "best": _object(BEST),
     "elapsed_s": _number,
@@ -162,6 +164,9 @@ RUN = {
         }
     ),
     "data": _object({"labels": _list_of(_text), "data_hash": _text}),
+    "peak_flops": _object(
+        {"flops_per_sec": _number, "precision": _text, "source": _text, "device": _text}
+    ),
     "epochs": _int,
     "steps_per_epoch": _int,
     "batch_size": _int,

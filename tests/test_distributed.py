@@ -89,6 +89,12 @@ def test_two_ranks_match_one_process(tmp_path, no_dropout_bert, data):
     e1, e2 = (load(r / "epochs.json")["epochs"] for r in (one, two))
     assert [e["val_loss"] for e in e2] == pytest.approx([e["val_loss"] for e in e1], rel=1e-5)
     assert [e["val_accuracy"] for e in e2] == [e["val_accuracy"] for e in e1]
+    # a step's model FLOPs are its global batch's, however many ranks share it; MFU is against
+    # rank 0's measured peak × the world size
+    flops = [[orjson.loads(x)["flops"] for x in (r / "steps.jsonl").read_bytes().splitlines()] for r in (one, two)]  # fmt: skip
+    assert flops[0] == flops[1] and min(flops[0]) > 0
+    state, peak = load(two / "state.json"), load(two / "run.json")["peak_flops"]["flops_per_sec"]
+    assert state["mfu"] == pytest.approx(state["flops_per_sec"] / (2 * peak), rel=1e-9)
 
     # only rank 0 wrote: one line a step, and the files name rank 0's pid
     n_steps = load(two / "state.json")["total_steps"]

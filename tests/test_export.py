@@ -80,6 +80,7 @@ def test_one_run_as_csv(resumed_run, tmp_path, capsys):
     header = (out / "steps.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["run", "epoch", "step", "global_step"]
     assert len(header) == len(set(header))  # each column once (`run` was written twice)
+    assert header.index("flops") == header.index("samples_per_sec") + 1  # model FLOPs a step
 
 
 def test_one_run_as_json(resumed_run, tmp_path):

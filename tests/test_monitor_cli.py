@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
+
 from entrenar_tui.demo import FakeRun, scenario
 from entrenar_tui.plain import summary
 from tests.conftest import patience
+from trainer.monitor.atomic import atomic_write_json
+from trainer.monitor.units import flops_rate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,6 +52,27 @@ def test_once_prints_status_progress_metrics_and_the_epoch_table(tmp_path):
     assert "best      epoch 4 · val loss 0.4400 · val acc 80.3%" in out
     rows = [line for line in out.splitlines() if line.strip().startswith(("*", "1", "2", "3", "4"))]
     assert len(rows) == 4 and rows[-1].startswith("*") and "0.4400" in rows[-1]
+
+
+def test_once_prints_the_model_flops_rate_and_mfu_against_the_peak(trained_run, tmp_path):
+    """A real run's last-10-step rate and MFU, and the peak it measured; a run whose GPU the peak
+    table lacks says MFU is unknown (its device name made printable)."""
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    state, info = (orjson.loads((run / f).read_bytes()) for f in ("state.json", "run.json"))
+    peak = info["peak_flops"]
+    assert (
+        f"speed     {flops_rate(state['flops_per_sec'])} model FLOPs · MFU {state['mfu']:.1%} of "
+        f"{flops_rate(peak['flops_per_sec'])} fp32 ({peak['source']})\n"
+    ) in summary(run)
+    info["peak_flops"] = {
+        "flops_per_sec": None,
+        "precision": "bf16",
+        "source": None,
+        "device": "B\x1b[2J",
+    }
+    atomic_write_json(run / "run.json", info)
+    atomic_write_json(run / "state.json", {**state, "mfu": None})
+    assert " model FLOPs · MFU unknown (no peak for B\\x1b[2J)\n" in summary(run)
 
 
 def test_without_a_terminal_the_monitor_prints_the_summary_and_exits(tmp_path):

@@ -12,8 +12,10 @@ import torch
 
 from tests.conftest import patience, run_cli, write_config
 from trainer.config import load_config
-from trainer.data import load_corpus
+from trainer.data import epoch_batches, load_corpus
+from trainer.flops import WINDOW_STEPS
 from trainer.monitor.schema import CONTRACT_VERSION
+from trainer.monitor.units import flops_rate
 from trainer.train import crash_message, import_path, log_every, train
 
 RUN_FIELDS = {
@@ -31,6 +33,7 @@ RUN_FIELDS = {
     "tool_version",
     "started_at",
     "resumed_from",
+    "peak_flops",
 }
 STATE_FIELDS = {
     "seq",
@@ -48,6 +51,8 @@ STATE_FIELDS = {
     "grad_norm",
     "samples_per_sec",
     "tokens_per_sec",
+    "flops_per_sec",
+    "mfu",
     "validation",
     "best",
     "elapsed_s",
@@ -79,6 +84,7 @@ STEP_FIELDS = {
     "grad_norm",
     "accuracy",
     "samples_per_sec",
+    "flops",
     "t",
 }
 
@@ -160,6 +166,65 @@ def test_contract_files_have_the_design_fields(finished_run):
     # save_every 2 over 3 epochs: epoch-2 only (epoch-N when N is a multiple of save_every)
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best", "epoch-2", "last"}
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def tiny_bert_step_flops() -> dict[str, int]:
+    """A sample's training FLOPs on conftest's tiny BERT (2 layers, 32 wide, 2 heads, 64
+    intermediate) with LoRA r=4 on query and value and 5 labels, counted by hand: per token, per
+    token × its length, per sequence (trainer/flops.py has the formula)."""
+    layers, d, ff, r, labels = 2, 32, 64, 4, 5
+    lora = 2 * (d * r + r * d)
+    n, t = layers * (4 * d * d + 2 * d * ff + lora), layers * lora  # per token; LoRA's part
+    h, h_trained = d * d + d * labels, d * labels  # pooler and classifier, once per sequence
+    a = layers * d  # attention width: heads × head size, over the layers
+    return {
+        "per_token": 4 * n + 2 * t,
+        "per_token_squared": 12 * a,
+        "per_sequence": 4 * h + 2 * h_trained,
+    }
+
+
+def tiny_bert_sample_flops(length: int) -> int:
+    f = tiny_bert_step_flops()
+    return f["per_token"] * length + f["per_token_squared"] * length**2 + f["per_sequence"]
+
+
+def test_each_step_records_its_batchs_model_flops_and_state_the_rate_and_mfu(finished_run):
+    """steps.jsonl's `flops` is the formula over that batch's own non-pad lengths (tokenized again
+    here); state.json's rate is the last 10 steps', result.json's every step's; MFU is against the
+    peak this CPU measured at start, in the run's precision."""
+    from transformers import AutoTokenizer
+
+    config, run = finished_run
+    corpus = load_corpus(config.data, config.train.seed)
+    tokenizer = AutoTokenizer.from_pretrained(config.model.path)
+    masks = tokenizer(corpus.train_texts, truncation=True, max_length=config.model.max_length)
+    lengths = [sum(mask) for mask in masks["attention_mask"]]
+    t = config.train
+    batches = {
+        e: epoch_batches(lengths, t.batch_size, t.seed, e, t.group_by_length)
+        for e in range(1, t.epochs + 1)
+    }
+    lines = steps(run)
+    sizes = [len(batches[s["epoch"]][s["step"] - 1]) for s in lines]
+    for s in lines:
+        batch = batches[s["epoch"]][s["step"] - 1]
+        assert s["flops"] == sum(tiny_bert_sample_flops(lengths[i]) for i in batch), s
+    seconds = [n / s["samples_per_sec"] for n, s in zip(sizes, lines)]
+
+    run_json, state, result = (load(run / f) for f in ("run.json", "state.json", "result.json"))
+    peak = run_json["peak_flops"]
+    assert peak["source"].startswith("measured: fp32 matmul ") and peak["precision"] == "fp32"
+    assert peak["flops_per_sec"] > 0 and peak["device"]
+    recent = slice(-WINDOW_STEPS, None)
+    rate = sum(s["flops"] for s in lines[recent]) / sum(seconds[recent])
+    assert state["flops_per_sec"] == pytest.approx(rate, rel=1e-6)
+    assert state["mfu"] == pytest.approx(rate / peak["flops_per_sec"], rel=1e-6)
+    assert state["mfu"] > 0
+    overall = sum(s["flops"] for s in lines) / sum(seconds)
+    assert result["flops_per_sec"] == pytest.approx(overall, rel=1e-6)
+    assert result["mfu"] == pytest.approx(overall / peak["flops_per_sec"], rel=1e-6)
+    assert run_json["model"]["step_flops"] == tiny_bert_step_flops()
 
 
 def test_loss_goes_down(finished_run):
@@ -380,6 +445,13 @@ def test_log_interval_auto_prints_about_20_lines_an_epoch_and_keeps_every_step(t
     assert [line.split()[3] for line in progress] == [f"{s}/60" for s in range(3, 61, 3)]
     assert len(steps(tmp_path / "run")) == 60
     assert "1 epoch × 60 steps" in r.stderr and "no quantization" in r.stderr
+    # the peak this CPU measured, and each line's achieved model FLOP/s and MFU (last 10 steps)
+    peak = load(tmp_path / "run" / "run.json")["peak_flops"]["flops_per_sec"]
+    assert f"peak: {flops_rate(peak)} fp32 (measured: fp32 matmul " in r.stderr
+    last = steps(tmp_path / "run")[-WINDOW_STEPS:]
+    rate = sum(s["flops"] for s in last) / sum(2 / s["samples_per_sec"] for s in last)
+    assert f" samples/s {flops_rate(rate)} MFU {rate / peak:.1%} eta " in progress[-1]
+    assert "  model FLOPs    " in r.stderr and " (training steps)" in r.stderr
 
 
 def test_every_file_of_a_run_gets_the_mode_the_umask_gives(tmp_path, tiny_bert_dir, small_corpus):

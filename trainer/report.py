@@ -12,6 +12,14 @@ import sys
 from typing import Any, TextIO
 
 from trainer.monitor.text import printable
+from trainer.monitor.units import flops_rate
+
+
+def fmt_speed(flops_per_sec: float | None, mfu: float | None) -> str:
+    """Achieved model FLOP/s and MFU: `1.23 TFLOP/s MFU 38.2%` (MFU left out without a peak)."""
+    if flops_per_sec is None:
+        return ""
+    return flops_rate(flops_per_sec) + (f" MFU {mfu:.1%}" if mfu is not None else "")
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -44,7 +52,8 @@ class Reporter:
         self.say(
             f"epoch {s['epoch']}/{s['total_epochs']} step {s['step']}/{s['steps_per_epoch']} "
             f"loss {s['loss']:.4f} acc {s['train_accuracy']:.3f} lr {s['lr']:.2e} "
-            f"|g| {s['grad_norm']:.3f} {s['samples_per_sec']:.0f} samples/s eta {fmt_duration(s['eta_s'])}"
+            f"|g| {s['grad_norm']:.3f} {s['samples_per_sec']:.0f} samples/s "
+            f"{fmt_speed(s.get('flops_per_sec'), s.get('mfu'))} eta {fmt_duration(s['eta_s'])}"
         )
 
     def epoch(self, e: dict[str, Any], total_epochs: int) -> None:
@@ -64,6 +73,9 @@ class Reporter:
             + (" (early stop)" if result.get("stopped_early") else ""),
             f"  total time     {fmt_duration(result['total_time_s'])}",
         ]
+        speed = fmt_speed(result.get("flops_per_sec"), result.get("mfu"))
+        if speed:
+            lines.append(f"  model FLOPs    {speed} (training steps)")
         if best:
             lines.append(
                 f"  best epoch     {best['epoch']}: val loss {best['val_loss']:.4f}, val accuracy {best['val_accuracy']:.3f}"

@@ -7,6 +7,7 @@
       _setup_model                 base model + LoRA, tokenized features, class weights
       _setup_optimizer             AdamW (no decay on biases and norms), warmup + cosine schedule
       _restore_progress            a resume's weights, optimizer, schedule, RNG and counters
+      _setup_peak                  the device's peak FLOP/s (rank 0 measures a CPU's), for MFU
       _write_run_json              run.json, the start line, the first `running` state
       _setup_data_parallel         DDP, each rank's dropout stream
     FineTuneRecipe.train()       per epoch: train_epoch → validate → end_epoch; then finish
@@ -29,7 +30,7 @@ import random
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from trainer.config import Config
 from trainer.data import epoch_batches, load_corpus, steps_per_epoch, tokenize
 from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import TrainingFailed, UserError
+from trainer.flops import FlopMeter, Peak, device_peak, step_flops
 from trainer.lock import RunLock, identity
 from trainer.model import (
     ModelPlan,
@@ -226,6 +228,7 @@ class StepResult:
     stop: torch.Tensor  # > 0 when any rank was asked to stop
     grad_norm: torch.Tensor  # before clipping
     tokens: torch.Tensor | int  # non-padding tokens of the global batch (world size × this rank's)
+    flops: int  # the global batch's model FLOPs (trainer/flops.py)
     lr: float  # the learning rate the step used
     error: str | None = None  # a non-finite loss or gradient norm: the optimizer step was skipped
 
@@ -293,6 +296,7 @@ class FineTuneRecipe:
         self._setup_model()
         self._setup_optimizer()
         self._restore_progress()
+        self._setup_peak()
         self._write_run_json()
         self._setup_data_parallel()
 
@@ -376,6 +380,9 @@ class FineTuneRecipe:
             self.tokenizer, corpus.val_texts, corpus.val_labels, max_length
         )
         self.train_lengths = [len(f["input_ids"]) for f in self.train_features]
+        # Each sample's model FLOPs: a step's are one sum over its batch (no per-token work).
+        self.step_flops = step_flops(self.model, self.plan.head)
+        self.sample_flops = self.step_flops.per_sample(self.train_lengths)
         self.val_features.sort(key=lambda f: len(f["input_ids"]))  # less padding; metrics are sums
         self.class_weights = (
             torch.tensor(corpus.class_weights, device=self.device) if corpus.class_weights else None
@@ -437,6 +444,16 @@ class FineTuneRecipe:
         p = self.progress
         self.report.say(f"{self.resume_note} (epoch {p.epoch}, step {p.step} of it)")
 
+    def _setup_peak(self) -> None:
+        """The peak MFU is measured against: rank 0's device (a table entry on a GPU, a short
+        matmul measurement on a CPU, before the first step's clock starts) × the world size."""
+        if self.dist.is_main:
+            self.peak = device_peak(self.device, self.loaded.precision)
+        else:  # other ranks write no state: they neither measure nor disturb rank 0's measurement
+            self.peak = Peak(None, self.loaded.precision, None, str(self.device))
+        total = self.peak.flops_per_sec
+        self.flop_meter = FlopMeter(total * self.dist.world_size if total else None)
+
     def _write_run_json(self) -> None:
         """run.json (every resume appends itself to `resumed_from`), the start line, and state.json's
         first `running` state with the run's fixed totals."""
@@ -455,6 +472,9 @@ class FineTuneRecipe:
             f"{len(self.val_features)} validation samples, {len(self.corpus.label_names)} labels; "
             f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} × {self.steps_per_epoch} steps"
         )
+        world = self.dist.world_size
+        each = f" per process (MFU is against {world} ×)" if world > 1 else ""
+        self.report.say(f"peak: {self.peak.describe()}{each}")
         self.fixed_state = {  # state.json fields every `running` write repeats
             "total_epochs": cfg.epochs,
             "steps_per_epoch": self.steps_per_epoch,
@@ -505,7 +525,9 @@ class FineTuneRecipe:
                 "quantize": config.model.quantize,
                 "precision": loaded.precision,
                 "device": str(self.device),
+                "step_flops": asdict(self.step_flops),
             },
+            "peak_flops": self.peak.to_json(),
             "data": {
                 "train": config.data.train,
                 "validation": config.data.validation or None,
@@ -604,6 +626,7 @@ class FineTuneRecipe:
             stop=stop,
             grad_norm=grad_norm,
             tokens=tokens,
+            flops=int(self.sample_flops[batch].sum()),
             lr=self.scheduler.get_last_lr()[0],
         )
         step.error = self._non_finite(step)
@@ -658,6 +681,8 @@ class FineTuneRecipe:
         seconds = time.perf_counter() - started
         p.add_step(step.samples, loss, int(correct), seconds)
         self.pace.add_step(seconds)
+        self.flop_meter.add(step.flops, seconds)
+        flops_per_sec, mfu = self.flop_meter.rate()
         eta = self.pace.eta(self.total_steps - p.global_step, cfg.epochs - p.epoch + 1)
         self.writer.append_step(
             {
@@ -669,6 +694,7 @@ class FineTuneRecipe:
                 "grad_norm": grad_norm,
                 "accuracy": correct / step.samples,
                 "samples_per_sec": step.samples / seconds,
+                "flops": step.flops,
                 "t": time.time(),
             }
         )
@@ -684,6 +710,8 @@ class FineTuneRecipe:
             grad_norm=grad_norm,
             samples_per_sec=p.seen / p.train_time,
             tokens_per_sec=int(step.tokens) / seconds,
+            flops_per_sec=flops_per_sec,
+            mfu=mfu,
             elapsed_s=self.elapsed(),
             eta_s=eta,
             resources=self.resources.sample(),
@@ -928,6 +956,7 @@ class FineTuneRecipe:
         self, status: str, error: str | None, stopped_early: bool, checksums: list | None
     ) -> dict[str, Any]:
         best = self.progress.best
+        flops_per_sec, mfu = self.flop_meter.rate(overall=True)
         return {
             "status": status,
             "epochs": self.progress.history,
@@ -942,4 +971,6 @@ class FineTuneRecipe:
             "checkpoints": self.fixed_state["checkpoints"],
             "world_size": self.dist.world_size,
             "rank_weight_checksums": checksums,
+            "flops_per_sec": flops_per_sec,
+            "mfu": mfu,
         }

@@ -37,6 +37,8 @@ STATE_DEFAULTS: dict[str, Any] = {
     "grad_norm": None,
     "samples_per_sec": None,
     "tokens_per_sec": None,
+    "flops_per_sec": None,
+    "mfu": None,
     "validation": None,
     "best": None,
     "elapsed_s": 0.0,
