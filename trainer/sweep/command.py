@@ -164,9 +164,9 @@ def run_sweep(argv: list[str]) -> int:
 
 def describe(plan: SweepPlan) -> str:
     grid, n = plan.grid, len(plan.runs)
-    how = f"{' × '.join(str(len(a.values)) for a in grid.axes)} grid ({', '.join(grid.keys)})"
+    how = f"a grid of {' × '.join(str(len(a.values)) for a in grid.axes)} ({', '.join(grid.keys)})"
     if grid.mode == "random":
-        how = f"{n} drawn with seed {grid.seed} from a {how} of {grid.size}"
+        how = f"drawn with seed {grid.seed} from {how} = {grid.size}"
     return f"sweep of {n} run{'s' if n != 1 else ''}: {how}, in {plan.directory}"
 
 
