@@ -100,6 +100,19 @@ def tiny_bert_dir(tmp_path_factory, corpus_texts) -> Path:
 
 
 @pytest.fixture(scope="session")
+def no_dropout_bert(tmp_path_factory, tiny_bert_dir) -> Path:
+    """The tiny BERT with its own dropout off: one process and several see the same arithmetic."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("bert-nodrop")
+    shutil.copytree(tiny_bert_dir, folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen2_dir(tmp_path_factory, corpus_texts) -> Path:
     """A tiny Qwen2 causal-LM checkpoint (no pad token) with a byte-level BPE tokenizer trained here."""
     import torch

@@ -6,8 +6,6 @@ their weights and loss curves must agree to float tolerance.
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,16 +22,6 @@ from tests.conftest import REPO, patience, write_config, write_corpus
 from trainer.monitor.atomic import atomic_write_json
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def no_dropout_bert(tmp_path_factory, tiny_bert_dir) -> Path:
-    folder = tmp_path_factory.mktemp("bert-nodrop")
-    shutil.copytree(tiny_bert_dir, folder, dirs_exist_ok=True)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +105,6 @@ def test_control_json_stops_both_ranks_and_resume_finishes(tmp_path, no_dropout_
     assert state["status"] == "stopped" and state["global_step"] < state["total_steps"]
     saved = load(run / "checkpoints" / "last" / "trainer_state.json")
     assert saved["global_step"] == state["global_step"] and len(saved["rng"]) == 2
-
-    r = subprocess.run([sys.executable, "-m", "trainer", "--resume", str(run)], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 2 and "resume with --nproc 2" in r.stderr  # another world size is refused
 
     code, err = finish(trainer("--resume", str(run), "--nproc", "2"))
     assert code == 0, err[-3000:]
