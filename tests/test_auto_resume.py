@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -227,27 +228,23 @@ def kill(proc: subprocess.Popen) -> bool:
     return True
 
 
-@pytest.mark.slow
-def test_kill_soak_the_same_auto_resume_command_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_bert_dir):  # fmt: skip
-    data = write_corpus(tmp_path / "d.jsonl", n=200)
-    extra = {"epochs": 5, "save_every": 2, "log_interval": 1}
-    straight_cfg = config_in(tmp_path, tiny_bert_dir, data, "straight", **extra)
-    assert main([str(straight_cfg)]) == 0
-    cfg = config_in(tmp_path, tiny_bert_dir, data, "soak", **extra)
-    run = tmp_path / "soak"
-    command = [sys.executable, "-m", "trainer", str(cfg), "--auto-resume"]  # every time the same
-    rng = random.Random(2024)
-    kills, before_run_json, attempts = 0, 0, 0
+def soak_one_run(cfg: Path, run: Path, rng: random.Random, max_kills: int) -> dict[str, int]:
+    """Run `entrenar-train CFG --auto-resume`, the same command every time, SIGKILLing it until it
+    completes (or max_kills are made, then letting it finish): the first kill while the model
+    loads (state.json says initializing, no run.json yet), the second after run.json but before
+    the first checkpoint, then at random instants of a start or of training. Counts."""
+    command = [sys.executable, "-m", "trainer", str(cfg), "--auto-resume"]
+    counts = {"kills": 0, "starts": 0, "before_run_json": 0}
     while True:
-        attempts += 1
+        counts["starts"] += 1
         proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
-        if kills >= AUTO_RESUME_KILLS:
+        if counts["kills"] >= max_kills:
             _, err = proc.communicate(timeout=patience(600))
             assert proc.returncode == 0, err[-3000:]
-            break
-        if kills == 0:  # 1. the first start, during model loading: state.json says initializing
+            return counts
+        if counts["kills"] == 0:
             wait_for(proc, lambda: (run / "state.json").exists())
-        elif kills == 1:  # 2. the restart, after run.json, before the first checkpoint
+        elif counts["kills"] == 1:
             progress_lines(proc, 2)
         elif rng.random() < 0.4:  # a random instant of the start: imports, model loading, setup
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -257,19 +254,46 @@ def test_kill_soak_the_same_auto_resume_command_ends_where_an_uninterrupted_run_
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=rng.uniform(0, 0.3))
         landed = kill(proc)
-        proc.stderr.close()
-        kills += landed
-        before_run_json += landed and not (run / "run.json").exists()
+        _, err = proc.communicate()
         check_run_dir_readable(run)
-        if kills == 1:
-            assert not (run / "run.json").exists()  # the scripted kill during model loading
-        if kills == 2 and landed:
+        if not landed:  # it ended before the kill: it must have completed the run
+            assert proc.returncode == 0, err[-3000:]
+            return counts
+        counts["kills"] += 1
+        counts["before_run_json"] += not (run / "run.json").exists()
+        if counts["kills"] == 1:
+            assert not (run / "run.json").exists()  # the kill during model loading
+        if counts["kills"] == 2:
             assert (run / "run.json").exists() and not (run / "checkpoints").exists()
-    assert_same_as(run, tmp_path / "straight")
-    resumed = load(run / "run.json")["resumed_from"]
-    assert resumed[0]["checkpoint"] is None  # the restart after the kill before a checkpoint
-    assert before_run_json >= 1
+
+
+@pytest.mark.slow
+def test_kill_soak_the_same_auto_resume_command_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_bert_dir):  # fmt: skip
+    data = write_corpus(tmp_path / "d.jsonl", n=200)
+    extra = {"epochs": 5, "save_every": 2, "log_interval": 1}
+    straight = tmp_path / "straight"
+    assert main([str(config_in(tmp_path, tiny_bert_dir, data, "straight", **extra))]) == 0
+    rng = random.Random(2024)
+    totals = {"runs": 0, "kills": 0, "starts": 0, "before_run_json": 0, "resumes": 0}
+    while totals["kills"] < AUTO_RESUME_KILLS:  # as many runs as it takes to land the kills
+        totals["runs"] += 1
+        name = f"soak-{totals['runs']}"
+        run = tmp_path / name
+        cfg = config_in(tmp_path, tiny_bert_dir, data, name, **extra)
+        counts = soak_one_run(cfg, run, rng, AUTO_RESUME_KILLS - totals["kills"])
+        assert_same_as(run, straight)
+        resumed = load(run / "run.json")["resumed_from"] or []
+        if counts["kills"] >= 2:
+            assert (
+                resumed[0]["checkpoint"] is None
+            )  # the restart after the kill before a checkpoint
+        for key, value in counts.items():
+            totals[key] += value
+        totals["resumes"] += len(resumed)
+        shutil.rmtree(run)
+    assert totals["before_run_json"] >= 1
     print(
-        f"auto-resume kill soak: {kills} kills in {attempts} starts of the same command "
-        f"({before_run_json} before run.json existed, {len(resumed)} resumes), weights identical"
+        f"auto-resume kill soak: {totals['runs']} runs, {totals['kills']} kills in "
+        f"{totals['starts']} starts of the same command ({totals['before_run_json']} before "
+        f"run.json existed, {totals['resumes']} resumes), 0 lost, every run's weights identical"
     )

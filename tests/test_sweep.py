@@ -269,8 +269,8 @@ def test_a_2x2_grid_runs_every_combination_and_records_it(tmp_path, tiny_bert_di
     cores = len(os.sched_getaffinity(0))
     threads = max(1, cores // 2)
     assert (
-        f"4 to run, 2 at a time; {threads} CPU thread{'s' * (threads > 1)} each ({cores} cores / 2)"
-        in err
+        f"4 to run, 2 at a time; {threads} CPU thread{'s' * (threads > 1)} each "
+        f"({cores} core{'s' * (cores > 1)} / 2)" in err
     )
 
     doc = load(root / "sweep.json")

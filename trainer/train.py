@@ -177,7 +177,9 @@ def train(
     it still can be. `lock`: the run lock, when the caller (--resume) took it already.
     """
     run_dir = Path(config.output.dir)
-    if resume is None and (run_dir / Files.RUN).exists():
+    # Rank 0 alone: under --auto-resume the ranks come here after agreeing, and a later rank
+    # could find the run.json rank 0 has just written.
+    if resume is None and os.environ.get("RANK", "0") == "0" and (run_dir / Files.RUN).exists():
         raise UserError(
             f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
         )

@@ -59,7 +59,8 @@ def slot_environments(parallel: int, gpus: list[str]) -> tuple[list[dict[str, st
         for env in envs:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         said.append(
-            f"{threads} CPU thread{'s' if threads > 1 else ''} each ({cores} cores / {parallel})"
+            f"{threads} CPU thread{'s' if threads > 1 else ''} each "
+            f"({cores} core{'s' if cores > 1 else ''} / {parallel})"
         )
     if gpus and parallel > 1 and len(gpus) >= parallel:
         for env, gpu in zip(envs, gpus):
@@ -123,9 +124,14 @@ class SweepRunner:
         self.record, self.slots, self.total = record, slots, total
         self.queue = deque(launches)
         self.active: dict[int, tuple[Launch, subprocess.Popen, float]] = {}
-        self.signal: int | None = None  # the first stop signal received
-        self._announced = False
+        self.received: list[int] = []  # the stop signals the sweep received, in order
+        self._passed_on: dict[int, int] = {}  # pid → how many of them it was sent
         self._wake = threading.Event()
+
+    @property
+    def signal(self) -> int | None:
+        """The first stop signal received, if any."""
+        return self.received[0] if self.received else None
 
     def say(self, text: str) -> None:
         print(f"sweep: {text}", file=sys.stderr, flush=True)
@@ -140,24 +146,30 @@ class SweepRunner:
                     return self.signal
                 self._wake.wait(POLL_S)
                 self._wake.clear()
-                self._announce_stop()
+                self._pass_signals_on()
                 self._reap()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signal = self.signal or signum
-        for _, proc, _ in self.active.values():
-            if proc.poll() is None:
-                proc.send_signal(signum)  # a second Ctrl-C reaches them as a second: forced
+        self.received.append(signum)  # passed on by the loop, which the wake-up runs at once
         self._wake.set()
 
-    def _announce_stop(self) -> None:
-        if self.signal and not self._announced:
-            self._announced = True
-            name = signal.Signals(self.signal).name
+    def _pass_signals_on(self) -> None:
+        """Send each running run every stop signal it has not been sent yet (a second Ctrl-C
+        reaches it as a second: forced)."""
+        if not self.received:
+            return
+        if not self._passed_on:
+            name = signal.Signals(self.received[0]).name
             self.say(f"{name} received: stopping the {len(self.active)} running run(s) cleanly")
+        for _, proc, _ in self.active.values():
+            sent = self._passed_on.get(proc.pid, 0)
+            for signum in self.received[sent:]:
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+            self._passed_on[proc.pid] = len(self.received)
 
     def _fill_slots(self) -> None:
         while self.queue and self.signal is None and len(self.active) < len(self.slots):
