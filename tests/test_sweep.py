@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -442,3 +443,105 @@ def test_a_stopped_then_killed_sweep_finishes_on_rerun_without_redoing_runs(
         assert info["sweep"]["index"] == int(name[-1])
         state = load(root / name / "state.json")
         assert state["status"] == "completed" and state["global_step"] == state["total_steps"]
+
+
+# ---------------------------------------------------------------------------------------- the runner
+
+
+def test_slots_split_the_cores_and_give_each_run_its_own_gpu_when_there_are_enough(monkeypatch):
+    from trainer.sweep import runner
+
+    monkeypatch.setattr(runner, "usable_cores", lambda: 8)
+    envs, said = runner.slot_environments(1, [])
+    assert envs == [{}] and said == ""  # one at a time: torch's default
+    envs, said = runner.slot_environments(3, [])
+    assert envs == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 3
+    assert said == "2 CPU threads each (8 cores / 3)"
+    envs, said = runner.slot_environments(2, ["3", "5", "7"])
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["3", "5"]
+    assert said.endswith("one GPU each (CUDA_VISIBLE_DEVICES 3,5)")
+    envs, said = runner.slot_environments(4, ["0", "1"])
+    assert all("CUDA_VISIBLE_DEVICES" not in e for e in envs)
+    assert said.endswith("sharing 2 GPUs (fewer GPUs than runs at a time)")
+
+
+STAND_IN = """
+import signal, sys
+got = []
+def note(signum, frame):
+    got.append(signal.Signals(signum).name)
+    with open(sys.argv[1], "a") as f:
+        f.write(got[-1] + "\\n")
+signal.signal(signal.SIGINT, note)
+signal.signal(signal.SIGTERM, note)
+open(sys.argv[2], "w").close()
+signal.alarm(int(sys.argv[4]))  # a runner that passes nothing on fails the test, never hangs it
+while len(got) < int(sys.argv[3]):
+    signal.pause()
+"""
+
+
+def stand_in_sweep(tmp_path: Path, signals_to_exit: int):
+    """A SweepRunner of 3 runs, 2 at a time, whose 'trainers' note every signal they get and exit
+    after the given number."""
+    from trainer.sweep.record import SweepRecord, identity
+    from trainer.sweep.runner import Launch, SweepRunner
+
+    grid = build_grid({}, ["lora.r=1,2,3"], None, None)
+    runs = grid.runs("sw")
+    record = SweepRecord.begin(tmp_path / "sweep.json", identity(grid, {}), runs, {}, None)
+
+    def argv(name: str) -> list[str]:
+        got, ready = tmp_path / f"{name}.got", tmp_path / f"{name}.ready"
+        return [sys.executable, "-c", STAND_IN, str(got), str(ready), str(signals_to_exit), str(int(patience(60)))]  # fmt: skip
+
+    launches = [Launch(run, tmp_path / run.name, argv(run.name)) for run in runs]
+    return SweepRunner(record, launches, [{}, {}], 3), record
+
+
+def send_when(condition, signals: list[int]) -> threading.Thread:
+    """From another thread: once condition() holds, each signal to this process in turn, each
+    after the previous one has been noted by both stand-ins."""
+
+    def act() -> None:
+        pause = threading.Event()
+        for n, signum in enumerate(signals):
+            deadline = time.monotonic() + patience(60)
+            while not condition(n):
+                assert time.monotonic() < deadline
+                pause.wait(0.02)
+            os.kill(os.getpid(), signum)
+
+    thread = threading.Thread(target=act, daemon=True)
+    thread.start()
+    return thread
+
+
+def noted(tmp_path: Path, name: str) -> list[str]:
+    path = tmp_path / f"{name}.got"
+    return path.read_text().split() if path.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("signals", "expected"),
+    [
+        ([signal.SIGTERM], ["SIGTERM"]),  # a scheduler's SIGTERM reaches each run as SIGTERM, once
+        ([signal.SIGINT, signal.SIGINT], ["SIGINT", "SIGINT"]),  # a second Ctrl-C: a second
+    ],
+)
+def test_a_stop_signal_reaches_every_running_run_once_and_no_other_run_starts(tmp_path, signals, expected):  # fmt: skip
+    runner, record = stand_in_sweep(tmp_path, len(signals))
+
+    def both_noted(n: int) -> bool:
+        if n == 0:
+            return all((tmp_path / f"sw-{i}.ready").exists() for i in (1, 2))
+        return all(len(noted(tmp_path, f"sw-{i}")) >= n for i in (1, 2))
+
+    sender = send_when(both_noted, signals)
+    assert runner.run() == signals[0]
+    sender.join()
+    assert noted(tmp_path, "sw-1") == noted(tmp_path, "sw-2") == expected
+    statuses = [(r["status"], r["exit_code"]) for r in record.doc["runs"]]
+    assert statuses == [("stopped", 0), ("stopped", 0), ("pending", None)]
+    assert not (tmp_path / "sw-3").exists()
+    assert load(tmp_path / "sweep.json")["runs"][0]["status"] == "stopped"
