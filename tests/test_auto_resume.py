@@ -188,6 +188,47 @@ def test_the_newest_checkpoint_that_loads_is_the_one_resumed(tmp_path, tiny_bert
     assert_same_as(run, straight)
 
 
+HOLD_LOCK = """
+import sys
+from trainer.lock import RunLock
+RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_run_a_trainer_still_holds_is_refused_and_nothing_of_it_is_tidied(tmp_path, tiny_bert_dir, data, straight, monkeypatch, capsys):  # fmt: skip
+    """A requeued job that starts while the old one still stops (its lock held): refused naming the
+    holder, exit 2, and what looks like a killed writer's leftovers is not touched (it may be the
+    live trainer's checkpoint being written)."""
+    cfg = config_in(tmp_path, tiny_bert_dir, data)
+    hook_steps(monkeypatch, 3, lambda d: atomic_write_json(d / "control.json", {"command": "stop", "id": "t", "requested_at": time.time()}))  # fmt: skip
+    assert main([str(cfg)]) == 0  # stopped at step 3: an unfinished run
+    monkeypatch.undo()
+    run = tmp_path / "run"
+    writing = run / "checkpoints" / ".tmp-last-live"
+    writing.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run)], cwd=REPO, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        assert main([str(cfg), "--auto-resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f"entrenar-train: error: {run}: a trainer is already running on it "
+            f"(pid {holder.pid} on {os.uname().nodename}); stop it first"
+        )
+        assert writing.is_dir()
+    finally:
+        holder.communicate("", timeout=patience(60))
+    assert main([str(cfg), "--auto-resume"]) == 0  # its holder gone: resumed, leftovers tidied
+    assert not writing.exists()
+    assert_same_as(run, straight)
+
+
 def test_auto_resume_goes_with_a_config_not_with_resume(tmp_path, capsys):
     assert main(["--resume", str(tmp_path), "--auto-resume"]) == 2
     assert "--auto-resume goes with a CONFIG" in capsys.readouterr().err

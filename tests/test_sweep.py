@@ -231,6 +231,38 @@ def test_a_sweep_refuses_a_directory_that_holds_a_run(sweep_config, tmp_path):
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["run.json"]
 
 
+HOLD_LOCK = """
+import sys
+from trainer.lock import RunLock
+RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_sweep_whose_run_a_trainer_still_holds_starts_none(sweep_config, tmp_path, capsys):
+    """An earlier sweep's run still stopping (its trainer holds the run's lock): refused naming it
+    (the kernel's answer), before any run starts; the sweep's own lock is let go."""
+    busy = tmp_path / "exp" / "exp-2"
+    busy.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(busy)], cwd=REPO, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["sweep", str(sweep_config), "--grid", "lora.r=2,4"]) == 2
+    finally:
+        holder.communicate("", timeout=patience(60))
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"entrenar-train: error: sweep run 2: {busy}: a trainer is already running on it "
+        f"(pid {holder.pid} on {os.uname().nodename}); stop it first, then rerun the sweep"
+    )
+    assert not (tmp_path / "exp" / "exp-1").exists()
+    assert not (tmp_path / "exp" / "trainer.lock").exists()
+    assert not (tmp_path / "exp" / "sweep.json").exists()  # nothing said of a sweep that never ran
+
+
 # ---------------------------------------------------------------------------------------- real sweeps
 
 

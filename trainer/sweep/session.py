@@ -49,6 +49,7 @@ def _run(
 ) -> int:
     about = {"config_file": str(plan.config_path.resolve()), "overrides": plan.overrides}
     about |= {"parallel": parallel, "argv": argv, **identity()}
+    refuse_runs_in_use(plan)  # before sweep.json says anything
     record = SweepRecord.begin(plan.directory / Files.SWEEP, ident, plan.runs, about, previous)
     launches = _keep_completed_and_list_the_rest(plan, record, previous)
     slots, split = slot_environments(max(1, min(parallel, len(launches))), usable_gpus())
@@ -72,8 +73,7 @@ def _run(
 def _keep_completed_and_list_the_rest(
     plan: SweepPlan, record: SweepRecord, previous: dict | None
 ) -> list[Launch]:
-    """Mark the runs an earlier call completed (kept as they are); the launches of the others,
-    refused at once if a trainer still runs on one (an earlier sweep's run, still stopping)."""
+    """Mark the runs an earlier call completed (kept as they are); the launches of the others."""
     before = {r.get("index"): r for r in (previous or {}).get("runs") or [] if isinstance(r, dict)}
     launches = []
     for run, config in zip(plan.runs, plan.configs):
@@ -84,13 +84,19 @@ def _keep_completed_and_list_the_rest(
             fields = {**kept, **best_fields(read_state(folder)), "status": "completed"}
             record.update_run(run.index, write=False, **fields)
             continue
-        try:
-            refuse_if_running(folder)
-        except UserError as e:
-            raise UserError(f"sweep run {run.index}: {e}, then rerun the sweep") from None
         env = tag_environment(plan.directory.name, run.index, run.values)
         launches.append(Launch(run, folder, plan.command(run, config), env))
     return launches
+
+
+def refuse_runs_in_use(plan: SweepPlan) -> None:
+    """Refused at once if a trainer still runs on one of the runs (an earlier sweep's run, still
+    stopping): the kernel names it."""
+    for run in plan.runs:
+        try:
+            refuse_if_running(plan.directory / run.name)
+        except UserError as e:
+            raise UserError(f"sweep run {run.index}: {e}, then rerun the sweep") from None
 
 
 def final_status(record: SweepRecord, signum: int | None) -> tuple[str, int]:
