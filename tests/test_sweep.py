@@ -577,3 +577,29 @@ def test_a_stop_signal_reaches_every_running_run_once_and_no_other_run_starts(tm
     assert statuses == [("stopped", 0), ("stopped", 0), ("pending", None)]
     assert not (tmp_path / "sw-3").exists()
     assert load(tmp_path / "sweep.json")["runs"][0]["status"] == "stopped"
+
+
+def test_a_run_whose_train_log_is_a_link_fails_alone_and_nothing_is_written_through_it(tmp_path):
+    runner, record = stand_in_sweep(tmp_path, 0)  # stand-ins that exit at once
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("someone's file\n")
+    (tmp_path / "sw-2").mkdir()
+    (tmp_path / "sw-2" / "train.log").symlink_to(elsewhere)
+    assert runner.run() is None
+    runs = record.doc["runs"]
+    assert [r["exit_code"] for r in runs] == [0, None, 0]  # the others still ran
+    assert runs[1]["status"] == "failed"
+    assert runs[1]["error"] == f"{tmp_path / 'sw-2' / 'train.log'} is a symbolic link; not written"
+    assert elsewhere.read_text() == "someone's file\n"
+
+
+def test_the_last_log_line_is_read_safely_and_printable(tmp_path):
+    from trainer.sweep.runner import last_log_line
+
+    (tmp_path / "a").mkdir()
+    tail = b"\nfirst\nentrenar-train: error: \x1b[31mred\x07\n\n"
+    (tmp_path / "a" / "train.log").write_bytes(b"x" * 9000 + tail)
+    assert last_log_line(tmp_path / "a") == "entrenar-train: error: \\x1b[31mred\\x07"
+    (tmp_path / "b").mkdir()
+    os.mkfifo(tmp_path / "b" / "train.log")  # never opened: a FIFO would block a plain open
+    assert last_log_line(tmp_path / "b") is None

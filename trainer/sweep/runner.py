@@ -25,7 +25,9 @@ from typing import Any
 
 from trainer.monitor.control import launch_detached
 from trainer.monitor.reader import ContractError, read_contract_json
+from trainer.monitor.safe_files import UnsafeFile, open_regular
 from trainer.monitor.schema import FINAL_STATUSES, Files
+from trainer.monitor.text import printable
 from trainer.report import fmt_duration
 from trainer.sweep.plan import Run
 from trainer.sweep.record import SweepRecord, utc_now
@@ -74,14 +76,21 @@ def slot_environments(parallel: int, gpus: list[str]) -> tuple[list[dict[str, st
 
 
 def last_log_line(directory: Path) -> str | None:
-    """The last line of a run's train.log (what a trainer that refused to start said)."""
+    """The last line of a run's train.log (what a trainer that refused to start said), printable;
+    read as every run file is (never through a link, never a FIFO: safe_files)."""
     try:
-        with open(directory / Files.LOG, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
-            lines = [x for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
+        fd = open_regular(directory / Files.LOG)
+    except OSError:  # (UnsafeFile included)
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, LOG_TAIL_BYTES, max(0, size - LOG_TAIL_BYTES))
     except OSError:
         return None
-    return lines[-1].strip()[:500] if lines else None
+    finally:
+        os.close(fd)
+    lines = [x for x in tail.decode("utf-8", "replace").splitlines() if x.strip()]
+    return printable(lines[-1].strip()[:500]) if lines else None
 
 
 def read_state(directory: Path) -> dict[str, Any]:
@@ -92,13 +101,19 @@ def read_state(directory: Path) -> dict[str, Any]:
 
 
 def best_fields(state: dict[str, Any]) -> dict[str, Any]:
-    """sweep.json's best_* of a run, from its state.json's `best`."""
+    """sweep.json's best_* of a run, from its state.json's `best` (numbers only)."""
     best = state.get("best") if isinstance(state.get("best"), dict) else {}
-    return {
-        "best_epoch": best.get("epoch"),
-        "best_val_loss": best.get("val_loss"),
-        "best_val_accuracy": best.get("val_accuracy"),
+    fields = {
+        "best_epoch": "epoch",
+        "best_val_loss": "val_loss",
+        "best_val_accuracy": "val_accuracy",
     }
+    return {name: number(best.get(key)) for name, key in fields.items()}
+
+
+def number(value: Any) -> int | float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if ok and value == value else None  # (NaN: none)
 
 
 def outcome(directory: Path, returncode: int, stopping: bool) -> dict[str, Any]:
@@ -178,10 +193,17 @@ class SweepRunner:
 
     def _start(self, slot: int, launch: Launch) -> None:
         run = launch.run
-        proc = launch_detached(
-            launch.argv, launch.directory, env={**self.slots[slot], **launch.env},
-            stop_with_parent=True,
-        )  # fmt: skip
+        try:
+            proc = launch_detached(
+                launch.argv, launch.directory, env={**self.slots[slot], **launch.env},
+                stop_with_parent=True,
+            )  # fmt: skip
+        except OSError as e:  # train.log a link, a FIFO, ...: this run fails, the others run
+            error = e.naming() if isinstance(e, UnsafeFile) else f"{launch.directory}: {e}"
+            ended = {"status": "failed", "exit_code": None, "error": printable(error)}
+            self.record.update_run(run.index, started_at=utc_now(), finished_at=utc_now(), **ended)
+            self.say(f"run {run.index}/{self.total} {said(ended)}")
+            return
         self.active[slot] = (launch, proc, time.monotonic())
         self.record.update_run(run.index, status="running", started_at=utc_now(), finished_at=None)
         values = " ".join(f"{k}={v}" for k, v in describe_values(run.values).items())
@@ -218,5 +240,6 @@ def said(ended: dict[str, Any]) -> str:
             f"(epoch {ended['best_epoch']})"
         )
     if ended.get("error"):
-        text += f" (exit {ended['exit_code']}: {ended['error']})"
-    return text
+        code = ended["exit_code"]
+        text += f" ({f'exit {code}: ' if code is not None else ''}{ended['error']})"
+    return printable(text)
