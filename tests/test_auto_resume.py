@@ -216,11 +216,16 @@ def test_a_run_a_trainer_still_holds_is_refused_and_nothing_of_it_is_tidied(tmp_
         assert holder.stdout.readline().strip() == "held"
         capsys.readouterr()
         assert main([str(cfg), "--auto-resume"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err == (
+        refused = (
             f"entrenar-train: error: {run}: a trainer is already running on it "
             f"(pid {holder.pid} on {os.uname().nodename}); stop it first"
         )
+        assert capsys.readouterr().err.strip() == refused
+        r = subprocess.run(
+            [sys.executable, "-m", "trainer", str(cfg), "--auto-resume", "--nproc", "2"],
+            cwd=REPO, capture_output=True, text=True, timeout=patience(120),
+        )  # fmt: skip
+        assert (r.returncode, r.stderr.strip()) == (2, refused)  # one line, before torchrun
         assert writing.is_dir()
     finally:
         holder.communicate("", timeout=patience(60))

@@ -21,7 +21,7 @@ from typing import Any
 
 from trainer.config import Config, config_differences
 from trainer.errors import UserError
-from trainer.lock import RunLock
+from trainer.lock import RunLock, refuse_if_running
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
 
@@ -95,10 +95,12 @@ def say_done(run_dir: Path) -> None:
 def precheck(config: Config) -> bool:
     """Before torchrun starts the ranks: refuse at once (one line, not one a rank); True if the run
     already completed (nothing to launch)."""
-    done = decide(config, say=lambda text: None)["action"] == "done"
-    if done:
+    action = decide(config, say=lambda text: None)["action"]
+    if action == "resume":
+        refuse_if_running(config.output.dir)  # (rank 0 takes the lock, or refuses, again)
+    if action == "done":
         say_done(Path(config.output.dir))
-    return done
+    return action == "done"
 
 
 def auto_resume(config: Config, argv: list[str], allow_data_mismatch: bool = False) -> int:
