@@ -24,6 +24,7 @@ from trainer.errors import UserError
 from trainer.lock import RunLock, refuse_if_running
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 
 
 def read_run_file(run_dir: Path, name: str) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def say_done(run_dir: Path) -> None:
     about = ""
     if isinstance(best, dict) and isinstance(best.get("val_loss"), (int, float)):
         about = f" (best epoch {best.get('epoch')}: val loss {best['val_loss']:.4f})"
-    print(f"{run_dir}: already completed{about}; nothing to do", file=sys.stderr, flush=True)
+    say(f"{run_dir}: already completed{about}; nothing to do")
 
 
 def precheck(config: Config) -> bool:
@@ -109,7 +110,6 @@ def auto_resume(config: Config, argv: list[str], allow_data_mismatch: bool = Fal
     from trainer.train import Resume, train
 
     dist = init_distributed()
-    lock = None
     try:
         decision, lock = agreed_decision(dist, config)
     except BaseException:
@@ -124,7 +124,11 @@ def auto_resume(config: Config, argv: list[str], allow_data_mismatch: bool = Fal
         return train(config, argv=argv)  # (train closes the process group)
     checkpoint = Path(decision["checkpoint"]) if decision["checkpoint"] else None
     resume = Resume(checkpoint=checkpoint, allow_data_mismatch=allow_data_mismatch)
-    return train(config, resume=resume, argv=argv, lock=lock)  # (train releases the lock)
+    try:
+        return train(config, resume=resume, argv=argv, lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()  # (train releases it first; a refusal before train's own try does here)
 
 
 def agreed_decision(dist: Any, config: Config) -> tuple[dict[str, Any], RunLock | None]:
@@ -152,4 +156,4 @@ def agreed_decision(dist: Any, config: Config) -> tuple[dict[str, Any], RunLock 
 
 
 def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(printable(text), file=sys.stderr, flush=True)
