@@ -263,6 +263,25 @@ def test_a_sweep_whose_run_a_trainer_still_holds_starts_none(sweep_config, tmp_p
     assert not (tmp_path / "exp" / "sweep.json").exists()  # nothing said of a sweep that never ran
 
 
+@pytest.mark.parametrize("what", ["a symbolic link", "a file"])
+def test_a_run_name_taken_by_a_link_or_a_file_is_refused_before_anything_is_written(sweep_config, tmp_path, what, capsys):  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    taken = tmp_path / "exp" / "exp-2"
+    taken.parent.mkdir()
+    if what == "a symbolic link":
+        taken.symlink_to(elsewhere)  # the run would be written there
+    else:
+        taken.write_text("notes")
+    assert main(["sweep", str(sweep_config), "--grid", "lora.r=2,4"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"entrenar-train: error: sweep run 2: {taken} is {what}, not a run directory of the sweep; "
+        "nothing written: remove it, then rerun the sweep"
+    )
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in taken.parent.iterdir()) == ["exp-2"]  # no sweep.json, no exp-1
+
+
 # ---------------------------------------------------------------------------------------- real sweeps
 
 

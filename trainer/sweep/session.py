@@ -7,13 +7,17 @@ others still ran); 128 + the signal (130, 143) when the sweep itself was asked t
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from typing import Any
 
 from trainer.auto_resume import run_completed
 from trainer.errors import UserError
 from trainer.lock import RunLock, identity, refuse_if_running
+from trainer.monitor.safe_files import kind
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 from trainer.preflight import check_output_dir
 from trainer.sweep.command import SweepPlan, describe, print_table, usable_gpus
 from trainer.sweep.record import SweepRecord, check_same_sweep, read_sweep
@@ -49,7 +53,7 @@ def _run(
 ) -> int:
     about = {"config_file": str(plan.config_path.resolve()), "overrides": plan.overrides}
     about |= {"parallel": parallel, "argv": argv, **identity()}
-    refuse_runs_in_use(plan)  # before sweep.json says anything
+    check_run_folders(plan)  # before sweep.json says anything
     record = SweepRecord.begin(plan.directory / Files.SWEEP, ident, plan.runs, about, previous)
     launches = _keep_completed_and_list_the_rest(plan, record, previous)
     slots, split = slot_environments(max(1, min(parallel, len(launches))), usable_gpus())
@@ -89,12 +93,24 @@ def _keep_completed_and_list_the_rest(
     return launches
 
 
-def refuse_runs_in_use(plan: SweepPlan) -> None:
-    """Refused at once if a trainer still runs on one of the runs (an earlier sweep's run, still
-    stopping): the kernel names it."""
+def check_run_folders(plan: SweepPlan) -> None:
+    """Refused at once: a run's name taken by something that is not a directory of the sweep (a
+    symbolic link would have the run written elsewhere), or a run a trainer still runs on (an
+    earlier sweep's run, still stopping: the kernel names it)."""
     for run in plan.runs:
+        folder = plan.directory / run.name
         try:
-            refuse_if_running(plan.directory / run.name)
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(mode):
+            what = "a file" if stat.S_ISREG(mode) else kind(mode)
+            raise UserError(
+                f"sweep run {run.index}: {printable(folder)} is {what}, not a run directory "
+                "of the sweep; nothing written: remove it, then rerun the sweep"
+            )
+        try:
+            refuse_if_running(folder)
         except UserError as e:
             raise UserError(f"sweep run {run.index}: {e}, then rerun the sweep") from None
 
