@@ -41,6 +41,8 @@ async def until(pilot, condition: Callable[[], object], what: str, timeout: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
         await pilot.pause(0.02)
+
+
 LABELS = ["safe", "needs-quoting", "non-deterministic", "non-idempotent", "unsafe"]
 
 

@@ -60,7 +60,9 @@ def load(path: Path) -> dict:
 def test_two_ranks_match_one_process(tmp_path, no_dropout_bert, data):
     code, err = finish(trainer(str(config_for(tmp_path, no_dropout_bert, data, "one"))))
     assert code == 0, err
-    code, err = finish(trainer(str(config_for(tmp_path, no_dropout_bert, data, "two")), "--nproc", "2"))
+    code, err = finish(
+        trainer(str(config_for(tmp_path, no_dropout_bert, data, "two")), "--nproc", "2")
+    )
     assert code == 0, err[-3000:]
     one, two = tmp_path / "one", tmp_path / "two"
 
@@ -70,7 +72,9 @@ def test_two_ranks_match_one_process(tmp_path, no_dropout_bert, data):
     checksums = result["rank_weight_checksums"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]  # identical weights on both ranks
 
-    w1, w2 = (load_file(r / "checkpoints" / "last" / "adapter_model.safetensors") for r in (one, two))
+    w1, w2 = (
+        load_file(r / "checkpoints" / "last" / "adapter_model.safetensors") for r in (one, two)
+    )
     for k in w1:
         assert torch.allclose(w1[k], w2[k], rtol=1e-4, atol=1e-6), k
     assert losses(two) == pytest.approx(losses(one), rel=1e-5)
@@ -86,9 +90,17 @@ def test_two_ranks_match_one_process(tmp_path, no_dropout_bert, data):
 
     # only rank 0 wrote: one line a step, and the files name rank 0's pid
     n_steps = load(two / "state.json")["total_steps"]
-    assert [orjson.loads(x)["global_step"] for x in (two / "steps.jsonl").read_bytes().splitlines()] == list(range(1, n_steps + 1))
+    assert [
+        orjson.loads(x)["global_step"] for x in (two / "steps.jsonl").read_bytes().splitlines()
+    ] == list(range(1, n_steps + 1))
     assert load(two / "state.json")["pid"] == load(two / "run.json")["pid"]
-    assert len(load_file(two / "checkpoints" / "last" / "trainer_state.safetensors").keys() & {"rng.0.torch", "rng.1.torch"}) == 2
+    assert (
+        len(
+            load_file(two / "checkpoints" / "last" / "trainer_state.safetensors").keys()
+            & {"rng.0.torch", "rng.1.torch"}
+        )
+        == 2
+    )
 
 
 def test_control_json_stops_both_ranks_and_resume_finishes(tmp_path, no_dropout_bert, data):
@@ -96,7 +108,10 @@ def test_control_json_stops_both_ranks_and_resume_finishes(tmp_path, no_dropout_
     proc = trainer(str(cfg), "--nproc", "2")
     for line in proc.stderr:
         if line.startswith("epoch 1/3 step 2/"):
-            atomic_write_json(tmp_path / "run" / "control.json", {"command": "stop", "id": "t", "requested_at": time.time()})
+            atomic_write_json(
+                tmp_path / "run" / "control.json",
+                {"command": "stop", "id": "t", "requested_at": time.time()},
+            )
             break
     code, err = finish(proc)
     assert code == 0, err[-3000:]
@@ -110,7 +125,10 @@ def test_control_json_stops_both_ranks_and_resume_finishes(tmp_path, no_dropout_
     assert code == 0, err[-3000:]
     state = load(run / "state.json")
     assert state["status"] == "completed" and state["global_step"] == state["total_steps"]
-    assert load(run / "result.json")["rank_weight_checksums"][0] == load(run / "result.json")["rank_weight_checksums"][1]
+    assert (
+        load(run / "result.json")["rank_weight_checksums"][0]
+        == load(run / "result.json")["rank_weight_checksums"][1]
+    )
 
 
 def test_a_dead_rank_fails_the_run_in_bounded_time(tmp_path, no_dropout_bert, data):
@@ -119,7 +137,11 @@ def test_a_dead_rank_fails_the_run_in_bounded_time(tmp_path, no_dropout_bert, da
     for line in proc.stderr:
         if line.startswith("epoch 1/50 step 2/"):
             break
-    workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.environ().get("RANK") == "1"]
+    workers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if p.environ().get("RANK") == "1"
+    ]
     assert len(workers) == 1
     workers[0].send_signal(signal.SIGKILL)
     start = time.monotonic()
