@@ -41,6 +41,8 @@ async def until(pilot, condition: Callable[[], object], what: str, timeout: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
         await pilot.pause(0.02)
+
+
 LABELS = ["safe", "needs-quoting", "non-deterministic", "non-idempotent", "unsafe"]
 
 
@@ -96,6 +98,19 @@ def tiny_bert_dir(tmp_path_factory, corpus_texts) -> Path:
         pad_token_id=0,
     )
     BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def no_dropout_bert(tmp_path_factory, tiny_bert_dir) -> Path:
+    """The tiny BERT with its own dropout off: one process and several see the same arithmetic."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("bert-nodrop")
+    shutil.copytree(tiny_bert_dir, folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
     return folder
 
 

@@ -12,10 +12,12 @@ to the moved-aside one).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,29 @@ def restore_rng(
     if info.get("cuda_devices") and torch.cuda.is_available():
         n = min(info["cuda_devices"], torch.cuda.device_count())
         torch.cuda.set_rng_state_all([tensors[f"{p}cuda.{i}"] for i in range(n)])
+
+
+ELASTIC_RNG_TAG = b"entrenar-tui/elastic-rng/v1"
+
+
+def derive_rng(
+    infos: list[dict[str, Any]], tensors: dict[str, torch.Tensor], rank: int, world_size: int
+) -> int:
+    """Seed this rank's generators afresh for a resume by another number of processes (elastic):
+    the seed is the first 8 bytes (little-endian) of sha256(ELASTIC_RNG_TAG, every saved rank's
+    torch CPU RNG state in rank order, "<rank>/<world_size>"). Python's and numpy's generators get
+    it too (numpy: modulo 2**32), torch's (CPU and every CUDA device) through manual_seed. The same
+    checkpoint resumed with the same world size draws the same streams; another rank, another
+    stream. Returns the seed."""
+    digest = hashlib.sha256(ELASTIC_RNG_TAG)
+    for saved_rank in range(len(infos)):
+        digest.update(tensors[f"rng.{saved_rank}.torch"].numpy().tobytes())
+    digest.update(f"{rank}/{world_size}".encode())
+    seed = int.from_bytes(digest.digest()[:8], "little")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return seed
 
 
 # ---------------------------------------------------------------------------------------- tensors
@@ -298,8 +323,8 @@ def clean_leftovers(checkpoints: Path) -> None:
 # ---------------------------------------------------------------------------------------- load
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint with the highest global step (after a kill there may be no `last`)."""
+def checkpoints_newest_first(run_dir: Path) -> list[Path]:
+    """The run's checkpoints by global step, highest first (`last` first among equals)."""
     found = []
     for folder in (run_dir / "checkpoints").glob("[!.]*"):
         if folder.is_symlink():
@@ -309,7 +334,27 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         except (OSError, ValueError, KeyError, TypeError):
             continue  # unreadable: not a candidate
         found.append((step, folder.name == "last", folder))
-    return max(found)[2] if found else None
+    return [folder for *_, folder in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the highest global step (after a kill there may be no `last`)."""
+    found = checkpoints_newest_first(run_dir)
+    return found[0] if found else None
+
+
+def newest_intact_checkpoint(run_dir: Path, say: Callable[[str], None]) -> Path | None:
+    """The checkpoint with the highest global step whose trainer state and adapter load (finite,
+    complete); the ones skipped on the way are said. None if there is none."""
+    for folder in checkpoints_newest_first(run_dir):
+        try:
+            read_trainer_state(folder)
+            read_adapter(folder)
+        except UserError as e:
+            say(f"{folder}: skipped, it does not load ({e})")
+            continue
+        return folder
+    return None
 
 
 def find_checkpoint(run_dir: Path, which: str) -> Path:

@@ -16,8 +16,9 @@ from trainer.monitor.text import printable
 
 SUBCOMMANDS = ("eval", "predict", "export")
 
-USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--nproc N]
+USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--nproc N] [--auto-resume]
        entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [--force-unlock] [section.key=value ...]
+       entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N --seed S] [--parallel P] [section.key=value ...]
        entrenar-train eval CHECKPOINT --data FILE
        entrenar-train predict CHECKPOINT [TEXT ...]
        entrenar-train export CHECKPOINT OUT_DIR"""
@@ -62,6 +63,12 @@ def train_parser() -> ArgumentParser:
         "does not hold it); says whose it took. Never one a process of this host holds",
     )
     p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="for requeue loops: start the run, resume it if output.dir holds an unfinished run of "
+        "this config, exit 0 if it completed, refuse (exit 2) if the config changed",
+    )
+    p.add_argument(
         "--nproc",
         type=int,
         default=0,
@@ -79,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.inference import run_subcommand
 
             return run_subcommand(argv[0], argv[1:])
+        if argv and argv[0] == "sweep":
+            from trainer.sweep.command import run_sweep
+
+            return run_sweep(argv[1:])
         return run_train(argv)
     except UserError as e:
         print(f"entrenar-train: error: {printable(str(e))}", file=sys.stderr)
@@ -96,9 +107,18 @@ def run_train(argv: list[str]) -> int:
 
     # Overrides may come anywhere after the config, flags between them included.
     args = train_parser().parse_intermixed_args(argv)
+    if args.auto_resume and args.resume:
+        raise UserError(
+            "--auto-resume goes with a CONFIG (it finds the run in output.dir), not --resume"
+        )
     if args.nproc and "WORLD_SIZE" not in os.environ:
         if args.config and not args.resume:  # one error line here, not one per rank
-            load_config(args.config, args.overrides)
+            config = load_config(args.config, args.overrides)
+            if args.auto_resume and not args.print_config:
+                from trainer.auto_resume import precheck
+
+                if precheck(config):  # completed already: nothing to launch
+                    return 0
         return launch_torchrun(args.nproc, argv)
     if args.resume:
         if args.config:  # with --resume every positional is an override
@@ -112,6 +132,12 @@ def run_train(argv: list[str]) -> int:
     if args.print_config:
         print_config(config)
         return 0
+    if args.auto_resume:
+        from trainer.auto_resume import auto_resume
+
+        return auto_resume(
+            config, ["entrenar-train", *argv], allow_data_mismatch=args.allow_data_mismatch
+        )
     from trainer.train import train
 
     return train(config, argv=["entrenar-train", *argv])

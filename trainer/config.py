@@ -103,7 +103,9 @@ class TrainSection:
     lr_min: float = opt(1e-6, "the LR the cosine decay ends at", min=0, max=LR_MAX)
     grad_clip: float = opt(1.0, "max gradient norm; 0 = no clipping", min=0)
     save_every: int = opt(
-        5, "write checkpoints/epoch-N when N is a multiple of this (best, last: always); 0 = never", min=0
+        5,
+        "write checkpoints/epoch-N when N is a multiple of this (best, last: always); 0 = never",
+        min=0,
     )
     early_stopping_patience: int = opt(
         10, "stop after this many epochs without a better val loss; 0 = never", min=0
@@ -117,7 +119,9 @@ class TrainSection:
         min=1,
         choices=["auto"],
     )
-    group_by_length: bool = opt(True, "batch texts of similar length together (less padding, same samples per epoch)")
+    group_by_length: bool = opt(
+        True, "batch texts of similar length together (less padding, same samples per epoch)"
+    )
     fast_dropout: str = opt(
         "auto",
         "dropout masks from 4x fewer random draws (same distribution, another random stream; ~1.2x a step on a CPU): auto (on on a CPU) | on | off",
@@ -343,8 +347,8 @@ def resolve_paths(config: Config, base: Path, explicit_base: dict[str, Path]) ->
     return config
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a TOML config, apply overrides, check it, resolve paths. Raises UserError on bad input."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The TOML of a config file as it is (overrides not applied, nothing checked but the syntax)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -353,14 +357,111 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read config: {e}") from None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: TOML syntax error: {e}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config, apply overrides, check it, resolve paths. Raises UserError on bad input.
+
+    A `[sweep]` table (what `entrenar-train sweep` varies) is checked and left out: it is not part
+    of a run's config."""
+    raw, _ = split_sweep_table(read_config_file(path), str(path))
+    return config_from_raw(raw, path, overrides)
+
+
+def config_from_raw(
+    raw: dict[str, Any], path: str | Path, overrides: list[str] | None = None
+) -> Config:
+    """A config file's TOML (read from `path`) with overrides applied, checked, paths resolved:
+    the file's relative paths against its folder, an override's against the working directory."""
+    path = Path(path)
     overrides = overrides or []
-    raw = apply_overrides(raw, overrides)
-    config = build_config(raw, str(path))
+    config = build_config(apply_overrides(raw, overrides), str(path))
     from_cwd = {p.split("=", 1)[0].strip(): Path.cwd() for p in overrides}
     return resolve_paths(config, path.resolve().parent, from_cwd)
+
+
+# ---------------------------------------------------------------------------------------- [sweep]
+
+SWEEP_TABLE = "sweep"
+
+
+def split_sweep_table(
+    raw: dict[str, Any], source: str
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """(the config without its `[sweep]` table, that table as {"section.key": [values]}).
+
+    The table lists values a sweep tries for a key, one entry a key: `"lora.r" = [4, 8]` (or the
+    same written as a sub-table, `lora.r = [4, 8]`). Keys and shapes are checked here; the values,
+    each in its run's config, by the sweep."""
+    if SWEEP_TABLE not in raw:
+        return raw, {}
+    table = raw[SWEEP_TABLE]
+    rest = {k: v for k, v in raw.items() if k != SWEEP_TABLE}
+    if not isinstance(table, dict):
+        raise UserError(f"{source}: {SWEEP_TABLE} must be a table ([{SWEEP_TABLE}])")
+    axes: dict[str, list[Any]] = {}
+    for name, values in table.items():
+        if isinstance(values, dict) and "." not in name:  # lora.r = [...] is {"lora": {"r": ...}}
+            for key, inner in values.items():
+                axes[f"{name}.{key}"] = inner
+        else:
+            axes[name] = values
+    for key, values in axes.items():
+        check_key(key, f"{source}: [{SWEEP_TABLE}] {key}")
+        if not isinstance(values, list) or not values:
+            raise UserError(
+                f"{source}: [{SWEEP_TABLE}] {key} must be a non-empty list of the values to try, "
+                f"got {values!r}"
+            )
+    return rest, axes
+
+
+def check_key(key: str, where: str) -> None:
+    """A `section.key` of the schema, or a one-line error with a did-you-mean."""
+    if key not in all_keys():
+        raise UserError(f"{where}: unknown key{did_you_mean(key, all_keys())}")
+
+
+# ---------------------------------------------------------------------------------------- comparing
+
+
+def flat(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (Config.to_dict(), run.json's `config`) as {"section.key": value}."""
+    return {
+        f"{section}.{key}": value
+        for section, values in config.items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+    }
+
+
+def config_differences(
+    before: dict[str, Any], now: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """What differs between two config dicts, one `key (before → now)` a key, in schema order."""
+    a, b = flat(before), flat(now)
+    keys = [k for k in all_keys() if k in a or k in b] + sorted(
+        (a.keys() | b.keys()) - set(all_keys())
+    )
+    missing = "(unset)"
+    return [
+        f"{k} ({toml_value(a[k]) if k in a else missing} → {toml_value(b[k]) if k in b else missing})"
+        for k in keys
+        if k not in ignore and a.get(k, missing) != b.get(k, missing)
+    ]
+
+
+def toml_value(value: Any) -> str:
+    """A value as an override writes it (`lora.target_modules=["query", "value"]`): TOML, on one
+    line, that parse_override reads back as the same value."""
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    import tomli_w
+
+    return tomli_w.dumps({"v": value})[len("v = ") :].rstrip("\n")
 
 
 def config_from_dict(

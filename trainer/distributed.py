@@ -68,12 +68,15 @@ class Dist:
 
 
 def init_distributed(timeout_s: float = DEFAULT_TIMEOUT_S) -> Dist:
-    """Join the process group torchrun set up, or a one-process Dist when not under torchrun."""
+    """Join the process group torchrun set up, or a one-process Dist when not under torchrun.
+    Joined already (--auto-resume agrees on what to do before training): that group."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Dist()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return Dist(rank=rank, world_size=world_size, local_rank=local_rank)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)

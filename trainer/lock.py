@@ -45,6 +45,7 @@ from trainer.monitor.lockfile import (
     NO_LOCKS_ERRNOS,
     other_host_message,
     parse_content,
+    query,
     write_lock_holder,
 )
 from trainer.monitor.safe_files import (
@@ -90,6 +91,22 @@ def holder_alive(holder: dict[str, Any]) -> bool:
         )
     except (psutil.Error, KeyError, TypeError, ValueError, OverflowError):
         return False
+
+
+def refuse_if_running(run_dir: str | Path) -> None:
+    """Raise UserError if a live trainer holds run_dir's lock, without taking it (a sweep checks
+    its runs before it starts any): the kernel's answer, or where record locks are missing, a
+    lock file naming a live process of this host."""
+    found = query(run_dir)
+    content = found.content or {}
+    if found.holder is None and not (
+        content.get("host") == socket.gethostname() and holder_alive(content)
+    ):
+        return
+    raise UserError(
+        f"{printable(run_dir)}: a trainer is already running on it "
+        f"({_who(content, found.holder)}); stop it first"
+    )
 
 
 def _who(holder: dict[str, Any] | None, pid: int | None = None) -> str:

@@ -63,6 +63,7 @@ from trainer.report import Reporter
 from trainer.resources import ResourceSampler
 from trainer.run_dir import check_run_dir
 from trainer.stopping import StopSignal
+from trainer.sweep.tag import env_tag
 
 
 @dataclass
@@ -124,13 +125,23 @@ def previous_global_step(run_dir: Path) -> int | None:
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
-def resume_note(checkpoint: str | None, at_step: int, reached: int | None) -> str:
+def resume_note(
+    checkpoint: str | None,
+    at_step: int,
+    reached: int | None,
+    elastic: dict[str, int] | None = None,
+) -> str:
     """What a resume does to the run's steps, said the same in the trainer's log and the monitor
     (run.json's resumed_from note)."""
     if checkpoint is None:
         note = "started over with the saved config (no checkpoint yet)"
     else:
         note = f"resumed from {checkpoint} at step {at_step}"
+    if elastic:
+        note += (
+            f" with {processes(elastic['to'])} (saved by {elastic['from']}: the same sample order, "
+            "each rank's dropout stream derived afresh)"
+        )
     if reached is not None and reached > at_step:
         first = at_step + 1
         note += (
@@ -139,6 +150,10 @@ def resume_note(checkpoint: str | None, at_step: int, reached: int | None) -> st
             else f"; steps {first}–{reached} are redone"
         )
     return note
+
+
+def processes(n: int) -> str:
+    return f"{n} process{'es' if n != 1 else ''}"
 
 
 def shown_checkpoint(checkpoint: Path, run_dir: Path) -> str:
@@ -162,7 +177,9 @@ def train(
     it still can be. `lock`: the run lock, when the caller (--resume) took it already.
     """
     run_dir = Path(config.output.dir)
-    if resume is None and (run_dir / Files.RUN).exists():
+    # Rank 0 alone: under --auto-resume the ranks come here after agreeing, and a later rank
+    # could find the run.json rank 0 has just written.
+    if resume is None and os.environ.get("RANK", "0") == "0" and (run_dir / Files.RUN).exists():
         raise UserError(
             f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
         )
@@ -276,6 +293,8 @@ class FineTuneRecipe:
         self.config, self.train_config = config, config.train
         self.resume, self.argv = resume, argv
         self.restoring = resume is not None and resume.checkpoint is not None
+        self.elastic: dict[str, int] | None = None  # {"from": N, "to": M} processes, on resume
+        self.sweep_tag = env_tag()  # run.json's `sweep`, from the sweep that started this run
         self.writer, self.dist = writer, dist
         self.run_dir = writer.dir
         self.report = Reporter(enabled=dist.is_main)
@@ -342,11 +361,8 @@ class FineTuneRecipe:
         self.saved, self.saved_tensors = ckpt.read_trainer_state(folder)
         self.saved_adapter = ckpt.read_adapter(folder)
         saved_ranks, world_size = len(self.saved.rng), self.dist.world_size
-        if saved_ranks != world_size:
-            raise UserError(
-                f"{folder}: saved by {saved_ranks} process(es), resumed with {world_size}; "
-                f"resume with --nproc {saved_ranks} (each rank continues its own dropout RNG)"
-            )
+        if saved_ranks != world_size:  # elastic: each rank's dropout stream is derived afresh
+            self.elastic = {"from": saved_ranks, "to": world_size}
         done = epochs_done(self.saved.epoch, self.saved.step, self.saved.needs_validation)
         if self.train_config.epochs < done:
             raise UserError(
@@ -436,11 +452,14 @@ class FineTuneRecipe:
         self.scheduler.load_state_dict(saved.scheduler)
         # Restore RNG after the model and optimizer are built: what setup drew (LoRA init) must not
         # move the saved streams.
-        ckpt.restore_rng(saved.rng, self.saved_tensors, self.dist.rank)
+        if self.elastic:
+            ckpt.derive_rng(saved.rng, self.saved_tensors, self.dist.rank, self.dist.world_size)
+        else:
+            ckpt.restore_rng(saved.rng, self.saved_tensors, self.dist.rank)
         self.progress = Progress.from_saved(saved)
         self.saved_tensors = self.saved_adapter = None  # in the model and optimizer now
         shown = shown_checkpoint(folder, self.run_dir)
-        self.resume_note = resume_note(shown, self.progress.global_step, reached)
+        self.resume_note = resume_note(shown, self.progress.global_step, reached, self.elastic)
         p = self.progress
         self.report.say(f"{self.resume_note} (epoch {p.epoch}, step {p.step} of it)")
 
@@ -511,6 +530,7 @@ class FineTuneRecipe:
                     "global_step": self.progress.global_step,
                     "overrides": self.resume.overrides,
                     "note": self.resume_note,
+                    "elastic": self.elastic,
                 }
             )
         return {
@@ -547,6 +567,7 @@ class FineTuneRecipe:
             "tool_version": trainer.__version__,
             "started_at": self.run_started_at,
             "resumed_from": resumed_from or None,
+            "sweep": self.sweep_tag or self.run_info.get("sweep"),  # a hand resume keeps it
         }
 
     def _setup_data_parallel(self) -> None:

@@ -11,6 +11,7 @@ very pid the run names (lockfile.py). Without that proof the request goes throug
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import shutil
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -249,15 +250,23 @@ def describe_command(argv: Sequence[str]) -> str:
 
 
 def launch_detached(
-    argv: Sequence[str], run_dir: str | Path, *, cwd: str | Path | None = None
+    argv: Sequence[str],
+    run_dir: str | Path,
+    *,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stop_with_parent: bool = False,
 ) -> subprocess.Popen:
     """Start argv in its own session (a closed terminal or a quit monitor does not reach it), with
     stdout and stderr appended to RUN_DIR/train.log and stdin from /dev/null. train.log is never
     written through a symbolic link, into a FIFO or into a file with another hard link
-    (safe_files.UnsafeFile, which names it; nothing is started then)."""
+    (safe_files.UnsafeFile, which names it; nothing is started then). `env`: variables added to
+    this process's environment. `stop_with_parent` (Linux): the child gets SIGTERM, the trainer's
+    clean stop, when this process dies (a sweep killed with SIGKILL leaves no run training on
+    unwatched)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     log = open_append(run_dir / Files.LOG)
     try:
         write_all(log, f"\n$ {describe_command(argv)}\n".encode())
@@ -270,6 +279,26 @@ def launch_detached(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_sigterm_when_parent_dies() if stop_with_parent else None,
         )
     finally:
         os.close(log)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _sigterm_when_parent_dies() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel for SIGTERM when the parent dies (prctl, Linux only); if the
+    parent died before the request landed, the child ends itself before it starts anything."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not in the forked child
+    parent = os.getpid()
+
+    def request() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return request

@@ -25,6 +25,7 @@ class Files:
     LOG = "train.log"
     LOCK = "trainer.lock"
     CHECKPOINTS = "checkpoints"
+    SWEEP = "sweep.json"  # in a sweep's directory, beside its runs' directories
 
 
 def schema_tag(file_name: str) -> str:

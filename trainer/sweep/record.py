@@ -1,0 +1,168 @@
+"""sweep.json: what a sweep is (its grid, its mode, its base config) and where each of its runs
+stands (status, exit code, best metrics), rewritten atomically as runs start and finish. It is how
+a script checks a sweep, and what a rerun of the same command is checked against. Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from trainer.config import config_differences, flat, toml_value
+from trainer.errors import UserError
+from trainer.monitor.atomic import atomic_write_json
+from trainer.monitor.reader import ContractError, read_contract_json
+from trainer.monitor.schema import Files, tagged
+from trainer.sweep.plan import Grid, Run
+
+RUN_STATUSES = ("pending", "running", "completed", "stopped", "failed")
+SWEEP_STATUSES = ("running", "completed", "failed", "stopped")
+IDENTITY = ("keys", "grid", "mode", "seed", "samples", "base_config_hash")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of a resolved config, output.dir left out (a sweep's runs each have their own)."""
+    values = {k: v for k, v in flat(config).items() if k != "output.dir"}
+    return "sha256:" + hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def identity(grid: Grid, base_config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two calls the same sweep: the grid (keys in order, values), the mode, the seed and
+    N of a random draw, and the base config (after overrides, output.dir left out)."""
+    return {
+        "keys": grid.keys,
+        "grid": [{"key": a.key, "values": a.values} for a in grid.axes],
+        "mode": grid.mode,
+        "seed": grid.seed,
+        "samples": grid.samples,
+        "size": grid.size,
+        "base_config": base_config,
+        "base_config_hash": config_hash(base_config),
+    }
+
+
+def read_sweep(path: Path) -> dict[str, Any] | None:
+    """A sweep.json, checked (schema, version); None if there is none."""
+    try:
+        return read_contract_json(path)
+    except ContractError as e:
+        raise UserError(f"{path.parent}/{e}; not a sweep this version can continue") from None
+
+
+def check_same_sweep(previous: dict[str, Any], now: dict[str, Any], path: Path) -> None:
+    """Refuse (one line naming what differs) to continue another sweep's directory."""
+    if all(previous.get(k) == now[k] for k in IDENTITY):
+        return
+    said = [f"{what} ({before} → {after})" for what, before, after in _grid_changes(previous, now)]
+    said += config_differences(
+        previous.get("base_config") or {}, now["base_config"], ("output.dir",)
+    )
+    raise UserError(
+        f"{path}: this directory holds another sweep: {'; '.join(said) or 'its grid differs'}; "
+        "rerun that sweep's command to continue it, or choose another output.dir"
+    )
+
+
+def _grid_changes(previous: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, str, str]]:
+    def shown(values: Any) -> str:
+        return ",".join(toml_value(v) for v in values) if isinstance(values, list) else str(values)
+
+    before = {
+        a.get("key"): a.get("values") for a in previous.get("grid") or [] if isinstance(a, dict)
+    }
+    after = {a["key"]: a["values"] for a in now["grid"]}
+    changes = []
+    if previous.get("keys") != now["keys"]:
+        changes.append(("grid keys", shown(previous.get("keys")), shown(now["keys"])))
+    for key in now["keys"]:
+        if key in before and before[key] != after[key]:
+            changes.append((f"--grid {key}", shown(before[key]), shown(after[key])))
+    for field in ("mode", "seed", "samples"):
+        if previous.get(field) != now[field]:
+            changes.append((field, str(previous.get(field)), str(now[field])))
+    return changes
+
+
+class SweepRecord:
+    """sweep.json in memory; every change is written at once (atomically)."""
+
+    def __init__(self, path: Path, document: dict[str, Any]):
+        self.path, self.doc = path, document
+
+    @classmethod
+    def begin(
+        cls, path: Path, ident: dict[str, Any], runs: list[Run], about: dict[str, Any],
+        previous: dict[str, Any] | None,
+    ) -> SweepRecord:  # fmt: skip
+        """The record of a (continued) sweep: `about` holds who runs it and how (argv, pid,
+        parallel...); a previous record's start time is kept."""
+        entries = [
+            {
+                "index": run.index,
+                "dir": run.name,
+                "values": run.values,
+                "status": "pending",
+                "exit_code": None,
+                "best_epoch": None,
+                "best_val_loss": None,
+                "best_val_accuracy": None,
+                "error": None,
+                "started_at": None,
+                "finished_at": None,
+            }
+            for run in runs
+        ]
+        started = (previous or {}).get("started_at") or utc_now()
+        document = {
+            "name": path.parent.name,
+            **ident,
+            **about,
+            "status": "running",
+            "started_at": started,
+            "updated_at": started,
+            "best_run": None,
+            "runs": entries,
+        }
+        return cls(path, document)
+
+    def run(self, index: int) -> dict[str, Any]:
+        return self.doc["runs"][index - 1]
+
+    def update_run(self, index: int, *, write: bool = True, **fields: Any) -> None:
+        status = fields.get("status")
+        if status is not None and status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        self.run(index).update(fields)
+        if write:
+            self.write()
+
+    def finish(self, status: str) -> None:
+        if status not in SWEEP_STATUSES:
+            raise ValueError(f"unknown sweep status {status!r}")
+        self.doc["status"] = status
+        self.write()
+
+    def best_run(self) -> int | None:
+        """The completed run with the lowest best validation loss (the first of equals)."""
+        scored = [
+            (r["best_val_loss"], r["index"])
+            for r in self.doc["runs"]
+            if r["status"] == "completed"
+            and isinstance(r["best_val_loss"], (int, float))
+            and math.isfinite(r["best_val_loss"])
+        ]
+        return min(scored)[1] if scored else None
+
+    def write(self) -> None:
+        self.doc["best_run"] = self.best_run()
+        self.doc["updated_at"] = utc_now()
+        atomic_write_json(self.path, tagged(Files.SWEEP, self.doc))

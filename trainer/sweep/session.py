@@ -1,0 +1,124 @@
+"""One call of `entrenar-train sweep`: the sweep's directory checked (not a run's, not another
+sweep's) and held, what earlier calls completed kept, the rest run, sweep.json kept current.
+
+Exit code: 0 when every run completed; 1 when any did not (failed, or stopped by hand; the
+others still ran); 128 + the signal (130, 143) when the sweep itself was asked to stop.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from typing import Any
+
+from trainer.auto_resume import run_completed
+from trainer.errors import UserError
+from trainer.lock import RunLock, identity, refuse_if_running
+from trainer.monitor.safe_files import kind
+from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
+from trainer.preflight import check_output_dir
+from trainer.sweep.command import SweepPlan, describe, print_table, usable_gpus
+from trainer.sweep.record import SweepRecord, check_same_sweep, read_sweep
+from trainer.sweep.record import identity as sweep_identity
+from trainer.sweep.runner import Launch, SweepRunner, best_fields, read_state, slot_environments
+from trainer.sweep.tag import tag_environment
+
+
+def say(text: str) -> None:
+    print(f"sweep: {text}", file=sys.stderr, flush=True)
+
+
+def run_session(plan: SweepPlan, parallel: int, argv: list[str]) -> int:
+    directory = plan.directory
+    check_output_dir(directory)
+    if (directory / Files.RUN).exists():
+        raise UserError(
+            f"output.dir {directory} holds a run ({Files.RUN}), not a sweep; choose another output.dir"
+        )
+    ident = sweep_identity(plan.grid, plan.base.to_dict())
+    previous = read_sweep(directory / Files.SWEEP)
+    if previous is not None:
+        check_same_sweep(previous, ident, directory / Files.SWEEP)
+    lock = RunLock(directory).acquire()  # one sweep per directory at a time
+    try:
+        return _run(plan, parallel, argv, ident, previous)
+    finally:
+        lock.release()
+
+
+def _run(
+    plan: SweepPlan, parallel: int, argv: list[str], ident: dict[str, Any], previous: dict | None
+) -> int:
+    about = {"config_file": str(plan.config_path.resolve()), "overrides": plan.overrides}
+    about |= {"parallel": parallel, "argv": argv, **identity()}
+    check_run_folders(plan)  # before sweep.json says anything
+    record = SweepRecord.begin(plan.directory / Files.SWEEP, ident, plan.runs, about, previous)
+    launches = _keep_completed_and_list_the_rest(plan, record, previous)
+    slots, split = slot_environments(max(1, min(parallel, len(launches))), usable_gpus())
+    record.doc["slots"] = slots
+    record.write()
+    kept = len(plan.runs) - len(launches)
+    say(
+        f"{describe(plan)}; {f'{kept} completed earlier, ' if kept else ''}{len(launches)} to run, "
+        f"{len(slots)} at a time" + (f"; {split}" if split else "")
+    )
+    signum = SweepRunner(record, launches, slots, len(plan.runs)).run()
+    status, code = final_status(record, signum)
+    record.finish(status)
+    runs = record.doc["runs"]
+    done = sum(r["status"] == "completed" for r in runs)
+    say(f"{status}: {done} of {len(runs)} runs completed; {plan.directory / Files.SWEEP}")
+    print_table(plan.grid.keys, runs, record.doc["best_run"])
+    return code
+
+
+def _keep_completed_and_list_the_rest(
+    plan: SweepPlan, record: SweepRecord, previous: dict | None
+) -> list[Launch]:
+    """Mark the runs an earlier call completed (kept as they are); the launches of the others."""
+    before = {r.get("index"): r for r in (previous or {}).get("runs") or [] if isinstance(r, dict)}
+    launches = []
+    for run, config in zip(plan.runs, plan.configs):
+        folder = plan.directory / run.name
+        if run_completed(folder):
+            kept = {k: before[run.index].get(k) for k in ("exit_code", "started_at", "finished_at")}
+            kept = kept if before.get(run.index, {}).get("dir") == run.name else {}
+            fields = {**kept, **best_fields(read_state(folder)), "status": "completed"}
+            record.update_run(run.index, write=False, **fields)
+            continue
+        env = tag_environment(plan.directory.name, run.index, run.values)
+        launches.append(Launch(run, folder, plan.command(run, config), env))
+    return launches
+
+
+def check_run_folders(plan: SweepPlan) -> None:
+    """Refused at once: a run's name taken by something that is not a directory of the sweep (a
+    symbolic link would have the run written elsewhere), or a run a trainer still runs on (an
+    earlier sweep's run, still stopping: the kernel names it)."""
+    for run in plan.runs:
+        folder = plan.directory / run.name
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(mode):
+            what = "a file" if stat.S_ISREG(mode) else kind(mode)
+            raise UserError(
+                f"sweep run {run.index}: {printable(folder)} is {what}, not a run directory "
+                "of the sweep; nothing written: remove it, then rerun the sweep"
+            )
+        try:
+            refuse_if_running(folder)
+        except UserError as e:
+            raise UserError(f"sweep run {run.index}: {e}, then rerun the sweep") from None
+
+
+def final_status(record: SweepRecord, signum: int | None) -> tuple[str, int]:
+    statuses = [r["status"] for r in record.doc["runs"]]
+    if signum is not None:
+        return "stopped", 128 + signum
+    if all(s == "completed" for s in statuses):
+        return "completed", 0
+    return ("failed" if "failed" in statuses else "stopped"), 1
