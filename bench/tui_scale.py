@@ -141,7 +141,7 @@ class RenderLog:
     def __call__(self):
         result = self._render()
         self.text, self.at = str(result), time.perf_counter()
-        self.history_len = len(self.app.model.history)
+        self.history_len = len(self.app.screen.model.history)
         return result
 
 

@@ -52,7 +52,7 @@ async def shoot(
                     print(f"  {name}: not reached within {timeout:.0f}s, skipped", file=sys.stderr)
                     return saved
                 await pilot.pause(0.1)
-            app.tick()
+            app.screen.tick()
             await pilot.pause(0.3)
             (HERE / f"{name}.svg").write_text(
                 app.export_screenshot(title=f"entrenar-tui — {name}"), encoding="utf-8"
@@ -63,11 +63,11 @@ async def shoot(
 
 
 def loaded(app: MonitorApp) -> bool:
-    state = app.model.state or {}
+    state = app.screen.model.state or {}
     return (
         bool(state)
-        and len(app.model.history) == state.get("global_step")
-        and bool(app.model.watch_mode)
+        and len(app.screen.model.history) == state.get("global_step")
+        and bool(app.screen.model.watch_mode)
     )
 
 
@@ -198,16 +198,16 @@ def real(tmp: Path, config: Path, overrides: list[str]) -> set[str]:
         app = MonitorApp(run_dir)
 
         def running(app: MonitorApp) -> bool:
-            s = app.model.state or {}
+            s = app.screen.model.state or {}
             return (
-                app.model.status == "running"
+                app.screen.model.status == "running"
                 and s.get("epoch", 0) >= 2
                 and s.get("step", 0) >= (s.get("steps_per_epoch") or 1) // 2
             )
 
         def validating(app: MonitorApp) -> bool:
-            v = (app.model.state or {}).get("validation") or {}
-            return app.model.status == "validating" and v.get("done", 0) >= v.get("total", 1) // 3
+            v = (app.screen.model.state or {}).get("validation") or {}
+            return app.screen.model.status == "validating" and v.get("done", 0) >= v.get("total", 1) // 3
 
         done |= set(
             asyncio.run(
@@ -230,11 +230,11 @@ def real(tmp: Path, config: Path, overrides: list[str]) -> set[str]:
         app = MonitorApp(run_dir)
 
         def kill_then_crashed(app: MonitorApp) -> bool:
-            if len(app.model.history) >= 10 and proc.poll() is None:
+            if len(app.screen.model.history) >= 10 and proc.poll() is None:
                 proc.send_signal(
                     signal.SIGKILL
                 )  # our own child: a trainer that died without a word
-            return app.model.status == "crashed"
+            return app.screen.model.status == "crashed"
 
         done |= set(asyncio.run(shoot(app, [("crashed", kill_then_crashed)], timeout=600)))
     finally:

@@ -25,6 +25,7 @@ from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
 from entrenar_tui.widgets.validation_bar import ValidationBar
 from tests.conftest import patience, until
+from tests.helpers import run_model, run_screen, run_watcher
 from trainer.monitor.control import launch_detached
 from trainer.monitor.schema import Files
 
@@ -76,7 +77,7 @@ def run_app(body, app: MonitorApp, size=SIZE):
     async def main():
         async with app.run_test(size=size) as pilot:
             await until(
-                pilot, lambda: app.watcher is None or app.watcher.running, "the watcher runs"
+                pilot, lambda: run_watcher(app) is None or run_watcher(app).running, "the watcher runs"
             )
             await body(pilot)
 
@@ -95,12 +96,12 @@ def test_values_update_when_a_batch_lands(tmp_path):
     async def body(pilot):
         await until(pilot, lambda: "step 3/20" in text(app, "#position"), "step 3 shows")
         assert status(app) == "running"
-        assert len(app.model.history) == 3
+        assert len(run_model(app).history) == 3
         run.train_step()
         await until(pilot, lambda: "step 4/20" in text(app, "#position"), "step 4 shows")
         assert "global 4/80" in text(app, "#position")
         assert app.screen.query_one("#overall").progress == 4
-        await until(pilot, lambda: len(app.model.history) == 4, "the 4th step is in the history")
+        await until(pilot, lambda: len(run_model(app).history) == 4, "the 4th step is in the history")
         loss = f"{run.loss_at(4):.4f}"
         await until(
             pilot,
@@ -182,14 +183,14 @@ def test_a_partial_last_line_and_a_garbage_state_show_as_problems_not_crashes(tm
     app = MonitorApp(run.dir, probe=alive, clock=clock)
 
     async def body(pilot):
-        await until(pilot, lambda: len(app.model.history) == 1, "the first step is read")
+        await until(pilot, lambda: len(run_model(app).history) == 1, "the first step is read")
         with open(run.dir / Files.STEPS, "ab") as f:
             f.write(b'{"epoch": 1, "step": 2, "glo')
-        await until(pilot, lambda: app.model.partial_bytes > 0, "the partial line is seen")
-        app.tick()
+        await until(pilot, lambda: run_model(app).partial_bytes > 0, "the partial line is seen")
+        run_screen(app).tick()
         assert "incomplete" not in problems(app)  # a line being written, for now
         clock.fixed = time.time() + 10
-        app.tick()
+        run_screen(app).tick()
         assert "steps.jsonl: incomplete last line (28 bytes) for 10s" in problems(app)
         (run.dir / Files.STATE).write_bytes(b"\x00garbage{")
         await until(
@@ -215,7 +216,7 @@ def test_a_run_whose_writer_died_shows_as_crashed(tmp_path):
     async def body(pilot):
         await until(pilot, lambda: status(app) == "crashed", "the run shows as crashed")
         assert f"crashed: trainer pid {dead.pid} is gone" in problems(app)
-        assert app.model.trainer == "gone"
+        assert run_model(app).trainer == "gone"
 
     run_app(body, app)
 
@@ -229,7 +230,7 @@ def test_a_stale_heartbeat_shows_as_crashed_where_the_pid_cannot_be_checked(tmp_
     async def body(pilot):
         await until(pilot, lambda: status(app) == "running", "the run shows as running")
         clock.fixed = run.writer.state["heartbeat"] + 3600
-        app.tick()
+        run_screen(app).tick()
         assert status(app) == "crashed"
         assert "no heartbeat for 1h00m" in problems(app)
 
@@ -288,11 +289,11 @@ def test_x_stops_a_live_trainer_and_r_resumes_it_to_completed(tmp_path):
     async def body(pilot):
         await until(
             pilot,
-            lambda: app.model.status == "running" and len(app.model.history) >= 1,
+            lambda: run_model(app).status == "running" and len(run_model(app).history) >= 1,
             "the trainer runs",
         )
         await pilot.press("r")
-        assert app.model.request is None and notes[-1].startswith(
+        assert run_model(app).request is None and notes[-1].startswith(
             "not resuming: the trainer is alive"
         )
         await pilot.press("x")
@@ -302,19 +303,19 @@ def test_x_stops_a_live_trainer_and_r_resumes_it_to_completed(tmp_path):
             notes[-1]
             == f"stop requested: SIGINT sent to trainer pid {trainer.pid}, control.json written"
         )
-        assert app.model.request is not None and app.model.request.label == "stopping…"
+        assert run_model(app).request is not None and run_model(app).request.label == "stopping…"
         await until(pilot, lambda: status(app) == "stopped", "the run stops")
         assert trainer.wait(patience(10)) == 0
         assert orjson.loads((run_dir / Files.CONTROL).read_bytes())["command"] == "stop"
         assert (run_dir / "checkpoints" / "last").is_dir()
-        assert app.model.state["global_step"] == 1  # held after step 1 until the stop
+        assert run_model(app).state["global_step"] == 1  # held after step 1 until the stop
         await pilot.press("r")
         await until(
             pilot, lambda: status(app) == "completed", "the resumed run completes", timeout=30
         )
-        assert app.model.request is None
+        assert run_model(app).request is None
         assert orjson.loads((run_dir / Files.RESULT).read_bytes())["status"] == "completed"
-        assert app.model.state["global_step"] == 200
+        assert run_model(app).state["global_step"] == 200
         assert "--resume" in (run_dir / Files.LOG).read_text()
 
     try:
@@ -333,12 +334,12 @@ def test_a_second_x_while_stopping_forces_the_stop(tmp_path):
     async def body(pilot):
         await until(
             pilot,
-            lambda: app.model.status == "running" and app.model.trainer == "alive",
+            lambda: run_model(app).status == "running" and run_model(app).trainer == "alive",
             "the trainer runs",
         )
-        await until(pilot, lambda: len(app.model.history) >= 1, "a first batch lands")
+        await until(pilot, lambda: len(run_model(app).history) >= 1, "a first batch lands")
         await pilot.press("x", "y")
-        assert app.model.request.kind == "stop"
+        assert run_model(app).request.kind == "stop"
         await pilot.press("x")
         assert "Force" in str(app.screen.query_one("#question").render())
         await pilot.press("y")
@@ -359,7 +360,7 @@ def test_q_quits_and_leaves_the_training_running(tmp_path):
     app = MonitorApp(run_dir)
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.trainer == "alive", "the trainer runs")
+        await until(pilot, lambda: run_model(app).trainer == "alive", "the trainer runs")
         await pilot.press("q")
 
     try:
@@ -459,7 +460,7 @@ def test_a_trainer_this_machine_cannot_signal_is_asked_through_control_json(tmp_
         assert "stopping…" in text(app, "#request")
         run.finish("stopped")
         await until(pilot, lambda: status(app) == "stopped", "the trainer says stopped")
-        assert app.model.request is None and text(app, "#request") == ""
+        assert run_model(app).request is None and text(app, "#request") == ""
 
     run_app(body, app)
 
@@ -472,7 +473,7 @@ def test_long_names_are_shortened_to_fit_80_columns(tmp_path):
 
     async def body(pilot):
         await until(
-            pilot, lambda: app.model.run is not None and "…" in app.title, "the name is shortened"
+            pilot, lambda: run_model(app).run is not None and "…" in app.title, "the name is shortened"
         )
         header = f"{app.title} — {app.sub_title}"
         assert len(header) <= 80 - 20  # between the header's icon and its right edge
@@ -507,10 +508,10 @@ def test_the_epoch_a_run_ended_in_keeps_its_row(ending, tmp_path):
         assert live[:2] == ["▸", "2"]
         if ending == "crashed":
             trainer["liveness"] = "gone"
-            app.tick()
+            run_screen(app).tick()
         else:
             run.finish(ending, error="non-finite loss" if ending == "failed" else None)
-        await until(pilot, lambda: app.model.status == ending, f"the run shows {ending}")
+        await until(pilot, lambda: run_model(app).status == ending, f"the run shows {ending}")
         await until(pilot, lambda: epoch_rows(app)[-1][0] == "■", "the row is marked ended")
         rows = epoch_rows(app)
         assert len(rows) == 2
@@ -542,7 +543,7 @@ def test_trainers_the_app_started_are_reaped_when_they_end(tmp_path):
     app = MonitorApp(run_dir, launched=trainer, tick_interval=0.05)
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "completed", "the run completes")
+        await until(pilot, lambda: run_model(app).status == "completed", "the run completes")
         await until(pilot, lambda: reaped(trainer.pid), "the finished trainer is reaped")
         assert app.started_trainers == [] and trainer.returncode == 0
 
@@ -562,7 +563,7 @@ def test_a_resume_while_the_app_watches_is_announced_with_the_trainers_note(tmp_
     note = "resumed from checkpoints/last at step 3; steps 4–52 are redone"
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.run is not None, "run.json is read")
+        await until(pilot, lambda: run_model(app).run is not None, "run.json is read")
         info = orjson.loads((run.dir / Files.RUN).read_bytes())
         info["resumed_from"] = [{"checkpoint": "/elsewhere/last", "global_step": 3, "note": note}]
         run.writer.write_run(info)
@@ -576,7 +577,7 @@ def test_a_resume_while_the_app_watches_is_announced_with_the_trainers_note(tmp_
     later.notify = lambda message, **kw: later_notes.append(message)  # type: ignore[method-assign]
 
     async def check(pilot):
-        await until(pilot, lambda: later.model.run is not None, "run.json is read")
+        await until(pilot, lambda: run_model(later).run is not None, "run.json is read")
         await pilot.pause()
         assert note not in later_notes
 

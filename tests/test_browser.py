@@ -22,6 +22,7 @@ from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
 from tests.conftest import RUNS_ROOT_RUNS, patience, until
+from tests.helpers import run_model
 from trainer.monitor.reader import best_of, load_run
 from trainer.monitor.schema import Files
 
@@ -246,19 +247,20 @@ def test_enter_opens_the_run_and_escape_comes_back(root):
         table(app).move_cursor(row=names(app).index("sweep/exp-3ep"))
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the run screen opens")
-        assert app.model.dir == root / "sweep" / "exp-3ep"
-        await until(pilot, lambda: app.model.status == "completed", "the run loads")
-        assert app.watcher is not None
+        assert run_model(app).dir == root / "sweep" / "exp-3ep"
+        await until(pilot, lambda: run_model(app).status == "completed", "the run loads")
+        opened = app.screen
+        assert opened.watcher is not None
         assert any(c.title == "Back to the runs" for c in app.get_system_commands(app.screen))
         shown = {b.key: b.description for _, b, on, _ in app.active_bindings.values() if b.show}
         assert shown.get("escape") == "Runs"  # in the footer of the run screen
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen), "back on the browser")
-        assert app.watcher is None
+        assert opened.watcher is None  # the run screen stopped its watcher as it closed
         assert table(app).current_key() == str(root / "sweep" / "exp-3ep")  # the cursor stayed
         table(app).move_cursor(row=names(app).index("exp-crashed"))
         await pilot.press("enter")
-        await until(pilot, lambda: app.model.status == "crashed", "the crashed run opens")
+        await until(pilot, lambda: run_model(app).status == "crashed", "the crashed run opens")
         await pilot.press("backspace")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen), "back again")
 
@@ -490,7 +492,7 @@ def test_question_mark_shows_each_screens_own_keys(root):
 
         table(app).move_cursor(row=names(app).index("exp-crashed"))
         await pilot.press("enter")
-        await until(pilot, lambda: app.model.status == "crashed", "the crashed run opens")
+        await until(pilot, lambda: run_model(app).status == "crashed", "the crashed run opens")
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         texts = help_texts(app)

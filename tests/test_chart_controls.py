@@ -16,6 +16,7 @@ from entrenar_tui.app import MonitorApp
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.metric_chart import MetricChart
 from tests.conftest import until
+from tests.helpers import run_model
 
 NAN = float("nan")
 
@@ -147,7 +148,7 @@ def run_on(trained_run, body, size=(100, 32)):
         async with app.run_test(size=size) as pilot:
             await until(
                 pilot,
-                lambda: len(app.model.history) == 150 and len(app.model.epochs) == 2,
+                lambda: len(run_model(app).history) == 150 and len(run_model(app).epochs) == 2,
                 "the run loads",
             )
             await pilot.pause()

@@ -15,6 +15,7 @@ from entrenar_tui import export
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.cli import main as cli
 from tests.conftest import patience, until
+from tests.helpers import run_model
 from trainer.monitor.schema import Files
 
 
@@ -152,7 +153,7 @@ def test_e_exports_the_current_run_next_to_it(trained_run, tmp_path):
 
     async def main():
         async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: app.model.state is not None, "the state loads")
+            await until(pilot, lambda: run_model(app).state is not None, "the state loads")
             await pilot.press("e")
             await until(
                 pilot,

@@ -25,6 +25,7 @@ import pytest
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.demo import FakeRun
 from tests.conftest import REPO, write_config, write_corpus
+from tests.helpers import run_model, run_watcher
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 
@@ -176,9 +177,9 @@ def test_the_run_screen_shows_a_fifo_as_a_problem(tmp_path, file):
     try:
 
         async def body(pilot):
-            texts = lambda: [p.text for p in app.model.problems()]  # noqa: E731
+            texts = lambda: [p.text for p in run_model(app).problems()]  # noqa: E731
             await until(pilot, lambda: problem in texts(), f"{problem!r} shows")
-            assert app.watcher is not None and app.watcher.running
+            assert run_watcher(app) is not None and run_watcher(app).running
 
         run_app(app, body)
     finally:
@@ -192,7 +193,7 @@ def test_a_fifo_train_log_hangs_neither_the_problems_line_nor_the_log_pane(tmp_p
     try:
 
         async def body(pilot):
-            await until(pilot, lambda: app.model.status == "crashed", "it shows crashed")
+            await until(pilot, lambda: run_model(app).status == "crashed", "it shows crashed")
             await pilot.press("l")  # the log pane tails train.log
             pane = app.screen.query_one("LogPane")
             await until(pilot, lambda: "FIFO" in str(pane.border_subtitle), "the pane says why")

@@ -24,6 +24,7 @@ from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.runs_table import RunsTable
 from tests.conftest import REPO, write_config
+from tests.helpers import run_model
 from trainer.cli import main
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
@@ -82,9 +83,9 @@ def test_the_run_header_and_title_show_a_directory_name_printable(tmp_path):
     app = MonitorApp(run_dir, probe=lambda _s: "alive")
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.state is not None, "the state shows")
+        await until(pilot, lambda: run_model(app).state is not None, "the state shows")
         await pilot.pause()
-        assert app.title == SHOWN_NAME and app.model.name == SHOWN_NAME
+        assert app.title == SHOWN_NAME and run_model(app).name == SHOWN_NAME
         no_control(app.title + app.sub_title)
         no_control(drawn(app))
 
@@ -107,7 +108,7 @@ def test_the_browser_shows_a_root_and_runs_with_escape_names_printable(tmp_path)
         await pilot.press("enter")  # open it: the run header
         await until(
             pilot,
-            lambda: isinstance(app.screen, MonitorScreen) and app.model.run is not None,
+            lambda: isinstance(app.screen, MonitorScreen) and run_model(app).run is not None,
             "the run opens",
             timeout=60,
         )
@@ -127,7 +128,9 @@ def test_the_start_dialog_names_the_new_directory_printable(tmp_path):
     )
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "stopped" and app.model.run, "it shows")
+        await until(
+            pilot, lambda: run_model(app).status == "stopped" and run_model(app).run, "it shows"
+        )
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.pause()

@@ -28,6 +28,7 @@ from entrenar_tui.control import Controller
 from entrenar_tui.demo import FakeRun
 from entrenar_tui.screens.confirm import ConfirmScreen
 from tests.conftest import REPO, run_cli, write_config, write_corpus
+from tests.helpers import run_model
 from trainer.cli import main
 from trainer.monitor.control import request_stop
 from trainer.monitor.schema import Files
@@ -94,7 +95,9 @@ def test_s_never_reuses_a_sibling_directory_nor_writes_through_a_link(tmp_path, 
     app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "stopped" and app.model.run, "it shows")
+        await until(
+            pilot, lambda: run_model(app).status == "stopped" and run_model(app).run, "it shows"
+        )
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
@@ -157,7 +160,7 @@ def test_r_never_appends_through_a_planted_train_log(tmp_path, victim, how):
     app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "stopped", "it shows")
+        await until(pilot, lambda: run_model(app).status == "stopped", "it shows")
         await pilot.press("r")
         await until(pilot, lambda: notes, "a notification")
 
@@ -166,7 +169,7 @@ def test_r_never_appends_through_a_planted_train_log(tmp_path, victim, how):
         how
     ]
     assert notes[-1].startswith(f"failed: train.log {what}"), notes
-    assert app.model.request is None  # nothing started
+    assert run_model(app).request is None  # nothing started
     assert victim.read_bytes() == VICTIM_TEXT
 
 

@@ -28,6 +28,7 @@ from entrenar_tui.app import MonitorApp
 from entrenar_tui.control import Controller
 from entrenar_tui.demo import FakeRun
 from tests.conftest import write_config, write_corpus
+from tests.helpers import run_model
 from trainer.cli import main
 from trainer.errors import UserError
 from trainer.lock import RunLock
@@ -269,7 +270,7 @@ def test_r_on_a_run_locked_by_another_host_says_so_and_launches_nothing(tmp_path
 
     async def body(pilot):
         deadline = time.monotonic() + 60
-        while app.model.status != "stopped":
+        while run_model(app).status != "stopped":
             assert time.monotonic() < deadline, "the run never showed"
             await pilot.pause(0.02)
         await pilot.press("r")

@@ -32,6 +32,7 @@ from entrenar_tui.untrusted import clean_epochs, clean_run, clean_state
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
 from tests.conftest import patience, until
+from tests.helpers import run_model
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 
@@ -113,14 +114,14 @@ def test_a_failed_runs_texts_show_literally(tmp_path):
     app = MonitorApp(run.dir, probe=lambda _s: "gone")
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "failed" and app.model.run, "it shows")
+        await until(pilot, lambda: run_model(app).status == "failed" and run_model(app).run, "it shows")
         await pilot.pause()
         text = assert_nothing_applied(app)
         line = str(app.screen.query_one(ProblemsLine).render())
         assert line.startswith(f"✗ failed: CUDA error: {SHOWN}")
         assert MARKUP in text and LINK in text and "\\x1b[2J\\x07" in text and "\\u202eevil" in text
         assert app.title.startswith(MARKUP)  # the header: the run's name, literally
-        assert app.model.model_names == ["qwen", SHOWN]  # (the header shows what fits)
+        assert run_model(app).model_names == ["qwen", SHOWN]  # (the header shows what fits)
         await pilot.press("question_mark")  # the help lists the problems: text, not Markdown
         assert isinstance(app.screen, HelpScreen)
         await pilot.pause()
@@ -135,7 +136,7 @@ def test_a_crashed_runs_log_line_shows_literally(tmp_path):
     app = MonitorApp(run.dir, probe=lambda _s: "gone")
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "crashed", "it shows crashed")
+        await until(pilot, lambda: run_model(app).status == "crashed", "it shows crashed")
         await pilot.pause()
         assert_nothing_applied(app)
         line = str(app.screen.query_one(ProblemsLine).render())
@@ -172,7 +173,7 @@ def test_the_stop_dialog_and_notifications_quote_the_run_literally(tmp_path):
     app = MonitorApp(run.dir, controller=controller, probe=lambda _s: "remote")
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "running" and app.model.run, "it runs")
+        await until(pilot, lambda: run_model(app).status == "running" and run_model(app).run, "it runs")
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.pause()
@@ -304,10 +305,10 @@ def test_paths_in_run_files_never_lead_outside_the_run_directory(tmp_path):
     assert "../../escape-name" in summary(run.dir)  # --once shows the name, and only shows it
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "stopped" and app.model.run, "it shows")
+        await until(pilot, lambda: run_model(app).status == "stopped" and run_model(app).run, "it shows")
         await pilot.press("r")
         assert launched[-1] == (["entrenar-train", "--resume", str(run.dir)], run.dir)
-        app.model.request = None  # (the pretend resume never writes a state)
+        run_model(app).request = None  # (the pretend resume never writes a state)
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
@@ -335,7 +336,7 @@ def test_stop_writes_only_the_run_directorys_control_file(tmp_path):
     before = tree(tmp_path)
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "running", "it runs")
+        await until(pilot, lambda: run_model(app).status == "running", "it runs")
         await pilot.press("x", "y")
 
     run_app(body, app)
