@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from entrenar_tui.charts import SMOOTHING_MAX, X_AXES, ZOOMS
+from entrenar_tui.charts.views import SMOOTHING_MAX, X_AXES, ZOOMS
 from trainer.monitor.atomic import atomic_write_bytes
 
 FILE_NAME = "settings.json"

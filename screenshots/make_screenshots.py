@@ -4,7 +4,7 @@
     python screenshots/make_screenshots.py --trainer CONFIG [section.key=value ...]
 
 Both ways the app is the real MonitorApp reading run directories written by the real MonitorWriter.
-By default the runs are scripted (entrenar_tui.demo: every number a function of the step). With
+By default the runs are scripted (tests.fake_run: every number a function of the step). With
 --trainer they come from real `entrenar-train` runs of CONFIG: running, validating and completed
 from one run, crashed from a run this script kills with SIGKILL, failed from a run with a learning
 rate large enough to blow up (falling back to the scripted one if it does not), and a second
@@ -28,10 +28,12 @@ from pathlib import Path
 
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo: tests.fake_run
+
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.demo import FakeRun, scenario
 from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.widgets.runs_table import RunsTable
+from tests.fake_run import FakeRun, scenario
 from trainer.monitor.control import launch_detached, trainer_command
 from trainer.monitor.schema import Files
 

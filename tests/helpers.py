@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import weakref
 
-from entrenar_tui.run_model import RunModel
+from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.monitor import MonitorScreen
-from entrenar_tui.watcher import RunWatcher
+from entrenar_tui.watch.run_watcher import RunWatcher
 
 _last_seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -1,5 +1,5 @@
 """The real MonitorApp driven by Textual's Pilot over run directories that the real MonitorWriter
-writes while the app watches (entrenar_tui.demo.FakeRun plays a run batch by batch), and over a
+writes while the app watches (tests.fake_run.FakeRun plays a run batch by batch), and over a
 fake trainer *process* that obeys the control contract (tests/snapshot_apps/fake_trainer.py)."""
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller, StartSpec
-from entrenar_tui.demo import FakeRun, scenario
-from entrenar_tui.run_model import RunModel
+from entrenar_tui.model.controller import Controller, StartSpec
+from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HelpScreen
 from entrenar_tui.widgets.epoch_table import EpochTable
@@ -25,6 +24,7 @@ from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
 from entrenar_tui.widgets.validation_bar import ValidationBar
 from tests.conftest import patience, until
+from tests.fake_run import FakeRun, scenario
 from tests.helpers import run_model, run_screen, run_watcher
 from trainer.monitor.control import launch_detached
 from trainer.monitor.schema import Files
@@ -400,7 +400,7 @@ def test_s_shows_the_command_then_starts_the_run(tmp_path):
 
 
 def test_a_start_from_the_saved_config_goes_to_a_new_directory(tmp_path):
-    from entrenar_tui.run_model import RunModel
+    from entrenar_tui.model.run import RunModel
 
     run = FakeRun(tmp_path / "exp").start()
     run.finish("completed")

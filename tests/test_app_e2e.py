@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import StartSpec
+from entrenar_tui.model.controller import StartSpec
 from entrenar_tui.screens.confirm import ConfirmScreen
 from tests.conftest import patience, until
 from tests.helpers import run_model

@@ -1,5 +1,5 @@
 """Snapshots of the key screens (pytest-textual-snapshot). Deterministic: scripted run data
-(entrenar_tui.demo.scenario), a clock pinned to 2 s after the last heartbeat, a fixed answer from
+(tests.fake_run.scenario), a clock pinned to 2 s after the last heartbeat, a fixed answer from
 the process check. Regenerate with `pytest tests/test_app_snapshots.py --snapshot-update`."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.demo import FakeRun, scenario
 from tests.conftest import patience
+from tests.fake_run import FakeRun, scenario
 from tests.helpers import run_model, run_screen
 from trainer.monitor.schema import Files
 

@@ -169,3 +169,25 @@ def test_the_monitor_never_imports_torch():
                     todo.append(d)
     heavy = {m: sorted(i for i in every[m] if i.split(".")[0] in HEAVY) for m in seen}
     assert {m: v for m, v in heavy.items() if v} == {}
+
+
+@pytest.mark.parametrize("room", ["model", "charts", "output"])
+def test_the_rooms_below_the_screens_never_import_textual(room):
+    """Run state, charts and text output are plain Python (testable, and usable by `--once`,
+    export and the browser view without a terminal UI): no textual, nor anything that imports
+    it, however deep (lazy imports included). watch/ posts Textual Messages, so it may."""
+    edges = graph("entrenar_tui", module_level=False)
+    start = [m for m in edges if m.startswith(f"entrenar_tui.{room}")]
+    seen, todo = set(start), list(start)
+    while todo:
+        for dep in edges[todo.pop()]:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    files = package_files("entrenar_tui")
+    textual = {
+        m: sorted(i for i in imports(files[m], module_level=False) if i.split(".")[0] == "textual")
+        for m in seen
+    }
+    assert {m: v for m, v in textual.items() if v} == {}
+    assert start, f"no modules under entrenar_tui/{room}"

@@ -1,4 +1,4 @@
-"""The runs browser: discovery and summaries (entrenar_tui.runs), the RunsScreen driven by Pilot over
+"""The runs browser: discovery and summaries (entrenar_tui.model.discovery), the RunsScreen driven by Pilot over
 runs the real trainer wrote (the `runs_root` fixture), `entrenar-tui` on a root, and snapshots of
 scripted runs (FakeRun, a pinned clock and process check)."""
 
@@ -16,12 +16,12 @@ import pytest
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.cli import main as tui_main
-from entrenar_tui.demo import FakeRun, scenario
-from entrenar_tui.runs import RunIndex, find_runs, holds_runs, name_filter, sort_runs
+from entrenar_tui.model.discovery import RunIndex, find_runs, holds_runs, name_filter, sort_runs
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
 from tests.conftest import RUNS_ROOT_RUNS, patience, until
+from tests.fake_run import FakeRun, scenario
 from tests.helpers import run_model
 from trainer.monitor.reader import best_of, load_run
 from trainer.monitor.schema import Files
@@ -416,7 +416,7 @@ def test_columns_are_the_documented_ones():
 
 def test_started_is_dated_as_ls_does_it():
     """Within half a year of now: the time of day; older: the year (12 columns either way)."""
-    from entrenar_tui.runs import started_text
+    from entrenar_tui.model.discovery import started_text
 
     now = datetime(2026, 11, 25, 12, tzinfo=timezone.utc).timestamp()
     assert started_text("2026-11-14T22:13:20+00:00", now) == "Nov 14 22:13"

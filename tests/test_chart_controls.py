@@ -10,9 +10,9 @@ import numpy as np
 import orjson
 import pytest
 
-from entrenar_tui import braille
-from entrenar_tui import chart_math as cm
 from entrenar_tui.app import MonitorApp
+from entrenar_tui.charts import braille
+from entrenar_tui.charts import math as cm
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.metric_chart import MetricChart
 from tests.conftest import until
@@ -299,7 +299,7 @@ def test_every_new_action_is_in_the_command_palette(trained_run):
 
 
 def test_ema_continues_a_growing_series_and_restarts_after_an_edit():
-    from entrenar_tui.charts import smoothed
+    from entrenar_tui.charts.views import smoothed
     from trainer.monitor.reader import Series
 
     rng = np.random.default_rng(2)

@@ -11,9 +11,9 @@ import shutil
 import orjson
 import pytest
 
-from entrenar_tui import export
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.cli import main as cli
+from entrenar_tui.output import export
 from tests.conftest import patience, until
 from tests.helpers import run_model
 from trainer.monitor.schema import Files
@@ -172,7 +172,7 @@ def test_export_and_the_new_modules_import_no_torch():
     import sys
 
     code = (
-        "import sys, entrenar_tui.export, entrenar_tui.settings, entrenar_tui.chart_math, "
+        "import sys, entrenar_tui.output.export, entrenar_tui.settings, entrenar_tui.charts.math, "
         "entrenar_tui.screens.monitor; "
         "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     )

@@ -23,8 +23,8 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.demo import FakeRun
 from tests.conftest import REPO, write_config, write_corpus
+from tests.fake_run import FakeRun
 from tests.helpers import run_model, run_watcher
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable

@@ -22,8 +22,8 @@ import psutil
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.demo import FakeRun
 from entrenar_tui.screens.confirm import ConfirmScreen
+from tests.fake_run import FakeRun
 from tests.helpers import run_model
 from trainer.monitor.schema import Files
 

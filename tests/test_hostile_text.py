@@ -18,12 +18,12 @@ import pytest
 from rich.segment import Segment
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller
-from entrenar_tui.demo import FakeRun
+from entrenar_tui.model.controller import Controller
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.runs_table import RunsTable
 from tests.conftest import REPO, write_config
+from tests.fake_run import FakeRun
 from tests.helpers import run_model
 from trainer.cli import main
 from trainer.monitor.schema import Files

@@ -24,10 +24,10 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller
-from entrenar_tui.demo import FakeRun
+from entrenar_tui.model.controller import Controller
 from entrenar_tui.screens.confirm import ConfirmScreen
 from tests.conftest import REPO, run_cli, write_config, write_corpus
+from tests.fake_run import FakeRun
 from tests.helpers import run_model
 from trainer.cli import main
 from trainer.monitor.control import request_stop
@@ -115,9 +115,9 @@ def test_s_never_reuses_a_sibling_directory_nor_writes_through_a_link(tmp_path, 
 def test_a_new_runs_config_is_never_written_over_a_file_that_appeared(tmp_path, victim):
     """Between the plan (the dialog) and the start, someone makes the chosen directory: the start
     is refused, nothing written there."""
-    from entrenar_tui.control import Refused
-    from entrenar_tui.run_model import RunModel
-    from entrenar_tui.untrusted import clean_run
+    from entrenar_tui.model.controller import Refused
+    from entrenar_tui.model.run import RunModel
+    from entrenar_tui.model.validation import clean_run
 
     run = stopped_run(tmp_path)
     model = RunModel(run.dir)

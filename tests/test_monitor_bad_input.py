@@ -26,14 +26,14 @@ import psutil
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller
-from entrenar_tui.demo import FakeRun
-from entrenar_tui.run_model import RunModel
+from entrenar_tui.model.controller import Controller
+from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.widgets.epoch_table import EpochTable
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
 from tests.conftest import patience, until
+from tests.fake_run import FakeRun
 from tests.helpers import run_model, run_screen, run_watcher
 from trainer.monitor.control import find_trainer, launch_detached, request_stop, signal_trainer
 from trainer.monitor.schema import Files

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from entrenar_tui.demo import FakeRun, scenario
-from entrenar_tui.plain import summary
+from entrenar_tui.output.plain import summary
 from tests.conftest import patience
+from tests.fake_run import FakeRun, scenario
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def tui(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 def test_the_monitor_imports_no_torch():
     code = (
-        "import sys, entrenar_tui.cli, entrenar_tui.app, entrenar_tui.plain, trainer.monitor.reader, "
+        "import sys, entrenar_tui.cli, entrenar_tui.app, entrenar_tui.output.plain, trainer.monitor.reader, "
         "trainer.monitor.control, trainer.config\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]\n"
         "assert not heavy, heavy"

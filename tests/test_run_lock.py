@@ -25,9 +25,9 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller
-from entrenar_tui.demo import FakeRun
+from entrenar_tui.model.controller import Controller
 from tests.conftest import write_config, write_corpus
+from tests.fake_run import FakeRun
 from tests.helpers import run_model
 from trainer.cli import main
 from trainer.errors import UserError

@@ -20,9 +20,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from entrenar_tui import formatting as fmt
 from entrenar_tui import settings as user_settings
-from entrenar_tui.charts import (
+from entrenar_tui.charts.views import (
     SMOOTHING_MAX,
     SMOOTHING_STEP,
     X_AXES,
@@ -31,7 +30,6 @@ from entrenar_tui.charts import (
     epoch_chart,
     step_chart,
 )
-from entrenar_tui.control import Refused, StartPlan
 from entrenar_tui.messages import (
     DirectoryChanged,
     EpochsChanged,
@@ -42,11 +40,13 @@ from entrenar_tui.messages import (
     StepsAppended,
     WatchMode,
 )
-from entrenar_tui.run_model import Request, RunModel
+from entrenar_tui.model.controller import Refused, StartPlan
+from entrenar_tui.model.run import Request, RunModel
+from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
+from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HELP
-from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_state
-from entrenar_tui.watcher import RunWatcher
+from entrenar_tui.watch.run_watcher import RunWatcher
 from entrenar_tui.widgets.epoch_table import EpochTable
 from entrenar_tui.widgets.log_pane import LogPane
 from entrenar_tui.widgets.metric_chart import MetricChart
@@ -167,7 +167,7 @@ ended inside an epoch (■ stopped 7/12).
         return self.app.liveness(state, self.model.dir)
 
     # ------------------------------------------------------------------------ watcher messages
-    # What the files say is checked (untrusted.py) before the model sees it: a value of the wrong
+    # What the files say is checked (model/validation.py) before the model sees it: a value of the wrong
     # type is dropped and named on the problems line ("<file> values"), text is made printable.
 
     def on_directory_changed(self, message: DirectoryChanged) -> None:
@@ -407,7 +407,7 @@ ended inside an epoch (■ stopped 7/12).
 
     def action_move_cursor(self, direction: int) -> None:
         """One dot column of the chart (at least one step) to the left or right."""
-        from entrenar_tui.chart_math import cursor_move, zoom_window
+        from entrenar_tui.charts.math import cursor_move, zoom_window
 
         n = len(self.model.history)
         start, stop = zoom_window(n, self.view.zoom)
@@ -418,7 +418,7 @@ ended inside an epoch (■ stopped 7/12).
 
     def action_export(self) -> None:
         """e: the run's steps and epochs as CSV next to the run directory (else in the cwd)."""
-        from entrenar_tui.export import export_for_screen
+        from entrenar_tui.output.export import export_for_screen
 
         run_dir = Path(self.model.dir)
 

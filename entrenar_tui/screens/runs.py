@@ -13,13 +13,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from entrenar_tui import formatting as fmt
 from entrenar_tui.messages import RunsChanged
-from entrenar_tui.runs import SORT_KEYS, RunSummary, name_filter, sort_runs
-from entrenar_tui.runs_watcher import RootWatcher
+from entrenar_tui.model.discovery import SORT_KEYS, RunSummary, name_filter, sort_runs
+from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.help import HELP
 from entrenar_tui.screens.monitor import MonitorScreen
+from entrenar_tui.watch.root_watcher import RootWatcher
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
 from trainer.monitor.text import printable
 

@@ -4,7 +4,7 @@ draws in its own colour (component classes overlay-chart--series-0..7); where ru
 the one listed later is on top. The title line is also the legend: each run's name and last value
 in its colour.
 
-braille.py draws one series on its own scale; the multi-series drawing is here, on braille's
+charts/braille.py draws one series on its own scale; the multi-series drawing is here, on braille's
 public pieces (fit, value_range, the dot bits), so the monitor's charts stay as they are.
 """
 
@@ -18,9 +18,9 @@ from typing import ClassVar
 from rich.text import Text
 from textual.widget import Widget
 
-from entrenar_tui import braille
-from entrenar_tui import formatting as fmt
-from entrenar_tui.comparison import PALETTE_SIZE
+from entrenar_tui.charts import braille
+from entrenar_tui.model.comparison import PALETTE_SIZE
+from entrenar_tui.output import formatting as fmt
 from trainer.monitor.reader import Series
 
 Point = braille.Point

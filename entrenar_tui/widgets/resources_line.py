@@ -8,7 +8,7 @@ from typing import Any
 
 from textual.widgets import Static
 
-from entrenar_tui import formatting as fmt
+from entrenar_tui.output import formatting as fmt
 
 
 def gigabytes(n: Any) -> str:

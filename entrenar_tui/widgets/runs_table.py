@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from entrenar_tui.runs import SORT_KEYS, RunSummary
+from entrenar_tui.model.discovery import SORT_KEYS, RunSummary
 from trainer.monitor.schema import LIVE_STATUSES
 
 # name, status, model, epoch, best val acc, best val loss, started, duration

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from entrenar_tui.untrusted import clean_epochs, clean_run
+from entrenar_tui.model.validation import clean_epochs, clean_run
 from trainer.monitor.reader import RunSnapshot, Series, load_run
 from trainer.monitor.text import printable
 

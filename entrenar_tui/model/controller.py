@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from entrenar_tui.run_model import Request, RunModel
+from entrenar_tui.model.run import Request, RunModel
 from trainer.monitor import control, lockfile
 from trainer.monitor.safe_files import create_new
 from trainer.monitor.schema import Files

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from entrenar_tui.braille import Point
+from entrenar_tui.charts.braille import Point
 
 EMA_CHUNK = 64  # values per block of the blocked EMA: a 64×64 matrix product per block
 

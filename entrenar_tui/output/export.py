@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from entrenar_tui import runs
-from entrenar_tui.runs import MAX_DEPTH, is_run_dir
+from entrenar_tui.model import discovery as runs
+from entrenar_tui.model.discovery import MAX_DEPTH, is_run_dir
 from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.safe_files import UnsafeFile, iter_lines

@@ -22,7 +22,7 @@ from entrenar_tui.messages import (
     StepsAppended,
     WatchMode,
 )
-from entrenar_tui.watch_thread import WatchThread
+from entrenar_tui.watch.thread import WatchThread
 from trainer.monitor.reader import JSON_FILES, RunReader
 from trainer.monitor.schema import Files
 

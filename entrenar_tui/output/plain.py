@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from entrenar_tui import formatting as fmt
-from entrenar_tui.epochs import epoch_rows
-from entrenar_tui.run_model import RunModel
-from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_state
+from entrenar_tui.model.run import RunModel
+from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
+from entrenar_tui.output import formatting as fmt
+from entrenar_tui.output.epoch_cells import epoch_rows
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import load_run
 from trainer.monitor.schema import Files
@@ -19,7 +19,7 @@ def summary(run_dir: Path, *, now: float | None = None) -> str:
     snap = load_run(run_dir)
     model = RunModel(run_dir, clock=lambda: now if now is not None else time.time())
     model.file_problems = dict(snap.problems)
-    # What the files say is checked as the app checks it (untrusted.py): wrong types dropped and
+    # What the files say is checked as the app checks it (model/validation.py): wrong types dropped and
     # named, text printable.
     model.exists = snap.exists
     if snap.run is not None:
