@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from entrenar_tui.charts import braille
 from entrenar_tui.charts.views import interpolate
 from entrenar_tui.model.discovery import RunIndex, plain_table, started_text
-from entrenar_tui.model.validation import EPOCH, RESULT, RUN, STATE
+from entrenar_tui.model.validation import RESULT, RUN, STATE
 from entrenar_tui.output.plain import summary
 from trainer.config import build_config
 from trainer.data import Row, label_ids, read_rows, resolve_label_names
@@ -35,7 +35,7 @@ from trainer.monitor.reader import (
     load_run,
     parse_contract_json,
 )
-from trainer.monitor.schema import Files, schema_tag
+from trainer.monitor.schema import EpochRecord, Files, field_names, schema_tag
 
 FUZZ = settings(
     max_examples=150,
@@ -94,7 +94,7 @@ def contract_shaped(
     keys = st.sampled_from(sorted(fields))
     body = st.dictionaries(keys | st.text(max_size=6), json_values, max_size=8)
     if file_name == Files.EPOCHS:
-        record = st.dictionaries(st.sampled_from(sorted(EPOCH)), json_values, max_size=6)
+        record = st.dictionaries(st.sampled_from(sorted(field_names(EpochRecord))), json_values, max_size=6)
         records = st.lists(record | json_values, max_size=4)
         body = st.fixed_dictionaries(
             {},

@@ -22,32 +22,11 @@ from entrenar_tui.model.discovery import MAX_DEPTH, is_run_dir
 from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.safe_files import UnsafeFile, iter_lines
-from trainer.monitor.schema import Files
+from trainer.monitor.schema import EpochRecord, Files, Step, field_names
 from trainer.monitor.text import printable
 
-STEP_COLUMNS = (
-    "epoch",
-    "step",
-    "global_step",
-    "loss",
-    "lr",
-    "grad_norm",
-    "accuracy",
-    "samples_per_sec",
-    "t",
-)
-EPOCH_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "epoch_time_s",
-    "train_samples_per_sec",
-    "is_best",
-    "checkpoint",
-)
+STEP_COLUMNS = field_names(Step)  # the contract's order (trainer/monitor/schema.py)
+EPOCH_COLUMNS = field_names(EpochRecord)
 
 
 class ExportError(ValueError):
