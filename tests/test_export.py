@@ -102,7 +102,7 @@ def test_a_root_of_two_runs(trained_run, tmp_path):
     copy_run(trained_run, root / "sweep" / "exp-b")
     (root / "notes").mkdir()
     steps, epochs = steps_of(trained_run), epochs_of(trained_run)
-    assert export.find_runs(root) == [root / "exp-a", root / "sweep" / "exp-b"]
+    assert export.runs_to_export(root) == [root / "exp-a", root / "sweep" / "exp-b"]
 
     assert cli(["export", str(root), "--out", str(tmp_path / "csv")]) == 0
     rows = read_csv(tmp_path / "csv" / "steps.csv")

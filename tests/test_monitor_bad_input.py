@@ -35,7 +35,7 @@ from entrenar_tui.widgets.status_badge import StatusBadge
 from tests.conftest import patience, until
 from tests.fake_run import FakeRun
 from tests.helpers import run_model, run_screen, run_watcher
-from trainer.monitor.control import find_trainer, launch_detached, request_stop, signal_trainer
+from trainer.monitor.control import identify_trainer, launch_detached, request_stop, signal_trainer
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 
@@ -438,7 +438,7 @@ def test_a_state_without_a_process_start_time_is_never_signalled(tmp_path):
         assert proc.stdout.readline() == "ready\n"
         info = {"pid": proc.pid, "host": socket.gethostname()}
         created = psutil.Process(proc.pid).create_time()
-        assert find_trainer(run_dir, {**info, "pid_create_time": created}) is not None  # ours
+        assert identify_trainer(run_dir, {**info, "pid_create_time": created}).process is not None  # ours
         assert not signal_trainer(run_dir, info, signal.SIGINT)
         assert not signal_trainer(run_dir, {**info, "pid_create_time": "yesterday"}, signal.SIGINT)
         assert proc.poll() is None  # untouched

@@ -71,13 +71,36 @@ def train_parser() -> ArgumentParser:
     return p
 
 
+def subcommand_parser(name: str) -> ArgumentParser:
+    """eval, predict, export: the arguments of what works on a saved checkpoint."""
+    p = ArgumentParser(prog=f"entrenar-train {name}")
+    p.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/exp/checkpoints/best")
+    if name == "eval":
+        p.add_argument("--data", required=True, help="labelled data: JSONL, CSV or TSV")
+        p.add_argument(
+            "--out", default="eval.json", help="where to write the metrics (default ./eval.json)"
+        )
+    elif name == "predict":
+        p.add_argument("texts", nargs="*", help="texts to classify; none = read lines from stdin")
+    else:
+        p.add_argument("out_dir", help="where to write the merged model")
+    return p
+
+
+def run_subcommand(name: str, argv: list[str]) -> int:
+    """Parse here (cli owns argument parsing), run in trainer.inference (torch: imported late)."""
+    args = subcommand_parser(name).parse_args(argv)
+    from trainer import inference
+
+    command = {"eval": inference.cmd_eval, "predict": inference.cmd_predict}
+    return command.get(name, inference.cmd_export)(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            from trainer.inference import run_subcommand
-
             return run_subcommand(argv[0], argv[1:])
         return run_train(argv)
     except UserError as e:

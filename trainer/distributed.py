@@ -48,13 +48,6 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
-    def broadcast_object(self, obj: object) -> object:
-        if not self.enabled:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
     def barrier(self) -> None:
         """Wait for every rank (at the normal end: no rank tears gloo down while a peer is still
         talking to it, which can abort the process with "terminate called without an active

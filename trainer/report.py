@@ -7,20 +7,10 @@ printable first: only the reporter's own colours are escape sequences.
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any, TextIO
 
-from trainer.monitor.text import printable
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+from trainer.monitor.text import duration, printable
 
 
 class Reporter:
@@ -44,7 +34,7 @@ class Reporter:
         self.say(
             f"epoch {s['epoch']}/{s['total_epochs']} step {s['step']}/{s['steps_per_epoch']} "
             f"loss {s['loss']:.4f} acc {s['train_accuracy']:.3f} lr {s['lr']:.2e} "
-            f"|g| {s['grad_norm']:.3f} {s['samples_per_sec']:.0f} samples/s eta {fmt_duration(s['eta_s'])}"
+            f"|g| {s['grad_norm']:.3f} {s['samples_per_sec']:.0f} samples/s eta {duration(s['eta_s'], '?')}"
         )
 
     def epoch(self, e: dict[str, Any], total_epochs: int) -> None:
@@ -62,7 +52,7 @@ class Reporter:
             self._style(f"run {result['status']}", "1"),
             f"  epochs run     {len(result['epochs'])}"
             + (" (early stop)" if result.get("stopped_early") else ""),
-            f"  total time     {fmt_duration(result['total_time_s'])}",
+            f"  total time     {duration(result['total_time_s'], '?')}",
         ]
         if best:
             lines.append(

@@ -158,15 +158,6 @@ def column_at(index: int, edges: np.ndarray) -> int:
     return max(0, min(len(edges) - 2, int(np.searchsorted(edges, index, "right")) - 1))
 
 
-def columns_covering(first: int, last: int, edges: np.ndarray) -> set[int]:
-    """The bins that hold any of the values first..last (inclusive)."""
-    if first > last:
-        return set()
-    lo = column_at(first, edges)
-    hi = column_at(last, edges)
-    return set(range(lo, hi + 1))
-
-
 def cursor_move(index: int, delta: int, start: int, stop: int) -> int:
     """The cursor moved by delta values, kept inside the window [start, stop)."""
     if stop <= start:

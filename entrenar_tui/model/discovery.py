@@ -24,7 +24,8 @@ from entrenar_tui.output import formatting as fmt
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import ContractError, best_of, effective_status, read_contract_json
 from trainer.monitor.schema import LIVE_STATUSES, Files
-from trainer.monitor.text import printable
+from trainer.monitor.text import duration, printable
+from trainer.monitor.values import is_number
 
 MAX_DEPTH = 3  # ROOT/a/b/c: a sweep folder holding a group folder holding runs
 MARKERS = (Files.RUN, Files.STATE)  # a directory holding either is a run directory
@@ -127,7 +128,7 @@ class RunSummary:
             fmt.percent(self.best_val_accuracy),
             fmt.metric(self.best_val_loss),
             started_text(self.started, now),
-            fmt.duration(self.duration_s),
+            duration(self.duration_s),
         )
 
 
@@ -184,7 +185,7 @@ def _model_name(run: dict[str, Any]) -> str:
 
 
 def _number(value: Any) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return value if is_number(value, finite=False) else None
 
 
 def _summarize(

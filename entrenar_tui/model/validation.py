@@ -17,6 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints, is_typeddict
 
 from trainer.monitor.schema import Epochs, Files, Result, RunInfo, State
 from trainer.monitor.text import printable
+from trainer.monitor.values import is_int, is_number
 
 # value -> (the value to use or None, [(where inside it, what is wrong)])
 Check = Callable[[Any], tuple[Any, list[tuple[str, str]]]]
@@ -40,10 +41,10 @@ def _scalar(ok: Callable[[Any], bool], expected: str) -> Check:
 
 
 _int = _scalar(
-    lambda v: isinstance(v, int) and not isinstance(v, bool) and -MAX_INT <= v <= MAX_INT,
+    lambda v: is_int(v) and -MAX_INT <= v <= MAX_INT,
     "an integer",
 )
-_number = _scalar(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+_number = _scalar(lambda v: is_number(v, finite=False), "a number")
 _text = _scalar(lambda v: isinstance(v, str), "a string")
 _bool = _scalar(lambda v: isinstance(v, bool), "true/false")
 _any_dict = _scalar(lambda v: isinstance(v, dict), "an object")

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from entrenar_tui.model import discovery as runs
+from entrenar_tui.model import discovery
 from entrenar_tui.model.discovery import MAX_DEPTH, is_run_dir
 from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
@@ -33,15 +33,15 @@ class ExportError(ValueError):
     """Bad input: the message names the path."""
 
 
-def find_runs(target: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
+def runs_to_export(target: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
     """[target] when it is a run directory, else the run directories under it, as the browser
-    finds them (runs.find_runs: depth <= 3, hidden folders and checkpoints skipped, each folder
+    finds them (discovery.find_runs: depth <= 3, hidden folders and checkpoints skipped, each folder
     once however many links lead to it)."""
     if not target.is_dir():
         raise ExportError(f"{target}: no such directory")
     if is_run_dir(target):
         return [target]
-    found = runs.find_runs(target, max_depth)
+    found = discovery.find_runs(target, max_depth)
     if not found:
         raise ExportError(
             f"{target}: no run directory ({Files.RUN} or {Files.STATE}) within {max_depth} levels"
@@ -85,7 +85,7 @@ def read_epochs(run_dir: Path) -> tuple[list[dict[str, Any]], int | None]:
 def collect(target: Path) -> list[dict[str, Any]]:
     """One record per run: {run (its name, or its path under the root), dir, steps, epochs,
     best_epoch}."""
-    runs = find_runs(target)
+    runs = runs_to_export(target)
     out = []
     for run_dir in runs:
         label = run_dir.name if run_dir == target else run_dir.relative_to(target).as_posix()

@@ -12,7 +12,7 @@ from entrenar_tui.output.epoch_cells import epoch_rows
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import load_run
 from trainer.monitor.schema import Files
-from trainer.monitor.text import printable
+from trainer.monitor.text import duration, printable
 
 
 def summary(run_dir: Path, *, now: float | None = None) -> str:
@@ -49,7 +49,7 @@ def summary(run_dir: Path, *, now: float | None = None) -> str:
         lines.append(
             f"progress  epoch {state.get('epoch')}/{state.get('total_epochs')} · step {step}/"
             f"{state.get('steps_per_epoch')} · global {fmt.count(gstep or 0)}/{fmt.count(total)} "
-            f"({100 * done / total:.1f}%) · elapsed {fmt.duration(model.elapsed_s())} · ETA {fmt.duration(state.get('eta_s'))}"
+            f"({100 * done / total:.1f}%) · elapsed {duration(model.elapsed_s())} · ETA {duration(state.get('eta_s'))}"
         )
     if len(model.history):
         h = model.history

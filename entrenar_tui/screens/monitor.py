@@ -167,8 +167,8 @@ ended inside an epoch (■ stopped 7/12).
         return self.app.liveness(state, self.model.dir)
 
     # ------------------------------------------------------------------------ watcher messages
-    # What the files say is checked (model/validation.py) before the model sees it: a value of the wrong
-    # type is dropped and named on the problems line ("<file> values"), text is made printable.
+    # What the files say is checked (model/validation.py) before the model sees it: a value of the
+    # wrong type is dropped and named on the problems line ("<file> values"), text made printable.
 
     def on_directory_changed(self, message: DirectoryChanged) -> None:
         self.model.exists = message.exists
