@@ -1,6 +1,6 @@
 """What the user chose on the run screen (log pane, chart controls, theme), remembered between
-sessions in $XDG_CONFIG_HOME/entrenar-tui/settings.json (~/.config/... without it;
-ENTRENAR_TUI_CONFIG_DIR overrides the folder, for tests). Written atomically; a file that cannot be
+sessions in $XDG_CONFIG_HOME/entrenar-tui/settings.json (~/.config/... without it; the platform's
+config folder elsewhere, by platformdirs; ENTRENAR_TUI_CONFIG_DIR overrides the folder, for tests). Written atomically; a file that cannot be
 read or holds values of the wrong type is ignored (defaults used) and the caller shows why."""
 
 from __future__ import annotations

@@ -4,11 +4,9 @@ fake trainer *process* that obeys the control contract (tests/snapshot_apps/fake
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -23,9 +21,9 @@ from entrenar_tui.widgets.metric_chart import MetricChart
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
 from entrenar_tui.widgets.validation_bar import ValidationBar
-from tests.conftest import patience, until
+from tests.conftest import patience
 from tests.fake_run import FakeRun, scenario
-from tests.helpers import run_model, run_screen, run_watcher
+from tests.helpers import fake_command, run_app, run_model, run_screen, until
 from trainer.monitor.control import launch_detached
 from trainer.monitor.schema import Files
 
@@ -34,15 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
 SIZE = (100, 32)
-
-
-def fake_command(*args: str, step_s: float = 0.05, hold_after: int | None = None) -> list[str]:
-    """The fake trainer's command. hold_after=N: it waits, alive, after its N-th step until a stop
-    (or never: the test kills it), so that a slow app still finds it running."""
-    hold = ["--hold-after", str(hold_after)] if hold_after is not None else []
-    return [sys.executable, str(FAKE_TRAINER), *args, "--step-s", str(step_s), *hold]
 
 
 def alive(_state) -> str:
@@ -60,7 +50,6 @@ class Clock:
         return time.time() if self.fixed is None else self.fixed
 
 
-
 def text(app: MonitorApp, selector: str) -> str:
     return str(app.screen.query_one(selector).render())
 
@@ -71,17 +60,6 @@ def problems(app: MonitorApp) -> str:
 
 def status(app: MonitorApp) -> str:
     return app.screen.query_one(StatusBadge).status
-
-
-def run_app(body, app: MonitorApp, size=SIZE):
-    async def main():
-        async with app.run_test(size=size) as pilot:
-            await until(
-                pilot, lambda: run_watcher(app) is None or run_watcher(app).running, "the watcher runs"
-            )
-            await body(pilot)
-
-    asyncio.run(main())
 
 
 # ------------------------------------------------------------------------------------ live updates
@@ -109,7 +87,7 @@ def test_values_update_when_a_batch_lands(tmp_path):
             "the loss chart shows the new loss",
         )
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_the_validation_bar_appears_while_validating_and_goes(tmp_path):
@@ -135,7 +113,7 @@ def test_the_validation_bar_appears_while_validating_and_goes(tmp_path):
         await until(pilot, lambda: not bar.display, "the validation bar goes")
         assert status(app) == "running"
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_the_best_marker_moves_when_a_better_epoch_lands(tmp_path):
@@ -170,7 +148,7 @@ def test_the_best_marker_moves_when_a_better_epoch_lands(tmp_path):
             data.highlight and max(data.highlight) == 2 * chart.size.width - 1
         )  # the last epoch, at the right edge
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 # ------------------------------------------------------------------------------------ problems
@@ -203,7 +181,7 @@ def test_a_partial_last_line_and_a_garbage_state_show_as_problems_not_crashes(tm
         run.train_step()  # a good state.json again
         await until(pilot, lambda: "state.json" not in problems(app), "the problem clears")
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_a_run_whose_writer_died_shows_as_crashed(tmp_path):
@@ -218,7 +196,7 @@ def test_a_run_whose_writer_died_shows_as_crashed(tmp_path):
         assert f"crashed: trainer pid {dead.pid} is gone" in problems(app)
         assert run_model(app).trainer == "gone"
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_a_stale_heartbeat_shows_as_crashed_where_the_pid_cannot_be_checked(tmp_path):
@@ -234,7 +212,7 @@ def test_a_stale_heartbeat_shows_as_crashed_where_the_pid_cannot_be_checked(tmp_
         assert status(app) == "crashed"
         assert "no heartbeat for 1h00m" in problems(app)
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_the_monitor_waits_for_a_run_directory_that_does_not_exist_yet(tmp_path):
@@ -247,7 +225,7 @@ def test_the_monitor_waits_for_a_run_directory_that_does_not_exist_yet(tmp_path)
         await until(pilot, lambda: "step 1/20" in text(app, "#position"), "the run appears")
         assert status(app) == "running"
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_help_lists_every_problem_and_closes(tmp_path):
@@ -268,7 +246,7 @@ def test_help_lists_every_problem_and_closes(tmp_path):
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 # ------------------------------------------------------------------------------------ keys
@@ -319,7 +297,7 @@ def test_x_stops_a_live_trainer_and_r_resumes_it_to_completed(tmp_path):
         assert "--resume" in (run_dir / Files.LOG).read_text()
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -348,7 +326,7 @@ def test_a_second_x_while_stopping_forces_the_stop(tmp_path):
         assert "forced stop" in problems(app)
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -364,7 +342,7 @@ def test_q_quits_and_leaves_the_training_running(tmp_path):
         await pilot.press("q")
 
     try:
-        run_app(body, app)
+        run_app(app, body)
         assert app.return_code in (0, None)
         assert trainer.poll() is None  # still training
     finally:
@@ -396,7 +374,7 @@ def test_s_shows_the_command_then_starts_the_run(tmp_path):
         )  # a finished run: s starts a new one next to it
         assert f"output.dir={run_dir.with_name('exp-2')}" in app.screen.detail
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_a_start_from_the_saved_config_goes_to_a_new_directory(tmp_path):
@@ -432,7 +410,7 @@ def test_keys_that_do_not_apply_say_so(tmp_path, key):
             or "only a stopped, failed or crashed run resumes" in notes[-1]
         )
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_a_trainer_this_machine_cannot_signal_is_asked_through_control_json(tmp_path):
@@ -462,7 +440,7 @@ def test_a_trainer_this_machine_cannot_signal_is_asked_through_control_json(tmp_
         await until(pilot, lambda: status(app) == "stopped", "the trainer says stopped")
         assert run_model(app).request is None and text(app, "#request") == ""
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_long_names_are_shortened_to_fit_80_columns(tmp_path):
@@ -480,7 +458,7 @@ def test_long_names_are_shortened_to_fit_80_columns(tmp_path):
         assert app.title.startswith("sweep-lr") and app.title.endswith("xxx")  # both ends kept
         assert app.sub_title.endswith("· world 1")
 
-    run_app(body, app, size=(80, 24))
+    run_app(app, body, size=(80, 24))
 
 
 # ------------------------------------------------------------------------------------ rough edges
@@ -519,7 +497,7 @@ def test_the_epoch_a_run_ended_in_keeps_its_row(ending, tmp_path):
         assert ended[1:4] == live[1:4]  # its epoch, train loss and accuracy
         assert ended[4:6] == [ending, "7/20"]  # where it ended, in the validation columns
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def reaped(pid: int) -> bool:
@@ -548,7 +526,7 @@ def test_trainers_the_app_started_are_reaped_when_they_end(tmp_path):
         assert app.started_trainers == [] and trainer.returncode == 0
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -570,7 +548,7 @@ def test_a_resume_while_the_app_watches_is_announced_with_the_trainers_note(tmp_
         await until(pilot, lambda: note in notes, "the note is shown")
         assert notes.count(note) == 1
 
-    run_app(body, app)
+    run_app(app, body)
     # an app opened after the resume does not announce it again
     later = MonitorApp(run.dir, probe=alive)
     later_notes: list[str] = []
@@ -581,7 +559,7 @@ def test_a_resume_while_the_app_watches_is_announced_with_the_trainers_note(tmp_
         await pilot.pause()
         assert note not in later_notes
 
-    run_app(check, later)
+    run_app(later, check)
 
 
 def test_s_replaces_the_output_dir_override_instead_of_adding_a_second(tmp_path):

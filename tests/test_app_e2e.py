@@ -17,8 +17,8 @@ import pytest
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.model.controller import StartSpec
 from entrenar_tui.screens.confirm import ConfirmScreen
-from tests.conftest import patience, until
-from tests.helpers import run_model
+from tests.conftest import patience
+from tests.helpers import run_model, until
 from trainer.monitor.control import launch_detached, trainer_command
 from trainer.monitor.schema import Files
 

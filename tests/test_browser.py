@@ -20,9 +20,9 @@ from entrenar_tui.model.discovery import RunIndex, find_runs, holds_runs, name_f
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
-from tests.conftest import RUNS_ROOT_RUNS, patience, until
+from tests.conftest import RUNS_ROOT_RUNS, patience
 from tests.fake_run import FakeRun, scenario
-from tests.helpers import run_model
+from tests.helpers import run_model, until
 from trainer.monitor.reader import best_of, load_run
 from trainer.monitor.schema import Files
 

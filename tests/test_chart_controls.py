@@ -15,8 +15,7 @@ from entrenar_tui.charts import braille
 from entrenar_tui.charts import math as cm
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.metric_chart import MetricChart
-from tests.conftest import until
-from tests.helpers import run_model
+from tests.helpers import run_model, until
 
 NAN = float("nan")
 

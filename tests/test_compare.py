@@ -20,8 +20,9 @@ from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.widgets.overlay_chart import OverlayChart, OverlaySeries, _interpolate
 from entrenar_tui.widgets.runs_table import RunsTable
-from tests.conftest import patience, until
+from tests.conftest import patience
 from tests.fake_run import FakeRun
+from tests.helpers import until
 from trainer.monitor.reader import load_run
 from trainer.monitor.schema import Files
 

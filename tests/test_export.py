@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import shutil
 
 import orjson
 import pytest
@@ -14,14 +13,9 @@ import pytest
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.cli import main as cli
 from entrenar_tui.output import export
-from tests.conftest import patience, until
-from tests.helpers import run_model
+from tests.conftest import patience
+from tests.helpers import copy_run, run_model, until
 from trainer.monitor.schema import Files
-
-
-def copy_run(src, dst):
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
-    return dst
 
 
 def steps_of(run_dir):

@@ -7,11 +7,9 @@ through one helper, trainer.monitor.text.printable.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -24,7 +22,7 @@ from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.runs_table import RunsTable
 from tests.conftest import REPO, write_config
 from tests.fake_run import FakeRun
-from tests.helpers import run_model
+from tests.helpers import run_app, run_model, until
 from trainer.cli import main
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
@@ -52,21 +50,6 @@ def drawn(app: MonitorApp) -> str:
     return "".join(s.text for s in segments(app))
 
 
-def run_app(app: MonitorApp, body) -> None:
-    async def main_():
-        async with app.run_test(size=(160, 40)) as pilot:
-            await body(pilot)
-
-    asyncio.run(main_())
-
-
-async def until(pilot, condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await pilot.pause(0.02)
-
-
 def cli(*args: str, module: str = "entrenar_tui") -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120
@@ -89,7 +72,7 @@ def test_the_run_header_and_title_show_a_directory_name_printable(tmp_path):
         no_control(app.title + app.sub_title)
         no_control(drawn(app))
 
-    run_app(app, body)
+    run_app(app, body, size=(160, 40))
 
 
 def test_the_browser_shows_a_root_and_runs_with_escape_names_printable(tmp_path):
@@ -116,7 +99,7 @@ def test_the_browser_shows_a_root_and_runs_with_escape_names_printable(tmp_path)
         no_control(app.title + app.sub_title)
         no_control(drawn(app))
 
-    run_app(app, body)
+    run_app(app, body, size=(160, 40))
 
 
 def test_the_start_dialog_names_the_new_directory_printable(tmp_path):
@@ -138,7 +121,7 @@ def test_the_start_dialog_names_the_new_directory_printable(tmp_path):
         assert f"{SHOWN_NAME}-2" in "".join(text.split())
         no_control(text)
 
-    run_app(app, body)
+    run_app(app, body, size=(160, 40))
 
 
 # ------------------------------------------------------------------------------ the command lines

@@ -5,7 +5,6 @@ run screen with the log pane shown."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 
 import orjson
@@ -16,17 +15,10 @@ from entrenar_tui.model.validation import clean_state
 from entrenar_tui.watch.log_tail import FIRST_BYTES, LogTail
 from entrenar_tui.widgets.log_pane import LogPane
 from entrenar_tui.widgets.resources_line import ResourcesLine, resources_text
-from tests.conftest import patience, until
+from tests.conftest import patience
 from tests.fake_run import scenario
-from tests.helpers import run_model, run_screen
+from tests.helpers import copy_run, run_model, run_screen, until
 from trainer.monitor.schema import Files
-
-
-def copy_run(src, dst):
-    """The run's files without its checkpoints (the app reads only the contract files)."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
-    return dst
-
 
 # ------------------------------------------------------------------------------------ the tail
 

@@ -9,7 +9,6 @@ from two monitors at once are one clean stop (not a forced one).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -32,34 +31,15 @@ from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.widgets.epoch_table import EpochTable
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
-from tests.conftest import patience, until
+from tests.conftest import patience
 from tests.fake_run import FakeRun
-from tests.helpers import run_model, run_screen, run_watcher
+from tests.helpers import fake_command, run_app, run_model, run_screen, until
 from trainer.monitor.control import identify_trainer, launch_detached, request_stop, signal_trainer
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 
 REPO = Path(__file__).resolve().parent.parent
-FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
 SIZE = (100, 32)
-
-
-def fake_command(*args: str, step_s: float = 0.05, hold_after: int | None = None) -> list[str]:
-    """hold_after=N: the fake trainer waits, alive, after its N-th step until a stop (or a kill)."""
-    hold = ["--hold-after", str(hold_after)] if hold_after is not None else []
-    return [sys.executable, str(FAKE_TRAINER), *args, "--step-s", str(step_s), *hold]
-
-
-
-def run_app(body, app: MonitorApp, size=SIZE) -> None:
-    """Runs body(pilot); run_test re-raises anything the app raised (a crash fails the test)."""
-
-    async def main():
-        async with app.run_test(size=size) as pilot:  # (the watcher started on mount)
-            await body(pilot)
-            assert run_watcher(app) is None or run_watcher(app).running, "the watcher thread died"
-
-    asyncio.run(main())
 
 
 def problems_text(app: MonitorApp) -> str:
@@ -233,7 +213,7 @@ def test_bad_files_are_problems_in_the_app(tmp_path, name, case):
         await pilot.pause()
         await pilot.press("escape")
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 @pytest.mark.parametrize("name, case", ALL_CASES)
@@ -263,7 +243,7 @@ def test_a_run_directory_that_is_a_file_is_bad_input(tmp_path):
             pilot, lambda: f"waiting for {path} to appear" in problems_text(app), "it waits"
         )
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_a_garbage_control_file_does_not_stand_in_the_way_of_a_stop(tmp_path):
@@ -281,7 +261,7 @@ def test_a_garbage_control_file_does_not_stand_in_the_way_of_a_stop(tmp_path):
         request = orjson.loads((run.dir / Files.CONTROL).read_bytes())
         assert request["command"] == "stop" and request["schema"] == "entrenar-tui/control"
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 # ------------------------------------------------------------------------------------ killed
@@ -318,7 +298,7 @@ def test_a_killed_trainer_shows_as_crashed_and_r_resumes_it_to_the_end(tmp_path)
         assert orjson.loads((run_dir / Files.RESULT).read_bytes())["status"] == "completed"
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -370,7 +350,7 @@ def test_two_monitors_stopping_at_once_make_one_clean_stop(tmp_path):
         await until(pilot, lambda: run_model(app).status == "stopped", "the run shows stopped")
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -412,7 +392,7 @@ def test_two_scripts_requesting_a_stop_at_once_make_one_clean_stop(tmp_path):
         await until(pilot, lambda: run_model(app).status == "stopped", "the run shows stopped")
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()

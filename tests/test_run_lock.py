@@ -26,7 +26,6 @@ import pytest
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.model.controller import Controller
-from tests.conftest import write_config, write_corpus
 from tests.fake_run import FakeRun
 from tests.helpers import run_model
 from trainer.cli import main
@@ -200,16 +199,6 @@ def test_a_lock_file_that_is_not_a_plain_file_is_refused(tmp_path, planted):
 # ------------------------------------------------------------------------------ another host
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_bert_dir) -> Path:
-    """A 1-epoch run of the real trainer, completed: `--resume RUN train.epochs=2` continues it."""
-    tmp = tmp_path_factory.mktemp("lock-run")
-    corpus = write_corpus(tmp / "train.jsonl", n=64)
-    cfg = write_config(tmp / "c.toml", tiny_bert_dir, corpus, tmp / "run", train={"epochs": 1})
-    assert main([str(cfg)]) == 0
-    return tmp / "run"
-
-
 def plant_other_hosts_lock(run: Path, heartbeat_age_s: float = 185.0) -> None:
     (run / Files.LOCK).write_bytes(
         orjson.dumps({"pid": 4242, "host": OTHER_HOST, "pid_create_time": 1.7e9})
@@ -221,11 +210,11 @@ def plant_other_hosts_lock(run: Path, heartbeat_age_s: float = 185.0) -> None:
     (run / Files.STATE).write_bytes(orjson.dumps(state))
 
 
-def test_a_lock_of_another_host_says_whose_and_how_to_take_it_over(finished_run, tmp_path, capsys):
+def test_a_lock_of_another_host_says_whose_and_how_to_take_it_over(one_epoch_run, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "run"
-    shutil.copytree(finished_run, run)
+    shutil.copytree(one_epoch_run, run)
     plant_other_hosts_lock(run)
     before = (run / Files.STATE).read_bytes()
     assert main(["--resume", str(run), "train.epochs=2"]) == 2
@@ -285,11 +274,11 @@ def test_r_on_a_run_locked_by_another_host_says_so_and_launches_nothing(tmp_path
     asyncio.run(run_it())
 
 
-def test_a_live_lock_is_refused_across_processes_naming_the_kernels_holder(finished_run, tmp_path):
+def test_a_live_lock_is_refused_across_processes_naming_the_kernels_holder(one_epoch_run, tmp_path):
     import shutil
 
     run = tmp_path / "run"
-    shutil.copytree(finished_run, run)
+    shutil.copytree(one_epoch_run, run)
     holder = hold_lock(run)
     try:
         r = subprocess.run(

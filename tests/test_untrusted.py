@@ -12,7 +12,6 @@ to attack whoever opens it. What it says must never
 from __future__ import annotations
 
 import ast
-import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,9 +29,9 @@ from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HelpScreen
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
-from tests.conftest import patience, until
+from tests.conftest import patience
 from tests.fake_run import FakeRun
-from tests.helpers import run_model
+from tests.helpers import run_app, run_model, until
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 
@@ -51,15 +50,6 @@ BELL = "\x07"
 EVIL = f"{MARKUP} {LINK} {CLEAR}{BELL} [/] \u202eevil"
 SHOWN = printable(EVIL)  # what the screen must show: the same text, control characters escaped
 CONTROL_CHARS = {chr(c) for c in range(32)} | {"\x7f", "\u202e"}
-
-
-
-def run_app(body, app: MonitorApp, size=SIZE) -> None:
-    async def main():
-        async with app.run_test(size=size, notifications=True) as pilot:  # toasts drawn too
-            await body(pilot)
-
-    asyncio.run(main())
 
 
 def segments(app: MonitorApp) -> Iterator[Segment]:
@@ -127,7 +117,7 @@ def test_a_failed_runs_texts_show_literally(tmp_path):
         await pilot.pause()
         assert squash(f"failed: CUDA error: {SHOWN}") in squash(assert_nothing_applied(app))
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
 
 
 def test_a_crashed_runs_log_line_shows_literally(tmp_path):
@@ -142,7 +132,7 @@ def test_a_crashed_runs_log_line_shows_literally(tmp_path):
         line = str(app.screen.query_one(ProblemsLine).render())
         assert f"· train.log: RuntimeError: {SHOWN}" in line
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
 
 
 def test_a_status_of_any_text_is_shown_not_styled(tmp_path):
@@ -159,7 +149,7 @@ def test_a_status_of_any_text_is_shown_not_styled(tmp_path):
         assert f"? {SHOWN.upper()}" in str(badge.render())
         assert not [c for c in badge.classes if c.startswith("-")]  # no class made from it
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
 
 
 def test_the_stop_dialog_and_notifications_quote_the_run_literally(tmp_path):
@@ -183,7 +173,7 @@ def test_the_stop_dialog_and_notifications_quote_the_run_literally(tmp_path):
         await until(pilot, lambda: note in squash(assert_nothing_applied(app)), "the toast shows")
         assert sent == [2]  # SIGINT, through the checked path (which said: not ours)
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
 
 
 # ------------------------------------------------------------------------------------ plain mode
@@ -318,7 +308,7 @@ def test_paths_in_run_files_never_lead_outside_the_run_directory(tmp_path):
         assert saved["output"]["dir"] == str(sibling)  # not the file's ../../escape-output
         assert saved["model"]["path"] == "../../escape-model"  # config: passed on, as written
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
     assert tree(tmp_path) - before == {
         run.dir.with_name("exp-2"),
         run.dir.with_name("exp-2") / "config.toml",
@@ -339,7 +329,7 @@ def test_stop_writes_only_the_run_directorys_control_file(tmp_path):
         await until(pilot, lambda: run_model(app).status == "running", "it runs")
         await pilot.press("x", "y")
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
     assert tree(tmp_path) - before == {run.dir / Files.CONTROL}
 
 

@@ -1,7 +1,8 @@
 """Everything the monitor knows about its run, and what follows from it (status, problems).
 
-Plain Python, no Textual: the app feeds it what the watcher saw and what the clock and the process
-table say; widgets read it. Deterministic given its inputs, so tests inject the clock.
+Plain Python, no Textual: its run screen feeds it what the watcher saw and what the clock and the
+process table say; widgets draw what the screen hands them from it. Deterministic given its
+inputs, so tests inject the clock.
 """
 
 from __future__ import annotations

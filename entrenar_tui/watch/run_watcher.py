@@ -1,4 +1,5 @@
-"""The watcher: a plain thread that reads the run directory and only posts Messages to the app.
+"""The run watcher: a plain thread that reads one run directory and only posts Messages to the run
+screen that owns it.
 
 File events (watchfiles: inotify, FSEvents, ...) wake it within tens of milliseconds; it also polls
 once a second whatever happens, because file events do not arrive for writes made on another
