@@ -20,6 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from entrenar_tui import messages
 from entrenar_tui import settings as user_settings
 from entrenar_tui.charts.views import (
     SMOOTHING_MAX,
@@ -29,16 +30,6 @@ from entrenar_tui.charts.views import (
     ChartView,
     epoch_chart,
     step_chart,
-)
-from entrenar_tui.messages import (
-    DirectoryChanged,
-    EpochsChanged,
-    FileProblem,
-    ResultChanged,
-    RunInfoChanged,
-    StateChanged,
-    StepsAppended,
-    WatchMode,
 )
 from entrenar_tui.model.controller import Refused, StartPlan
 from entrenar_tui.model.run import Request, RunModel
@@ -170,11 +161,11 @@ ended inside an epoch (■ stopped 7/12).
     # What the files say is checked (model/validation.py) before the model sees it: a value of the
     # wrong type is dropped and named on the problems line ("<file> values"), text made printable.
 
-    def on_directory_changed(self, message: DirectoryChanged) -> None:
+    def on_directory_changed(self, message: messages.DirectoryChanged) -> None:
         self.model.exists = message.exists
         self.update_view()
 
-    def on_run_info_changed(self, message: RunInfoChanged) -> None:
+    def on_run_info_changed(self, message: messages.RunInfoChanged) -> None:
         previous = self.model.run
         self.model.run, problem = clean_run(message.run)
         self.model.set_problem(f"{Files.RUN} values", problem)
@@ -183,7 +174,7 @@ ended inside an epoch (■ stopped 7/12).
             self.app.notify(note, timeout=15)
         self.update_view(epochs=True)
 
-    def on_state_changed(self, message: StateChanged) -> None:
+    def on_state_changed(self, message: messages.StateChanged) -> None:
         previous = self.model.state or {}
         state, problem = clean_state(message.state)
         self.model.set_problem(f"{Files.STATE} values", problem)
@@ -192,26 +183,26 @@ ended inside an epoch (■ stopped 7/12).
             self.model.trainer = self._liveness(state)  # a new trainer: now, not at the tick
         self.update_view()
 
-    def on_epochs_changed(self, message: EpochsChanged) -> None:
+    def on_epochs_changed(self, message: messages.EpochsChanged) -> None:
         epochs, best_epoch, problem = clean_epochs(message.epochs, message.best_epoch)
         self.model.set_problem(f"{Files.EPOCHS} values", problem)
         self.model.set_epochs(epochs, best_epoch)
         self.update_view(epochs=True)
 
-    def on_result_changed(self, message: ResultChanged) -> None:
+    def on_result_changed(self, message: messages.ResultChanged) -> None:
         self.model.result, problem = clean_result(message.result)
         self.model.set_problem(f"{Files.RESULT} values", problem)
         self.update_view()
 
-    def on_steps_appended(self, message: StepsAppended) -> None:
+    def on_steps_appended(self, message: messages.StepsAppended) -> None:
         self.model.add_steps(message.batch, message.loaded, message.size)
         self.update_view(steps=True)
 
-    def on_file_problem(self, message: FileProblem) -> None:
+    def on_file_problem(self, message: messages.FileProblem) -> None:
         self.model.set_problem(message.file, message.text)
         self.update_view()
 
-    def on_watch_mode(self, message: WatchMode) -> None:
+    def on_watch_mode(self, message: messages.WatchMode) -> None:
         self.model.watch_mode = message.mode
         self.update_view()
 
