@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.runs import RunIndex
+from entrenar_tui.model.discovery import RunIndex
 from entrenar_tui.widgets.runs_table import RunsTable
 from trainer.monitor.atomic import dumps
 from trainer.monitor.reader import load_run

@@ -7,7 +7,7 @@
 Generation goes through the real `MonitorWriter`: run.json, epochs.json and state.json by its
 methods; steps.jsonl by the writer's own serializer (`trainer.monitor.atomic.dumps(record) + b"\\n"`,
 byte for byte what `append_step` writes) in bulk appends, because a million `write(2)`s only cost
-time. The step values follow `entrenar_tui.demo.FakeRun` (loss, lr, accuracy curves) with one loss
+time. The step values follow `tests.fake_run.FakeRun` (loss, lr, accuracy curves) with one loss
 spike at 77.7% of the run, which the chart must still show once the history is drawn.
 
 The measurement runs in a child process (so the generation's memory does not count) that opens the
@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from entrenar_tui.demo import FakeRun
+from tests.fake_run import FakeRun
 from trainer.monitor.atomic import atomic_write_bytes, dumps
 from trainer.monitor.reader import read_contract_json
 from trainer.monitor.schema import Files
@@ -141,7 +141,7 @@ class RenderLog:
     def __call__(self):
         result = self._render()
         self.text, self.at = str(result), time.perf_counter()
-        self.history_len = len(self.app.model.history)
+        self.history_len = len(self.app.screen.model.history)
         return result
 
 

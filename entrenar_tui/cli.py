@@ -144,7 +144,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return serve(args)
     if args.command == "export":
-        from entrenar_tui.export import main as export_main
+        from entrenar_tui.output.export import main as export_main
 
         return export_main(args.target, args.format, args.out)
     return run(args.config, args.overrides, poll=args.poll)
@@ -184,12 +184,12 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def monitor(run_dir: Path, *, once: bool, poll: bool) -> int:
-    from entrenar_tui.runs import holds_runs
+    from entrenar_tui.model.discovery import holds_runs
 
     if holds_runs(run_dir):
         return browse(run_dir, once=once, poll=poll)
     if once:
-        from entrenar_tui.plain import summary
+        from entrenar_tui.output.plain import summary
 
         if not run_dir.is_dir():
             return error(f"{run_dir}: no such run directory")
@@ -204,7 +204,7 @@ def monitor(run_dir: Path, *, once: bool, poll: bool) -> int:
 def browse(root: Path, *, once: bool, poll: bool) -> int:
     """The runs browser on ROOT, or with --once (or no terminal) the runs as a plain table."""
     if once:
-        from entrenar_tui.runs import RunIndex, plain_table, sort_runs
+        from entrenar_tui.model.discovery import RunIndex, plain_table, sort_runs
 
         if not root.is_dir():
             return error(f"{root}: no such directory")
@@ -219,7 +219,7 @@ def browse(root: Path, *, once: bool, poll: bool) -> int:
 
 def run(config_path: Path, overrides: list[str], *, poll: bool) -> int:
     """Start the trainer detached (unless one is already active there) and open the monitor."""
-    from entrenar_tui.control import StartSpec
+    from entrenar_tui.model.controller import StartSpec
     from trainer.config import load_config
     from trainer.errors import UserError
     from trainer.monitor.control import (

@@ -1,5 +1,5 @@
-"""What the watcher thread tells the app. Plain dataclass Messages; frequent ones replace older
-copies still in the queue (`can_replace`), so a burst of writes costs one update."""
+"""What a watcher thread tells the screen that owns it. Plain dataclass Messages; frequent ones
+replace older copies still in the queue (`can_replace`), so a burst of writes costs one update."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from trainer.monitor.reader import StepBatch
 
 @dataclass
 class RunMessage(Message):
-    """Says which run directory it is about: after `s` starts a run elsewhere, late messages about
-    the previous directory are dropped."""
+    """Says which run directory it is about (a queued copy is replaced only by one about the same
+    directory). Each run screen has its own watcher, stopped when the screen goes, so a message
+    never reaches a screen about another run."""
 
     run_dir: Path
 
@@ -90,7 +91,7 @@ class WatchMode(RunMessage):
 
 @dataclass
 class RunsChanged(Message):
-    """The runs under a browsed root (entrenar_tui.runs.RunSummary, sorted by directory) and how
+    """The runs under a browsed root (entrenar_tui.model.discovery.RunSummary, sorted by directory) and how
     the root watcher watches; only the newest matters."""
 
     root: Path

@@ -1,6 +1,6 @@
 """What the user chose on the run screen (log pane, chart controls, theme), remembered between
-sessions in $XDG_CONFIG_HOME/entrenar-tui/settings.json (~/.config/... without it;
-ENTRENAR_TUI_CONFIG_DIR overrides the folder, for tests). Written atomically; a file that cannot be
+sessions in $XDG_CONFIG_HOME/entrenar-tui/settings.json (~/.config/... without it; the platform's
+config folder elsewhere, by platformdirs; ENTRENAR_TUI_CONFIG_DIR overrides the folder, for tests). Written atomically; a file that cannot be
 read or holds values of the wrong type is ignored (defaults used) and the caller shows why."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from platformdirs import user_config_dir
 
-from entrenar_tui.charts import SMOOTHING_MAX, X_AXES, ZOOMS
+from entrenar_tui.charts.views import SMOOTHING_MAX, X_AXES, ZOOMS
 from trainer.monitor.atomic import atomic_write_bytes
+from trainer.monitor.values import is_number
 
 FILE_NAME = "settings.json"
 
@@ -31,11 +33,12 @@ class Settings:
 
 
 def config_dir() -> Path:
+    """The platform's config folder for the app (platformdirs: $XDG_CONFIG_HOME/entrenar-tui, else
+    ~/.config/entrenar-tui on Linux); ENTRENAR_TUI_CONFIG_DIR overrides it (tests)."""
     override = os.environ.get("ENTRENAR_TUI_CONFIG_DIR")
     if override:
         return Path(override)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "entrenar-tui"
+    return Path(user_config_dir("entrenar-tui", appauthor=False))
 
 
 def settings_path() -> Path:
@@ -46,11 +49,7 @@ def _valid(name: str, value: Any) -> bool:
     if name in ("log_pane", "log_y", "outliers"):
         return isinstance(value, bool)
     if name == "smoothing":
-        return (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and 0 <= value <= SMOOTHING_MAX
-        )
+        return is_number(value) and 0 <= value <= SMOOTHING_MAX
     if name == "x_axis":
         return value in X_AXES
     if name == "zoom":

@@ -4,7 +4,7 @@
     python screenshots/make_screenshots.py --trainer CONFIG [section.key=value ...]
 
 Both ways the app is the real MonitorApp reading run directories written by the real MonitorWriter.
-By default the runs are scripted (entrenar_tui.demo: every number a function of the step). With
+By default the runs are scripted (tests.fake_run: every number a function of the step). With
 --trainer they come from real `entrenar-train` runs of CONFIG: running, validating and completed
 from one run, crashed from a run this script kills with SIGKILL, failed from a run with a learning
 rate large enough to blow up (falling back to the scripted one if it does not), and a second
@@ -28,10 +28,12 @@ from pathlib import Path
 
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo: tests.fake_run
+
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.demo import FakeRun, scenario
 from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.widgets.runs_table import RunsTable
+from tests.fake_run import FakeRun, scenario
 from trainer.monitor.control import launch_detached, trainer_command
 from trainer.monitor.schema import Files
 
@@ -52,7 +54,7 @@ async def shoot(
                     print(f"  {name}: not reached within {timeout:.0f}s, skipped", file=sys.stderr)
                     return saved
                 await pilot.pause(0.1)
-            app.tick()
+            app.screen.tick()
             await pilot.pause(0.3)
             (HERE / f"{name}.svg").write_text(
                 app.export_screenshot(title=f"entrenar-tui — {name}"), encoding="utf-8"
@@ -63,11 +65,11 @@ async def shoot(
 
 
 def loaded(app: MonitorApp) -> bool:
-    state = app.model.state or {}
+    state = app.screen.model.state or {}
     return (
         bool(state)
-        and len(app.model.history) == state.get("global_step")
-        and bool(app.model.watch_mode)
+        and len(app.screen.model.history) == state.get("global_step")
+        and bool(app.screen.model.watch_mode)
     )
 
 
@@ -198,16 +200,16 @@ def real(tmp: Path, config: Path, overrides: list[str]) -> set[str]:
         app = MonitorApp(run_dir)
 
         def running(app: MonitorApp) -> bool:
-            s = app.model.state or {}
+            s = app.screen.model.state or {}
             return (
-                app.model.status == "running"
+                app.screen.model.status == "running"
                 and s.get("epoch", 0) >= 2
                 and s.get("step", 0) >= (s.get("steps_per_epoch") or 1) // 2
             )
 
         def validating(app: MonitorApp) -> bool:
-            v = (app.model.state or {}).get("validation") or {}
-            return app.model.status == "validating" and v.get("done", 0) >= v.get("total", 1) // 3
+            v = (app.screen.model.state or {}).get("validation") or {}
+            return app.screen.model.status == "validating" and v.get("done", 0) >= v.get("total", 1) // 3
 
         done |= set(
             asyncio.run(
@@ -230,11 +232,11 @@ def real(tmp: Path, config: Path, overrides: list[str]) -> set[str]:
         app = MonitorApp(run_dir)
 
         def kill_then_crashed(app: MonitorApp) -> bool:
-            if len(app.model.history) >= 10 and proc.poll() is None:
+            if len(app.screen.model.history) >= 10 and proc.poll() is None:
                 proc.send_signal(
                     signal.SIGKILL
                 )  # our own child: a trainer that died without a word
-            return app.model.status == "crashed"
+            return app.screen.model.status == "crashed"
 
         done |= set(asyncio.run(shoot(app, [("crashed", kill_then_crashed)], timeout=600)))
     finally:

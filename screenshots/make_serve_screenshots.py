@@ -1,7 +1,7 @@
 """Screenshots of `entrenar-tui serve` in a real headless Chromium: the runs browser and a run.
 
     python screenshots/make_serve_screenshots.py runs/        # the runs under runs/ (the README's)
-    python screenshots/make_serve_screenshots.py              # scripted runs (entrenar_tui.demo)
+    python screenshots/make_serve_screenshots.py              # scripted runs (tests.fake_run)
 
 Needs chromium on PATH and textual-serve (`pip install -e '.[web]'`). Writes
 screenshots/serve-browser.png and screenshots/serve-run.png, and prints how long the page took to
@@ -54,7 +54,7 @@ def main() -> None:
     if args.root is not None:
         asyncio.run(shoot(args.root.resolve()))
         return
-    from entrenar_tui.demo import scenario
+    from tests.fake_run import scenario
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "runs"

@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,15 +30,6 @@ TIMEOUT_SCALE = float(os.environ.get("ENTRENAR_TEST_TIMEOUT_SCALE", "4"))
 def patience(seconds: float) -> float:
     """The bound of a wait that takes well under `seconds` on a quiet machine."""
     return seconds * TIMEOUT_SCALE
-
-
-async def until(pilot, condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    """Let the app run (Pilot) until condition() holds; fail naming `what` after patience(timeout)."""
-    deadline = time.monotonic() + patience(timeout)
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await pilot.pause(0.02)
 
 
 LABELS = ["safe", "needs-quoting", "non-deterministic", "non-idempotent", "unsafe"]
@@ -252,6 +241,20 @@ def runs_root(tmp_path_factory, tiny_bert_dir) -> Path:
         if end == "completed":
             assert train([str(config(name))]) == 0, name
     return root
+
+
+@pytest.fixture(scope="session")
+def one_epoch_run(tmp_path_factory, tiny_bert_dir) -> Path:
+    """One completed 1-epoch run of the real trainer on the tiny BERT (64 samples; checkpoints
+    best, last, epoch-1): `--resume RUN train.epochs=2` continues it. Shared by the resume, lock,
+    bad-input and hostile-write tests: session-scoped, so copy it before changing it."""
+    from trainer.cli import main as train
+
+    work = tmp_path_factory.mktemp("one-epoch-run")
+    corpus = write_corpus(work / "train.jsonl", n=64)
+    config = write_config(work / "c.toml", tiny_bert_dir, corpus, work / "run", train={"epochs": 1})
+    assert train([str(config)]) == 0
+    return work / "run"
 
 
 @pytest.fixture(scope="session")

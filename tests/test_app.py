@@ -1,22 +1,19 @@
 """The real MonitorApp driven by Textual's Pilot over run directories that the real MonitorWriter
-writes while the app watches (entrenar_tui.demo.FakeRun plays a run batch by batch), and over a
+writes while the app watches (tests.fake_run.FakeRun plays a run batch by batch), and over a
 fake trainer *process* that obeys the control contract (tests/snapshot_apps/fake_trainer.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller, StartSpec
-from entrenar_tui.demo import FakeRun, scenario
-from entrenar_tui.run_model import RunModel
+from entrenar_tui.model.controller import Controller, StartSpec
+from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HelpScreen
 from entrenar_tui.widgets.epoch_table import EpochTable
@@ -24,7 +21,9 @@ from entrenar_tui.widgets.metric_chart import MetricChart
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
 from entrenar_tui.widgets.validation_bar import ValidationBar
-from tests.conftest import patience, until
+from tests.conftest import patience
+from tests.fake_run import FakeRun, scenario
+from tests.helpers import fake_command, run_app, run_model, run_screen, until
 from trainer.monitor.control import launch_detached
 from trainer.monitor.schema import Files
 
@@ -33,15 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
 SIZE = (100, 32)
-
-
-def fake_command(*args: str, step_s: float = 0.05, hold_after: int | None = None) -> list[str]:
-    """The fake trainer's command. hold_after=N: it waits, alive, after its N-th step until a stop
-    (or never: the test kills it), so that a slow app still finds it running."""
-    hold = ["--hold-after", str(hold_after)] if hold_after is not None else []
-    return [sys.executable, str(FAKE_TRAINER), *args, "--step-s", str(step_s), *hold]
 
 
 def alive(_state) -> str:
@@ -59,7 +50,6 @@ class Clock:
         return time.time() if self.fixed is None else self.fixed
 
 
-
 def text(app: MonitorApp, selector: str) -> str:
     return str(app.screen.query_one(selector).render())
 
@@ -70,17 +60,6 @@ def problems(app: MonitorApp) -> str:
 
 def status(app: MonitorApp) -> str:
     return app.screen.query_one(StatusBadge).status
-
-
-def run_app(body, app: MonitorApp, size=SIZE):
-    async def main():
-        async with app.run_test(size=size) as pilot:
-            await until(
-                pilot, lambda: app.watcher is None or app.watcher.running, "the watcher runs"
-            )
-            await body(pilot)
-
-    asyncio.run(main())
 
 
 # ------------------------------------------------------------------------------------ live updates
@@ -95,12 +74,12 @@ def test_values_update_when_a_batch_lands(tmp_path):
     async def body(pilot):
         await until(pilot, lambda: "step 3/20" in text(app, "#position"), "step 3 shows")
         assert status(app) == "running"
-        assert len(app.model.history) == 3
+        assert len(run_model(app).history) == 3
         run.train_step()
         await until(pilot, lambda: "step 4/20" in text(app, "#position"), "step 4 shows")
         assert "global 4/80" in text(app, "#position")
         assert app.screen.query_one("#overall").progress == 4
-        await until(pilot, lambda: len(app.model.history) == 4, "the 4th step is in the history")
+        await until(pilot, lambda: len(run_model(app).history) == 4, "the 4th step is in the history")
         loss = f"{run.loss_at(4):.4f}"
         await until(
             pilot,
@@ -108,7 +87,7 @@ def test_values_update_when_a_batch_lands(tmp_path):
             "the loss chart shows the new loss",
         )
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_the_validation_bar_appears_while_validating_and_goes(tmp_path):
@@ -134,7 +113,7 @@ def test_the_validation_bar_appears_while_validating_and_goes(tmp_path):
         await until(pilot, lambda: not bar.display, "the validation bar goes")
         assert status(app) == "running"
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_the_best_marker_moves_when_a_better_epoch_lands(tmp_path):
@@ -169,7 +148,7 @@ def test_the_best_marker_moves_when_a_better_epoch_lands(tmp_path):
             data.highlight and max(data.highlight) == 2 * chart.size.width - 1
         )  # the last epoch, at the right edge
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 # ------------------------------------------------------------------------------------ problems
@@ -182,14 +161,14 @@ def test_a_partial_last_line_and_a_garbage_state_show_as_problems_not_crashes(tm
     app = MonitorApp(run.dir, probe=alive, clock=clock)
 
     async def body(pilot):
-        await until(pilot, lambda: len(app.model.history) == 1, "the first step is read")
+        await until(pilot, lambda: len(run_model(app).history) == 1, "the first step is read")
         with open(run.dir / Files.STEPS, "ab") as f:
             f.write(b'{"epoch": 1, "step": 2, "glo')
-        await until(pilot, lambda: app.model.partial_bytes > 0, "the partial line is seen")
-        app.tick()
+        await until(pilot, lambda: run_model(app).partial_bytes > 0, "the partial line is seen")
+        run_screen(app).tick()
         assert "incomplete" not in problems(app)  # a line being written, for now
         clock.fixed = time.time() + 10
-        app.tick()
+        run_screen(app).tick()
         assert "steps.jsonl: incomplete last line (28 bytes) for 10s" in problems(app)
         (run.dir / Files.STATE).write_bytes(b"\x00garbage{")
         await until(
@@ -202,7 +181,7 @@ def test_a_partial_last_line_and_a_garbage_state_show_as_problems_not_crashes(tm
         run.train_step()  # a good state.json again
         await until(pilot, lambda: "state.json" not in problems(app), "the problem clears")
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_a_run_whose_writer_died_shows_as_crashed(tmp_path):
@@ -215,9 +194,9 @@ def test_a_run_whose_writer_died_shows_as_crashed(tmp_path):
     async def body(pilot):
         await until(pilot, lambda: status(app) == "crashed", "the run shows as crashed")
         assert f"crashed: trainer pid {dead.pid} is gone" in problems(app)
-        assert app.model.trainer == "gone"
+        assert run_model(app).trainer == "gone"
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_a_stale_heartbeat_shows_as_crashed_where_the_pid_cannot_be_checked(tmp_path):
@@ -229,11 +208,11 @@ def test_a_stale_heartbeat_shows_as_crashed_where_the_pid_cannot_be_checked(tmp_
     async def body(pilot):
         await until(pilot, lambda: status(app) == "running", "the run shows as running")
         clock.fixed = run.writer.state["heartbeat"] + 3600
-        app.tick()
+        run_screen(app).tick()
         assert status(app) == "crashed"
         assert "no heartbeat for 1h00m" in problems(app)
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_the_monitor_waits_for_a_run_directory_that_does_not_exist_yet(tmp_path):
@@ -246,7 +225,7 @@ def test_the_monitor_waits_for_a_run_directory_that_does_not_exist_yet(tmp_path)
         await until(pilot, lambda: "step 1/20" in text(app, "#position"), "the run appears")
         assert status(app) == "running"
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_help_lists_every_problem_and_closes(tmp_path):
@@ -267,7 +246,7 @@ def test_help_lists_every_problem_and_closes(tmp_path):
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 # ------------------------------------------------------------------------------------ keys
@@ -288,11 +267,11 @@ def test_x_stops_a_live_trainer_and_r_resumes_it_to_completed(tmp_path):
     async def body(pilot):
         await until(
             pilot,
-            lambda: app.model.status == "running" and len(app.model.history) >= 1,
+            lambda: run_model(app).status == "running" and len(run_model(app).history) >= 1,
             "the trainer runs",
         )
         await pilot.press("r")
-        assert app.model.request is None and notes[-1].startswith(
+        assert run_model(app).request is None and notes[-1].startswith(
             "not resuming: the trainer is alive"
         )
         await pilot.press("x")
@@ -302,23 +281,23 @@ def test_x_stops_a_live_trainer_and_r_resumes_it_to_completed(tmp_path):
             notes[-1]
             == f"stop requested: SIGINT sent to trainer pid {trainer.pid}, control.json written"
         )
-        assert app.model.request is not None and app.model.request.label == "stopping…"
+        assert run_model(app).request is not None and run_model(app).request.label == "stopping…"
         await until(pilot, lambda: status(app) == "stopped", "the run stops")
         assert trainer.wait(patience(10)) == 0
         assert orjson.loads((run_dir / Files.CONTROL).read_bytes())["command"] == "stop"
         assert (run_dir / "checkpoints" / "last").is_dir()
-        assert app.model.state["global_step"] == 1  # held after step 1 until the stop
+        assert run_model(app).state["global_step"] == 1  # held after step 1 until the stop
         await pilot.press("r")
         await until(
             pilot, lambda: status(app) == "completed", "the resumed run completes", timeout=30
         )
-        assert app.model.request is None
+        assert run_model(app).request is None
         assert orjson.loads((run_dir / Files.RESULT).read_bytes())["status"] == "completed"
-        assert app.model.state["global_step"] == 200
+        assert run_model(app).state["global_step"] == 200
         assert "--resume" in (run_dir / Files.LOG).read_text()
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -333,12 +312,12 @@ def test_a_second_x_while_stopping_forces_the_stop(tmp_path):
     async def body(pilot):
         await until(
             pilot,
-            lambda: app.model.status == "running" and app.model.trainer == "alive",
+            lambda: run_model(app).status == "running" and run_model(app).trainer == "alive",
             "the trainer runs",
         )
-        await until(pilot, lambda: len(app.model.history) >= 1, "a first batch lands")
+        await until(pilot, lambda: len(run_model(app).history) >= 1, "a first batch lands")
         await pilot.press("x", "y")
-        assert app.model.request.kind == "stop"
+        assert run_model(app).request.kind == "stop"
         await pilot.press("x")
         assert "Force" in str(app.screen.query_one("#question").render())
         await pilot.press("y")
@@ -347,7 +326,7 @@ def test_a_second_x_while_stopping_forces_the_stop(tmp_path):
         assert "forced stop" in problems(app)
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -359,11 +338,11 @@ def test_q_quits_and_leaves_the_training_running(tmp_path):
     app = MonitorApp(run_dir)
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.trainer == "alive", "the trainer runs")
+        await until(pilot, lambda: run_model(app).trainer == "alive", "the trainer runs")
         await pilot.press("q")
 
     try:
-        run_app(body, app)
+        run_app(app, body)
         assert app.return_code in (0, None)
         assert trainer.poll() is None  # still training
     finally:
@@ -395,11 +374,11 @@ def test_s_shows_the_command_then_starts_the_run(tmp_path):
         )  # a finished run: s starts a new one next to it
         assert f"output.dir={run_dir.with_name('exp-2')}" in app.screen.detail
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_a_start_from_the_saved_config_goes_to_a_new_directory(tmp_path):
-    from entrenar_tui.run_model import RunModel
+    from entrenar_tui.model.run import RunModel
 
     run = FakeRun(tmp_path / "exp").start()
     run.finish("completed")
@@ -431,7 +410,7 @@ def test_keys_that_do_not_apply_say_so(tmp_path, key):
             or "only a stopped, failed or crashed run resumes" in notes[-1]
         )
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_a_trainer_this_machine_cannot_signal_is_asked_through_control_json(tmp_path):
@@ -459,9 +438,9 @@ def test_a_trainer_this_machine_cannot_signal_is_asked_through_control_json(tmp_
         assert "stopping…" in text(app, "#request")
         run.finish("stopped")
         await until(pilot, lambda: status(app) == "stopped", "the trainer says stopped")
-        assert app.model.request is None and text(app, "#request") == ""
+        assert run_model(app).request is None and text(app, "#request") == ""
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_long_names_are_shortened_to_fit_80_columns(tmp_path):
@@ -472,14 +451,14 @@ def test_long_names_are_shortened_to_fit_80_columns(tmp_path):
 
     async def body(pilot):
         await until(
-            pilot, lambda: app.model.run is not None and "…" in app.title, "the name is shortened"
+            pilot, lambda: run_model(app).run is not None and "…" in app.title, "the name is shortened"
         )
         header = f"{app.title} — {app.sub_title}"
         assert len(header) <= 80 - 20  # between the header's icon and its right edge
         assert app.title.startswith("sweep-lr") and app.title.endswith("xxx")  # both ends kept
         assert app.sub_title.endswith("· world 1")
 
-    run_app(body, app, size=(80, 24))
+    run_app(app, body, size=(80, 24))
 
 
 # ------------------------------------------------------------------------------------ rough edges
@@ -507,10 +486,10 @@ def test_the_epoch_a_run_ended_in_keeps_its_row(ending, tmp_path):
         assert live[:2] == ["▸", "2"]
         if ending == "crashed":
             trainer["liveness"] = "gone"
-            app.tick()
+            run_screen(app).tick()
         else:
             run.finish(ending, error="non-finite loss" if ending == "failed" else None)
-        await until(pilot, lambda: app.model.status == ending, f"the run shows {ending}")
+        await until(pilot, lambda: run_model(app).status == ending, f"the run shows {ending}")
         await until(pilot, lambda: epoch_rows(app)[-1][0] == "■", "the row is marked ended")
         rows = epoch_rows(app)
         assert len(rows) == 2
@@ -518,7 +497,7 @@ def test_the_epoch_a_run_ended_in_keeps_its_row(ending, tmp_path):
         assert ended[1:4] == live[1:4]  # its epoch, train loss and accuracy
         assert ended[4:6] == [ending, "7/20"]  # where it ended, in the validation columns
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def reaped(pid: int) -> bool:
@@ -542,12 +521,12 @@ def test_trainers_the_app_started_are_reaped_when_they_end(tmp_path):
     app = MonitorApp(run_dir, launched=trainer, tick_interval=0.05)
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "completed", "the run completes")
+        await until(pilot, lambda: run_model(app).status == "completed", "the run completes")
         await until(pilot, lambda: reaped(trainer.pid), "the finished trainer is reaped")
         assert app.started_trainers == [] and trainer.returncode == 0
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -562,25 +541,25 @@ def test_a_resume_while_the_app_watches_is_announced_with_the_trainers_note(tmp_
     note = "resumed from checkpoints/last at step 3; steps 4–52 are redone"
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.run is not None, "run.json is read")
+        await until(pilot, lambda: run_model(app).run is not None, "run.json is read")
         info = orjson.loads((run.dir / Files.RUN).read_bytes())
         info["resumed_from"] = [{"checkpoint": "/elsewhere/last", "global_step": 3, "note": note}]
         run.writer.write_run(info)
         await until(pilot, lambda: note in notes, "the note is shown")
         assert notes.count(note) == 1
 
-    run_app(body, app)
+    run_app(app, body)
     # an app opened after the resume does not announce it again
     later = MonitorApp(run.dir, probe=alive)
     later_notes: list[str] = []
     later.notify = lambda message, **kw: later_notes.append(message)  # type: ignore[method-assign]
 
     async def check(pilot):
-        await until(pilot, lambda: later.model.run is not None, "run.json is read")
+        await until(pilot, lambda: run_model(later).run is not None, "run.json is read")
         await pilot.pause()
         assert note not in later_notes
 
-    run_app(check, later)
+    run_app(later, check)
 
 
 def test_s_replaces_the_output_dir_override_instead_of_adding_a_second(tmp_path):

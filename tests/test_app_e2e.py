@@ -15,9 +15,10 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import StartSpec
+from entrenar_tui.model.controller import StartSpec
 from entrenar_tui.screens.confirm import ConfirmScreen
-from tests.conftest import patience, until
+from tests.conftest import patience
+from tests.helpers import run_model, until
 from trainer.monitor.control import launch_detached, trainer_command
 from trainer.monitor.schema import Files
 
@@ -43,24 +44,24 @@ def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_p
 
     async def main():
         async with app.run_test(size=(100, 30)) as pilot:
-            await until(pilot, lambda: app.model.request is not None, "it shows the launch", 5)
-            assert app.model.request.label == "starting…"
+            await until(pilot, lambda: run_model(app).request is not None, "it shows the launch", 5)
+            assert run_model(app).request.label == "starting…"
             await until(pilot, lambda: steps_on_disk(run_dir) >= 1, "training starts", 120)
             os.kill(trainer.pid, signal.SIGSTOP)  # frozen mid-run until the stop is asked
             await until(
                 pilot,
-                lambda: app.model.status == "running" and len(app.model.history) >= 1,
+                lambda: run_model(app).status == "running" and len(run_model(app).history) >= 1,
                 "the app shows it training",
                 60,
             )
-            assert app.model.request is None and app.model.trainer == "alive"
+            assert run_model(app).request is None and run_model(app).trainer == "alive"
             await pilot.press("x")
             assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("enter")
             os.kill(trainer.pid, signal.SIGCONT)
-            await until(pilot, lambda: app.model.status == "stopped", "the run stops", 60)
+            await until(pilot, lambda: run_model(app).status == "stopped", "the run stops", 60)
             assert trainer.wait(patience(30)) == 0
-            stopped = app.model.state["global_step"]
+            stopped = run_model(app).state["global_step"]
             assert 1 <= stopped < 90
             result = orjson.loads((run_dir / Files.RESULT).read_bytes())
             assert result["status"] == "stopped"
@@ -69,7 +70,7 @@ def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_p
             await pilot.press("r")
             await until(
                 pilot,
-                lambda: app.model.request is None and app.model.status == "completed",
+                lambda: run_model(app).request is None and run_model(app).status == "completed",
                 "the resumed run completes",
                 180,
             )
@@ -78,11 +79,11 @@ def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_p
             assert note in (run_dir / Files.LOG).read_text()
             await until(pilot, lambda: not app.started_trainers, "the finished trainers are reaped")
             assert orjson.loads((run_dir / Files.RESULT).read_bytes())["status"] == "completed"
-            assert app.model.state["global_step"] == 90
-            assert list(app.model.history.global_steps) == list(
+            assert run_model(app).state["global_step"] == 90
+            assert list(run_model(app).history.global_steps) == list(
                 range(1, 91)
             )  # redone steps replaced, none lost
-            assert len(app.model.epochs) == 3 and app.model.best_record() is not None
+            assert len(run_model(app).epochs) == 3 and run_model(app).best_record() is not None
             assert "--resume" in (run_dir / Files.LOG).read_text()
 
     try:

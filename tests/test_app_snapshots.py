@@ -1,5 +1,5 @@
 """Snapshots of the key screens (pytest-textual-snapshot). Deterministic: scripted run data
-(entrenar_tui.demo.scenario), a clock pinned to 2 s after the last heartbeat, a fixed answer from
+(tests.fake_run.scenario), a clock pinned to 2 s after the last heartbeat, a fixed answer from
 the process check. Regenerate with `pytest tests/test_app_snapshots.py --snapshot-update`."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.demo import FakeRun, scenario
 from tests.conftest import patience
+from tests.fake_run import FakeRun, scenario
+from tests.helpers import run_model, run_screen
 from trainer.monitor.schema import Files
 
 # The screens a user meets, at the 80×24 floor, one in the room of 200×60.
@@ -37,11 +38,13 @@ async def loaded(pilot) -> None:
     app = pilot.app
     deadline = time.monotonic() + patience(10)
     while not (
-        app.model.state and app.model.watch_mode and len(app.model.history) == app.expected_steps
+        run_model(app).state
+        and run_model(app).watch_mode
+        and len(run_model(app).history) == app.expected_steps
     ):
         assert time.monotonic() < deadline, "the run did not load"
         await pilot.pause(0.02)
-    app.tick()
+    run_screen(app).tick()
     await pilot.pause()
 
 

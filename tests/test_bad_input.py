@@ -211,14 +211,6 @@ def test_bom_and_a_huge_line_are_fine(tmp_path, tiny_bert_dir, capsys):
 # ---------------------------------------------------------------------------------------- resume
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_bert_dir) -> Path:
-    tmp = tmp_path_factory.mktemp("finished-bad")
-    cfg = write_config(tmp / "c.toml", tiny_bert_dir, write_corpus(tmp / "d.jsonl", n=80), tmp / "run", train={"epochs": 1})
-    assert main([str(cfg)]) == 0
-    return tmp / "run"
-
-
 def damage_truncate(last: Path) -> None:
     p = last / "adapter_model.safetensors"
     p.write_bytes(p.read_bytes()[:100])
@@ -263,10 +255,10 @@ RESUME_CASES = {
 
 
 @pytest.mark.parametrize("case", list(RESUME_CASES))
-def test_resume_errors_lose_nothing(case, finished, tmp_path, capsys):
+def test_resume_errors_lose_nothing(case, one_epoch_run, tmp_path, capsys):
     damage, extra, expected = RESUME_CASES[case]
     run = tmp_path / "run"
-    shutil.copytree(finished, run)
+    shutil.copytree(one_epoch_run, run)
     damage(run / "checkpoints" / "last")
     before = snapshot(run)
     code, err = run_main(capsys, ["--resume", str(run), "train.epochs=2", *extra])
@@ -281,9 +273,9 @@ def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert_one_line(err, "not a run directory (no run.json)")
 
 
-def test_resume_with_changed_data_names_both_hashes(finished, tmp_path, capsys):
+def test_resume_with_changed_data_names_both_hashes(one_epoch_run, tmp_path, capsys):
     run = tmp_path / "run"
-    shutil.copytree(finished, run)
+    shutil.copytree(one_epoch_run, run)
     other = write_corpus(tmp_path / "other.jsonl", n=80, seed=5)
     before = snapshot(run)
     code, err = run_main(capsys, ["--resume", str(run), f"data.train={other}", "train.epochs=2"])

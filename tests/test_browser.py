@@ -1,4 +1,4 @@
-"""The runs browser: discovery and summaries (entrenar_tui.runs), the RunsScreen driven by Pilot over
+"""The runs browser: discovery and summaries (entrenar_tui.model.discovery), the RunsScreen driven by Pilot over
 runs the real trainer wrote (the `runs_root` fixture), `entrenar-tui` on a root, and snapshots of
 scripted runs (FakeRun, a pinned clock and process check)."""
 
@@ -16,12 +16,13 @@ import pytest
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.cli import main as tui_main
-from entrenar_tui.demo import FakeRun, scenario
-from entrenar_tui.runs import RunIndex, find_runs, holds_runs, name_filter, sort_runs
+from entrenar_tui.model.discovery import RunIndex, find_runs, holds_runs, name_filter, sort_runs
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
-from tests.conftest import RUNS_ROOT_RUNS, patience, until
+from tests.conftest import RUNS_ROOT_RUNS, patience
+from tests.fake_run import FakeRun, scenario
+from tests.helpers import run_model, until
 from trainer.monitor.reader import best_of, load_run
 from trainer.monitor.schema import Files
 
@@ -246,19 +247,20 @@ def test_enter_opens_the_run_and_escape_comes_back(root):
         table(app).move_cursor(row=names(app).index("sweep/exp-3ep"))
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, MonitorScreen), "the run screen opens")
-        assert app.model.dir == root / "sweep" / "exp-3ep"
-        await until(pilot, lambda: app.model.status == "completed", "the run loads")
-        assert app.watcher is not None
+        assert run_model(app).dir == root / "sweep" / "exp-3ep"
+        await until(pilot, lambda: run_model(app).status == "completed", "the run loads")
+        opened = app.screen
+        assert opened.watcher is not None
         assert any(c.title == "Back to the runs" for c in app.get_system_commands(app.screen))
         shown = {b.key: b.description for _, b, on, _ in app.active_bindings.values() if b.show}
         assert shown.get("escape") == "Runs"  # in the footer of the run screen
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen), "back on the browser")
-        assert app.watcher is None
+        assert opened.watcher is None  # the run screen stopped its watcher as it closed
         assert table(app).current_key() == str(root / "sweep" / "exp-3ep")  # the cursor stayed
         table(app).move_cursor(row=names(app).index("exp-crashed"))
         await pilot.press("enter")
-        await until(pilot, lambda: app.model.status == "crashed", "the crashed run opens")
+        await until(pilot, lambda: run_model(app).status == "crashed", "the crashed run opens")
         await pilot.press("backspace")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen), "back again")
 
@@ -414,7 +416,7 @@ def test_columns_are_the_documented_ones():
 
 def test_started_is_dated_as_ls_does_it():
     """Within half a year of now: the time of day; older: the year (12 columns either way)."""
-    from entrenar_tui.runs import started_text
+    from entrenar_tui.model.discovery import started_text
 
     now = datetime(2026, 11, 25, 12, tzinfo=timezone.utc).timestamp()
     assert started_text("2026-11-14T22:13:20+00:00", now) == "Nov 14 22:13"
@@ -490,7 +492,7 @@ def test_question_mark_shows_each_screens_own_keys(root):
 
         table(app).move_cursor(row=names(app).index("exp-crashed"))
         await pilot.press("enter")
-        await until(pilot, lambda: app.model.status == "crashed", "the crashed run opens")
+        await until(pilot, lambda: run_model(app).status == "crashed", "the crashed run opens")
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         texts = help_texts(app)

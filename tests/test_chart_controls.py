@@ -10,12 +10,12 @@ import numpy as np
 import orjson
 import pytest
 
-from entrenar_tui import braille
-from entrenar_tui import chart_math as cm
 from entrenar_tui.app import MonitorApp
+from entrenar_tui.charts import braille
+from entrenar_tui.charts import math as cm
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.metric_chart import MetricChart
-from tests.conftest import until
+from tests.helpers import run_model, until
 
 NAN = float("nan")
 
@@ -147,7 +147,7 @@ def run_on(trained_run, body, size=(100, 32)):
         async with app.run_test(size=size) as pilot:
             await until(
                 pilot,
-                lambda: len(app.model.history) == 150 and len(app.model.epochs) == 2,
+                lambda: len(run_model(app).history) == 150 and len(run_model(app).epochs) == 2,
                 "the run loads",
             )
             await pilot.pause()
@@ -298,7 +298,7 @@ def test_every_new_action_is_in_the_command_palette(trained_run):
 
 
 def test_ema_continues_a_growing_series_and_restarts_after_an_edit():
-    from entrenar_tui.charts import smoothed
+    from entrenar_tui.charts.views import smoothed
     from trainer.monitor.reader import Series
 
     rng = np.random.default_rng(2)

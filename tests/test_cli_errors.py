@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import REPO, patience, run_cli, write_config, write_corpus
+from tests.conftest import REPO, patience, run_cli, write_config
 
 ROWS = [{"input": f"ls -la dir{i}", "label": "safe"} for i in range(6)] + [
     {"input": f"rm -rf $D{i}/", "label": "unsafe"} for i in range(6)
@@ -217,23 +217,10 @@ def test_output_dir_on_a_read_only_file_system(tmp_path, tiny_bert_dir):
 # ------------------------------------------------------------------------------ checkpoints
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_bert_dir) -> Path:
-    """A finished 2-epoch run of the tiny BERT (save_every 1: epoch-1, epoch-2, best, last)."""
-    from trainer.cli import main
-
-    tmp = tmp_path_factory.mktemp("finished")
-    cfg = write_config(
-        tmp / "c.toml", tiny_bert_dir, write_corpus(tmp / "d.jsonl", n=64), tmp / "run"
-    )
-    assert main([str(cfg)]) == 0
-    return tmp / "run"
-
-
 @pytest.mark.parametrize("command", ["predict", "eval", "export"])
-def test_a_checkpoint_whose_trainer_state_lacks_the_config(command, tmp_path, finished):
+def test_a_checkpoint_whose_trainer_state_lacks_the_config(command, tmp_path, trained_run):
     ckpt = tmp_path / "best"
-    shutil.copytree(finished / "checkpoints" / "best", ckpt)
+    shutil.copytree(trained_run / "checkpoints" / "best", ckpt)
     state = orjson.loads((ckpt / "trainer_state.json").read_bytes())
     del state["config"]
     (ckpt / "trainer_state.json").write_bytes(orjson.dumps(state))
@@ -247,9 +234,9 @@ def test_a_checkpoint_whose_trainer_state_lacks_the_config(command, tmp_path, fi
     assert not (tmp_path / "out").exists()
 
 
-def test_resuming_with_fewer_epochs_than_done_is_refused(tmp_path, finished):
+def test_resuming_with_fewer_epochs_than_done_is_refused(tmp_path, trained_run):
     run = tmp_path / "run"
-    shutil.copytree(finished, run)
+    shutil.copytree(trained_run, run)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     r = run_cli("--resume", str(run), "train.epochs=1")
     assert_one_line(

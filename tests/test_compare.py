@@ -15,13 +15,14 @@ import pytest
 from rich.text import Text
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.comparison import MISSING, differing_keys, flatten, show_value
-from entrenar_tui.demo import FakeRun
+from entrenar_tui.model.comparison import MISSING, differing_keys, flatten, show_value
 from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.widgets.overlay_chart import OverlayChart, OverlaySeries, _interpolate
 from entrenar_tui.widgets.runs_table import RunsTable
-from tests.conftest import patience, until
+from tests.conftest import patience
+from tests.fake_run import FakeRun
+from tests.helpers import until
 from trainer.monitor.reader import load_run
 from trainer.monitor.schema import Files
 

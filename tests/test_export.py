@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import shutil
 
 import orjson
 import pytest
 
-from entrenar_tui import export
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.cli import main as cli
-from tests.conftest import patience, until
+from entrenar_tui.output import export
+from tests.conftest import patience
+from tests.helpers import copy_run, run_model, until
 from trainer.monitor.schema import Files
-
-
-def copy_run(src, dst):
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
-    return dst
 
 
 def steps_of(run_dir):
@@ -102,7 +97,7 @@ def test_a_root_of_two_runs(trained_run, tmp_path):
     copy_run(trained_run, root / "sweep" / "exp-b")
     (root / "notes").mkdir()
     steps, epochs = steps_of(trained_run), epochs_of(trained_run)
-    assert export.find_runs(root) == [root / "exp-a", root / "sweep" / "exp-b"]
+    assert export.runs_to_export(root) == [root / "exp-a", root / "sweep" / "exp-b"]
 
     assert cli(["export", str(root), "--out", str(tmp_path / "csv")]) == 0
     rows = read_csv(tmp_path / "csv" / "steps.csv")
@@ -153,7 +148,7 @@ def test_e_exports_the_current_run_next_to_it(trained_run, tmp_path):
 
     async def main():
         async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: app.model.state is not None, "the state loads")
+            await until(pilot, lambda: run_model(app).state is not None, "the state loads")
             await pilot.press("e")
             await until(
                 pilot,
@@ -172,7 +167,7 @@ def test_export_and_the_new_modules_import_no_torch():
     import sys
 
     code = (
-        "import sys, entrenar_tui.export, entrenar_tui.settings, entrenar_tui.chart_math, "
+        "import sys, entrenar_tui.output.export, entrenar_tui.settings, entrenar_tui.charts.math, "
         "entrenar_tui.screens.monitor; "
         "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     )

@@ -1,5 +1,5 @@
 """Fuzzing what reads files a user (or anyone) may hand us: the run-directory reader
-(trainer.monitor.reader), what the monitor builds from it (entrenar_tui.untrusted, plain, the
+(trainer.monitor.reader), what the monitor builds from it (entrenar_tui.model.validation, plain, the
 braille charts), and the training-data reader (trainer.data.read_rows).
 
 The promises: the readers never raise on any bytes (a bad file is a *problem* they report), and
@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from entrenar_tui import braille
-from entrenar_tui.charts import interpolate
-from entrenar_tui.plain import summary
-from entrenar_tui.runs import RunIndex, plain_table, started_text
-from entrenar_tui.untrusted import EPOCH, RESULT, RUN, STATE
+from entrenar_tui.charts import braille
+from entrenar_tui.charts.views import interpolate
+from entrenar_tui.model.discovery import RunIndex, plain_table, started_text
+from entrenar_tui.model.validation import RESULT, RUN, STATE
+from entrenar_tui.output.plain import summary
 from trainer.config import build_config
 from trainer.data import Row, label_ids, read_rows, resolve_label_names
 from trainer.errors import UserError
@@ -35,7 +35,7 @@ from trainer.monitor.reader import (
     load_run,
     parse_contract_json,
 )
-from trainer.monitor.schema import Files, schema_tag
+from trainer.monitor.schema import EpochRecord, Files, field_names, schema_tag
 
 FUZZ = settings(
     max_examples=150,
@@ -94,7 +94,7 @@ def contract_shaped(
     keys = st.sampled_from(sorted(fields))
     body = st.dictionaries(keys | st.text(max_size=6), json_values, max_size=8)
     if file_name == Files.EPOCHS:
-        record = st.dictionaries(st.sampled_from(sorted(EPOCH)), json_values, max_size=6)
+        record = st.dictionaries(st.sampled_from(sorted(field_names(EpochRecord))), json_values, max_size=6)
         records = st.lists(record | json_values, max_size=4)
         body = st.fixed_dictionaries(
             {},
@@ -195,8 +195,8 @@ def test_reading_any_run_directory_never_raises(files):
         reader = RunReader(run)
         first = reader.poll()
         again = reader.poll()  # nothing changed: nothing new, no error
-        text = summary(run, now=2e9)  # and what --once builds from it (untrusted.py, RunModel)
-        # and the browser's row (runs.py), with `started` drawn as dates are
+        text = summary(run, now=2e9)  # and what --once builds from it (model/validation.py, RunModel)
+        # and the browser's row (model/discovery.py), with `started` drawn as dates are
         rows = RunIndex(root, clock=lambda: 2e9, probe=lambda _s: "unknown").scan()
         table = plain_table(rows, now=2e9)
     assert snap.exists and first.exists

@@ -9,22 +9,21 @@ memory; a FIFO control.json hung the trainer, which then ignored SIGTERM; a star
 
 from __future__ import annotations
 
-import asyncio
 import os
 import resource
 import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.demo import FakeRun
 from tests.conftest import REPO, write_config, write_corpus
+from tests.fake_run import FakeRun
+from tests.helpers import run_app, run_model, run_watcher, until
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 
@@ -137,21 +136,6 @@ def test_a_steps_file_that_is_not_a_file_is_a_problem(tmp_path, how):
 # ------------------------------------------------------------------------------ the app
 
 
-async def until(pilot, condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await pilot.pause(0.02)
-
-
-def run_app(app: MonitorApp, body) -> None:
-    async def main_():
-        async with app.run_test(size=(160, 40)) as pilot:
-            await body(pilot)
-
-    asyncio.run(main_())
-
-
 def test_the_browser_lists_every_run_past_a_fifo(tmp_path):
     root = tmp_path / "root"
     bad, _good = run_with(root, "a-bad"), run_with(root, "b-good")
@@ -163,7 +147,7 @@ def test_the_browser_lists_every_run_past_a_fifo(tmp_path):
             table = app.screen.query_one("RunsTable")
             await until(pilot, lambda: len(table.row_keys()) == 2, "both runs are listed")
 
-        run_app(app, body)
+        run_app(app, body, size=(160, 40))
     finally:
         release_readers(bad.dir / Files.STATE)
 
@@ -176,11 +160,11 @@ def test_the_run_screen_shows_a_fifo_as_a_problem(tmp_path, file):
     try:
 
         async def body(pilot):
-            texts = lambda: [p.text for p in app.model.problems()]  # noqa: E731
+            texts = lambda: [p.text for p in run_model(app).problems()]  # noqa: E731
             await until(pilot, lambda: problem in texts(), f"{problem!r} shows")
-            assert app.watcher is not None and app.watcher.running
+            assert run_watcher(app) is not None and run_watcher(app).running
 
-        run_app(app, body)
+        run_app(app, body, size=(160, 40))
     finally:
         release_readers(run.dir / file)
 
@@ -192,12 +176,12 @@ def test_a_fifo_train_log_hangs_neither_the_problems_line_nor_the_log_pane(tmp_p
     try:
 
         async def body(pilot):
-            await until(pilot, lambda: app.model.status == "crashed", "it shows crashed")
+            await until(pilot, lambda: run_model(app).status == "crashed", "it shows crashed")
             await pilot.press("l")  # the log pane tails train.log
             pane = app.screen.query_one("LogPane")
             await until(pilot, lambda: "FIFO" in str(pane.border_subtitle), "the pane says why")
 
-        run_app(app, body)
+        run_app(app, body, size=(160, 40))
     finally:
         release_readers(run.dir / Files.LOG)
 
@@ -289,4 +273,4 @@ def test_a_start_date_that_does_not_convert_is_shown_as_text(tmp_path, started_a
         table = app.screen.query_one("RunsTable")
         await until(pilot, lambda: len(table.row_keys()) == 2, "both runs are listed")
 
-    run_app(app, body)
+    run_app(app, body, size=(160, 40))

@@ -22,8 +22,9 @@ import psutil
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.demo import FakeRun
 from entrenar_tui.screens.confirm import ConfirmScreen
+from tests.fake_run import FakeRun
+from tests.helpers import run_model
 from trainer.monitor.schema import Files
 
 PAUSE = "import signal; print('ready', flush=True); signal.pause()"
@@ -80,7 +81,7 @@ def press_stop(app: MonitorApp, notes: list[str]) -> None:
     async def main():
         async with app.run_test(size=(120, 36)) as pilot:
             deadline = time.monotonic() + 60  # generous: a loaded 2-core box
-            while app.model.state is None or app.model.status == "waiting":
+            while run_model(app).state is None or run_model(app).status == "waiting":
                 assert time.monotonic() < deadline, "the run never showed"
                 await pilot.pause(0.02)
             await pilot.press("x")
@@ -111,7 +112,7 @@ def test_a_foreign_process_named_by_a_planted_state_is_never_signalled(tmp_path,
         app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
         press_stop(app, notes)
         assert "SIGINT sent" not in notes[-1], notes
-        assert app.model.status == "crashed", app.model.status_and_reason
+        assert run_model(app).status == "crashed", run_model(app).status_and_reason
         assert proc.poll() is None  # untouched
     finally:
         kill(proc)

@@ -7,23 +7,22 @@ through one helper, trainer.monitor.text.printable.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 from rich.segment import Segment
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller
-from entrenar_tui.demo import FakeRun
+from entrenar_tui.model.controller import Controller
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.runs_table import RunsTable
 from tests.conftest import REPO, write_config
+from tests.fake_run import FakeRun
+from tests.helpers import run_app, run_model, until
 from trainer.cli import main
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
@@ -51,21 +50,6 @@ def drawn(app: MonitorApp) -> str:
     return "".join(s.text for s in segments(app))
 
 
-def run_app(app: MonitorApp, body) -> None:
-    async def main_():
-        async with app.run_test(size=(160, 40)) as pilot:
-            await body(pilot)
-
-    asyncio.run(main_())
-
-
-async def until(pilot, condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await pilot.pause(0.02)
-
-
 def cli(*args: str, module: str = "entrenar_tui") -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120
@@ -82,13 +66,13 @@ def test_the_run_header_and_title_show_a_directory_name_printable(tmp_path):
     app = MonitorApp(run_dir, probe=lambda _s: "alive")
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.state is not None, "the state shows")
+        await until(pilot, lambda: run_model(app).state is not None, "the state shows")
         await pilot.pause()
-        assert app.title == SHOWN_NAME and app.model.name == SHOWN_NAME
+        assert app.title == SHOWN_NAME and run_model(app).name == SHOWN_NAME
         no_control(app.title + app.sub_title)
         no_control(drawn(app))
 
-    run_app(app, body)
+    run_app(app, body, size=(160, 40))
 
 
 def test_the_browser_shows_a_root_and_runs_with_escape_names_printable(tmp_path):
@@ -107,7 +91,7 @@ def test_the_browser_shows_a_root_and_runs_with_escape_names_printable(tmp_path)
         await pilot.press("enter")  # open it: the run header
         await until(
             pilot,
-            lambda: isinstance(app.screen, MonitorScreen) and app.model.run is not None,
+            lambda: isinstance(app.screen, MonitorScreen) and run_model(app).run is not None,
             "the run opens",
             timeout=60,
         )
@@ -115,7 +99,7 @@ def test_the_browser_shows_a_root_and_runs_with_escape_names_printable(tmp_path)
         no_control(app.title + app.sub_title)
         no_control(drawn(app))
 
-    run_app(app, body)
+    run_app(app, body, size=(160, 40))
 
 
 def test_the_start_dialog_names_the_new_directory_printable(tmp_path):
@@ -127,7 +111,9 @@ def test_the_start_dialog_names_the_new_directory_printable(tmp_path):
     )
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "stopped" and app.model.run, "it shows")
+        await until(
+            pilot, lambda: run_model(app).status == "stopped" and run_model(app).run, "it shows"
+        )
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.pause()
@@ -135,7 +121,7 @@ def test_the_start_dialog_names_the_new_directory_printable(tmp_path):
         assert f"{SHOWN_NAME}-2" in "".join(text.split())
         no_control(text)
 
-    run_app(app, body)
+    run_app(app, body, size=(160, 40))
 
 
 # ------------------------------------------------------------------------------ the command lines

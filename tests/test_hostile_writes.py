@@ -12,23 +12,21 @@ Each refusal is one line naming the file, before anything is written.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller
-from entrenar_tui.demo import FakeRun
+from entrenar_tui.model.controller import Controller
 from entrenar_tui.screens.confirm import ConfirmScreen
-from tests.conftest import REPO, run_cli, write_config, write_corpus
-from trainer.cli import main
+from tests.conftest import REPO, run_cli, write_config
+from tests.fake_run import FakeRun
+from tests.helpers import copy_run, run_app, run_model, until
 from trainer.monitor.control import request_stop
 from trainer.monitor.schema import Files
 from trainer.monitor.writer import MonitorWriter
@@ -43,21 +41,6 @@ def victim(tmp_path) -> Path:
     path.parent.mkdir()
     path.write_bytes(VICTIM_TEXT)
     return path
-
-
-def run_app(app: MonitorApp, body) -> None:
-    async def main_():
-        async with app.run_test(size=(120, 36)) as pilot:
-            await body(pilot)
-
-    asyncio.run(main_())
-
-
-async def until(pilot, condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await pilot.pause(0.02)
 
 
 # ------------------------------------------------------------------------------ s: a fresh directory
@@ -94,13 +77,15 @@ def test_s_never_reuses_a_sibling_directory_nor_writes_through_a_link(tmp_path, 
     app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "stopped" and app.model.run, "it shows")
+        await until(
+            pilot, lambda: run_model(app).status == "stopped" and run_model(app).run, "it shows"
+        )
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
         await until(pilot, lambda: launched, "the start")
 
-    run_app(app, body)
+    run_app(app, body, size=(120, 36))
     assert victim.read_bytes() == VICTIM_TEXT
     assert sorted(p.name for p in victim.parent.iterdir()) == ["victim.txt"]
     assert launched[0][1] == tmp_path / "exp-3"  # exp-2 exists in some form: skipped
@@ -112,9 +97,9 @@ def test_s_never_reuses_a_sibling_directory_nor_writes_through_a_link(tmp_path, 
 def test_a_new_runs_config_is_never_written_over_a_file_that_appeared(tmp_path, victim):
     """Between the plan (the dialog) and the start, someone makes the chosen directory: the start
     is refused, nothing written there."""
-    from entrenar_tui.control import Refused
-    from entrenar_tui.run_model import RunModel
-    from entrenar_tui.untrusted import clean_run
+    from entrenar_tui.model.controller import Refused
+    from entrenar_tui.model.run import RunModel
+    from entrenar_tui.model.validation import clean_run
 
     run = stopped_run(tmp_path)
     model = RunModel(run.dir)
@@ -157,16 +142,16 @@ def test_r_never_appends_through_a_planted_train_log(tmp_path, victim, how):
     app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "stopped", "it shows")
+        await until(pilot, lambda: run_model(app).status == "stopped", "it shows")
         await pilot.press("r")
         await until(pilot, lambda: notes, "a notification")
 
-    run_app(app, body)
+    run_app(app, body, size=(120, 36))
     what = {"symlink": "is a symbolic link", "hardlink": "has 2 hard links", "fifo": "is a FIFO"}[
         how
     ]
     assert notes[-1].startswith(f"failed: train.log {what}"), notes
-    assert app.model.request is None  # nothing started
+    assert run_model(app).request is None  # nothing started
     assert victim.read_bytes() == VICTIM_TEXT
 
 
@@ -193,22 +178,6 @@ def test_entrenar_tui_run_never_appends_through_a_planted_train_log(tmp_path, vi
 # ------------------------------------------------------------------------------ the trainer
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_bert_dir) -> Path:
-    """A 1-epoch run of the real trainer: `--resume RUN train.epochs=2` continues it."""
-    tmp = tmp_path_factory.mktemp("writes-run")
-    corpus = write_corpus(tmp / "train.jsonl", n=64)
-    cfg = write_config(tmp / "c.toml", tiny_bert_dir, corpus, tmp / "run", train={"epochs": 1})
-    assert main([str(cfg)]) == 0
-    return tmp / "run"
-
-
-def copy_run(finished_run: Path, tmp_path: Path) -> Path:
-    run = tmp_path / "run"
-    shutil.copytree(finished_run, run, symlinks=True)
-    return run
-
-
 def one_line_error(r: subprocess.CompletedProcess, expected: str) -> None:
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
@@ -218,8 +187,8 @@ def one_line_error(r: subprocess.CompletedProcess, expected: str) -> None:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("how", ["symlink", "hardlink", "fifo"])
-def test_resume_never_appends_steps_through_a_planted_file(finished_run, tmp_path, victim, how):
-    run = copy_run(finished_run, tmp_path)
+def test_resume_never_appends_steps_through_a_planted_file(one_epoch_run, tmp_path, victim, how):
+    run = copy_run(one_epoch_run, tmp_path / "run", checkpoints=True)
     steps = run / Files.STEPS
     victim.write_bytes(steps.read_bytes())  # someone's file, with the run's lines in it
     before = victim.read_bytes()
@@ -252,8 +221,8 @@ def test_a_fresh_run_refuses_a_checkpoints_link(tmp_path, tiny_bert_dir, small_c
 
 
 @pytest.mark.timeout(300)
-def test_resume_refuses_a_checkpoint_that_is_a_link(finished_run, tmp_path):
-    run = copy_run(finished_run, tmp_path)
+def test_resume_refuses_a_checkpoint_that_is_a_link(one_epoch_run, tmp_path):
+    run = copy_run(one_epoch_run, tmp_path / "run", checkpoints=True)
     last = run / Files.CHECKPOINTS / "last"
     elsewhere = tmp_path / "elsewhere-last"
     shutil.move(last, elsewhere)

@@ -5,27 +5,20 @@ run screen with the log pane shown."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 
 import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.demo import scenario
-from entrenar_tui.log_tail import FIRST_BYTES, LogTail
-from entrenar_tui.untrusted import clean_state
+from entrenar_tui.model.validation import clean_state
+from entrenar_tui.watch.log_tail import FIRST_BYTES, LogTail
 from entrenar_tui.widgets.log_pane import LogPane
 from entrenar_tui.widgets.resources_line import ResourcesLine, resources_text
-from tests.conftest import patience, until
+from tests.conftest import patience
+from tests.fake_run import scenario
+from tests.helpers import copy_run, run_model, run_screen, until
 from trainer.monitor.schema import Files
-
-
-def copy_run(src, dst):
-    """The run's files without its checkpoints (the app reads only the contract files)."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
-    return dst
-
 
 # ------------------------------------------------------------------------------------ the tail
 
@@ -97,7 +90,7 @@ def run_on(run_dir, body, size=(100, 32), probe=lambda _s: "gone"):
 
     async def main():
         async with app.run_test(size=size) as pilot:
-            await until(pilot, lambda: app.model.state is not None, "the state loads")
+            await until(pilot, lambda: run_model(app).state is not None, "the state loads")
             await pilot.pause()
             await body(pilot, app)
 
@@ -142,16 +135,16 @@ def test_the_resources_line_shows_what_state_json_says_while_the_trainer_works(t
 
     async def body(pilot, app):
         line = app.screen.query_one(ResourcesLine)
-        assert app.model.status == "completed" and not line.display
+        assert run_model(app).status == "completed" and not line.display
         gpu = {"gpu_memory_allocated_bytes": 3_100_000_000, "gpu_memory_total_bytes": 80_000_000_000, "gpu_utilization_percent": 45}
         write_state(status="running", resources={**resources, **gpu})
-        await until(pilot, lambda: app.model.status == "running", "the run shows running")
+        await until(pilot, lambda: run_model(app).status == "running", "the run shows running")
         expected = f"RSS {resources['rss_bytes'] / 1e9:.1f} GB · CPU {resources['cpu_percent']:.0f}% · GPU 3.1/80 GB 45%"
         assert line.display and str(line.render()) == expected
         trainer["liveness"] = "gone"  # the trainer dies: the run is crashed
-        app.tick()
+        run_screen(app).tick()
         await pilot.pause()
-        assert app.model.status == "crashed" and not line.display
+        assert run_model(app).status == "crashed" and not line.display
 
     run_on(run_dir, body, probe=lambda _s: trainer["liveness"])
 
@@ -175,7 +168,7 @@ def test_snapshot_with_the_log_pane_shown(size, tmp_path, snap_compare):
 
     async def shown(pilot):
         deadline = time.monotonic() + patience(10)
-        while not (app.model.watch_mode and len(app.model.history) == run.global_step):
+        while not (run_model(app).watch_mode and len(run_model(app).history) == run.global_step):
             assert time.monotonic() < deadline, "the run did not load"
             await pilot.pause(0.02)
         await pilot.press("l")
@@ -183,7 +176,7 @@ def test_snapshot_with_the_log_pane_shown(size, tmp_path, snap_compare):
         while len(pane.lines) < 7:
             assert time.monotonic() < deadline, "the log did not show"
             await pilot.pause(0.02)
-        app.tick()
+        run_screen(app).tick()
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=shown)

@@ -9,7 +9,6 @@ from two monitors at once are one clean stop (not a forced one).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -26,44 +25,26 @@ import psutil
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller
-from entrenar_tui.demo import FakeRun
-from entrenar_tui.run_model import RunModel
+from entrenar_tui.model.controller import Controller
+from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.widgets.epoch_table import EpochTable
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
-from tests.conftest import patience, until
-from trainer.monitor.control import find_trainer, launch_detached, request_stop, signal_trainer
+from tests.conftest import patience
+from tests.fake_run import FakeRun
+from tests.helpers import fake_command, run_app, run_model, run_screen, until
+from trainer.monitor.control import identify_trainer, launch_detached, request_stop, signal_trainer
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 
 REPO = Path(__file__).resolve().parent.parent
-FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
 SIZE = (100, 32)
-
-
-def fake_command(*args: str, step_s: float = 0.05, hold_after: int | None = None) -> list[str]:
-    """hold_after=N: the fake trainer waits, alive, after its N-th step until a stop (or a kill)."""
-    hold = ["--hold-after", str(hold_after)] if hold_after is not None else []
-    return [sys.executable, str(FAKE_TRAINER), *args, "--step-s", str(step_s), *hold]
-
-
-
-def run_app(body, app: MonitorApp, size=SIZE) -> None:
-    """Runs body(pilot); run_test re-raises anything the app raised (a crash fails the test)."""
-
-    async def main():
-        async with app.run_test(size=size) as pilot:  # (the watcher started on mount)
-            await body(pilot)
-            assert app.watcher is None or app.watcher.running, "the watcher thread died"
-
-    asyncio.run(main())
 
 
 def problems_text(app: MonitorApp) -> str:
     """Every current problem (the line shows the first; `?` lists them all)."""
-    return " | ".join(p.text for p in app.model.problems())
+    return " | ".join(p.text for p in run_model(app).problems())
 
 
 def once(run_dir: Path) -> subprocess.CompletedProcess:
@@ -158,7 +139,7 @@ CASES = {
             b'{"epoch": 1, "step": 4, "global_step": 4, "loss": 0.5}\n',
         ),
         "steps.jsonl: 4 unreadable lines, first at line 4",
-        then=lambda app: list(app.model.history.global_steps) == [1, 2, 3, 4],
+        then=lambda app: list(run_model(app).history.global_steps) == [1, 2, 3, 4],
     ),
     "nan-and-huge-steps": Case(
         lambda run: append(
@@ -181,7 +162,7 @@ CASES = {
     "garbage-control": Case(
         lambda run: (run / Files.CONTROL).write_bytes(b"\x1b[2J{not json"),
         "",  # the monitor does not read control.json; stop replaces it (see below)
-        then=lambda app: app.model.status == "running" and "control" not in problems_text(app),
+        then=lambda app: run_model(app).status == "running" and "control" not in problems_text(app),
     ),
     "epochs-not-a-list": Case(
         lambda run: (run / Files.EPOCHS).write_bytes(tagged(Files.EPOCHS, epochs=5)),
@@ -216,23 +197,23 @@ def test_bad_files_are_problems_in_the_app(tmp_path, name, case):
     async def body(pilot):
         await until(
             pilot,
-            lambda: app.model.run is not None or Files.RUN in problems_text(app),
+            lambda: run_model(app).run is not None or Files.RUN in problems_text(app),
             "run.json is read",
             timeout=4,
         )
         await until(pilot, lambda: case.expected in problems_text(app), "the problem shows", 4)
         if case.expected:  # the line shows the most serious problem (as text, escaped)
             line = str(app.screen.query_one(ProblemsLine).render())
-            assert printable(app.model.problems()[0].text) in line
+            assert printable(run_model(app).problems()[0].text) in line
         if case.then is not None:
             await until(pilot, lambda: case.then(app), f"{name}: the app shows what it should", 4)
-        app.tick()  # the clock moves; everything redraws from what was read
+        run_screen(app).tick()  # the clock moves; everything redraws from what was read
         await pilot.pause()
         await pilot.press("question_mark")  # the help lists every problem
         await pilot.pause()
         await pilot.press("escape")
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 @pytest.mark.parametrize("name, case", ALL_CASES)
@@ -262,7 +243,7 @@ def test_a_run_directory_that_is_a_file_is_bad_input(tmp_path):
             pilot, lambda: f"waiting for {path} to appear" in problems_text(app), "it waits"
         )
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 def test_a_garbage_control_file_does_not_stand_in_the_way_of_a_stop(tmp_path):
@@ -272,7 +253,7 @@ def test_a_garbage_control_file_does_not_stand_in_the_way_of_a_stop(tmp_path):
     app = MonitorApp(run.dir, controller=controller, probe=lambda _s: "alive")
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "running", "the run shows running")
+        await until(pilot, lambda: run_model(app).status == "running", "the run shows running")
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
@@ -280,7 +261,7 @@ def test_a_garbage_control_file_does_not_stand_in_the_way_of_a_stop(tmp_path):
         request = orjson.loads((run.dir / Files.CONTROL).read_bytes())
         assert request["command"] == "stop" and request["schema"] == "entrenar-tui/control"
 
-    run_app(body, app)
+    run_app(app, body)
 
 
 # ------------------------------------------------------------------------------------ killed
@@ -299,25 +280,25 @@ def test_a_killed_trainer_shows_as_crashed_and_r_resumes_it_to_the_end(tmp_path)
     app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
 
     async def body(pilot):
-        await until(pilot, lambda: len(app.model.history) >= 3, "the trainer runs", timeout=15)
-        assert app.model.status == "running"
+        await until(pilot, lambda: len(run_model(app).history) >= 3, "the trainer runs", timeout=15)
+        assert run_model(app).status == "running"
         os.kill(trainer.pid, signal.SIGKILL)
         assert trainer.wait(patience(10)) == -signal.SIGKILL
-        await until(pilot, lambda: app.model.status == "crashed", "the run shows crashed")
+        await until(pilot, lambda: run_model(app).status == "crashed", "the run shows crashed")
         line = str(app.screen.query_one(ProblemsLine).render())
         assert f"crashed: trainer pid {trainer.pid} is gone" in line
         assert app.screen.query_one(StatusBadge).status == "crashed"
         offered = {key: binding.binding.description for key, binding in app.active_bindings.items()}
         assert offered.get("r") == "Resume"  # the footer offers it
-        killed_at = app.model.state["global_step"]
+        killed_at = run_model(app).state["global_step"]
         await pilot.press("r")
         assert notes[-1].startswith("resuming: "), notes
-        await until(pilot, lambda: app.model.status == "completed", "the run completes", 30)
-        assert app.model.state["global_step"] == 20 > killed_at
+        await until(pilot, lambda: run_model(app).status == "completed", "the run completes", 30)
+        assert run_model(app).state["global_step"] == 20 > killed_at
         assert orjson.loads((run_dir / Files.RESULT).read_bytes())["status"] == "completed"
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -354,22 +335,22 @@ def test_two_monitors_stopping_at_once_make_one_clean_stop(tmp_path):
     async def body(pilot):
         await until(
             pilot,
-            lambda: app.model.status == "running" and app.model.trainer == "alive",
+            lambda: run_model(app).status == "running" and run_model(app).trainer == "alive",
             "the trainer runs",
             timeout=15,
         )
         other = RunModel(run_dir)
-        other.set_state(app.model.state)
+        other.set_state(run_model(app).state)
         other.tick(time.time(), "alive")
-        said = at_once(lambda: Controller().stop(app.model), lambda: Controller().stop(other))
+        said = at_once(lambda: Controller().stop(run_model(app)), lambda: Controller().stop(other))
         assert sorted(str(s)[:14] for s in said) == ["a stop is alre", "stop requested"], said
         assert any(str(s).startswith("stop requested: SIGINT sent") for s in said)
         await until(pilot, lambda: trainer.poll() is not None, "the trainer exits", timeout=20)
         assert trainer.returncode == 0  # a clean stop, not 130 (forced)
-        await until(pilot, lambda: app.model.status == "stopped", "the run shows stopped")
+        await until(pilot, lambda: run_model(app).status == "stopped", "the run shows stopped")
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -403,15 +384,15 @@ def test_two_scripts_requesting_a_stop_at_once_make_one_clean_stop(tmp_path):
     app = MonitorApp(run_dir)
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "running", "the trainer runs", timeout=15)
+        await until(pilot, lambda: run_model(app).status == "running", "the trainer runs", timeout=15)
         first, second = at_once(lambda: request_stop(run_dir), lambda: request_stop(run_dir))
         assert first["id"] != second["id"]
         await until(pilot, lambda: trainer.poll() is not None, "the trainer exits", timeout=20)
         assert trainer.returncode == 0
-        await until(pilot, lambda: app.model.status == "stopped", "the run shows stopped")
+        await until(pilot, lambda: run_model(app).status == "stopped", "the run shows stopped")
 
     try:
-        run_app(body, app)
+        run_app(app, body)
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -437,7 +418,7 @@ def test_a_state_without_a_process_start_time_is_never_signalled(tmp_path):
         assert proc.stdout.readline() == "ready\n"
         info = {"pid": proc.pid, "host": socket.gethostname()}
         created = psutil.Process(proc.pid).create_time()
-        assert find_trainer(run_dir, {**info, "pid_create_time": created}) is not None  # ours
+        assert identify_trainer(run_dir, {**info, "pid_create_time": created}).process is not None  # ours
         assert not signal_trainer(run_dir, info, signal.SIGINT)
         assert not signal_trainer(run_dir, {**info, "pid_create_time": "yesterday"}, signal.SIGINT)
         assert proc.poll() is None  # untouched

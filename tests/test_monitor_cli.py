@@ -9,9 +9,9 @@ from pathlib import Path
 
 import orjson
 
-from entrenar_tui.demo import FakeRun, scenario
-from entrenar_tui.plain import summary
+from entrenar_tui.output.plain import summary
 from tests.conftest import patience
+from tests.fake_run import FakeRun, scenario
 from trainer.monitor.atomic import atomic_write_json
 from trainer.monitor.units import flops_rate
 
@@ -31,7 +31,7 @@ def tui(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 def test_the_monitor_imports_no_torch():
     code = (
-        "import sys, entrenar_tui.cli, entrenar_tui.app, entrenar_tui.plain, trainer.monitor.reader, "
+        "import sys, entrenar_tui.cli, entrenar_tui.app, entrenar_tui.output.plain, trainer.monitor.reader, "
         "trainer.monitor.control, trainer.config\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]\n"
         "assert not heavy, heavy"

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import patience
 from trainer.monitor.control import (
     describe_command,
-    find_trainer,
+    identify_trainer,
     launch_detached,
     request_stop,
     signal_trainer,
@@ -79,7 +79,7 @@ def test_request_stop_writes_a_tagged_request(tmp_path):
 
 def test_our_trainer_is_found_and_signalled(sleeper, run_dir):
     info = identity(sleeper)
-    assert find_trainer(run_dir, info) is not None
+    assert identify_trainer(run_dir, info).process is not None
     assert trainer_liveness(info, run_dir) == "alive"
     assert signal_trainer(run_dir, info, signal.SIGINT)
     assert wait_exit(sleeper) == 7  # its SIGINT handler ran
@@ -95,7 +95,7 @@ def test_our_trainer_is_found_and_signalled(sleeper, run_dir):
 )
 def test_a_pid_that_is_not_our_trainer_is_never_signalled(sleeper, run_dir, change, liveness):
     info = {**identity(sleeper), **change}
-    assert find_trainer(run_dir, info) is None
+    assert identify_trainer(run_dir, info).process is None
     assert trainer_liveness(info, run_dir) == liveness
     assert not signal_trainer(run_dir, info, signal.SIGINT)
     assert sleeper.poll() is None  # untouched
@@ -105,7 +105,7 @@ def test_a_process_that_is_not_a_trainer_is_never_signalled(run_dir):
     proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
         info = identity(proc)
-        assert find_trainer(run_dir, info) is None
+        assert identify_trainer(run_dir, info).process is None
         assert not signal_trainer(run_dir, info, signal.SIGINT)
         assert trainer_liveness(info, run_dir) == "gone"  # alive, but not this run's trainer
         assert proc.poll() is None

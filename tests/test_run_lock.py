@@ -25,9 +25,9 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller
-from entrenar_tui.demo import FakeRun
-from tests.conftest import write_config, write_corpus
+from entrenar_tui.model.controller import Controller
+from tests.fake_run import FakeRun
+from tests.helpers import run_model
 from trainer.cli import main
 from trainer.errors import UserError
 from trainer.lock import RunLock
@@ -199,16 +199,6 @@ def test_a_lock_file_that_is_not_a_plain_file_is_refused(tmp_path, planted):
 # ------------------------------------------------------------------------------ another host
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_bert_dir) -> Path:
-    """A 1-epoch run of the real trainer, completed: `--resume RUN train.epochs=2` continues it."""
-    tmp = tmp_path_factory.mktemp("lock-run")
-    corpus = write_corpus(tmp / "train.jsonl", n=64)
-    cfg = write_config(tmp / "c.toml", tiny_bert_dir, corpus, tmp / "run", train={"epochs": 1})
-    assert main([str(cfg)]) == 0
-    return tmp / "run"
-
-
 def plant_other_hosts_lock(run: Path, heartbeat_age_s: float = 185.0) -> None:
     (run / Files.LOCK).write_bytes(
         orjson.dumps({"pid": 4242, "host": OTHER_HOST, "pid_create_time": 1.7e9})
@@ -220,11 +210,11 @@ def plant_other_hosts_lock(run: Path, heartbeat_age_s: float = 185.0) -> None:
     (run / Files.STATE).write_bytes(orjson.dumps(state))
 
 
-def test_a_lock_of_another_host_says_whose_and_how_to_take_it_over(finished_run, tmp_path, capsys):
+def test_a_lock_of_another_host_says_whose_and_how_to_take_it_over(one_epoch_run, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "run"
-    shutil.copytree(finished_run, run)
+    shutil.copytree(one_epoch_run, run)
     plant_other_hosts_lock(run)
     before = (run / Files.STATE).read_bytes()
     assert main(["--resume", str(run), "train.epochs=2"]) == 2
@@ -269,7 +259,7 @@ def test_r_on_a_run_locked_by_another_host_says_so_and_launches_nothing(tmp_path
 
     async def body(pilot):
         deadline = time.monotonic() + 60
-        while app.model.status != "stopped":
+        while run_model(app).status != "stopped":
             assert time.monotonic() < deadline, "the run never showed"
             await pilot.pause(0.02)
         await pilot.press("r")
@@ -284,11 +274,11 @@ def test_r_on_a_run_locked_by_another_host_says_so_and_launches_nothing(tmp_path
     asyncio.run(run_it())
 
 
-def test_a_live_lock_is_refused_across_processes_naming_the_kernels_holder(finished_run, tmp_path):
+def test_a_live_lock_is_refused_across_processes_naming_the_kernels_holder(one_epoch_run, tmp_path):
     import shutil
 
     run = tmp_path / "run"
-    shutil.copytree(finished_run, run)
+    shutil.copytree(one_epoch_run, run)
     holder = hold_lock(run)
     try:
         r = subprocess.run(

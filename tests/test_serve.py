@@ -15,8 +15,8 @@ import aiohttp
 import psutil
 import pytest
 
-from entrenar_tui.demo import scenario
 from entrenar_tui.serve import Door, app_command, banner
+from tests.fake_run import scenario
 from tests.headless_browser import Browser, find_browser
 
 # Skipped where no Chromium is installed, except in CI (.ci/run installs it and sets this).

@@ -10,6 +10,7 @@ import orjson
 from entrenar_tui import settings
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.widgets.log_pane import LogPane
+from tests.helpers import run_model
 from tests.test_app import until
 
 
@@ -51,7 +52,7 @@ def test_the_layout_and_theme_survive_an_app_restart(trained_run, tmp_path, monk
     async def first():
         app = MonitorApp(trained_run, probe=lambda _s: "gone", tick_interval=3600)
         async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: len(app.model.history) == 150, "the run loads")
+            await until(pilot, lambda: len(run_model(app).history) == 150, "the run loads")
             assert not app.screen.query_one(LogPane).display  # hidden by default
             await pilot.press("l", "right_square_bracket", "y", "a", "o", "z", "z", "c")
             app.theme = "nord"

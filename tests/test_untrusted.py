@@ -12,7 +12,6 @@ to attack whoever opens it. What it says must never
 from __future__ import annotations
 
 import ast
-import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,15 +22,16 @@ import pytest
 from rich.segment import Segment
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.control import Controller, to_toml
-from entrenar_tui.demo import FakeRun
-from entrenar_tui.plain import summary
+from entrenar_tui.model.controller import Controller, to_toml
+from entrenar_tui.model.validation import clean_epochs, clean_run, clean_state
+from entrenar_tui.output.plain import summary
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HelpScreen
-from entrenar_tui.untrusted import clean_epochs, clean_run, clean_state
 from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.status_badge import StatusBadge
-from tests.conftest import patience, until
+from tests.conftest import patience
+from tests.fake_run import FakeRun
+from tests.helpers import run_app, run_model, until
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 
@@ -50,15 +50,6 @@ BELL = "\x07"
 EVIL = f"{MARKUP} {LINK} {CLEAR}{BELL} [/] \u202eevil"
 SHOWN = printable(EVIL)  # what the screen must show: the same text, control characters escaped
 CONTROL_CHARS = {chr(c) for c in range(32)} | {"\x7f", "\u202e"}
-
-
-
-def run_app(body, app: MonitorApp, size=SIZE) -> None:
-    async def main():
-        async with app.run_test(size=size, notifications=True) as pilot:  # toasts drawn too
-            await body(pilot)
-
-    asyncio.run(main())
 
 
 def segments(app: MonitorApp) -> Iterator[Segment]:
@@ -113,20 +104,20 @@ def test_a_failed_runs_texts_show_literally(tmp_path):
     app = MonitorApp(run.dir, probe=lambda _s: "gone")
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "failed" and app.model.run, "it shows")
+        await until(pilot, lambda: run_model(app).status == "failed" and run_model(app).run, "it shows")
         await pilot.pause()
         text = assert_nothing_applied(app)
         line = str(app.screen.query_one(ProblemsLine).render())
         assert line.startswith(f"✗ failed: CUDA error: {SHOWN}")
         assert MARKUP in text and LINK in text and "\\x1b[2J\\x07" in text and "\\u202eevil" in text
         assert app.title.startswith(MARKUP)  # the header: the run's name, literally
-        assert app.model.model_names == ["qwen", SHOWN]  # (the header shows what fits)
+        assert run_model(app).model_names == ["qwen", SHOWN]  # (the header shows what fits)
         await pilot.press("question_mark")  # the help lists the problems: text, not Markdown
         assert isinstance(app.screen, HelpScreen)
         await pilot.pause()
         assert squash(f"failed: CUDA error: {SHOWN}") in squash(assert_nothing_applied(app))
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
 
 
 def test_a_crashed_runs_log_line_shows_literally(tmp_path):
@@ -135,13 +126,13 @@ def test_a_crashed_runs_log_line_shows_literally(tmp_path):
     app = MonitorApp(run.dir, probe=lambda _s: "gone")
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "crashed", "it shows crashed")
+        await until(pilot, lambda: run_model(app).status == "crashed", "it shows crashed")
         await pilot.pause()
         assert_nothing_applied(app)
         line = str(app.screen.query_one(ProblemsLine).render())
         assert f"· train.log: RuntimeError: {SHOWN}" in line
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
 
 
 def test_a_status_of_any_text_is_shown_not_styled(tmp_path):
@@ -158,7 +149,7 @@ def test_a_status_of_any_text_is_shown_not_styled(tmp_path):
         assert f"? {SHOWN.upper()}" in str(badge.render())
         assert not [c for c in badge.classes if c.startswith("-")]  # no class made from it
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
 
 
 def test_the_stop_dialog_and_notifications_quote_the_run_literally(tmp_path):
@@ -172,7 +163,7 @@ def test_the_stop_dialog_and_notifications_quote_the_run_literally(tmp_path):
     app = MonitorApp(run.dir, controller=controller, probe=lambda _s: "remote")
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "running" and app.model.run, "it runs")
+        await until(pilot, lambda: run_model(app).status == "running" and run_model(app).run, "it runs")
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.pause()
@@ -182,7 +173,7 @@ def test_the_stop_dialog_and_notifications_quote_the_run_literally(tmp_path):
         await until(pilot, lambda: note in squash(assert_nothing_applied(app)), "the toast shows")
         assert sent == [2]  # SIGINT, through the checked path (which said: not ours)
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
 
 
 # ------------------------------------------------------------------------------------ plain mode
@@ -243,8 +234,8 @@ def test_a_saved_config_is_written_back_exactly_whatever_it_holds():
 
 @pytest.mark.parametrize("config", [{"model": {"path": None, "labels": [None]}}, {"m": {"x": {1}}}])
 def test_a_saved_config_toml_cannot_hold_is_refused_not_a_crash(tmp_path, config):
-    from entrenar_tui.control import Refused
-    from entrenar_tui.run_model import RunModel
+    from entrenar_tui.model.controller import Refused
+    from entrenar_tui.model.run import RunModel
 
     model = RunModel(tmp_path / "exp")
     model.run = {"config": config}
@@ -304,10 +295,10 @@ def test_paths_in_run_files_never_lead_outside_the_run_directory(tmp_path):
     assert "../../escape-name" in summary(run.dir)  # --once shows the name, and only shows it
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "stopped" and app.model.run, "it shows")
+        await until(pilot, lambda: run_model(app).status == "stopped" and run_model(app).run, "it shows")
         await pilot.press("r")
         assert launched[-1] == (["entrenar-train", "--resume", str(run.dir)], run.dir)
-        app.model.request = None  # (the pretend resume never writes a state)
+        run_model(app).request = None  # (the pretend resume never writes a state)
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
@@ -317,7 +308,7 @@ def test_paths_in_run_files_never_lead_outside_the_run_directory(tmp_path):
         assert saved["output"]["dir"] == str(sibling)  # not the file's ../../escape-output
         assert saved["model"]["path"] == "../../escape-model"  # config: passed on, as written
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
     assert tree(tmp_path) - before == {
         run.dir.with_name("exp-2"),
         run.dir.with_name("exp-2") / "config.toml",
@@ -335,10 +326,10 @@ def test_stop_writes_only_the_run_directorys_control_file(tmp_path):
     before = tree(tmp_path)
 
     async def body(pilot):
-        await until(pilot, lambda: app.model.status == "running", "it runs")
+        await until(pilot, lambda: run_model(app).status == "running", "it runs")
         await pilot.press("x", "y")
 
-    run_app(body, app)
+    run_app(app, body, size=SIZE, notifications=True)
     assert tree(tmp_path) - before == {run.dir / Files.CONTROL}
 
 
@@ -348,7 +339,7 @@ def test_the_monitor_takes_no_path_from_a_run_file():
     offenders = []
     files = [*(REPO / "entrenar_tui").rglob("*.py"), *(REPO / "trainer" / "monitor").glob("*.py")]
     for path in files:
-        if path.name in ("writer.py", "demo.py", "untrusted.py"):  # write them; check their type
+        if path.name in ("writer.py", "validation.py"):  # write them; check their type
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "get":

@@ -31,6 +31,37 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see entrenar-train --help)")
 
 
+SWEEP_USAGE = (
+    "entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N [--seed S]] "
+    "[--parallel P] [--dry-run] [section.key=value ...]"
+)
+
+
+def sweep_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="entrenar-train sweep",
+        usage=SWEEP_USAGE,
+        description="Train every combination of some config values (or N drawn at random), "
+        "P runs at a time, into <output.dir>/<output.dir's name>-<index>; sweep.json records "
+        "the grid and each run's status and best metrics. Rerun the same command to continue.",
+        epilog="Values are split at commas outside brackets and quotes and read as overrides are "
+        "(TOML where they parse, else a string); list values such as lora.target_modules can "
+        "also come from a [sweep] table in the config.",
+    )
+    p.add_argument("config", help="the TOML config every run starts from")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides for every run")
+    p.add_argument(
+        "--grid", action="append", default=[], metavar="KEY=V1,V2", help="a key and its values"
+    )
+    p.add_argument("--random", type=int, metavar="N", help="N combinations drawn at random")
+    p.add_argument("--seed", type=int, metavar="S", help="the seed of --random's draw (0)")
+    p.add_argument("--parallel", type=int, default=1, metavar="P", help="runs at a time (1)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="check everything, print the runs, start none"
+    )
+    return p
+
+
 def train_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="entrenar-train",
@@ -78,18 +109,41 @@ def train_parser() -> ArgumentParser:
     return p
 
 
+def subcommand_parser(name: str) -> ArgumentParser:
+    """eval, predict, export: the arguments of what works on a saved checkpoint."""
+    p = ArgumentParser(prog=f"entrenar-train {name}")
+    p.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/exp/checkpoints/best")
+    if name == "eval":
+        p.add_argument("--data", required=True, help="labelled data: JSONL, CSV or TSV")
+        p.add_argument(
+            "--out", default="eval.json", help="where to write the metrics (default ./eval.json)"
+        )
+    elif name == "predict":
+        p.add_argument("texts", nargs="*", help="texts to classify; none = read lines from stdin")
+    else:
+        p.add_argument("out_dir", help="where to write the merged model")
+    return p
+
+
+def run_subcommand(name: str, argv: list[str]) -> int:
+    """Parse here (cli owns argument parsing), run in trainer.inference (torch: imported late)."""
+    args = subcommand_parser(name).parse_args(argv)
+    from trainer import inference
+
+    command = {"eval": inference.cmd_eval, "predict": inference.cmd_predict}
+    return command.get(name, inference.cmd_export)(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            from trainer.inference import run_subcommand
-
             return run_subcommand(argv[0], argv[1:])
         if argv and argv[0] == "sweep":
-            from trainer.sweep.command import run_sweep
+            from trainer.sweep.session import run_sweep
 
-            return run_sweep(argv[1:])
+            return run_sweep(sweep_parser().parse_intermixed_args(argv[1:]), argv[1:])
         return run_train(argv)
     except UserError as e:
         print(f"entrenar-train: error: {printable(str(e))}", file=sys.stderr)

@@ -471,14 +471,3 @@ def config_from_dict(
     overrides = overrides or []
     config = build_config(apply_overrides(raw, overrides), source)
     return resolve_paths(config, Path.cwd(), {})
-
-
-def describe() -> str:
-    """Every key with its default and help: the schema as a user reads it."""
-    lines = []
-    for section, cls in sections().items():
-        lines.append(f"[{section}]")
-        for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-            lines.append(f"{f.name} = {default!r:<12} # {f.metadata['help']}")
-    return "\n".join(lines)

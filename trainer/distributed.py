@@ -49,6 +49,7 @@ class Dist:
         return out
 
     def broadcast_object(self, obj: object) -> object:
+        """Rank 0's obj on every rank (--auto-resume's decision: start, resume or refuse)."""
         if not self.enabled:
             return obj
         box = [obj]

@@ -247,21 +247,3 @@ def cmd_export(args: argparse.Namespace) -> int:
     match_umask(out)
     print(f"exported a merged model to {out}", file=sys.stderr)
     return 0
-
-
-def run_subcommand(name: str, argv: list[str]) -> int:
-    from trainer.cli import ArgumentParser
-
-    p = ArgumentParser(prog=f"entrenar-train {name}")
-    p.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/exp/checkpoints/best")
-    if name == "eval":
-        p.add_argument("--data", required=True, help="labelled data: JSONL, CSV or TSV")
-        p.add_argument(
-            "--out", default="eval.json", help="where to write the metrics (default ./eval.json)"
-        )
-        return cmd_eval(p.parse_args(argv))
-    if name == "predict":
-        p.add_argument("texts", nargs="*", help="texts to classify; none = read lines from stdin")
-        return cmd_predict(p.parse_args(argv))
-    p.add_argument("out_dir", help="where to write the merged model")
-    return cmd_export(p.parse_args(argv))

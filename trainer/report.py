@@ -7,11 +7,10 @@ printable first: only the reporter's own colours are escape sequences.
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any, TextIO
 
-from trainer.monitor.text import printable
+from trainer.monitor.text import duration, printable
 from trainer.monitor.units import flops_rate
 
 
@@ -20,15 +19,6 @@ def fmt_speed(flops_per_sec: float | None, mfu: float | None) -> str:
     if flops_per_sec is None:
         return ""
     return flops_rate(flops_per_sec) + (f" MFU {mfu:.1%}" if mfu is not None else "")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 class Reporter:
@@ -53,7 +43,7 @@ class Reporter:
             f"epoch {s['epoch']}/{s['total_epochs']} step {s['step']}/{s['steps_per_epoch']} "
             f"loss {s['loss']:.4f} acc {s['train_accuracy']:.3f} lr {s['lr']:.2e} "
             f"|g| {s['grad_norm']:.3f} {s['samples_per_sec']:.0f} samples/s "
-            f"{fmt_speed(s.get('flops_per_sec'), s.get('mfu'))} eta {fmt_duration(s['eta_s'])}"
+            f"{fmt_speed(s.get('flops_per_sec'), s.get('mfu'))} eta {duration(s['eta_s'], '?')}"
         )
 
     def epoch(self, e: dict[str, Any], total_epochs: int) -> None:
@@ -71,7 +61,7 @@ class Reporter:
             self._style(f"run {result['status']}", "1"),
             f"  epochs run     {len(result['epochs'])}"
             + (" (early stop)" if result.get("stopped_early") else ""),
-            f"  total time     {fmt_duration(result['total_time_s'])}",
+            f"  total time     {duration(result['total_time_s'], '?')}",
         ]
         speed = fmt_speed(result.get("flops_per_sec"), result.get("mfu"))
         if speed:

@@ -15,7 +15,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown, Static
 
-from entrenar_tui.run_model import Problem
+from entrenar_tui.model.run import Problem
 from trainer.monitor.text import printable
 
 PALETTE = (["ctrl+p"], "the command palette: every action by name, and the theme")

@@ -1,12 +1,18 @@
-"""The main screen: header, progress, resources, validation bar, charts, epoch table, the log
-pane, problems, footer. The chart controls (smoothing, log-Y, x axis, outliers, zoom, cursor) and
-the log pane are keys here; what the user chose is remembered (settings.py; the theme by the app)."""
+"""The run screen: one run directory, watched and steered. It owns its RunModel and its watcher
+(started on mount, stopped on unmount) and folds the watcher's messages into the model itself; the
+app lends it shared services only (clock, liveness probe, controller, poll settings).
+
+Header, progress, resources, validation bar, charts, epoch table, the log pane, problems, footer.
+The chart controls (smoothing, log-Y, x axis, outliers, zoom, cursor) and the log pane are keys
+here; what the user chose is remembered (settings.py; the theme by the app). x/r/s act through
+the app's Controller; nothing here ever stops training on quit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import subprocess
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -14,9 +20,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from entrenar_tui import formatting as fmt
+from entrenar_tui import messages
 from entrenar_tui import settings as user_settings
-from entrenar_tui.charts import (
+from entrenar_tui.charts.views import (
     SMOOTHING_MAX,
     SMOOTHING_STEP,
     X_AXES,
@@ -25,7 +31,13 @@ from entrenar_tui.charts import (
     epoch_chart,
     step_chart,
 )
+from entrenar_tui.model.controller import Refused, StartPlan
+from entrenar_tui.model.run import Request, RunModel
+from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
+from entrenar_tui.output import formatting as fmt
+from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HELP
+from entrenar_tui.watch.run_watcher import RunWatcher
 from entrenar_tui.widgets.epoch_table import EpochTable
 from entrenar_tui.widgets.log_pane import LogPane
 from entrenar_tui.widgets.metric_chart import MetricChart
@@ -34,9 +46,7 @@ from entrenar_tui.widgets.resources_line import ResourcesLine
 from entrenar_tui.widgets.run_progress import RunProgress
 from entrenar_tui.widgets.validation_bar import ValidationBar
 from trainer.monitor.schema import LIVE_STATUSES, Files
-
-if TYPE_CHECKING:
-    from entrenar_tui.app import MonitorApp
+from trainer.monitor.text import printable
 
 STEP_CHARTS = (  # id, title, series, epochs.json key for "best", format, narrow format, smoothed
     ("train-loss", "train loss", "loss", "train_loss", fmt.metric, fmt.metric3, True),
@@ -86,11 +96,13 @@ The epoch table's last row is the epoch in progress (▸), or where a stopped, f
 ended inside an epoch (■ stopped 7/12).
 """
 
-    app: MonitorApp
-    ready = False  # children composed and mounted; False again while the screen is torn down
-
-    def __init__(self) -> None:
+    def __init__(self, run_dir: str | Path, *, launched: subprocess.Popen | None = None) -> None:
+        """`launched`: the trainer that `entrenar-tui run` (or `s`) just started ("starting…" until
+        it writes its state)."""
         super().__init__()
+        self.launched = launched
+        self.model: RunModel = RunModel(run_dir)
+        self.watcher: RunWatcher | None = None
         self.view = ChartView()
         self.settings = user_settings.Settings()
 
@@ -111,21 +123,94 @@ ended inside an epoch (■ stopped 7/12).
         yield ProblemsLine()
         yield Footer()
 
+    # ------------------------------------------------------------------------ lifecycle
+
     def on_mount(self) -> None:
+        app = self.app
+        self.model.clock = app.clock
+        self.model.now = app.clock()
+        if self.launched is not None:
+            self.model.begin(Request("start", "starting…", app.clock(), self.launched))
+            app.adopt(self.launched)
         self._load_settings()
-        self.ready = True
         self.update_view(steps=True, epochs=True)
+        if app.watch_enabled:
+            self.watcher = RunWatcher(
+                self.model.dir,
+                self,
+                poll_interval=app.poll_interval,
+                force_polling=app.force_polling,
+            )
+            self.watcher.start()
+        self.set_interval(app.tick_interval, self.tick)
 
     def on_unmount(self) -> None:
-        self.ready = False
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
+    def tick(self) -> None:
+        """The clock moved: elapsed, heartbeat age, crashed-or-not; and where the trainer is."""
+        self.model.tick(self.app.clock(), self._liveness(self.model.state))
+        self.update_view()
+
+    def _liveness(self, state: dict[str, Any] | None) -> str:
+        return self.app.liveness(state, self.model.dir)
+
+    # ------------------------------------------------------------------------ watcher messages
+    # What the files say is checked (model/validation.py) before the model sees it: a value of the
+    # wrong type is dropped and named on the problems line ("<file> values"), text made printable.
+
+    def on_directory_changed(self, message: messages.DirectoryChanged) -> None:
+        self.model.exists = message.exists
+        self.update_view()
+
+    def on_run_info_changed(self, message: messages.RunInfoChanged) -> None:
+        previous = self.model.run
+        self.model.run, problem = clean_run(message.run)
+        self.model.set_problem(f"{Files.RUN} values", problem)
+        note = new_resume_note(previous, self.model.run)
+        if note:  # e.g. "resumed from checkpoints/last at step 3; steps 4–52 are redone"
+            self.app.notify(note, timeout=15)
+        self.update_view(epochs=True)
+
+    def on_state_changed(self, message: messages.StateChanged) -> None:
+        previous = self.model.state or {}
+        state, problem = clean_state(message.state)
+        self.model.set_problem(f"{Files.STATE} values", problem)
+        self.model.set_state(state)
+        if any(previous.get(k) != state.get(k) for k in ("pid", "host", "pid_create_time")):
+            self.model.trainer = self._liveness(state)  # a new trainer: now, not at the tick
+        self.update_view()
+
+    def on_epochs_changed(self, message: messages.EpochsChanged) -> None:
+        epochs, best_epoch, problem = clean_epochs(message.epochs, message.best_epoch)
+        self.model.set_problem(f"{Files.EPOCHS} values", problem)
+        self.model.set_epochs(epochs, best_epoch)
+        self.update_view(epochs=True)
+
+    def on_result_changed(self, message: messages.ResultChanged) -> None:
+        self.model.result, problem = clean_result(message.result)
+        self.model.set_problem(f"{Files.RESULT} values", problem)
+        self.update_view()
+
+    def on_steps_appended(self, message: messages.StepsAppended) -> None:
+        self.model.add_steps(message.batch, message.loaded, message.size)
+        self.update_view(steps=True)
+
+    def on_file_problem(self, message: messages.FileProblem) -> None:
+        self.model.set_problem(message.file, message.text)
+        self.update_view()
+
+    def on_watch_mode(self, message: messages.WatchMode) -> None:
+        self.model.watch_mode = message.mode
+        self.update_view()
+
+    # ------------------------------------------------------------------------ the view
 
     def update_view(self, *, steps: bool = False, epochs: bool = False) -> None:
-        """Redraw from the app's model; charts only when their data changed. A tick or a message
-        may arrive before the widgets are composed or while they are being removed (on exit,
-        leaves go first): then there is nothing to draw."""
-        if not (self.ready and self.display):
-            return
-        model = self.app.model
+        """Redraw from the model; charts only when their data changed."""
+        model = self.model
         # The header centres "name — model · world N" between its icon and its right edge.
         room = max(24, self.size.width - 20)
         title = fmt.truncate(model.name, max(12, room // 2))
@@ -164,17 +249,83 @@ ended inside an epoch (■ stopped 7/12).
         self.query_one(EpochTable).show(model)
         self.query_one(ProblemsLine).show(model)
 
+    # ------------------------------------------------------------------------ x / r / s / ?
+
+    def _look_up_trainer(self) -> None:
+        """Before a key acts: is the trainer alive right now (not as of the last tick)?"""
+        self.model.trainer = self._liveness(self.model.state)
+
     def action_stop(self) -> None:
-        self.app.stop_run()
+        """x: confirm, then stop; while a stop is on its way, confirm, then force."""
+        self._look_up_trainer()
+        model, controller = self.model, self.app.controller
+        if not model.live:
+            self.app.notify(f"nothing to stop: the run is {model.status}", severity="warning")
+            return
+        if controller.stopping(model):
+            question = f"Force {model.name} to stop now?"
+            detail = "A second SIGINT: the trainer exits at once; the batch in flight is not saved."
+            act = controller.force_stop
+        else:
+            question = f"Stop {model.name}?"
+            detail = (
+                "The trainer finishes its batch, writes checkpoints/last and stops (r resumes it)."
+            )
+            act = controller.stop
+        self.app.push_screen(
+            ConfirmScreen(question, detail, yes="Stop"),
+            lambda yes: self._act(act) if yes else None,
+        )
 
     def action_resume(self) -> None:
-        self.app.resume_run()
+        self._look_up_trainer()
+        self._act(self.app.controller.resume)
+        if self.model.request is not None:
+            self.app.adopt(self.model.request.process)
 
     def action_start(self) -> None:
-        self.app.start_run()
+        """s: show the command, then start it detached (in a new directory if this one has a run)."""
+        self._look_up_trainer()
+        try:
+            plan = self.app.controller.plan_start(self.model)
+        except Refused as e:
+            self.app.notify(str(e), severity="warning")
+            return
+        where = (  # (printable before joining: a name's own newline must not start a line)
+            ""
+            if plan.run_dir == self.model.dir
+            else f"\nin a new run directory (this one holds a run): {printable(plan.run_dir)}"
+        )
+        self.app.push_screen(
+            ConfirmScreen("Start a new run?", f"$ {printable(plan.command)}{where}", yes="Start"),
+            lambda yes: self._start(plan) if yes else None,
+        )
+
+    def _start(self, plan: StartPlan) -> None:
+        try:
+            text, process = self.app.controller.start(plan, self.model)
+        except (Refused, OSError) as e:
+            self.app.notify(str(e), severity="error")
+            return
+        if plan.run_dir != self.model.dir:  # a new directory: a screen that watches it instead
+            self.app.switch_screen(MonitorScreen(plan.run_dir, launched=process))
+        else:
+            self.app.adopt(process)
+            self.model.begin(Request("start", "starting…", self.app.clock(), process))
+            self.update_view()
+        self.app.notify(text)
+
+    def _act(self, act: Callable[[RunModel], str]) -> None:
+        try:
+            self.app.notify(act(self.model))
+        except Refused as e:
+            self.app.notify(str(e), severity="warning")
+        except OSError as e:  # (an UnsafeFile names the file and what it is)
+            self.app.notify(f"failed: {e}", severity="error")
+        self.update_view()
 
     def action_help(self) -> None:
-        self.app.show_help()
+        self.app.show_help(self.model.problems())
 
     # ------------------------------------------------------------------------ settings
 
@@ -235,7 +386,7 @@ ended inside an epoch (■ stopped 7/12).
 
     def action_toggle_cursor(self) -> None:
         """c: the cursor starts on the last step; the arrows move it (not remembered)."""
-        n = len(self.app.model.history)
+        n = len(self.model.history)
         self.view.cursor = None if self.view.cursor is not None or not n else n - 1
         self.update_view(steps=True)
 
@@ -247,9 +398,9 @@ ended inside an epoch (■ stopped 7/12).
 
     def action_move_cursor(self, direction: int) -> None:
         """One dot column of the chart (at least one step) to the left or right."""
-        from entrenar_tui.chart_math import cursor_move, zoom_window
+        from entrenar_tui.charts.math import cursor_move, zoom_window
 
-        n = len(self.app.model.history)
+        n = len(self.model.history)
         start, stop = zoom_window(n, self.view.zoom)
         columns = max(1, 2 * self.query_one("#train-loss", MetricChart).size.width)
         stride = max(1, (stop - start) // columns)
@@ -258,9 +409,9 @@ ended inside an epoch (■ stopped 7/12).
 
     def action_export(self) -> None:
         """e: the run's steps and epochs as CSV next to the run directory (else in the cwd)."""
-        from entrenar_tui.export import export_for_screen
+        from entrenar_tui.output.export import export_for_screen
 
-        run_dir = Path(self.app.model.dir)
+        run_dir = Path(self.model.dir)
 
         def work() -> None:
             try:
@@ -297,3 +448,27 @@ ended inside an epoch (■ stopped 7/12).
         yield SystemCommand(
             "Export metrics", "Steps and epochs as CSV next to the run (e)", self.action_export
         )
+        yield SystemCommand(
+            "Stop the run", "Finish the batch, save checkpoints/last, stop (x)", self.action_stop
+        )
+        yield SystemCommand(
+            "Resume the run", "entrenar-train --resume this directory (r)", self.action_resume
+        )
+        yield SystemCommand(
+            "Start a run", "From the config, after showing the command (s)", self.action_start
+        )
+        yield SystemCommand(
+            "Help", "Keys, statuses and every current problem (?)", self.action_help
+        )
+
+
+def new_resume_note(before: dict[str, Any] | None, after: dict[str, Any]) -> str | None:
+    """The trainer's note on a resume that happened while the screen watched (run.json's
+    resumed_from grew), or None; resumes from before it looked are history."""
+    if before is None:
+        return None
+    old, new = before.get("resumed_from") or [], after.get("resumed_from") or []
+    if len(new) <= len(old) or not isinstance(new[-1], dict):
+        return None
+    note = new[-1].get("note")
+    return note if isinstance(note, str) and note else None

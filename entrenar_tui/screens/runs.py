@@ -6,24 +6,22 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from entrenar_tui import formatting as fmt
 from entrenar_tui.messages import RunsChanged
-from entrenar_tui.runs import SORT_KEYS, RunSummary, name_filter, sort_runs
-from entrenar_tui.runs_watcher import RootWatcher
+from entrenar_tui.model.discovery import SORT_KEYS, RunSummary, name_filter, sort_runs
+from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.help import HELP
+from entrenar_tui.screens.monitor import MonitorScreen
+from entrenar_tui.watch.root_watcher import RootWatcher
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
 from trainer.monitor.text import printable
-
-if TYPE_CHECKING:
-    from entrenar_tui.app import MonitorApp
 
 
 def shown_path(path: Path) -> str:
@@ -55,8 +53,6 @@ tree is not followed twice). **Status** as the monitor works it out (a run whose
 is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
 """
     AUTO_FOCUS = "RunsTable"
-
-    app: MonitorApp
 
     def __init__(self, root: str | Path) -> None:
         super().__init__()
@@ -117,7 +113,7 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
 
     def update_view(self) -> None:
         shown = self.visible()
-        self.query_one(RunsTable).show(shown, self.selected)
+        self.query_one(RunsTable).show(shown, self.selected, self.app.clock())
         self.query_one("#runs-filter", Input).set_class(bool(self.pattern_error), "-invalid")
         parts = [f"{fmt.plural(len(self.runs), 'run')} under {shown_path(self.root)}"]
         if len(shown) != len(self.runs):
@@ -141,7 +137,7 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         if event.row_key.value:
-            self.app.open_run(Path(event.row_key.value))
+            self.open_run(Path(event.row_key.value))
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         """A click on a header sorts by it; on the sorted one, reverses."""
@@ -164,7 +160,11 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
     def action_open(self) -> None:
         key = self.query_one(RunsTable).current_key()
         if key:
-            self.app.open_run(Path(key))
+            self.open_run(Path(key))
+
+    def open_run(self, run_dir: Path) -> None:
+        """Watch that run on a run screen of its own (escape comes back here)."""
+        self.app.push_screen(MonitorScreen(run_dir))
 
     def action_toggle_select(self) -> None:
         key = self.query_one(RunsTable).current_key()

@@ -9,8 +9,8 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
-from entrenar_tui.epochs import COLUMNS, epoch_cells
-from entrenar_tui.run_model import RunModel
+from entrenar_tui.model.run import RunModel
+from entrenar_tui.output.epoch_cells import COLUMNS, epoch_cells
 from trainer.monitor.schema import LIVE_STATUSES
 
 LIVE_ROW = "live"

@@ -11,9 +11,9 @@ from typing import ClassVar
 from rich.text import Text
 from textual.widget import Widget
 
-from entrenar_tui import braille
-from entrenar_tui import formatting as fmt
-from entrenar_tui.charts import ChartData
+from entrenar_tui.charts import braille
+from entrenar_tui.charts.views import ChartData
+from entrenar_tui.output import formatting as fmt
 
 
 class MetricChart(Widget):

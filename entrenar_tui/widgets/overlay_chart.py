@@ -4,7 +4,7 @@ draws in its own colour (component classes overlay-chart--series-0..7); where ru
 the one listed later is on top. The title line is also the legend: each run's name and last value
 in its colour.
 
-braille.py draws one series on its own scale; the multi-series drawing is here, on braille's
+charts/braille.py draws one series on its own scale; the multi-series drawing is here, on braille's
 public pieces (fit, value_range, the dot bits), so the monitor's charts stay as they are.
 """
 
@@ -18,9 +18,9 @@ from typing import ClassVar
 from rich.text import Text
 from textual.widget import Widget
 
-from entrenar_tui import braille
-from entrenar_tui import formatting as fmt
-from entrenar_tui.comparison import PALETTE_SIZE
+from entrenar_tui.charts import braille
+from entrenar_tui.model.comparison import PALETTE_SIZE
+from entrenar_tui.output import formatting as fmt
 from trainer.monitor.reader import Series
 
 Point = braille.Point
@@ -168,29 +168,8 @@ def _draw(
     owner: list[list[int]],
     colour: int,
 ) -> None:
-    """One series' dots onto the shared grid, each column its min–max joined to its neighbour
-    (as braille.render does), on the shared scale."""
-    height = len(bits)
-    dots = 4 * height
-    lo, hi = bounds
-    k = 1.0 if math.isfinite(hi - lo) else 0.5
-    scale = (dots - 1) / (hi * k - lo * k)
-
-    def level(v: float) -> int:
-        return min(dots - 1, max(0, round((v * k - lo * k) * scale)))
-
-    previous: tuple[int, int] | None = None
-    for x, point in enumerate(points):
-        if point is None or not (math.isfinite(point[0]) and math.isfinite(point[1])):
-            previous = None
-            continue
-        a, b = level(point[0]), level(point[1])
-        here = (a, b)
-        if previous is not None:
-            a, b = min(a, previous[1] + 1), max(b, previous[0] - 1)
-        previous = here
-        cell, sub = divmod(x, 2)
-        for r in range(a, b + 1):
-            top = dots - 1 - r
-            bits[top // 4][cell] |= braille.DOT_BITS[sub][top % 4]
-            owner[top // 4][cell] = colour
+    """One series' dots onto the shared grid, on the shared scale (braille.dots: as the single
+    charts draw), each dot owned by the series' colour."""
+    for row, cell, bit in braille.dots(points, bounds, 4 * len(bits)):
+        bits[row][cell] |= bit
+        owner[row][cell] = colour

@@ -8,7 +8,7 @@ from typing import Any
 
 from textual.widgets import Static
 
-from entrenar_tui.run_model import Problem, RunModel
+from entrenar_tui.model.run import Problem, RunModel
 from trainer.monitor.reader import format_age
 from trainer.monitor.text import printable
 

@@ -8,11 +8,12 @@ from typing import Any
 
 from textual.widgets import Static
 
-from entrenar_tui import formatting as fmt
+from entrenar_tui.output import formatting as fmt
+from trainer.monitor.values import is_number
 
 
 def gigabytes(n: Any) -> str:
-    return f"{n / 1e9:.1f}" if fmt.is_number(n) else fmt.DASH
+    return f"{n / 1e9:.1f}" if is_number(n) else fmt.DASH
 
 
 def resources_text(resources: dict[str, Any] | None) -> str:
@@ -21,18 +22,18 @@ def resources_text(resources: dict[str, Any] | None) -> str:
         return ""
     parts = []
     rss, cpu = resources.get("rss_bytes"), resources.get("cpu_percent")
-    if fmt.is_number(rss):
+    if is_number(rss):
         parts.append(f"RSS {gigabytes(rss)} GB")
-    if fmt.is_number(cpu):
+    if is_number(cpu):
         parts.append(f"CPU {cpu:.0f}%")
     allocated = resources.get("gpu_memory_allocated_bytes")
-    if fmt.is_number(allocated):
+    if is_number(allocated):
         total = resources.get("gpu_memory_total_bytes")
         gpu = f"GPU {gigabytes(allocated)}" + (
-            f"/{total / 1e9:.0f} GB" if fmt.is_number(total) else " GB"
+            f"/{total / 1e9:.0f} GB" if is_number(total) else " GB"
         )
         util = resources.get("gpu_utilization_percent")
-        if fmt.is_number(util):
+        if is_number(util):
             gpu += f" {util:.0f}%"
         parts.append(gpu)
     return " · ".join(parts)

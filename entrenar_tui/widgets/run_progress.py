@@ -7,9 +7,10 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
-from entrenar_tui import formatting as fmt
-from entrenar_tui.run_model import RunModel
+from entrenar_tui.model.run import RunModel
+from entrenar_tui.output import formatting as fmt
 from entrenar_tui.widgets.status_badge import StatusBadge
+from trainer.monitor.text import duration
 
 
 class RunProgress(Widget):
@@ -49,6 +50,6 @@ class RunProgress(Widget):
             bar.update(total=None, progress=0)
         timing = (
             f"{fmt.rate(state.get('samples_per_sec'))} samples/s · "
-            f"elapsed {fmt.duration(model.elapsed_s())} · ETA {fmt.duration(state.get('eta_s'))}"
+            f"elapsed {duration(model.elapsed_s())} · ETA {duration(state.get('eta_s'))}"
         )
         self.query_one("#timing", Static).update(timing)

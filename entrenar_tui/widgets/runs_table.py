@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from entrenar_tui.runs import SORT_KEYS, RunSummary
+from entrenar_tui.model.discovery import SORT_KEYS, RunSummary
 from trainer.monitor.schema import LIVE_STATUSES
 
 # name, status, model, epoch, best val acc, best val loss, started, duration
@@ -72,9 +72,9 @@ class RunsTable(DataTable):
             return None
         return self._keys[self.cursor_row]
 
-    def show(self, runs: list[RunSummary], selected: list[str]) -> None:
+    def show(self, runs: list[RunSummary], selected: list[str], now: float) -> None:
         keys = [r.key for r in runs]
-        cells = {r.key: self._row(r, r.key in selected) for r in runs}
+        cells = {r.key: self._row(r, r.key in selected, now) for r in runs}
         widths = self._widths_for(cells)
         if keys != self._keys or widths != self._widths:
             current = self.current_key()
@@ -94,8 +94,8 @@ class RunsTable(DataTable):
                         self.update_cell(key, column, new)
         self._cells = cells
 
-    def _row(self, run: RunSummary, selected: bool) -> list[Text]:
-        values = run.cells(self.app.clock())
+    def _row(self, run: RunSummary, selected: bool, now: float) -> list[Text]:
+        values = run.cells(now)
         row = [Text(MARK if selected else " ", style=self._style("mark"))]
         row += [Text(v, no_wrap=True) for v in values]
         row[2].stylize(self._status_style(run.status))

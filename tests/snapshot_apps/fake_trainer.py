@@ -23,7 +23,9 @@ from pathlib import Path
 
 import orjson
 
-from entrenar_tui.demo import FakeRun
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo: tests.fake_run
+
+from tests.fake_run import FakeRun
 from trainer.lock import RunLock
 
 

@@ -34,6 +34,7 @@ from trainer.monitor.atomic import atomic_write_json
 from trainer.monitor.safe_files import open_append, read_bytes, write_all
 from trainer.monitor.schema import Files, tagged
 from trainer.monitor.text import printable
+from trainer.monitor.values import is_int
 
 try:
     import fcntl
@@ -157,11 +158,6 @@ def identify_trainer(run_dir: str | Path, info: dict[str, Any] | None) -> Identi
     return Identified(None, lock.why or "no proof", "gone" if examined else "unknown")
 
 
-def find_trainer(run_dir: str | Path, info: dict[str, Any] | None) -> psutil.Process | None:
-    """The proven trainer of `run_dir` (identify_trainer), or None."""
-    return identify_trainer(run_dir, info).process
-
-
 def trainer_liveness(info: dict[str, Any] | None, run_dir: str | Path | None = None) -> Liveness:
     """alive: the trainer runs on this host (proven through the run's lock when `run_dir` is
     given); gone: it does not (no such process, another one now, or one that does not hold the
@@ -193,7 +189,7 @@ def signal_trainer(
     the run's lock, nothing is sent). Where the platform has pidfds the process is pinned before
     the proof, so a pid reused in between cannot receive it."""
     pid = (info or {}).get("pid")
-    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+    pid = pid if is_int(pid) else None
     pidfd = _pidfd(pid) if pid and pid > 1 else None
     try:
         found = identify_trainer(run_dir, info)
@@ -233,10 +229,6 @@ def trainer_command(*args: str) -> list[str]:
     if found:
         return [found, *args]
     return [sys.executable, "-m", "trainer", *args]
-
-
-def resume_command(run_dir: str | Path) -> list[str]:
-    return trainer_command("--resume", str(run_dir))
 
 
 def describe_command(argv: Sequence[str]) -> str:

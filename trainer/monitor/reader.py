@@ -25,6 +25,7 @@ import orjson
 from trainer.monitor.columns import Column, block_summaries, parse_uniform
 from trainer.monitor.safe_files import UnsafeFile, open_regular, read_bytes
 from trainer.monitor.schema import CONTRACT_VERSION, LIVE_STATUSES, Files, schema_tag
+from trainer.monitor.values import is_number
 
 NAN = float("nan")
 INF = float("inf")
@@ -88,9 +89,7 @@ def read_contract_json(path: str | Path) -> dict[str, Any] | None:
 
 def finite(value: Any) -> float:
     """A step value as a float: JSON null (the writer's NaN/Inf) and non-numbers become NaN."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return NAN
+    return float(value) if is_number(value, finite=False) else NAN
 
 
 class Series:
@@ -450,11 +449,7 @@ def _loads(line: bytes) -> Any:
 
 def _recent_t(records: list[Any]) -> list[float]:
     return [
-        t
-        for rec in records
-        if type(rec) is dict
-        and isinstance(t := rec.get("t"), (int, float))
-        and not isinstance(t, bool)
+        t for rec in records if type(rec) is dict and is_number(t := rec.get("t"), finite=False)
     ]
 
 

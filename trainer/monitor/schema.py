@@ -1,10 +1,13 @@
-"""Names of the monitor contract, version 1: files, statuses and the schema tag each JSON file carries.
+"""The monitor contract, version 1, in one place: files, statuses, the schema tag each JSON file
+carries, and every file's fields and their types (TypedDicts).
 
 Field names are documented in docs/contract.md; scripts read them, so they never change
 within a version.
 """
 
 from __future__ import annotations
+
+from typing import Any, TypedDict
 
 CONTRACT_VERSION = 1
 
@@ -36,3 +39,254 @@ def schema_tag(file_name: str) -> str:
 def tagged(file_name: str, payload: dict) -> dict:
     """payload with the contract's "schema" and "version" fields first."""
     return {"schema": schema_tag(file_name), "version": CONTRACT_VERSION, **payload}
+
+
+# ------------------------------------------------------------------------------ the fields
+# Each file's fields, defined once: the writer's payloads are these types, the monitor checks a
+# file's values against them (entrenar_tui/model/validation.py derives its checks from them),
+# export's columns and the tables take their names from them, and docs/contract.md describes each
+# (tests/test_contract_schema.py keeps all of them in step). Every field may be missing or null
+# (null is the writer's "not known", and its NaN/Inf): hence total=False. A `float` field also
+# holds integers (JSON has one number type).
+
+
+class Tagged(TypedDict, total=False):
+    """The fields every JSON file of the contract starts with (`tagged`)."""
+
+    schema: str
+    version: int
+
+
+class StepFlops(TypedDict, total=False):
+    """run.json model.step_flops: a sample of L non-pad tokens costs
+    per_token·L + per_token_squared·L² + per_sequence model FLOPs (trainer/flops.py)."""
+
+    per_token: int
+    per_token_squared: int
+    per_sequence: int
+
+
+class PeakFlops(TypedDict, total=False):
+    """run.json peak_flops: the device MFU is measured against (rank 0's)."""
+
+    flops_per_sec: float
+    precision: str
+    source: str
+    device: str
+
+
+# A resume by another number of processes (`to`) than saved the checkpoint (`from`, a keyword:
+# hence the functional form).
+ElasticResume = TypedDict("ElasticResume", {"from": int, "to": int}, total=False)
+
+
+class SweepTag(TypedDict, total=False):
+    """run.json sweep: the sweep that started the run, its index there and its grid values."""
+
+    name: str
+    index: int
+    values: dict[str, Any]
+
+
+class ModelInfo(TypedDict, total=False):
+    path: str
+    architecture: str
+    params_total: int
+    params_trainable: int
+    quantize: str
+    precision: str
+    device: str
+    step_flops: StepFlops
+
+
+class DataInfo(TypedDict, total=False):
+    train: str
+    validation: str
+    n_train: int
+    n_val: int
+    data_hash: str
+    labels: list[str]
+    class_counts: list[int]
+    class_weights: list[float]
+
+
+class ResumeRecord(TypedDict, total=False):
+    """One resume, appended to run.json's `resumed_from`; `checkpoint` is a path the monitor never
+    opens (docs/contract.md, file rules)."""
+
+    checkpoint: str
+    at: str
+    global_step: int
+    overrides: list[str]
+    note: str
+    elastic: ElasticResume
+
+
+class RunInfo(Tagged, total=False):
+    """run.json: written at start, again on resume."""
+
+    run_id: str
+    name: str
+    config: dict[str, Any]
+    model: ModelInfo
+    peak_flops: PeakFlops
+    data: DataInfo
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    world_size: int
+    pid: int
+    host: str
+    pid_create_time: float
+    argv: list[str]
+    tool_version: str
+    started_at: str
+    resumed_from: list[ResumeRecord]
+    sweep: SweepTag
+
+
+class ValidationProgress(TypedDict, total=False):
+    done: int
+    total: int
+    loss: float
+    accuracy: float
+    samples_per_sec: float
+
+
+class Best(TypedDict, total=False):
+    epoch: int
+    val_loss: float
+    val_accuracy: float
+
+
+class Resources(TypedDict, total=False):
+    """state.json's `resources`: the trainer process, sampled at most once a second."""
+
+    rss_bytes: int
+    cpu_percent: float
+    gpu_memory_allocated_bytes: int
+    gpu_memory_reserved_bytes: int
+    gpu_memory_total_bytes: int
+    gpu_utilization_percent: float
+
+
+class State(Tagged, total=False):
+    """state.json: every batch, every phase change, every validation batch."""
+
+    seq: int
+    status: str
+    epoch: int
+    total_epochs: int
+    step: int
+    steps_per_epoch: int
+    global_step: int
+    total_steps: int
+    loss: float
+    train_loss: float
+    train_accuracy: float
+    lr: float
+    grad_norm: float
+    samples_per_sec: float
+    tokens_per_sec: float
+    flops_per_sec: float
+    mfu: float
+    validation: ValidationProgress
+    best: Best
+    elapsed_s: float
+    eta_s: float
+    heartbeat: float
+    pid: int
+    host: str
+    pid_create_time: float
+    error: str
+    checkpoints: list[str]
+    world_size: int
+    resources: Resources
+
+
+class Step(TypedDict, total=False):
+    """One line of steps.jsonl (no schema tag: a line is a record, the file is the unit)."""
+
+    epoch: int
+    step: int
+    global_step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    accuracy: float
+    samples_per_sec: float
+    flops: int
+    t: float
+
+
+class EpochRecord(TypedDict, total=False):
+    """One epoch in epochs.json (and result.json's `epochs`)."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    epoch_time_s: float
+    train_samples_per_sec: float
+    is_best: bool
+    checkpoint: str
+
+
+class Epochs(Tagged, total=False):
+    """epochs.json: every epoch end."""
+
+    epochs: list[EpochRecord]
+    best_epoch: int
+
+
+class Result(Tagged, total=False):
+    """result.json: at the end (completed, stopped, failed)."""
+
+    status: str
+    epochs: list[EpochRecord]
+    best: Best
+    best_epoch: int
+    best_val_loss: float
+    best_val_accuracy: float
+    stopped_early: bool
+    global_step: int
+    total_time_s: float
+    error: str
+    checkpoints: list[str]
+    world_size: int
+    rank_weight_checksums: list[float]
+    flops_per_sec: float
+    mfu: float
+
+
+class ControlRequest(Tagged, total=False):
+    """control.json: by the monitor or a script (schema and version optional for scripts)."""
+
+    command: str
+    id: str
+    requested_at: float
+
+
+class LockOwner(TypedDict, total=False):
+    """trainer.lock's text: who holds the lock (the proof is the record lock itself)."""
+
+    pid: int
+    host: str
+    pid_create_time: float
+
+
+FILE_TYPES: dict[str, type] = {  # each JSON file of the contract and the type of its content
+    Files.RUN: RunInfo,
+    Files.STATE: State,
+    Files.EPOCHS: Epochs,
+    Files.RESULT: Result,
+    Files.CONTROL: ControlRequest,
+    Files.LOCK: LockOwner,
+}
+
+
+def field_names(record: type) -> tuple[str, ...]:
+    """A TypedDict's fields in the order they are declared (a CSV's columns, a table's)."""
+    return tuple(record.__annotations__)

@@ -1,5 +1,6 @@
 """Text that came from outside (a run file, a directory's name, a label, a config value, train.log)
-made safe to put on a terminal. One helper for the trainer, the monitor and scripts alike.
+made safe to put on a terminal. One helper for the trainer, the monitor and scripts alike; and
+the one way a duration is written for people (`duration`).
 
 A run directory may be written by someone else on a shared machine: its *name* as much as its files
 can hold an OSC sequence that sets the terminal's title, a CSI sequence that clears the screen or
@@ -10,6 +11,8 @@ a source goes through `printable` first.
 from __future__ import annotations
 
 from typing import Any
+
+from trainer.monitor.values import is_number
 
 
 def printable(text: Any) -> str:
@@ -24,3 +27,16 @@ def printable(text: Any) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def duration(seconds: Any, missing: str = "–") -> str:
+    """A duration as people read one: 4:05 below an hour, 1:02:03 below a day, 2d03h past it;
+    `missing` for what is not a non-negative number (the monitor's dash, the trainer's "?")."""
+    if not is_number(seconds) or seconds < 0:
+        return missing
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    if s >= 3600:
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"

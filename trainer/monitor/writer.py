@@ -16,13 +16,25 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.monitor.atomic import atomic_write_json, dumps
 from trainer.monitor.safe_files import open_writable, write_all
-from trainer.monitor.schema import STATUSES, Files, tagged
+from trainer.monitor.schema import (
+    STATUSES,
+    EpochRecord,
+    Files,
+    Result,
+    RunInfo,
+    State,
+    Step,
+    tagged,
+)
 
-STATE_DEFAULTS: dict[str, Any] = {
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # (typing's own from Python 3.11)
+
+STATE_DEFAULTS: State = {
     "status": "initializing",
     "epoch": 0,
     "total_epochs": 0,
@@ -69,7 +81,7 @@ class MonitorWriter:
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.state: dict[str, Any] = {
+        self.state: State = {
             **STATE_DEFAULTS,
             "seq": 0,
             "pid": os.getpid(),
@@ -87,10 +99,10 @@ class MonitorWriter:
         except OSError as e:
             raise _failed(name, e) from None
 
-    def write_run(self, info: dict[str, Any]) -> None:
+    def write_run(self, info: RunInfo) -> None:
         self._write_json(Files.RUN, info)
 
-    def update_state(self, **changes: Any) -> None:
+    def update_state(self, **changes: Unpack[State]) -> None:
         """Merge changes into state.json and write it atomically (seq and heartbeat move on)."""
         status = changes.get("status")
         if status is not None and status not in STATUSES:
@@ -100,7 +112,7 @@ class MonitorWriter:
         self.state["heartbeat"] = time.time()
         self._write_json(Files.STATE, self.state, indent=False)
 
-    def append_step(self, record: dict[str, Any]) -> None:
+    def append_step(self, record: Step) -> None:
         """One complete line of steps.jsonl per call, in a single write(2) on an O_APPEND descriptor
         (a short write, which only a full disk makes, is completed or raises)."""
         try:
@@ -111,10 +123,10 @@ class MonitorWriter:
         except OSError as e:
             raise _failed(Files.STEPS, e) from None
 
-    def write_epochs(self, epochs: list[dict[str, Any]], best_epoch: int | None) -> None:
+    def write_epochs(self, epochs: list[EpochRecord], best_epoch: int | None) -> None:
         self._write_json(Files.EPOCHS, {"epochs": epochs, "best_epoch": best_epoch})
 
-    def write_result(self, result: dict[str, Any]) -> None:
+    def write_result(self, result: Result) -> None:
         self._write_json(Files.RESULT, result, durable=True)
 
     def close(self) -> None:
@@ -148,18 +160,18 @@ class NullWriter(MonitorWriter):
         self.state = {**STATE_DEFAULTS, "seq": 0}
         self._steps_fd = None
 
-    def write_run(self, info: dict[str, Any]) -> None:
+    def write_run(self, info: RunInfo) -> None:
         pass
 
     def update_state(self, **changes: Any) -> None:
         self.state.update(changes)
         self.state["seq"] += 1
 
-    def append_step(self, record: dict[str, Any]) -> None:
+    def append_step(self, record: Step) -> None:
         pass
 
-    def write_epochs(self, epochs: list[dict[str, Any]], best_epoch: int | None) -> None:
+    def write_epochs(self, epochs: list[EpochRecord], best_epoch: int | None) -> None:
         pass
 
-    def write_result(self, result: dict[str, Any]) -> None:
+    def write_result(self, result: Result) -> None:
         pass

@@ -28,38 +28,6 @@ from trainer.config import (
 from trainer.errors import UserError
 from trainer.sweep.plan import Grid, Run, build_grid
 
-USAGE = (
-    "entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N [--seed S]] "
-    "[--parallel P] [--dry-run] [section.key=value ...]"
-)
-
-
-def sweep_parser():
-    from trainer.cli import ArgumentParser
-
-    p = ArgumentParser(
-        prog="entrenar-train sweep",
-        usage=USAGE,
-        description="Train every combination of some config values (or N drawn at random), "
-        "P runs at a time, into <output.dir>/<output.dir's name>-<index>; sweep.json records "
-        "the grid and each run's status and best metrics. Rerun the same command to continue.",
-        epilog="Values are split at commas outside brackets and quotes and read as overrides are "
-        "(TOML where they parse, else a string); list values such as lora.target_modules can "
-        "also come from a [sweep] table in the config.",
-    )
-    p.add_argument("config", help="the TOML config every run starts from")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides for every run")
-    p.add_argument(
-        "--grid", action="append", default=[], metavar="KEY=V1,V2", help="a key and its values"
-    )
-    p.add_argument("--random", type=int, metavar="N", help="N combinations drawn at random")
-    p.add_argument("--seed", type=int, metavar="S", help="the seed of --random's draw (0)")
-    p.add_argument("--parallel", type=int, default=1, metavar="P", help="runs at a time (1)")
-    p.add_argument(
-        "--dry-run", action="store_true", help="check everything, print the runs, start none"
-    )
-    return p
-
 
 @dataclass
 class SweepPlan:
@@ -148,18 +116,6 @@ def check_models(runs: list[Run], configs: list[Config]) -> None:
             inspect_model(config.model, config.lora)
         except UserError as e:
             raise UserError(f"sweep run {run.index} ({shown(run.values)}): {e}") from None
-
-
-def run_sweep(argv: list[str]) -> int:
-    args = sweep_parser().parse_intermixed_args(argv)
-    plan = plan_sweep(args)
-    if args.dry_run:
-        print(describe(plan))
-        print_table(plan.grid.keys, [{"dir": r.name, "values": r.values} for r in plan.runs])
-        return 0
-    from trainer.sweep.session import run_session
-
-    return run_session(plan, args.parallel, ["entrenar-train", "sweep", *argv])
 
 
 def describe(plan: SweepPlan) -> str:

@@ -27,8 +27,7 @@ from trainer.monitor.control import launch_detached
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.safe_files import UnsafeFile, open_regular
 from trainer.monitor.schema import FINAL_STATUSES, Files
-from trainer.monitor.text import printable
-from trainer.report import fmt_duration
+from trainer.monitor.text import duration, printable
 from trainer.sweep.plan import Run
 from trainer.sweep.record import SweepRecord, utc_now
 
@@ -221,7 +220,7 @@ class SweepRunner:
             ended = outcome(launch.directory, code, self.signal is not None)
             self.record.update_run(launch.run.index, finished_at=utc_now(), **ended)
             self.say(
-                f"run {launch.run.index}/{self.total} {said(ended)} after {fmt_duration(time.monotonic() - started)}"
+                f"run {launch.run.index}/{self.total} {said(ended)} after {duration(time.monotonic() - started, '?')}"
             )
 
 

@@ -7,6 +7,7 @@ others still ran); 128 + the signal (130, 143) when the sweep itself was asked t
 
 from __future__ import annotations
 
+import argparse
 import os
 import stat
 import sys
@@ -19,7 +20,7 @@ from trainer.monitor.safe_files import kind
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 from trainer.preflight import check_output_dir
-from trainer.sweep.command import SweepPlan, describe, print_table, usable_gpus
+from trainer.sweep.command import SweepPlan, describe, plan_sweep, print_table, usable_gpus
 from trainer.sweep.record import SweepRecord, check_same_sweep, read_sweep
 from trainer.sweep.record import identity as sweep_identity
 from trainer.sweep.runner import Launch, SweepRunner, best_fields, read_state, slot_environments
@@ -28,6 +29,17 @@ from trainer.sweep.tag import tag_environment
 
 def say(text: str) -> None:
     print(f"sweep: {text}", file=sys.stderr, flush=True)
+
+
+def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    """`entrenar-train sweep`, its arguments parsed (trainer/cli.py): plan every run, then run them
+    (or, with --dry-run, print them)."""
+    plan = plan_sweep(args)
+    if args.dry_run:
+        print(describe(plan))
+        print_table(plan.grid.keys, [{"dir": r.name, "values": r.values} for r in plan.runs])
+        return 0
+    return run_session(plan, args.parallel, ["entrenar-train", "sweep", *argv])
 
 
 def run_session(plan: SweepPlan, parallel: int, argv: list[str]) -> int:

@@ -5,22 +5,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from entrenar_tui import formatting as fmt
-from entrenar_tui.epochs import epoch_rows
-from entrenar_tui.run_model import RunModel
-from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_state
+from entrenar_tui.model.run import RunModel
+from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
+from entrenar_tui.output import formatting as fmt
+from entrenar_tui.output.epoch_cells import epoch_rows
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import load_run
 from trainer.monitor.schema import Files
-from trainer.monitor.text import printable
+from trainer.monitor.text import duration, printable
 from trainer.monitor.units import flops_rate
+from trainer.monitor.values import is_number
 
 
 def flops_line(state: dict, peak: dict) -> str:
     """`1.23 TFLOP/s model FLOPs · MFU 38.2% of 3.2 TFLOP/s bf16 (measured: ...)` (the last 10
     steps'; docs/contract.md, Model FLOPs and MFU)."""
     text = f"{flops_rate(state['flops_per_sec'])} model FLOPs"
-    if fmt.is_number(state.get("mfu")) and fmt.is_number(peak.get("flops_per_sec")):
+    if is_number(state.get("mfu")) and is_number(peak.get("flops_per_sec")):
         text += f" · MFU {state['mfu']:.1%} of {flops_rate(peak['flops_per_sec'])}"
         return text + f" {peak.get('precision') or ''} ({peak.get('source') or 'peak'})"
     return text + f" · MFU unknown (no peak for {peak.get('device') or 'this device'})"
@@ -30,7 +31,7 @@ def summary(run_dir: Path, *, now: float | None = None) -> str:
     snap = load_run(run_dir)
     model = RunModel(run_dir, clock=lambda: now if now is not None else time.time())
     model.file_problems = dict(snap.problems)
-    # What the files say is checked as the app checks it (untrusted.py): wrong types dropped and
+    # What the files say is checked as the app checks it (model/validation.py): wrong types dropped and
     # named, text printable.
     model.exists = snap.exists
     if snap.run is not None:
@@ -60,7 +61,7 @@ def summary(run_dir: Path, *, now: float | None = None) -> str:
         lines.append(
             f"progress  epoch {state.get('epoch')}/{state.get('total_epochs')} · step {step}/"
             f"{state.get('steps_per_epoch')} · global {fmt.count(gstep or 0)}/{fmt.count(total)} "
-            f"({100 * done / total:.1f}%) · elapsed {fmt.duration(model.elapsed_s())} · ETA {fmt.duration(state.get('eta_s'))}"
+            f"({100 * done / total:.1f}%) · elapsed {duration(model.elapsed_s())} · ETA {duration(state.get('eta_s'))}"
         )
     if len(model.history):
         h = model.history
@@ -68,7 +69,7 @@ def summary(run_dir: Path, *, now: float | None = None) -> str:
             f"last      loss {fmt.metric(h.last('loss'))} · acc {fmt.percent(h.last('accuracy'))} · "
             f"lr {fmt.lr(h.last('lr'))} (step {fmt.count(h.global_steps[-1])})"
         )
-    if fmt.is_number(state.get("flops_per_sec")):
+    if is_number(state.get("flops_per_sec")):
         lines.append(f"speed     {flops_line(state, (model.run or {}).get('peak_flops') or {})}")
     if model.epochs:
         last = model.epochs[-1]

@@ -1,4 +1,5 @@
-"""The watcher: a plain thread that reads the run directory and only posts Messages to the app.
+"""The run watcher: a plain thread that reads one run directory and only posts Messages to the run
+screen that owns it.
 
 File events (watchfiles: inotify, FSEvents, ...) wake it within tens of milliseconds; it also polls
 once a second whatever happens, because file events do not arrive for writes made on another
@@ -22,7 +23,7 @@ from entrenar_tui.messages import (
     StepsAppended,
     WatchMode,
 )
-from entrenar_tui.watch_thread import WatchThread
+from entrenar_tui.watch.thread import WatchThread
 from trainer.monitor.reader import JSON_FILES, RunReader
 from trainer.monitor.schema import Files
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from entrenar_tui import formatting as fmt
+from entrenar_tui.output import formatting as fmt
+from trainer.monitor.text import duration
 
 COLUMNS = (  # header, epochs.json key, width (fits 80 columns with the table's padding)
     ("", "mark", 1),
@@ -29,7 +30,7 @@ def epoch_cells(record: dict[str, Any], mark: str = "") -> list[str]:
         "val_loss": fmt.metric(record.get("val_loss")),
         "val_accuracy": fmt.percent(record.get("val_accuracy")),
         "lr": fmt.lr(record.get("lr")),
-        "epoch_time_s": fmt.duration(record.get("epoch_time_s")),
+        "epoch_time_s": duration(record.get("epoch_time_s")),
         "train_samples_per_sec": fmt.rate(record.get("train_samples_per_sec")),
     }
     return [values[key] for _, key, _ in COLUMNS]

@@ -7,11 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from trainer.monitor.values import is_int, is_number
+
 DASH = "–"
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def metric(value: Any, digits: int = 4) -> str:
@@ -51,24 +49,12 @@ def rate(value: Any) -> str:
 
 
 def count(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else DASH
+    return f"{value:,}" if is_int(value) else DASH
 
 
 def plural(n: int, noun: str, nouns: str | None = None) -> str:
     """`1 run`, `2 runs`, `0 runs`."""
     return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
-
-
-def duration(seconds: Any) -> str:
-    """1:02:03 for an hour or more, 4:05 below, 2d03h past a day."""
-    if not is_number(seconds) or seconds < 0:
-        return DASH
-    s = int(seconds)
-    if s >= 86400:
-        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-    if s >= 3600:
-        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-    return f"{s // 60}:{s % 60:02d}"
 
 
 def params(value: Any) -> str:

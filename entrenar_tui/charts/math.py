@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from entrenar_tui.braille import Point
+from entrenar_tui.charts.braille import Point
 
 EMA_CHUNK = 64  # values per block of the blocked EMA: a 64×64 matrix product per block
 
@@ -156,15 +156,6 @@ def bin_minmax(values: np.ndarray, edges: np.ndarray) -> list[Point]:
 def column_at(index: int, edges: np.ndarray) -> int:
     """The bin (dot column) holding value `index`, given bin edges."""
     return max(0, min(len(edges) - 2, int(np.searchsorted(edges, index, "right")) - 1))
-
-
-def columns_covering(first: int, last: int, edges: np.ndarray) -> set[int]:
-    """The bins that hold any of the values first..last (inclusive)."""
-    if first > last:
-        return set()
-    lo = column_at(first, edges)
-    hi = column_at(last, edges)
-    return set(range(lo, hi + 1))
 
 
 def cursor_move(index: int, delta: int, start: int, stop: int) -> int:

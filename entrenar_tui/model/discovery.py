@@ -3,7 +3,7 @@
 A summary reads run.json, state.json, epochs.json and result.json only, never steps.jsonl (a
 browser over 200 runs of 10k steps each must open in well under a second), and each file is read
 again only when its stat signature (inode, size, mtime) changes, so polling a large root costs a
-few stat() calls a run. Values are untrusted (untrusted.py cleans them); the status is worked out
+few stat() calls a run. Values are untrusted (model/validation.py cleans them); the status is worked out
 the way the monitor does it (effective_status + trainer_liveness). No Textual, no torch.
 """
 
@@ -19,12 +19,13 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from entrenar_tui import formatting as fmt
-from entrenar_tui.untrusted import clean_epochs, clean_result, clean_run, clean_state
+from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
+from entrenar_tui.output import formatting as fmt
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import ContractError, best_of, effective_status, read_contract_json
 from trainer.monitor.schema import LIVE_STATUSES, Files
-from trainer.monitor.text import printable
+from trainer.monitor.text import duration, printable
+from trainer.monitor.values import is_number
 
 MAX_DEPTH = 3  # ROOT/a/b/c: a sweep folder holding a group folder holding runs
 MARKERS = (Files.RUN, Files.STATE)  # a directory holding either is a run directory
@@ -127,7 +128,7 @@ class RunSummary:
             fmt.percent(self.best_val_accuracy),
             fmt.metric(self.best_val_loss),
             started_text(self.started, now),
-            fmt.duration(self.duration_s),
+            duration(self.duration_s),
         )
 
 
@@ -184,7 +185,7 @@ def _model_name(run: dict[str, Any]) -> str:
 
 
 def _number(value: Any) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return value if is_number(value, finite=False) else None
 
 
 def _summarize(

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from entrenar_tui.untrusted import clean_epochs, clean_run
+from entrenar_tui.model.validation import clean_epochs, clean_run
 from trainer.monitor.reader import RunSnapshot, Series, load_run
 from trainer.monitor.text import printable
+from trainer.monitor.values import is_number
 
 PALETTE_SIZE = 8  # overlay-chart--series-0 .. -7 in app.tcss
 MISSING = object()  # a key one run's config does not have
@@ -35,7 +36,7 @@ class ComparedRun:
 
 
 def _value(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    return float(v) if is_number(v, finite=False) else None
 
 
 def compared_run(snapshot: RunSnapshot, position: int) -> ComparedRun:

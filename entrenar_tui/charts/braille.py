@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 BRAILLE_BASE = 0x2800
@@ -106,6 +106,16 @@ def _draw(
     columns: Sequence[Point], bounds: tuple[float, float], bits: list[list[int]], rows_of_dots: int
 ) -> None:
     """Set the dots of each column's min–max range, joined to its neighbour, into `bits`."""
+    for row, cell, bit in dots(columns, bounds, rows_of_dots):
+        bits[row][cell] |= bit
+
+
+def dots(
+    columns: Sequence[Point], bounds: tuple[float, float], rows_of_dots: int
+) -> Iterator[tuple[int, int, int]]:
+    """(text row, character column, dot bit) of every dot of a series: each column its min–max
+    range on the scale `bounds`, joined to its neighbour so a line reads as a line; a None or
+    non-finite column is a gap. One drawing for the single charts and the overlaid ones."""
     lo, hi = bounds
     # Halved when the range itself overflows (values near ±1.8e308 in a file): still a finite scale.
     k = 1.0 if math.isfinite(hi - lo) else 0.5
@@ -120,13 +130,11 @@ def _draw(
             previous = None
             continue
         a, b = level(point[0]), level(point[1])
-        if previous is not None:  # join to the neighbour so a line reads as a line
-            if a > previous[1] + 1:
-                a = previous[1] + 1
-            if b < previous[0] - 1:
-                b = previous[0] - 1
-        previous = (level(point[0]), level(point[1]))
+        here = (a, b)
+        if previous is not None:
+            a, b = min(a, previous[1] + 1), max(b, previous[0] - 1)
+        previous = here
         cell, sub = divmod(x, 2)
         for r in range(a, b + 1):
             top = rows_of_dots - 1 - r
-            bits[top // 4][cell] |= DOT_BITS[sub][top % 4]
+            yield top // 4, cell, DOT_BITS[sub][top % 4]

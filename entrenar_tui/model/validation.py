@@ -13,9 +13,11 @@ them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints, is_typeddict
 
+from trainer.monitor.schema import Epochs, Files, Result, RunInfo, State
 from trainer.monitor.text import printable
+from trainer.monitor.values import is_int, is_number
 
 # value -> (the value to use or None, [(where inside it, what is wrong)])
 Check = Callable[[Any], tuple[Any, list[tuple[str, str]]]]
@@ -39,10 +41,10 @@ def _scalar(ok: Callable[[Any], bool], expected: str) -> Check:
 
 
 _int = _scalar(
-    lambda v: isinstance(v, int) and not isinstance(v, bool) and -MAX_INT <= v <= MAX_INT,
+    lambda v: is_int(v) and -MAX_INT <= v <= MAX_INT,
     "an integer",
 )
-_number = _scalar(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+_number = _scalar(lambda v: is_number(v, finite=False), "a number")
 _text = _scalar(lambda v: isinstance(v, str), "a string")
 _bool = _scalar(lambda v: isinstance(v, bool), "true/false")
 _any_dict = _scalar(lambda v: isinstance(v, dict), "an object")
@@ -89,105 +91,28 @@ def _clean(
     return out, wrong
 
 
-VALIDATION = {
-    "done": _int,
-    "total": _int,
-    "loss": _number,
-    "accuracy": _number,
-    "samples_per_sec": _number,
-}
-BEST = {"epoch": _int, "val_loss": _number, "val_accuracy": _number}
-RESOURCES = {  # state.json `resources` (trainer/resources.py)
-    "rss_bytes": _int,
-    "cpu_percent": _number,
-    "gpu_memory_allocated_bytes": _int,
-    "gpu_memory_reserved_bytes": _int,
-    "gpu_memory_total_bytes": _int,
-    "gpu_utilization_percent": _number,
-}
-EPOCH = {
-    "epoch": _int,
-    "train_loss": _number,
-    "train_accuracy": _number,
-    "val_loss": _number,
-    "val_accuracy": _number,
-    "lr": _number,
-    "epoch_time_s": _number,
-    "train_samples_per_sec": _number,
-    "is_best": _bool,
-    "checkpoint": _text,
-}
-STATE = {
-    "seq": _int,
-    "status": _text,
-    "epoch": _int,
-    "total_epochs": _int,
-    "step": _int,
-    "steps_per_epoch": _int,
-    "global_step": _int,
-    "total_steps": _int,
-    "loss": _number,
-    "train_loss": _number,
-    "train_accuracy": _number,
-    "lr": _number,
-    "grad_norm": _number,
-    "samples_per_sec": _number,
-    "tokens_per_sec": _number,
-    "flops_per_sec": _number,
-    "mfu": _number,
-    "validation": _object(VALIDATION),
-    "best": _object(BEST),
-    "elapsed_s": _number,
-    "eta_s": _number,
-    "heartbeat": _number,
-    "pid": _int,
-    "host": _text,
-    "pid_create_time": _number,
-    "error": _text,
-    "checkpoints": _list_of(_text),
-    "world_size": _int,
-    "resources": _object(RESOURCES),
-}
-RUN = {
-    "run_id": _text,
-    "name": _text,
-    "config": _any_dict,  # round-tripped to TOML by `s` (control.to_toml), never shown
-    "model": _object(
-        {
-            "path": _text,
-            "architecture": _text,
-            "params_total": _int,
-            "params_trainable": _int,
-            "quantize": _text,
-            "precision": _text,
-            "device": _text,
-        }
-    ),
-    "data": _object({"labels": _list_of(_text), "data_hash": _text}),
-    "peak_flops": _object(
-        {"flops_per_sec": _number, "precision": _text, "source": _text, "device": _text}
-    ),
-    "epochs": _int,
-    "steps_per_epoch": _int,
-    "batch_size": _int,
-    "world_size": _int,
-    "pid": _int,
-    "host": _text,
-    "pid_create_time": _number,
-    "tool_version": _text,
-    "started_at": _text,
-    # each resume's record; the monitor shows the note of a new one (its path is not read)
-    "resumed_from": _list_of(_object({"note": _text, "global_step": _int, "at": _text})),
-}
-RESULT = {
-    "status": _text,
-    "error": _text,
-    "best": _object(BEST),
-    "best_epoch": _int,
-    "global_step": _int,
-    "total_time_s": _number,
-    "stopped_early": _bool,
-}
+def checks_for(record: type) -> dict[str, Check]:
+    """A check for every field of a contract TypedDict (trainer/monitor/schema.py), from the type
+    the contract gives it: int, float (any number), str, bool, an object, a list of any of these,
+    or a nested record. The one source of the field names and types is the schema."""
+    return {name: _check_for(t) for name, t in get_type_hints(record).items()}
+
+
+def _check_for(t: Any) -> Check:
+    if is_typeddict(t):
+        return _object(checks_for(t))
+    origin = get_origin(t)
+    if origin is list:
+        return _list_of(_check_for(get_args(t)[0]))
+    if origin is dict:
+        return _any_dict
+    return {int: _int, float: _number, str: _text, bool: _bool}[t]
+
+
+STATE = checks_for(State)
+RUN = checks_for(RunInfo)  # `config` is round-tripped to TOML by `s` (never shown)
+RESULT = checks_for(Result)
+EPOCHS = checks_for(Epochs)
 
 
 def _problem(file_name: str, wrong: list[tuple[str, str]]) -> str | None:
@@ -203,25 +128,22 @@ def _problem(file_name: str, wrong: list[tuple[str, str]]) -> str | None:
 def clean_state(state: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """state.json's fields checked; the problem text (or None)."""
     cleaned, wrong = _clean(state, STATE)
-    return cleaned, _problem("state.json", wrong)
+    return cleaned, _problem(Files.STATE, wrong)
 
 
 def clean_run(run: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     cleaned, wrong = _clean(run, RUN)
-    return cleaned, _problem("run.json", wrong)
+    return cleaned, _problem(Files.RUN, wrong)
 
 
 def clean_result(result: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     cleaned, wrong = _clean(result, RESULT)
-    return cleaned, _problem("result.json", wrong)
+    return cleaned, _problem(Files.RESULT, wrong)
 
 
 def clean_epochs(
     epochs: Any, best_epoch: Any
 ) -> tuple[list[dict[str, Any]], int | None, str | None]:
     """epochs.json's records (those that are not objects dropped, fields checked) and best_epoch."""
-    cleaned, wrong = _clean(
-        {"epochs": epochs, "best_epoch": best_epoch},
-        {"epochs": _list_of(_object(EPOCH)), "best_epoch": _int},
-    )
-    return cleaned["epochs"] or [], cleaned["best_epoch"], _problem("epochs.json", wrong)
+    cleaned, wrong = _clean({"epochs": epochs, "best_epoch": best_epoch}, EPOCHS)
+    return cleaned["epochs"] or [], cleaned["best_epoch"], _problem(Files.EPOCHS, wrong)

@@ -15,8 +15,8 @@ import watchfiles
 from textual.message_pump import MessagePump
 
 from entrenar_tui.messages import RunsChanged
-from entrenar_tui.runs import RunIndex, RunSummary
-from entrenar_tui.watch_thread import WatchThread
+from entrenar_tui.model.discovery import RunIndex, RunSummary
+from entrenar_tui.watch.thread import WatchThread
 from trainer.monitor.schema import Files
 
 NOISY = frozenset({Files.STEPS, Files.LOG})  # appended every batch; the browser never reads them

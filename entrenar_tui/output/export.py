@@ -17,53 +17,31 @@ from typing import Any
 
 import orjson
 
-from entrenar_tui import runs
-from entrenar_tui.runs import MAX_DEPTH, is_run_dir
+from entrenar_tui.model import discovery
+from entrenar_tui.model.discovery import MAX_DEPTH, is_run_dir
 from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.safe_files import UnsafeFile, iter_lines
-from trainer.monitor.schema import Files
+from trainer.monitor.schema import EpochRecord, Files, Step, field_names
 from trainer.monitor.text import printable
 
-STEP_COLUMNS = (
-    "epoch",
-    "step",
-    "global_step",
-    "loss",
-    "lr",
-    "grad_norm",
-    "accuracy",
-    "samples_per_sec",
-    "flops",
-    "t",
-)
-EPOCH_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "epoch_time_s",
-    "train_samples_per_sec",
-    "is_best",
-    "checkpoint",
-)
+STEP_COLUMNS = field_names(Step)  # the contract's order (trainer/monitor/schema.py)
+EPOCH_COLUMNS = field_names(EpochRecord)
 
 
 class ExportError(ValueError):
     """Bad input: the message names the path."""
 
 
-def find_runs(target: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
+def runs_to_export(target: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
     """[target] when it is a run directory, else the run directories under it, as the browser
-    finds them (runs.find_runs: depth <= 3, hidden folders and checkpoints skipped, each folder
+    finds them (discovery.find_runs: depth <= 3, hidden folders and checkpoints skipped, each folder
     once however many links lead to it)."""
     if not target.is_dir():
         raise ExportError(f"{target}: no such directory")
     if is_run_dir(target):
         return [target]
-    found = runs.find_runs(target, max_depth)
+    found = discovery.find_runs(target, max_depth)
     if not found:
         raise ExportError(
             f"{target}: no run directory ({Files.RUN} or {Files.STATE}) within {max_depth} levels"
@@ -107,7 +85,7 @@ def read_epochs(run_dir: Path) -> tuple[list[dict[str, Any]], int | None]:
 def collect(target: Path) -> list[dict[str, Any]]:
     """One record per run: {run (its name, or its path under the root), dir, steps, epochs,
     best_epoch}."""
-    runs = find_runs(target)
+    runs = runs_to_export(target)
     out = []
     for run_dir in runs:
         label = run_dir.name if run_dir == target else run_dir.relative_to(target).as_posix()

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from entrenar_tui import chart_math as cm
-from entrenar_tui import formatting as fmt
-from entrenar_tui.braille import Point
-from entrenar_tui.run_model import RunModel
+from entrenar_tui.charts import math as cm
+from entrenar_tui.charts.braille import Point
+from entrenar_tui.model.run import RunModel
+from entrenar_tui.output import formatting as fmt
 from trainer.monitor.columns import Column
 from trainer.monitor.reader import Series
+from trainer.monitor.text import duration
+from trainer.monitor.values import is_number
 
 SMOOTHING_STEP = 0.05
 SMOOTHING_MAX = 0.99
@@ -127,7 +129,7 @@ class ChartData:
 
 
 def _finite(v) -> float | None:
-    return float(v) if fmt.is_number(v) else None
+    return float(v) if is_number(v) else None
 
 
 def _chart_data(
@@ -272,7 +274,7 @@ def cursor_text(
     elif view.x_axis == "time":
         t = history.series["t"].values.array
         if math.isfinite(t[i]) and math.isfinite(t[0]):
-            where = f"{fmt.duration(t[i] - t[0])} {where}"
+            where = f"{duration(t[i] - t[0])} {where}"
     value = cm.value_at(raw, i)
     text = f"{where}: {fmt.DASH if value is None else f'{value:.6g}'}"
     if smoothed is not None:

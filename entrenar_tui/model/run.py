@@ -1,7 +1,8 @@
 """Everything the monitor knows about its run, and what follows from it (status, problems).
 
-Plain Python, no Textual: the app feeds it what the watcher saw and what the clock and the process
-table say; widgets read it. Deterministic given its inputs, so tests inject the clock.
+Plain Python, no Textual: its run screen feeds it what the watcher saw and what the clock and the
+process table say; widgets draw what the screen hands them from it. Deterministic given its
+inputs, so tests inject the clock.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entrenar_tui.formatting import model_folder_name, plural
+from entrenar_tui.output.formatting import model_folder_name, plural
 from trainer.monitor.reader import StepBatch, StepHistory, best_of, effective_status, format_age
 from trainer.monitor.safe_files import open_regular
 from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files

@@ -12,12 +12,14 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from entrenar_tui.run_model import Request, RunModel
+import tomli_w
+
+from entrenar_tui.model.run import Request, RunModel
 from trainer.monitor import control, lockfile
 from trainer.monitor.safe_files import create_new
 from trainer.monitor.schema import Files
@@ -215,63 +217,14 @@ def free_run_dir(run_dir: Path) -> Path:
 
 
 def to_toml(config: dict[str, Any]) -> str:
-    """A resolved config (sections of strings, numbers, booleans, lists and tables) as TOML.
-
-    The config comes from run.json, a file like any other: every key and string is quoted and
-    escaped so that what is read back is exactly what was there (no line or table can be smuggled
-    in), and a value TOML cannot hold raises TypeError."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return toml_string(v)
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{toml_key(k)} = {value(x)}" for k, x in v.items()) + "}"
-        if isinstance(v, Sequence):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        raise TypeError(f"cannot write {v!r} as TOML")
-
-    lines: list[str] = []
-    for section, values in config.items():
-        if not isinstance(values, dict):
-            continue
-        lines.append(f"[{toml_key(section)}]")
-        lines.extend(f"{toml_key(key)} = {value(v)}" for key, v in values.items() if v is not None)
-        lines.append("")
-    return "\n".join(lines)
-
-
-_TOML_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-}
-
-
-def toml_string(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped (JSON's escaping
-    is not TOML's: JSON writes characters beyond the BMP as surrogate pairs, which TOML refuses)."""
-    out = []
-    for c in text:
-        if c in _TOML_ESCAPES:
-            out.append(_TOML_ESCAPES[c])
-        elif ord(c) < 0x20 or ord(c) == 0x7F:
-            out.append(f"\\u{ord(c):04X}")
-        else:
-            out.append(c)
-    return '"' + "".join(out) + '"'
-
-
-def toml_key(key: Any) -> str:
-    """A bare key when it is one (letters, digits, _ and -), else a quoted one."""
-    key = str(key)
-    if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key):
-        return key
-    return toml_string(key)
+    """A resolved config (sections of strings, numbers, booleans, lists and tables) as TOML, by
+    tomli_w: every key and string quoted and escaped as TOML needs, so that what is read back is
+    exactly what was there (no line or table can be smuggled in). The config comes from run.json,
+    a file like any other: a section that is not a table is left out, a null value too (TOML has
+    no null), and a value TOML cannot hold (a null in a list, a set) raises TypeError."""
+    tables = {
+        section: {key: v for key, v in values.items() if v is not None}
+        for section, values in config.items()
+        if isinstance(values, dict)
+    }
+    return tomli_w.dumps(tables)

@@ -1,0 +1,86 @@
+"""Helpers shared by the tests, defined once: driving the real app (run_app, until), what its
+run screen shows (run_screen, run_model, run_watcher), the fake trainer's command, copying a run.
+(Fixtures, config and corpus builders live in conftest.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from entrenar_tui.model.run import RunModel
+from entrenar_tui.screens.monitor import MonitorScreen
+from entrenar_tui.watch.run_watcher import RunWatcher
+from tests.conftest import patience
+
+FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
+SIZE = (100, 32)
+
+_last_seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def run_screen(app) -> MonitorScreen | None:
+    """The topmost run screen (under a dialog or the help, if one is open); after the app has
+    exited, the last one a test looked at (to assert on what it ended with)."""
+    screen = next((s for s in reversed(app.screen_stack) if isinstance(s, MonitorScreen)), None)
+    if screen is not None:
+        _last_seen[app] = screen
+    return screen or _last_seen.get(app)
+
+
+def run_model(app) -> RunModel:
+    """The model of the run open on screen."""
+    screen = run_screen(app)
+    assert screen is not None, "no run screen is open"
+    return screen.model
+
+
+def run_watcher(app) -> RunWatcher | None:
+    screen = run_screen(app)
+    return None if screen is None else screen.watcher
+
+
+async def until(pilot, condition: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    """Let the app run (Pilot) until condition() holds; fail naming `what` after patience(timeout)
+    (60 s with the default scale: as generous as a loaded 2-core box needs)."""
+    deadline = time.monotonic() + patience(timeout)
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await pilot.pause(0.02)
+
+
+def run_app(
+    app, body: Callable[..., Awaitable[None]], *, size=SIZE, notifications: bool = False
+) -> None:
+    """Run body(pilot) in the real app (run_test re-raises anything the app raised: a crash fails
+    the test). A run screen's watcher is running before the body starts, and still after it: a
+    watcher thread that died fails the test. notifications=True draws the toasts too."""
+
+    async def main():
+        async with app.run_test(size=size, notifications=notifications) as pilot:
+            await until(pilot, lambda: (w := run_watcher(app)) is None or w.running, "it watches")
+            await body(pilot)
+            watcher = run_watcher(app)
+            assert watcher is None or watcher.running, "the watcher thread died"
+
+    asyncio.run(main())
+
+
+def fake_command(*args: str, step_s: float = 0.05, hold_after: int | None = None) -> list[str]:
+    """The fake trainer's command (snapshot_apps/fake_trainer.py). hold_after=N: it waits, alive,
+    after its N-th step until a stop (or a kill), so that a slow app still finds it running."""
+    hold = ["--hold-after", str(hold_after)] if hold_after is not None else []
+    return [sys.executable, str(FAKE_TRAINER), *args, "--step-s", str(step_s), *hold]
+
+
+def copy_run(src: Path, dst: Path, *, checkpoints: bool = False) -> Path:
+    """A copy of a shared (session-scoped) run to change; without its checkpoints unless asked
+    (the app reads only the contract files)."""
+    ignore = None if checkpoints else shutil.ignore_patterns("checkpoints")
+    shutil.copytree(src, dst, symlinks=True, ignore=ignore)
+    return dst

@@ -1,0 +1,193 @@
+"""The architecture, checked from the source (ast over the package files, nothing imported):
+which rooms may import what, and that no two modules import each other round a cycle.
+
+An import under `if TYPE_CHECKING:` never runs and is not counted. An import inside a function
+runs when the function does: the checks count it like any other (a lazy import is how a heavy
+dependency is kept off a fast path, never a way round a cycle), so the cycle check and the
+no-torch and no-textual rules hold for what can run at all, not only for what runs on import.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def package_files(package: str) -> dict[str, Path]:
+    return {module_name(p): p for p in sorted((REPO / package).rglob("*.py"))}
+
+
+def _under_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imports(path: Path, *, module_level: bool) -> set[str]:
+    """The modules `path` imports (`from a import b` names a.b when that is a module; relative
+    imports resolved); with module_level, only what runs when the module is imported."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST, top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _under_type_checking(child):
+                continue
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                if not module_level:
+                    visit(child, False)
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name for a in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = package.split(".")[: len(package.split(".")) - child.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in child.names)
+            visit(child, top)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), True)
+    return found
+
+
+def graph(package: str, *, module_level: bool = True) -> dict[str, set[str]]:
+    files = package_files(package)
+    return {m: imports(p, module_level=module_level) & files.keys() - {m} for m, p in files.items()}
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(edges):
+        if v not in index:
+            strong(v)
+    return found
+
+
+def test_the_checks_can_fail():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    source = REPO / "entrenar_tui" / "screens" / "monitor.py"
+    assert "entrenar_tui.widgets.log_pane" in imports(source, module_level=True)
+
+
+@pytest.mark.parametrize("package", ["entrenar_tui", "trainer"])
+def test_no_import_cycle(package):
+    assert cycles(graph(package, module_level=False)) == []
+
+
+def test_screens_and_widgets_never_import_the_app():
+    """Attributes down, messages up: a screen gets shared services from `self.app` (clock,
+    controller, poll settings) but never imports the app module."""
+    bad = {
+        m: sorted(i for i in deps if i == "entrenar_tui.app")
+        for m, p in package_files("entrenar_tui").items()
+        if m.startswith(("entrenar_tui.screens", "entrenar_tui.widgets"))
+        for deps in [imports(p, module_level=False) | _type_checking_imports(p)]
+    }
+    assert {m: v for m, v in bad.items() if v} == {}
+
+
+def _type_checking_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        n.module or ""
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and _under_type_checking(node)
+        for n in ast.walk(node)
+        if isinstance(n, ast.ImportFrom)
+    }
+
+
+def test_nothing_reaches_into_an_app_owned_model():
+    """Each run screen owns its RunModel; the app holds none."""
+    hits = [
+        f"{p.relative_to(REPO)}:{i}"
+        for p in package_files("entrenar_tui").values()
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if "app.model" in line
+    ]
+    assert hits == []
+
+
+def test_the_monitor_never_imports_torch():
+    """Not at import, and not lazily either: nothing the monitor (entrenar_tui, trainer.monitor)
+    can run pulls in torch, transformers, peft or bitsandbytes."""
+    edges = {**graph("entrenar_tui", module_level=False), **graph("trainer", module_level=False)}
+    every = {
+        m: imports(p, module_level=False)
+        for package in ("entrenar_tui", "trainer")
+        for m, p in package_files(package).items()
+    }
+    start = [m for m in edges if m.startswith(("entrenar_tui", "trainer.monitor"))]
+    seen, todo = set(start), list(start)
+    while todo:
+        m = todo.pop()
+        for dep in edges.get(m, ()):
+            parts = dep.split(".")
+            for d in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+                if d in edges and d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+    heavy = {m: sorted(i for i in every[m] if i.split(".")[0] in HEAVY) for m in seen}
+    assert {m: v for m, v in heavy.items() if v} == {}
+
+
+@pytest.mark.parametrize("room", ["model", "charts", "output"])
+def test_the_rooms_below_the_screens_never_import_textual(room):
+    """Run state, charts and text output are plain Python (testable, and usable by `--once`,
+    export and the browser view without a terminal UI): no textual, nor anything that imports
+    it, however deep (lazy imports included). watch/ posts Textual Messages, so it may."""
+    edges = graph("entrenar_tui", module_level=False)
+    start = [m for m in edges if m.startswith(f"entrenar_tui.{room}")]
+    seen, todo = set(start), list(start)
+    while todo:
+        for dep in edges[todo.pop()]:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    files = package_files("entrenar_tui")
+    textual = {
+        m: sorted(i for i in imports(files[m], module_level=False) if i.split(".")[0] == "textual")
+        for m in seen
+    }
+    assert {m: v for m, v in textual.items() if v} == {}
+    assert start, f"no modules under entrenar_tui/{room}"
