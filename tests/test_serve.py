@@ -126,7 +126,10 @@ def test_the_browser_shows_the_runs_under_the_directory(served: Served, runs_roo
             await page.before_load(DOM_RENDERER)
             t0 = time.monotonic()
             await page.goto(served.url)
-            text = await screen_until(page, "exp-completed", "exp-failed", "exp-running")
+            # The info line may reach the page a frame after the rows: wait for both.
+            text = await screen_until(
+                page, "exp-completed", "exp-failed", "exp-running", "3 runs under"
+            )
             return text, time.monotonic() - t0
 
     text, seconds = asyncio.run(scenario_())
