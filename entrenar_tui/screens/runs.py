@@ -1,5 +1,7 @@
 """The runs browser: every run under a root in a table (sortable, filtered by name, live), Enter
-opens one in the monitor, space selects runs, `c` compares the selected ones."""
+opens one in the monitor, space selects runs, `c` compares the selected ones. On a sweep (a
+sweep.json in the root or in a folder holding runs) the table has a column per grid key and marks
+each sweep's best run."""
 
 from __future__ import annotations
 
@@ -50,7 +52,10 @@ class RunsScreen(Screen):
     HELP_NOTES = """\
 Every run directory under the root, up to 3 levels down, each listed once (a symlink back up the
 tree is not followed twice). **Status** as the monitor works it out (a run whose trainer is gone
-is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
+is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC. On a sweep (a
+sweep.json in the root or beside its runs), a column per grid key after status, and ★ after the
+name of each sweep's best run: the completed run with the lowest best val loss, as sweep.json's
+`best_run` says. At 80 columns the dates, model, duration, val loss and epoch give way first.
 """
     AUTO_FOCUS = "RunsTable"
 
@@ -58,6 +63,8 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
         super().__init__()
         self.root = Path(root)
         self.runs: list[RunSummary] = []
+        self.grid: tuple[str, ...] = ()  # the sweeps' grid keys: columns after status
+        self.sweep_problems: tuple[str, ...] = ()
         self.selected: list[str] = []  # run directories, in the order they were selected
         self.sort_column, self.reverse = "name", False
         self.pattern, self.pattern_error = "", None
@@ -96,6 +103,7 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
 
     def on_runs_changed(self, message: RunsChanged) -> None:
         self.runs, self.mode = message.runs, message.mode or self.mode
+        self.grid, self.sweep_problems = message.grid, message.problems
         present = {r.key for r in self.runs}
         self.selected = [k for k in self.selected if k in present]
         self.update_view()
@@ -113,14 +121,18 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
 
     def update_view(self) -> None:
         shown = self.visible()
-        self.query_one(RunsTable).show(shown, self.selected, self.app.clock())
+        self.query_one(RunsTable).show(shown, self.selected, self.app.clock(), self.grid)
         self.query_one("#runs-filter", Input).set_class(bool(self.pattern_error), "-invalid")
         parts = [f"{fmt.plural(len(self.runs), 'run')} under {shown_path(self.root)}"]
+        best = [r.name for r in self.runs if r.best]
+        if best:
+            parts.append(f"best ★ {', '.join(best)}")
         if len(shown) != len(self.runs):
             parts.append(f"{len(shown)} shown")
         if self.selected:
             parts.append(f"{len(self.selected)} selected (c compares)")
         parts.append(f"sorted by {self.sort_column}{' ▼' if self.reverse else ' ▲'}")
+        parts.extend(self.sweep_problems)
         if self.pattern_error:
             parts.append(self.pattern_error)
         elif self.mode:
