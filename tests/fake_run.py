@@ -66,23 +66,34 @@ class FakeRun:
 
     # ---------------------------------------------------------------------------- the script
 
+    def config(self) -> dict[str, Any]:
+        """run.json's config; a sweep's run holds its grid values (`lora.r` → config["lora"]["r"])."""
+        config: dict[str, Any] = {
+            "model": {
+                "path": self.model_path,
+                "quantize": "none",
+                "precision": "auto",
+                "max_length": 128,
+            },
+            "data": {"train": "/data/train.jsonl"},
+            "train": {"epochs": self.epochs, "batch_size": self.batch_size},
+            "output": {"dir": str(self.dir)},
+        }
+        for key, value in ((self.sweep or {}).get("values") or {}).items():
+            *sections, name = key.split(".")
+            table = config
+            for section in sections:
+                table = table.setdefault(section, {})
+            table[name] = value
+        return config
+
     def start(self) -> FakeRun:
         self.writer.update_state(status="initializing", total_epochs=self.epochs, **self.identity())
         self.writer.write_run(
             {
                 "run_id": f"{self.dir.name}-20231114T221320Z",
                 "name": self.dir.name,
-                "config": {
-                    "model": {
-                        "path": self.model_path,
-                        "quantize": "none",
-                        "precision": "auto",
-                        "max_length": 128,
-                    },
-                    "data": {"train": "/data/train.jsonl"},
-                    "train": {"epochs": self.epochs, "batch_size": self.batch_size},
-                    "output": {"dir": str(self.dir)},
-                },
+                "config": self.config(),
                 "model": {
                     "path": self.model_path,
                     "architecture": self.architecture,
