@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -247,6 +248,15 @@ def test_escape_sequences_in_grid_keys_and_values_are_shown_as_text(tmp_path):
     assert "\x1b" not in done.stdout and "\x9b" not in done.stdout and "\x07" not in done.stdout
     assert "\\x1b[31mred" in done.stdout and "1,\\x9b2J" in done.stdout
     assert "\\x1b]0;pwned\\x07r" in done.stdout.splitlines()[0]
+
+
+def test_a_sweep_directory_before_its_first_run_is_browsed_not_waited_on_as_a_run(tmp_path):
+    directory = tmp_path / "new-sweep"
+    fake_sweep(directory, {"lora.r": [4]})
+    shutil.rmtree(directory / "new-sweep-1")  # sweep.json is written before the first run starts
+    done = once(directory)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("no run directories under")
 
 
 # ------------------------------------------------------------------------------ cells and headers

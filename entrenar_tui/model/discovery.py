@@ -98,8 +98,11 @@ def find_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
 
 
 def holds_runs(root: str | Path) -> bool:
-    """root is no run itself but has run directories below it: the browser's case."""
-    return os.path.isdir(root) and not is_run_dir(root) and bool(find_runs(root))
+    """root is no run itself but has run directories below it, or is a sweep's directory (its
+    sweep.json is written before its first run starts): the browser's case."""
+    if not os.path.isdir(root) or is_run_dir(root):
+        return False
+    return os.path.lexists(os.path.join(root, Files.SWEEP)) or bool(find_runs(root))
 
 
 @dataclass(frozen=True)
