@@ -139,6 +139,30 @@ def test_c_compares_two_runs_of_a_sweep_and_their_grid_values_differ(sweep):
     browse(app, body)
 
 
+def test_o_sorts_by_a_grid_column_numbers_by_value(tmp_path):
+    directory = tmp_path / "r-sweep"
+    fake_sweep(directory, {"lora.r": [16, 4, 8]})
+    app = MonitorApp(root=directory)
+
+    def r_column() -> list[str]:
+        return [cell(app, Path(k), "grid:lora.r") for k in table(app).row_keys()]
+
+    async def main():
+        async with app.run_test(size=(130, 30)) as pilot:
+            await until(pilot, lambda: r_column() == ["16", "4", "8"], "listed by name")
+            while app.screen.sort_column != "grid:lora.r":
+                await pilot.press("o")
+            await until(pilot, lambda: r_column() == ["4", "8", "16"], "sorted by r, as numbers")
+            assert table(app).columns["grid:lora.r"].label.plain == "r▲"  # type: ignore[index]
+            assert "sorted by lora.r ▲" in str(app.screen.query_one("#runs-info").render())
+            await pilot.press("v")
+            await until(pilot, lambda: r_column() == ["16", "8", "4"], "reversed")
+            await pilot.press("o")  # the next column after the grid: model
+            assert app.screen.sort_column == "model"
+
+    asyncio.run(main())
+
+
 def test_at_80_columns_name_status_and_best_val_acc_stay_and_dates_give_way(sweep):
     app = MonitorApp(root=sweep)
 

@@ -340,9 +340,26 @@ SORT_KEYS: dict[str, Callable[[RunSummary], Any]] = {
 }
 
 
+def _grid_sort_key(key: str) -> Callable[[RunSummary], Any]:
+    """A grid column's order: numbers by value (4 < 8 < 16), before any text; a dash is unknown."""
+
+    def value(run: RunSummary) -> Any:
+        text = dict(run.grid).get(key)
+        if text is None or text == fmt.DASH:
+            return None
+        try:
+            return (0, float(text), "")
+        except ValueError:
+            return (1, 0.0, text.lower())
+
+    return value
+
+
 def sort_runs(runs: Iterable[RunSummary], column: str, reverse: bool = False) -> list[RunSummary]:
-    """Sorted by a column of SORT_KEYS (ties by name); runs without a value go last either way."""
-    key, runs = SORT_KEYS[column], list(runs)
+    """Sorted by a column of SORT_KEYS or a grid column (`grid:` and its key), ties by name; runs
+    without a value go last either way."""
+    runs, grid = list(runs), column.startswith(GRID_ID)
+    key = _grid_sort_key(column[len(GRID_ID) :]) if grid else SORT_KEYS[column]
     known = [r for r in runs if key(r) is not None]
     unknown = [r for r in runs if key(r) is None]
     known.sort(key=lambda r: r.name.lower())

@@ -84,9 +84,9 @@ class RunsTable(DataTable):
     def set_sort(self, column: str, reverse: bool) -> None:
         """An arrow after the sorted column's name (a column may widen by it: `show` rebuilds)."""
         self._sort = (column, reverse)
-        labels = self._labels(())
-        for name in COLUMNS:
-            if name in self.columns:
+        labels = self._labels(self._last[3] if self._last else ())
+        for name in self._shown:
+            if name in self.columns and name in labels:
                 self.columns[name].label = labels[name]  # type: ignore[index]
         self.refresh()
 
