@@ -208,8 +208,15 @@ def browse(root: Path, *, once: bool, poll: bool) -> int:
 
         if not root.is_dir():
             return error(f"{root}: no such directory")
-        runs = sort_runs(RunIndex(root).scan(), "name")
-        print(plain_table(runs) if runs else f"no run directories under {printable(root)}")
+        index = RunIndex(root)
+        runs = sort_runs(index.scan(), "name")
+        print(
+            plain_table(runs, grid=index.grid)
+            if runs
+            else f"no run directories under {printable(root)}"
+        )
+        for problem in index.problems:
+            print(f"problem   {problem}")
         return 0
     from entrenar_tui.app import MonitorApp
 

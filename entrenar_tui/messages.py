@@ -92,11 +92,14 @@ class WatchMode(RunMessage):
 @dataclass
 class RunsChanged(Message):
     """The runs under a browsed root (entrenar_tui.model.discovery.RunSummary, sorted by directory) and how
-    the root watcher watches; only the newest matters."""
+    the root watcher watches; only the newest matters. `grid`: the keys of the sweeps among them
+    (their table columns); `problems`: what is wrong with a sweep.json."""
 
     root: Path
     runs: list[Any]
     mode: str = ""
+    grid: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunsChanged) and message.root == self.root

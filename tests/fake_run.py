@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from trainer.monitor.schema import Files
 from trainer.monitor.writer import MonitorWriter
 
 T0 = 1_700_000_000.0  # the scripted wall clock of the first step
@@ -34,6 +35,7 @@ class FakeRun:
         model_path: str = "/models/Qwen2-0.5B-instruct",
         architecture: str = "Qwen2ForSequenceClassification",
         pid: int | None = None,
+        sweep: dict[str, Any] | None = None,
     ):
         self.writer = MonitorWriter(run_dir)
         self.dir = self.writer.dir
@@ -47,6 +49,7 @@ class FakeRun:
         self.step_s = step_s
         self.model_path, self.architecture = model_path, architecture
         self.pid = pid if pid is not None else os.getpid()
+        self.sweep = sweep  # run.json `sweep`: {name, index, values}, as a sweep's run has it
         self.epoch, self.step, self.global_step = 1, 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -63,23 +66,34 @@ class FakeRun:
 
     # ---------------------------------------------------------------------------- the script
 
+    def config(self) -> dict[str, Any]:
+        """run.json's config; a sweep's run holds its grid values (`lora.r` → config["lora"]["r"])."""
+        config: dict[str, Any] = {
+            "model": {
+                "path": self.model_path,
+                "quantize": "none",
+                "precision": "auto",
+                "max_length": 128,
+            },
+            "data": {"train": "/data/train.jsonl"},
+            "train": {"epochs": self.epochs, "batch_size": self.batch_size},
+            "output": {"dir": str(self.dir)},
+        }
+        for key, value in ((self.sweep or {}).get("values") or {}).items():
+            *sections, name = key.split(".")
+            table = config
+            for section in sections:
+                table = table.setdefault(section, {})
+            table[name] = value
+        return config
+
     def start(self) -> FakeRun:
         self.writer.update_state(status="initializing", total_epochs=self.epochs, **self.identity())
         self.writer.write_run(
             {
                 "run_id": f"{self.dir.name}-20231114T221320Z",
                 "name": self.dir.name,
-                "config": {
-                    "model": {
-                        "path": self.model_path,
-                        "quantize": "none",
-                        "precision": "auto",
-                        "max_length": 128,
-                    },
-                    "data": {"train": "/data/train.jsonl"},
-                    "train": {"epochs": self.epochs, "batch_size": self.batch_size},
-                    "output": {"dir": str(self.dir)},
-                },
+                "config": self.config(),
                 "model": {
                     "path": self.model_path,
                     "architecture": self.architecture,
@@ -105,6 +119,7 @@ class FakeRun:
                 "tool_version": "0.1.0",
                 "started_at": "2023-11-14T22:13:20+00:00",
                 "resumed_from": None,
+                "sweep": self.sweep,
             }
         )
         self.writer.update_state(
@@ -275,3 +290,52 @@ def scenario(run_dir: str | Path, name: str) -> FakeRun:
     else:
         raise ValueError(f"no scenario {name!r}")
     return run
+
+
+def fake_sweep(
+    directory: str | Path,
+    axes: dict[str, list[Any]],
+    statuses: Sequence[str] | None = None,
+) -> list[FakeRun]:
+    """A sweep's directory as `entrenar-train sweep` leaves it: sweep.json written by the trainer's
+    own SweepRecord, each run a FakeRun tagged with its grid values (run.json `sweep`). Run i's
+    validation losses are shifted by a step of its index, so the runs differ and one is best.
+    `statuses` (one a run; default all completed): completed, running, failed."""
+    from trainer.sweep.plan import Axis, Grid
+    from trainer.sweep.record import SweepRecord, identity
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    grid = Grid([Axis(key, list(values)) for key, values in axes.items()])
+    planned = grid.runs(directory.name)
+    base = {"model": {"path": "/models/all-MiniLM-L6-v2"}, "train": {"epochs": 2}}
+    about = {"parallel": 1, "argv": ["entrenar-train", "sweep", "config.toml"]}
+    record = SweepRecord.begin(directory / Files.SWEEP, identity(grid, base), planned, about, None)
+    record.write()
+    runs = []
+    for run, status in zip(planned, statuses or ["completed"] * len(planned), strict=True):
+        shift = 0.03 * ((run.index * 5) % 7 - 3)
+        fake = FakeRun(
+            directory / run.name,
+            epochs=2,
+            val_losses=[v + shift for v in (0.62, 0.48)],
+            model_path="/models/all-MiniLM-L6-v2",
+            architecture="BertForSequenceClassification",
+            sweep={"name": directory.name, "index": run.index, "values": run.values},
+        ).start()
+        fake.play_epoch()
+        if status != "running":
+            fake.play_epoch()
+            fake.finish(status, error="scripted failure" if status == "failed" else None)
+        best = fake.best or {}
+        record.update_run(
+            run.index,
+            status=status,
+            exit_code=None if status == "running" else int(status != "completed"),
+            best_epoch=best.get("epoch"),
+            best_val_loss=best.get("val_loss"),
+            best_val_accuracy=best.get("val_accuracy"),
+        )
+        runs.append(fake)
+    record.finish("running" if "running" in (statuses or ()) else "completed")
+    return runs

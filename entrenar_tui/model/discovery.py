@@ -19,6 +19,15 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from entrenar_tui.model.sweeps import (
+    BEST_MARK,
+    SweepFile,
+    grid_keys,
+    grid_values,
+    headers,
+    mark_best,
+    read_sweep_file,
+)
 from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
 from entrenar_tui.output import formatting as fmt
 from trainer.monitor.control import trainer_liveness
@@ -89,8 +98,11 @@ def find_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
 
 
 def holds_runs(root: str | Path) -> bool:
-    """root is no run itself but has run directories below it: the browser's case."""
-    return os.path.isdir(root) and not is_run_dir(root) and bool(find_runs(root))
+    """root is no run itself but has run directories below it, or is a sweep's directory (its
+    sweep.json is written before its first run starts): the browser's case."""
+    if not os.path.isdir(root) or is_run_dir(root):
+        return False
+    return os.path.lexists(os.path.join(root, Files.SWEEP)) or bool(find_runs(root))
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,10 @@ class RunSummary:
     started: str
     duration_s: float | None
     problem: str | None = None
+    sweep_name: str = ""  # run.json `sweep`: the sweep that started the run, its index, its values
+    sweep_index: int | None = None
+    grid: tuple[tuple[str, str], ...] = ()  # (grid key, the value's cell text)
+    best: bool = False  # the best run of its sweep (model/sweeps.py mark_best)
 
     @property
     def key(self) -> str:
@@ -121,7 +137,7 @@ class RunSummary:
         if self.epoch is not None and self.total_epochs:
             epoch = f"{self.epoch}/{self.total_epochs}"
         return (
-            self.name,
+            f"{self.name} {BEST_MARK}" if self.best else self.name,
             self.status,
             self.model or fmt.DASH,
             epoch,
@@ -202,6 +218,7 @@ def _summarize(
     typical = elapsed / step if elapsed and isinstance(step, int) and step > 0 else None
     status, reason = effective_status(f.state, now, trainer=trainer, typical_step_s=typical)
     best = state.get("best") or f.result.get("best") or best_of(f.epochs, f.best_epoch) or {}
+    sweep = f.run.get("sweep") or {}
     return RunSummary(
         dir=run_dir,
         name=printable(name),
@@ -215,13 +232,21 @@ def _summarize(
         started=str(f.run.get("started_at") or ""),
         duration_s=elapsed if elapsed is not None else _number(f.result.get("total_time_s")),
         problem=f.problem,
+        sweep_name=str(sweep.get("name") or ""),
+        sweep_index=sweep.get("index"),
+        grid=grid_values(sweep),
     )
 
 
 class RunIndex:
     """Summaries of the runs under a root, re-read per run only when a file of it changed.
     `clock` and `probe` are the app's (injected in tests and snapshots; without a probe, each
-    run's trainer is looked up through its own lock: control.trainer_liveness)."""
+    run's trainer is looked up through its own lock: control.trainer_liveness).
+
+    A sweep's directory (the root, or any folder holding runs) gives the table its grid columns:
+    after a scan, `grid` holds every sweep's keys (model/sweeps.py grid_keys) and `problems` what
+    is wrong with a sweep.json (its folder under the root first); the best run of each sweep is
+    marked (RunSummary.best)."""
 
     def __init__(
         self,
@@ -234,7 +259,10 @@ class RunIndex:
         self.root = Path(root)
         self.clock, self.probe, self.max_depth = clock, probe, max_depth
         self._files: dict[Path, _Files] = {}
+        self._sweeps: dict[Path, SweepFile] = {}
         self.reads = 0  # run directories (re)read: what the cache saves
+        self.grid: tuple[str, ...] = ()
+        self.problems: tuple[str, ...] = ()
 
     def scan(self) -> list[RunSummary]:
         dirs = find_runs(self.root, self.max_depth)
@@ -250,7 +278,32 @@ class RunIndex:
             out.append(_summarize(run_dir, name, cached, now, self.probe))
         for gone in set(self._files) - set(dirs):
             del self._files[gone]
-        return out
+        sweeps = self._scan_sweeps({self.root, *(d.parent for d in dirs)})
+        self.grid = grid_keys(sweeps.values(), out)
+        self.problems = tuple(
+            printable(f"{folder.relative_to(self.root).as_posix()}/{s.problem}")
+            if folder != self.root
+            else s.problem
+            for folder, s in sorted(sweeps.items())
+            if s.problem
+        )
+        return mark_best(out)
+
+    def _scan_sweeps(self, folders: set[Path]) -> dict[Path, SweepFile]:
+        """The sweep.json of each folder that holds one, re-read only when its signature changed."""
+        found = {}
+        for folder in folders:
+            try:
+                st = os.lstat(folder / Files.SWEEP)
+            except OSError:
+                continue
+            signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+            cached = self._sweeps.get(folder)
+            if cached is None or cached.signature != signature:
+                cached = read_sweep_file(folder, signature)
+            found[folder] = cached
+        self._sweeps = found
+        return found
 
 
 # ------------------------------------------------------------------------------ filter and sort
@@ -287,9 +340,26 @@ SORT_KEYS: dict[str, Callable[[RunSummary], Any]] = {
 }
 
 
+def _grid_sort_key(key: str) -> Callable[[RunSummary], Any]:
+    """A grid column's order: numbers by value (4 < 8 < 16), before any text; a dash is unknown."""
+
+    def value(run: RunSummary) -> Any:
+        text = dict(run.grid).get(key)
+        if text is None or text == fmt.DASH:
+            return None
+        try:
+            return (0, float(text), "")
+        except ValueError:
+            return (1, 0.0, text.lower())
+
+    return value
+
+
 def sort_runs(runs: Iterable[RunSummary], column: str, reverse: bool = False) -> list[RunSummary]:
-    """Sorted by a column of SORT_KEYS (ties by name); runs without a value go last either way."""
-    key, runs = SORT_KEYS[column], list(runs)
+    """Sorted by a column of SORT_KEYS or a grid column (`grid:` and its key), ties by name; runs
+    without a value go last either way."""
+    runs, grid = list(runs), column.startswith(GRID_ID)
+    key = _grid_sort_key(column[len(GRID_ID) :]) if grid else SORT_KEYS[column]
     known = [r for r in runs if key(r) is not None]
     unknown = [r for r in runs if key(r) is None]
     known.sort(key=lambda r: r.name.lower())
@@ -324,12 +394,37 @@ def started_text(text: str, now: float | None = None) -> str:
     return when.strftime("%b %d  %Y")
 
 
-def plain_table(runs: list[RunSummary], now: float | None = None) -> str:
-    """The browser's table as plain text (`entrenar-tui monitor ROOT --once`, cron, CI)."""
-    header = tuple(SORT_KEYS)
-    rows = [header, *(r.cells(now) for r in runs)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = {3, 4, 5, 7}
+GRID_ID = "grid:"  # a grid column's key: the prefix and the grid key (never a SORT_KEYS name)
+RIGHT_ALIGNED = frozenset({"epoch", "best val acc", "best val loss", "duration"})
+
+
+def table_columns(grid: Iterable[str] = ()) -> dict[str, str]:
+    """The table's columns, id → header: SORT_KEYS, with a sweep's grid keys after `status`
+    (headers: model/sweeps.py headers). The browser and --once show the same."""
+    base = {name: name for name in SORT_KEYS}
+    cols = {f"{GRID_ID}{k}": label for k, label in headers(grid, taken=base).items()}
+    names = list(base)
+    return {**{n: n for n in names[:2]}, **cols, **{n: n for n in names[2:]}}
+
+
+def row_texts(run: RunSummary, columns: Iterable[str], now: float | None = None) -> list[str]:
+    """The run's text in each of `columns` (ids of table_columns); a dash where its run.json has
+    no value for a grid key."""
+    base = dict(zip(SORT_KEYS, run.cells(now), strict=True))
+    values = dict(run.grid)
+    return [
+        values.get(c[len(GRID_ID) :], fmt.DASH) if c.startswith(GRID_ID) else base[c]
+        for c in columns
+    ]
+
+
+def plain_table(runs: list[RunSummary], now: float | None = None, grid: Iterable[str] = ()) -> str:
+    """The browser's table as plain text (`entrenar-tui monitor ROOT --once`, cron, CI): every
+    column, a sweep's grid keys included, the best run of a sweep marked."""
+    columns = table_columns(grid)
+    rows = [tuple(columns.values()), *(row_texts(r, columns, now) for r in runs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    right = {i for i, c in enumerate(columns) if c in RIGHT_ALIGNED}
     lines = [
         "  ".join(
             cell.rjust(w) if i in right else cell.ljust(w)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, get_args, get_origin, get_type_hints, is_typeddict
 
-from trainer.monitor.schema import Epochs, Files, Result, RunInfo, State
+from trainer.monitor.schema import Epochs, Files, Result, RunInfo, State, Sweep
 from trainer.monitor.text import printable
 from trainer.monitor.values import is_int, is_number
 
@@ -98,7 +98,15 @@ def checks_for(record: type) -> dict[str, Check]:
     return {name: _check_for(t) for name, t in get_type_hints(record).items()}
 
 
+def _anything(value: Any) -> tuple[Any, list[tuple[str, str]]]:
+    """A value the contract leaves open (a grid value: number, string, list...): kept as it is;
+    whoever shows it makes it printable."""
+    return value, []
+
+
 def _check_for(t: Any) -> Check:
+    if t is Any:
+        return _anything
     if is_typeddict(t):
         return _object(checks_for(t))
     origin = get_origin(t)
@@ -113,6 +121,7 @@ STATE = checks_for(State)
 RUN = checks_for(RunInfo)  # `config` is round-tripped to TOML by `s` (never shown)
 RESULT = checks_for(Result)
 EPOCHS = checks_for(Epochs)
+SWEEP = checks_for(Sweep)
 
 
 def _problem(file_name: str, wrong: list[tuple[str, str]]) -> str | None:
@@ -147,3 +156,9 @@ def clean_epochs(
     """epochs.json's records (those that are not objects dropped, fields checked) and best_epoch."""
     cleaned, wrong = _clean({"epochs": epochs, "best_epoch": best_epoch}, EPOCHS)
     return cleaned["epochs"] or [], cleaned["best_epoch"], _problem(Files.EPOCHS, wrong)
+
+
+def clean_sweep(sweep: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """sweep.json's fields checked (the browser reads `keys`, `name` and `runs`)."""
+    cleaned, wrong = _clean(sweep, SWEEP)
+    return cleaned, _problem(Files.SWEEP, wrong)

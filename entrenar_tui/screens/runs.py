@@ -1,5 +1,7 @@
 """The runs browser: every run under a root in a table (sortable, filtered by name, live), Enter
-opens one in the monitor, space selects runs, `c` compares the selected ones."""
+opens one in the monitor, space selects runs, `c` compares the selected ones. On a sweep (a
+sweep.json in the root or in a folder holding runs) the table has a column per grid key and marks
+each sweep's best run."""
 
 from __future__ import annotations
 
@@ -14,13 +16,19 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from entrenar_tui.messages import RunsChanged
-from entrenar_tui.model.discovery import SORT_KEYS, RunSummary, name_filter, sort_runs
+from entrenar_tui.model.discovery import (
+    GRID_ID,
+    RunSummary,
+    name_filter,
+    sort_runs,
+    table_columns,
+)
 from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.help import HELP
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.watch.root_watcher import RootWatcher
-from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
+from entrenar_tui.widgets.runs_table import RunsTable
 from trainer.monitor.text import printable
 
 
@@ -50,7 +58,11 @@ class RunsScreen(Screen):
     HELP_NOTES = """\
 Every run directory under the root, up to 3 levels down, each listed once (a symlink back up the
 tree is not followed twice). **Status** as the monitor works it out (a run whose trainer is gone
-is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
+is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC. On a sweep (a
+sweep.json in the root or beside its runs), a column per grid key after status, and ★ after the
+name of each sweep's best run: the completed run with the lowest best val loss, as sweep.json's
+`best_run` says; `o` sorts by a grid column too. At 80 columns the dates, model, duration, val
+loss and epoch give way first.
 """
     AUTO_FOCUS = "RunsTable"
 
@@ -58,6 +70,8 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
         super().__init__()
         self.root = Path(root)
         self.runs: list[RunSummary] = []
+        self.grid: tuple[str, ...] = ()  # the sweeps' grid keys: columns after status
+        self.sweep_problems: tuple[str, ...] = ()
         self.selected: list[str] = []  # run directories, in the order they were selected
         self.sort_column, self.reverse = "name", False
         self.pattern, self.pattern_error = "", None
@@ -96,11 +110,20 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
 
     def on_runs_changed(self, message: RunsChanged) -> None:
         self.runs, self.mode = message.runs, message.mode or self.mode
+        self.grid, self.sweep_problems = message.grid, message.problems
+        if self.sort_column not in self.sort_columns():  # a grid key that is gone
+            self.sort_column, self.reverse = "name", False
+            self.query_one(RunsTable).set_sort(self.sort_column, self.reverse)
         present = {r.key for r in self.runs}
         self.selected = [k for k in self.selected if k in present]
         self.update_view()
 
     # ------------------------------------------------------------------------------ the view
+
+    def sort_columns(self) -> list[str]:
+        """What `o` cycles through and a header click sorts by: the table's columns in order, a
+        sweep's grid columns included."""
+        return list(table_columns(self.grid))
 
     def visible(self) -> list[RunSummary]:
         """The runs the filter lets through, in the chosen order."""
@@ -113,14 +136,19 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
 
     def update_view(self) -> None:
         shown = self.visible()
-        self.query_one(RunsTable).show(shown, self.selected, self.app.clock())
+        self.query_one(RunsTable).show(shown, self.selected, self.app.clock(), self.grid)
         self.query_one("#runs-filter", Input).set_class(bool(self.pattern_error), "-invalid")
         parts = [f"{fmt.plural(len(self.runs), 'run')} under {shown_path(self.root)}"]
+        best = [r.name for r in self.runs if r.best]
+        if best:
+            parts.append(f"best ★ {', '.join(best)}")
         if len(shown) != len(self.runs):
             parts.append(f"{len(shown)} shown")
         if self.selected:
             parts.append(f"{len(self.selected)} selected (c compares)")
-        parts.append(f"sorted by {self.sort_column}{' ▼' if self.reverse else ' ▲'}")
+        sorted_by = self.sort_column.removeprefix(GRID_ID)
+        parts.append(f"sorted by {sorted_by}{' ▼' if self.reverse else ' ▲'}")
+        parts.extend(self.sweep_problems)
         if self.pattern_error:
             parts.append(self.pattern_error)
         elif self.mode:
@@ -143,7 +171,7 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
         """A click on a header sorts by it; on the sorted one, reverses."""
         event.stop()
         column = str(event.column_key.value)
-        if column not in SORT_KEYS:
+        if column not in self.sort_columns():
             return
         if column == self.sort_column:
             self.reverse = not self.reverse
@@ -184,7 +212,9 @@ is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC.
 
     def action_sort(self) -> None:
         """Sort by the next column (name, status, model, epoch, best val acc, ...)."""
-        self.sort_column = COLUMNS[(COLUMNS.index(self.sort_column) + 1) % len(COLUMNS)]
+        columns = self.sort_columns()
+        at = columns.index(self.sort_column) if self.sort_column in columns else -1
+        self.sort_column = columns[(at + 1) % len(columns)]
         self.reverse = False
         self._sorted()
 

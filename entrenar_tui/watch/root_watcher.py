@@ -51,7 +51,7 @@ class RootWatcher(WatchThread):
             debounce_ms=debounce_ms,
         )
         self.mode = ""
-        self._last: list[RunSummary] | None = None
+        self._last: tuple[list[RunSummary], tuple[str, ...], tuple[str, ...]] | None = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -82,6 +82,8 @@ class RootWatcher(WatchThread):
         except Exception as e:  # a root that became unreadable: say so, keep the last list
             self._set_mode(f"cannot scan {self.root}: {type(e).__name__}")
             return
-        if runs != self._last:
-            self._last = runs
-            self.target.post_message(RunsChanged(self.root, runs, self.mode))
+        listing = (runs, self.index.grid, self.index.problems)
+        if listing != self._last:
+            self._last = listing
+            grid, problems = listing[1:]
+            self.target.post_message(RunsChanged(self.root, runs, self.mode, grid, problems))

@@ -269,6 +269,56 @@ class ControlRequest(Tagged, total=False):
     requested_at: float
 
 
+class SweepAxis(TypedDict, total=False):
+    """One of sweep.json's `grid`: a key and its values as parsed (numbers, strings, lists...)."""
+
+    key: str
+    values: list[Any]
+
+
+class SweepRunEntry(TypedDict, total=False):
+    """One of sweep.json's `runs`, in index order."""
+
+    index: int
+    dir: str
+    values: dict[str, Any]
+    status: str
+    exit_code: int
+    best_epoch: int
+    best_val_loss: float
+    best_val_accuracy: float
+    error: str
+    started_at: str
+    finished_at: str
+
+
+class Sweep(Tagged, total=False):
+    """sweep.json: in a sweep's directory, beside its runs (trainer/sweep/record.py writes it)."""
+
+    name: str
+    keys: list[str]
+    grid: list[SweepAxis]
+    mode: str
+    seed: int
+    samples: int
+    size: int
+    base_config: dict[str, Any]
+    base_config_hash: str
+    config_file: str
+    overrides: list[str]
+    argv: list[str]
+    parallel: int
+    slots: list[dict[str, Any]]
+    pid: int
+    host: str
+    pid_create_time: float
+    status: str
+    started_at: str
+    updated_at: str
+    best_run: int
+    runs: list[SweepRunEntry]
+
+
 class LockOwner(TypedDict, total=False):
     """trainer.lock's text: who holds the lock (the proof is the record lock itself)."""
 
@@ -284,6 +334,7 @@ FILE_TYPES: dict[str, type] = {  # each JSON file of the contract and the type o
     Files.RESULT: Result,
     Files.CONTROL: ControlRequest,
     Files.LOCK: LockOwner,
+    Files.SWEEP: Sweep,
 }
 
 

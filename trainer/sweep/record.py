@@ -6,7 +6,6 @@ a script checks a sweep, and what a rerun of the same command is checked against
 from __future__ import annotations
 
 import hashlib
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from trainer.errors import UserError
 from trainer.monitor.atomic import atomic_write_json
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files, tagged
+from trainer.monitor.sweep import best_index
 from trainer.sweep.plan import Grid, Run
 
 RUN_STATUSES = ("pending", "running", "completed", "stopped", "failed")
@@ -152,15 +152,9 @@ class SweepRecord:
         self.write()
 
     def best_run(self) -> int | None:
-        """The completed run with the lowest best validation loss (the first of equals)."""
-        scored = [
-            (r["best_val_loss"], r["index"])
-            for r in self.doc["runs"]
-            if r["status"] == "completed"
-            and isinstance(r["best_val_loss"], (int, float))
-            and math.isfinite(r["best_val_loss"])
-        ]
-        return min(scored)[1] if scored else None
+        """The completed run with the lowest best validation loss (the first of equals): the rule
+        the runs browser marks its best run by (trainer.monitor.sweep.best_index)."""
+        return best_index((r["index"], r["status"], r["best_val_loss"]) for r in self.doc["runs"])
 
     def write(self) -> None:
         self.doc["best_run"] = self.best_run()

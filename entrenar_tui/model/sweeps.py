@@ -1,0 +1,104 @@
+"""What the runs browser shows of a sweep: its grid keys as columns (sweep.json `keys`, in order),
+each run's grid values (run.json `sweep.values`) as short printable cells, and its best run.
+
+sweep.json is untrusted input like any run file: it is read through the contract's safe reader (a
+FIFO, a huge file or a link is a problem line, never a hang) and its values checked against the
+contract's types (model/validation.py). A run's values come from its own run.json, so a sweep whose
+sweep.json is unreadable still shows them (keys in the order the runs name them). No Textual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from entrenar_tui.model.validation import clean_sweep
+from entrenar_tui.output import formatting as fmt
+from trainer.monitor.reader import ContractError, read_contract_json
+from trainer.monitor.schema import Files
+from trainer.monitor.sweep import best_index
+from trainer.monitor.text import printable
+
+MAX_CELL = 16  # a grid value's cell, in characters: long values end in …
+BEST_MARK = "★"  # after the best run's name, in the browser and in --once
+
+
+@dataclass(frozen=True)
+class SweepFile:
+    """What a sweep.json said, as of one stat signature: its grid keys, or what is wrong with it."""
+
+    signature: tuple[int, int, int] | None
+    keys: tuple[str, ...]
+    problem: str | None
+
+
+def read_sweep_file(sweep_dir: Path, signature: tuple[int, int, int] | None) -> SweepFile:
+    """sweep_dir/sweep.json's keys (printable, each once); none and no problem when there is no
+    sweep.json; none and a problem when it cannot be read or holds values of the wrong type."""
+    try:
+        raw = read_contract_json(sweep_dir / Files.SWEEP)
+    except ContractError as e:
+        return SweepFile(signature, (), printable(e))
+    if raw is None:
+        return SweepFile(signature, (), None)
+    cleaned, problem = clean_sweep(raw)
+    keys = tuple(dict.fromkeys(cleaned.get("keys") or []))
+    return SweepFile(signature, keys, problem)
+
+
+def value_text(value: Any) -> str:
+    """A grid value as a cell: lists joined with commas, booleans as TOML writes them, printable,
+    at most MAX_CELL characters."""
+    if isinstance(value, list):
+        text = ",".join(value_text(v) for v in value)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = fmt.DASH
+    else:
+        text = str(value)
+    text = printable(text)
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def grid_values(tag: Any) -> tuple[tuple[str, str], ...]:
+    """run.json `sweep.values` (already checked to be an object) as (key, cell text) pairs."""
+    values = (tag or {}).get("values") if isinstance(tag, dict) else None
+    if not isinstance(values, dict):
+        return ()
+    return tuple((printable(k), value_text(v)) for k, v in values.items())
+
+
+def grid_keys(sweeps: Iterable[SweepFile], runs: Iterable[Any]) -> tuple[str, ...]:
+    """The table's grid columns: each sweep.json's keys in its order, then any key a run names that
+    no sweep.json did (a sweep.json that is missing or unreadable)."""
+    keys = [k for sweep in sweeps for k in sweep.keys]
+    keys += [k for run in runs for k, _text in run.grid]
+    return tuple(dict.fromkeys(keys))
+
+
+def headers(keys: Iterable[str], taken: Iterable[str] = ()) -> dict[str, str]:
+    """Each grid key's column header: its last part (`lora.r` → `r`), or the whole key when that
+    part is shared by another key or by a column of the table (`taken`)."""
+    keys, taken = list(keys), set(taken)
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {
+        k: part if last.count(part) == 1 and part not in taken else k
+        for k, part in zip(keys, last, strict=True)
+    }
+
+
+def mark_best(runs: list[Any]) -> list[Any]:
+    """The runs with `best` set on the best run of each sweep (runs of one sweep: the same folder
+    and sweep name), by trainer.monitor.sweep.best_index, the rule of sweep.json's `best_run`."""
+    groups: dict[tuple[Path, str], list[Any]] = {}
+    for run in runs:
+        if run.sweep_index is not None:
+            groups.setdefault((run.dir.parent, run.sweep_name), []).append(run)
+    best = set()
+    for members in groups.values():
+        index = best_index((r.sweep_index, r.status, r.best_val_loss) for r in members)
+        best |= {r.key for r in members if r.sweep_index == index}
+    return [replace(r, best=r.key in best) if r.best != (r.key in best) else r for r in runs]
