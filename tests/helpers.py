@@ -16,6 +16,7 @@ from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.watch.run_watcher import RunWatcher
 from tests.conftest import patience
+from trainer.monitor.writer import MonitorWriter
 
 FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
 SIZE = (100, 32)
@@ -84,3 +85,16 @@ def copy_run(src: Path, dst: Path, *, checkpoints: bool = False) -> Path:
     ignore = None if checkpoints else shutil.ignore_patterns("checkpoints")
     shutil.copytree(src, dst, symlinks=True, ignore=ignore)
     return dst
+
+
+def hook_steps(monkeypatch, at_global_step: int, action) -> None:
+    """Call action(run_dir) right after the trainer appends the step `at_global_step` (to stop,
+    crash or kill a real run at an exact point)."""
+    original = MonitorWriter.append_step
+
+    def hooked(self, record):
+        original(self, record)
+        if record["global_step"] == at_global_step:
+            action(self.dir)
+
+    monkeypatch.setattr(MonitorWriter, "append_step", hooked)

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, patience, write_config, write_corpus
+from tests.helpers import hook_steps
 from tests.test_reliability import check_run_dir_readable
 from trainer.cli import main
 from trainer.config import load_config
@@ -69,17 +70,6 @@ def straight(tmp_path_factory, tiny_bert_dir, data) -> Path:
     tmp = tmp_path_factory.mktemp("straight")
     assert train(load_config(config_in(tmp, tiny_bert_dir, data))) == 0
     return tmp / "run"
-
-
-def hook_steps(monkeypatch, at_global_step: int, action) -> None:
-    original = MonitorWriter.append_step
-
-    def hooked(self, record):
-        original(self, record)
-        if record["global_step"] == at_global_step:
-            action(self.dir)
-
-    monkeypatch.setattr(MonitorWriter, "append_step", hooked)
 
 
 def files_of(run: Path) -> dict[str, int]:

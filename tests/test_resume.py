@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import run_cli, write_config, write_corpus
+from tests.helpers import hook_steps
 from trainer.cli import main
 from trainer.config import load_config
 from trainer.monitor.atomic import atomic_write_json
@@ -72,17 +73,6 @@ def straight(tmp_path_factory, tiny_bert_dir, data) -> Path:
     tmp = tmp_path_factory.mktemp("straight")
     assert train(load_config(make_config(tmp, tiny_bert_dir, data))) == 0
     return tmp / "run"
-
-
-def hook_steps(monkeypatch, at_global_step: int, action) -> None:
-    original = MonitorWriter.append_step
-
-    def hooked(self, record):
-        original(self, record)
-        if record["global_step"] == at_global_step:
-            action(self.dir)
-
-    monkeypatch.setattr(MonitorWriter, "append_step", hooked)
 
 
 def assert_same_as_straight(run: Path, straight: Path) -> None:
