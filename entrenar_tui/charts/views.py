@@ -1,7 +1,7 @@
 """What each chart shows, built from the RunModel at the chart's width: points (already binned to
 the dot columns, min and max per bin), the current/min/max/best numbers, and the best-epoch marks.
 A ChartView (the chart controls: smoothing, log-Y, x axis, outliers, zoom, cursor) changes what the
-per-step charts draw; the arithmetic lives in chart_math."""
+per-step charts draw; the arithmetic lives in charts/math.py."""
 
 from __future__ import annotations
 
