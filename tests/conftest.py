@@ -134,6 +134,13 @@ def tiny_qwen2_dir(tmp_path_factory, corpus_texts) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> Path:
+    """120 labelled commands: the corpus of the exact-resume, auto-resume and disk-full runs (a
+    module may define its own `data`, as test_distributed does)."""
+    return write_corpus(tmp_path_factory.mktemp("data") / "train.jsonl", n=120)
+
+
 @pytest.fixture
 def small_corpus(tmp_path) -> Path:
     return write_corpus(tmp_path / "train.jsonl", n=160)

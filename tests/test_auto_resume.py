@@ -60,11 +60,6 @@ def assert_same_as(run: Path, straight: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("data") / "train.jsonl", n=120)
-
-
-@pytest.fixture(scope="module")
 def straight(tmp_path_factory, tiny_bert_dir, data) -> Path:
     """The uninterrupted run the others are compared with."""
     tmp = tmp_path_factory.mktemp("straight")

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, write_config, write_corpus
+from tests.conftest import REPO, write_config
 from trainer.cli import main
 from trainer.config import load_config
 from trainer.monitor import writer as writer_module
@@ -39,11 +39,6 @@ def make_config(tmp: Path, model_dir: Path, data: Path) -> Path:
         data={"val_split": 0.5},
         train={"epochs": EPOCHS, "batch_size": 8, "save_every": 0},
     )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("data") / "train.jsonl", n=120)
 
 
 @pytest.fixture(scope="module")

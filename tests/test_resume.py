@@ -63,11 +63,6 @@ def request_stop(run: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("data") / "train.jsonl", n=120)
-
-
-@pytest.fixture(scope="module")
 def straight(tmp_path_factory, tiny_bert_dir, data) -> Path:
     """The uninterrupted run every resumed run is compared with."""
     tmp = tmp_path_factory.mktemp("straight")
