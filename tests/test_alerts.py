@@ -18,12 +18,23 @@ from entrenar_tui.alerts import (
     Alert,
     AlertLog,
     AlertSettings,
+    Detector,
+    StepColumns,
     detect,
     notify_command,
     run_notify,
     split_notify_command,
 )
+from trainer.monitor.reader import (
+    STALE_MIN_S,
+    STALE_STEPS,
+    StepHistory,
+    StepTail,
+    effective_status,
+)
+from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
+from trainer.monitor.writer import MonitorWriter
 
 T0 = 1_700_000_000.0
 
@@ -85,10 +96,10 @@ def test_a_stall_fires_once_after_k_median_intervals_and_a_new_stall_again():
 
 
 def test_no_stall_below_the_minimum_seconds_nor_while_not_running():
-    steps = run_steps([1.0] * 30, interval=0.1)  # 10 × the median is 1 s; the minimum is 120 s
+    steps = run_steps([1.0] * 30, interval=0.1)  # 10 × the median is 1 s; the minimum is 30 s
     last_t = steps[-1]["t"]
-    assert detect(steps, [], "running", last_t + 119, AlertSettings()) == []
-    assert [a.key for a in detect(steps, [], "running", last_t + 120)] == ["stall@step:30"]
+    assert detect(steps, [], "running", last_t + 29, AlertSettings()) == []
+    assert [a.key for a in detect(steps, [], "running", last_t + 30)] == ["stall@step:30"]
     for status in ("validating", "initializing", "stopping", "completed", "crashed"):
         assert [a for a in detect(steps, [], status, last_t + 1000) if a.kind == "stalled"] == []
     assert detect(steps[:2], [], "running", last_t + 1000) == []  # too few steps for a median
@@ -104,6 +115,21 @@ def test_a_long_validation_or_a_resume_is_not_a_stall():
     assert "no step for 0:10" in stalled[0].message
 
 
+def test_a_hung_trainer_is_told_stalled_before_the_monitor_calls_it_crashed():
+    """The heartbeat stops with the steps: the monitor shows `crashed` after max(60 s, 20 steps);
+    the stall alert must come first, while the status still reads running."""
+    assert AlertSettings().stall_factor < STALE_STEPS and AlertSettings().stall_min_s < STALE_MIN_S
+    for interval in (0.05, 1.0, 2.0, 30.0):
+        steps = run_steps([1.0] * 40, interval=interval)
+        last_t = steps[-1]["t"]
+        state = {"status": "running", "heartbeat": last_t, "pid": 1}
+        now = last_t
+        while not detect(steps, [], "running", now):
+            now += interval / 4
+        shown, _ = effective_status(state, now, trainer="alive", typical_step_s=interval)
+        assert shown == "running", (interval, now - last_t)
+
+
 # -- NaN / Inf -----------------------------------------------------------------------------------
 
 
@@ -113,8 +139,29 @@ def test_a_nan_loss_fires_once_per_stretch_at_its_first_step():
     nans = [a for a in told if a.kind == "nan"]
     assert [a.key for a in nans] == ["nan@step:21", "nan@step:35"]
     assert first_told["nan@step:21"] == 21 and first_told["nan@step:35"] == 35
-    assert [a.message for a in nans] == ["loss is NaN at step 21", "loss is Inf at step 35"]
+    assert [a.message for a in nans] == [
+        "non-finite loss (NaN/Inf) at step 21",
+        "non-finite loss (NaN/Inf) at step 35",
+    ]
     assert [a.kind for a in told] == ["nan", "nan"]  # the NaNs are no spike
+
+
+def test_nan_written_as_null_is_found_in_the_monitors_own_columns(tmp_path):
+    """The writer writes NaN/Inf as null; read back by the monitor's reader into its StepHistory,
+    the alert finds them there without a dict per step."""
+    writer = MonitorWriter(tmp_path)
+    losses = [1.0] * 10 + [math.nan, math.inf] + [1.0] * 5
+    for record in run_steps(losses):
+        writer.append_step(record)
+    writer.close()
+    assert b'"loss":null' in (tmp_path / Files.STEPS).read_bytes()
+    history = StepHistory()
+    history.add(StepTail(tmp_path / Files.STEPS).read())
+    columns = StepColumns.from_history(history)
+    assert [a.key for a in detect(columns, [], "running", T0 + 17)] == ["nan@step:11"]
+    # the same from the records as dicts with null (None) losses
+    records = [json.loads(line) for line in (tmp_path / Files.STEPS).read_text().splitlines()]
+    assert detect(records, [], "running", T0 + 17) == detect(columns, [], "running", T0 + 17)
 
 
 def test_a_run_of_nans_is_capped():
@@ -220,6 +267,76 @@ def test_the_end_of_a_run_fires_once(status, key, kind, message):
     for i, now_status in enumerate(["initializing", "running", "running", status, status, status]):
         told += log.new(detect(steps, [], now_status, steps[-1]["t"] + i))
     assert told == [Alert(key, kind, message)]
+
+
+def test_the_end_says_the_error_and_a_run_without_steps_is_keyed_at_zero():
+    steps = run_steps([1.0] * 5)
+    error = "non-finite loss (nan) at epoch 1 step 6; weights left at the last good step"
+    assert detect(steps, [], "failed", T0 + 10, error=error) == [
+        Alert("finished:failed@step:5", "finished", f"the run failed at step 5: {error}")
+    ]
+    assert detect([], [], "crashed", T0) == [
+        Alert("crashed@step:0", "crashed", "the trainer crashed before its first step")
+    ]
+
+
+def spiky_columns(n, seed=0):
+    """A noisy loss with spikes and NaNs scattered through it, as the monitor's columns."""
+    rng = np.random.default_rng(seed)
+    loss = np.array(smooth_losses(n, seed=seed))
+    loss[rng.choice(n, 12, replace=False)] *= 8
+    loss[rng.choice(n, 6, replace=False)] = math.nan
+    return StepColumns(np.arange(1.0, n + 1), loss, T0 + np.arange(n), edits=0)
+
+
+def test_a_detector_fed_step_by_step_finds_what_detect_finds_at_once():
+    full = spiky_columns(3000)
+    at_once = detect(full, [], "running", T0)
+    spikes = [a for a in at_once if a.kind == "spike"]
+    assert len(spikes) >= 5  # the check below compares something
+    rng = np.random.default_rng(1)
+    detector, log, told = Detector(), AlertLog(), []
+    n = 0
+    while n < 3000:
+        n = min(3000, n + int(rng.integers(1, 200)))  # the file grows by uneven pieces
+        grown = StepColumns(full.global_step[:n], full.loss[:n], full.t[:n], edits=0)
+        told += log.new(detector.detect(grown, [], "running", T0))
+    assert sorted(told, key=lambda a: a.key) == sorted(at_once, key=lambda a: a.key)
+
+
+def test_a_detector_starts_again_when_steps_are_redone():
+    losses = [1.0 + 0.01 * (i % 5) for i in range(100)]
+    losses[80] = 9.0
+    steps = StepColumns(np.arange(1.0, 101), np.array(losses), T0 + np.arange(100), edits=0)
+    detector = Detector()
+    assert [a.key for a in detector.detect(steps, [], "running", T0)] == ["spike@step:81"]
+    redone = np.array(losses)
+    redone[80] = 1.0  # a resume redid step 81 without the spike: the column was edited in place
+    edited = StepColumns(steps.global_step, redone, steps.t, edits=1)
+    assert detector.detect(edited, [], "running", T0) == []
+
+
+def test_detect_reads_a_million_steps_quickly():
+    """A monitor runs detect on every refresh: the columns of a million steps, not a Python loop
+    over them."""
+    n = 1_000_000
+    t = T0 + 0.1 * np.arange(n)
+    columns = StepColumns(np.arange(1.0, n + 1), np.array(smooth_losses(n, noise=0.02)), t)
+    started = time.perf_counter()
+    assert detect(columns, [], "running", t[-1] + 1) == []
+    assert time.perf_counter() - started < 3.0  # ~0.3 s on a shared core; generous for a busy box
+    # a detector watching the run pays for the new steps only
+    detector = Detector()
+    head = StepColumns(columns.global_step[:-100], columns.loss[:-100], t[:-100], edits=0)
+    detector.detect(head, [], "running", t[-1])
+    started = time.perf_counter()
+    assert (
+        detector.detect(
+            StepColumns(columns.global_step, columns.loss, t, edits=0), [], "running", t[-1] + 1
+        )
+        == []
+    )
+    assert time.perf_counter() - started < 0.5  # ~5 ms
 
 
 def test_each_kind_can_be_turned_off():
