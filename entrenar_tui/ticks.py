@@ -50,6 +50,32 @@ def nice_ticks(lo: float, hi: float, max_ticks: int = 5, integer: bool = False) 
     multiple of a fitting step falls inside, the roundest value inside is taken. `integer` keeps
     steps >= 1 (an axis of steps or epochs). lo == hi gives [lo]; NaN/Inf gives []
     (callers leave non-finite values out of the range)."""
+    return _linear(lo, hi, max_ticks, integer, lambda span: _steps_from(span / max_ticks, integer))
+
+
+def time_ticks(lo: float, hi: float, max_ticks: int = 5) -> list[float]:
+    """nice_ticks for elapsed seconds: the steps between lo and hi are clock-round (1, 2, 5, 10,
+    15, 30 s; 1, 2, 5, 10, 15, 30 min; 1, 2, 3, 6, 12 h; then days), so that a wall-time axis
+    reads 0:00, 10:00, 20:00 rather than 0:00, 8:20, 16:40."""
+    return _linear(lo, hi, max_ticks, True, lambda span: _time_steps(span / max_ticks))
+
+
+CLOCK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
+DAY_S = 86400
+
+
+def _time_steps(raw: float):
+    """Clock-round steps in seconds, as (mantissa, exponent 0), the first one at or below raw."""
+    steps = [s for s in CLOCK_STEPS_S if s >= raw]
+    start = CLOCK_STEPS_S.index(steps[0]) - 1 if steps else len(CLOCK_STEPS_S) - 1
+    for seconds in CLOCK_STEPS_S[max(start, 0) :]:
+        yield seconds, 0
+    for days, _ in _steps_from(1, True):  # 1, 2, 5, 10, 20... days
+        yield days * DAY_S, 0
+
+
+def _linear(lo: float, hi: float, max_ticks: int, integer: bool, steps) -> list[float]:
+    """lo, hi and the multiples of the first of steps(span) that keeps within max_ticks."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return []
     lo, hi = min(lo, hi), max(lo, hi)
@@ -57,8 +83,7 @@ def nice_ticks(lo: float, hi: float, max_ticks: int = 5, integer: bool = False) 
         return [float(lo)]
     if max_ticks <= 2:
         return [float(lo), float(hi)]
-    span = hi - lo
-    for mantissa, exponent in _steps_from(span / max_ticks, integer):
+    for mantissa, exponent in steps(hi - lo):
         inner = _inner(lo, hi, mantissa, exponent)
         if len(inner) + 2 <= max_ticks:
             break

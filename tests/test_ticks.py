@@ -7,7 +7,14 @@ import math
 
 import pytest
 
-from entrenar_tui.ticks import log_ticks, nice_ticks, place, tick_label, y_label_kind
+from entrenar_tui.ticks import (
+    log_ticks,
+    nice_ticks,
+    place,
+    tick_label,
+    time_ticks,
+    y_label_kind,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +60,20 @@ def test_integer_axes_step_by_whole_numbers():
     assert nice_ticks(0, 52, 5, integer=True) == [0.0, 20.0, 40.0, 52.0]
     assert nice_ticks(1, 3, 5, integer=True) == [1.0, 2.0, 3.0]  # not 1.5, 2.5
     assert nice_ticks(3, 4, 5, integer=True) == [3.0, 4.0]  # no whole number between
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "labels"),
+    [
+        (0, 90, ["0:00", "0:30", "1:00", "1:30"]),
+        (0, 1500, ["0:00", "10:00", "20:00", "25:00"]),  # not 0:00, 8:20, 16:40
+        (0, 5 * 3600, ["0:00", "2:00:00", "4:00:00", "5:00:00"]),
+        (100, 4000, ["1:40", "30:00", "1:06:40"]),  # 1:00:00 crowds the end: left out
+        (0, 12 * 86400, ["0:00", "5d00h", "10d00h", "12d00h"]),
+    ],
+)
+def test_wall_time_ticks_are_clock_round(lo, hi, labels):
+    assert [tick_label(v, "time") for v in time_ticks(lo, hi, 5)] == labels
 
 
 def test_degenerate_linear_ranges():
