@@ -5,6 +5,7 @@ be pinned by tests on known series."""
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Sequence
@@ -32,10 +33,13 @@ def _steps_from(raw: float, integer: bool):
         exponent += 1
 
 
-def _inner(lo: float, hi: float, mantissa: int, exponent: int) -> list[float]:
-    """The multiples of the step strictly inside (lo, hi), less those crowding an end."""
+def _inner(lo: float, hi: float, mantissa: int, exponent: int, most: int) -> list[float] | None:
+    """The multiples of the step strictly inside (lo, hi), less those crowding an end; None when
+    there are more than `most` (+2 that crowding could remove), without listing them."""
     step = _decimal(mantissa, exponent)
     first, last = math.ceil(lo / step), math.floor(hi / step)
+    if last - first + 1 > most + 2:
+        return None
     values = (_decimal(k * mantissa, exponent) for k in range(first, last + 1))
     margin = CROWD_FRACTION * step
     return [v for v in values if lo + margin <= v <= hi - margin]
@@ -66,12 +70,11 @@ DAY_S = 86400
 
 def _time_steps(raw: float):
     """Clock-round steps in seconds, as (mantissa, exponent 0), the first one at or below raw."""
-    steps = [s for s in CLOCK_STEPS_S if s >= raw]
-    start = CLOCK_STEPS_S.index(steps[0]) - 1 if steps else len(CLOCK_STEPS_S) - 1
-    for seconds in CLOCK_STEPS_S[max(start, 0) :]:
-        yield seconds, 0
-    for days, _ in _steps_from(1, True):  # 1, 2, 5, 10, 20... days
-        yield days * DAY_S, 0
+    if raw < DAY_S:
+        for seconds in CLOCK_STEPS_S[max(0, bisect.bisect_right(CLOCK_STEPS_S, raw) - 1) :]:
+            yield seconds, 0
+    for mantissa, exponent in _steps_from(raw / DAY_S, True):  # 1, 2, 5, 10, 20... days
+        yield mantissa * 10**exponent * DAY_S, 0
 
 
 def _linear(lo: float, hi: float, max_ticks: int, integer: bool, steps) -> list[float]:
@@ -84,8 +87,8 @@ def _linear(lo: float, hi: float, max_ticks: int, integer: bool, steps) -> list[
     if max_ticks <= 2:
         return [float(lo), float(hi)]
     for mantissa, exponent in steps(hi - lo):
-        inner = _inner(lo, hi, mantissa, exponent)
-        if len(inner) + 2 <= max_ticks:
+        inner = _inner(lo, hi, mantissa, exponent, max_ticks - 2)
+        if inner is not None and len(inner) + 2 <= max_ticks:
             break
     if not inner:
         roundest = _roundest_inside(lo, hi, integer)

@@ -4,7 +4,9 @@ and a log axis, how each label reads in its series' format, and on which row eac
 from __future__ import annotations
 
 import math
+import time
 
+import numpy as np
 import pytest
 
 from entrenar_tui.ticks import (
@@ -164,3 +166,25 @@ def test_placing_degenerate_ranges():
     assert place([0.0, 2.0, math.nan], 0.0, 1.0, 10) == [0, None, None]  # outside, NaN: none
     assert place([0.0, 1.0], 0.0, 1.0, 0) == [None, None]
     assert place([0.0, 1.0], 0.0, 1.0, 1) == [0, None]
+
+
+def test_ticks_of_random_ranges_keep_their_promises():
+    """Seeded random ranges over 16 decades: sorted distinct ticks, the ends first and last, at
+    most max_ticks, at least one between; clock-round ticks of spans up to decades come fast."""
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        exponent = int(rng.integers(-8, 8))
+        lo = float(rng.uniform(-1, 1) * 10.0**exponent)
+        hi = lo + float(rng.uniform(1e-3, 1) * 10.0 ** (exponent + int(rng.integers(-3, 3))))
+        max_ticks = int(rng.integers(3, 9))
+        ticks = nice_ticks(lo, hi, max_ticks)
+        assert ticks == sorted(set(ticks)) and ticks[0] == lo and ticks[-1] == hi, (lo, hi, ticks)
+        assert 3 <= len(ticks) <= max_ticks, (lo, hi, max_ticks, ticks)
+        seconds = abs(hi - lo) * 10.0 ** (7 - exponent)  # up to ~30 years
+        started = time.perf_counter()
+        ticks = time_ticks(0, seconds, max_ticks)
+        assert time.perf_counter() - started < 0.5  # no listing of a billion 1-second multiples
+        assert ticks == sorted(set(ticks)) and len(ticks) <= max_ticks, (seconds, ticks)
+        if lo > 0:
+            ticks = log_ticks(lo, hi)
+            assert ticks == sorted(set(ticks)) and lo <= ticks[0] and ticks[-1] <= hi, (lo, hi)
