@@ -8,8 +8,10 @@ import json
 import math
 import os
 import shlex
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -429,3 +431,15 @@ def test_a_bad_notify_command_is_refused_by_name():
         split_notify_command("notify-send 'oops")
     with pytest.raises(ValueError, match="--notify-cmd: empty command"):
         split_notify_command("   ")
+
+
+def test_ticks_and_alerts_are_pure():
+    """Neither module pulls in Textual, Rich or torch: the charts and --once can use them alike."""
+    code = (
+        "import sys, entrenar_tui.ticks, entrenar_tui.alerts; "
+        "print(sorted(m for m in ('textual', 'rich', 'torch', 'transformers') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
