@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from entrenar_tui.alerts import (
+from entrenar_tui.model.alerts import (
     Alert,
     AlertLog,
     AlertSettings,
@@ -436,7 +436,7 @@ def test_a_bad_notify_command_is_refused_by_name():
 def test_ticks_and_alerts_are_pure():
     """Neither module pulls in Textual, Rich or torch: the charts and --once can use them alike."""
     code = (
-        "import sys, entrenar_tui.ticks, entrenar_tui.alerts; "
+        "import sys, entrenar_tui.charts.ticks, entrenar_tui.model.alerts; "
         "print(sorted(m for m in ('textual', 'rich', 'torch', 'transformers') if m in sys.modules))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from entrenar_tui.ticks import (
+from entrenar_tui.charts.ticks import (
     log_ticks,
     nice_ticks,
     place,

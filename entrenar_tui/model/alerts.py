@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from entrenar_tui import chart_math as cm
-from entrenar_tui import formatting as fmt
+from entrenar_tui.charts import math as cm
+from entrenar_tui.output import formatting as fmt
 from trainer.monitor.reader import StepHistory, finite
 from trainer.monitor.schema import FINAL_STATUSES
-from trainer.monitor.text import printable
+from trainer.monitor.text import duration, printable
+from trainer.monitor.values import is_number
 
 KINDS = ("stalled", "nan", "spike", "val_rising", "crashed", "finished")
 
@@ -245,9 +246,7 @@ def _rising_alerts(epochs: Sequence[Mapping[str, Any]], settings: AlertSettings)
     """An alert where validation loss has risen rising_epochs epochs in a row, keyed by the epoch
     that makes the streak that long; a streak that goes on is the same event, a new one after a
     fall is another. Epochs without a finite val_loss are left out."""
-    known = [
-        (e.get("epoch"), float(e["val_loss"])) for e in epochs if fmt.is_number(e.get("val_loss"))
-    ]
+    known = [(e.get("epoch"), float(e["val_loss"])) for e in epochs if is_number(e.get("val_loss"))]
     alerts: list[Alert] = []
     streak = 0
     for i in range(1, len(known)):
@@ -283,15 +282,14 @@ def _stall_alerts(
         return []
     median = float(np.median(intervals))
     since = float(times[-1])
-    if fmt.is_number(running_since):
+    if is_number(running_since):
         since = max(since, running_since)
     waited = now - since
     if waited < max(settings.stall_factor * median, settings.stall_min_s):
         return []
     last = steps.step(len(steps) - 1)
     message = (
-        f"no step for {fmt.duration(waited)} since step {last} "
-        f"(a step takes {median:.3g} s, median)"
+        f"no step for {duration(waited)} since step {last} (a step takes {median:.3g} s, median)"
     )
     return [Alert(f"stall@step:{last}", "stalled", message)]
 

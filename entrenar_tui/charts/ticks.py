@@ -10,7 +10,9 @@ import math
 import re
 from collections.abc import Sequence
 
-from entrenar_tui import formatting as fmt
+from entrenar_tui.output import formatting as fmt
+from trainer.monitor.text import duration
+from trainer.monitor.values import is_number
 
 NICE_MANTISSAS = (1, 2, 5)  # steps are 1, 2 or 5 × 10^k
 CROWD_FRACTION = 0.25  # an inner tick closer than this many steps to lo or hi is left out
@@ -146,7 +148,7 @@ def tick_label(value: float, kind: str) -> str:
     - time: elapsed wall time on the x axis, as fmt.duration shows it, `1:30`, `2:05:00`."""
     if kind not in LABEL_KINDS:
         raise ValueError(f"unknown tick label kind {kind!r} (one of {', '.join(LABEL_KINDS)})")
-    if not fmt.is_number(value):
+    if not is_number(value):
         return fmt.metric(value)  # NaN/Inf spelled out, a dash for anything else
     if kind == "percent":
         return re.sub(r"\.0%$", "%", fmt.percent(value))
@@ -158,7 +160,7 @@ def tick_label(value: float, kind: str) -> str:
         sign = "-" if value < 0 else ""
         return sign + re.sub(r"\.0(?=[KMB]$)", "", fmt.params(abs(value))).replace("K", "k")
     if kind == "time":
-        return fmt.duration(value)
+        return duration(value)
     return _plain(value)
 
 
