@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 
 from trainer.monitor.schema import Files
@@ -238,6 +239,24 @@ class FakeRun:
                 self.validate(done)
             self.end_epoch()
 
+    def resume(self) -> None:
+        """A resume at this point (the checkpoint at the current global step): run.json's
+        resumed_from grows by one entry, as the trainer writes it."""
+        info = orjson.loads((self.dir / Files.RUN).read_bytes())
+        at = self.global_step
+        info["resumed_from"] = [
+            *(info.get("resumed_from") or []),
+            {
+                "checkpoint": str(self.dir / "checkpoints" / "last"),
+                "at": T0 + at * self.step_s,
+                "global_step": at,
+                "overrides": [],
+                "note": f"resumed from checkpoints/last at step {at}",
+                "elastic": None,
+            },
+        ]
+        self.writer.write_run(info)
+
     def finish(self, status: str = "completed", error: str | None = None) -> None:
         self.writer.write_result(
             {
@@ -258,8 +277,20 @@ class FakeRun:
 
 
 def scenario(run_dir: str | Path, name: str) -> FakeRun:
-    """A run directory in one of the states the screenshots and snapshot tests show."""
-    run = FakeRun(run_dir).start()
+    """A run directory in one of the states the screenshots and snapshot tests show. The `long`
+    ones run 10 epochs with a resume after epoch 4 (more epochs than the table has rows)."""
+    run = FakeRun(run_dir, epochs=10 if name.startswith("long") else 4).start()
+    if name.startswith("long"):
+        for epoch in range(1, 8 if name == "long_running" else 11):
+            run.play_epoch()
+            if epoch == 4:
+                run.resume()
+        if name == "long_running":
+            for _ in range(7):
+                run.train_step()
+        else:
+            run.finish("completed")
+        return run
     if name == "running":
         run.play_epoch()
         run.play_epoch()

@@ -143,10 +143,9 @@ def test_the_best_marker_moves_when_a_better_epoch_lands(tmp_path):
         run.play_epoch()  # 0.40: the new best
         await until(pilot, lambda: starred() == ["4"], "the star moves to epoch 4")
         assert "★0.4000" in str(chart.render()) and chart.source(10).best_epoch == 4
-        data = chart.source(2 * chart.size.width)
-        assert (
-            data.highlight and max(data.highlight) == 2 * chart.size.width - 1
-        )  # the last epoch, at the right edge
+        columns = len(chart.last_data.points)
+        data = chart.source(columns)
+        assert data.highlight and max(data.highlight) == columns - 1  # the last epoch: right edge
 
     run_app(app, body)
 

@@ -14,7 +14,9 @@ from entrenar_tui.app import MonitorApp
 from entrenar_tui.charts import braille
 from entrenar_tui.charts import math as cm
 from entrenar_tui.screens.monitor import MonitorScreen
+from entrenar_tui.widgets.cursor_line import CursorLine
 from entrenar_tui.widgets.metric_chart import MetricChart
+from trainer.monitor.text import duration
 from tests.helpers import run_model, until
 
 NAN = float("nan")
@@ -137,7 +139,7 @@ def drawn(app) -> tuple:
     """(chart data, stats line) of the train loss chart, rendered now."""
     chart = app.screen.query_one("#train-loss", MetricChart)
     text = str(chart.render())
-    return chart.last_data, text.split("\n")[0], 2 * chart.size.width
+    return chart.last_data, text.split("\n")[0], len(chart.last_data.points)
 
 
 def run_on(trained_run, body, size=(100, 32)):
@@ -210,24 +212,32 @@ def test_log_y_draws_log10_of_the_values(trained_run):
 def test_the_cursor_names_the_exact_loss_and_global_step(trained_run):
     steps = steps_of(trained_run)
 
+    def readout(app) -> str:
+        line = app.screen.query_one(CursorLine)
+        assert line.display
+        return line.text
+
     async def body(pilot, app):
         await pilot.press("c")
         _, stats, columns = drawn(app)
         last = steps[-1]
-        assert f"step {last['global_step']}: {last['loss']:.6g}" in stats
+        text = readout(app)
+        assert text.startswith(f"step {last['global_step']} · train loss {last['loss']:.6g} · ")
+        assert f"train acc {last['accuracy'] * 100:.6g}%" in text  # accuracy in %, every digit
+        assert f"learning rate {last['lr']:.6g}" in text
+        assert "▏" not in stats and "★" in stats  # the chart keeps its numbers
         stride = max(1, len(steps) // columns)
         await pilot.press("left", "left", "left")
-        _, stats, _ = drawn(app)
         rec = steps[-1 - 3 * stride]
-        assert f"step {rec['global_step']}: {rec['loss']:.6g}" in stats
+        assert readout(app).startswith(f"step {rec['global_step']} · train loss {rec['loss']:.6g}")
         data, _, _ = drawn(app)
         assert data.cursor_column is not None
         await pilot.press("a")  # x axis: epoch; the cursor says which epoch as well
-        _, stats, _ = drawn(app)
-        assert f"ep {rec['global_step'] / 75:.2f} step {rec['global_step']}" in stats
-        await pilot.press("c")
-        _, stats, _ = drawn(app)
-        assert "▏" not in stats and "★" in stats  # the numbers are back
+        assert readout(app).startswith(f"epoch {rec['global_step'] / 75:.2f} · step ")
+        await pilot.press("right_square_bracket")  # smoothing on: the smoothed value after ~
+        assert f"train loss {rec['loss']:.6g} ~" in readout(app)
+        await pilot.press("left_square_bracket", "c")
+        assert not app.screen.query_one(CursorLine).display  # off: the line goes
         assert not app.screen.check_action("move_cursor", ())  # arrows go back to the widgets
 
     run_on(trained_run, body)
@@ -266,9 +276,11 @@ def test_outliers_and_the_time_axis(trained_run):
         assert "by time" in stats
         edges = cm.time_edges(np.array([r["t"] for r in steps]), columns)
         approx_points(data.points, cm.bin_minmax(loss, edges))
+        elapsed = duration(steps[-1]["t"] - steps[0]["t"])
+        assert data.x_ticks[0] == (0, "0:00")  # the x axis reads wall time from the first step
         await pilot.press("c")
-        _, stats, _ = drawn(app)
-        assert f"step {steps[-1]['global_step']}" in stats and ":" in stats.split("step")[0]
+        text = app.screen.query_one(CursorLine).text
+        assert text.startswith(f"{elapsed} · step {steps[-1]['global_step']} · train loss ")
 
     run_on(trained_run, body)
 

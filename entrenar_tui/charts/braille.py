@@ -24,6 +24,7 @@ class Canvas:
     rows: list[str]
     highlighted: list[list[bool]]
     dim: list[list[bool]] = field(default_factory=list)
+    bounds: tuple[float, float] | None = None  # the y range drawn (bottom, top): the axis's labels
 
 
 def value_range(points: Sequence[Point]) -> tuple[float, float] | None:
@@ -99,7 +100,7 @@ def render(
         [not b and bool(c) for b, c in zip(row, brow, strict=True)]
         for row, brow in zip(bits, back, strict=True)
     ]
-    return Canvas(rows, marks, dim)
+    return Canvas(rows, marks, dim, bounds)
 
 
 def _draw(

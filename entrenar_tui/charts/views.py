@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from entrenar_tui.charts import axes
 from entrenar_tui.charts import math as cm
+from entrenar_tui.charts import ticks as tk
 from entrenar_tui.charts.braille import Point
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.output import formatting as fmt
@@ -124,8 +126,10 @@ class ChartData:
     background: Sequence[Point] = ()  # the raw curve behind a smoothed one (drawn dim)
     bounds: tuple[float, float] | None = None  # a fixed y range (outliers ignored)
     cursor_column: int | None = None  # the dot column under the cursor
-    cursor_text: str | None = None  # what the stats line says while the cursor is on
     tags: str = ""  # which controls are on, after the title
+    log_y: bool = False  # the points are log10 values (the y labels say the real ones)
+    x_ticks: list[tuple[int, str]] = field(default_factory=list)  # (dot column, label)
+    x_marks: list[tuple[int, str]] = field(default_factory=list)  # (dot column, axes.*_MARK)
 
 
 def _finite(v) -> float | None:
@@ -185,16 +189,16 @@ def step_chart(
     else:
         points = series.downsample(columns)
     data = _chart_data(model, series, best_key, points, 0, n, format, short)
+
+    def column(i: int) -> int:
+        return column_of(i, n, columns) if n < columns else i * columns // n
+
     best_steps = _best_epoch_indexes(model)
     if best_steps is not None:
         first, last = best_steps
         if first <= last:
-            if n < columns:
-                data.highlight = set(
-                    range(column_of(first, n, columns), column_of(last, n, columns) + 1)
-                )
-            else:
-                data.highlight = set(range(first * columns // n, last * columns // n + 1))
+            data.highlight = set(range(column(first), column(last) + 1))
+    data.x_ticks, data.x_marks = x_decoration(model, "step", 0, n, columns, column)
     return data
 
 
@@ -214,8 +218,7 @@ def _viewed_step_chart(
     series = history.series[name]
     n = len(series)
     start, stop = cm.zoom_window(n, view.zoom)
-    raw_all = series.values.array
-    raw = raw_all[start:stop]
+    raw = series.values.array[start:stop]
     smooth_values = None
     if smooth and view.smoothing > 0:  # over the whole run, as TensorBoard does, then the window
         smooth_values = smoothed(series, view.smoothing)[start:stop]
@@ -242,6 +245,8 @@ def _viewed_step_chart(
     data.background = points(shown_raw) if smooth_values is not None else ()
     data.bounds = cm.outlier_range(shown_raw) if view.outliers else None
     data.tags = view.tags(smooth)
+    data.log_y = view.log_y
+    data.x_ticks, data.x_marks = x_decoration(model, view.x_axis, start, stop, columns, column)
     best_steps = _best_epoch_indexes(model)
     if best_steps is not None:
         first, last = best_steps
@@ -249,38 +254,105 @@ def _viewed_step_chart(
         if first <= last:
             data.highlight = set(range(column(first), column(last) + 1))
     if view.cursor is not None and m:
-        i = max(start, min(stop - 1, view.cursor))
-        data.cursor_column = column(i - start)
-        data.cursor_text = cursor_text(model, i, view, raw_all, smooth_values, start)
+        data.cursor_column = column(max(start, min(stop - 1, view.cursor)) - start)
     return data
 
 
-def cursor_text(
-    model: RunModel,
-    i: int,
-    view: ChartView,
-    raw: np.ndarray,
-    smoothed: np.ndarray | None,
-    start: int,
-) -> str:
-    """The cursor's readout: where (global step, and epoch or wall time when that is the x axis)
-    and the exact value there (and the smoothed one)."""
+def cursor_readout(model: RunModel, view: ChartView, charts: Sequence[tuple[str, str, bool]]) -> str:
+    """The cursor line: where the cursor is (global step, and the epoch or wall time when that is
+    the x axis) and each step series' exact value there, the smoothed one after `~` while
+    smoothing is on. charts: (title, series name, smoothed?) in the order they are drawn."""
     history = model.history
-    step = history.global_steps[i]
+    n = len(history)
+    if view.cursor is None or not n:
+        return ""
+    i = max(0, min(n - 1, view.cursor))
+    step = int(history.global_steps.array[i])
     where = f"step {step:,}"
     spe = model.steps_per_epoch
     if view.x_axis == "epoch" and spe:
-        where = f"ep {step / spe:.2f} {where}"
+        where = f"epoch {step / spe:.2f} · {where}"
     elif view.x_axis == "time":
         t = history.series["t"].values.array
         if math.isfinite(t[i]) and math.isfinite(t[0]):
-            where = f"{duration(t[i] - t[0])} {where}"
-    value = cm.value_at(raw, i)
-    text = f"{where}: {fmt.DASH if value is None else f'{value:.6g}'}"
-    if smoothed is not None:
-        s = cm.value_at(smoothed, i - start)
-        text += f" ~{fmt.DASH if s is None else f'{s:.6g}'}"
-    return text
+            where = f"{duration(t[i] - t[0])} · {where}"
+    parts = [where]
+    for title, name, smooth in charts:
+        series = history.series[name]
+        exact = exact_value(name, cm.value_at(series.values.array, i))
+        if smooth and view.smoothing > 0:
+            exact += " ~" + exact_value(name, cm.value_at(smoothed(series, view.smoothing), i))
+        parts.append(f"{title} {exact}")
+    return " · ".join(parts)
+
+
+def exact_value(name: str, value: float | None) -> str:
+    """A value as the cursor reads it: every digit that matters; an accuracy in %."""
+    if value is None:
+        return fmt.DASH
+    if name == "accuracy":
+        return f"{value * 100:.6g}%"
+    return f"{value:.6g}"
+
+
+def x_decoration(
+    model: RunModel,
+    x_axis: str,
+    start: int,
+    stop: int,
+    columns: int,
+    column: Callable[[int], int],
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The x labels and marks of a step chart showing history indexes [start, stop) on `columns`
+    dot columns (`column` maps an index in the window to its dot column): ticks in the x unit
+    (global step, epoch, or wall time since the run's first step), the epoch boundaries (when
+    there are not too many to read) and the resume points (run.json resumed_from)."""
+    history = model.history
+    if stop <= start or columns <= 0:
+        return [], []
+    steps = history.global_steps.array[start:stop]
+    spe = model.steps_per_epoch
+    count = axes.x_label_count(columns // 2)
+    where = steps.astype(np.float64)  # each index's x value, non-decreasing
+    if x_axis == "time":
+        t = history.series["t"].values.array
+        first = t[np.isfinite(t)]
+        if len(first):
+            window = t[start:stop]
+            filled = np.maximum.accumulate(np.where(np.isfinite(window), window, -np.inf))
+            where = np.where(np.isfinite(filled), filled, first[0]) - first[0]
+        else:
+            x_axis = "step"
+    if x_axis == "epoch" and not spe:
+        x_axis = "step"
+    if x_axis == "epoch":
+        where = where / spe
+    lo, hi = float(where[0]), float(where[-1])
+    if x_axis == "time":
+        values, kind = tk.time_ticks(lo, hi, count), "time"
+    elif x_axis == "epoch":
+        values, kind = tk.nice_ticks(lo, hi, count), "epoch"
+    else:
+        values, kind = tk.nice_ticks(lo, hi, count, integer=True), "count"
+
+    def index_of(x: float) -> int:
+        return min(len(where) - 1, int(np.searchsorted(where, x - 1e-9 * max(1.0, abs(x)))))
+
+    ticks = [(column(index_of(v)), tk.tick_label(v, kind)) for v in values]
+    marks: list[tuple[int, str]] = []
+    first_step, last_step = int(steps[0]), int(steps[-1])
+    if spe:
+        boundaries = range((first_step // spe + 1) * spe, last_step, spe)
+        if 0 < len(boundaries) <= columns // 4:
+            for b in boundaries:  # between an epoch's last step and the next one's first
+                i = int(np.searchsorted(steps, b, "right"))
+                marks.append((column(min(i, len(steps) - 1)), axes.EPOCH_MARK))
+    for resume in (model.run or {}).get("resumed_from") or []:
+        at = resume.get("global_step") if isinstance(resume, dict) else None
+        if is_number(at) and first_step <= at <= last_step:
+            i = int(np.searchsorted(steps, at, "right"))
+            marks.append((column(min(i, len(steps) - 1)), axes.RESUME_MARK))
+    return ticks, marks
 
 
 def epoch_chart(
@@ -309,7 +381,15 @@ def epoch_chart(
         format=format,
         short=short,
         tags="log" if log_y else "",
+        log_y=log_y,
     )
+    n = len(values)
+    if n and columns > 0:
+        count = axes.x_label_count(columns // 2)
+        data.x_ticks = [
+            (column_of(int(e) - 1, n, columns), tk.tick_label(e, "epoch"))
+            for e in tk.nice_ticks(1, n, count, integer=True)
+        ]
     if best_index is not None and columns > 0:
         x = column_of(best_index, len(values), columns)
         cell = x - x % 2  # both dot columns of its terminal cell
@@ -318,8 +398,9 @@ def epoch_chart(
 
 
 def column_of(i: int, n: int, columns: int) -> int:
-    """The dot column of point i of n spread over the width (first at the left edge, last at the right)."""
-    return 0 if n <= 1 else round(i * (columns - 1) / (n - 1))
+    """The dot column of point i of n spread over the width (first at the left edge, last at the
+    right; a lone point in the middle)."""
+    return (columns - 1) // 2 if n <= 1 else round(i * (columns - 1) / (n - 1))
 
 
 def interpolate(values: Sequence[float | None], columns: int) -> list[Point]:
@@ -328,9 +409,13 @@ def interpolate(values: Sequence[float | None], columns: int) -> list[Point]:
     n = len(values)
     if n == 0 or columns <= 0:
         return []
-    if n == 1:
-        v = values[0]
-        return [None if v is None else (v, v)] * columns
+    if n == 1:  # a marker (one cell's two dot columns) where column_of puts it, not a line
+        out: list[Point] = [None] * columns
+        middle = column_of(0, 1, columns)
+        for x in (middle - middle % 2, middle - middle % 2 + 1):
+            if 0 <= x < columns and values[0] is not None:
+                out[x] = (values[0], values[0])
+        return out
     out: list[Point] = []
     for x in range(columns):
         pos = x * (n - 1) / (columns - 1) if columns > 1 else 0.0

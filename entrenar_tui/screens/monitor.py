@@ -2,7 +2,8 @@
 (started on mount, stopped on unmount) and folds the watcher's messages into the model itself; the
 app lends it shared services only (clock, liveness probe, controller, poll settings).
 
-Header, progress, resources, validation bar, charts, epoch table, the log pane, problems, footer.
+Header, progress, resources, validation bar, charts, the cursor line, epoch table, the log pane,
+problems, footer.
 The chart controls (smoothing, log-Y, x axis, outliers, zoom, cursor) and the log pane are keys
 here; what the user chose is remembered (settings.py; the theme by the app). x/r/s act through
 the app's Controller; nothing here ever stops training on quit."""
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.scalar import Scalar
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
@@ -28,6 +30,7 @@ from entrenar_tui.charts.views import (
     X_AXES,
     ZOOMS,
     ChartView,
+    cursor_readout,
     epoch_chart,
     step_chart,
 )
@@ -38,6 +41,7 @@ from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HELP
 from entrenar_tui.watch.run_watcher import RunWatcher
+from entrenar_tui.widgets.cursor_line import CursorLine
 from entrenar_tui.widgets.epoch_table import EpochTable
 from entrenar_tui.widgets.log_pane import LogPane
 from entrenar_tui.widgets.metric_chart import MetricChart
@@ -61,6 +65,30 @@ EPOCH_CHARTS = (  # id, title, epochs.json key, format, narrow format
     ("val-loss", "val loss", "val_loss", fmt.metric, fmt.metric3),
     ("val-acc", "val acc", "val_accuracy", fmt.percent, fmt.percent),
 )
+
+
+CHARTS_MIN = 12  # three stacked charts of 4 rows each: title, 2 plot rows, the x axis
+TABLE_MIN = 3  # the epoch table's header and its last two rows
+LOG_MIN, LOG_MAX = 4, 12  # the log pane's border and at least 2 lines
+
+
+def pane_heights(rest: int, table_rows: int, log_on: bool) -> tuple[int, int]:
+    """(epoch table, log pane) heights when `rest` rows are left below the fixed lines (0: hidden).
+    The charts take what the panes leave, never less than CHARTS_MIN while the panes can give way:
+    first the log pane shrinks to its minimum, then the table to its last rows, then the table
+    goes, and only then the log pane (shown because the user asked for it)."""
+    room = rest - CHARTS_MIN
+    table = min(table_rows, max(TABLE_MIN, rest * 3 // 10))
+    log = min(LOG_MAX, max(LOG_MIN, rest // 4)) if log_on else 0
+    if table + log > room and log:
+        log = max(LOG_MIN, room - table)
+    if table + log > room:
+        table = max(min(TABLE_MIN, table_rows), room - log)
+    if table + log > room:
+        table = 0
+    if table + log > room:
+        log = 0
+    return table, log
 
 
 class MonitorScreen(Screen):
@@ -105,6 +133,7 @@ ended inside an epoch (■ stopped 7/12).
         self.watcher: RunWatcher | None = None
         self.view = ChartView()
         self.settings = user_settings.Settings()
+        self.log_wanted = False  # the log pane is on (l); fit_panes may still hide it
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="≋")
@@ -118,6 +147,7 @@ ended inside an epoch (■ stopped 7/12).
             with Vertical(id="val-charts"):
                 for chart_id, title, *_ in EPOCH_CHARTS:
                     yield MetricChart(title, id=chart_id)
+        yield CursorLine(id="cursor-line")
         yield EpochTable(id="epochs")
         yield LogPane(id="log-pane")
         yield ProblemsLine()
@@ -238,6 +268,8 @@ ended inside an epoch (■ stopped 7/12).
                         model, s, b, columns, f, sh, view, sm
                     )
                 )
+            readout = [(title, series, smooth) for _, title, series, *_, smooth in STEP_CHARTS]
+            self.query_one(CursorLine).show(cursor_readout(model, view, readout))
         if epochs:
             view = self.view
             for chart_id, _title, key, f, short in EPOCH_CHARTS:
@@ -248,6 +280,27 @@ ended inside an epoch (■ stopped 7/12).
                 )
         self.query_one(EpochTable).show(model)
         self.query_one(ProblemsLine).show(model)
+        self.fit_panes()
+
+    def on_resize(self) -> None:
+        self.fit_panes()
+
+    def fit_panes(self) -> None:
+        """Give the charts their rows first (pane_heights): the epoch table scrolls to its last
+        rows, the log pane shrinks, before any chart gets too short to read."""
+        table, log = self.query_one(EpochTable), self.query_one(LogPane)
+        fixed = (RunProgress, ResourcesLine, ValidationBar, CursorLine, ProblemsLine)
+        used = 2 + sum(  # the header and the footer: one row each
+            w.outer_size.height or 1 for kind in fixed for w in self.query(kind) if w.display
+        )
+        wanted = 1 + table.row_count  # its header and every row
+        heights = pane_heights(self.size.height - used, wanted, self.log_wanted)
+        for pane, height in zip((table, log), heights, strict=True):
+            pane.display = height > 0
+            if height and pane.styles.height != Scalar.from_number(height):
+                pane.styles.height = height
+        if heights[0] and heights[0] < wanted:
+            table.call_after_refresh(table.scroll_end, animate=False)
 
     # ------------------------------------------------------------------------ x / r / s / ?
 
@@ -333,7 +386,7 @@ ended inside an epoch (■ stopped 7/12).
         self.settings, notice = user_settings.load()
         st = self.settings
         self.view = ChartView(st.smoothing, st.log_y, st.x_axis, st.outliers, st.zoom)
-        self.query_one(LogPane).display = st.log_pane
+        self.log_wanted = st.log_pane
         if notice:
             self.app.notify(notice, severity="warning", timeout=8)
 
@@ -342,7 +395,7 @@ ended inside an epoch (■ stopped 7/12).
         v, st = self.view, self.settings
         st.smoothing, st.log_y, st.x_axis = v.smoothing, v.log_y, v.x_axis
         st.outliers, st.zoom = v.outliers, v.zoom
-        st.log_pane = bool(self.query_one(LogPane).display)
+        st.log_pane = self.log_wanted
         st.theme = self.app.theme  # the app remembers it as it changes (settings.follow_theme)
         try:
             user_settings.save(st)
@@ -356,11 +409,13 @@ ended inside an epoch (■ stopped 7/12).
     # ------------------------------------------------------------------------ chart controls, log
 
     def action_toggle_log(self) -> None:
+        self.log_wanted = not self.log_wanted
+        self._changed()
         pane = self.query_one(LogPane)
-        pane.display = not pane.display
         if pane.display:
             pane.poll()
-        self._changed()
+        elif self.log_wanted:
+            self.app.notify("no room for the log pane at this size: the charts come first")
 
     def action_smoothing(self, direction: int) -> None:
         """[ / ]: the EMA weight in steps of 0.05 within [0, 0.99] (0 = off)."""
@@ -402,7 +457,8 @@ ended inside an epoch (■ stopped 7/12).
 
         n = len(self.model.history)
         start, stop = zoom_window(n, self.view.zoom)
-        columns = max(1, 2 * self.query_one("#train-loss", MetricChart).size.width)
+        chart = self.query_one("#train-loss", MetricChart)
+        columns = max(1, len(chart.last_data.points) if chart.last_data else 2 * chart.size.width)
         stride = max(1, (stop - start) // columns)
         self.view.cursor = cursor_move(self.view.cursor or 0, direction * stride, start, stop)
         self.update_view(steps=True)

@@ -1,7 +1,8 @@
-"""One metric as a titled braille chart: a line of numbers (current, min, max, best) over the
-chart. Binning happens at render time at the widget's own width, so a million steps cost the same
-as a thousand. Under the chart controls it also draws the raw curve dim behind a smoothed one, the
-cursor's column, and the cursor's readout in place of the numbers."""
+"""One metric as a titled braille chart in a frame: a line of numbers (current, min, max, best)
+over the chart, y labels down its left side, and the x axis under it with its labels, the epoch
+boundaries (┴) and the resume points (↻). Binning happens at render time at the plot's own width,
+so a million steps cost the same as a thousand. Under the chart controls it also draws the raw
+curve dim behind a smoothed one and the cursor's column (its readout is the screen's cursor line)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import ClassVar
 from rich.text import Text
 from textual.widget import Widget
 
-from entrenar_tui.charts import braille
+from entrenar_tui.charts import axes, braille
 from entrenar_tui.charts.views import ChartData
 from entrenar_tui.output import formatting as fmt
+
+GUESSED_LABEL_CELLS = 6  # y labels such as `0.573`, `43.2%`, `1.5e-04`: measured, then redrawn
 
 
 class MetricChart(Widget):
@@ -24,8 +27,10 @@ class MetricChart(Widget):
         "metric-chart--best",
         "metric-chart--raw",
         "metric-chart--cursor",
+        "metric-chart--axis",
+        "metric-chart--resume",
     }
-    DEFAULT_CSS = "MetricChart { height: 1fr; min-height: 2; }"
+    DEFAULT_CSS = "MetricChart { height: 1fr; min-height: 4; }"
 
     def __init__(self, title: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -40,29 +45,39 @@ class MetricChart(Widget):
 
     def render(self) -> Text:
         width, height = self.size.width, self.size.height
-        data = self.source(2 * width) if self.source and width > 0 else ChartData([])
+        if not (self.source and width > 0):
+            self.last_data = ChartData([])
+            return self._stats_line(self.last_data, width)
+        rows = height - 2 if height >= 4 else height - 1  # the axis line needs 2 plot rows
+        gutter = GUESSED_LABEL_CELLS
+        data = self.source(2 * max(1, width - gutter - 1))
+        if rows > 0 and data.points:
+            labels = self._y_labels(data, rows, braille.value_range([*data.points, *data.background]))
+            if labels.width != gutter and width - labels.width - 1 >= axes.MIN_PLOT_CELLS:
+                gutter = labels.width
+                data = self.source(2 * (width - gutter - 1))
+        framed = rows > 0 and width - gutter - 1 >= axes.MIN_PLOT_CELLS and bool(data.points)
+        plot = width - gutter - 1 if framed else width
+        if not framed and len(data.points) != 2 * width:
+            data = self.source(2 * width)
         self.last_data = data
         text = self._stats_line(data, width)
-        if height <= 1:
+        if rows <= 0:
             return text
         canvas = braille.render(
             data.points,
-            width,
-            height - 1,
+            plot,
+            rows,
             highlight=data.highlight,
             background=data.background,
             bounds=data.bounds,
         )
-        styles = {
-            "line": self._style("line"),
-            "best": self._style("best"),
-            "raw": self._style("raw"),
-            "cursor": self._style("cursor"),
-        }
+        y = self._y_labels(data, rows, canvas.bounds) if framed else None
+        styles = {part: self._style(part) for part in ("line", "best", "raw", "cursor", "axis")}
         cursor = None if data.cursor_column is None else data.cursor_column // 2
-        for y, row in enumerate(canvas.rows):
-            marks = canvas.highlighted[y]
-            dim = canvas.dim[y] if canvas.dim else [False] * len(row)
+        for r, row in enumerate(canvas.rows):
+            marks = canvas.highlighted[r]
+            dim = canvas.dim[r] if canvas.dim else [False] * len(row)
 
             def kind(x: int, marks=marks, dim=dim) -> str:
                 if x == cursor:
@@ -70,12 +85,23 @@ class MetricChart(Widget):
                 return "best" if marks[x] else ("raw" if dim[x] else "line")
 
             text.append("\n")
+            if y is not None:
+                label = y.labels[r][-gutter:].rjust(gutter)
+                text.append(label + ("┤" if label.strip() else "│"), styles["axis"])
             start = 0
             for x in range(1, len(row) + 1):  # one span per run of equal style, not per cell
                 if x == len(row) or kind(x) != kind(start):
                     text.append(row[start:x], styles[kind(start)])
                     start = x
+        if framed and height >= 4:
+            text.append("\n" + " " * gutter + "└", styles["axis"])
+            part = {axes.AXIS: "axis", axes.LABEL: "label", axes.EPOCH_MARK: "axis"}
+            for chunk, kind_ in axes.x_axis(plot, data.x_ticks, data.x_marks):
+                text.append(chunk, self._style(part.get(kind_, "resume")))
         return text
+
+    def _y_labels(self, data: ChartData, rows: int, bounds) -> axes.YAxis:
+        return axes.y_axis(bounds, rows, log=data.log_y, fraction=data.format is fmt.percent)
 
     def _style(self, part: str):
         return self.get_component_rich_style(f"metric-chart--{part}")
@@ -84,8 +110,6 @@ class MetricChart(Widget):
         """Title and numbers (current, min, max, best), dropping detail until it fits."""
         if not data.points:
             return self._assemble([("", "no data yet")], "  ", width, data.tags)
-        if data.cursor_text is not None:
-            return self._assemble([("▏", data.cursor_text)], " ", width, data.tags)
         variants = []
         for f in (data.format, data.short or data.format):
             best = f(data.best) if data.best is not None else ""

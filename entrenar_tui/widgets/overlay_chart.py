@@ -2,7 +2,8 @@
 shared value range and a shared x axis (step or epoch: a shorter run covers the left part). Each run
 draws in its own colour (component classes overlay-chart--series-0..7); where runs cross in a cell,
 the one listed later is on top. The title line is also the legend: each run's name and last value
-in its colour.
+in its colour. The frame (y labels, the x axis line with step or epoch labels) is charts/axes.py's,
+as on the run screen.
 
 charts/braille.py draws one series on its own scale; the multi-series drawing is here, on braille's
 public pieces (fit, value_range, the dot bits), so the monitor's charts stay as they are.
@@ -18,7 +19,8 @@ from typing import ClassVar
 from rich.text import Text
 from textual.widget import Widget
 
-from entrenar_tui.charts import braille
+from entrenar_tui.charts import axes, braille
+from entrenar_tui.charts import ticks as tk
 from entrenar_tui.model.comparison import PALETTE_SIZE
 from entrenar_tui.output import formatting as fmt
 from trainer.monitor.reader import Series
@@ -83,7 +85,7 @@ class OverlayChart(Widget):
         "overlay-chart--label",
         *(f"overlay-chart--series-{i}" for i in range(PALETTE_SIZE)),
     }
-    DEFAULT_CSS = "OverlayChart { height: 1fr; min-height: 3; }"
+    DEFAULT_CSS = "OverlayChart { height: 1fr; min-height: 4; }"
 
     def __init__(
         self, title: str, format: Callable[[object], str] = fmt.metric, *, id: str | None = None
@@ -106,11 +108,40 @@ class OverlayChart(Widget):
         text = self._legend()
         if height <= 1 or width <= 0 or self.message:
             return text
-        for row in self._canvas(width, height - 1):
+        framed = height >= 4  # a frame: y labels and an x axis line under 2+ plot rows
+        rows = height - 2 if framed else height - 1
+        canvas, bounds = self._canvas(width, rows)
+        y = axes.y_axis(bounds, rows, fraction=self.format is fmt.percent)
+        gutter = y.width
+        framed = framed and y.width > 0 and width - gutter - 1 >= axes.MIN_PLOT_CELLS
+        if framed:
+            canvas, bounds = self._canvas(width - gutter - 1, rows)
+            y = axes.y_axis(bounds, rows, fraction=self.format is fmt.percent)
+        muted = self.get_component_rich_style("overlay-chart--label")
+        for r, row in enumerate(canvas):
             text.append("\n")
+            if framed:
+                label = y.labels[r][-gutter:].rjust(gutter)
+                text.append(label + ("┤" if label.strip() else "│"), muted)
             for chunk, colour in row:
                 text.append(chunk, self.series_style(colour) if colour >= 0 else None)
+        if framed:
+            plot = width - gutter - 1
+            text.append("\n" + " " * gutter + "└", muted)
+            for chunk, _kind in axes.x_axis(plot, self._x_ticks(2 * plot)):
+                text.append(chunk, muted)
         return text
+
+    def _x_ticks(self, columns: int) -> list[tuple[int, str]]:
+        """Labels for the shared x axis: step (or epoch) 1 to the longest run's length."""
+        longest = max((len(s) for s in self.series), default=0)
+        if not longest:
+            return []
+        values = tk.nice_ticks(1, longest, axes.x_label_count(columns // 2), integer=True)
+        return [
+            (round((v - 1) * (columns - 1) / max(longest - 1, 1)), tk.tick_label(v, "count"))
+            for v in values
+        ]
 
     def _legend(self) -> Text:
         text = Text(self.title, style=self.get_component_rich_style("overlay-chart--title"))
@@ -132,8 +163,10 @@ class OverlayChart(Widget):
         text.no_wrap = True
         return text
 
-    def _canvas(self, width: int, height: int) -> list[list[tuple[str, int]]]:
-        """Rows of (braille text, palette slot or -1) runs."""
+    def _canvas(
+        self, width: int, height: int
+    ) -> tuple[list[list[tuple[str, int]]], tuple[float, float] | None]:
+        """Rows of (braille text, palette slot or -1) runs, and the y range they are drawn on."""
         columns = 2 * width
         longest = max(len(s) for s in self.series)
         placed: list[tuple[OverlaySeries, list[Point]]] = []
@@ -158,7 +191,7 @@ class OverlayChart(Widget):
                     row.append((chunk, owner_row[start]))
                     start = x
             rows.append(row)
-        return rows
+        return rows, bounds
 
 
 def _draw(
