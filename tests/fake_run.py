@@ -10,6 +10,7 @@ import math
 import os
 import socket
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +249,7 @@ class FakeRun:
             *(info.get("resumed_from") or []),
             {
                 "checkpoint": str(self.dir / "checkpoints" / "last"),
-                "at": T0 + at * self.step_s,
+                "at": datetime.fromtimestamp(T0 + at * self.step_s, timezone.utc).isoformat(),
                 "global_step": at,
                 "overrides": [],
                 "note": f"resumed from checkpoints/last at step {at}",

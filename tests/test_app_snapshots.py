@@ -10,20 +10,27 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
+from entrenar_tui.widgets.log_pane import LogPane
 from tests.conftest import patience
 from tests.fake_run import FakeRun, scenario
 from tests.helpers import run_model, run_screen
 from trainer.monitor.schema import Files
 
-# The screens a user meets, at the 80×24 floor, one in the room of 200×60.
+# The screens a user meets, at the 80×24 floor and at 120×34 (the long runs: 10 epochs, resumed
+# once, more epochs than the table has rows), with and without the log pane, one in 200×60.
 CASES = {
-    "running": ("running", "alive", (80, 24)),
-    "validating": ("validating", "alive", (80, 24)),
-    "completed": ("completed", "gone", (80, 24)),
-    "completed_wide": ("completed", "gone", (200, 60)),
-    "failed": ("failed", "gone", (100, 30)),
-    "crashed": ("crashed", "gone", (80, 24)),
+    "running": ("long_running", "alive", (80, 24), False),
+    "running_log": ("long_running", "alive", (80, 24), True),
+    "running_120": ("long_running", "alive", (120, 34), False),
+    "running_120_log": ("long_running", "alive", (120, 34), True),
+    "completed": ("long_completed", "gone", (80, 24), False),
+    "completed_120_log": ("long_completed", "gone", (120, 34), True),
+    "validating": ("validating", "alive", (80, 24), False),
+    "completed_wide": ("completed", "gone", (200, 60), False),
+    "failed": ("failed", "gone", (100, 30), False),
+    "crashed": ("crashed", "gone", (80, 24), False),
 }
+LOG_LINES = "".join(f"epoch {e}/10 done: train loss 0.{60 - e}21 | val loss 0.4{e}0\n" for e in range(1, 8))
 
 
 def pinned_app(run: FakeRun, probe: str) -> MonitorApp:
@@ -50,7 +57,7 @@ async def loaded(pilot) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_screen(case, tmp_path, snap_compare):
-    name, probe, size = CASES[case]
+    name, probe, size, log = CASES[case]
     run = scenario(tmp_path / "exp-001", name) if name != "crashed" else None
     if run is None:
         run = FakeRun(tmp_path / "exp-001", pid=999_999).start()
@@ -59,7 +66,21 @@ def test_screen(case, tmp_path, snap_compare):
             run.train_step()
     app = pinned_app(run, probe)
     app.expected_steps = run.global_step
-    assert snap_compare(app, terminal_size=size, run_before=loaded)
+    if log:
+        (run.dir / Files.LOG).write_text(LOG_LINES, encoding="utf-8")
+
+    async def shown(pilot):
+        await loaded(pilot)
+        if log:
+            await pilot.press("l")
+            pane = pilot.app.screen.query_one(LogPane)
+            deadline = time.monotonic() + patience(10)
+            while len(pane.lines) < 7:
+                assert time.monotonic() < deadline, "the log did not show"
+                await pilot.pause(0.02)
+            await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=shown)
 
 
 def test_stop_confirmation(tmp_path, snap_compare):

@@ -16,8 +16,8 @@ from entrenar_tui.charts import math as cm
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.cursor_line import CursorLine
 from entrenar_tui.widgets.metric_chart import MetricChart
-from trainer.monitor.text import duration
 from tests.helpers import run_model, until
+from trainer.monitor.text import duration
 
 NAN = float("nan")
 

@@ -16,7 +16,7 @@ from entrenar_tui.charts import axes, braille
 from entrenar_tui.charts.views import ChartData
 from entrenar_tui.output import formatting as fmt
 
-GUESSED_LABEL_CELLS = 6  # y labels such as `0.573`, `43.2%`, `1.5e-04`: measured, then redrawn
+GUESSED_LABEL_CELLS = 5  # y labels such as `0.573`, `43.2%`, `1.5e-04`: measured, then redrawn
 
 
 class MetricChart(Widget):
@@ -49,30 +49,33 @@ class MetricChart(Widget):
             self.last_data = ChartData([])
             return self._stats_line(self.last_data, width)
         rows = height - 2 if height >= 4 else height - 1  # the axis line needs 2 plot rows
-        gutter = GUESSED_LABEL_CELLS
-        data = self.source(2 * max(1, width - gutter - 1))
-        if rows > 0 and data.points:
-            labels = self._y_labels(data, rows, braille.value_range([*data.points, *data.background]))
-            if labels.width != gutter and width - labels.width - 1 >= axes.MIN_PLOT_CELLS:
-                gutter = labels.width
-                data = self.source(2 * (width - gutter - 1))
-        framed = rows > 0 and width - gutter - 1 >= axes.MIN_PLOT_CELLS and bool(data.points)
-        plot = width - gutter - 1 if framed else width
-        if not framed and len(data.points) != 2 * width:
-            data = self.source(2 * width)
+        gutter, y = GUESSED_LABEL_CELLS, axes.YAxis([], 0)
+        for _ in range(3):  # the labels' width depends on the range drawn, which on the width
+            framed = rows > 0 and width - gutter - 1 >= axes.MIN_PLOT_CELLS
+            plot = width - gutter - 1 if framed else width
+            data = self.source(2 * plot)
+            framed = framed and bool(data.points)
+            if not framed:
+                plot = width
+                data = data if len(data.points) == 2 * width else self.source(2 * width)
+            canvas = braille.render(
+                data.points,
+                plot,
+                max(rows, 0),
+                highlight=data.highlight,
+                background=data.background,
+                bounds=data.bounds,
+            )
+            if not framed:
+                break
+            y = self._y_labels(data, rows, canvas.bounds)
+            if y.width <= gutter:  # (a wider gutter each time: this ends)
+                break
+            gutter = y.width
         self.last_data = data
         text = self._stats_line(data, width)
         if rows <= 0:
             return text
-        canvas = braille.render(
-            data.points,
-            plot,
-            rows,
-            highlight=data.highlight,
-            background=data.background,
-            bounds=data.bounds,
-        )
-        y = self._y_labels(data, rows, canvas.bounds) if framed else None
         styles = {part: self._style(part) for part in ("line", "best", "raw", "cursor", "axis")}
         cursor = None if data.cursor_column is None else data.cursor_column // 2
         for r, row in enumerate(canvas.rows):
@@ -85,8 +88,8 @@ class MetricChart(Widget):
                 return "best" if marks[x] else ("raw" if dim[x] else "line")
 
             text.append("\n")
-            if y is not None:
-                label = y.labels[r][-gutter:].rjust(gutter)
+            if framed:
+                label = y.labels[r].rjust(gutter)[-gutter:]
                 text.append(label + ("┤" if label.strip() else "│"), styles["axis"])
             start = 0
             for x in range(1, len(row) + 1):  # one span per run of equal style, not per cell

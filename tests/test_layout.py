@@ -1,0 +1,94 @@
+"""The run screen at the sizes people use (80×24, 120×34), with and without the log pane, on a
+10-epoch run resumed once: every chart keeps at least 2 plot rows with its frame (y labels, the x
+axis line, the epoch and resume marks), the epoch table shows its last rows, the problems line
+and the footer stay on screen, and the cursor readout is whole."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from entrenar_tui.app import MonitorApp
+from entrenar_tui.widgets.cursor_line import CursorLine
+from entrenar_tui.widgets.epoch_table import EpochTable
+from entrenar_tui.widgets.log_pane import LogPane
+from entrenar_tui.widgets.metric_chart import MetricChart
+from entrenar_tui.widgets.problems_line import ProblemsLine
+from tests.fake_run import scenario
+from tests.helpers import run_app, run_model, run_screen, until
+from trainer.monitor.schema import Files
+
+CHART_IDS = ("train-loss", "lr", "train-acc", "val-loss", "val-acc")
+
+
+def pinned(run_dir, probe: str = "alive") -> MonitorApp:
+    heartbeat = orjson.loads((run_dir / Files.STATE).read_bytes())["heartbeat"]
+    return MonitorApp(
+        run_dir, clock=lambda: heartbeat + 2.0, probe=lambda _s: probe, tick_interval=3600
+    )
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 34)])
+@pytest.mark.parametrize("log", [False, True])
+def test_every_chart_keeps_its_frame_and_rows(tmp_path, size, log):
+    run = scenario(tmp_path / "exp-001", "long_running")
+    (run.dir / Files.LOG).write_text("".join(f"line {i}\n" for i in range(30)), encoding="utf-8")
+    app = pinned(run.dir)
+
+    async def body(pilot):
+        await until(pilot, lambda: len(run_model(app).history) == 147, "the run loads")
+        await until(pilot, lambda: len(run_model(app).epochs) == 7, "the epochs load")
+        if log:
+            await pilot.press("l")
+        await pilot.pause()
+        screen = run_screen(app)
+        for chart_id in CHART_IDS:
+            chart = screen.query_one(f"#{chart_id}", MetricChart)
+            assert chart.size.height >= 4, (chart_id, chart.size)
+            lines = str(chart.render()).split("\n")
+            assert len(lines) == chart.size.height
+            plot = lines[1:-1]
+            assert all("┤" in line or "│" in line for line in plot)
+            assert sum("┤" in line for line in plot) >= 2  # at least the range's two ends
+            assert lines[-1].lstrip().startswith("└")
+        step_axis = str(screen.query_one("#train-loss", MetricChart).render()).split("\n")[-1]
+        assert "↻" in step_axis and "┴" in step_axis and step_axis.endswith("147")
+        table = screen.query_one(EpochTable)
+        pane = screen.query_one(LogPane)
+        assert pane.display == log  # asked for, and there is room for it at both sizes
+        if table.display:  # it shows its last rows: the epoch in progress is on screen
+            await pilot.pause()
+            assert table.scroll_y == table.max_scroll_y
+        bottom = app.screen.size.height
+        problems = screen.query_one(ProblemsLine)
+        assert problems.region.y + problems.region.height <= bottom - 1  # above the footer
+        if size == (120, 34) or not log:  # room for the table's last rows too
+            assert table.display and table.size.height >= 3
+
+    run_app(app, body, size=size)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 34)])
+def test_the_cursor_line_shows_every_value_whole(tmp_path, size):
+    run = scenario(tmp_path / "exp-001", "long_running")
+    app = pinned(run.dir)
+    steps = [orjson.loads(line) for line in (run.dir / Files.STEPS).read_bytes().splitlines()]
+
+    async def body(pilot):
+        await until(pilot, lambda: len(run_model(app).history) == 147, "the run loads")
+        await pilot.press("c", "left")
+        await pilot.pause()
+        line = run_screen(app).query_one(CursorLine)
+        cursor = run_screen(app).view.cursor
+        assert cursor < len(steps) - 1  # moved left by a dot column's steps
+        step = steps[cursor]
+        expected = (
+            f"step {step['global_step']} · train loss {step['loss']:.6g} · learning rate "
+            f"{step['lr']:.6g} · train acc {step['accuracy'] * 100:.6g}%"
+        )
+        assert line.text == expected
+        shown = "".join(str(line.render()).split("\n"))
+        assert "…" not in shown and shown.replace(" ", "") == ("▏" + expected).replace(" ", "")
+        assert line.size.height == -(-len("▏" + expected) // line.size.width) or size[0] >= 120
+
+    run_app(app, body, size=size)
