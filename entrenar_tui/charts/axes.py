@@ -89,7 +89,9 @@ def x_axis(
         order = list(dict.fromkeys([0, len(ticks) - 1, *range(1, len(ticks) - 1)]))
         for i in order:
             column, label = ticks[i]
-            span = _label_span(column // 2, len(label), cells, first=i == 0, last=i == len(ticks) - 1)
+            span = _label_span(
+                column // 2, len(label), cells, first=i == 0, last=i == len(ticks) - 1
+            )
             if span is None or any(_near(span, other) for other in taken):
                 continue
             taken.append(span)
