@@ -86,9 +86,14 @@ def test_the_cursor_line_shows_every_value_whole(tmp_path, size):
             f"step {step['global_step']} · train loss {step['loss']:.6g} · learning rate "
             f"{step['lr']:.6g} · train acc {step['accuracy'] * 100:.6g}%"
         )
+        if size[0] < 100:  # the short names, so that no value wraps away from its name
+            expected = (
+                f"step {step['global_step']} · loss {step['loss']:.6g} · lr "
+                f"{step['lr']:.6g} · acc {step['accuracy'] * 100:.6g}%"
+            )
         assert line.text == expected
         shown = "".join(str(line.render()).split("\n"))
         assert "…" not in shown and shown.replace(" ", "") == ("▏" + expected).replace(" ", "")
-        assert line.size.height == -(-len("▏" + expected) // line.size.width) or size[0] >= 120
+        assert line.size.height == 1
 
     run_app(app, body, size=size)

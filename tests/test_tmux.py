@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +35,9 @@ class Terminal:
     """A tmux server of our own (its own socket) with one 80×24 window (the size the monitor must be good at) running a command."""
 
     def __init__(self, socket: Path, command: str, cwd: Path):
-        self.base = ["tmux", "-S", str(socket)]
+        # A Unix socket's path must fit 108 bytes: a long test name's tmp_path does not.
+        self.home = Path(tempfile.mkdtemp(prefix="tmux-"))
+        self.base = ["tmux", "-S", str(self.home / socket.name)]
         self.tmux("new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "-c", str(cwd), command)
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
@@ -51,6 +54,7 @@ class Terminal:
 
     def close(self) -> None:
         self.tmux("kill-server")
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 def wait_until(condition, what: str, watch: Path, timeout: float = 120) -> None:
@@ -122,4 +126,30 @@ def test_entrenar_tui_run_in_tmux_starts_shows_and_stops_the_trainer(tiny_run_co
         if frozen is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(frozen, signal.SIGCONT)
+        term.close()
+
+
+def test_the_cursor_line_in_tmux_at_80x24_shows_the_full_values(tmp_path):
+    """A person's view of `c`: the readout is a line of its own under the charts, every value in
+    it whole (the exact loss, the learning rate, the accuracy in %), nothing cut at 80 columns."""
+    from tests.fake_run import scenario
+
+    run = scenario(tmp_path / "exp-001", "long_running")
+    last = orjson.loads((run.dir / Files.STEPS).read_bytes().splitlines()[-1])
+    command = shlex.join([sys.executable, "-m", "entrenar_tui", "monitor", str(run.dir)])
+    term = Terminal(tmp_path / "tmux.sock", command, tmp_path)
+    try:
+        wait_until(lambda: "└1" in term.screen(), "the charts are drawn", run.dir, timeout=60)
+        assert "↻" in term.screen()  # the resume after epoch 4 is marked on the step charts
+        term.keys("c")
+        wait_until(lambda: "▏step 147" in term.screen(), "the cursor line shows", run.dir, 15)
+        line = next(s for s in term.screen().splitlines() if "▏step 147" in s)
+        expected = (
+            f"▏step 147 · loss {last['loss']:.6g} · lr {last['lr']:.6g} · "
+            f"acc {last['accuracy'] * 100:.6g}%"  # the short names: at 80 columns it fits
+        )
+        assert line.strip() == expected and "…" not in line
+        term.keys("q")
+        wait_until(lambda: not term.alive(), "the monitor quits", run.dir, timeout=15)
+    finally:
         term.close()

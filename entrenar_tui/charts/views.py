@@ -258,10 +258,14 @@ def _viewed_step_chart(
     return data
 
 
-def cursor_readout(model: RunModel, view: ChartView, charts: Sequence[tuple[str, str, bool]]) -> str:
+def cursor_readout(
+    model: RunModel, view: ChartView, charts: Sequence[tuple[str, str, bool]], width: int = 0
+) -> str:
     """The cursor line: where the cursor is (global step, and the epoch or wall time when that is
     the x axis) and each step series' exact value there, the smoothed one after `~` while
-    smoothing is on. charts: (title, series name, smoothed?) in the order they are drawn."""
+    smoothing is on. charts: (title, series name, smoothed?) in the order they are drawn. Where
+    the titles make it longer than `width`, the series' own short names (loss, lr, accuracy as
+    acc) are used, so that a value is not wrapped away from its name."""
     history = model.history
     n = len(history)
     if view.cursor is None or not n:
@@ -276,14 +280,20 @@ def cursor_readout(model: RunModel, view: ChartView, charts: Sequence[tuple[str,
         t = history.series["t"].values.array
         if math.isfinite(t[i]) and math.isfinite(t[0]):
             where = f"{duration(t[i] - t[0])} · {where}"
-    parts = [where]
+    parts: list[tuple[str, str, str]] = []
     for title, name, smooth in charts:
         series = history.series[name]
         exact = exact_value(name, cm.value_at(series.values.array, i))
         if smooth and view.smoothing > 0:
             exact += " ~" + exact_value(name, cm.value_at(smoothed(series, view.smoothing), i))
-        parts.append(f"{title} {exact}")
-    return " · ".join(parts)
+        parts.append((title, SHORT_NAMES.get(name, name), exact))
+    text = " · ".join([where, *(f"{title} {exact}" for title, _, exact in parts)])
+    if width and len(text) > width:
+        text = " · ".join([where, *(f"{short} {exact}" for _, short, exact in parts)])
+    return text
+
+
+SHORT_NAMES = {"accuracy": "acc"}
 
 
 def exact_value(name: str, value: float | None) -> str:

@@ -269,7 +269,8 @@ ended inside an epoch (■ stopped 7/12).
                     )
                 )
             readout = [(title, series, smooth) for _, title, series, *_, smooth in STEP_CHARTS]
-            self.query_one(CursorLine).show(cursor_readout(model, view, readout))
+            width = self.size.width - 3  # the line's padding and its ▏
+            self.query_one(CursorLine).show(cursor_readout(model, view, readout, width))
         if epochs:
             view = self.view
             for chart_id, _title, key, f, short in EPOCH_CHARTS:
