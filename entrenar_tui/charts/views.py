@@ -251,7 +251,7 @@ def _viewed_step_chart(
     if view.cursor is not None and m:
         i = max(start, min(stop - 1, view.cursor))
         data.cursor_column = column(i - start)
-        data.cursor_text = cursor_text(model, i, view, raw_all, smooth_values, start)
+        data.cursor_text = cursor_text(model, i, view, raw_all, smooth_values, start, format)
     return data
 
 
@@ -262,9 +262,11 @@ def cursor_text(
     raw: np.ndarray,
     smoothed: np.ndarray | None,
     start: int,
+    format=fmt.metric,
 ) -> str:
     """The cursor's readout: where (global step, and epoch or wall time when that is the x axis)
-    and the exact value there (and the smoothed one)."""
+    and the exact value there (and the smoothed one), in the way `format` shows the series (an
+    accuracy as a percentage: fmt.exact)."""
     history = model.history
     step = history.global_steps[i]
     where = f"step {step:,}"
@@ -275,11 +277,9 @@ def cursor_text(
         t = history.series["t"].values.array
         if math.isfinite(t[i]) and math.isfinite(t[0]):
             where = f"{duration(t[i] - t[0])} {where}"
-    value = cm.value_at(raw, i)
-    text = f"{where}: {fmt.DASH if value is None else f'{value:.6g}'}"
+    text = f"{where}: {fmt.exact(cm.value_at(raw, i), format)}"
     if smoothed is not None:
-        s = cm.value_at(smoothed, i - start)
-        text += f" ~{fmt.DASH if s is None else f'{s:.6g}'}"
+        text += f" ~{fmt.exact(cm.value_at(smoothed, i - start), format)}"
     return text
 
 

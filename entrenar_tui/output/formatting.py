@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,17 @@ def metric3(value: Any) -> str:
 def percent(value: Any) -> str:
     """An accuracy in [0, 1] as a percentage with one decimal."""
     return f"{value * 100:.1f}%" if is_number(value) else DASH
+
+
+def exact(value: Any, like: Callable[[Any], str] = metric) -> str:
+    """A value as exactly as a readout wants it (a chart's cursor): 6 significant digits, in the
+    way `like` shows the series, so an accuracy (`percent`) reads `40.625%` there as well; a dash
+    when unknown."""
+    if not is_number(value):
+        return metric(value)
+    if like is percent:
+        return f"{value * 100:.6g}%"
+    return f"{value:.6g}"
 
 
 def lr(value: Any) -> str:
