@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
 from textual.events import Resize
@@ -166,7 +167,7 @@ class RunsTable(DataTable):
             width = {c: label.cell_len for c, label in labels.items()}
             for row in rows:
                 for c, text in row.items():
-                    width[c] = max(width[c], Text(text).cell_len)
+                    width[c] = max(width[c], cell_len(text))
             return width
 
         full = widest(full_labels, texts.values())
