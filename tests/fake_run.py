@@ -38,6 +38,8 @@ class FakeRun:
         architecture: str = "Qwen2ForSequenceClassification",
         pid: int | None = None,
         sweep: dict[str, Any] | None = None,
+        step_flops: int | None = None,
+        peak_flops: float | None = None,
     ):
         self.writer = MonitorWriter(run_dir)
         self.dir = self.writer.dir
@@ -52,6 +54,10 @@ class FakeRun:
         self.model_path, self.architecture = model_path, architecture
         self.pid = pid if pid is not None else os.getpid()
         self.sweep = sweep  # run.json `sweep`: {name, index, values}, as a sweep's run has it
+        # Model FLOPs a step (steps.jsonl `flops`, and the rate and MFU in state.json and
+        # result.json) against a device peak (None: no peak, no MFU); None: an older trainer
+        # that wrote none of these fields.
+        self.step_flops, self.peak_flops = step_flops, peak_flops
         self.epoch, self.step, self.global_step = 1, 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -122,6 +128,7 @@ class FakeRun:
                 "started_at": "2023-11-14T22:13:20+00:00",
                 "resumed_from": None,
                 "sweep": self.sweep,
+                **self.flops_fields(),
             }
         )
         self.writer.update_state(
@@ -133,6 +140,29 @@ class FakeRun:
             **self.identity(),
         )
         return self
+
+    def flops_fields(self) -> dict[str, Any]:
+        """run.json's `peak_flops` (the step's coefficients are left out: nothing here reads
+        them); none for an older trainer."""
+        if self.step_flops is None:
+            return {}
+        return {
+            "peak_flops": {
+                "flops_per_sec": self.peak_flops,
+                "precision": "bf16",
+                "source": "table: scripted" if self.peak_flops else None,
+                "device": "Scripted GPU",
+            }
+        }
+
+    def rate_at(self, g: int | None) -> dict[str, Any]:
+        """state.json's `flops_per_sec` (the last 10 steps', wobbling around the step's FLOPs over
+        its time) and `mfu`; result.json's over the run when g is None."""
+        if self.step_flops is None:
+            return {}
+        wobble = 0.95 if g is None else 0.9 + 0.1 * math.cos(g)
+        rate = self.step_flops / self.step_s * wobble
+        return {"flops_per_sec": rate, "mfu": rate / self.peak_flops if self.peak_flops else None}
 
     def loss_at(self, g: int) -> float:
         return 0.25 + 0.45 * math.exp(-g / (1.5 * self.spe)) + 0.04 * math.sin(g * 1.7)
@@ -168,6 +198,7 @@ class FakeRun:
             "accuracy": acc,
             "samples_per_sec": self.batch_size / self.step_s,
             "t": T0 + elapsed,
+            **({} if self.step_flops is None else {"flops": self.step_flops}),
         }
         self.writer.append_step(record)
         self.writer.update_state(
@@ -184,6 +215,7 @@ class FakeRun:
             tokens_per_sec=self.batch_size * 100 / self.step_s,
             elapsed_s=elapsed,
             eta_s=(self.epochs * self.spe - g) * self.step_s,
+            **self.rate_at(g),
         )
 
     def validate(self, done: int) -> None:
@@ -266,6 +298,7 @@ class FakeRun:
                 "best": self.best,
                 "best_epoch": self.best and self.best["epoch"],
                 "error": error,
+                **self.rate_at(None),
             }
         )
         self.writer.update_state(
@@ -277,10 +310,11 @@ class FakeRun:
         self.writer.close()
 
 
-def scenario(run_dir: str | Path, name: str) -> FakeRun:
-    """A run directory in one of the states the screenshots and snapshot tests show. The `long`
-    ones run 10 epochs with a resume after epoch 4 (more epochs than the table has rows)."""
-    run = FakeRun(run_dir, epochs=10 if name.startswith("long") else 4).start()
+def scenario(run_dir: str | Path, name: str, **fake: Any) -> FakeRun:
+    """A run directory in one of the states the screenshots and snapshot tests show (`fake`:
+    FakeRun's keywords, e.g. step_flops and peak_flops). The `long` ones run 10 epochs with a
+    resume after epoch 4 (more epochs than the table has rows)."""
+    run = FakeRun(run_dir, **{"epochs": 10 if name.startswith("long") else 4, **fake}).start()
     if name.startswith("long"):
         for epoch in range(1, 8 if name == "long_running" else 11):
             run.play_epoch()

@@ -83,6 +83,16 @@ def test_screen(case, tmp_path, snap_compare):
     assert snap_compare(app, terminal_size=size, run_before=shown)
 
 
+@pytest.mark.parametrize("case", ["running", "completed"])
+def test_screen_with_the_model_flops(case, tmp_path, snap_compare):
+    """The FLOP/s and MFU on the status row at 80×24: the last 10 steps' while running, the whole
+    run's once completed."""
+    run = scenario(tmp_path / "exp-001", case, step_flops=int(19.05e9), peak_flops=52.9e9)
+    app = pinned_app(run, "alive" if case == "running" else "gone")
+    app.expected_steps = run.global_step
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded)
+
+
 def test_stop_confirmation(tmp_path, snap_compare):
     run = scenario(tmp_path / "exp-001", "running")
     app = pinned_app(run, "alive")

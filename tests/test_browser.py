@@ -400,6 +400,14 @@ def test_snapshot_browser_sorted_and_filtered(tmp_path, monkeypatch, snap_compar
     )
 
 
+def test_snapshot_browser_at_80x24(tmp_path, monkeypatch, snap_compare):
+    """The floor: every column that is shown fits, no horizontal scroll; the model's name cut in
+    the middle, the date given way, duration kept (test_browser_fit.py reads the same cells)."""
+    monkeypatch.chdir(tmp_path)
+    _root, now = scripted_root(tmp_path)
+    assert snap_compare(pinned(Path("runs"), now), terminal_size=(80, 24), run_before=listed)
+
+
 def test_columns_are_the_documented_ones():
     assert COLUMNS == (
         "name",

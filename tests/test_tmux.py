@@ -20,6 +20,7 @@ import pytest
 import watchfiles
 
 from tests.conftest import patience
+from tests.fake_run import scenario
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.schema import Files
 
@@ -41,7 +42,9 @@ class Terminal:
         self.tmux("new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "-c", str(cwd), command)
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=patience(30))
+        return subprocess.run(
+            [*self.base, *args], capture_output=True, text=True, timeout=patience(30)
+        )
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "t").stdout
@@ -151,5 +154,29 @@ def test_the_cursor_line_in_tmux_at_80x24_shows_the_full_values(tmp_path):
         assert line.strip() == expected and "…" not in line
         term.keys("q")
         wait_until(lambda: not term.alive(), "the monitor quits", run.dir, timeout=15)
+    finally:
+        term.close()
+
+
+def test_the_browser_at_80x24_in_tmux_shows_every_priority_column_and_duration(tmp_path):
+    """The floor in a real terminal: the header line holds name, status, epoch, best acc and
+    duration whole, and each row's numbers end where the header does (no horizontal scroll)."""
+    root = tmp_path / "runs"
+    for name in ("completed", "failed", "running"):
+        scenario(root / f"exp-{name}", name)
+    command = shlex.join([sys.executable, "-m", "entrenar_tui", "monitor", str(root)])
+    term = Terminal(tmp_path / "tmux.sock", command, tmp_path)
+    try:
+        wait_until(lambda: "exp-running" in term.screen(), "the runs are listed", root, timeout=60)
+        lines = term.screen().splitlines()
+        header = next(line for line in lines if "name" in line and "status" in line)
+        for label in ("name", "status", "epoch", "best acc", "best loss", "duration"):
+            assert label in header, header
+        row = next(line for line in lines if "exp-completed" in line)
+        assert row.split()[-4:] == ["4/4", "80.3%", "0.4400", "0:40"], row
+        assert len(header.rstrip()) <= 80 and header.rstrip().endswith("duration"), header
+        assert len(row.rstrip()) == len(header.rstrip()), (header, row)
+        term.keys("q")
+        wait_until(lambda: not term.alive(), "the browser quits", root, timeout=15)
     finally:
         term.close()

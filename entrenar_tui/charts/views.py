@@ -297,12 +297,8 @@ SHORT_NAMES = {"accuracy": "acc"}
 
 
 def exact_value(name: str, value: float | None) -> str:
-    """A value as the cursor reads it: every digit that matters; an accuracy in %."""
-    if value is None:
-        return fmt.DASH
-    if name == "accuracy":
-        return f"{value * 100:.6g}%"
-    return f"{value:.6g}"
+    """A value as the cursor reads it (fmt.exact): 6 significant digits; an accuracy in %."""
+    return fmt.exact(value, fmt.percent if name == "accuracy" else fmt.metric)
 
 
 def x_decoration(

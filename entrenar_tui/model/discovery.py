@@ -373,6 +373,15 @@ def sort_runs(runs: Iterable[RunSummary], column: str, reverse: bool = False) ->
 RECENT_S = 180 * 86400  # as `ls -l`: a start within half a year shows its time, else its year
 
 
+def _utc(text: str) -> datetime:
+    """An ISO 8601 time in UTC (one without a zone is taken as UTC). Raises ValueError for text
+    that is no date, OverflowError or OSError for one past what datetime holds in UTC."""
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
 def started_text(text: str, now: float | None = None) -> str:
     """run.json's ISO started_at in UTC as `ls -l` dates a file (12 columns, the same on every
     machine): `Nov 14 22:13` within half a year of `now`, else `Nov 14  2023`. Other text as it
@@ -382,16 +391,33 @@ def started_text(text: str, now: float | None = None) -> str:
     if not text:
         return "–"
     try:
-        when = datetime.fromisoformat(text)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        when = when.astimezone(timezone.utc)
+        when = _utc(text)
         age = abs((time.time() if now is None else now) - when.timestamp())
     except (ValueError, OverflowError, OSError):
         return printable(text)[:12]
     if age < RECENT_S:
         return when.strftime("%b %d %H:%M")
     return when.strftime("%b %d  %Y")
+
+
+AGES = (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60))
+
+
+def started_age(text: str, now: float | None = None) -> str:
+    """run.json's started_at as an age, the short form of `started` where the browser is narrow:
+    `now`, `5m ago`, `3h ago`, `2d ago`, `6w ago`, `2y ago` (7 columns at most, a whole number of
+    the largest unit that fits). A date in the future (another machine's clock) is `now`; text that
+    is no date is shown as started_text shows it."""
+    if not text:
+        return "–"
+    try:
+        age = (time.time() if now is None else now) - _utc(text).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return started_text(text, now)
+    for unit, seconds in AGES:
+        if age >= seconds:
+            return f"{int(age // seconds)}{unit} ago"
+    return "now"
 
 
 GRID_ID = "grid:"  # a grid column's key: the prefix and the grid key (never a SORT_KEYS name)

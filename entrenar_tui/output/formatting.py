@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainer.monitor.units import flops_rate
 from trainer.monitor.values import is_int, is_number
 
 DASH = "–"
@@ -33,8 +35,19 @@ def metric3(value: Any) -> str:
 
 
 def percent(value: Any) -> str:
-    """An accuracy in [0, 1] as a percentage with one decimal."""
+    """An accuracy (or an MFU) in [0, 1] as a percentage with one decimal."""
     return f"{value * 100:.1f}%" if is_number(value) else DASH
+
+
+def exact(value: Any, like: Callable[[Any], str] = metric) -> str:
+    """A value as exactly as a readout wants it (a chart's cursor): 6 significant digits, in the
+    way `like` shows the series, so an accuracy (`percent`) reads `40.625%` there as well; a dash
+    when unknown."""
+    if not is_number(value):
+        return metric(value)
+    if like is percent:
+        return f"{value * 100:.6g}%"
+    return f"{value:.6g}"
 
 
 def lr(value: Any) -> str:
@@ -46,6 +59,19 @@ def rate(value: Any) -> str:
     if not is_number(value):
         return DASH
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def flops(value: Any) -> str:
+    """Model FLOP/s as the trainer prints them, `38.1 GFLOP/s` (trainer.monitor.units)."""
+    return flops_rate(value) if is_number(value) and value >= 0 else DASH
+
+
+def throughput(flops_per_sec: Any, mfu: Any) -> str:
+    """`38.1 GFLOP/s · MFU 36.2%` (docs/contract.md, Model FLOPs and MFU); the rate alone where the
+    device has no peak; "" where the rate is not known (an older trainer, before the first steps)."""
+    if flops(flops_per_sec) == DASH:
+        return ""
+    return flops(flops_per_sec) + (f" · MFU {percent(mfu)}" if is_number(mfu) else "")
 
 
 def count(value: Any) -> str:

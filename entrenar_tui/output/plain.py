@@ -13,16 +13,15 @@ from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import load_run
 from trainer.monitor.schema import Files
 from trainer.monitor.text import duration, printable
-from trainer.monitor.units import flops_rate
 from trainer.monitor.values import is_number
 
 
 def flops_line(state: dict, peak: dict) -> str:
     """`1.23 TFLOP/s model FLOPs · MFU 38.2% of 3.2 TFLOP/s bf16 (measured: ...)` (the last 10
     steps'; docs/contract.md, Model FLOPs and MFU)."""
-    text = f"{flops_rate(state['flops_per_sec'])} model FLOPs"
+    text = f"{fmt.flops(state['flops_per_sec'])} model FLOPs"
     if is_number(state.get("mfu")) and is_number(peak.get("flops_per_sec")):
-        text += f" · MFU {state['mfu']:.1%} of {flops_rate(peak['flops_per_sec'])}"
+        text += f" · MFU {fmt.percent(state['mfu'])} of {fmt.flops(peak['flops_per_sec'])}"
         return text + f" {peak.get('precision') or ''} ({peak.get('source') or 'peak'})"
     return text + f" · MFU unknown (no peak for {peak.get('device') or 'this device'})"
 

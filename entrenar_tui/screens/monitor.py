@@ -118,6 +118,9 @@ The layout (log pane, smoothing, log-Y, x axis, outliers, zoom, theme) is rememb
 **crashed** (the state says running but the trainer's pid is gone on this host, or its heartbeat is far
 older than a typical step).
 
+**FLOP/s · MFU** (right of the position): the model FLOPs a second the run achieves and their share
+of the device's peak: the last 10 steps' while it trains, the whole run's once it is over.
+
 **Charts**: braille, each column the min–max of its steps, so spikes survive; gaps are NaN/Inf;
 the best epoch is highlighted (★ best = its value). Train series are per step; validation per epoch.
 The epoch table's last row is the epoch in progress (▸), or where a stopped, failed or crashed run

@@ -61,8 +61,9 @@ tree is not followed twice). **Status** as the monitor works it out (a run whose
 is *crashed*); **best val acc / loss** of the best epoch; **started** in UTC. On a sweep (a
 sweep.json in the root or beside its runs), a column per grid key after status, and ★ after the
 name of each sweep's best run: the completed run with the lowest best val loss, as sweep.json's
-`best_run` says; `o` sorts by a grid column too. At 80 columns the dates, model, duration, val
-loss and epoch give way first.
+`best_run` says; `o` sorts by a grid column too. Where the table is narrow, **best acc / loss** are
+the best's, **started** reads as an age (`3y ago`) and the model's name is cut in the middle;
+then the date, model, duration and val loss give way (then grid columns), never a number cut.
 """
     AUTO_FOCUS = "RunsTable"
 

@@ -1,32 +1,76 @@
-"""Where the run is: status badge, epoch and step, the overall progress bar, speed, elapsed, ETA."""
+"""Where the run is: status badge, epoch and step, how close to the device's limit (model FLOP/s
+and MFU), the overall progress bar, speed, elapsed, ETA.
+
+The FLOP/s and MFU sit on the status row, right of the position: at 80 columns that row has some
+30 cells free, while the progress row's timing already takes half of it (the bar would shrink to
+a stub) and the resources line is hidden once the run is over, which is when the whole run's MFU
+is worth reading. They show whole or not at all: where the row has no room for them beside the
+position (thousands of steps an epoch at 80 columns), they give way, never the position."""
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.events import Resize
 from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.output import formatting as fmt
 from entrenar_tui.widgets.status_badge import StatusBadge
+from trainer.monitor.schema import LIVE_STATUSES
 from trainer.monitor.text import duration
+from trainer.monitor.values import is_number
+
+
+def throughput_text(model: RunModel) -> str:
+    """The model FLOP/s and MFU: the last 10 steps' (state.json) while the trainer is at work, the
+    whole run's (result.json) once it has ended; the last 10 steps' still for a run that ended
+    without a result.json (a crash). "" for a run that wrote neither (an older trainer)."""
+    source = model.state or {}
+    result = model.result or {}
+    if model.status not in LIVE_STATUSES and is_number(result.get("flops_per_sec")):
+        source = result
+    return fmt.throughput(source.get("flops_per_sec"), source.get("mfu"))
 
 
 class RunProgress(Widget):
     DEFAULT_CSS = "RunProgress { height: auto; }"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._model: RunModel | None = None
+
     def compose(self) -> ComposeResult:
         with Horizontal(id="status-row"):
             yield StatusBadge()
             yield Static(id="position", markup=False)
+            yield Static(id="throughput", markup=False)
             yield Static(id="request", markup=False)
         with Horizontal(id="progress-row"):
             # Our own ETA (from the trainer) rather than the bar's wall-clock guess.
             yield ProgressBar(show_eta=False, id="overall")
             yield Static(id="timing", markup=False)
 
+    def on_resize(self, _event: Resize) -> None:
+        """Whether the FLOP/s fit beside the position is a matter of width."""
+        if self._model is not None:
+            self.show(self._model)
+
+    def _show_throughput(self, text: str, position: str, request: str) -> None:
+        """The FLOP/s and MFU right of the position, whole, where the status row has room for
+        them (the badge, the position and a request stay); hidden otherwise."""
+        widget = self.query_one("#throughput", Static)
+        badge = self.query_one(StatusBadge).outer_size.width
+        # position: 1 cell of padding before it; request: 1 after; the FLOP/s: 1 each side
+        room = self.size.width - badge - (1 + cell_len(position)) - (cell_len(request) + 1) - 2
+        fits = not self.size.width or cell_len(text) <= room
+        widget.display = bool(text) and fits
+        widget.update(text if widget.display else "")
+
     def show(self, model: RunModel) -> None:
+        self._model = model
         state = model.state or {}
         self.query_one(StatusBadge).status = model.status
         epoch, total_epochs = state.get("epoch"), state.get("total_epochs")
@@ -39,9 +83,11 @@ class RunProgress(Widget):
             parts.append(f"step {spe if model.status == 'completed' else step or 0}/{spe}")
         if total:
             parts.append(f"global {fmt.count(gstep or 0)}/{fmt.count(total)}")
-        self.query_one("#position", Static).update(" · ".join(parts))
+        position = " · ".join(parts)
+        self.query_one("#position", Static).update(position)
         request = model.request.label if model.request else ""
         self.query_one("#request", Static).update(request)
+        self._show_throughput(throughput_text(model), position, request)
         bar = self.query_one("#overall", ProgressBar)
         if total:
             done = total if model.status == "completed" else (gstep or 0)

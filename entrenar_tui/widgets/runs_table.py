@@ -1,11 +1,14 @@
 """The browser's table: one row per run, keyed by its directory. Rows are rebuilt only when the set
-or order of runs changes (a sort, a filter, a new run) or a column must widen, appear or go;
-otherwise only the cells that changed are updated, so a live run ticking over does not move the
-cursor. Every cell is a Text (no markup: names, model folders and grid values come from run files).
+or order of runs changes (a sort, a filter, a new run) or a column must widen, appear, go or take
+its short form; otherwise only the cells that changed are updated, so a live run ticking over does
+not move the cursor. Every cell is a Text (no markup: names, model folders and grid values come
+from run files).
 
 On a sweep the screen hands over its grid keys: one column each after `status`, and the best run's
-name ends in ★. The columns then fit the table's width: date, model, duration, val loss and epoch
-go first, then grid columns from the last; name, status and best val acc always stay.
+name ends in ★. The columns fit the table's width, never a horizontal scroll, by the rule of
+model/column_fit.py: short headers and `started` as an age first, the model name cut in the
+middle, then dates, model, duration and val loss dropped (then grid columns, from the last); name,
+status, epoch and best val acc stay. Resizing fits them again.
 
 Column widths are set here from the cells, not left to DataTable's measuring on idle, which in a
 real terminal sometimes kept the header's widths (names cut to five characters) when rows arrived
@@ -15,29 +18,31 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
 from textual.events import Resize
 from textual.widgets import DataTable
 
+from entrenar_tui.model.column_fit import ColumnFit, fit_columns
 from entrenar_tui.model.discovery import (
-    GRID_ID,
     RIGHT_ALIGNED,
     SORT_KEYS,
     RunSummary,
     row_texts,
+    started_age,
     table_columns,
 )
 from entrenar_tui.model.sweeps import BEST_MARK
+from entrenar_tui.output import formatting as fmt
 from trainer.monitor.schema import LIVE_STATUSES
 
 # name, status, model, epoch, best val acc, best val loss, started, duration
 COLUMNS = tuple(SORT_KEYS)
 MARK = "●"
 BAD = frozenset({"failed", "crashed"})
-# With grid columns, what gives way first when the table is too narrow (then grid columns, last
-# first); name, status and best val acc are never dropped.
-GIVES_WAY = ("started", "model", "duration", "best val loss", "epoch")
+# The short forms of the headers, where the table is narrow (the help says they are the best's).
+SHORT_HEADERS = {"best val acc": "best acc", "best val loss": "best loss"}
 
 
 class RunsTable(DataTable):
@@ -57,6 +62,7 @@ class RunsTable(DataTable):
         self._cells: dict[str, list[Text]] = {}
         self._shown: list[str] = []  # column ids, "mark" first
         self._widths: list[int] = []
+        self._short: frozenset[str] = frozenset()  # columns in their short form
         self._sort: tuple[str, bool] = ("name", False)
         self._last: tuple[list[RunSummary], list[str], float, tuple[str, ...]] | None = None
 
@@ -64,14 +70,20 @@ class RunsTable(DataTable):
         labels = self._labels(())
         self._add_columns(labels, [label.cell_len for label in labels.values()])
 
-    def _labels(self, grid: tuple[str, ...]) -> dict[str, Text]:
-        """Column id → header: the sorted column with an arrow after its name."""
+    def _labels(
+        self, grid: tuple[str, ...], short: frozenset[str] = frozenset()
+    ) -> dict[str, Text]:
+        """Column id → header: the sorted column with an arrow after its name; a column in
+        `short` by its short header."""
         column, reverse = self._sort
         arrow = "▼" if reverse else "▲"
         return {
             "mark": Text(" "),
             **{
-                c: Text(f"{label}{arrow if c == column else ''}")
+                c: Text(
+                    f"{SHORT_HEADERS.get(c, label) if c in short else label}"
+                    f"{arrow if c == column else ''}"
+                )
                 for c, label in table_columns(grid).items()
             },
         }
@@ -84,7 +96,7 @@ class RunsTable(DataTable):
     def set_sort(self, column: str, reverse: bool) -> None:
         """An arrow after the sorted column's name (a column may widen by it: `show` rebuilds)."""
         self._sort = (column, reverse)
-        labels = self._labels(self._last[3] if self._last else ())
+        labels = self._labels(self._last[3] if self._last else (), self._short)
         for name in self._shown:
             if name in self.columns and name in labels:
                 self.columns[name].label = labels[name]  # type: ignore[index]
@@ -107,54 +119,80 @@ class RunsTable(DataTable):
         self, runs: list[RunSummary], selected: list[str], now: float, grid: tuple[str, ...] = ()
     ) -> None:
         self._last = (runs, selected, now, grid)
-        labels = self._labels(grid)
-        keys = [r.key for r in runs]
-        rows = {r.key: self._row(r, list(labels), r.key in selected, now) for r in runs}
-        widths = [label.cell_len for label in labels.values()]
-        for row in rows.values():
-            widths = [max(w, cell.cell_len) for w, cell in zip(widths, row, strict=True)]
-        kept = self._fit(list(labels), widths) if grid else list(labels)
-        index = [list(labels).index(c) for c in kept]
-        cells = {k: [row[i] for i in index] for k, row in rows.items()}
-        widths = [widths[i] for i in index]
-        if keys != self._keys or kept != self._shown or widths != self._widths:
+        columns = list(table_columns(grid))
+        texts = {r.key: dict(zip(columns, row_texts(r, columns, now), strict=True)) for r in runs}
+        shorter = {r.key: {"started": started_age(r.started, now)} for r in runs}
+        fit = self._fit(grid, texts, shorter)
+        labels = self._labels(grid, fit.short)
+        cells = {}
+        for run in runs:
+            text = texts[run.key] | {c: t for c, t in shorter[run.key].items() if c in fit.short}
+            row = [fmt.truncate(text[c], width) for c, width in fit.widths.items() if c != "mark"]
+            cells[run.key] = self._row(run, list(fit.widths), row, run.key in selected)
+        shown, widths = list(fit.widths), list(fit.widths.values())
+        if (
+            [r.key for r in runs] != self._keys
+            or shown != self._shown
+            or widths != self._widths
+            or fit.short != self._short
+        ):
             current = self.current_key()
             self.clear(columns=True)
-            self._add_columns({c: labels[c] for c in kept}, widths)
-            for key in keys:
-                self.add_row(*cells[key], key=key)
-            self._keys = keys
-            if current in keys:
-                self.move_cursor(row=keys.index(current), animate=False)
+            self._add_columns({c: labels[c] for c in shown}, widths)
+            for run in runs:
+                self.add_row(*cells[run.key], key=run.key)
+            self._keys, self._short = [r.key for r in runs], fit.short
+            if current in self._keys:
+                self.move_cursor(row=self._keys.index(current), animate=False)
         else:
-            for key in keys:
-                for column, old, new in zip(kept, self._cells[key], cells[key], strict=True):
+            for key in self._keys:
+                for column, old, new in zip(shown, self._cells[key], cells[key], strict=True):
                     if old != new:
                         self.update_cell(key, column, new)
         self._cells = cells
 
-    def _fit(self, columns: list[str], widths: list[int]) -> list[str]:
-        """The columns that fit the table's width, dropping GIVES_WAY, then grid columns from the
-        last, while they do not. All of them before the table has a size."""
-        room = self.scrollable_content_region.width
-        if room <= 0:
-            return columns
-        width = dict(zip(columns, widths, strict=True))
-        kept = list(columns)
-        grid = [c for c in columns if c.startswith(GRID_ID)]
-        for column in (*GIVES_WAY, *reversed(grid)):
-            if sum(width[c] + 2 * self.cell_padding for c in kept) <= room:
-                break
-            kept.remove(column)
-        return kept
+    def _fit(
+        self,
+        grid: tuple[str, ...],
+        texts: dict[str, dict[str, str]],
+        shorter: dict[str, dict[str, str]],
+    ) -> ColumnFit:
+        """The columns that fit the table's width (model/column_fit.py), `mark` first, from each
+        run's cell texts and their short forms (`shorter`: `started` as an age). All at full
+        width before the table has a size."""
+        full_labels = self._labels(grid)
+        short_labels = self._labels(grid, frozenset(full_labels))
+
+        def widest(labels: dict[str, Text], rows) -> dict[str, int]:
+            width = {c: label.cell_len for c, label in labels.items()}
+            for row in rows:
+                for c, text in row.items():
+                    width[c] = max(width[c], cell_len(text))
+            return width
+
+        full = widest(full_labels, texts.values())
+        short = widest(short_labels, (texts[k] | shorter[k] for k in texts))
+        return fit_columns(full, short, self._room(len(texts)), 2 * self.cell_padding)
+
+    def _room(self, rows: int) -> int:
+        """The cells the columns may take: the table's width, less a vertical scrollbar's when
+        `rows` will not fit its height (the scrollbar comes after the rows, and would leave the
+        columns two cells too wide: a horizontal scroll). 0 before the table has a size."""
+        region = self.region.shrink(self.styles.gutter)
+        if region.width <= 0:
+            return 0
+        if rows + (self.header_height if self.show_header else 0) > region.height:
+            return region.width - self.styles.scrollbar_size_vertical
+        return region.width
 
     def on_resize(self, _event: Resize) -> None:
-        """A sweep's columns fit the new width."""
-        if self._last is not None and self._last[3]:
+        """The columns fit the new width."""
+        if self._last is not None:
             self.show(*self._last)
 
-    def _row(self, run: RunSummary, columns: list[str], selected: bool, now: float) -> list[Text]:
-        texts = row_texts(run, columns[1:], now)
+    def _row(
+        self, run: RunSummary, columns: list[str], texts: list[str], selected: bool
+    ) -> list[Text]:
         row = [Text(MARK if selected else " ", style=self._style("mark"))]
         row += [Text(v, no_wrap=True) for v in texts]
         for cell, column in zip(row[1:], columns[1:], strict=True):
@@ -162,7 +200,7 @@ class RunsTable(DataTable):
                 cell.stylize(self._status_style(run.status))
             elif column in RIGHT_ALIGNED:
                 cell.justify = "right"
-            elif column == "name" and run.best:
+            elif column == "name" and run.best and cell.plain.endswith(BEST_MARK):
                 cell.stylize(self._style("best"), len(cell) - len(BEST_MARK))
         return row
 
