@@ -23,7 +23,8 @@ that opens the app with `App.run_test()` at 200x60 and reports, from the moment 
   write->screen  after each of --updates batches (a steps.jsonl line via `append_step` plus a
               state.json rewrite), until both the progress line and the loss chart have drawn it;
               polled every 2 ms, at most 2 s a write
-  peak RSS    ru_maxrss of the child at the end
+  peak RSS    of the child at the end: VmHWM (Linux's ru_maxrss would include the peak of this
+              parent from before the exec, generation and all)
 """
 
 from __future__ import annotations
@@ -205,8 +206,21 @@ async def measure(
         state = read_contract_json(run_dir / Files.STATE) or {}
         writer.state.update({k: v for k, v in state.items() if k not in ("schema", "version")})
         result["latencies"] = await write_and_watch(writer, logs, steps, updates)
-    result["peak RSS"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak RSS"] = peak_rss_mb()
+    result["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MB: VmHWM, its own since exec. (Linux's ru_maxrss also keeps the
+    parent's peak from before the exec: a generating parent's.) ru_maxrss elsewhere."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return (
+            int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM"))) / 1024
+        )
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def write_and_watch(writer, logs: dict, steps: int, updates: int) -> list[float | None]:
