@@ -99,6 +99,8 @@ def parse_uniform(
 
     The values we do not read are checked by their first and last bytes only (`1.2.3` would pass
     where a JSON parser stops): no writer writes that, and checking them fully costs as much again.
+    The values we read are checked so too before numpy sees them (it would take "0.5" or true for
+    a number, where the line-by-line reader has no number).
     """
     keys = _first_keys(chunk)
     if not keys or "global_step" not in keys:
@@ -193,6 +195,11 @@ def _parse_values(buf: np.ndarray, colons: np.ndarray, terms: np.ndarray, dtype:
     cells = np.lib.stride_tricks.sliding_window_view(buf, width + 1)[starts]  # (a copy)
     cells[np.arange(width + 1) >= widths[:, None]] = SPACE
     cells[:, width] = COMMA
+    first = np.where(cells[:, 0] == SPACE, cells[:, min(1, width)], cells[:, 0])
+    if not (
+        FIRST_BYTES[first].all() and LAST_BYTES[cells[np.arange(len(cells)), widths - 1]].all()
+    ):
+        raise ValueError("not a number or null")
     try:
         parsed = orjson.loads(b"[" + cells.tobytes()[:-1] + b"]")
         values = np.array(parsed, None if dtype is np.int64 else dtype)  # null -> nan

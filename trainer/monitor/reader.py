@@ -566,7 +566,7 @@ def load_run(run_dir: str | Path) -> RunSnapshot:
         history=history,
         problems=problems,
         bad_lines=bad,
-        partial_bytes=batch.partial_bytes if batch else 0,
+        partial_bytes=batch.partial_bytes if batch is not None else 0,  # (an empty batch is falsy)
     )
 
 

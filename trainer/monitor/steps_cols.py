@@ -162,8 +162,9 @@ def line_agrees(steps_fd: int, start: int, end: int, step: int, values: list[flo
 
 
 class StepsColsWriter:
-    """The trainer's side: brought up to date with steps.jsonl when opened (records past its end
-    dropped, the lines after the last record added), then one record appended per line. Any
+    """The trainer's side: brought up to date with steps.jsonl when opened (cut back to what a
+    reader would take of it, then records added for the lines after), then one record appended
+    per line. Any
     trouble (a link in its place, a full disk, a line that is not a step) stops it and empties the
     file, which readers then ignore: steps.jsonl is what counts, and it is never held up by this."""
 
@@ -206,38 +207,17 @@ class StepsColsWriter:
             self.fd = None
 
     def _keep_agreeing(self, steps_fd: int) -> int:
-        """Cut the file back to the records that lie within steps.jsonl and whose last one equals
-        its line (else to the header alone); the byte of steps.jsonl they cover."""
+        """Cut the file back to the records a reader would take (read_steps_cols: those within
+        steps.jsonl, if they agree with it), else to the header alone; the byte of steps.jsonl
+        they cover."""
         assert self.fd is not None
-        steps_size = os.fstat(steps_fd).st_size
-        size = os.fstat(self.fd).st_size
-        if size < HEADER_BYTES or os.pread(self.fd, HEADER_BYTES, 0) != HEADER:
+        cached = read_steps_cols(self.path, steps_fd, os.fstat(steps_fd).st_size)
+        if cached is None:
             os.ftruncate(self.fd, 0)
             write_all(self.fd, HEADER)
             return 0
-        lo, hi = 0, (size - HEADER_BYTES) // RECORD.itemsize  # records with end <= steps_size
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._end(mid) <= steps_size:
-                lo = mid + 1
-            else:
-                hi = mid
-        kept, covered = lo, self._end(lo - 1) if lo else 0
-        if kept:
-            last = np.frombuffer(
-                os.pread(self.fd, RECORD.itemsize, HEADER_BYTES + (kept - 1) * RECORD.itemsize),
-                RECORD,
-            )[0]
-            start = self._end(kept - 2) if kept > 1 else 0
-            row = [float(last[name]) for name in STEP_FIELDS]
-            if not line_agrees(steps_fd, start, covered, int(last["global_step"]), row):
-                kept, covered = 0, 0
-        os.ftruncate(self.fd, HEADER_BYTES + kept * RECORD.itemsize)
-        return covered
-
-    def _end(self, i: int) -> int:
-        raw = os.pread(self.fd, 8, HEADER_BYTES + i * RECORD.itemsize)
-        return int.from_bytes(raw, "little", signed=True)
+        os.ftruncate(self.fd, HEADER_BYTES + cached.lines * RECORD.itemsize)
+        return cached.covered
 
     def _catch_up(self, steps_fd: int, covered: int) -> None:
         """Records for the lines of steps.jsonl past byte `covered` (an old run's whole file, or
