@@ -25,7 +25,13 @@ import orjson
 from trainer.monitor.columns import Column, block_summaries, parse_uniform
 from trainer.monitor.safe_files import UnsafeFile, open_regular, read_bytes
 from trainer.monitor.schema import CONTRACT_VERSION, LIVE_STATUSES, Files, schema_tag
-from trainer.monitor.steps_cols import STEP_FIELDS, loads, read_steps_cols, step_row
+from trainer.monitor.steps_cols import (
+    STEP_FIELDS,
+    as_columns,
+    loads,
+    read_steps_cols,
+    step_row,
+)
 from trainer.monitor.values import is_number
 
 NAN = float("nan")
@@ -446,12 +452,7 @@ def _parse_lines(lines: list[bytes], first_line: int) -> Parsed:
         else:
             good.append(rec)
             rows.append(row)
-    steps = np.array([step for step, _ in rows], np.int64)
-    table = np.array([values for _, values in rows], np.float64).reshape(
-        len(rows), len(STEP_FIELDS)
-    )
-    values = {name: table[:, j].copy() for j, name in enumerate(STEP_FIELDS)}
-    return steps, values, bad, _recent_t(good[-RECENT_LINES:])
+    return *as_columns(rows), bad, _recent_t(good[-RECENT_LINES:])
 
 
 def _recent_t(records: list[Any]) -> list[float]:

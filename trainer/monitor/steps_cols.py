@@ -19,6 +19,7 @@ they point at. Otherwise it is ignored and steps.jsonl is read.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,13 @@ def step_row(record: Any) -> tuple[int, list[float]] | None:
     if type(step) is not int or not INT64[0] <= step <= INT64[1]:
         return None
     return step, [finite(record.get(name)) for name in STEP_FIELDS]
+
+
+def as_columns(rows: list[tuple[int, list[float]]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """step_rows as columns: int64 global steps and a float64 array per STEP_FIELDS name."""
+    steps = np.array([step for step, _ in rows], np.int64)
+    table = np.array([values for _, values in rows], np.float64).reshape(-1, len(STEP_FIELDS))
+    return steps, {name: table[:, j].copy() for j, name in enumerate(STEP_FIELDS)}
 
 
 def loads(line: bytes) -> Any:
@@ -103,7 +111,10 @@ def read_steps_cols(path: str | Path, steps_fd: int, steps_size: int) -> Cached 
         return None
 
 
-def _read_records(f, steps_size: int):
+Columns = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]  # ends, global steps, values
+
+
+def _read_records(f: io.FileIO, steps_size: int) -> Columns | None:
     """(ends, steps, values) of the records that lie within steps.jsonl, or None when the header
     is not this version's or the ends do not rise by a line at least."""
     if f.read(HEADER_BYTES) != HEADER:
@@ -133,18 +144,20 @@ def _read_records(f, steps_size: int):
     return ends[:got], steps[:got], {name: v[:got] for name, v in values.items()}
 
 
-def _agrees(steps_fd: int, ends: np.ndarray, steps: np.ndarray, values: dict) -> bool:
+def _agrees(
+    steps_fd: int, ends: np.ndarray, steps: np.ndarray, values: dict[str, np.ndarray]
+) -> bool:
     """Whether a spread sample of records, the first and the last among them, equal the lines of
     steps.jsonl they point at."""
     for i in np.unique(np.linspace(0, len(ends) - 1, SAMPLES).astype(np.int64)).tolist():
         start = int(ends[i - 1]) if i else 0
         row = [values[name][i] for name in STEP_FIELDS]
-        if not line_agrees(steps_fd, start, int(ends[i]), int(steps[i]), row):
+        if not _line_agrees(steps_fd, start, int(ends[i]), int(steps[i]), row):
             return False
     return True
 
 
-def line_agrees(steps_fd: int, start: int, end: int, step: int, values: list[float]) -> bool:
+def _line_agrees(steps_fd: int, start: int, end: int, step: int, values: list[float]) -> bool:
     """Whether bytes start..end of steps.jsonl are one line whose step_row is (step, values), NaN
     matching NaN."""
     line = os.pread(steps_fd, end - start, start)
@@ -164,9 +177,9 @@ def line_agrees(steps_fd: int, start: int, end: int, step: int, values: list[flo
 class StepsColsWriter:
     """The trainer's side: brought up to date with steps.jsonl when opened (cut back to what a
     reader would take of it, then records added for the lines after), then one record appended
-    per line. Any
-    trouble (a link in its place, a full disk, a line that is not a step) stops it and empties the
-    file, which readers then ignore: steps.jsonl is what counts, and it is never held up by this."""
+    per line. Any trouble (a link in its place, a full disk, a line that is not a step) stops it
+    and empties the file, which readers then ignore: steps.jsonl is what counts, and it is never
+    held up by this."""
 
     def __init__(self, path: str | Path, steps_fd: int) -> None:
         self.path = Path(path)
@@ -240,9 +253,8 @@ class StepsColsWriter:
 
 
 def _parse_lines(chunk: bytes) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """step_row of every line, as columns; ValueError at a line that is not a step."""
     rows = [step_row(loads(line)) for line in chunk.split(b"\n")[:-1]]
     if any(row is None for row in rows):
         raise ValueError("a line that is not a step")
-    steps = np.array([row[0] for row in rows], np.int64)  # type: ignore[index]
-    values = np.array([row[1] for row in rows], np.float64).reshape(len(rows), len(STEP_FIELDS))  # type: ignore[index]
-    return steps, {name: values[:, j] for j, name in enumerate(STEP_FIELDS)}
+    return as_columns(rows)  # type: ignore[arg-type]
