@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +83,8 @@ def loads(line: bytes) -> Any:
 
 @dataclass
 class Cached:
-    """What steps.cols gives for the start of steps.jsonl: `lines` lines up to byte `covered`."""
+    """What steps.cols gives for the start of steps.jsonl: `lines` lines up to byte `covered`, and
+    their global steps and values (empty when only the extent was asked for)."""
 
     steps: np.ndarray
     values: dict[str, np.ndarray]
@@ -89,22 +92,26 @@ class Cached:
     lines: int
 
 
-def read_steps_cols(path: str | Path, steps_fd: int, steps_size: int) -> Cached | None:
+def read_steps_cols(
+    path: str | Path, steps_fd: int, steps_size: int, *, columns: bool = True
+) -> Cached | None:
     """The history of the first lines of steps.jsonl (open as `steps_fd`, `steps_size` bytes) from
     the steps.cols at `path`, or None when there is none, it covers nothing, or it is not to be
     trusted (then steps.jsonl is read as if it were not there). Never raises for what the file
-    holds or is."""
+    holds or is. columns=False checks it all the same but keeps only its extent (the writer's
+    check: 8 bytes a record held, not 40)."""
     try:
         fd = open_regular(path)
     except OSError:  # missing, a link, a FIFO, unreadable (safe_files.UnsafeFile is an OSError)
         return None
     try:
         with open(fd, "rb", buffering=0) as f:
-            records = _read_records(f, steps_size)
+            records = _read_records(f, steps_size, columns)
             if records is None or not len(records[0]):
                 return None
             ends, steps, values = records
-            if not _agrees(steps_fd, ends, steps, values):
+            row = partial(_column_row, steps, values) if columns else partial(_record_at, f)
+            if not _agrees(steps_fd, ends, row):
                 return None
             return Cached(steps, values, int(ends[-1]), len(ends))
     except (OSError, ValueError, MemoryError):
@@ -114,15 +121,18 @@ def read_steps_cols(path: str | Path, steps_fd: int, steps_size: int) -> Cached 
 Columns = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]  # ends, global steps, values
 
 
-def _read_records(f: io.FileIO, steps_size: int) -> Columns | None:
-    """(ends, steps, values) of the records that lie within steps.jsonl, or None when the header
-    is not this version's or the ends do not rise by a line at least."""
+def _read_records(f: io.FileIO, steps_size: int, columns: bool) -> Columns | None:
+    """(ends, steps, values) of the records that lie within steps.jsonl (steps and values empty
+    unless `columns`), or None when the header is not this version's or the ends do not rise by a
+    line at least."""
     if f.read(HEADER_BYTES) != HEADER:
         return None
     whole = (os.fstat(f.fileno()).st_size - HEADER_BYTES) // RECORD.itemsize
     n = max(0, min(whole, steps_size // MIN_LINE))
-    ends, steps = np.empty(n, np.int64), np.empty(n, np.int64)
-    values = {name: np.empty(n, np.float64) for name in STEP_FIELDS}
+    ends = np.empty(n, np.int64)
+    kept = n if columns else 0
+    steps = np.empty(kept, np.int64)
+    values = {name: np.empty(kept, np.float64) for name in STEP_FIELDS}
     last, got = 0, 0
     while got < n:
         piece = np.empty(min(PIECE, n - got), RECORD)
@@ -134,25 +144,38 @@ def _read_records(f: io.FileIO, steps_size: int) -> Columns | None:
         if end[0] - last < MIN_LINE or (np.diff(end) < MIN_LINE).any():
             return None
         keep = int(np.searchsorted(end, steps_size, "right"))
-        ends[got : got + keep], steps[got : got + keep] = end[:keep], piece["global_step"][:keep]
-        for name in STEP_FIELDS:
-            values[name][got : got + keep] = piece[name][:keep]
+        ends[got : got + keep] = end[:keep]
+        if columns:
+            steps[got : got + keep] = piece["global_step"][:keep]
+            for name in STEP_FIELDS:
+                values[name][got : got + keep] = piece[name][:keep]
         got += keep
         if keep < count:
             break
         last = int(end[-1])
-    return ends[:got], steps[:got], {name: v[:got] for name, v in values.items()}
+    got_columns = got if columns else 0
+    return ends[:got], steps[:got_columns], {n: v[:got_columns] for n, v in values.items()}
 
 
-def _agrees(
-    steps_fd: int, ends: np.ndarray, steps: np.ndarray, values: dict[str, np.ndarray]
-) -> bool:
+def _column_row(
+    steps: np.ndarray, values: dict[str, np.ndarray], i: int
+) -> tuple[int, list[float]]:
+    return int(steps[i]), [float(values[name][i]) for name in STEP_FIELDS]
+
+
+def _record_at(f: io.FileIO, i: int) -> tuple[int, list[float]]:
+    """(global_step, values) of record i, read from the file."""
+    raw = os.pread(f.fileno(), RECORD.itemsize, HEADER_BYTES + i * RECORD.itemsize)
+    record = np.frombuffer(raw, RECORD)[0]
+    return int(record["global_step"]), [float(record[name]) for name in STEP_FIELDS]
+
+
+def _agrees(steps_fd: int, ends: np.ndarray, row: Callable[[int], tuple[int, list[float]]]) -> bool:
     """Whether a spread sample of records, the first and the last among them, equal the lines of
-    steps.jsonl they point at."""
+    steps.jsonl they point at (row(i): record i's global step and values)."""
     for i in np.unique(np.linspace(0, len(ends) - 1, SAMPLES).astype(np.int64)).tolist():
         start = int(ends[i - 1]) if i else 0
-        row = [values[name][i] for name in STEP_FIELDS]
-        if not _line_agrees(steps_fd, start, int(ends[i]), int(steps[i]), row):
+        if not _line_agrees(steps_fd, start, int(ends[i]), *row(i)):
             return False
     return True
 
@@ -224,7 +247,8 @@ class StepsColsWriter:
         steps.jsonl, if they agree with it), else to the header alone; the byte of steps.jsonl
         they cover."""
         assert self.fd is not None
-        cached = read_steps_cols(self.path, steps_fd, os.fstat(steps_fd).st_size)
+        size = os.fstat(steps_fd).st_size
+        cached = read_steps_cols(self.path, steps_fd, size, columns=False)
         if cached is None:
             os.ftruncate(self.fd, 0)
             write_all(self.fd, HEADER)
