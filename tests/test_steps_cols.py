@@ -18,9 +18,9 @@ from tests.helpers import assert_same_history, assert_steps_cols_agree, load_wit
 from trainer.monitor import reader as reader_module
 from trainer.monitor import steps_cols
 from trainer.monitor.atomic import dumps
-from trainer.monitor.reader import StepTail, load_run
+from trainer.monitor.reader import StepHistory, StepTail, load_run
 from trainer.monitor.schema import Files
-from trainer.monitor.steps_cols import HEADER, HEADER_BYTES, RECORD, read_steps_cols
+from trainer.monitor.steps_cols import HEADER, HEADER_BYTES, RECORD, STEP_FIELDS, read_steps_cols
 from trainer.monitor.writer import MonitorWriter
 
 
@@ -325,3 +325,32 @@ def test_the_tail_takes_the_cache_again_after_steps_jsonl_is_replaced(tmp_path):
     batch = tail.read()
     assert batch.reset and batch.global_step == list(range(1, 21))
     assert tail.offset == (run / Files.STEPS).stat().st_size and tail.lines == 20
+
+
+def test_a_history_read_from_the_cache_takes_its_arrays_rather_than_copying_them(tmp_path):
+    """A million steps read whole are held once (tui_scale's peak RSS), and the history goes on
+    growing and taking replaced steps as before."""
+    run = tmp_path / "run"
+    write(run, range(1, 301))
+    tail, history = StepTail(run / Files.STEPS), StepHistory()
+    batch = tail.read()
+    history.add(batch)
+    assert np.shares_memory(history.global_steps.array, batch.steps)
+    assert all(
+        np.shares_memory(history.series[name].values.array, batch.values[name])
+        for name in STEP_FIELDS
+    )
+    write(run, range(251, 311), odd=True)  # a resume: 251..300 replaced, 301..310 appended
+    history.add(tail.read())
+    assert history.global_steps.array.tolist() == list(range(1, 311))
+    assert_same_history_of(history, load_without_cols(run).history)
+
+
+def assert_same_history_of(got: StepHistory, want: StepHistory) -> None:
+    assert got.global_steps.array.tolist() == want.global_steps.array.tolist()
+    for name in STEP_FIELDS:
+        a, b = got.series[name], want.series[name]
+        assert np.array_equal(a.values.array, b.values.array, equal_nan=True), name
+        assert a.stats() == b.stats() or all(  # block summaries follow the values
+            (x == y) or (x != x and y != y) for x, y in zip(a.stats(), b.stats(), strict=True)
+        )

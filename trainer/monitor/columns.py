@@ -48,7 +48,20 @@ class Column:
             grown[: self._n] = self.array
             self._data = grown
 
-    def extend(self, values: np.ndarray | Iterable[Any]) -> None:
+    def extend(self, values: np.ndarray | Iterable[Any], *, take: bool = False) -> None:
+        """Append values. take=True: an empty column becomes `values` itself when that is a
+        writable 1-D array of its dtype (handed over, not copied: a million steps read whole are
+        not held twice)."""
+        if (
+            take
+            and not self._n
+            and isinstance(values, np.ndarray)
+            and values.dtype == self._data.dtype
+            and values.ndim == 1
+            and values.flags.writeable
+        ):
+            self._data, self._n = values, len(values)
+            return
         values = np.asarray(values if isinstance(values, np.ndarray) else list(values))
         self._reserve(self._n + len(values))
         self._data[self._n : self._n + len(values)] = values

@@ -131,9 +131,10 @@ class Series:
             self._lo[first : last + 1], self._hi[first : last + 1] = lo, hi
             self._bad[first : last + 1] = bad
 
-    def extend(self, values: np.ndarray | Iterable[float]) -> None:
+    def extend(self, values: np.ndarray | Iterable[float], *, take: bool = False) -> None:
+        """Append values (take: Column.extend's, the array handed over)."""
         start = len(self.values)
-        self.values.extend(values)
+        self.values.extend(values, take=take)
         self._resummarize(start // self.BLOCK)
 
     def put(self, positions: np.ndarray, values: np.ndarray) -> None:
@@ -230,7 +231,8 @@ class StepHistory:
         self._recent_t.clear()
 
     def add(self, batch: StepBatch) -> None:
-        """Apply a batch of step lines in file order (later lines win)."""
+        """Apply a batch of step lines in file order (later lines win). The batch is handed over:
+        an empty history takes its arrays rather than copying them."""
         if batch.reset:
             self.clear()
         steps = batch.steps
@@ -247,9 +249,9 @@ class StepHistory:
         if k:
             self._merge(steps[:k], {name: v[:k] for name, v in values.items()})
         if k < len(steps):
-            self.global_steps.extend(steps[k:])
+            self.global_steps.extend(steps[k:], take=True)
             for name, s in self.series.items():
-                s.extend(values[name][k:])
+                s.extend(values[name][k:], take=True)
 
     def _merge(self, steps: np.ndarray, values: dict[str, np.ndarray]) -> None:
         at = np.searchsorted(self.global_steps.array, steps)  # every step <= the last known one
