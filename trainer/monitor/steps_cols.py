@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -44,6 +45,7 @@ HEADER = (
     f"entrenar-tui/steps.cols version 1 little-endian {RECORD.itemsize}-byte records: "
     + " ".join(f"{name}:{RECORD[name].str[1:]}" for name in RECORD.names)
 ).ljust(HEADER_BYTES - 1).encode() + b"\n"
+PACK = struct.Struct("<" + "".join("q" if RECORD[n].kind == "i" else "d" for n in RECORD.names))
 MIN_LINE = len(b'{"global_step":0}\n')  # the shortest line that is a step
 SAMPLES = 64  # records checked against their lines on every load
 PIECE = 1 << 18  # records read at a time (12 MiB): bounds the bytes held besides the columns
@@ -224,9 +226,8 @@ class StepsColsWriter:
         if row is None:
             self.stop()
             return
-        record = np.array([(end, row[0], *row[1])], RECORD)
         try:
-            write_all(self.fd, record.tobytes())
+            write_all(self.fd, PACK.pack(end, row[0], *row[1]))  # RECORD's bytes, in 1 µs
         except OSError:
             self.stop()
 
