@@ -1,5 +1,5 @@
-"""The runs browser at scale: 200 run directories of 10,000 steps each, opened in the real
-`entrenar_tui` app, headless.
+"""The runs browser at scale: 100 run directories of 100,000 steps each, opened in the real
+`entrenar_tui` app, headless, and 5 of them compared (their train loss overlaid).
 
     python bench/browser_scale.py                  # generate into a temp dir, measure, remove it
     python bench/browser_scale.py --dir /tmp/runs  # keep (and reuse) the generated root
@@ -7,20 +7,34 @@
 
 Generation goes through the real `MonitorWriter` (run.json, state.json, epochs.json, result.json);
 steps.jsonl is the writer's own serializer (`trainer.monitor.atomic.dumps(record) + b"\\n"`, byte for
-byte what `append_step` writes), built once and written to every run in one write.
+byte what `append_step` writes), built once and written to every run in one write, and steps.cols
+is built from it by the writer's own `StepsColsWriter` once and copied to every run (the same
+steps.jsonl bytes give the same steps.cols bytes).
 
-Measured (not a timed test; the target is < 1 s for the first):
-  browser      App.run_test() started -> the table drawn with every run (the cold index: each run's
-               four JSON files read once; steps.jsonl never)
-  rescan       one more RunIndex.scan() with nothing changed (what the watcher pays every second)
-  with steps   load_run() of every run: what a browser that read the history would pay
+Measured in a child process each (so the generation's memory does not count), first with steps.cols
+ignored (the child replaces the reader's `read_steps_cols` by one that finds nothing: what an old
+run without the cache costs), then as the monitor is, times from the child's spawn (Python and
+Textual imports included):
+  browser      the table drawn with every run (the cold index: each run's four JSON files read
+               once; steps.jsonl never)
+  selected     5 runs selected (space on each): the browser redraws its table each time (no target)
+  compared     then `c` pressed: the comparison's train-loss chart drawn with the 5 runs' every
+               step (their steps.jsonl or steps.cols read whole)
+  browser + compared   the two waits summed (the target: < 1 s)
+  peak RSS     ru_maxrss of the child at the end
+and, in this process: one more RunIndex.scan() with nothing changed (what the watcher pays every
+second).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,14 +42,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from entrenar_tui.app import MonitorApp
-from entrenar_tui.model.discovery import RunIndex
-from entrenar_tui.widgets.runs_table import RunsTable
+from bench.tui_scale import machine, peak_rss_mb
 from trainer.monitor.atomic import dumps
-from trainer.monitor.reader import load_run
+from trainer.monitor.schema import Files
+from trainer.monitor.steps_cols import StepsColsWriter
 from trainer.monitor.writer import MonitorWriter
 
 EPOCHS = 10
+COMPARED = 5
+SIZE = (160, 50)
 
 
 def steps_bytes(steps: int, t0: float) -> bytes:
@@ -57,9 +72,23 @@ def steps_bytes(steps: int, t0: float) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+def cols_bytes(blob: bytes, scratch: Path) -> bytes:
+    """The steps.cols the writer builds for this steps.jsonl."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / Files.STEPS).write_bytes(blob)
+    fd = os.open(scratch / Files.STEPS, os.O_RDONLY)
+    try:
+        StepsColsWriter(scratch / Files.STEPS_COLS, fd).close()
+    finally:
+        os.close(fd)
+    return (scratch / Files.STEPS_COLS).read_bytes()
+
+
 def generate(root: Path, runs: int, steps: int) -> None:
     t0 = time.time() - steps * 0.1 - 60
     blob = steps_bytes(steps, t0)
+    cols = cols_bytes(blob, root / ".scratch")
+    shutil.rmtree(root / ".scratch")
     spe = max(1, steps // EPOCHS)
     for i in range(runs):
         w = MonitorWriter(root / f"sweep-{i // 50}" / f"exp-{i:03d}")
@@ -101,56 +130,152 @@ def generate(root: Path, runs: int, steps: int) -> None:
             elapsed_s=steps * 0.1,
         )
         w.write_result({"status": "completed", "best": best, "best_epoch": EPOCHS})
-        (w.dir / "steps.jsonl").write_bytes(blob)
+        (w.dir / Files.STEPS).write_bytes(blob)
+        (w.dir / Files.STEPS_COLS).write_bytes(cols)
 
 
-async def open_browser(root: Path, runs: int) -> float:
-    start = time.perf_counter()
+# ---------------------------------------------------------------------------------------- the child
+
+
+async def measure(root: Path, runs: int, steps: int, spawned: float, ignore_cols: bool) -> dict:
+    from entrenar_tui.app import MonitorApp
+    from entrenar_tui.screens.compare import CompareScreen
+    from entrenar_tui.widgets.overlay_chart import OverlayChart
+    from entrenar_tui.widgets.runs_table import RunsTable
+    from trainer.monitor import reader
+
+    if ignore_cols:  # what a monitor without steps.cols does: parse all of steps.jsonl
+        reader.read_steps_cols = lambda *_args: None
+    drawn: list[tuple[float, int]] = []  # the compare train-loss chart: (when, steps drawn)
+    render = OverlayChart.render
+
+    def logged(chart):
+        text = render(chart)
+        if chart.id == "compare-train-loss" and len(chart.series) == COMPARED and not chart.message:
+            drawn.append((time.perf_counter(), min(len(s) for s in chart.series)))
+        return text
+
+    OverlayChart.render = logged
+    origin = time.perf_counter() - (time.time() - spawned)  # the spawn, on the perf_counter clock
     app = MonitorApp(root=root)
-    async with app.run_test(size=(160, 50)) as pilot:
-        while True:
-            screen = app.screen
-            tables = screen.query(RunsTable)
-            if tables and len(tables.first().row_keys()) == runs:
-                break
-            await pilot.pause(0.005)
+    result: dict = {"runs": runs, "steps": steps, "imported": time.perf_counter() - origin}
+    started = time.perf_counter()
+    async with app.run_test(size=SIZE) as pilot:
+        table = await until(lambda: next(iter(app.screen.query(RunsTable)), None), 30)
+        await until(lambda: len(table.row_keys()) == runs, 30)
         await pilot.pause()  # the frame with the rows
-        return time.perf_counter() - start
+        result["browser"] = time.perf_counter() - started
+        result["browser from spawn"] = time.perf_counter() - origin
+        selecting = time.perf_counter()
+        for i in range(COMPARED):
+            table.move_cursor(row=i * (runs // COMPARED))
+            await pilot.press("space")
+        await pilot.pause()
+        pressed = time.perf_counter()
+        result["selected"] = pressed - selecting
+        await pilot.press("c")
+        await until(lambda: isinstance(app.screen, CompareScreen) and drawn, 60)
+        result["compared"] = drawn[0][0] - pressed
+        result["browser + compared"] = result["browser"] + result["compared"]
+        result["steps drawn"] = drawn[0][1]
+    result["peak RSS"] = peak_rss_mb()
+    result["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+async def until(condition, timeout: float):
+    """Poll every 2 ms until condition() is truthy; its value, or raise."""
+    deadline = time.perf_counter() + timeout
+    while not (value := condition()):
+        if time.perf_counter() > deadline:
+            raise TimeoutError
+        await asyncio.sleep(0.002)
+    return value
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def run_child(a, root: Path, tmp: Path, *, ignore_cols: bool) -> dict:
+    result = tmp / "result.json"
+    command = [sys.executable, __file__, "--measure", str(root), "--runs", str(a.runs),
+               "--steps", str(a.steps), "--result", str(result),
+               *(["--ignore-cols"] if ignore_cols else []), "--spawned", repr(time.time())]  # fmt: skip
+    child = subprocess.run(command, capture_output=True, text=True, check=False)
+    if child.returncode:
+        sys.exit(f"the measuring child failed:\n{child.stderr}")
+    return json.loads(result.read_text())
+
+
+def report(old: dict, new: dict) -> str:
+    rows = [
+        (f"app start -> {new['runs']} rows drawn", "browser", "s", 1.0),
+        ("  (from the process spawn, imports included)", "browser from spawn", "s", None),
+        (f"{COMPARED} x space (runs selected; no target)", "selected", "s", None),
+        (f"c -> {COMPARED} runs' train loss drawn", "compared", "s", 1.0),
+        ("browser + compare (the two waits, summed)", "browser + compared", "s", 1.0),
+        ("peak RSS of the monitor (VmHWM)", "peak RSS", "MB", 300.0),
+    ]
+    lines = [
+        f"| {'measure':<46} | {'steps.jsonl only':>16} | {'with steps.cols':>15} | target   | met |",
+        f"|{'-' * 48}|{'-' * 18}|{'-' * 17}|----------|-----|",
+    ]  # fmt: skip
+    for label, key, unit, target in rows:
+        fmt = "{:.2f} s" if unit == "s" else "{:.0f} MB"
+        met = "" if target is None else ("yes" if new[key] < target else "NO")
+        aim = "" if target is None else f"< {target:g} {unit}"
+        lines.append(
+            f"| {label:<46} | {fmt.format(old[key]):>16} | {fmt.format(new[key]):>15} | {aim:<8} | {met:<3} |"
+        )
+    lines.append(
+        f"\n{COMPARED} runs x {new['steps drawn']:,} steps drawn (steps.jsonl only: "
+        f"{old['steps drawn']:,}); compare {old['compared'] / new['compared']:.1f}x faster with "
+        f"steps.cols; ru_maxrss {old['ru_maxrss']:.0f} / {new['ru_maxrss']:.0f} MB (with the "
+        f"parent's peak before the exec)"
+    )
+    return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", type=Path, help="generate here and keep it (reused when present)")
-    p.add_argument("--runs", type=int, default=200)
-    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child's side
+    p.add_argument("--ignore-cols", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.measure:
+        r = asyncio.run(
+            measure(args.measure, args.runs, args.steps, args.spawned, args.ignore_cols)
+        )
+        args.result.write_text(json.dumps(r))
+        return 0
     root = args.dir or Path(tempfile.mkdtemp(prefix="browser-scale-"))
     try:
         if not any(root.glob("sweep-*/exp-*/state.json")):
             t = time.perf_counter()
             generate(root, args.runs, args.steps)
-            size = sum(f.stat().st_size for f in root.rglob("steps.jsonl")) / 1e6
+            size = sum(f.stat().st_size for f in root.rglob(Files.STEPS)) / 1e6
             print(
                 f"generated {args.runs} runs x {args.steps:,} steps ({size:.0f} MB of steps.jsonl) in {time.perf_counter() - t:.1f} s"
             )
-        browser = asyncio.run(open_browser(root, args.runs))
+        from entrenar_tui.model.discovery import RunIndex
+
+        with tempfile.TemporaryDirectory(prefix="browser-scale-") as tmp:
+            os.environ["ENTRENAR_TUI_CONFIG_DIR"] = str(Path(tmp) / "settings")
+            print(machine())
+            old = run_child(args, root, Path(tmp), ignore_cols=True)
+            new = run_child(args, root, Path(tmp), ignore_cols=False)
         index = RunIndex(root)
-        t = time.perf_counter()
         index.scan()
-        cold_scan = time.perf_counter() - t
         t = time.perf_counter()
         index.scan()
         rescan = time.perf_counter() - t
-        t = time.perf_counter()
-        for run_dir in sorted(root.glob("sweep-*/exp-*")):
-            load_run(run_dir)
-        with_steps = time.perf_counter() - t
-        print(f"browser open -> {args.runs} rows drawn : {browser:.3f} s   (target < 1 s)")
-        print(f"  index, cold (4 JSON files a run)  : {cold_scan * 1000:.0f} ms")
-        print(f"  rescan, nothing changed (warm)    : {rescan * 1000:.1f} ms  (paid every second)")
-        print(
-            f"  reading steps.jsonl too (load_run): {with_steps:.2f} s   ({with_steps / cold_scan:.0f}x the cold index)"
-        )
+        print(report(old, new))
+        print(f"rescan, nothing changed (warm): {rescan * 1000:.1f} ms (paid every second)")
+        print(f"load after (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

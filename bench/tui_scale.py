@@ -7,17 +7,24 @@
 Generation goes through the real `MonitorWriter`: run.json, epochs.json and state.json by its
 methods; steps.jsonl by the writer's own serializer (`trainer.monitor.atomic.dumps(record) + b"\\n"`,
 byte for byte what `append_step` writes) in bulk appends, because a million `write(2)`s only cost
-time. The step values follow `tests.fake_run.FakeRun` (loss, lr, accuracy curves) with one loss
-spike at 77.7% of the run, which the chart must still show once the history is drawn.
+time; then steps.cols by the writer's own `StepsColsWriter`, as it builds one when it resumes a run
+that has none (that time is printed too). The step values follow `tests.fake_run.FakeRun` (loss,
+lr, accuracy curves) with one loss spike at 77.7% of the run, which the chart must still show once
+the history is drawn.
 
-The measurement runs in a child process (so the generation's memory does not count) that opens the
-app with `App.run_test()` at 200x60 and reports, from the moment the child was spawned:
+The same run is measured twice, one after the other, so that the ratio comes from one run of the
+script on one machine at one load: first with steps.cols ignored (the child replaces the reader's
+`read_steps_cols` by one that finds nothing: what a monitor without the cache does, and what an
+old run without steps.cols costs), then as the monitor is. Between the two the run is put back as
+generated. Each measurement runs in a child process (so the generation's memory does not count)
+that opens the app with `App.run_test()` at 200x60 and reports, from the moment it was spawned:
   open+draw   the first frame showing the current state (`global N/...` in the progress line)
   history     the train-loss, lr and train-acc charts drawn from every step (hooked renders)
   write->screen  after each of --updates batches (a steps.jsonl line via `append_step` plus a
               state.json rewrite), until both the progress line and the loss chart have drawn it;
               polled every 2 ms, at most 2 s a write
-  peak RSS    ru_maxrss of the child at the end
+  peak RSS    of the child at the end: VmHWM (Linux's ru_maxrss would include the peak of this
+              parent from before the exec, generation and all)
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import asyncio
 import json
 import math
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -41,11 +49,13 @@ from tests.fake_run import FakeRun
 from trainer.monitor.atomic import atomic_write_bytes, dumps
 from trainer.monitor.reader import read_contract_json
 from trainer.monitor.schema import Files
+from trainer.monitor.steps_cols import StepsColsWriter
 
 SIZE = (200, 60)
 SPIKE = 9.0
 CHUNK = 50_000
 STEP_CHARTS = ("#train-loss", "#lr", "#train-acc")
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "amx_tile")
 
 
 # ---------------------------------------------------------------------------------------- generation
@@ -105,24 +115,39 @@ def generate(run_dir: Path, steps: int, spe: int) -> None:
     run.writer.close()
 
 
+def build_cols(run_dir: Path) -> None:
+    """steps.cols from steps.jsonl, by the writer's own code (what a resume of a run without one
+    does)."""
+    fd = os.open(run_dir / Files.STEPS, os.O_RDONLY)
+    try:
+        StepsColsWriter(run_dir / Files.STEPS_COLS, fd).close()
+    finally:
+        os.close(fd)
+
+
 def ensure_run(run_dir: Path, steps: int, spe: int) -> None:
     """Generate the run, or put a kept one back as generated (the timed writes appended to it)."""
     marker, saved_state = run_dir / ".tui_scale.json", run_dir / ".tui_scale.state"
     key = {"steps": steps, "spe": spe}
     if marker.exists() and saved_state.exists():
         kept = json.loads(marker.read_text())
-        if {k: kept[k] for k in key} == key:
+        if {k: kept.get(k) for k in key} == key and "cols_size" in kept:
             os.truncate(run_dir / Files.STEPS, kept["size"])
+            os.truncate(run_dir / Files.STEPS_COLS, kept["cols_size"])
             atomic_write_bytes(run_dir / Files.STATE, saved_state.read_bytes())
-            print(f"reusing {run_dir}", file=sys.stderr)
             return
     t = time.perf_counter()
     generate(run_dir, steps, spe)
     size = (run_dir / Files.STEPS).stat().st_size
+    generated = time.perf_counter() - t
+    t = time.perf_counter()
+    build_cols(run_dir)
+    cols_size = (run_dir / Files.STEPS_COLS).stat().st_size
     saved_state.write_bytes((run_dir / Files.STATE).read_bytes())
-    marker.write_text(json.dumps({**key, "size": size}))
+    marker.write_text(json.dumps({**key, "size": size, "cols_size": cols_size}))
     print(
-        f"generated {steps:,} steps ({size / 1e6:.0f} MB steps.jsonl) in {time.perf_counter() - t:.1f} s",
+        f"generated {steps:,} steps ({size / 1e6:.0f} MB steps.jsonl) in {generated:.1f} s; "
+        f"steps.cols ({cols_size / 1e6:.0f} MB) built from it in {time.perf_counter() - t:.2f} s",
         file=sys.stderr,
     )
 
@@ -155,13 +180,20 @@ async def until(condition, timeout: float) -> float:
     return time.perf_counter()
 
 
-async def measure(run_dir: Path, steps: int, updates: int, spawned: float) -> dict:
+async def measure(
+    run_dir: Path, steps: int, updates: int, spawned: float, ignore_cols: bool
+) -> dict:
     from entrenar_tui.app import MonitorApp
+    from trainer.monitor import reader
     from trainer.monitor.writer import MonitorWriter
+
+    if ignore_cols:  # what a monitor without steps.cols does: parse all of steps.jsonl
+        reader.read_steps_cols = lambda *_args: None
 
     origin = time.perf_counter() - (time.time() - spawned)  # the spawn, on the perf_counter clock
     app = MonitorApp(run_dir, probe=lambda _state: "alive")
     result: dict = {"steps": steps, "bytes": (run_dir / Files.STEPS).stat().st_size}
+    result["imported"] = time.perf_counter() - origin  # Python started, the app imported
     async with app.run_test(size=SIZE):
         logs = {
             sel: RenderLog(app.screen.query_one(sel), app) for sel in (*STEP_CHARTS, "#position")
@@ -175,8 +207,21 @@ async def measure(run_dir: Path, steps: int, updates: int, spawned: float) -> di
         state = read_contract_json(run_dir / Files.STATE) or {}
         writer.state.update({k: v for k, v in state.items() if k not in ("schema", "version")})
         result["latencies"] = await write_and_watch(writer, logs, steps, updates)
-    result["peak RSS"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak RSS"] = peak_rss_mb()
+    result["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MB: VmHWM, its own since exec. (Linux's ru_maxrss also keeps the
+    parent's peak from before the exec: a generating parent's.) ru_maxrss elsewhere."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return (
+            int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM"))) / 1024
+        )
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def write_and_watch(writer, logs: dict, steps: int, updates: int) -> list[float | None]:
@@ -213,40 +258,72 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def report(r: dict) -> str:
+def rows(r: dict) -> list[tuple[str, str, str, bool]]:
     done = [x for x in r["latencies"] if x is not None]
     missed = len(r["latencies"]) - len(done)
     p50, p95 = statistics.median(done), percentile(done, 0.95)
-    rows = [
-        (
-            "open+draw (current state on screen)",
-            f"{r['open+draw']:.2f} s",
-            "< 1 s",
-            r["open+draw"] < 1,
-        ),
-        (
-            f"{r['steps']:,}-step history opened and drawn",
-            f"{r['history opened and drawn']:.2f} s",
-            "< 1 s",
-            r["history opened and drawn"] < 1,
-        ),
-        (
-            f"write->screen p50 / p95 ({len(done)} writes{f', {missed} missed' if missed else ''})",
-            f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms",
-            "p95 < 100 ms",
-            p95 < 0.1 and not missed,
-        ),
+    return [
+        ("open+draw (current state on screen)", f"{r['open+draw']:.2f} s", "< 1 s", r["open+draw"] < 1),
+        (f"{r['steps']:,}-step history opened and drawn", f"{r['history opened and drawn']:.2f} s",
+         "< 1 s", r["history opened and drawn"] < 1),
+        ("  (of which Python start and imports)", f"{r['imported']:.2f} s", "", True),
+        (f"write->screen p50 / p95 ({len(done)} writes{f', {missed} missed' if missed else ''})",
+         f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms", "p95 < 100 ms", p95 < 0.1 and not missed),
         ("peak RSS of the monitor", f"{r['peak RSS']:.0f} MB", "< 200 MB", r["peak RSS"] < 200),
-    ]
+    ]  # fmt: skip
+
+
+def report(old: dict, new: dict, machine: str) -> str:
+    """The two measurements side by side: steps.jsonl alone, then with steps.cols."""
     lines = [
-        f"steps.jsonl: {r['steps']:,} steps, {r['bytes'] / 1e6:.0f} MB; screen {SIZE[0]}x{SIZE[1]}; "
-        f"{os.cpu_count()} CPUs; spike at 77.7% drawn: {'yes' if r['spike drawn'] else 'NO'}",
+        machine,
+        f"steps.jsonl: {new['steps']:,} steps, {new['bytes'] / 1e6:.0f} MB; steps.cols "
+        f"{new['cols bytes'] / 1e6:.0f} MB; screen {SIZE[0]}x{SIZE[1]}; spike at 77.7% drawn: "
+        f"{'yes' if old['spike drawn'] else 'NO'} (jsonl) / {'yes' if new['spike drawn'] else 'NO'} (cols)",
         "",
-        f"| {'measure':<44} | {'measured':>15} | {'target':<12} | met |",
-        f"|{'-' * 46}|{'-' * 17}|{'-' * 14}|-----|",
+        f"| {'measure':<44} | {'steps.jsonl only':>16} | {'with steps.cols':>15} | {'target':<12} | met |",
+        f"|{'-' * 46}|{'-' * 18}|{'-' * 17}|{'-' * 14}|-----|",
     ]
-    lines += [f"| {a:<44} | {b:>15} | {c:<12} | {'yes' if d else 'NO':<3} |" for a, b, c, d in rows]
+    for (a, b, c, _), (_, d, _, met) in zip(rows(old), rows(new), strict=True):
+        verdict = ("yes" if met else "NO") if c else ""
+        lines.append(f"| {a:<44} | {b:>16} | {d:>15} | {c:<12} | {verdict:<3} |")
+    ratio = old["history opened and drawn"] / new["history opened and drawn"]
+    lines.append(f"\nhistory opened and drawn: {ratio:.1f}x faster with steps.cols")
     return "\n".join(lines)
+
+
+def machine() -> str:
+    """CPU model, the SIMD flags numpy can use, cores and the load (os.getloadavg)."""
+    cpu, flags = platform.processor() or platform.machine(), []
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next(
+            ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")
+        )
+        have = next(
+            ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")
+        )
+        flags = [f for f in SIMD_FLAGS if f in have]
+    except (OSError, StopIteration):
+        pass
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"CPU: {cpu} ({' '.join(flags) or 'flags unknown'}), {os.cpu_count()} cores; load (1/5/15 min): {load}"  # fmt: skip
+
+
+def run_child(a, run_dir: Path, tmp: Path, *, ignore_cols: bool, py_spy: Path | None) -> dict:
+    """One measurement in a fresh process; the run is put back as generated afterwards."""
+    result = tmp / "result.json"
+    command = [sys.executable, __file__, "--measure", str(run_dir), "--steps", str(a.steps),
+               "--updates", str(a.updates), "--result", str(result),
+               *(["--ignore-cols"] if ignore_cols else []), "--spawned", repr(time.time())]  # fmt: skip
+    if py_spy:
+        command = ["py-spy", "record", "-f", "raw", "--threads", "-o", str(py_spy), "--", *command]
+    child = subprocess.run(command, capture_output=True, text=True, check=False)
+    if child.returncode:
+        sys.exit(f"the measuring child failed:\n{child.stderr}")
+    r = json.loads(result.read_text())
+    ensure_run(run_dir, a.steps, a.steps_per_epoch)
+    return r
 
 
 def main() -> None:
@@ -257,44 +334,33 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=250, help="writes timed for write->screen")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     p.add_argument(
-        "--py-spy", type=Path, metavar="OUT", help="profile the child: py-spy raw output"
+        "--py-spy",
+        type=Path,
+        metavar="OUT",
+        help="profile the child with steps.cols: py-spy raw output",
     )
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child's side
+    p.add_argument("--ignore-cols", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.measure:
-        a.result.write_text(
-            json.dumps(asyncio.run(measure(a.measure, a.steps, a.updates, a.spawned)))
-        )
+        r = asyncio.run(measure(a.measure, a.steps, a.updates, a.spawned, a.ignore_cols))
+        a.result.write_text(json.dumps(r))
         return
     with tempfile.TemporaryDirectory(prefix="tui_scale-") as tmp:
         # The app's defaults, not this user's remembered layout (smoothing costs time and memory).
         os.environ["ENTRENAR_TUI_CONFIG_DIR"] = str(Path(tmp) / "settings")
         run_dir = a.dir or Path(tmp) / "run"
         ensure_run(run_dir, a.steps, a.steps_per_epoch)
-        command = [sys.executable, __file__, "--measure", str(run_dir), "--steps", str(a.steps),
-                   "--updates", str(a.updates), "--result", str(Path(tmp) / "result.json"),
-                   "--spawned", repr(time.time())]  # fmt: skip
-        if a.py_spy:
-            command = [
-                "py-spy",
-                "record",
-                "-f",
-                "raw",
-                "--threads",
-                "-o",
-                str(a.py_spy),
-                "--",
-                *command,
-            ]
-        child = subprocess.run(command, capture_output=True, text=True, check=False)
-        if child.returncode:
-            sys.exit(f"the measuring child failed:\n{child.stderr}")
-        r = json.loads((Path(tmp) / "result.json").read_text())
-    print(report(r))
+        before = machine()
+        old = run_child(a, run_dir, Path(tmp), ignore_cols=True, py_spy=None)
+        new = run_child(a, run_dir, Path(tmp), ignore_cols=False, py_spy=a.py_spy)
+        new["cols bytes"] = (run_dir / Files.STEPS_COLS).stat().st_size
+    print(report(old, new, before))
+    print(f"load after (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if a.json:
-        print(json.dumps(r))
+        print(json.dumps({"steps.jsonl only": old, "with steps.cols": new}))
 
 
 if __name__ == "__main__":

@@ -5,17 +5,25 @@ run screen shows (run_screen, run_model, run_watcher), the fake trainer's comman
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import sys
+import tempfile
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import numpy as np
+import orjson
+
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.watch.run_watcher import RunWatcher
 from tests.conftest import patience
+from trainer.monitor.reader import RunSnapshot, load_run
+from trainer.monitor.schema import Files
+from trainer.monitor.steps_cols import HEADER, HEADER_BYTES, RECORD, STEP_FIELDS, step_row
 from trainer.monitor.writer import MonitorWriter
 
 FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
@@ -98,3 +106,44 @@ def hook_steps(monkeypatch, at_global_step: int, action) -> None:
             action(self.dir)
 
     monkeypatch.setattr(MonitorWriter, "append_step", hooked)
+
+
+# ------------------------------------------------------------------------------ steps.cols
+
+
+def load_without_cols(run: Path) -> RunSnapshot:
+    """The run as a reader without steps.cols sees it: its steps.jsonl read in a copy of the
+    directory that has no steps.cols."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / run.name
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns(Files.STEPS_COLS, "checkpoints"))
+        return load_run(copy)
+
+
+def assert_same_history(got: RunSnapshot, want: RunSnapshot) -> None:
+    """Equal step histories: the steps, every column (NaN where NaN), the unreadable lines, the
+    bytes of a line in flight, and the step timing."""
+    a, b = got.history, want.history
+    assert a.global_steps.array.tolist() == b.global_steps.array.tolist()
+    for name in STEP_FIELDS:
+        assert np.array_equal(
+            a.series[name].values.array, b.series[name].values.array, equal_nan=True
+        ), name
+    assert (got.bad_lines, got.partial_bytes) == (want.bad_lines, want.partial_bytes)
+    assert a.typical_step_s() == b.typical_step_s()
+
+
+def assert_steps_cols_agree(run: Path) -> None:
+    """steps.cols holds one record per complete line of steps.jsonl, each equal to its line (every
+    one, not the reader's sample), and the reader gives the same history with it as without."""
+    raw = (run / Files.STEPS).read_bytes()
+    cols = (run / Files.STEPS_COLS).read_bytes()
+    assert cols[:HEADER_BYTES] == HEADER
+    records = np.frombuffer(cols[HEADER_BYTES:], RECORD)
+    lines = raw[: raw.rfind(b"\n") + 1].splitlines(keepends=True)
+    assert records["end"].tolist() == list(itertools.accumulate(map(len, lines)))
+    for record, line in zip(records, lines, strict=True):
+        step, values = step_row(orjson.loads(line))
+        assert step == record["global_step"]
+        assert np.array_equal(values, [record[n] for n in STEP_FIELDS], equal_nan=True)
+    assert_same_history(load_run(run), load_without_cols(run))

@@ -48,7 +48,20 @@ class Column:
             grown[: self._n] = self.array
             self._data = grown
 
-    def extend(self, values: np.ndarray | Iterable[Any]) -> None:
+    def extend(self, values: np.ndarray | Iterable[Any], *, take: bool = False) -> None:
+        """Append values. take=True: an empty column becomes `values` itself when that is a
+        writable 1-D array of its dtype (handed over, not copied: a million steps read whole are
+        not held twice)."""
+        if (
+            take
+            and not self._n
+            and isinstance(values, np.ndarray)
+            and values.dtype == self._data.dtype
+            and values.ndim == 1
+            and values.flags.writeable
+        ):
+            self._data, self._n = values, len(values)
+            return
         values = np.asarray(values if isinstance(values, np.ndarray) else list(values))
         self._reserve(self._n + len(values))
         self._data[self._n : self._n + len(values)] = values
@@ -99,6 +112,8 @@ def parse_uniform(
 
     The values we do not read are checked by their first and last bytes only (`1.2.3` would pass
     where a JSON parser stops): no writer writes that, and checking them fully costs as much again.
+    The values we read are checked so too before numpy sees them (it would take "0.5" or true for
+    a number, where the line-by-line reader has no number).
     """
     keys = _first_keys(chunk)
     if not keys or "global_step" not in keys:
@@ -193,6 +208,11 @@ def _parse_values(buf: np.ndarray, colons: np.ndarray, terms: np.ndarray, dtype:
     cells = np.lib.stride_tricks.sliding_window_view(buf, width + 1)[starts]  # (a copy)
     cells[np.arange(width + 1) >= widths[:, None]] = SPACE
     cells[:, width] = COMMA
+    first = np.where(cells[:, 0] == SPACE, cells[:, min(1, width)], cells[:, 0])
+    if not (
+        FIRST_BYTES[first].all() and LAST_BYTES[cells[np.arange(len(cells)), widths - 1]].all()
+    ):
+        raise ValueError("not a number or null")
     try:
         parsed = orjson.loads(b"[" + cells.tobytes()[:-1] + b"]")
         values = np.array(parsed, None if dtype is np.int64 else dtype)  # null -> nan

@@ -25,6 +25,13 @@ import orjson
 from trainer.monitor.columns import Column, block_summaries, parse_uniform
 from trainer.monitor.safe_files import UnsafeFile, open_regular, read_bytes
 from trainer.monitor.schema import CONTRACT_VERSION, LIVE_STATUSES, Files, schema_tag
+from trainer.monitor.steps_cols import (
+    STEP_FIELDS,
+    as_columns,
+    loads,
+    read_steps_cols,
+    step_row,
+)
 from trainer.monitor.values import is_number
 
 NAN = float("nan")
@@ -87,11 +94,6 @@ def read_contract_json(path: str | Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------- series
 
 
-def finite(value: Any) -> float:
-    """A step value as a float: JSON null (the writer's NaN/Inf) and non-numbers become NaN."""
-    return float(value) if is_number(value, finite=False) else NAN
-
-
 class Series:
     """A float column (8 bytes a value) with per-block min/max, so that any range's min/max costs
     O(range / BLOCK) and a chart of a million steps bins 8k block summaries, not the steps.
@@ -129,9 +131,10 @@ class Series:
             self._lo[first : last + 1], self._hi[first : last + 1] = lo, hi
             self._bad[first : last + 1] = bad
 
-    def extend(self, values: np.ndarray | Iterable[float]) -> None:
+    def extend(self, values: np.ndarray | Iterable[float], *, take: bool = False) -> None:
+        """Append values (take: Column.extend's, the array handed over)."""
         start = len(self.values)
-        self.values.extend(values)
+        self.values.extend(values, take=take)
         self._resummarize(start // self.BLOCK)
 
     def put(self, positions: np.ndarray, values: np.ndarray) -> None:
@@ -209,9 +212,6 @@ def _scan(values: np.ndarray) -> tuple[float, float, int]:
     return (float(good.min()), float(good.max()), bad) if len(good) else (NAN, NAN, bad)
 
 
-STEP_FIELDS = ("loss", "lr", "accuracy", "t")  # t: wall time, for the charts' time axis
-
-
 class StepHistory:
     """Per-step history in columns (40 bytes a step: int64 steps, four float64 series), global
     steps sorted, a repeated global step replaced by its later line."""
@@ -231,7 +231,8 @@ class StepHistory:
         self._recent_t.clear()
 
     def add(self, batch: StepBatch) -> None:
-        """Apply a batch of step lines in file order (later lines win)."""
+        """Apply a batch of step lines in file order (later lines win). The batch is handed over:
+        an empty history takes its arrays rather than copying them."""
         if batch.reset:
             self.clear()
         steps = batch.steps
@@ -248,9 +249,9 @@ class StepHistory:
         if k:
             self._merge(steps[:k], {name: v[:k] for name, v in values.items()})
         if k < len(steps):
-            self.global_steps.extend(steps[k:])
+            self.global_steps.extend(steps[k:], take=True)
             for name, s in self.series.items():
-                s.extend(values[name][k:])
+                s.extend(values[name][k:], take=True)
 
     def _merge(self, steps: np.ndarray, values: dict[str, np.ndarray]) -> None:
         at = np.searchsorted(self.global_steps.array, steps)  # every step <= the last known one
@@ -282,7 +283,6 @@ class StepHistory:
 
 # ---------------------------------------------------------------------------------------- steps.jsonl
 
-INT64 = (-(2**63), 2**63 - 1)
 RECENT_LINES = 64  # the `t` of this many last lines times the steps
 
 
@@ -341,7 +341,10 @@ class StepBatch:
 
 
 class StepTail:
-    """Follows steps.jsonl by byte offset; `read()` returns what was appended since the last call."""
+    """Follows steps.jsonl by byte offset; `read()` returns what was appended since the last call.
+    Reading from the start (the first read, or after the file shrank or was replaced), it takes
+    the lines that steps.cols covers from there when that file agrees with steps.jsonl
+    (steps_cols.py), and parses only what follows."""
 
     CHUNK = 8 << 20  # bytes per read: bounds memory and lets a huge history arrive in pieces
     SPLIT_BELOW = (
@@ -350,6 +353,7 @@ class StepTail:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.cols_path = self.path.with_name(Files.STEPS_COLS)
         self.offset = 0
         self.lines = 0  # complete lines consumed so far
         self._ino: int | None = None
@@ -357,6 +361,8 @@ class StepTail:
     def read(self) -> StepBatch:
         batch = StepBatch()
         data = self._read_chunk(batch)
+        if data is None:  # taken from steps.cols
+            return batch
         end = data.rfind(b"\n") + 1
         batch.partial_bytes = 0 if batch.more else len(data) - end
         if end:
@@ -373,9 +379,10 @@ class StepTail:
             batch.bad_lines.append(self.lines)
         return batch
 
-    def _read_chunk(self, batch: StepBatch) -> bytes:
+    def _read_chunk(self, batch: StepBatch) -> bytes | None:
         """Up to CHUNK bytes from the offset, starting again from 0 when the file shrank or was
-        replaced (batch.reset); b"" when there is no file or it cannot be read (batch.problem)."""
+        replaced (batch.reset); b"" when there is no file or it cannot be read (batch.problem);
+        None when the batch was filled from steps.cols instead."""
         try:
             with open(open_regular(self.path), "rb") as f:  # never a FIFO, device or link
                 st = os.fstat(f.fileno())
@@ -383,6 +390,8 @@ class StepTail:
                     batch.reset = True
                     self.offset, self.lines = 0, 0
                 self._ino = st.st_ino
+                if self.offset == 0 and self._from_cols(batch, f.fileno(), st.st_size):
+                    return None
                 f.seek(self.offset)
                 data = f.read(self.CHUNK)
         except FileNotFoundError:
@@ -398,6 +407,18 @@ class StepTail:
         batch.more = self.offset + len(data) < st.st_size
         return data
 
+    def _from_cols(self, batch: StepBatch, fd: int, size: int) -> bool:
+        """Fill the batch with the lines steps.cols covers, if it is there and agrees."""
+        cached = read_steps_cols(self.cols_path, fd, size)
+        if cached is None:
+            return False
+        batch.steps, batch.values = cached.steps, cached.values
+        t = cached.values["t"][-RECENT_LINES:]
+        batch.recent_t = t[~np.isnan(t)].tolist()
+        self.offset, self.lines = cached.covered, cached.lines
+        batch.more = self.offset < size
+        return True
+
 
 Parsed = tuple[np.ndarray, dict[str, np.ndarray], list[int], list[float]]
 
@@ -409,7 +430,7 @@ def _parse_chunk(chunk: bytes, first_line: int, split_below: int) -> Parsed:
     fast = parse_uniform(chunk, STEP_FIELDS)
     if fast is not None:
         tail = chunk[:-1].rsplit(b"\n", RECENT_LINES)[-RECENT_LINES:]
-        return *fast, [], _recent_t([_loads(line) for line in tail])
+        return *fast, [], _recent_t([loads(line) for line in tail])
     lines = chunk.count(b"\n")
     if lines < split_below:
         return _parse_lines(chunk.split(b"\n")[:-1], first_line)
@@ -422,29 +443,18 @@ def _parse_chunk(chunk: bytes, first_line: int, split_below: int) -> Parsed:
 
 
 def _parse_lines(lines: list[bytes], first_line: int) -> Parsed:
-    """One orjson call per line: a step is a JSON object with an int64 global_step; anything else
-    is an unreadable line (its number kept)."""
-    good, bad = [], []
+    """One orjson call per line: a step is a JSON object with an int64 global_step (step_row);
+    anything else is an unreadable line (its number kept)."""
+    good, rows, bad = [], [], []
     for n, line in enumerate(lines, first_line):
-        rec = _loads(line)
-        step = rec.get("global_step") if type(rec) is dict else None
-        if type(step) is int and INT64[0] <= step <= INT64[1]:
-            good.append(rec)
-        else:
+        rec = loads(line)
+        row = step_row(rec)
+        if row is None:
             bad.append(n)
-    steps = np.array([rec["global_step"] for rec in good], np.int64)
-    values = {
-        name: np.array([finite(rec.get(name)) for rec in good], np.float64) for name in STEP_FIELDS
-    }
-    return steps, values, bad, _recent_t(good[-RECENT_LINES:])
-
-
-def _loads(line: bytes) -> Any:
-    """A line's JSON value, or None when it is not JSON."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
+        else:
+            good.append(rec)
+            rows.append(row)
+    return *as_columns(rows), bad, _recent_t(good[-RECENT_LINES:])
 
 
 def _recent_t(records: list[Any]) -> list[float]:
@@ -559,7 +569,7 @@ def load_run(run_dir: str | Path) -> RunSnapshot:
         history=history,
         problems=problems,
         bad_lines=bad,
-        partial_bytes=batch.partial_bytes if batch else 0,
+        partial_bytes=batch.partial_bytes if batch is not None else 0,  # (an empty batch is falsy)
     )
 
 
