@@ -294,6 +294,15 @@ def _stall_alerts(
     return [Alert(f"stall@step:{last}", "stalled", message)]
 
 
+def level(alert: Alert) -> str:
+    """How serious: `error` (crashed, NaN/Inf, the run failed), `warning` (stalled, a spike,
+    validation loss rising) or `info` (the run completed or was stopped): the problems line's
+    levels, the toast's severity."""
+    if alert.kind in ("crashed", "nan") or alert.key.startswith("finished:failed"):
+        return "error"
+    return "info" if alert.kind == "finished" else "warning"
+
+
 class AlertLog:
     """Which events have been told: new() lets each key through once."""
 
