@@ -1,8 +1,10 @@
 """What the user chose on the run screen (log pane, chart controls, theme) and the alerts'
-thresholds (the `alerts` table: AlertSettings' fields), remembered between sessions in $XDG_CONFIG_HOME/entrenar-tui/settings.json (~/.config/... without it; the platform's
-config folder elsewhere, by platformdirs; ENTRENAR_TUI_CONFIG_DIR overrides the folder, for tests). Written atomically; a file that cannot be
-read or holds values of the wrong type is ignored (defaults used) and the caller shows why; a bad
-alert threshold falls back to its own default alone, named with the default used."""
+thresholds (the `alerts` table: AlertSettings' fields), remembered between sessions in
+$XDG_CONFIG_HOME/entrenar-tui/settings.json (~/.config/... without it; the platform's config folder
+elsewhere, by platformdirs; ENTRENAR_TUI_CONFIG_DIR overrides the folder, for tests). Written
+atomically; a file that cannot be read or holds values of the wrong type is ignored (defaults used)
+and the caller shows why; a bad alert threshold falls back to its own default alone, named with the
+default used."""
 
 from __future__ import annotations
 
