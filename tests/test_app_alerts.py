@@ -185,6 +185,23 @@ def test_an_already_finished_run_is_shown_but_never_told(tmp_path):
     run_app(app, body)
 
 
+def test_a_run_stalled_when_opened_is_shown_stalled_but_not_told(tmp_path):
+    run = FakeRun(tmp_path / "exp").start()
+    run.play_epoch()
+    for _ in range(5):
+        run.train_step()
+    app, told, clock = watching(run)
+    clock.late = 120.0  # its last step two minutes before the app opens it
+
+    async def body(pilot):
+        await until(pilot, loaded(app, 25), "the run loads")
+        await settle(pilot, app, run, "a tick after the first read")
+        assert re.fullmatch(r"! no step for 2:0\d since step 25 \(.*\)", problems(app))
+        assert told.toasts == [] and told.bells == 0
+
+    run_app(app, body)
+
+
 def test_old_alerts_are_on_the_problems_line_most_serious_first_and_all_in_help(tmp_path):
     run = FakeRun(tmp_path / "exp").start()
     run.play_epoch()

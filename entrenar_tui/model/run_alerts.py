@@ -47,8 +47,9 @@ class RunAlerts:
         """Detect now; sets `active` (newest first; those found together, the last found first)
         and returns the alerts to tell: the new ones, once primed."""
         status = model.status
-        if status == "running" and self._status not in (None, "running"):
+        if status == "running" and self._status not in (None, "waiting", "running"):
             self._running_since = model.now  # back from validation, or resumed: not a stall
+            # (from nothing or "waiting": the state just read, no change the screen saw)
         self._status = status
         found = alerts_of(model, self.detector, self._running_since)
         fresh = self.log.new(found)
