@@ -235,12 +235,13 @@ def test_help_lists_every_problem_and_closes(tmp_path):
 
     async def body(pilot):
         await until(pilot, lambda: "failed: non-finite loss" in problems(app), "the failure shows")
-        assert "+1 more" in problems(app)
+        assert "+2 more" in problems(app)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         assert [p.text for p in app.screen.problems] == [
             "failed: non-finite loss",
             "loss NaN/Inf at 1 step",
+            "non-finite loss (NaN/Inf) at step 1",  # the alert (its failure is the line above)
         ]
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)

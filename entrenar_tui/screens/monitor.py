@@ -119,6 +119,10 @@ The layout (log pane, smoothing, log-Y, x axis, outliers, zoom, theme) is rememb
 **crashed** (the state says running but the trainer's pid is gone on this host, or its heartbeat is far
 older than a typical step).
 
+**Alerts**: stalled, NaN/Inf loss, loss spike, val loss rising, crashed, finished: on the problems
+line while they hold; one that happens while you watch also toasts, rings the bell and runs
+`--notify-cmd`, once. Thresholds: the `alerts` table of `settings.json`.
+
 **Charts**: braille, each column the min–max of its steps, so spikes survive; gaps are NaN/Inf;
 the best epoch is highlighted (★ best = its value). Train series are per step; validation per epoch.
 The epoch table's last row is the epoch in progress (▸), or where a stopped, failed or crashed run
