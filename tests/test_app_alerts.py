@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -288,6 +289,7 @@ def test_the_browser_tells_runs_that_end_or_crash_while_it_is_open(tmp_path):
     async def body(pilot):
         await until(pilot, lambda: statuses().get("done-before") == "completed", "listed")
         await until(pilot, lambda: len(statuses()) == 4, "all four listed")
+        assert told.toasts == [] and told.bells == 0  # "done-before" had ended: primed
         ending.finish("completed")
         gone.add(999_999)
         await until(pilot, lambda: len(told.toasts) == 2, "the end and the crash told")
@@ -295,6 +297,10 @@ def test_the_browser_tells_runs_that_end_or_crash_while_it_is_open(tmp_path):
             ("crashing: the trainer crashed at step 20", "error"),
             ("ending: the run completed at step 20", "information"),
         ]
+        # A run that had ended before it was copied in did not end while the browser watched.
+        shutil.copytree(root / "done-before", root / "copied-in")
+        await until(pilot, lambda: "copied-in" in statuses(), "the copy is listed")
+        assert len(told.toasts) == 2
         # A run open on a run screen is told by that screen alone, not twice.
         app.screen.open_run(opened.dir)
         await until(pilot, lambda: (s := run_screen(app)) and s.alerts.primed, "opened")

@@ -68,18 +68,20 @@ class RootAlerts:
     """The runs browser's alerts: only the end of a run (crashed, completed, stopped, failed), from
     each run's summary, since the browser does not read steps.jsonl (a Detector a run would read
     every run's history). A run is looked at again only when its status, last step or error
-    changed. The first listing is primed; `update` returns (run, alert) for the news after it."""
+    changed. What a run shows when the browser first sees it (at open, or copied in later) is
+    primed; `update` returns (run, alert) for what happens after."""
 
     def __init__(self, settings: AlertSettings | None = None) -> None:
         base = settings or AlertSettings()
         self.settings = replace(base, stalled=False, nan=False, spike=False, val_rising=False)
-        self.logs: dict[Path, AlertLog] = {}  # one a run
-        self.primed = False
+        self.logs: dict[Path, AlertLog] = {}  # one a run seen
         self._seen: dict[Path, tuple[str, int | None, str | None]] = {}
 
     def update(self, runs: Iterable[RunSummary], now: float) -> list[tuple[RunSummary, Alert]]:
         news: list[tuple[RunSummary, Alert]] = []
         for run in runs:
+            first_sight = run.dir not in self.logs
+            log = self.logs.setdefault(run.dir, AlertLog())
             if run.status != "crashed" and run.status not in FINAL_STATUSES:
                 self._seen.pop(run.dir, None)
                 continue
@@ -89,8 +91,7 @@ class RootAlerts:
             self._seen[run.dir] = signature
             steps = [{"global_step": run.global_step}] if run.global_step is not None else []
             found = detect(steps, [], run.status, now, self.settings, error=run.error)
-            news += [(run, a) for a in self.logs.setdefault(run.dir, AlertLog()).new(found)]
-        if not self.primed:
-            self.primed = True
-            return []
+            fresh = log.new(found)
+            if not first_sight:
+                news += [(run, alert) for alert in fresh]
         return news
