@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ class FakeRun:
         self.model_path, self.architecture = model_path, architecture
         self.pid = pid if pid is not None else os.getpid()
         self.sweep = sweep  # run.json `sweep`: {name, index, values}, as a sweep's run has it
+        self.clock: Callable[[], float] | None = None  # a step's `t`; None: scripted, T0-based
         self.epoch, self.step, self.global_step = 1, 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -167,7 +168,7 @@ class FakeRun:
             "grad_norm": 1.0 + 0.1 * math.sin(g),
             "accuracy": acc,
             "samples_per_sec": self.batch_size / self.step_s,
-            "t": T0 + elapsed,
+            "t": self.clock() if self.clock is not None else T0 + elapsed,
         }
         self.writer.append_step(record)
         self.writer.update_state(
