@@ -277,9 +277,10 @@ def test_x_stops_a_live_trainer_and_r_resumes_it_to_completed(tmp_path):
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
+        # (the held trainer may stop at once: the run's own "stopped" alert can follow the note)
         assert (
-            notes[-1]
-            == f"stop requested: SIGINT sent to trainer pid {trainer.pid}, control.json written"
+            f"stop requested: SIGINT sent to trainer pid {trainer.pid}, control.json written"
+            in notes[-2:]
         )
         assert run_model(app).request is not None and run_model(app).request.label == "stopping…"
         await until(pilot, lambda: status(app) == "stopped", "the run stops")
