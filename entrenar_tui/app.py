@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 
+from entrenar_tui.model.alerts import Alert, level, notify_command, run_notify
 from entrenar_tui.model.controller import Controller, StartSpec
 from entrenar_tui.model.run import Problem
 from entrenar_tui.screens.help import PALETTE, HelpScreen, key_rows
@@ -28,12 +30,16 @@ from entrenar_tui.settings import follow_theme
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.text import printable
 
+SEVERITY = {"error": "error", "warning": "warning", "info": "information"}  # level -> toast's
+ALERT_TIMEOUT_S = 15.0
+
 
 class MonitorApp(App):
     """`clock` and `probe` (is the state's pid our live trainer?) are injected so that tests and
     snapshots do not depend on wall time or on the process table (without a probe, the run's own
     lock is asked: control.trainer_liveness); `launched` is the trainer that `entrenar-tui run`
-    just started ("starting…" until it writes its state)."""
+    just started ("starting…" until it writes its state); `notify_cmd` is `--notify-cmd CMD`, run
+    for each alert (announce)."""
 
     CSS_PATH = "app.tcss"
     TITLE = "entrenar-tui"
@@ -59,6 +65,7 @@ class MonitorApp(App):
         poll_interval: float = 1.0,
         tick_interval: float = 1.0,
         notice: str | None = None,
+        notify_cmd: str | None = None,
     ):
         super().__init__()
         if run_dir is None and root is None:
@@ -72,6 +79,7 @@ class MonitorApp(App):
         self.watch_enabled, self.force_polling = watch, force_polling
         self.poll_interval, self.tick_interval = poll_interval, tick_interval
         self.notice = notice
+        self.notify_cmd = notify_cmd
 
     def on_mount(self) -> None:
         follow_theme(self)  # the theme chosen in the palette, remembered (settings.py)
@@ -105,6 +113,21 @@ class MonitorApp(App):
         """Notifications quote run files (pid, host, paths, error text): never markup, never a
         control character."""
         super().notify(printable(message), markup=markup, **kwargs)
+
+    def announce(self, run_name: str, alert: Alert) -> None:
+        """An alert that happened while the app watched: a toast (severity by its level), the
+        terminal bell, and `--notify-cmd` with its kind and "run: message" as arguments (started
+        detached, no shell); a notify command that cannot start is a warning toast."""
+        text = f"{run_name}: {alert.message}"
+        self.notify(text, severity=SEVERITY[level(alert)], timeout=ALERT_TIMEOUT_S)
+        self.bell()
+        if self.notify_cmd:
+            try:  # (the CLI refuses a bad CMD at start; an app built in code may hold one)
+                failure = run_notify(notify_command(self.notify_cmd, replace(alert, message=text)))
+            except ValueError as e:
+                failure = str(e)
+            if failure:
+                self.notify(failure, severity="warning", timeout=ALERT_TIMEOUT_S)
 
     # ------------------------------------------------------------------------ routing
 

@@ -14,11 +14,17 @@ from pathlib import Path
 
 from trainer.monitor.text import printable
 
-USAGE = """entrenar-tui [--once] [--poll]
-       entrenar-tui monitor RUN_DIR|ROOT [--once] [--poll]
-       entrenar-tui run CONFIG [section.key=value ...] [--poll]
+USAGE = """entrenar-tui [--once] [--poll] [--notify-cmd CMD]
+       entrenar-tui monitor RUN_DIR|ROOT [--once] [--poll] [--notify-cmd CMD]
+       entrenar-tui run CONFIG [section.key=value ...] [--poll] [--notify-cmd CMD]
        entrenar-tui export RUN_DIR|ROOT [--format csv|json] [--out PATH]
-       entrenar-tui serve [RUN_DIR|ROOT] [--host 127.0.0.1] [--port 8000] [--token T | --no-token]"""
+       entrenar-tui serve [RUN_DIR|ROOT] [--host 127.0.0.1] [--port 8000] [--token T | --no-token]
+                          [--notify-cmd CMD]"""
+NOTIFY_HELP = (
+    "run CMD on each alert while the app watches (stalled, NaN/Inf, loss spike, val loss "
+    "rising, crashed, finished), the alert's kind and text appended as two arguments; split as "
+    "a shell would, never run by one"
+)
 BROWSE_HELP = (
     "With no command: browse the runs under ./runs if that directory exists, else under the "
     "current directory (run directories up to 3 levels down)."
@@ -43,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--once", action="store_true", help="print the runs as a plain table and exit")
     p.add_argument("--poll", action="store_true", help="poll instead of file events")
+    p.add_argument("--notify-cmd", metavar="CMD", help=NOTIFY_HELP)
     sub = p.add_subparsers(dest="command", required=False, metavar="{monitor,run,export,serve}")
     m = sub.add_parser(
         "monitor",
@@ -65,12 +72,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="poll instead of file events (some network file systems)",
     )
+    m.add_argument("--notify-cmd", metavar="CMD", help=NOTIFY_HELP)
     r = sub.add_parser(
         "run", help="start entrenar-train detached on CONFIG and monitor its run directory"
     )
     r.add_argument("config", type=Path, metavar="CONFIG")
     r.add_argument("overrides", nargs="*", metavar="section.key=value")
     r.add_argument("--poll", action="store_true", help="poll instead of file events")
+    r.add_argument("--notify-cmd", metavar="CMD", help=NOTIFY_HELP)
     e = sub.add_parser(
         "export",
         help="write the per-step and per-epoch metrics of a run (or of every run under ROOT)",
@@ -113,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
         "loopback) can stop and start runs",
     )
     w.add_argument("--poll", action="store_true", help="poll instead of file events")
+    w.add_argument("--notify-cmd", metavar="CMD", help=f"{NOTIFY_HELP} (by each tab's app)")
     return p
 
 
@@ -137,17 +147,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    notify = getattr(args, "notify_cmd", None)
+    if notify is not None:
+        from entrenar_tui.model.alerts import split_notify_command
+
+        try:
+            split_notify_command(notify)
+        except ValueError as e:  # "--notify-cmd: No closing quotation: ..."
+            return error(str(e))
     if args.command is None:
-        return browse(default_root(), once=args.once or not interactive(), poll=args.poll)
+        once = args.once or not interactive()
+        return browse(default_root(), once=once, poll=args.poll, notify_cmd=notify)
     if args.command == "monitor":
-        return monitor(args.run_dir, once=args.once or not interactive(), poll=args.poll)
+        once = args.once or not interactive()
+        return monitor(args.run_dir, once=once, poll=args.poll, notify_cmd=notify)
     if args.command == "serve":
         return serve(args)
     if args.command == "export":
         from entrenar_tui.output.export import main as export_main
 
         return export_main(args.target, args.format, args.out)
-    return run(args.config, args.overrides, poll=args.poll)
+    return run(args.config, args.overrides, poll=args.poll, notify_cmd=notify)
 
 
 def default_root() -> Path:
@@ -180,28 +200,39 @@ def serve(args: argparse.Namespace) -> int:
         print("entrenar-tui: error: --token and --no-token contradict", file=sys.stderr)
         return 2
     token = None if args.no_token else (args.token or new_token())
-    return serve_app(target, host=args.host, port=args.port, token=token, poll=args.poll)
+    return serve_app(
+        target,
+        host=args.host,
+        port=args.port,
+        token=token,
+        poll=args.poll,
+        notify_cmd=args.notify_cmd,
+    )
 
 
-def monitor(run_dir: Path, *, once: bool, poll: bool) -> int:
+def monitor(run_dir: Path, *, once: bool, poll: bool, notify_cmd: str | None = None) -> int:
     from entrenar_tui.model.discovery import holds_runs
 
     if holds_runs(run_dir):
-        return browse(run_dir, once=once, poll=poll)
+        return browse(run_dir, once=once, poll=poll, notify_cmd=notify_cmd)
     if once:
         from entrenar_tui.output.plain import summary
+        from entrenar_tui.settings import load
 
         if not run_dir.is_dir():
             return error(f"{run_dir}: no such run directory")
-        print(summary(run_dir))
+        chosen, notice = load()  # the alerts' thresholds
+        if notice:
+            say(f"warning: {notice}", file=sys.stderr)
+        print(summary(run_dir, alert_settings=chosen.alerts))
         return 0
     from entrenar_tui.app import MonitorApp
 
-    MonitorApp(run_dir, force_polling=poll).run()
+    MonitorApp(run_dir, force_polling=poll, notify_cmd=notify_cmd).run()
     return 0
 
 
-def browse(root: Path, *, once: bool, poll: bool) -> int:
+def browse(root: Path, *, once: bool, poll: bool, notify_cmd: str | None = None) -> int:
     """The runs browser on ROOT, or with --once (or no terminal) the runs as a plain table."""
     if once:
         from entrenar_tui.model.discovery import RunIndex, plain_table, sort_runs
@@ -220,11 +251,13 @@ def browse(root: Path, *, once: bool, poll: bool) -> int:
         return 0
     from entrenar_tui.app import MonitorApp
 
-    MonitorApp(root=root, force_polling=poll).run()
+    MonitorApp(root=root, force_polling=poll, notify_cmd=notify_cmd).run()
     return 0
 
 
-def run(config_path: Path, overrides: list[str], *, poll: bool) -> int:
+def run(
+    config_path: Path, overrides: list[str], *, poll: bool, notify_cmd: str | None = None
+) -> int:
     """Start the trainer detached (unless one is already active there) and open the monitor."""
     from entrenar_tui.model.controller import StartSpec
     from trainer.config import load_config
@@ -269,5 +302,12 @@ def run(config_path: Path, overrides: list[str], *, poll: bool) -> int:
         return 0  # the trainer runs on; `entrenar-tui monitor DIR` watches it
     from entrenar_tui.app import MonitorApp
 
-    MonitorApp(run_dir, start=spec, launched=launched, force_polling=poll, notice=notice).run()
+    MonitorApp(
+        run_dir,
+        start=spec,
+        launched=launched,
+        force_polling=poll,
+        notice=notice,
+        notify_cmd=notify_cmd,
+    ).run()
     return 0

@@ -80,6 +80,12 @@ class FileProblem(RunMessage):
 
 
 @dataclass
+class FirstReadDone(RunMessage):
+    """Everything the watcher's first read of the directory found has been posted: what comes
+    after it happened while the screen watched (alerts before it are history, not news)."""
+
+
+@dataclass
 class WatchMode(RunMessage):
     """How the watcher learns about changes: "events" or "polling" (and why)."""
 

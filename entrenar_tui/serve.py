@@ -37,12 +37,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def app_command(target: Path, *, poll: bool) -> str:
+def app_command(target: Path, *, poll: bool, notify_cmd: str | None = None) -> str:
     """The shell command textual-serve runs for each browser tab: this Python, this package, the
-    directory quoted (a name is data, never shell), `exec` so no shell stays behind the app."""
+    directory and --notify-cmd quoted (data, never shell), `exec` so no shell stays behind the app."""
     argv = [sys.executable, "-m", "entrenar_tui", "monitor", str(target.resolve())]
     if poll:
         argv.append("--poll")
+    if notify_cmd is not None:
+        argv += ["--notify-cmd", notify_cmd]
     return "exec " + shlex.join(argv)
 
 
@@ -81,7 +83,16 @@ class Door:
         return origin is not None and origin in (f"http://{host_header}", f"https://{host_header}")
 
 
-def make_server(target: Path, *, host: str, port: int, token: str | None, poll: bool, title: str):
+def make_server(
+    target: Path,
+    *,
+    host: str,
+    port: int,
+    token: str | None,
+    poll: bool,
+    title: str,
+    notify_cmd: str | None = None,
+):
     """A textual-serve Server (one app process a browser tab) behind the Door."""
     import aiohttp_jinja2
     from aiohttp import web
@@ -136,7 +147,7 @@ def make_server(target: Path, *, host: str, port: int, token: str | None, poll: 
         return response
 
     return GuardedServer(
-        app_command(target, poll=poll),
+        app_command(target, poll=poll, notify_cmd=notify_cmd),
         host=host,
         port=port,
         title=page_title,
@@ -175,11 +186,25 @@ def banner(target: Path, *, host: str, port: int, token: str | None) -> tuple[li
     return out, warnings
 
 
-def serve(target: Path, *, host: str, port: int, token: str | None, poll: bool) -> int:
+def serve(
+    target: Path,
+    *,
+    host: str,
+    port: int,
+    token: str | None,
+    poll: bool,
+    notify_cmd: str | None = None,
+) -> int:
     """Serve until Ctrl-C or SIGTERM."""
     os.environ["ENTRENAR_TUI_FORCE_APP"] = "1"  # the app's stdout is textual-serve's pipe
     server = make_server(
-        target, host=host, port=port, token=token, poll=poll, title=f"entrenar-tui · {target.name}"
+        target,
+        host=host,
+        port=port,
+        token=token,
+        poll=poll,
+        title=f"entrenar-tui · {target.name}",
+        notify_cmd=notify_cmd,
     )
     out, warnings = banner(target, host=host, port=port, token=token)
     for line in out:

@@ -1,13 +1,17 @@
-"""What the user chose on the run screen (log pane, chart controls, theme), remembered between
-sessions in $XDG_CONFIG_HOME/entrenar-tui/settings.json (~/.config/... without it; the platform's
-config folder elsewhere, by platformdirs; ENTRENAR_TUI_CONFIG_DIR overrides the folder, for tests). Written atomically; a file that cannot be
-read or holds values of the wrong type is ignored (defaults used) and the caller shows why."""
+"""What the user chose on the run screen (log pane, chart controls, theme) and the alerts'
+thresholds (the `alerts` table: AlertSettings' fields), remembered between sessions in
+$XDG_CONFIG_HOME/entrenar-tui/settings.json (~/.config/... without it; the platform's config folder
+elsewhere, by platformdirs; ENTRENAR_TUI_CONFIG_DIR overrides the folder, for tests). Written
+atomically; a file that cannot be read or holds values of the wrong type is ignored (defaults used)
+and the caller shows why; a bad alert threshold falls back to its own default alone, named with the
+default used."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +19,13 @@ import orjson
 from platformdirs import user_config_dir
 
 from entrenar_tui.charts.views import SMOOTHING_MAX, X_AXES, ZOOMS
+from entrenar_tui.model.alerts import AlertSettings
 from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.values import is_number
 
 FILE_NAME = "settings.json"
+ALERTS = "alerts"
+ALERT_MINIMUM = {"spike_warmup": 0, "nan_max_alerts": 0, "stall_min_steps": 0}  # counts; else 1
 
 
 @dataclass
@@ -30,6 +37,7 @@ class Settings:
     outliers: bool = False
     zoom: int | None = None
     theme: str | None = None
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
 
 def config_dir() -> Path:
@@ -59,6 +67,43 @@ def _valid(name: str, value: Any) -> bool:
     return False
 
 
+def _alert_value(name: str, default: Any, value: Any) -> Any:
+    """The threshold as its field wants it (a switch a bool; a count an int ≥ 1, or ≥ 0 where
+    ALERT_MINIMUM says; a factor or a time a finite number ≥ 0, as a float), or None."""
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else None
+    if isinstance(default, int):
+        is_count = isinstance(value, int) and not isinstance(value, bool)
+        return value if is_count and value >= ALERT_MINIMUM.get(name, 1) else None
+    if is_number(value) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def load_alerts(data: Any, path: Path) -> tuple[AlertSettings, str | None]:
+    """The `alerts` table: each good key taken, each bad one left at its default and named (with
+    the default) in a one-line notice; unknown keys ignored, as in the rest of the file."""
+    if data is None:
+        return AlertSettings(), None
+    if not isinstance(data, dict):
+        return (
+            AlertSettings(),
+            f"settings: {ALERTS} in {path} is not a table; default thresholds used",
+        )
+    defaults, values, bad = AlertSettings(), {}, []
+    for f in fields(AlertSettings):
+        if f.name not in data:
+            continue
+        default = getattr(defaults, f.name)
+        value = _alert_value(f.name, default, data[f.name])
+        if value is None:
+            bad.append(f"{ALERTS}.{f.name} (using {default})")
+        else:
+            values[f.name] = value
+    notice = f"settings: bad values in {path}: {', '.join(bad)}" if bad else None
+    return AlertSettings(**values), notice
+
+
 def load(path: Path | None = None) -> tuple[Settings, str | None]:
     """(the settings, a notice when the file was there but not usable). Unknown keys are ignored
     (a newer version may have written them); a known key of the wrong type makes the file corrupt."""
@@ -75,12 +120,14 @@ def load(path: Path | None = None) -> tuple[Settings, str | None]:
         data = None
     if not isinstance(data, dict):
         return Settings(), f"settings file is corrupt, ignored: {path}"
-    known = {f.name for f in fields(Settings)}
+    alerts, alerts_notice = load_alerts(data.get(ALERTS), path)
+    known = {f.name for f in fields(Settings)} - {ALERTS}
     values = {k: v for k, v in data.items() if k in known}
     bad = [k for k, v in values.items() if not _valid(k, v)]
     if bad:
-        return Settings(), f"settings file has bad values ({', '.join(bad)}), ignored: {path}"
-    return Settings(**values), None
+        notice = f"settings file has bad values ({', '.join(bad)}), ignored: {path}"
+        return Settings(alerts=alerts), "; ".join(n for n in (notice, alerts_notice) if n)
+    return Settings(**values, alerts=alerts), alerts_notice
 
 
 def save(settings: Settings, path: Path | None = None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class FakeRun:
         # result.json) against a device peak (None: no peak, no MFU); None: an older trainer
         # that wrote none of these fields.
         self.step_flops, self.peak_flops = step_flops, peak_flops
+        self.clock: Callable[[], float] | None = None  # a step's `t`; None: scripted, T0-based
         self.epoch, self.step, self.global_step = 1, 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -197,7 +198,7 @@ class FakeRun:
             "grad_norm": 1.0 + 0.1 * math.sin(g),
             "accuracy": acc,
             "samples_per_sec": self.batch_size / self.step_s,
-            "t": T0 + elapsed,
+            "t": self.clock() if self.clock is not None else T0 + elapsed,
             **({} if self.step_flops is None else {"flops": self.step_flops}),
         }
         self.writer.append_step(record)

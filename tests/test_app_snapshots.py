@@ -9,7 +9,9 @@ import time
 import orjson
 import pytest
 
+from entrenar_tui import settings
 from entrenar_tui.app import MonitorApp
+from entrenar_tui.model.alerts import AlertSettings
 from entrenar_tui.widgets.log_pane import LogPane
 from tests.conftest import patience
 from tests.fake_run import FakeRun, scenario
@@ -34,6 +36,9 @@ LOG_LINES = "".join(f"epoch {e}/10 done: train loss 0.{60 - e}21 | val loss 0.4{
 
 
 def pinned_app(run: FakeRun, probe: str) -> MonitorApp:
+    # The scripted steps' `t` is on 2023's clock and the heartbeat on today's: left on, the stall
+    # alert would say no step for years (a real trainer's `t` and heartbeat agree).
+    settings.save(settings.Settings(alerts=AlertSettings(stalled=False)))
     heartbeat = orjson.loads((run.dir / Files.STATE).read_bytes())["heartbeat"]
     return MonitorApp(
         run.dir, clock=lambda: heartbeat + 2.0, probe=lambda _s: probe, tick_interval=3600

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from entrenar_tui.output.plain import summary
 from tests.conftest import patience
@@ -154,3 +155,69 @@ def test_run_without_a_terminal_starts_the_trainer_detached_and_returns(tmp_path
     last = log.splitlines()[-1]
     assert last.startswith("entrenar-train: error: model.path ") and "no such directory" in last
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["train.log"]
+
+
+# -- alerts ----------------------------------------------------------------------------------------
+
+
+def spiked_and_completed(run_dir: Path) -> FakeRun:
+    """A finished run with a loss spike at step 21 in its history."""
+    run = FakeRun(run_dir, epochs=2).start()
+    run.play_epoch()
+    run.train_step(loss=9.0)
+    for _ in range(run.spe - run.step):
+        run.train_step()
+    run.end_epoch()
+    run.finish("completed")
+    return run
+
+
+def test_once_prints_the_active_alerts_after_the_summary_newest_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENTRENAR_TUI_CONFIG_DIR", str(tmp_path / "config"))
+    run = spiked_and_completed(tmp_path / "exp")
+    result = tui("monitor", str(run.dir), "--once")
+    assert result.returncode == 0 and result.stderr == ""
+    *summary_lines, blank, finished, spike = result.stdout.splitlines()
+    assert summary_lines[-1].startswith("*   2") and blank == ""  # after the epoch table
+    assert finished == "alert     finished: the run completed at step 40"
+    assert spike.startswith("alert     spike: loss spiked to 9.0000 at step 21 (recent average 0.")
+
+
+def test_once_follows_the_thresholds_in_the_settings_and_prints_nothing_when_none(
+    tmp_path, monkeypatch
+):
+    config = tmp_path / "config"
+    config.mkdir()
+    monkeypatch.setenv("ENTRENAR_TUI_CONFIG_DIR", str(config))
+    run = spiked_and_completed(tmp_path / "exp")
+    (config / "settings.json").write_bytes(
+        orjson.dumps({"alerts": {"spike_z": 1000, "finished": False}})
+    )
+    quiet = tui("monitor", str(run.dir), "--once")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert "alert" not in quiet.stdout and quiet.stdout.splitlines()[-1].startswith("*   2")
+    (config / "settings.json").write_bytes(orjson.dumps({"alerts": {"spike_z": -1}}))
+    warned = tui("monitor", str(run.dir), "--once")
+    assert warned.returncode == 0
+    assert warned.stderr == (
+        f"entrenar-tui: warning: settings: bad values in {config / 'settings.json'}: "
+        "alerts.spike_z (using 6.0)\n"
+    )
+    assert "alert     spike: loss spiked to 9.0000 at step 21" in warned.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["monitor", "RUN", "--notify-cmd", "notify-send 'oops"], "No closing quotation"),
+        (["run", "config.toml", "--notify-cmd", ""], "empty command"),
+        (["--notify-cmd", '  "  '], "No closing quotation"),
+        (["serve", "RUN", "--notify-cmd", "   "], "empty command"),
+    ],
+)
+def test_a_bad_notify_command_is_one_line_naming_the_option(tmp_path, args, why):
+    run = scenario(tmp_path / "exp", "completed")
+    result = tui(*(str(run.dir) if a == "RUN" else a for a in args), cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    line = result.stderr.strip()
+    assert line.startswith(f"entrenar-tui: error: --notify-cmd: {why}") and "\n" not in line

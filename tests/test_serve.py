@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -282,3 +283,10 @@ def test_serve_refuses_a_missing_directory_in_one_line(tmp_path: Path):
     )
     assert done.returncode == 2
     assert done.stderr.strip() == f"entrenar-tui: error: {tmp_path / 'nope'}: no such directory"
+
+
+def test_each_tab_gets_the_notify_command_as_one_quoted_argument(tmp_path):
+    command = app_command(tmp_path, poll=True, notify_cmd="ntfy publish 'my topic'; rm -rf ~")
+    argv = shlex.split(command.removeprefix("exec "))
+    assert argv[-3:] == ["--poll", "--notify-cmd", "ntfy publish 'my topic'; rm -rf ~"]
+    assert "--notify-cmd" not in app_command(tmp_path, poll=False)

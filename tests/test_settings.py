@@ -9,6 +9,7 @@ import orjson
 
 from entrenar_tui import settings
 from entrenar_tui.app import MonitorApp
+from entrenar_tui.model.alerts import AlertSettings
 from entrenar_tui.widgets.log_pane import LogPane
 from tests.helpers import run_model
 from tests.test_app import until
@@ -95,3 +96,42 @@ def test_a_corrupt_settings_file_is_noticed_in_the_app(trained_run, tmp_path, mo
             assert app.screen.view.smoothing == 0.0
 
     asyncio.run(main())
+
+
+def test_the_alert_thresholds_are_a_table_each_bad_value_alone_falls_back_named(tmp_path):
+    path = tmp_path / "settings.json"
+    chosen = settings.Settings(alerts=AlertSettings(spike_z=4.0, rising_epochs=2))
+    settings.save(chosen, path)
+    assert orjson.loads(path.read_bytes())["alerts"]["spike_z"] == 4.0  # the keys, written out
+    assert settings.load(path) == (chosen, None)
+    path.write_bytes(
+        orjson.dumps(
+            {
+                "zoom": 1000,
+                "alerts": {
+                    "spike_z": "high",  # not a number
+                    "stall_min_s": 45,  # an int where a float is wanted: fine
+                    "rising_epochs": 0,  # a count below 1
+                    "spike_warmup": 0,  # may be 0
+                    "nan": "yes",  # not a bool
+                    "finished": False,
+                    "future_key": 1,  # ignored, as in the rest of the file
+                },
+            }
+        )
+    )
+    loaded, notice = settings.load(path)
+    assert loaded.zoom == 1000
+    assert loaded.alerts == AlertSettings(stall_min_s=45.0, spike_warmup=0, finished=False)
+    assert notice == (
+        f"settings: bad values in {path}: alerts.spike_z (using 6.0), "
+        "alerts.rising_epochs (using 3), alerts.nan (using True)"
+    )
+    path.write_bytes(orjson.dumps({"alerts": [1, 2]}))
+    loaded, notice = settings.load(path)
+    assert loaded == settings.Settings()
+    assert notice == f"settings: alerts in {path} is not a table; default thresholds used"
+    path.write_bytes(orjson.dumps({"zoom": 7, "alerts": {"spike_z": 9}}))
+    loaded, notice = settings.load(path)  # a bad layout value does not lose the thresholds
+    assert loaded == settings.Settings(alerts=AlertSettings(spike_z=9.0))
+    assert "zoom" in notice

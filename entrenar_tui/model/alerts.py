@@ -218,17 +218,20 @@ class SpikeScan:
             return self.alerts
         x = steps.loss[where]
         k0 = self.seen
-        mean, self.mean_state, _ = cm.ema_continue(x, self.weight, self.mean_state, k0)
-        square, self.square_state, self.seen = cm.ema_continue(
-            x * x, self.weight, self.square_state, k0
-        )
-        spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
-        before = np.concatenate(([self.mean], mean[:-1]))  # the EMA of the losses before each
-        before_spread = np.concatenate(([self.spread], spread[:-1]))
-        self.mean, self.spread = float(mean[-1]), float(spread[-1])
-        above = x - before
-        s = self.settings
-        hit = (above > s.spike_z * before_spread) & (above > s.spike_min_rise * np.abs(before))
+        # A finite loss near the float limit (a hostile or broken steps.jsonl) overflows its
+        # square: the spread becomes inf/NaN and nothing compares above it; no warning printed.
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, self.mean_state, _ = cm.ema_continue(x, self.weight, self.mean_state, k0)
+            square, self.square_state, self.seen = cm.ema_continue(
+                x * x, self.weight, self.square_state, k0
+            )
+            spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
+            before = np.concatenate(([self.mean], mean[:-1]))  # the EMA of the losses before each
+            before_spread = np.concatenate(([self.spread], spread[:-1]))
+            self.mean, self.spread = float(mean[-1]), float(spread[-1])
+            above = x - before
+            s = self.settings
+            hit = (above > s.spike_z * before_spread) & (above > s.spike_min_rise * np.abs(before))
         hit &= k0 + np.arange(len(x)) >= s.spike_warmup  # the finite losses seen before each
         for j in np.flatnonzero(hit).tolist():
             if k0 + j <= self.quiet_until:
@@ -293,6 +296,15 @@ def _stall_alerts(
         f"no step for {duration(waited)} since step {last} (a step takes {median:.3g} s, median)"
     )
     return [Alert(f"stall@step:{last}", "stalled", message)]
+
+
+def level(alert: Alert) -> str:
+    """How serious: `error` (crashed, NaN/Inf, the run failed), `warning` (stalled, a spike,
+    validation loss rising) or `info` (the run completed or was stopped): the problems line's
+    levels, the toast's severity."""
+    if alert.kind in ("crashed", "nan") or alert.key.startswith("finished:failed"):
+        return "error"
+    return "info" if alert.kind == "finished" else "warning"
 
 
 class AlertLog:

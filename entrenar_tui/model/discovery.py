@@ -126,6 +126,8 @@ class RunSummary:
     sweep_index: int | None = None
     grid: tuple[tuple[str, str], ...] = ()  # (grid key, the value's cell text)
     best: bool = False  # the best run of its sweep (model/sweeps.py mark_best)
+    global_step: int | None = None  # state.json's: where the run is, or ended (its alerts' key)
+    error: str | None = None  # state.json's or result.json's error text
 
     @property
     def key(self) -> str:
@@ -235,6 +237,8 @@ def _summarize(
         sweep_name=str(sweep.get("name") or ""),
         sweep_index=sweep.get("index"),
         grid=grid_values(sweep),
+        global_step=step if isinstance(step, int) else None,
+        error=printable(state.get("error") or f.result.get("error") or "") or None,
     )
 
 

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from entrenar_tui.model.alerts import Alert, level
 from entrenar_tui.output.formatting import model_folder_name, plural
 from trainer.monitor.reader import StepBatch, StepHistory, best_of, effective_status, format_age
 from trainer.monitor.safe_files import open_regular
 from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files
 from trainer.monitor.text import printable
 
+LEVEL_RANK = {"error": 0, "warning": 1, "info": 2}
 PARTIAL_GRACE_S = 3.0  # an incomplete last line older than this is a problem, not a write in flight
 LOG_TAIL_BYTES = 4096
 
@@ -64,6 +66,7 @@ class RunModel:
         self.request: Request | None = None
         self.launch_error: str | None = None
         self.watch_mode = ""
+        self.alerts: list[Alert] = []  # active now, newest first (the run screen's RunAlerts)
         self._log_tail: tuple[tuple[int, int], str] | None = None
 
     # ------------------------------------------------------------------------ what the watcher saw
@@ -181,6 +184,11 @@ class RunModel:
     def best_record(self) -> dict[str, Any] | None:
         return best_of(self.epochs, self.best_epoch)
 
+    @property
+    def error(self) -> str | None:
+        """The run's error text (state.json's, else result.json's), if it has one."""
+        return (self.state or {}).get("error") or (self.result or {}).get("error") or None
+
     def heartbeat_age(self) -> float | None:
         hb = (self.state or {}).get("heartbeat")
         return self.now - hb if isinstance(hb, (int, float)) else None
@@ -215,13 +223,15 @@ class RunModel:
         return tail or None
 
     def problems(self) -> list[Problem]:
+        """What is wrong now, most serious first: the status's, the files', then the active alerts
+        (newest first) at their level, each level in that order."""
         out: list[Problem] = []
         status, reason = self.status_and_reason
         state = self.state or {}
         if self.launch_error:
             out.append(Problem("error", self.launch_error))
         if status == "failed":
-            error = state.get("error") or (self.result or {}).get("error") or "no error text"
+            error = self.error or "no error text"
             out.append(Problem("error", f"failed: {error}"))
         elif status == "crashed":
             tail = self.log_tail()
@@ -258,4 +268,10 @@ class RunModel:
             out.append(Problem("info", f"waiting for {self.dir} to appear"))
         elif self.exists and self.state is None and Files.STATE not in self.file_problems:
             out.append(Problem("info", f"waiting for the trainer to write {Files.STATE}"))
-        return out
+        # A crash or a failure is already the status's problem (with its reason): not twice.
+        out.extend(
+            Problem(level(a), a.message)
+            for a in self.alerts
+            if not (a.kind == "crashed" or a.key.startswith("finished:failed"))
+        )
+        return sorted(out, key=lambda p: LEVEL_RANK.get(p.level, len(LEVEL_RANK)))

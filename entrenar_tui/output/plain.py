@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from entrenar_tui.model.alerts import AlertSettings, Detector
 from entrenar_tui.model.run import RunModel
+from entrenar_tui.model.run_alerts import alerts_of
 from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
 from entrenar_tui.output import formatting as fmt
 from entrenar_tui.output.epoch_cells import epoch_rows
@@ -26,7 +28,10 @@ def flops_line(state: dict, peak: dict) -> str:
     return text + f" · MFU unknown (no peak for {peak.get('device') or 'this device'})"
 
 
-def summary(run_dir: Path, *, now: float | None = None) -> str:
+def summary(
+    run_dir: Path, *, now: float | None = None, alert_settings: AlertSettings | None = None
+) -> str:
+    """The run as plain lines; after them its active alerts (newest first), one a line."""
     snap = load_run(run_dir)
     model = RunModel(run_dir, clock=lambda: now if now is not None else time.time())
     model.file_problems = dict(snap.problems)
@@ -87,5 +92,9 @@ def summary(run_dir: Path, *, now: float | None = None) -> str:
     if model.epochs:
         lines.append("")
         lines.extend(epoch_rows(model.epochs, best))
+    alerts = alerts_of(model, Detector(alert_settings))
+    if alerts:
+        lines.append("")
+        lines.extend(f"alert     {a.kind}: {a.message}" for a in reversed(alerts))
     # Names, paths and error texts come from run files and train.log: no control characters out.
     return "\n".join(printable(line) for line in lines)

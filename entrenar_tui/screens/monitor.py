@@ -36,6 +36,7 @@ from entrenar_tui.charts.views import (
 )
 from entrenar_tui.model.controller import Refused, StartPlan
 from entrenar_tui.model.run import Request, RunModel
+from entrenar_tui.model.run_alerts import RunAlerts
 from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
 from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.confirm import ConfirmScreen
@@ -120,6 +121,9 @@ older than a typical step).
 
 **FLOP/s · MFU** (right of the position): the model FLOPs a second the run achieves and their share
 of the device's peak: the last 10 steps' while it trains, the whole run's once it is over.
+**Alerts**: stalled, NaN/Inf loss, loss spike, val loss rising, crashed, finished: on the problems
+line while they hold; one that happens while you watch also toasts, rings the bell and runs
+`--notify-cmd`, once. Thresholds: the `alerts` table of `settings.json`.
 
 **Charts**: braille, each column the min–max of its steps, so spikes survive; gaps are NaN/Inf;
 the best epoch is highlighted (★ best = its value). Train series are per step; validation per epoch.
@@ -137,6 +141,7 @@ ended inside an epoch (■ stopped 7/12).
         self.view = ChartView()
         self.settings = user_settings.Settings()
         self.log_wanted = False  # the log pane is on (l); fit_panes may still hide it
+        self.alerts = RunAlerts()  # with the user's thresholds once the settings are loaded
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="≋")
@@ -235,6 +240,11 @@ ended inside an epoch (■ stopped 7/12).
         self.model.set_problem(message.file, message.text)
         self.update_view()
 
+    def on_first_read_done(self, _message: messages.FirstReadDone) -> None:
+        """What the run held when the screen opened it is history: shown, never told."""
+        self.alerts.prime(self.model)
+        self.update_view()
+
     def on_watch_mode(self, message: messages.WatchMode) -> None:
         self.model.watch_mode = message.mode
         self.update_view()
@@ -244,6 +254,7 @@ ended inside an epoch (■ stopped 7/12).
     def update_view(self, *, steps: bool = False, epochs: bool = False) -> None:
         """Redraw from the model; charts only when their data changed."""
         model = self.model
+        self._check_alerts()
         # The header centres "name — model · world N" between its icon and its right edge.
         room = max(24, self.size.width - 20)
         title = fmt.truncate(model.name, max(12, room // 2))
@@ -305,6 +316,13 @@ ended inside an epoch (■ stopped 7/12).
                 pane.styles.height = height
         if heights[0] and heights[0] < wanted:
             table.call_after_refresh(table.scroll_end, animate=False)
+
+    def _check_alerts(self) -> None:
+        """The active alerts onto the model (the problems line, `?`); each new one, once the
+        first read is in, told by the app (toast, bell, --notify-cmd)."""
+        for alert in self.alerts.update(self.model):
+            self.app.announce(self.model.name, alert)
+        self.model.alerts = self.alerts.active
 
     # ------------------------------------------------------------------------ x / r / s / ?
 
@@ -391,6 +409,7 @@ ended inside an epoch (■ stopped 7/12).
         st = self.settings
         self.view = ChartView(st.smoothing, st.log_y, st.x_axis, st.outliers, st.zoom)
         self.log_wanted = st.log_pane
+        self.alerts = RunAlerts(st.alerts)
         if notice:
             self.app.notify(notice, severity="warning", timeout=8)
 

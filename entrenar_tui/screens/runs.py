@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from entrenar_tui import settings as user_settings
 from entrenar_tui.messages import RunsChanged
 from entrenar_tui.model.discovery import (
     GRID_ID,
@@ -23,6 +24,7 @@ from entrenar_tui.model.discovery import (
     sort_runs,
     table_columns,
 )
+from entrenar_tui.model.run_alerts import RootAlerts
 from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.help import HELP
@@ -78,6 +80,7 @@ then the date, model, duration and val loss give way (then grid columns), never 
         self.pattern, self.pattern_error = "", None
         self.mode = ""
         self.watcher: RootWatcher | None = None
+        self.alerts = RootAlerts()  # with the user's thresholds once the settings are loaded
         self.title = "runs"
         self.sub_title = shown_path(self.root)
 
@@ -93,6 +96,10 @@ then the date, model, duration and val loss give way (then grid columns), never 
     def on_mount(self) -> None:
         self.query_one(RunsTable).set_sort(self.sort_column, self.reverse)
         app = self.app
+        chosen, notice = user_settings.load()
+        self.alerts = RootAlerts(chosen.alerts)
+        if notice:
+            app.notify(notice, severity="warning", timeout=8)
         self.watcher = RootWatcher(
             self.root,
             self,
@@ -117,7 +124,16 @@ then the date, model, duration and val loss give way (then grid columns), never 
             self.query_one(RunsTable).set_sort(self.sort_column, self.reverse)
         present = {r.key for r in self.runs}
         self.selected = [k for k in self.selected if k in present]
+        self._tell_alerts()
         self.update_view()
+
+    def _tell_alerts(self) -> None:
+        """A run under the root that crashed or ended since the browser opened: told by the app,
+        unless a run screen shows that run (it tells its own)."""
+        shown = {s.model.dir for s in self.app.screen_stack if isinstance(s, MonitorScreen)}
+        for run, alert in self.alerts.update(self.runs, self.app.clock()):
+            if run.dir not in shown:
+                self.app.announce(run.name, alert)
 
     # ------------------------------------------------------------------------------ the view
 

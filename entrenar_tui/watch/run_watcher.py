@@ -17,6 +17,7 @@ from entrenar_tui.messages import (
     DirectoryChanged,
     EpochsChanged,
     FileProblem,
+    FirstReadDone,
     ResultChanged,
     RunInfoChanged,
     StateChanged,
@@ -56,8 +57,12 @@ class RunWatcher(WatchThread):
 
     def _run(self) -> None:
         reader = RunReader(self.dir)
+        first = True
         while not self._stop.is_set():
             self._read(reader)
+            if first:
+                self._post(FirstReadDone(self.dir))
+                first = False
             if not self.dir.is_dir():
                 self._stop.wait(self.poll_interval)
                 continue

@@ -102,6 +102,7 @@ def play(args: argparse.Namespace, started: float) -> int:
             steps_per_epoch=args.steps_per_epoch,
             step_s=args.step_s,
         ).start()
+    run.clock = time.time  # its steps carry real wall time, as a trainer's do (the stall alert)
     stop = Stop(run, started)
     while run.epoch <= run.epochs:
         while run.step < run.spe:
