@@ -188,3 +188,9 @@ def test_ticks_of_random_ranges_keep_their_promises():
         if lo > 0:
             ticks = log_ticks(lo, hi)
             assert ticks == sorted(set(ticks)) and lo <= ticks[0] and ticks[-1] <= hi, (lo, hi)
+
+
+def test_a_span_past_the_float_range_gets_its_two_ends():
+    big = 1.7e308
+    assert nice_ticks(-big, big) == [-big, big]
+    assert time_ticks(-big, big) == [-big, big]

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from entrenar_tui.charts import braille
 from entrenar_tui.charts import ticks as tk
 
 AXIS, LABEL, EPOCH_MARK, RESUME_MARK = "axis", "label", "epoch", "resume"
@@ -63,8 +64,7 @@ def text_row(value: float, bounds: tuple[float, float], rows: int) -> int | None
     dots = 4 * rows
     if not (hi > lo) or not math.isfinite(value) or not lo <= value <= hi:
         return None
-    level = min(dots - 1, max(0, round((value - lo) * (dots - 1) / (hi - lo))))
-    return (dots - 1 - level) // 4
+    return (dots - 1 - braille.dot_level(value, bounds, dots)) // 4
 
 
 def x_axis(

@@ -111,19 +111,24 @@ def _draw(
         bits[row][cell] |= bit
 
 
+def dot_level(value: float, bounds: tuple[float, float], rows_of_dots: int) -> int:
+    """The dot row (from the bottom) where `value` is drawn on the scale `bounds` (lo < hi)."""
+    lo, hi = bounds
+    # Halved when the range itself overflows (values near ±1.8e308 in a file): still a finite scale.
+    k = 1.0 if math.isfinite(hi - lo) else 0.5
+    scale = (rows_of_dots - 1) / (hi * k - lo * k)
+    return min(rows_of_dots - 1, max(0, round((value * k - lo * k) * scale)))
+
+
 def dots(
     columns: Sequence[Point], bounds: tuple[float, float], rows_of_dots: int
 ) -> Iterator[tuple[int, int, int]]:
     """(text row, character column, dot bit) of every dot of a series: each column its min–max
     range on the scale `bounds`, joined to its neighbour so a line reads as a line; a None or
     non-finite column is a gap. One drawing for the single charts and the overlaid ones."""
-    lo, hi = bounds
-    # Halved when the range itself overflows (values near ±1.8e308 in a file): still a finite scale.
-    k = 1.0 if math.isfinite(hi - lo) else 0.5
-    scale = (rows_of_dots - 1) / (hi * k - lo * k)
 
-    def level(v: float) -> int:  # dot row from the bottom
-        return min(rows_of_dots - 1, max(0, round((v * k - lo * k) * scale)))
+    def level(v: float) -> int:
+        return dot_level(v, bounds, rows_of_dots)
 
     previous: tuple[int, int] | None = None
     for x, point in enumerate(columns):

@@ -86,7 +86,7 @@ def _linear(lo: float, hi: float, max_ticks: int, integer: bool, steps) -> list[
     lo, hi = min(lo, hi), max(lo, hi)
     if lo == hi:
         return [float(lo)]
-    if max_ticks <= 2:
+    if max_ticks <= 2 or not math.isfinite(hi - lo):  # a span past the float range: its ends
         return [float(lo), float(hi)]
     for mantissa, exponent in steps(hi - lo):
         inner = _inner(lo, hi, mantissa, exponent, max_ticks - 2)
