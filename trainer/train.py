@@ -53,6 +53,7 @@ from trainer.model import (
     fast_dropout_wanted,
     load_model,
     pick_device,
+    store_frozen_matmuls,
     use_fast_dropout,
 )
 from trainer.monitor.reader import ContractError, read_contract_json
@@ -379,6 +380,7 @@ class FineTuneRecipe:
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
             use_fast_dropout(self.model)
+        store_frozen_matmuls(self.model, self.loaded.precision)  # exact: what autocast would cast
         from transformers import DataCollatorWithPadding
 
         self.collate = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
