@@ -27,6 +27,7 @@ Prints a table and writes it as JSON (--json FILE). Exit 1 if the correctness ru
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -342,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
     shape = SHAPES["tiny" if args.tiny else "full"]
+    modes = args.modes.split(",")
+    if "qlora" in modes and importlib.util.find_spec("bitsandbytes") is None:
+        print(
+            "bitsandbytes is not installed: QLoRA skipped (pip install bitsandbytes)",
+            file=sys.stderr,
+        )
+        modes.remove("qlora")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         data = tmp / "docstrings.jsonl"
@@ -360,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{epoch_tokens / n_train:.1f} tokens a sample; load {os.getloadavg()[0]:.2f}", file=sys.stderr)  # fmt: skip
         results: dict[tuple[str, str], list[dict]] = {}
         for r in range(args.rounds):
-            for mode in args.modes.split(","):
+            for mode in modes:
                 for contender in ("hf-best", "entrenar"):
                     spec = {
                         **common,
@@ -416,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rounds": runs,
             }
         )
-    for mode in args.modes.split(","):
+    for mode in modes:
         ours, theirs = results[(mode, "entrenar")], results[(mode, "hf-best")]
         ratio = statistics.median(x["samples_per_sec"] for x in ours) / statistics.median(
             x["samples_per_sec"] for x in theirs
