@@ -234,6 +234,7 @@ def main() -> None:
     ap.add_argument("--contenders", default="hf-default,hf-best,entrenar")
     ap.add_argument("--baseline-tree", type=Path, help="add entrenar-baseline: entrenar-train from this checkout")
     ap.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout, for every contender")
+    ap.add_argument("--threads", type=int, help="torch threads for every contender and the peak (OMP_NUM_THREADS); default torch's")
     ap.add_argument("--docstrings", action="store_true", help="the ~60-token corpus of bench/docstring_corpus.py")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]", help="another entrenar contender with config overrides")
     args = ap.parse_args()
@@ -242,6 +243,12 @@ def main() -> None:
         return
 
     from trainer.config import resolve_package_path
+
+    if args.threads:  # the children inherit it; the peak below is measured on as many
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     model = str(resolve_package_path(args.model)) if args.model.startswith("pkg:") else str(Path(args.model).resolve())
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -1,7 +1,8 @@
 """Model: the tokenizer and an AutoModelForSequenceClassification from a local folder, LoRA or QLoRA
 through peft, and the compute precision.
 
-Master weights and optimizer state stay fp32; `precision` only picks the autocast dtype. Any
+Master weights and optimizer state stay fp32; `precision` only picks the autocast dtype (the trainer
+stores the frozen Linear weights in that dtype once: store_frozen_matmuls). Any
 causal-LM checkpoint whose architecture has a sequence-classification class (Qwen2, Llama, ...) loads
 as a classifier with a fresh head.
 """
