@@ -620,18 +620,19 @@ class FineTuneRecipe:
             step.seconds, step.finished_at = time.perf_counter() - started, time.time()
             self.pending.append(step)
             done += 1
-            self._heartbeat(done)
-            flush = done % self.log_interval == 0 or done == self.steps_per_epoch
-            if (flush or step.stop_requested) and (code := self._flush_steps()) is not None:
-                return code
+            if done % self.log_interval == 0 or done == self.steps_per_epoch or step.stop_requested:
+                if (code := self._flush_steps()) is not None:  # rows, then state.json
+                    return code
+            else:
+                self._heartbeat(done)
             if step.stop_requested:  # any rank asked: all stop here
                 self.stop_signal.request("stop requested on another rank")
                 return self.stop()
         return None
 
     def _heartbeat(self, done: int) -> None:
-        """state.json after every step, from what the host knows (the counters, the schedule, the
-        clock): the monitor sees the run alive between flushes."""
+        """state.json after a step that is not flushed, from what the host knows (the counters, the
+        schedule, the clock): the monitor sees the run alive between flushes."""
         p = self.progress
         self.writer.update_state(
             status="running",
