@@ -41,13 +41,17 @@ STOP_HOOK = """
 import sys, time
 from trainer.monitor.atomic import atomic_write_json
 from trainer.monitor.writer import MonitorWriter
-original = MonitorWriter.append_step
-def append_step(self, record):
-    original(self, record)
-    if record["global_step"] == {at}:
+# On the state.json write that first says the step is done (its steps.jsonl line may come later,
+# with the next flush): both trees write it right after the step, so both stop after the next one.
+original = MonitorWriter.update_state
+def update_state(self, **changes):
+    original(self, **changes)
+    if changes.get("global_step") == {at} and changes.get("status") == "running" and not fired:
+        fired.append(True)
         atomic_write_json(self.dir / "control.json",
                           {{"command": "stop", "id": "exactness", "requested_at": time.time()}})
-MonitorWriter.append_step = append_step
+fired = []
+MonitorWriter.update_state = update_state
 from trainer.cli import main
 sys.exit(main(sys.argv[1:]))
 """

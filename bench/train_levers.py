@@ -15,6 +15,14 @@ monitor files. Variants:
 - fast-dropout:    trainer.model.use_fast_dropout (train.fast_dropout = on, the default on a CPU):
                    BERT's hidden dropout and LoRA's input dropout draw their masks from 4x fewer
                    random words (attention dropout inside SDPA is unchanged)
+- frozen-bf16:     fast-dropout + trainer.model.store_frozen_matmuls: the frozen Linear weights
+                   stored in bf16 once instead of autocast casting them every step (exact)
+- nomask:          frozen-bf16 + no attention mask for a batch without padding (what the trainer
+                   does now: no host read of the mask, SDPA unmasked)
+- bf16-norms:      nomask + every other frozen parameter (embeddings, LayerNorm) in bf16 too, the
+                   step under autocast (LayerNorm/GELU/adds then run on bf16 inputs; not exact)
+- compile-buckets: nomask + lengths padded up to a bucket (16, 32, 48, 64) and the encoder compiled
+                   with static shapes (one graph a bucket; dynamic=False)
 Prints per variant (medians over rounds): the first step (compile time lands here), epoch 1 and the
 steady state (epochs 2+) in samples/s, and the wall time of the whole process (import + load + all
 epochs, validation excluded). Each compile run gets a fresh TORCHINDUCTOR_CACHE_DIR (cold, as a
@@ -44,7 +52,17 @@ VARIANTS = {
     "compile-encoder": {"compile": "encoder"},
     "compile-model": {"compile": "model"},
     "fast-dropout": {"fast_dropout": True},
+    "frozen-bf16": {"fast_dropout": True, "frozen_bf16": True},
+    "nomask": {"fast_dropout": True, "frozen_bf16": True, "nomask": True},
+    "bf16-norms": {"fast_dropout": True, "frozen_bf16": True, "nomask": True, "bf16_all": True},
+    "compile-buckets": {
+        "fast_dropout": True,
+        "frozen_bf16": True,
+        "nomask": True,
+        "compile": "buckets",
+    },
 }
+BUCKETS = (16, 32, 48, 64)
 
 
 def child(variant: str, epochs: int) -> dict:
@@ -60,7 +78,7 @@ def child(variant: str, epochs: int) -> dict:
 
     from trainer.config import load_config
     from trainer.data import epoch_batches, load_corpus, steps_per_epoch, tokenize
-    from trainer.model import load_model, use_fast_dropout
+    from trainer.model import load_model, store_frozen_matmuls, use_fast_dropout
 
     cfg = load_config(REPO / "examples" / "quickstart.toml")
     t = cfg.train
@@ -93,6 +111,15 @@ def child(variant: str, epochs: int) -> dict:
     fwd = model
     if v.get("fast_dropout"):
         use_fast_dropout(model)
+    if v.get("frozen_bf16"):
+        store_frozen_matmuls(model, loaded.precision)
+    if v.get("bf16_all"):
+        for p in model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
+    if v.get("compile") == "buckets":
+        bert = model.get_base_model().bert
+        bert.encoder = torch.compile(bert.encoder, dynamic=False)
     if v.get("compile") == "model":
         fwd = torch.compile(model, dynamic=True)
     elif v.get("compile") == "encoder":
@@ -106,8 +133,19 @@ def child(variant: str, epochs: int) -> dict:
         te = time.perf_counter()
         for idx in epoch_batches(lengths, t.batch_size, t.seed, ep, t.group_by_length):
             tb = time.perf_counter()
-            batch = collate([feats[i] for i in idx])
+            rows = [feats[i] for i in idx]
+            if v.get("compile") == "buckets":
+                longest = max(len(f["input_ids"]) for f in rows)
+                collate.max_length = next((b for b in BUCKETS if b >= longest), longest)
+                collate.padding = "max_length"
+            batch = collate(rows)
             labels = batch.pop("labels")
+            if (
+                v.get("nomask")
+                and len({len(f["input_ids"]) for f in rows}) == 1
+                and v.get("compile") != "buckets"
+            ):
+                batch.pop("attention_mask")
             with loaded.autocast():
                 logits = fwd(**batch).logits.float()
             w = cw[labels] if cw is not None else torch.ones_like(labels, dtype=torch.float)

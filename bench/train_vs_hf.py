@@ -4,6 +4,9 @@
     python bench/train_vs_hf.py --rounds 2 --epochs 2
     python bench/train_vs_hf.py --model DIR --data FILE.jsonl
     python bench/train_vs_hf.py --man-pages          # a real corpus built from this machine's man pages
+    python bench/train_vs_hf.py --docstrings         # ~60-token texts: bench/docstring_corpus.py
+    python bench/train_vs_hf.py --lora-dropout 0     # LoRA dropout, the same on both sides
+    python bench/train_vs_hf.py --contenders hf-best,entrenar --variant nodrop=lora.dropout=0
     python bench/train_vs_hf.py --contenders entrenar --baseline-tree /tmp/main   # a change vs main
 
 Contenders, each in its own process, run alternately (round-robin) so drift hits them all alike:
@@ -13,9 +16,14 @@ Contenders, each in its own process, run alternately (round-robin) so drift hits
               schedule, epochs, seed)
 - entrenar-baseline (with --baseline-tree PATH): the same, with the trainer code of another checkout
               (e.g. `git worktree add` of main), to show a change costs no speed
-Prints training samples/s (the training loop only, validation excluded), the ratios, final validation
-accuracy and macro-F1 (the same validation split for all), each process's peak RSS, and its CPU
-seconds (user + system, the whole process: steadier than samples/s when other work shares the cores).
+- NAME (with --variant NAME=KEY=VALUE[;KEY=VALUE]): entrenar-train with those config overrides
+Prints per round and as medians: training samples/s (the training loop only, validation excluded),
+MFU, final validation accuracy and macro-F1 (the same validation split for all), each process's peak
+RSS and its CPU seconds (user + system, the whole process: steadier than samples/s when other work
+shares the cores); then the ratios, the CPU (model, flags) and the load average before each round.
+MFU: the model FLOPs of the training samples (trainer/flops.py, the same count for every contender:
+non-padding tokens only) over the training time, against the bf16 matmul peak measured once here
+with the function the trainer uses (trainer.flops.measure_cpu_peak).
 """
 
 from __future__ import annotations
@@ -141,7 +149,7 @@ def child(spec_path: str) -> None:
             sys.path.insert(0, spec["tree"])
         from trainer.cli import main as train_main
 
-        code = train_main([spec["config"], f"output.dir={spec['out']}"])
+        code = train_main([spec["config"], f"output.dir={spec['out']}", *spec.get("overrides", [])])
         assert code == 0, f"entrenar-train exited {code}"
         result = entrenar_metrics(Path(spec["out"]), spec)
     Path(spec["result"]).write_text(json.dumps(result))
@@ -177,6 +185,42 @@ def man_page_corpus(out: Path) -> Path:
     return out
 
 
+def training_flops(spec: dict) -> int:
+    """The model FLOPs of one epoch over the training split (trainer/flops.py's count: non-padding
+    tokens only, so every contender is credited with the same work)."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from trainer.config import DataSection
+    from trainer.data import load_corpus
+    from trainer.flops import step_flops
+    from trainer.model import head_modules
+
+    corpus = load_corpus(DataSection(train=spec["data"], val_split=spec["val_split"], class_weights="uniform"), spec["seed"])
+    tok = AutoTokenizer.from_pretrained(spec["model"])
+    lengths = [len(ids) for ids in tok(corpus.train_texts, truncation=True, max_length=spec["max_length"])["input_ids"]]
+    with torch.device("meta"):
+        config = AutoConfig.from_pretrained(spec["model"], num_labels=corpus.num_labels)
+        model = AutoModelForSequenceClassification.from_config(config)
+    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=spec["r"], lora_alpha=spec["alpha"], target_modules=["query", "value"]))
+    return step_flops(model, head_modules(model)).of_lengths(lengths), len(lengths)
+
+
+def cpu_flags() -> str:
+    """The CPU flags that decide bf16 matmul speed (present ones only)."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
+
+
+def load_text() -> str:
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -189,6 +233,10 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--contenders", default="hf-default,hf-best,entrenar")
     ap.add_argument("--baseline-tree", type=Path, help="add entrenar-baseline: entrenar-train from this checkout")
+    ap.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout, for every contender")
+    ap.add_argument("--threads", type=int, help="torch threads for every contender and the peak (OMP_NUM_THREADS); default torch's")
+    ap.add_argument("--docstrings", action="store_true", help="the ~60-token corpus of bench/docstring_corpus.py")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]", help="another entrenar contender with config overrides")
     args = ap.parse_args()
     if args.child:
         child(args.child)
@@ -196,53 +244,83 @@ def main() -> None:
 
     from trainer.config import resolve_package_path
 
+    if args.threads:  # the children inherit it; the peak below is measured on as many
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
+
     model = str(resolve_package_path(args.model)) if args.model.startswith("pkg:") else str(Path(args.model).resolve())
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        data = man_page_corpus(tmp / "man.jsonl") if args.man_pages else Path(args.data).resolve()
+        if args.docstrings:
+            from bench.docstring_corpus import build
+
+            data = tmp / "docstrings.jsonl"
+            data.write_text("".join(json.dumps(r) + "\n" for r in build()), encoding="utf-8")
+        else:
+            data = man_page_corpus(tmp / "man.jsonl") if args.man_pages else Path(args.data).resolve()
         common = {
             "model": model, "data": str(data), "val_split": 0.2, "seed": 42, "epochs": args.epochs,
             "batch_size": args.batch_size, "max_length": args.max_length, "lr": 1e-3, "lr_min": 1e-5,
-            "warmup": 0.06, "r": 8, "alpha": 16, "dropout": 0.05,
+            "warmup": 0.06, "r": 8, "alpha": 16, "dropout": args.lora_dropout,
         }  # fmt: skip
         config = tmp / "entrenar.toml"
         config.write_text(
             f'[model]\npath = "{model}"\nmax_length = {args.max_length}\n'
-            f"[lora]\nr = 8\nalpha = 16\ndropout = 0.05\ntarget_modules = [\"query\", \"value\"]\n"
+            f"[lora]\nr = 8\nalpha = 16\ndropout = {args.lora_dropout}\ntarget_modules = [\"query\", \"value\"]\n"
             f'[data]\ntrain = "{data}"\nval_split = 0.2\nclass_weights = "uniform"\n'
             f"[train]\nepochs = {args.epochs}\nbatch_size = {args.batch_size}\nlearning_rate = 1e-3\n"
             f"lr_min = 1e-5\nwarmup_fraction = 0.06\nsave_every = 0\nearly_stopping_patience = 0\nlog_interval = 1000\n"
             f'[output]\ndir = "{tmp / "unused"}"\n'
         )
+        from trainer.flops import measure_cpu_peak
+
+        epoch_flops, n_train = training_flops(common)
+        peak = measure_cpu_peak("bf16", budget_s=3.0)
+        print(f"CPU: {peak.device}; flags: {cpu_flags()}; {os.cpu_count()} cores; {load_text()}", file=sys.stderr)
+        print(f"peak: {peak.flops_per_sec / 1e9:.0f} GFLOP/s bf16 ({peak.source}); "
+              f"{epoch_flops / n_train / 1e9:.3f} GFLOP a training sample", file=sys.stderr)  # fmt: skip
         contenders = args.contenders.split(",")
         if args.baseline_tree:
             contenders.append("entrenar-baseline")
+        overrides = {}
+        for v in args.variant:
+            name, _, keys = v.partition("=")
+            overrides[name] = keys.split(";")
+            contenders.append(name)
         results: dict[str, list[dict]] = {c: [] for c in contenders}
         for r in range(args.rounds):
             for c in contenders:
                 spec = {**common, "contender": c, "out": str(tmp / f"{c}-{r}"), "config": str(config)}
                 if c == "entrenar-baseline":
                     spec["tree"] = str(args.baseline_tree.resolve())
+                spec["overrides"] = overrides.get(c, [])
+                load = load_text()
                 res = run_child(spec, tmp)
+                res["mfu"] = epoch_flops / n_train * res["samples_per_sec"] / peak.flops_per_sec
                 results[c].append(res)
-                print(f"round {r + 1} {c:<17} {res['samples_per_sec']:7.1f} samples/s  val acc {res['val_accuracy']:.3f}  {res['cpu_s']:.0f} CPU s", file=sys.stderr)
+                print(f"round {r + 1} {c:<17} {res['samples_per_sec']:7.1f} samples/s  MFU {res['mfu']:6.1%}  val acc {res['val_accuracy']:.3f}  {res['cpu_s']:.0f} CPU s  ({load} before)", file=sys.stderr)
 
-    print(f"\nwork: {Path(model).name} LoRA r=8 on query/value, batch {args.batch_size}, max_length {args.max_length}, "
-          f"{args.epochs} epochs, {args.rounds} alternating rounds; {os.cpu_count()} CPU cores")  # fmt: skip
-    print(f"{'contender':<18}{'samples/s':>11}{'val acc':>9}{'macro-F1':>10}{'peak RSS':>11}{'CPU s':>8}")
+    print(f"\nwork: {Path(model).name} LoRA r=8 (dropout {args.lora_dropout}) on query/value, {Path(data).name} "
+          f"({n_train} train), batch {args.batch_size}, max_length {args.max_length}, {args.epochs} epochs, "
+          f"{args.rounds} alternating rounds; {peak.device} ({cpu_flags()}), {os.cpu_count()} cores, {load_text()} at the end; "
+          f"peak {peak.flops_per_sec / 1e9:.0f} GFLOP/s bf16")  # fmt: skip
+    print(f"{'contender':<18}{'samples/s':>11}{'MFU':>8}{'val acc':>9}{'macro-F1':>10}{'peak RSS':>11}{'CPU s':>8}")
     for c in contenders:
         med = statistics.median(x["samples_per_sec"] for x in results[c])
         acc = statistics.fmean(x["val_accuracy"] for x in results[c])
         f1 = statistics.fmean(x["macro_f1"] for x in results[c])
         rss = max(x["peak_rss_mb"] for x in results[c])
         cpu = statistics.median(x["cpu_s"] for x in results[c])
-        print(f"{c:<18}{med:>11.1f}{acc:>9.3f}{f1:>10.3f}{rss:>8.0f} MB{cpu:>8.0f}")
-    if "entrenar" in results:
-        ours = statistics.median(x["samples_per_sec"] for x in results["entrenar"])
+        mfu = statistics.median(x["mfu"] for x in results[c])
+        print(f"{c:<18}{med:>11.1f}{mfu:>8.1%}{acc:>9.3f}{f1:>10.3f}{rss:>8.0f} MB{cpu:>8.0f}")
+    for ours_name in [c for c in contenders if not c.startswith("hf")]:
+        ours = statistics.median(x["samples_per_sec"] for x in results[ours_name])
         for c in contenders:
-            if c != "entrenar":
+            if c != ours_name and (c.startswith("hf") or ours_name == "entrenar"):
                 theirs = statistics.median(x["samples_per_sec"] for x in results[c])
-                print(f"entrenar / {c}: {ours / theirs:.2f}×")
+                print(f"{ours_name} / {c}: {ours / theirs:.2f}×")
 
 
 if __name__ == "__main__":

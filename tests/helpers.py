@@ -96,16 +96,23 @@ def copy_run(src: Path, dst: Path, *, checkpoints: bool = False) -> Path:
 
 
 def hook_steps(monkeypatch, at_global_step: int, action) -> None:
-    """Call action(run_dir) right after the trainer appends the step `at_global_step` (to stop,
-    crash or kill a real run at an exact point)."""
-    original = MonitorWriter.append_step
+    """Call action(run_dir) right after the trainer finishes step `at_global_step` (to stop,
+    crash or kill a real run at an exact point): on the state.json write that first announces it
+    (the step's steps.jsonl line may come later, with the next flush of every log_interval)."""
+    original = MonitorWriter.update_state
+    fired = []
 
-    def hooked(self, record):
-        original(self, record)
-        if record["global_step"] == at_global_step:
+    def hooked(self, **changes):
+        original(self, **changes)
+        if (
+            changes.get("global_step") == at_global_step
+            and changes.get("status") == "running"
+            and not fired
+        ):
+            fired.append(True)
             action(self.dir)
 
-    monkeypatch.setattr(MonitorWriter, "append_step", hooked)
+    monkeypatch.setattr(MonitorWriter, "update_state", hooked)
 
 
 # ------------------------------------------------------------------------------ steps.cols

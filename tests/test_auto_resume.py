@@ -134,7 +134,7 @@ def test_a_run_that_died_before_its_first_checkpoint_starts_over_in_place(tmp_pa
     def crash(_):
         raise RuntimeError("the node went away")
 
-    hook_steps(monkeypatch, 3, crash)  # epoch 1 of 8 steps: no checkpoint yet
+    hook_steps(monkeypatch, 2, crash)  # epoch 1 of 8 steps: no checkpoint yet
     with pytest.raises(RuntimeError):
         main([str(cfg)])
     run = tmp_path / "run"

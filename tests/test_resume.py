@@ -112,7 +112,7 @@ def test_a_resume_after_a_crash_says_which_steps_are_redone(tmp_path, tiny_bert_
     def die(_run_dir):
         raise KeyboardInterrupt  # a forced exit: state.json is left as it was, as a kill leaves it
 
-    hook_steps(monkeypatch, 16, die)  # steps.jsonl has step 16, state.json still says 15
+    hook_steps(monkeypatch, 15, die)  # killed right after step 15: state.json says 15
     run = tmp_path / "run"
     assert main(["--resume", str(run)]) == 130
     assert (state(run)["status"], state(run)["global_step"]) == ("running", 15)

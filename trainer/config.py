@@ -115,7 +115,8 @@ class TrainSection:
     )
     log_interval: int | str = opt(
         "auto",
-        "print a progress line every this many steps; auto = about 20 lines an epoch",
+        "print a progress line every this many steps, and read the steps' loss and accuracy back "
+        "from the device then (one copy, not a wait a step); auto = about 20 lines an epoch",
         min=1,
         choices=["auto"],
     )

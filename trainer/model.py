@@ -1,7 +1,8 @@
 """Model: the tokenizer and an AutoModelForSequenceClassification from a local folder, LoRA or QLoRA
 through peft, and the compute precision.
 
-Master weights and optimizer state stay fp32; `precision` only picks the autocast dtype. Any
+Master weights and optimizer state stay fp32; `precision` only picks the autocast dtype (the trainer
+stores the frozen Linear weights in that dtype once: store_frozen_matmuls). Any
 causal-LM checkpoint whose architecture has a sequence-classification class (Qwen2, Llama, ...) loads
 as a classifier with a fresh head.
 """
@@ -405,6 +406,25 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
     for module in model.modules():
         if type(module) is torch.nn.Dropout:
             module.__class__ = FastDropout
+            count += 1
+    return count
+
+
+def store_frozen_matmuls(model: torch.nn.Module, precision: str) -> int:
+    """Store every frozen plain nn.Linear (weight and bias) in the autocast dtype once; returns how
+    many. Autocast casts a frozen fp32 weight afresh on every forward (it caches casts of trainable
+    leaves only); stored cast, the matmuls get the very same values (the same round-to-nearest
+    cast) without the per-step copy, and the frozen base takes half the memory. LoRA's own weights,
+    the head and everything autocast keeps in fp32 (embeddings, LayerNorm) stay fp32; a quantized
+    base (bitsandbytes' Linear4bit is a subclass, not a plain nn.Linear) is left alone."""
+    if precision not in ("bf16", "fp16"):
+        return 0
+    dtype = DTYPES[precision]
+    count = 0
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if type(module) is torch.nn.Linear and not any(p.requires_grad for p in own):
+            module.to(dtype)
             count += 1
     return count
 

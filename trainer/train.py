@@ -11,7 +11,8 @@
       _write_run_json              run.json, the start line, the first `running` state
       _setup_data_parallel         DDP, each rank's dropout stream
     FineTuneRecipe.train()       per epoch: train_epoch → validate → end_epoch; then finish
-      train_epoch                  the epoch's remaining batches: _train_step, then _record_step
+      train_epoch                  the epoch's remaining batches: _train_step; every log_interval
+                                   steps _flush_steps reads them on the host and _record_step each
       validate                     validation loss and accuracy
       end_epoch                    best-so-far, epochs.json, checkpoints, early stopping
     save / stop / finish         a checkpoint; a requested stop; result.json and the exit code
@@ -52,6 +53,7 @@ from trainer.model import (
     fast_dropout_wanted,
     load_model,
     pick_device,
+    store_frozen_matmuls,
     use_fast_dropout,
 )
 from trainer.monitor.reader import ContractError, read_contract_json
@@ -234,28 +236,20 @@ def record_failure(writer: MonitorWriter, error: str, *, result: bool = True) ->
 class StepResult:
     """One optimizer step on a global batch, summed over every rank.
 
-    The sums stay tensors (on the device, under CUDA) and are read on the host where a value is
-    used: the finite check before the optimizer step, the stop decision, the log and state.json.
+    Its device values stay tensors until the steps are flushed (every log_interval steps, at an
+    epoch's end, before a checkpoint or a stop): one host read for all of them, so that a CUDA
+    step never waits for the device just to log. Everything else is known on the host.
     """
 
     samples: int  # the global batch's size
     weight: float  # its class weights summed: the batch's mean loss is loss_sum / weight
-    loss_sum: torch.Tensor  # class-weighted cross-entropy, summed
-    correct: torch.Tensor
-    stop: torch.Tensor  # > 0 when any rank was asked to stop
-    grad_norm: torch.Tensor  # before clipping
-    tokens: torch.Tensor | int  # non-padding tokens of the global batch (world size × this rank's)
+    sums: torch.Tensor  # [class-weighted cross-entropy summed, correct, grad norm before clipping]
+    stop_requested: bool  # any rank was asked to stop (signal or control.json)
+    tokens: int  # non-padding tokens of the global batch
     flops: int  # the global batch's model FLOPs (trainer/flops.py)
     lr: float  # the learning rate the step used
-    error: str | None = None  # a non-finite loss or gradient norm: the optimizer step was skipped
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum.item() / self.weight
-
-    @property
-    def stop_requested(self) -> bool:
-        return bool(self.stop.item())
+    seconds: float = 0.0  # its wall time (on CUDA: the host's, the device may run behind)
+    finished_at: float = 0.0  # unix time, steps.jsonl's `t`
 
 
 @dataclass
@@ -299,6 +293,7 @@ class FineTuneRecipe:
         self.run_dir = writer.dir
         self.report = Reporter(enabled=dist.is_main)
         self.pace = Pace()
+        self.pending: list[StepResult] = []  # trained, not yet read on the host nor recorded
 
     def elapsed(self) -> float:
         """Seconds of training in this run, earlier processes of it included."""
@@ -385,6 +380,7 @@ class FineTuneRecipe:
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
             use_fast_dropout(self.model)
+        store_frozen_matmuls(self.model, self.loaded.precision)  # exact: what autocast would cast
         from transformers import DataCollatorWithPadding
 
         self.collate = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
@@ -616,58 +612,95 @@ class FineTuneRecipe:
         )
         if p.step == 0:
             p.start_epoch()
-        while p.step < self.steps_per_epoch and not p.needs_validation:
+        while (
+            done := p.step + len(self.pending)
+        ) < self.steps_per_epoch and not p.needs_validation:
             started = time.perf_counter()
-            step = self._train_step(batches[p.step])
-            if step.error:
-                self.report.say(f"error: {step.error}")
-                return self.finish("failed", error=step.error)
-            self._record_step(step, started)
-            if step.stop_requested:  # any rank asked (signal or control.json): all stop here
+            step = self._train_step(batches[done])
+            step.seconds, step.finished_at = time.perf_counter() - started, time.time()
+            self.pending.append(step)
+            done += 1
+            if done % self.log_interval == 0 or done == self.steps_per_epoch or step.stop_requested:
+                if (code := self._flush_steps()) is not None:  # rows, then state.json
+                    return code
+            else:
+                self._heartbeat(done)
+            if step.stop_requested:  # any rank asked: all stop here
                 self.stop_signal.request("stop requested on another rank")
                 return self.stop()
+        return None
+
+    def _heartbeat(self, done: int) -> None:
+        """state.json after a step that is not flushed, from what the host knows (the counters, the
+        schedule, the clock): the monitor sees the run alive between flushes."""
+        p = self.progress
+        self.writer.update_state(
+            status="running",
+            epoch=p.epoch,
+            step=done,
+            global_step=p.global_step + len(self.pending),
+            lr=self.pending[-1].lr,
+            elapsed_s=self.elapsed(),
+            resources=self.resources.sample(),
+        )
+
+    def _flush_steps(self) -> int | None:
+        """Read the pending steps' device values in one host copy, then record each in order; the
+        first non-finite loss or gradient norm fails the run (an exit code)."""
+        pending, self.pending = self.pending, []
+        values = torch.stack([step.sums for step in pending]).tolist()
+        for i, (step, (loss_sum, correct, grad_norm)) in enumerate(zip(pending, values)):
+            loss = loss_sum / step.weight
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                error = self._non_finite(loss, grad_norm)
+                self.report.say(f"error: {error}")
+                return self.finish("failed", error=error)
+            self._record_step(step, loss, int(correct), grad_norm, last=i == len(pending) - 1)
         return None
 
     def _train_step(self, batch: list[int]) -> StepResult:
         """One optimizer step on a global batch of sample indices, of which this rank computes its
         shard; skipped (with `error` set) when the loss or the gradient norm is not finite."""
         weight = sum(self.sample_weight[self.corpus.train_labels[i]] for i in batch)
-        loss_sum, correct, tokens = self._backward(batch, weight)
+        loss_sum, correct = self._backward(batch, weight)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
-        # The stop flag travels in the per-step all-reduce: every rank stops after the same step.
-        asked = torch.tensor(float(self.stop_signal.requested))
-        loss_sum, correct, stop = self.dist.all_sum(
-            torch.stack([loss_sum, correct, asked])
-        ).unbind()
+        asked = self.stop_signal.requested
+        if self.dist.enabled:  # the stop flag travels in the per-step all-reduce (DDP syncs anyway)
+            loss_sum, correct, stop = self.dist.all_sum(
+                torch.stack([loss_sum, correct, torch.tensor(float(asked), device=loss_sum.device)])
+            ).unbind()
+            asked = bool(stop.item())  # every rank stops after the same step
         step = StepResult(
             samples=len(batch),
             weight=weight,
-            loss_sum=loss_sum,
-            correct=correct,
-            stop=stop,
-            grad_norm=grad_norm,
-            tokens=tokens,
+            sums=torch.stack([loss_sum.double(), correct.double(), grad_norm.double()]),
+            stop_requested=asked,
+            tokens=sum(self.train_lengths[i] for i in batch),
             flops=int(self.sample_flops[batch].sum()),
             lr=self.scheduler.get_last_lr()[0],
         )
-        step.error = self._non_finite(step)
-        if step.error is None:
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+        # A non-finite loss or gradient is found at the next flush, which fails the run before any
+        # checkpoint is written (every save flushes first): no host read here.
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
         return step
 
-    def _backward(
-        self, batch: list[int], weight: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | int]:
-        """Forward and backward on this rank's shard: (weighted loss sum, correct, global tokens).
+    def _backward(self, batch: list[int], weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward on this rank's shard: (weighted loss sum, correct), on the device.
 
         The loss is this rank's share of the global batch's weighted mean, so that DDP's average
         of the ranks' gradients is the one-process gradient of the whole batch."""
         world_size = self.dist.world_size
         mine = shard(batch, self.dist.rank, world_size)
-        features = self.collate([self.train_features[i] for i in mine or batch[:1]])
+        rows = mine or batch[:1]
+        features = self.collate([self.train_features[i] for i in rows])
         labels = features.pop("labels").to(self.device)
+        if len({self.train_lengths[i] for i in rows}) == 1:
+            # No padding: no mask. Transformers would read an all-ones mask back from the device
+            # (`mask.all()`) to drop it; this way the step does not wait for the GPU, and SDPA runs
+            # unmasked, as it would have.
+            features.pop("attention_mask", None)
         inputs = {k: v.to(self.device) for k, v in features.items()}
         with self.loaded.autocast():
             logits = self.forward(**inputs).logits.float()
@@ -681,26 +714,23 @@ class FineTuneRecipe:
         loss_sum = (F.cross_entropy(logits, labels, reduction="none") * w).sum()
         (loss_sum * (world_size / weight)).backward()
         correct = ((logits.detach().argmax(-1) == labels) & (w > 0)).sum()
-        mask = inputs.get("attention_mask")
-        tokens = world_size * mask.sum() if mask is not None else len(batch)
-        return loss_sum.detach(), correct.float(), tokens
+        return loss_sum.detach(), correct.float()
 
-    def _non_finite(self, step: StepResult) -> str | None:
-        loss, grad_norm = step.loss, step.grad_norm.item()
-        if math.isfinite(loss) and math.isfinite(grad_norm):
-            return None
+    def _non_finite(self, loss: float, grad_norm: float) -> str:
         what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
         return (
             f"non-finite {what} ({value}) at epoch {self.progress.epoch} step "
-            f"{self.progress.step + 1}; weights left at the last good step"
+            f"{self.progress.step + 1}; no checkpoint holds weights from it or after"
         )
 
-    def _record_step(self, step: StepResult, started: float) -> None:
-        """Count the step, then tell: a steps.jsonl line, state.json, a line every log_interval."""
+    def _record_step(
+        self, step: StepResult, loss: float, correct: int, grad_norm: float, *, last: bool
+    ) -> None:
+        """Count a flushed step, then tell: its steps.jsonl line; for the flush's last step,
+        state.json and (every log_interval) the progress line."""
         p, cfg = self.progress, self.train_config
-        loss, correct, grad_norm = step.loss, step.correct.item(), step.grad_norm.item()
-        seconds = time.perf_counter() - started
-        p.add_step(step.samples, loss, int(correct), seconds)
+        seconds = step.seconds
+        p.add_step(step.samples, loss, correct, seconds)
         self.pace.add_step(seconds)
         self.flop_meter.add(step.flops, seconds)
         flops_per_sec, mfu = self.flop_meter.rate()
@@ -716,9 +746,11 @@ class FineTuneRecipe:
                 "accuracy": correct / step.samples,
                 "samples_per_sec": step.samples / seconds,
                 "flops": step.flops,
-                "t": time.time(),
+                "t": step.finished_at,
             }
         )
+        if not last:
+            return
         self.writer.update_state(
             status="running",
             epoch=p.epoch,
@@ -730,7 +762,7 @@ class FineTuneRecipe:
             lr=step.lr,
             grad_norm=grad_norm,
             samples_per_sec=p.seen / p.train_time,
-            tokens_per_sec=int(step.tokens) / seconds,
+            tokens_per_sec=step.tokens / seconds,
             flops_per_sec=flops_per_sec,
             mfu=mfu,
             elapsed_s=self.elapsed(),
