@@ -317,3 +317,43 @@ def test_the_browser_tells_runs_that_end_or_crash_while_it_is_open(tmp_path):
         assert len(told.toasts) == 3 and told.bells == 3
 
     run_app(app, body, size=(130, 30))
+
+
+def test_a_crash_is_told_only_once_it_has_held_a_few_seconds(tmp_path):
+    """A trainer that exits has just written its last state.json: for CRASH_GRACE_S the pid being
+    gone is not yet a crash (the watcher may not have delivered the final state); after it, it is
+    told once. A run that reads as ended within the grace is never told crashed."""
+    from entrenar_tui.model.run import RunModel
+    from entrenar_tui.model.run_alerts import CRASH_GRACE_S, RunAlerts
+    from trainer.monitor.reader import load_run
+
+    run = FakeRun(tmp_path / "exp", epochs=2).start()
+    run.play_epoch()
+    snapshot = load_run(run.dir)
+    t0 = snapshot.state["heartbeat"] + 1.0
+    model = RunModel(run.dir, clock=lambda: t0)
+    model.state, model.history = snapshot.state, snapshot.history
+    model.set_epochs(snapshot.epochs, snapshot.best_epoch)
+    alerts = RunAlerts()
+    model.tick(t0, "alive")
+    alerts.prime(model)
+    model.tick(t0 + 1.0, "gone")
+    assert model.status == "crashed"
+    assert alerts.update(model) == []  # just gone: not yet
+    model.tick(t0 + 1.0 + CRASH_GRACE_S / 2, "gone")
+    assert alerts.update(model) == []
+    model.tick(t0 + 1.0 + CRASH_GRACE_S, "gone")
+    told = alerts.update(model)
+    assert [a.kind for a in told] == ["crashed"]
+    model.tick(t0 + 10.0, "gone")
+    assert alerts.update(model) == []  # once
+    # another run whose final state arrives within the grace: never told crashed
+    other = RunAlerts()
+    model.tick(t0, "alive")
+    other.prime(model)
+    model.tick(t0 + 1.0, "gone")
+    assert other.update(model) == []
+    run.finish("stopped")
+    model.state = load_run(run.dir).state
+    model.tick(t0 + 1.0 + CRASH_GRACE_S, "gone")
+    assert [a.kind for a in other.update(model)] == ["finished"]

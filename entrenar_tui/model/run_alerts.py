@@ -14,6 +14,9 @@ from entrenar_tui.model.discovery import RunSummary
 from entrenar_tui.model.run import RunModel
 from trainer.monitor.schema import FINAL_STATUSES
 
+CRASH_GRACE_S = 3.0  # a trainer that just exited has written its last state.json; give the watcher
+# this long to deliver it before "crashed" (pid gone, status still live) is believed and told
+
 
 def alerts_of(
     model: RunModel, detector: Detector, running_since: float | None = None
@@ -42,6 +45,7 @@ class RunAlerts:
         self._order: dict[str, int] = {}  # key -> when it was first seen
         self._status: str | None = None
         self._running_since: float | None = None
+        self._crashed_since: float | None = None
 
     def update(self, model: RunModel) -> list[Alert]:
         """Detect now; sets `active` (newest first; those found together, the last found first)
@@ -52,6 +56,13 @@ class RunAlerts:
             # (from nothing or "waiting": the state just read, no change the screen saw)
         self._status = status
         found = alerts_of(model, self.detector, self._running_since)
+        if status != "crashed":
+            self._crashed_since = None
+        elif self._crashed_since is None:
+            self._crashed_since = model.now
+        if self.primed and model.now - (self._crashed_since or model.now) < CRASH_GRACE_S:
+            # just seen crashed: perhaps the trainer exited and its final state is on its way
+            found = [a for a in found if a.kind != "crashed"]
         fresh = self.log.new(found)
         for alert in fresh:
             self._order[alert.key] = len(self._order)
