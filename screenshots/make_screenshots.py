@@ -223,7 +223,7 @@ def real(tmp: Path, config: Path, overrides: list[str]) -> set[str]:
                     [
                         ("running", running),
                         ("validating", validating),
-                        ("completed", lambda a: a.model.status == "completed"),
+                        ("completed", lambda a: a.screen.model.status == "completed"),
                     ],
                     timeout=1800,
                 )
@@ -253,7 +253,7 @@ def real(tmp: Path, config: Path, overrides: list[str]) -> set[str]:
             asyncio.run(
                 shoot(
                     MonitorApp(run_dir),
-                    [("failed", lambda a: a.model.status in ("failed", "completed"))],
+                    [("failed", lambda a: a.screen.model.status in ("failed", "completed"))],
                     timeout=900,
                 )
             )
