@@ -117,7 +117,7 @@ def test_a_live_lock_refuses_a_second_trainer(tmp_path, tiny_bert_dir, small_cor
 
 # ---------------------------------------------------------------------------------------- kill soak
 
-SOAK_KILLS = int(os.environ.get("ENTRENAR_SOAK_KILLS", "20"))  # bench mode: 100+
+SOAK_KILLS = int(os.environ.get("ENTRENAR_SOAK_KILLS", "10"))  # bench mode: 100+
 
 
 def check_run_dir_readable(run: Path) -> None:
