@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import watchfiles
 
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.monitor import MonitorScreen
@@ -61,6 +62,20 @@ async def until(pilot, condition: Callable[[], object], what: str, timeout: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
         await pilot.pause(0.02)
+
+
+def wait_until(condition, what: str, watch: Path, timeout: float = 120) -> None:
+    """Outside an app: wake on file events in `watch` (or every 100 ms) until condition() holds;
+    fail naming `what` after patience(timeout)."""
+    deadline = time.monotonic() + patience(timeout)
+    watch.mkdir(parents=True, exist_ok=True)
+    for _ in watchfiles.watch(
+        watch, rust_timeout=100, yield_on_timeout=True, debounce=20, recursive=False
+    ):
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
 
 
 def run_app(

@@ -10,7 +10,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from entrenar_tui.model.alerts import (
     run_notify,
     split_notify_command,
 )
+from tests.helpers import wait_until
 from trainer.monitor.reader import (
     STALE_MIN_S,
     STALE_STEPS,
@@ -318,27 +318,24 @@ def test_a_detector_starts_again_when_steps_are_redone():
     assert detector.detect(edited, [], "running", T0) == []
 
 
-def test_detect_reads_a_million_steps_quickly():
-    """A monitor runs detect on every refresh: the columns of a million steps, not a Python loop
-    over them."""
+def test_a_detector_on_a_million_steps_finds_what_detect_finds():
+    """A monitor runs detect on every refresh over columns (its cost: bench/alerts_scale.py); a
+    Detector kept for the run, fed the new steps only, agrees with detect from scratch."""
     n = 1_000_000
     t = T0 + 0.1 * np.arange(n)
     columns = StepColumns(np.arange(1.0, n + 1), np.array(smooth_losses(n, noise=0.02)), t)
-    started = time.perf_counter()
     assert detect(columns, [], "running", t[-1] + 1) == []
-    assert time.perf_counter() - started < 3.0  # ~0.3 s on a shared core; generous for a busy box
-    # a detector watching the run pays for the new steps only
     detector = Detector()
     head = StepColumns(columns.global_step[:-100], columns.loss[:-100], t[:-100], edits=0)
     detector.detect(head, [], "running", t[-1])
-    started = time.perf_counter()
-    assert (
-        detector.detect(
-            StepColumns(columns.global_step, columns.loss, t, edits=0), [], "running", t[-1] + 1
-        )
-        == []
-    )
-    assert time.perf_counter() - started < 0.5  # ~5 ms
+    whole = StepColumns(columns.global_step, columns.loss, t, edits=0)
+    assert detector.detect(whole, [], "running", t[-1] + 1) == []
+    spiked = np.array(columns.loss)
+    spiked[-1] = 50.0
+    later = StepColumns(columns.global_step, spiked, t, edits=1)
+    expected = detect(later, [], "running", t[-1] + 1)
+    assert [a.kind for a in expected] == ["spike"]
+    assert Detector().detect(later, [], "running", t[-1] + 1) == expected
 
 
 def test_each_kind_can_be_turned_off():
@@ -371,16 +368,6 @@ HOSTILE = "done; rm -rf ~ $(touch PWNED) `touch PWNED2` | tee x \x1b]0;title\x07
 RECORD_ARGV = "import json, sys; open(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))"
 
 
-def until(condition, deadline_s=30.0):
-    """Poll condition() until true or the deadline (a generous bound for a busy box)."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def test_notify_argv_appends_kind_and_message_as_single_arguments():
     alert = Alert("finished:completed@step:3", "finished", HOSTILE)
     argv = notify_command("ntfy publish 'my topic'", alert)
@@ -394,7 +381,7 @@ def test_a_hostile_message_reaches_a_real_child_as_one_argument(tmp_path, monkey
     cmd = shlex.join([sys.executable, "-c", RECORD_ARGV, str(out)])
     alert = Alert("crashed@step:7", "crashed", HOSTILE)
     assert run_notify(notify_command(cmd, alert), timeout=60) is None
-    assert until(lambda: out.exists() and out.read_text().endswith("]"))
+    wait_until(lambda: out.exists() and out.read_text().endswith("]"), "the child writes", tmp_path)
     assert json.loads(out.read_text()) == ["crashed", printable(HOSTILE)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["argv.json"]  # no PWNED, no x
 
@@ -413,7 +400,7 @@ def test_a_notify_command_past_its_timeout_is_killed_and_reaped(tmp_path):
         f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
     )
     assert run_notify([sys.executable, "-c", script], timeout=0.5) is None
-    assert until(lambda: pid_file.exists() and pid_file.read_text().strip())
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "it starts", tmp_path)
     pid = int(pid_file.read_text())
 
     def gone():
@@ -423,7 +410,7 @@ def test_a_notify_command_past_its_timeout_is_killed_and_reaped(tmp_path):
             return True
         return False
 
-    assert until(gone)
+    wait_until(gone, "the notifier is killed and reaped", tmp_path, timeout=30)
 
 
 def test_a_bad_notify_command_is_refused_by_name():

@@ -12,15 +12,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
 import pytest
-import watchfiles
 
 from tests.conftest import patience
 from tests.fake_run import scenario
+from tests.helpers import wait_until
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.schema import Files
 
@@ -58,19 +57,6 @@ class Terminal:
     def close(self) -> None:
         self.tmux("kill-server")
         shutil.rmtree(self.home, ignore_errors=True)
-
-
-def wait_until(condition, what: str, watch: Path, timeout: float = 120) -> None:
-    """Wake on file events in `watch` (or every 100 ms) until condition() holds, at most `timeout` s."""
-    deadline = time.monotonic() + patience(timeout)
-    watch.mkdir(parents=True, exist_ok=True)
-    for _ in watchfiles.watch(
-        watch, rust_timeout=100, yield_on_timeout=True, debounce=20, recursive=False
-    ):
-        if condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
 
 
 def state(run_dir: Path) -> dict:
@@ -135,8 +121,6 @@ def test_entrenar_tui_run_in_tmux_starts_shows_and_stops_the_trainer(tiny_run_co
 def test_the_cursor_line_in_tmux_at_80x24_shows_the_full_values(tmp_path):
     """A person's view of `c`: the readout is a line of its own under the charts, every value in
     it whole (the exact loss, the learning rate, the accuracy in %), nothing cut at 80 columns."""
-    from tests.fake_run import scenario
-
     run = scenario(tmp_path / "exp-001", "long_running")
     last = orjson.loads((run.dir / Files.STEPS).read_bytes().splitlines()[-1])
     command = shlex.join([sys.executable, "-m", "entrenar_tui", "monitor", str(run.dir)])
