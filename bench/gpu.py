@@ -51,6 +51,19 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targets": ["q_proj", "v_proj"]}
 # ------------------------------------------------------------------------------------ the setup
 
 
+def lora_config():
+    """The adapter both contenders train (and the FLOP count is made for): LORA's settings."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules=LORA["targets"],
+    )
+
+
 def write_corpus(path: Path, limit: int | None) -> list[str]:
     from bench.docstring_corpus import build
 
@@ -88,7 +101,7 @@ def training_flops(spec: dict) -> tuple[int, int, int]:
     """(model FLOPs of one epoch, non-padding tokens of one epoch, training samples): trainer/flops.py's
     count on the train split, the same for every contender."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from trainer.flops import step_flops
@@ -100,12 +113,7 @@ def training_flops(spec: dict) -> tuple[int, int, int]:
         model = AutoModelForSequenceClassification.from_config(config)
     model = get_peft_model(
         model,
-        LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=LORA["r"],
-            lora_alpha=LORA["alpha"],
-            target_modules=LORA["targets"],
-        ),
+        lora_config(),
     )
     return step_flops(model, head_modules(model)).of_lengths(lengths), sum(lengths), len(lengths)
 
@@ -193,7 +201,7 @@ def run_hf(spec: dict) -> dict:
     """HF Trainer + PEFT at its best: bf16, SDPA, length-grouped batches (and NF4 for QLoRA)."""
     import numpy as np
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -226,13 +234,7 @@ def run_hf(spec: dict) -> dict:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = get_peft_model(
         model,
-        LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=LORA["r"],
-            lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"],
-            target_modules=LORA["targets"],
-        ),
+        lora_config(),
     )
 
     class Rows(torch.utils.data.Dataset):

@@ -35,7 +35,10 @@ def test_gpu_bench_runs_tiny_on_the_cpu(tmp_path):
     for row in rows.values():
         assert row["samples_per_sec"] > 0
         # ~48 tokens a sample (the docstrings, truncated to max_length 48)
-        assert 10 * row["samples_per_sec"] < row["tokens_per_sec"] <= 48 * row["samples_per_sec"]
+        # (the two rates share one time, so their ratio is tokens a sample: 48 when every sample
+        # is cut, up to float rounding)
+        per_sample = row["tokens_per_sec"] / row["samples_per_sec"]
+        assert 10 < per_sample <= 48 + 1e-9
         assert 0 < row["mfu"] < 1
         assert row["peak_memory_bytes"] > 50 * 2**20
         assert 0 <= row["val_accuracy"] <= 1
