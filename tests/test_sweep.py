@@ -436,6 +436,39 @@ def training(root: Path, name: str):
     return check
 
 
+def pending_signals(pid: int) -> set[int]:
+    """The signals sent to a process that it has not handled yet (it may be frozen)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("ShdPnd:"):
+            mask = int(line.split()[1], 16)
+            return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+    return set()
+
+
+def frozen_while_training(proc: subprocess.Popen, root: Path, name: str) -> psutil.Process:
+    """The sweep's one child, frozen (SIGSTOP) at a moment its run is seen training.
+
+    Freezing before looking is what makes it race-free: a tiny run can finish between a look
+    and a kill, never while it is stopped.
+    """
+    is_training = training(root, name)
+
+    def frozen() -> bool:
+        children = psutil.Process(proc.pid).children()
+        if len(children) != 1:
+            return False
+        children[0].suspend()
+        if is_training():
+            found.append(children[0])
+            return True
+        children[0].resume()
+        return False
+
+    found: list[psutil.Process] = []
+    wait_until(proc, frozen, f"{name} trains")
+    return found[0]
+
+
 @pytest.mark.slow
 def test_a_stopped_then_killed_sweep_finishes_on_rerun_without_redoing_runs(
     tmp_path, tiny_bert_dir
@@ -450,8 +483,10 @@ def test_a_stopped_then_killed_sweep_finishes_on_rerun_without_redoing_runs(
 
     # 1. Ctrl-C while run 2 trains: run 2 stops cleanly, run 3 never starts, exit 130
     proc = sweep(*command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_until(proc, training(root, "sw-2"), "run 2 trains")
+    child = frozen_while_training(proc, root, "sw-2")
     proc.send_signal(signal.SIGINT)
+    wait_until(proc, lambda: signal.SIGINT in pending_signals(child.pid), "the sweep passes it on")
+    child.resume()
     _, err = proc.communicate(timeout=patience(120))
     assert proc.returncode == 130, err[-2000:]
     doc = load(root / "sweep.json")
@@ -467,12 +502,11 @@ def test_a_stopped_then_killed_sweep_finishes_on_rerun_without_redoing_runs(
 
     # 2. rerun, then SIGKILL the sweep while run 3 trains: run 3 gets SIGTERM, its clean stop
     proc = sweep(*command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(proc, training(root, "sw-3"), "run 3 trains")
-    children = psutil.Process(proc.pid).children()
-    assert len(children) == 1
+    child = frozen_while_training(proc, root, "sw-3")
     proc.kill()
     proc.wait()
-    _, alive = psutil.wait_procs(children, timeout=patience(60))
+    child.resume()  # the parent-death SIGTERM waited while it was frozen
+    _, alive = psutil.wait_procs([child], timeout=patience(60))
     assert not alive
     assert load(root / "sw-3" / "state.json")["status"] == "stopped"
     assert load(root / "sw-2" / "result.json")["status"] == "completed"
