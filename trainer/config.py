@@ -125,7 +125,7 @@ class TrainSection:
     )
     fast_dropout: str = opt(
         "auto",
-        "dropout masks from 4x fewer random draws (same distribution, another random stream; ~1.2x a step on a CPU): auto (on on a CPU) | on | off",
+        "dropout masks (hidden, LoRA's input, attention probabilities) from 4x fewer random draws (same distribution, another random stream; ~1.3x a step on a CPU): auto (on on a CPU) | on | off",
         choices=["auto", "on", "off"],
     )
 
