@@ -458,9 +458,10 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
     Dropout modules it turned."""
     global _SDPA
     from transformers import AttentionInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     if _SDPA is None:
-        _SDPA = AttentionInterface._global_mapping["sdpa"]
+        _SDPA = ALL_ATTENTION_FUNCTIONS["sdpa"]
         AttentionInterface.register("sdpa", sdpa_with_fast_dropout)
     count = 0
     for module in model.modules():
