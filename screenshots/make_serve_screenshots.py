@@ -49,7 +49,9 @@ async def shoot(root: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", nargs="?", type=Path, help="a directory of runs (default: scripted)")
+    parser.add_argument(
+        "root", nargs="?", type=Path, help="a directory of runs (default: scripted)"
+    )
     args = parser.parse_args()
     if args.root is not None:
         asyncio.run(shoot(args.root.resolve()))

@@ -79,7 +79,9 @@ def test_values_update_when_a_batch_lands(tmp_path):
         await until(pilot, lambda: "step 4/20" in text(app, "#position"), "step 4 shows")
         assert "global 4/80" in text(app, "#position")
         assert app.screen.query_one("#overall").progress == 4
-        await until(pilot, lambda: len(run_model(app).history) == 4, "the 4th step is in the history")
+        await until(
+            pilot, lambda: len(run_model(app).history) == 4, "the 4th step is in the history"
+        )
         loss = f"{run.loss_at(4):.4f}"
         await until(
             pilot,
@@ -452,7 +454,9 @@ def test_long_names_are_shortened_to_fit_80_columns(tmp_path):
 
     async def body(pilot):
         await until(
-            pilot, lambda: run_model(app).run is not None and "…" in app.title, "the name is shortened"
+            pilot,
+            lambda: run_model(app).run is not None and "…" in app.title,
+            "the name is shortened",
         )
         header = f"{app.title} — {app.sub_title}"
         assert len(header) <= 80 - 20  # between the header's icon and its right edge

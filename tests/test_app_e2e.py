@@ -74,7 +74,9 @@ def test_x_stops_a_real_run_and_r_resumes_it_to_completed(tiny_run_config, tmp_p
                 "the resumed run completes",
                 180,
             )
-            note = f"resumed from checkpoints/last at step {stopped}"  # nothing to redo after a stop
+            note = (
+                f"resumed from checkpoints/last at step {stopped}"  # nothing to redo after a stop
+            )
             assert note in notes, notes
             assert note in (run_dir / Files.LOG).read_text()
             await until(pilot, lambda: not app.started_trainers, "the finished trainers are reaped")

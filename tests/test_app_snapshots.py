@@ -32,7 +32,9 @@ CASES = {
     "failed": ("failed", "gone", (100, 30), False),
     "crashed": ("crashed", "gone", (80, 24), False),
 }
-LOG_LINES = "".join(f"epoch {e}/10 done: train loss 0.{60 - e}21 | val loss 0.4{e}0\n" for e in range(1, 8))
+LOG_LINES = "".join(
+    f"epoch {e}/10 done: train loss 0.{60 - e}21 | val loss 0.4{e}0\n" for e in range(1, 8)
+)
 
 
 def pinned_app(run: FakeRun, probe: str) -> MonitorApp:

@@ -456,7 +456,10 @@ def test_a_symlink_loop_under_the_root_lists_each_run_once(root, capsys):
     assert tui_main(["monitor", str(root), "--once"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
     assert sorted(row.split()[0] for row in rows) == expected
-    assert tui_main(["export", str(root), "--format", "json", "--out", str(root.parent / "x.json")]) == 0
+    assert (
+        tui_main(["export", str(root), "--format", "json", "--out", str(root.parent / "x.json")])
+        == 0
+    )
     exported = orjson.loads((root.parent / "x.json").read_bytes())["runs"]
     assert sorted(r["run"] for r in exported) == expected
 
@@ -468,7 +471,9 @@ def test_one_run_is_one_run_not_1_runs(root):
 
     async def body(pilot):
         info = app.screen.query_one("#runs-info")
-        await until(pilot, lambda: str(info.render()).startswith("1 run under "), "one run is counted")
+        await until(
+            pilot, lambda: str(info.render()).startswith("1 run under "), "one run is counted"
+        )
 
     browse(body, app)
 

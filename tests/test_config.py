@@ -138,7 +138,9 @@ def test_overrides_may_come_after_flags(tmp_path):
     assert r.returncode == 0, r.stderr
     printed = tomllib.loads(r.stdout)
     assert (printed["train"]["epochs"], printed["lora"]["r"]) == (3, 4)
-    r = run_cli(config, "--nproc", "2", "train.epochs=oops")  # read as an override, not a stray argument
+    r = run_cli(
+        config, "--nproc", "2", "train.epochs=oops"
+    )  # read as an override, not a stray argument
     assert r.returncode == 2 and "train.epochs must be an integer, got 'oops'" in r.stderr, r.stderr
     r = run_cli(config, "--print-config", "--frobnicate", "train.epochs=3")
     assert r.returncode == 2 and "unrecognized arguments: --frobnicate" in r.stderr

@@ -263,7 +263,9 @@ def test_length_grouped_batches_cover_every_sample_once_and_cut_padding():
     plain = epoch_batches(lengths, 16, seed=42, epoch=1, group_by_length=False)
     assert sorted(i for b in grouped for i in b) == list(range(1000))
     assert len(grouped) == len(plain) == 63
-    assert epoch_batches(lengths, 16, seed=42, epoch=1, group_by_length=True) == grouped  # resume-exact
+    assert (
+        epoch_batches(lengths, 16, seed=42, epoch=1, group_by_length=True) == grouped
+    )  # resume-exact
     assert epoch_batches(lengths, 16, seed=42, epoch=2, group_by_length=True) != grouped
 
     def padded(bs):
@@ -278,7 +280,10 @@ def test_csv_rows_are_named_by_the_line_they_start_on(tmp_path):
     line its row starts on; a quote that never closes names the line that opened it."""
     good = tmp_path / "good.csv"
     good.write_text('input,label\n"echo a\nb",safe\nls,safe\nrm -rf x\n', encoding="utf-8")
-    with pytest.raises(UserError, match=r"good\.csv:5: 1 field\(s\) where the header has 2; missing column\(s\) 'label'"):
+    with pytest.raises(
+        UserError,
+        match=r"good\.csv:5: 1 field\(s\) where the header has 2; missing column\(s\) 'label'",
+    ):
         read_rows(good, "input", "label")
     good.write_text('input,label\n"echo a\nb",safe\nls,safe\n', encoding="utf-8")
     rows = read_rows(good, "input", "label")
@@ -291,7 +296,9 @@ def test_csv_rows_are_named_by_the_line_they_start_on(tmp_path):
 
 def test_integer_labels_must_be_the_class_indices(tmp_path):
     rows = [Row(f"t{i}", v, f"d.jsonl:{i + 1}") for i, v in enumerate([0, 1, 2, 1, 50000, 0])]
-    with pytest.raises(UserError, match=r"^d\.jsonl:5: label 50000 out of range: .* but 3 is missing"):
+    with pytest.raises(
+        UserError, match=r"^d\.jsonl:5: label 50000 out of range: .* but 3 is missing"
+    ):
         resolve_label_names(rows, [])
     assert resolve_label_names(rows[:4], []) == ["0", "1", "2"]
     named = resolve_label_names(rows[:4], ["a", "b", "c"])  # data.labels names the indices

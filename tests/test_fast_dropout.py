@@ -184,7 +184,9 @@ def test_every_other_call_is_transformers_sdpa_unchanged(case):
     assert torch.equal(got, want)
 
 
-def test_a_bert_trained_with_fast_dropout_drops_attention_with_the_fast_mask(tmp_path, tiny_bert_dir):
+def test_a_bert_trained_with_fast_dropout_drops_attention_with_the_fast_mask(
+    tmp_path, tiny_bert_dir
+):
     """The real model: in training, each layer's attention probabilities go through fast_dropout
     (one [batch, heads, query, key] call a layer); in evaluation none, and outputs are SDPA's."""
     from transformers import AutoModelForSequenceClassification

@@ -94,7 +94,9 @@ def contract_shaped(
     keys = st.sampled_from(sorted(fields))
     body = st.dictionaries(keys | st.text(max_size=6), json_values, max_size=8)
     if file_name == Files.EPOCHS:
-        record = st.dictionaries(st.sampled_from(sorted(field_names(EpochRecord))), json_values, max_size=6)
+        record = st.dictionaries(
+            st.sampled_from(sorted(field_names(EpochRecord))), json_values, max_size=6
+        )
         records = st.lists(record | json_values, max_size=4)
         body = st.fixed_dictionaries(
             {},
@@ -195,7 +197,9 @@ def test_reading_any_run_directory_never_raises(files):
         reader = RunReader(run)
         first = reader.poll()
         again = reader.poll()  # nothing changed: nothing new, no error
-        text = summary(run, now=2e9)  # and what --once builds from it (model/validation.py, RunModel)
+        text = summary(
+            run, now=2e9
+        )  # and what --once builds from it (model/validation.py, RunModel)
         # and the browser's row (model/discovery.py), with `started` drawn as dates are
         rows = RunIndex(root, clock=lambda: 2e9, probe=lambda _s: "unknown").scan()
         table = plain_table(rows, now=2e9)

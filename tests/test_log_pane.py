@@ -118,7 +118,9 @@ def test_the_log_pane_shows_lines_appended_while_the_app_runs(trained_run, tmp_p
     run_on(run_dir, body)
 
 
-def test_the_resources_line_shows_what_state_json_says_while_the_trainer_works(trained_run, tmp_path):
+def test_the_resources_line_shows_what_state_json_says_while_the_trainer_works(
+    trained_run, tmp_path
+):
     """The trainer's RSS/CPU/GPU while it runs; a completed or crashed run's last sample is of a
     process that is gone, so the line goes."""
     run_dir = copy_run(trained_run, tmp_path / "run")
@@ -136,7 +138,11 @@ def test_the_resources_line_shows_what_state_json_says_while_the_trainer_works(t
     async def body(pilot, app):
         line = app.screen.query_one(ResourcesLine)
         assert run_model(app).status == "completed" and not line.display
-        gpu = {"gpu_memory_allocated_bytes": 3_100_000_000, "gpu_memory_total_bytes": 80_000_000_000, "gpu_utilization_percent": 45}
+        gpu = {
+            "gpu_memory_allocated_bytes": 3_100_000_000,
+            "gpu_memory_total_bytes": 80_000_000_000,
+            "gpu_utilization_percent": 45,
+        }
         write_state(status="running", resources={**resources, **gpu})
         await until(pilot, lambda: run_model(app).status == "running", "the run shows running")
         expected = f"RSS {resources['rss_bytes'] / 1e9:.1f} GB · CPU {resources['cpu_percent']:.0f}% · GPU 3.1/80 GB 45%"

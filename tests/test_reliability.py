@@ -30,8 +30,16 @@ def load(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EACCES])
-def test_checkpoint_write_failure_keeps_earlier_checkpoints(error, tmp_path, tiny_bert_dir, small_corpus, monkeypatch):
-    cfg = write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run", train={"epochs": 3, "save_every": 1})
+def test_checkpoint_write_failure_keeps_earlier_checkpoints(
+    error, tmp_path, tiny_bert_dir, small_corpus, monkeypatch
+):
+    cfg = write_config(
+        tmp_path / "c.toml",
+        tiny_bert_dir,
+        small_corpus,
+        tmp_path / "run",
+        train={"epochs": 3, "save_every": 1},
+    )
     calls = {"n": 0}
     real_save = ckpt.save_file
 
@@ -50,7 +58,9 @@ def test_checkpoint_write_failure_keeps_earlier_checkpoints(error, tmp_path, tin
     assert "earlier checkpoints are intact" in state["error"]
     assert load(run / "result.json")["status"] == "failed"
     checkpoints = run / "checkpoints"
-    assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+    assert not [
+        p for p in checkpoints.iterdir() if p.name.startswith(".")
+    ]  # no temp folder left behind
     for name in ("best", "epoch-1"):
         ckpt.read_trainer_state(checkpoints / name)
         assert ckpt.read_adapter(checkpoints / name)
@@ -68,14 +78,22 @@ class Boom:
 
 
 def test_planted_pickles_are_never_loaded(tmp_path, tiny_bert_dir, small_corpus, capsys):
-    cfg = write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run", train={"epochs": 1})
+    cfg = write_config(
+        tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run", train={"epochs": 1}
+    )
     assert main([str(cfg)]) == 0
     run = tmp_path / "run"
     last = run / "checkpoints" / "last"
     marker = tmp_path / "pwned"
     payload = pickle.dumps(Boom(marker))
     # the names HF Trainer and PEFT use for pickled state, next to ours
-    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "pytorch_model.bin"):
+    for name in (
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_state.pth",
+        "training_args.bin",
+        "pytorch_model.bin",
+    ):
         (last / name).write_bytes(payload)
     assert main(["--resume", str(run), "train.epochs=2"]) == 0
     assert main(["predict", str(run / "checkpoints" / "last"), "ls -la"]) == 0
@@ -94,7 +112,9 @@ def test_a_stale_lock_from_a_dead_process_is_taken_over(tmp_path, tiny_bert_dir,
     dead.wait()
     run = tmp_path / "run"
     run.mkdir()
-    (run / "trainer.lock").write_bytes(orjson.dumps({"pid": dead.pid, "host": os.uname().nodename, "pid_create_time": 1.0}))
+    (run / "trainer.lock").write_bytes(
+        orjson.dumps({"pid": dead.pid, "host": os.uname().nodename, "pid_create_time": 1.0})
+    )
     cfg = write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, run, train={"epochs": 1})
     assert train(load_config(cfg)) == 0
     assert not (run / "trainer.lock").exists()
@@ -107,7 +127,9 @@ def test_a_live_lock_refuses_a_second_trainer(tmp_path, tiny_bert_dir, small_cor
     run.mkdir()
     lock = RunLock(run).acquire()  # this process plays the running trainer
     try:
-        cfg = write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, run, train={"epochs": 1})
+        cfg = write_config(
+            tmp_path / "c.toml", tiny_bert_dir, small_corpus, run, train={"epochs": 1}
+        )
         assert main([str(cfg)]) == 2
     finally:
         lock.release()
@@ -141,13 +163,17 @@ def kill_and_resume_until_done(cfg: Path, run: Path, rng: random.Random, max_kil
     kills = 0
     command = [str(cfg)]
     while True:
-        proc = subprocess.Popen([sys.executable, "-m", "trainer", *command], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trainer", *command], cwd=REPO, stderr=subprocess.PIPE, text=True
+        )
         command = ["--resume", str(run)]
         if kills >= max_kills:
             _, err = proc.communicate(timeout=patience(600))
             assert proc.returncode == 0, err[-2000:]
             return kills
-        target = rng.randint(1, 40)  # kill after a random number of progress lines, at a random instant
+        target = rng.randint(
+            1, 40
+        )  # kill after a random number of progress lines, at a random instant
         seen = 0
         for line in proc.stderr:
             seen += line.startswith("epoch")
@@ -168,8 +194,13 @@ def kill_and_resume_until_done(cfg: Path, run: Path, rng: random.Random, max_kil
 @pytest.mark.slow
 def test_kill_soak_resume_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_bert_dir):
     data = write_corpus(tmp_path / "d.jsonl", n=200)
-    sections = {"train": {"epochs": 12, "batch_size": 8, "save_every": 1, "log_interval": 1}, "lora": {"dropout": 0.1}}
-    straight_cfg = write_config(tmp_path / "s.toml", tiny_bert_dir, data, tmp_path / "straight", **sections)
+    sections = {
+        "train": {"epochs": 12, "batch_size": 8, "save_every": 1, "log_interval": 1},
+        "lora": {"dropout": 0.1},
+    }
+    straight_cfg = write_config(
+        tmp_path / "s.toml", tiny_bert_dir, data, tmp_path / "straight", **sections
+    )
     assert main([str(straight_cfg)]) == 0
     want = load_file(tmp_path / "straight" / "checkpoints" / "last" / "adapter_model.safetensors")
     metrics = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")

@@ -43,7 +43,10 @@ def weights(run: Path, which: str = "last") -> dict[str, torch.Tensor]:
 
 
 def epoch_metrics(run: Path) -> list[dict]:
-    return [{k: e[k] for k in METRICS} for e in orjson.loads((run / "epochs.json").read_bytes())["epochs"]]
+    return [
+        {k: e[k] for k in METRICS}
+        for e in orjson.loads((run / "epochs.json").read_bytes())["epochs"]
+    ]
 
 
 def state(run: Path) -> dict:
@@ -59,7 +62,9 @@ def assert_one_line_error(stderr: str, expected: str) -> None:
 
 
 def request_stop(run: Path) -> None:
-    atomic_write_json(run / "control.json", {"command": "stop", "id": "test", "requested_at": time.time()})
+    atomic_write_json(
+        run / "control.json", {"command": "stop", "id": "test", "requested_at": time.time()}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +85,19 @@ def assert_same_as_straight(run: Path, straight: Path) -> None:
     assert_steps_cols_agree(run)  # the cache followed steps.jsonl through the stop and resume
 
 
-def test_stop_through_control_json_mid_epoch_then_resume(tmp_path, tiny_bert_dir, data, straight, monkeypatch):
+def test_stop_through_control_json_mid_epoch_then_resume(
+    tmp_path, tiny_bert_dir, data, straight, monkeypatch
+):
     config = load_config(make_config(tmp_path, tiny_bert_dir, data))
     hook_steps(monkeypatch, 12, request_stop)  # epoch 2, mid-epoch (8 steps an epoch)
     assert train(config) == 0
     run = tmp_path / "run"
     s = state(run)
-    assert s["status"] == "stopped" and (s["epoch"], s["step"], s["global_step"]) == (2, 5, 13)  # the batch under way finishes
+    assert s["status"] == "stopped" and (s["epoch"], s["step"], s["global_step"]) == (
+        2,
+        5,
+        13,
+    )  # the batch under way finishes
     assert not (run / "control.json").exists()  # consumed, so the resume does not stop at once
     assert (run / "checkpoints" / "last" / "trainer_state.safetensors").is_file()
     monkeypatch.undo()
@@ -100,7 +111,9 @@ def test_stop_through_control_json_mid_epoch_then_resume(tmp_path, tiny_bert_dir
     assert run_json["resumed_from"][0]["note"] == "resumed from checkpoints/last at step 13"
 
 
-def test_a_resume_after_a_crash_says_which_steps_are_redone(tmp_path, tiny_bert_dir, data, straight, monkeypatch, capsys):
+def test_a_resume_after_a_crash_says_which_steps_are_redone(
+    tmp_path, tiny_bert_dir, data, straight, monkeypatch, capsys
+):
     """Stopped at step 13 (checkpoints/last), resumed, then killed at step 15 before the next
     checkpoint: the next resume says, in its log and in run.json (what the monitor shows), that it
     goes back to step 13 and redoes 14–15; the run still ends as the uninterrupted one."""
@@ -133,7 +146,12 @@ def test_stop_during_validation_then_resume(tmp_path, tiny_bert_dir, data, strai
     def hooked(self, **changes):
         original(self, **changes)
         v = changes.get("validation")
-        if changes.get("status") == "validating" and v and v["done"] > 0 and self.state["epoch"] == 2:
+        if (
+            changes.get("status") == "validating"
+            and v
+            and v["done"] > 0
+            and self.state["epoch"] == 2
+        ):
             request_stop(self.dir)
 
     monkeypatch.setattr(MonitorWriter, "update_state", hooked)
@@ -160,7 +178,9 @@ def test_sigint_stops_gracefully_then_resume(tmp_path, tiny_bert_dir, data, stra
     assert_same_as_straight(run, straight)
 
 
-def test_resume_from_best_replays_later_steps_and_overrides_are_recorded(tmp_path, tiny_bert_dir, data, straight):
+def test_resume_from_best_replays_later_steps_and_overrides_are_recorded(
+    tmp_path, tiny_bert_dir, data, straight
+):
     run = tmp_path / "run"
     shutil.copytree(straight, run)
     best_epoch = orjson.loads((run / "epochs.json").read_bytes())["best_epoch"]
@@ -169,10 +189,13 @@ def test_resume_from_best_replays_later_steps_and_overrides_are_recorded(tmp_pat
     assert run_json["config"]["train"]["epochs"] == 4
     assert run_json["resumed_from"][-1]["overrides"] == ["train.epochs=4"]
     assert [e["epoch"] for e in epoch_metrics(run)] == [1, 2, 3, 4]
+
     def without_flag(rows):
         return [{k: v for k, v in e.items() if k != "is_best"} for e in rows]
 
-    assert without_flag(epoch_metrics(run)[:best_epoch]) == without_flag(epoch_metrics(straight)[:best_epoch])
+    assert without_flag(epoch_metrics(run)[:best_epoch]) == without_flag(
+        epoch_metrics(straight)[:best_epoch]
+    )
     assert state(run)["total_epochs"] == 4 and state(run)["status"] == "completed"
 
 
@@ -188,12 +211,16 @@ def test_data_hash_mismatch_is_refused_unless_allowed(tmp_path, tiny_bert_dir, s
     assert_one_line_error(r.stderr, run_json["data"]["data_hash"])
     assert "--allow-data-mismatch" in r.stderr
     assert (run / "state.json").read_bytes() == before  # nothing written
-    r = run_cli("--resume", str(run), f"data.train={changed}", "train.epochs=4", "--allow-data-mismatch")
+    r = run_cli(
+        "--resume", str(run), f"data.train={changed}", "train.epochs=4", "--allow-data-mismatch"
+    )
     assert r.returncode == 0, r.stderr
     assert state(run)["status"] == "completed" and state(run)["epoch"] == 4
 
 
-@pytest.mark.parametrize("damage", ["truncated", "nan", "missing_trainer_state", "wrong_shape", "not_a_run"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "nan", "missing_trainer_state", "wrong_shape", "not_a_run"]
+)
 def test_corrupt_checkpoints_are_one_line_errors(tmp_path, straight, damage):
     run = tmp_path / "run"
     shutil.copytree(straight, run)
@@ -239,14 +266,15 @@ def test_resume_of_a_live_run_is_refused(tmp_path, straight):
     assert r.returncode == 2 and "already running" in r.stderr and f"pid {os.getpid()}" in r.stderr
 
 
-
 def test_a_second_sigint_exits_at_once_and_says_so(tmp_path, monkeypatch):
     from trainer import stopping
 
     forced = []
     exits = []
     monkeypatch.setattr(stopping.os, "_exit", lambda code: exits.append(code))
-    stop = stopping.StopSignal(tmp_path, started_at=time.time(), on_force=lambda: forced.append(True)).install()
+    stop = stopping.StopSignal(
+        tmp_path, started_at=time.time(), on_force=lambda: forced.append(True)
+    ).install()
     try:
         assert not stop.requested
         signal.raise_signal(signal.SIGINT)
@@ -261,13 +289,19 @@ def test_stale_or_garbage_control_files_do_not_stop(tmp_path):
     from trainer.stopping import StopSignal
 
     stop = StopSignal(tmp_path, started_at=time.time())
-    atomic_write_json(tmp_path / "control.json", {"command": "stop", "id": 1, "requested_at": time.time() - 3600})
+    atomic_write_json(
+        tmp_path / "control.json", {"command": "stop", "id": 1, "requested_at": time.time() - 3600}
+    )
     assert not stop.requested  # written before this trainer started: the stop we resumed from
     (tmp_path / "control.json").write_bytes(b"{garbage")
     assert not stop.requested
-    atomic_write_json(tmp_path / "control.json", {"command": "pause", "id": 2, "requested_at": time.time() + 1})
+    atomic_write_json(
+        tmp_path / "control.json", {"command": "pause", "id": 2, "requested_at": time.time() + 1}
+    )
     assert not stop.requested
-    atomic_write_json(tmp_path / "control.json", {"command": "stop", "id": 3, "requested_at": time.time() + 1})
+    atomic_write_json(
+        tmp_path / "control.json", {"command": "stop", "id": 3, "requested_at": time.time() + 1}
+    )
     assert stop.requested and stop.request_id == 3
     stop.consume()
     assert not (tmp_path / "control.json").exists()
@@ -280,7 +314,9 @@ def test_a_monitor_stop_then_one_sigint_is_still_a_clean_stop(tmp_path, monkeypa
     monkeypatch.setattr(stopping.os, "_exit", lambda code: exits.append(code))
     stop = stopping.StopSignal(tmp_path, started_at=time.time()).install()
     try:
-        atomic_write_json(tmp_path / "control.json", {"command": "stop", "id": 1, "requested_at": time.time() + 1})
+        atomic_write_json(
+            tmp_path / "control.json", {"command": "stop", "id": 1, "requested_at": time.time() + 1}
+        )
         assert stop.requested
         signal.raise_signal(signal.SIGINT)  # the monitor signals too: not a forced exit
         assert exits == []

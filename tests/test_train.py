@@ -412,7 +412,9 @@ def test_a_crash_message_says_what_failed_and_where():
     assert "\n" not in message
 
 
-def test_a_crash_in_a_run_is_written_with_its_type_and_where_not_a_rank(tmp_path, tiny_bert_dir, small_corpus, monkeypatch):
+def test_a_crash_in_a_run_is_written_with_its_type_and_where_not_a_rank(
+    tmp_path, tiny_bert_dir, small_corpus, monkeypatch
+):
     from trainer.monitor.writer import MonitorWriter
 
     original = MonitorWriter.append_step
@@ -423,20 +425,29 @@ def test_a_crash_in_a_run_is_written_with_its_type_and_where_not_a_rank(tmp_path
             raise AssertionError
 
     monkeypatch.setattr(MonitorWriter, "append_step", crash_at_step_2)
-    config = load_config(write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run"))
+    config = load_config(
+        write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run")
+    )
     with pytest.raises(AssertionError):
         train(config)
     error = load(tmp_path / "run" / "state.json")["error"]
-    assert error.startswith(f"crashed: AssertionError (no message) at {import_path(__file__)}:"), error
+    assert error.startswith(f"crashed: AssertionError (no message) at {import_path(__file__)}:"), (
+        error
+    )
     assert error.endswith(" in crash_at_step_2") and "rank" not in error
     assert load(tmp_path / "run" / "result.json")["error"] == error
 
 
-def test_log_interval_auto_prints_about_20_lines_an_epoch_and_keeps_every_step(tmp_path, tiny_bert_dir, small_corpus):
+def test_log_interval_auto_prints_about_20_lines_an_epoch_and_keeps_every_step(
+    tmp_path, tiny_bert_dir, small_corpus
+):
     assert [log_every("auto", n) for n in (1, 19, 20, 60, 1000)] == [1, 1, 1, 3, 50]
     assert log_every(7, 1000) == 7
     cfg = write_config(
-        tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run",
+        tmp_path / "c.toml",
+        tiny_bert_dir,
+        small_corpus,
+        tmp_path / "run",
         train={"epochs": 1, "batch_size": 2, "log_interval": "auto", "save_every": 0},
     )  # fmt: skip  (160 samples, 120 to train: 60 steps, a line every 3)
     r = run_cli(str(cfg))
@@ -463,7 +474,13 @@ def test_every_file_of_a_run_gets_the_mode_the_umask_gives(tmp_path, tiny_bert_d
 
     from tests.conftest import REPO
 
-    cfg = write_config(tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run", train={"epochs": 1, "save_every": 5})
+    cfg = write_config(
+        tmp_path / "c.toml",
+        tiny_bert_dir,
+        small_corpus,
+        tmp_path / "run",
+        train={"epochs": 1, "save_every": 5},
+    )
     r = subprocess.run(
         [sys.executable, "-m", "trainer", str(cfg)],
         cwd=REPO, capture_output=True, text=True, timeout=patience(600), preexec_fn=lambda: os.umask(0o027),

@@ -104,7 +104,9 @@ def test_a_failed_runs_texts_show_literally(tmp_path):
     app = MonitorApp(run.dir, probe=lambda _s: "gone")
 
     async def body(pilot):
-        await until(pilot, lambda: run_model(app).status == "failed" and run_model(app).run, "it shows")
+        await until(
+            pilot, lambda: run_model(app).status == "failed" and run_model(app).run, "it shows"
+        )
         await pilot.pause()
         text = assert_nothing_applied(app)
         line = str(app.screen.query_one(ProblemsLine).render())
@@ -163,7 +165,9 @@ def test_the_stop_dialog_and_notifications_quote_the_run_literally(tmp_path):
     app = MonitorApp(run.dir, controller=controller, probe=lambda _s: "remote")
 
     async def body(pilot):
-        await until(pilot, lambda: run_model(app).status == "running" and run_model(app).run, "it runs")
+        await until(
+            pilot, lambda: run_model(app).status == "running" and run_model(app).run, "it runs"
+        )
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.pause()
@@ -295,7 +299,9 @@ def test_paths_in_run_files_never_lead_outside_the_run_directory(tmp_path):
     assert "../../escape-name" in summary(run.dir)  # --once shows the name, and only shows it
 
     async def body(pilot):
-        await until(pilot, lambda: run_model(app).status == "stopped" and run_model(app).run, "it shows")
+        await until(
+            pilot, lambda: run_model(app).status == "stopped" and run_model(app).run, "it shows"
+        )
         await pilot.press("r")
         assert launched[-1] == (["entrenar-train", "--resume", str(run.dir)], run.dir)
         run_model(app).request = None  # (the pretend resume never writes a state)

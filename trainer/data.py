@@ -429,7 +429,9 @@ def batches(order: list[int], batch_size: int) -> list[list[int]]:
 MEGABATCH = 50  # group_by_length sorts windows of this many batches (as HF's LengthGroupedSampler)
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+def epoch_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
     """The batches of a (1-based) epoch, deterministic in (seed, epoch), so that resume is exact.
 
     group_by_length: cut the epoch's shuffled order into windows of MEGABATCH batches, sort each
