@@ -45,11 +45,24 @@ sys.path.insert(0, str(REPO))
 # ---------------------------------------------------------------------------------------- HF side
 
 
+def lora_config(spec: dict):
+    """The adapter every HF contender trains, and the one its FLOPs are counted on."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=spec["r"],
+        lora_alpha=spec["alpha"],
+        lora_dropout=spec["dropout"],
+        target_modules=["query", "value"],
+    )
+
+
 def run_hf(spec: dict) -> dict:
     """The idiomatic HF Trainer + PEFT LoRA fine-tune; returns its metrics (runs in a child process)."""
     import numpy as np
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -76,13 +89,7 @@ def run_hf(spec: dict) -> dict:
     )
     model = get_peft_model(
         model,
-        LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=spec["r"],
-            lora_alpha=spec["alpha"],
-            lora_dropout=spec["dropout"],
-            target_modules=["query", "value"],
-        ),
+        lora_config(spec),
     )
 
     class Rows(torch.utils.data.Dataset):
@@ -229,7 +236,7 @@ def training_flops(spec: dict) -> int:
     """The model FLOPs of one epoch over the training split (trainer/flops.py's count: non-padding
     tokens only, so every contender is credited with the same work)."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from trainer.config import DataSection
@@ -253,12 +260,7 @@ def training_flops(spec: dict) -> int:
         model = AutoModelForSequenceClassification.from_config(config)
     model = get_peft_model(
         model,
-        LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=spec["r"],
-            lora_alpha=spec["alpha"],
-            target_modules=["query", "value"],
-        ),
+        lora_config(spec),
     )
     return step_flops(model, head_modules(model)).of_lengths(lengths), len(lengths)
 
