@@ -397,7 +397,7 @@ def test_a_notify_command_that_cannot_start_is_a_line_not_an_exception(tmp_path)
 def test_a_notify_command_past_its_timeout_is_killed_and_reaped(tmp_path):
     pid_file = tmp_path / "pid"
     script = (
-        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+        f"import os, signal; open({str(pid_file)!r}, 'w').write(str(os.getpid())); signal.pause()"
     )
     assert run_notify([sys.executable, "-c", script], timeout=0.5) is None
     wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "it starts", tmp_path)

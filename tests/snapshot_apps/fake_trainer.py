@@ -5,11 +5,12 @@ checkpoints/last, status stopped, exit 0; a second SIGINT exits at once; --resum
 state.json says).
 
     python fake_trainer.py RUN_DIR [--steps-per-epoch N] [--epochs E] [--step-s S]
-                           [--hold-after N --release FILE]
+                           [--hold-after N]
     python fake_trainer.py --resume RUN_DIR
 
---hold-after N: after its N-th step the trainer waits (still alive, still obeying stop requests)
-until FILE exists, so that a test is sure to find it running however slow the machine is.
+--hold-after N: after its N-th step the trainer waits, alive, until a stop is requested (a signal
+or control.json) or it is killed, so that a test is sure to find it running however slow the
+machine is.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import orjson
+import watchfiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo: tests.fake_run
 
@@ -32,6 +35,7 @@ from trainer.lock import RunLock
 class Stop:
     def __init__(self, run: FakeRun, started: float):
         self.run, self.started, self.reason = run, started, None
+        self.woken = threading.Event()  # set by a stop signal: ends a hold at once
         signal.signal(signal.SIGINT, self.on_signal)
         signal.signal(signal.SIGTERM, self.on_signal)
 
@@ -40,6 +44,7 @@ class Stop:
             self.run.writer.update_state(status="stopped", error="forced stop (second interrupt)")
             os._exit(130)
         self.reason = signal.Signals(signum).name
+        self.woken.set()
 
     def requested(self) -> bool:
         if self.reason is None:
@@ -54,6 +59,22 @@ class Stop:
                 pass
         return self.reason is not None
 
+    def hold(self) -> None:
+        """Wait, alive, until a stop is requested: woken by a stop signal, by file events in the
+        run directory (control.json), or every 100 ms at most."""
+        if self.requested():
+            return
+        for _ in watchfiles.watch(
+            self.run.dir,
+            stop_event=self.woken,
+            rust_timeout=100,
+            yield_on_timeout=True,
+            debounce=20,
+            recursive=False,
+        ):
+            if self.requested():
+                return
+
 
 def main() -> int:
     p = argparse.ArgumentParser()
@@ -63,7 +84,6 @@ def main() -> int:
     p.add_argument("--steps-per-epoch", type=int, default=20)
     p.add_argument("--step-s", type=float, default=0.1)
     p.add_argument("--hold-after", type=int, default=None)
-    p.add_argument("--release", type=Path, default=None)
     args = p.parse_args()
     started = time.time()
     run_dir = Path(args.resume or args.run_dir)
@@ -107,10 +127,11 @@ def play(args: argparse.Namespace, started: float) -> int:
     while run.epoch <= run.epochs:
         while run.step < run.spe:
             run.train_step()
-            time.sleep(args.step_s)  # the step's "work": this process stands in for a trainer
+            # The step's "work": simulated compute, not a wait for anything. A stop signal must not
+            # cut it short (a trainer finishes its batch first; tests rely on a batch's length).
+            time.sleep(args.step_s)
             if run.global_step == args.hold_after:
-                while not (args.release and args.release.exists()) and not stop.requested():
-                    time.sleep(0.01)  # held: alive, between two steps
+                stop.hold()
             if stop.requested():
                 run.writer.update_state(status="stopping")
                 (run.dir / "checkpoints" / "last").mkdir(parents=True, exist_ok=True)
