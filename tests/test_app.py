@@ -527,7 +527,13 @@ def test_trainers_the_app_started_are_reaped_when_they_end(tmp_path):
 
     async def body(pilot):
         await until(pilot, lambda: run_model(app).status == "completed", "the run completes")
-        await until(pilot, lambda: reaped(trainer.pid), "the finished trainer is reaped")
+        # the run model's own poll may collect the exit status first; the app's list lets go of
+        # the process on its next reap tick
+        await until(
+            pilot,
+            lambda: reaped(trainer.pid) and app.started_trainers == [],
+            "the finished trainer is reaped",
+        )
         assert app.started_trainers == [] and trainer.returncode == 0
 
     try:
