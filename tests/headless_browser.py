@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
@@ -76,12 +77,23 @@ class Browser:
             await self.ws.close()
             await self.http.close()
         if self.process is not None:
+            # chromium's helpers (renderer, zygote, crash handler) write into the profile too: end
+            # them all before the profile is removed, or its removal races their last writes
+            try:
+                helpers = psutil.Process(self.process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                helpers = []
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            _, alive = psutil.wait_procs(helpers, timeout=10)
+            for helper in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    helper.kill()
+            psutil.wait_procs(alive, timeout=10)
         self.profile.cleanup()
 
     async def _devtools_port(self, deadline_s: float = 60) -> int:
