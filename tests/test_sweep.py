@@ -454,14 +454,18 @@ def frozen_while_training(proc: subprocess.Popen, root: Path, name: str) -> psut
     is_training = training(root, name)
 
     def frozen() -> bool:
-        children = psutil.Process(proc.pid).children()
-        if len(children) != 1:
+        try:
+            children = psutil.Process(proc.pid).children()
+            if len(children) != 1:
+                return False
+            children[0].suspend()
+        except psutil.NoSuchProcess:  # a run that ended between the listing and the freeze
             return False
-        children[0].suspend()
         if is_training():
             found.append(children[0])
             return True
-        children[0].resume()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            children[0].resume()
         return False
 
     found: list[psutil.Process] = []
