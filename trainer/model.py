@@ -173,6 +173,7 @@ class ModelPlan:
 
     head: list[str]  # trained in full and saved with the adapter; never quantized
     targets: list[str]  # LoRA's target module names
+    micro_batch_size: int = 0  # samples per forward/backward on each process (train.micro_batch_size resolved)
 
 
 def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
@@ -194,6 +195,21 @@ def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
     targets = target_modules(lora, raw_config["model_type"])
     check_targets(lora, skeleton, targets, head)
     return ModelPlan(head, targets)
+
+
+def check_gradient_checkpointing(path: str) -> None:
+    """train.gradient_checkpointing needs an architecture whose layers transformers can recompute
+    (its `supports_gradient_checkpointing`); checked from config.json, before any weight loads."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    hf_config = AutoConfig.from_pretrained(path)
+    model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(hf_config)]
+    if not model_class.supports_gradient_checkpointing:
+        raise UserError(
+            f"train.gradient_checkpointing = true: {model_class.__name__} ({path}) does not support "
+            "it; set it to false (or lower train.micro_batch_size to save memory)"
+        )
 
 
 def build_skeleton(path: str, hf_config: Any) -> torch.nn.Module:
@@ -323,8 +339,10 @@ def load_model(
     label_names: list[str],
     device: torch.device,
     plan: ModelPlan | None = None,
+    gradient_checkpointing: bool = False,
 ) -> LoadedModel:
-    """Tokenizer + classifier + LoRA adapters (the head trained and saved with the adapter)."""
+    """Tokenizer + classifier + LoRA adapters (the head trained and saved with the adapter);
+    `gradient_checkpointing`: each layer's activations recomputed in the backward pass."""
     quiet_bitsandbytes()
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -355,6 +373,13 @@ def load_model(
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         else:
             model.to(device)
+        if gradient_checkpointing:
+            # Non-reentrant: the recompute restores the RNG state, so dropout (fast_dropout too)
+            # draws the same masks again; transformers also makes the embeddings' output require
+            # grad, which a frozen base under LoRA needs.
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
     peft_config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=lora.r,

@@ -11,8 +11,10 @@
       _write_run_json              run.json, the start line, the first `running` state
       _setup_data_parallel         DDP, each rank's dropout stream
     FineTuneRecipe.train()       per epoch: train_epoch → validate → end_epoch; then finish
-      train_epoch                  the epoch's remaining batches: _train_step; every log_interval
-                                   steps _flush_steps reads them on the host and _record_step each
+      train_epoch                  the epoch's remaining batches: _train_step (its micro-batches'
+                                   _backward, then the optimizer); every log_interval steps
+                                   _flush_steps reads them on the host (the window's clock stops
+                                   there) and _record_step each
       validate                     validation loss and accuracy
       end_epoch                    best-so-far, epochs.json, checkpoints, early stopping
     save / stop / finish         a checkpoint; a requested stop; result.json and the exit code
@@ -48,6 +50,7 @@ from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import TrainingFailed, UserError
 from trainer.flops import FlopMeter, Peak, device_peak, step_flops
 from trainer.lock import RunLock, identity
+from trainer.micro_batches import accumulation_steps, micro_batches
 from trainer.model import (
     ModelPlan,
     fast_dropout_wanted,
@@ -234,7 +237,7 @@ def record_failure(writer: MonitorWriter, error: str, *, result: bool = True) ->
 
 @dataclass
 class StepResult:
-    """One optimizer step on a global batch, summed over every rank.
+    """One optimizer step on a global batch (all its micro-batches), summed over every rank.
 
     Its device values stay tensors until the steps are flushed (every log_interval steps, at an
     epoch's end, before a checkpoint or a stop): one host read for all of them, so that a CUDA
@@ -248,7 +251,7 @@ class StepResult:
     tokens: int  # non-padding tokens of the global batch
     flops: int  # the global batch's model FLOPs (trainer/flops.py)
     lr: float  # the learning rate the step used
-    seconds: float = 0.0  # its wall time (on CUDA: the host's, the device may run behind)
+    seconds: float = 0.0  # its share, by samples, of its logging window's time (set at the flush)
     finished_at: float = 0.0  # unix time, steps.jsonl's `t`
 
 
@@ -294,6 +297,8 @@ class FineTuneRecipe:
         self.report = Reporter(enabled=dist.is_main)
         self.pace = Pace()
         self.pending: list[StepResult] = []  # trained, not yet read on the host nor recorded
+        self.window_started = 0.0  # perf_counter at the first pending step's start
+        self.window_tokens_per_sec = 0.0  # the last flushed window's
 
     def elapsed(self) -> float:
         """Seconds of training in this run, earlier processes of it included."""
@@ -375,7 +380,12 @@ class FineTuneRecipe:
     def _setup_model(self) -> None:
         config, corpus = self.config, self.corpus
         self.loaded = load_model(
-            config.model, config.lora, corpus.label_names, self.device, self.plan
+            config.model,
+            config.lora,
+            corpus.label_names,
+            self.device,
+            self.plan,
+            gradient_checkpointing=self.train_config.gradient_checkpointing,
         )
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
@@ -419,6 +429,10 @@ class FineTuneRecipe:
         self.trainable = [p for _, p in named]
         self.max_grad_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         self.steps_per_epoch = steps_per_epoch(len(self.train_features), cfg.batch_size)
+        self.micro_batch_size = self.plan.micro_batch_size  # resolved by preflight
+        self.accumulation = accumulation_steps(
+            cfg.batch_size, self.micro_batch_size, self.dist.world_size
+        )
         self.log_interval = log_every(cfg.log_interval, self.steps_per_epoch)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
@@ -486,6 +500,12 @@ class FineTuneRecipe:
             f"on {self.device} in {loaded.precision}, {quantization}; {len(self.train_features)} train / "
             f"{len(self.val_features)} validation samples, {len(self.corpus.label_names)} labels; "
             f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} × {self.steps_per_epoch} steps"
+        )
+        checkpointing = ", gradient checkpointing" if cfg.gradient_checkpointing else ""
+        self.report.say(
+            f"batch {cfg.batch_size} = micro-batch {self.micro_batch_size} × "
+            f"{self.accumulation} accumulation step{'s' if self.accumulation != 1 else ''} × "
+            f"{processes(self.dist.world_size)}{checkpointing}"
         )
         world = self.dist.world_size
         each = f" per process (MFU is against {world} ×)" if world > 1 else ""
@@ -557,6 +577,8 @@ class FineTuneRecipe:
             "epochs": self.train_config.epochs,
             "steps_per_epoch": self.steps_per_epoch,
             "batch_size": self.train_config.batch_size,
+            "micro_batch_size": self.micro_batch_size,
+            "gradient_accumulation_steps": self.accumulation,
             "world_size": self.dist.world_size,
             **self.identity,
             "argv": self.argv if self.argv is not None else sys.argv,
@@ -615,9 +637,10 @@ class FineTuneRecipe:
         while (
             done := p.step + len(self.pending)
         ) < self.steps_per_epoch and not p.needs_validation:
-            started = time.perf_counter()
+            if not self.pending:  # a logging window starts: its clock runs to the flush's read
+                self.window_started = time.perf_counter()
             step = self._train_step(batches[done])
-            step.seconds, step.finished_at = time.perf_counter() - started, time.time()
+            step.finished_at = time.time()
             self.pending.append(step)
             done += 1
             if done % self.log_interval == 0 or done == self.steps_per_epoch or step.stop_requested:
@@ -646,9 +669,18 @@ class FineTuneRecipe:
 
     def _flush_steps(self) -> int | None:
         """Read the pending steps' device values in one host copy, then record each in order; the
-        first non-finite loss or gradient norm fails the run (an exit code)."""
+        first non-finite loss or gradient norm fails the run (an exit code).
+
+        The read waits for the device to finish the window's steps, so the window's time, from its
+        first step's start to here, is what the device took (a CUDA host runs ahead of it, and no
+        step waits for it): each step gets the window's time in proportion to its samples."""
         pending, self.pending = self.pending, []
         values = torch.stack([step.sums for step in pending]).tolist()
+        window_seconds = time.perf_counter() - self.window_started
+        window_samples = sum(step.samples for step in pending)
+        for step in pending:
+            step.seconds = window_seconds * step.samples / window_samples
+        self.window_tokens_per_sec = sum(step.tokens for step in pending) / window_seconds
         for i, (step, (loss_sum, correct, grad_norm)) in enumerate(zip(pending, values)):
             loss = loss_sum / step.weight
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -660,9 +692,10 @@ class FineTuneRecipe:
 
     def _train_step(self, batch: list[int]) -> StepResult:
         """One optimizer step on a global batch of sample indices, of which this rank computes its
-        shard; skipped (with `error` set) when the loss or the gradient norm is not finite."""
+        shard, a micro-batch at a time; skipped (with `error` set) when the loss or the gradient
+        norm is not finite."""
         weight = sum(self.sample_weight[self.corpus.train_labels[i]] for i in batch)
-        loss_sum, correct = self._backward(batch, weight)
+        loss_sum, correct = self._accumulate(batch, weight)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
         asked = self.stop_signal.requested
         if self.dist.enabled:  # the stop flag travels in the per-step all-reduce (DDP syncs anyway)
@@ -686,13 +719,31 @@ class FineTuneRecipe:
         self.optimizer.zero_grad(set_to_none=True)
         return step
 
-    def _backward(self, batch: list[int], weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward and backward on this rank's shard: (weighted loss sum, correct), on the device.
+    def _accumulate(self, batch: list[int], weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's micro-batches of the global batch, forward and backward each, their gradients
+        adding up in place: (weighted loss sum, correct), on the device. DDP all-reduces the
+        gradients in the last micro-batch's backward only (`no_sync` before it)."""
+        chunks = micro_batches(batch, self.dist.rank, self.dist.world_size, self.accumulation)
+        loss_sum = correct = None
+        for i, rows in enumerate(chunks):
+            last = i == len(chunks) - 1
+            defer = self.dist.enabled and not last
+            with self.forward.no_sync() if defer else contextlib.nullcontext():
+                chunk_loss, chunk_correct = self._backward(rows, batch, weight)
+            loss_sum = chunk_loss if loss_sum is None else loss_sum + chunk_loss
+            correct = chunk_correct if correct is None else correct + chunk_correct
+        return loss_sum, correct
 
-        The loss is this rank's share of the global batch's weighted mean, so that DDP's average
-        of the ranks' gradients is the one-process gradient of the whole batch."""
+    def _backward(
+        self, mine: list[int], batch: list[int], weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward on one micro-batch of this rank (`mine`, of the global `batch`):
+        (weighted loss sum, correct), on the device.
+
+        The loss is this rank's share of the global batch's weighted mean (divided by the whole
+        batch's weight, not the micro-batch's), so that the micro-batches' gradients add up, and
+        DDP's average over ranks makes the one-process gradient of the whole batch."""
         world_size = self.dist.world_size
-        mine = shard(batch, self.dist.rank, world_size)
         rows = mine or batch[:1]
         features = self.collate([self.train_features[i] for i in rows])
         labels = features.pop("labels").to(self.device)
@@ -762,7 +813,7 @@ class FineTuneRecipe:
             lr=step.lr,
             grad_norm=grad_norm,
             samples_per_sec=p.seen / p.train_time,
-            tokens_per_sec=step.tokens / seconds,
+            tokens_per_sec=self.window_tokens_per_sec,
             flops_per_sec=flops_per_sec,
             mfu=mfu,
             elapsed_s=self.elapsed(),
@@ -777,7 +828,8 @@ class FineTuneRecipe:
         a stop was requested meanwhile. Under torchrun each rank takes its shard of every batch and
         the sums are all-reduced, so that the metrics equal one process's."""
         self.forward.eval()
-        total, batch_size = len(self.val_features), self.train_config.batch_size * 2
+        # Twice the training micro-batch (no activations kept): what fits the step fits here.
+        total, batch_size = len(self.val_features), self.micro_batch_size * self.dist.world_size * 2
         loss_sum = weight_sum = 0.0
         correct = done = 0
         started = time.perf_counter()
