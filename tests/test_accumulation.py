@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import REPO, patience, run_cli, write_config
 from tests.helpers import hook_steps
+from tests.test_host_syncs import host_reads, reads_per_step  # noqa: F401 (a fixture)
 from tests.test_resume import request_stop
 from trainer.cli import main
 from trainer.config import load_config
@@ -200,3 +201,30 @@ def test_preflight_resolves_auto_to_each_process_share(
     monkeypatch.setitem(os.environ, "WORLD_SIZE", "1")
     assert preflight(load_config(cfg, ["train.micro_batch_size=99"])).micro_batch_size == 15
     assert preflight(load_config(cfg, ["train.micro_batch_size=5"])).micro_batch_size == 5
+
+
+def test_micro_batches_add_no_host_read(
+    tmp_path,
+    tiny_bert_dir,
+    small_corpus,
+    monkeypatch,
+    host_reads,  # noqa: F811 (the fixture)
+):
+    """Accumulating stays on the device: the trainer still reads values back once a flush."""
+    cfg = write_config(
+        tmp_path / "c.toml",
+        tiny_bert_dir,
+        small_corpus,
+        tmp_path / "run",
+        train={
+            "epochs": 1,
+            "batch_size": 4,
+            "micro_batch_size": 2,
+            "log_interval": 4,
+            "save_every": 0,
+        },
+    )  # fmt: skip  (120 samples to train: 30 steps of 2 micro-batches)
+    per_step = reads_per_step(monkeypatch, host_reads, [])
+    assert train(load_config(cfg)) == 0
+    ours = [[kind for kind, where in reads if where == "trainer"] for reads in per_step]
+    assert ours == [["tolist"] if n % 4 == 0 or n == 30 else [] for n in range(1, 31)]
