@@ -6,6 +6,7 @@ accumulated runs end with the adapters and head of the one-batch run, to float s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -228,3 +229,33 @@ def test_micro_batches_add_no_host_read(
     assert train(load_config(cfg)) == 0
     ours = [[kind for kind, where in reads if where == "trainer"] for reads in per_step]
     assert ours == [["tolist"] if n % 4 == 0 or n == 30 else [] for n in range(1, 31)]
+
+
+def test_under_ddp_only_the_last_micro_batch_all_reduces():
+    """DDP's no_sync around every micro-batch but the step's last: one gradient all-reduce a step.
+    (The recipe's own _accumulate, with a stand-in DDP wrapper that records where it syncs.)"""
+    from types import SimpleNamespace
+
+    from trainer.distributed import Dist
+    from trainer.train import FineTuneRecipe
+
+    deferred = [False]
+    calls: list[tuple[list[int], bool]] = []
+
+    class FakeDDP:
+        @contextlib.contextmanager
+        def no_sync(self):
+            deferred[0] = True
+            yield
+            deferred[0] = False
+
+    def backward(rows, batch, weight):
+        calls.append((rows, deferred[0]))
+        return torch.tensor(float(len(rows))), torch.tensor(1.0)
+
+    recipe = SimpleNamespace(
+        dist=Dist(rank=1, world_size=2), accumulation=3, forward=FakeDDP(), _backward=backward
+    )
+    loss_sum, correct = FineTuneRecipe._accumulate(recipe, list(range(12)), 12.0)
+    assert calls == [([1, 3], True), ([5, 7], True), ([9, 11], False)]
+    assert (float(loss_sum), float(correct)) == (6.0, 3.0)  # the micro-batches' sums add up
