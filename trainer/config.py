@@ -102,7 +102,8 @@ class TrainSection:
         choices=["auto"],
     )
     gradient_checkpointing: bool = opt(
-        False, "recompute each layer's activations in the backward pass: less memory, ~1.3x the compute"
+        False,
+        "recompute each layer's activations in the backward pass: less memory, ~1.3x the compute",
     )
     learning_rate: float = opt(1e-4, "peak learning rate (AdamW)", gt=0, max=LR_MAX)
     weight_decay: float = opt(0.01, "AdamW weight decay (not on biases and norms)", min=0)

@@ -173,7 +173,8 @@ class ModelPlan:
 
     head: list[str]  # trained in full and saved with the adapter; never quantized
     targets: list[str]  # LoRA's target module names
-    micro_batch_size: int = 0  # samples per forward/backward on each process (train.micro_batch_size resolved)
+    # samples per forward/backward on each process: train.micro_batch_size resolved by preflight
+    micro_batch_size: int = 0
 
 
 def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
