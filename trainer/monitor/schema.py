@@ -74,6 +74,8 @@ class PeakFlops(TypedDict, total=False):
     precision: str
     source: str
     device: str
+    origin: str  # "table", "measured" (at this start) or "cache" (this machine's best before)
+    measured_at: str  # ISO 8601 UTC of the measurement (a CPU's)
 
 
 # A resume by another number of processes (`to`) than saved the checkpoint (`from`, a keyword:
