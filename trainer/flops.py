@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from trainer import peak_cache
+from trainer.monitor.schema import FLOPS_WINDOW_STEPS
 from trainer.monitor.text import utc_now
 from trainer.monitor.units import flops_rate
 
@@ -398,7 +399,7 @@ def cpu_name() -> str:
 
 # ======================================================================= achieved FLOP/s, MFU
 
-WINDOW_STEPS = 10  # state.json's flops_per_sec: over this process's last 10 training steps
+WINDOW_STEPS = FLOPS_WINDOW_STEPS  # state.json's flops_per_sec: this process's last 10 steps
 
 
 class FlopMeter:

@@ -15,6 +15,10 @@ STATUSES = ("initializing", "running", "validating", "stopping", "stopped", "com
 FINAL_STATUSES = frozenset({"stopped", "completed", "failed"})
 LIVE_STATUSES = frozenset({"initializing", "running", "validating", "stopping"})
 
+# state.json's flops_per_sec and mfu are over the process's last this many training steps
+# (result.json's over all of them): the trainer's window and the monitor's label for it.
+FLOPS_WINDOW_STEPS = 10
+
 
 class Files:
     """File names inside an experiment directory."""
