@@ -175,6 +175,9 @@ class Resources(TypedDict, total=False):
     gpu_memory_reserved_bytes: int
     gpu_memory_total_bytes: int
     gpu_utilization_percent: float
+    gpu_memory_used_bytes: int  # NVML: the whole GPU's, every process's
+    gpu_power_watts: float  # NVML: the board's draw
+    gpu_power_limit_watts: float  # NVML: the enforced limit
 
 
 class State(Tagged, total=False):
