@@ -18,8 +18,9 @@ H  the matmuls applied once per sequence: the classification head (trained in fu
    gradients are H_t) and a backbone's pooler (BERT's). Forward 2·H, backward 2·H + 2·H_t.
 
 Norms, softmax, activations and the optimizer are not counted (a few percent at most). The peak is
-a table of known GPUs (vendors' dense tensor-core figures) or, on a CPU, a short matmul measurement
-in the run's precision; an unknown GPU has none, and then MFU is null.
+a table of known GPUs (vendors' dense tensor-core figures) or, on a CPU, the best short matmul
+measurement in the run's precision this machine has made (trainer/peak_cache.py keeps it across
+runs); an unknown GPU has none, and then MFU is null.
 """
 
 from __future__ import annotations
@@ -213,7 +214,8 @@ def matmul_precision(device: torch.device, precision: str) -> str:
 
 
 def device_peak(device: torch.device, precision: str) -> Peak:
-    """The table's figure on a GPU, a measurement on a CPU."""
+    """The table's figure on a GPU, this machine's best (cpu_peak) on a CPU. The trainer calls
+    cpu_peak itself on a CPU, for its warning and its background re-measurement."""
     precision = matmul_precision(device, precision)
     if device.type != "cuda":
         return cpu_peak(precision).peak
