@@ -196,6 +196,21 @@ def _settings_in_tmp(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ENTRENAR_TUI_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache_in_tmp(tmp_path_factory):
+    """The trainer keeps each machine's best CPU peak in the user's cache (trainer/peak_cache.py):
+    never the real one, for session fixtures' runs too (they start before a test's own fixtures)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ENTRENAR_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path_factory, monkeypatch):
+    """A fresh cache per test, so a run measures at its start unless the test says otherwise."""
+    monkeypatch.setenv("ENTRENAR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 RUNS_ROOT_RUNS = {  # name under the root -> (train overrides, how it ends)
     "exp-lr-high": ({"learning_rate": 5e-3}, "completed"),
     "exp-lr-low": ({"learning_rate": 1e-3}, "completed"),

@@ -201,8 +201,8 @@ def test_rates_read_with_three_significant_digits(value, text):
 @pytest.mark.parametrize(
     ("name", "allow_tf32", "expected"),
     [
-        ("NVIDIA H100 80GB HBM3", False, Peak(67e12, "fp32", "table: NVIDIA H100 SXM fp32", "NVIDIA H100 80GB HBM3")),
-        ("NVIDIA H100 80GB HBM3", True, Peak(494.5e12, "tf32", "table: NVIDIA H100 SXM tf32 dense", "NVIDIA H100 80GB HBM3")),
+        ("NVIDIA H100 80GB HBM3", False, Peak(67e12, "fp32", "table: NVIDIA H100 SXM fp32", "NVIDIA H100 80GB HBM3", "table")),
+        ("NVIDIA H100 80GB HBM3", True, Peak(494.5e12, "tf32", "table: NVIDIA H100 SXM tf32 dense", "NVIDIA H100 80GB HBM3", "table")),
         ("NVIDIA B200", False, Peak(None, "fp32", None, "NVIDIA B200")),
     ],
 )  # fmt: skip

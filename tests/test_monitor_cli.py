@@ -9,10 +9,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from textual.widgets import Static
 
+from entrenar_tui.app import MonitorApp
 from entrenar_tui.output.plain import summary
 from tests.conftest import patience
 from tests.fake_run import FakeRun, scenario
+from tests.helpers import run_app, until
 from trainer.monitor.atomic import atomic_write_json
 from trainer.monitor.units import flops_rate
 
@@ -56,13 +59,13 @@ def test_once_prints_status_progress_metrics_and_the_epoch_table(tmp_path):
 
 
 def test_once_prints_the_model_flops_rate_and_mfu_against_the_peak(trained_run, tmp_path):
-    """A real run's last-10-step rate and MFU, and the peak it measured; a run whose GPU the peak
-    table lacks says MFU is unknown (its device name made printable)."""
+    """A real run's whole-run rate and MFU once it is over (result.json), and the peak it measured;
+    a run whose GPU the peak table lacks says MFU is unknown (its device name made printable)."""
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
-    state, info = (orjson.loads((run / f).read_bytes()) for f in ("state.json", "run.json"))
+    result, info = (orjson.loads((run / f).read_bytes()) for f in ("result.json", "run.json"))
     peak = info["peak_flops"]
     assert (
-        f"speed     {flops_rate(state['flops_per_sec'])} model FLOPs · MFU {state['mfu']:.1%} of "
+        f"speed     {flops_rate(result['flops_per_sec'])} · MFU {result['mfu']:.1%} (run) · peak "
         f"{flops_rate(peak['flops_per_sec'])} fp32 ({peak['source']})\n"
     ) in summary(run)
     info["peak_flops"] = {
@@ -72,8 +75,36 @@ def test_once_prints_the_model_flops_rate_and_mfu_against_the_peak(trained_run, 
         "device": "B\x1b[2J",
     }
     atomic_write_json(run / "run.json", info)
-    atomic_write_json(run / "state.json", {**state, "mfu": None})
-    assert " model FLOPs · MFU unknown (no peak for B\\x1b[2J)\n" in summary(run)
+    atomic_write_json(run / "result.json", {**result, "mfu": None})
+    assert " (run) · MFU unknown (no peak for B\\x1b[2J)\n" in summary(run)
+
+
+def test_the_run_screen_and_once_show_the_same_mfu_for_a_finished_run(tmp_path):
+    """One function (formatting.run_speed) says which rate a run shows: the whole run's once it is
+    over, on the run screen's status row and in `--once` alike."""
+    run = FakeRun(tmp_path / "exp", step_flops=int(19e9), peak_flops=50e9).start()
+    for _ in range(run.epochs):
+        run.play_epoch()
+    run.finish()
+    result = orjson.loads((run.dir / "result.json").read_bytes())
+    state = orjson.loads((run.dir / "state.json").read_bytes())
+    assert f"{result['mfu']:.1%}" != f"{state['mfu']:.1%}"  # the two rates tell apart here
+    app = MonitorApp(run.dir, probe=lambda _s: "gone", tick_interval=3600)
+    row: list[str] = []
+
+    async def body(pilot):
+        widget = app.screen.query_one("#throughput", Static)
+        await until(pilot, lambda: widget.display and str(widget.render()), "the MFU shows")
+        row.append(str(widget.render()))
+
+    run_app(app, body, size=(120, 24))  # (at 80 the row has room for the MFU alone)
+    once = tui("monitor", str(run.dir), "--once")
+    assert once.returncode == 0, once.stderr
+    mfu = f"MFU {result['mfu']:.1%} (run)"
+    assert mfu in row[0] and f"speed     {row[0]}" in once.stdout
+    assert (
+        f"speed     {flops_rate(result['flops_per_sec'])} · {mfu} · peak 50 GFLOP/s" in once.stdout
+    )
 
 
 def test_without_a_terminal_the_monitor_prints_the_summary_and_exits(tmp_path):

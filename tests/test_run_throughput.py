@@ -21,10 +21,11 @@ def state(run: FakeRun) -> dict:
     return orjson.loads((run.dir / Files.STATE).read_bytes())
 
 
-def by_hand(flops_per_sec: float, mfu: float | None) -> str:
-    """`30.5 GFLOP/s · MFU 57.7%`: three significant digits, the MFU as a percentage."""
+def by_hand(flops_per_sec: float, mfu: float | None, over: str = "last 10 steps") -> str:
+    """`30.5 GFLOP/s · MFU 57.7% (last 10 steps)`: three significant digits, the MFU as a
+    percentage, and what they are over."""
     text = f"{flops_per_sec / GFLOP:.3g} GFLOP/s"
-    return text if mfu is None else f"{text} · MFU {mfu * 100:.1f}%"
+    return f"{text} ({over})" if mfu is None else f"{text} · MFU {mfu * 100:.1f}% ({over})"
 
 
 def throughput(app: MonitorApp) -> Static:
@@ -37,10 +38,23 @@ def shown(app: MonitorApp) -> str:
 
 
 def test_the_throughput_text():
-    assert fmt.throughput(38.1e9, 0.362) == "38.1 GFLOP/s · MFU 36.2%"
-    assert fmt.throughput(1.234e12, None) == "1.23 TFLOP/s"  # a device without a peak
-    assert fmt.throughput(None, 0.3) == "" and fmt.throughput(float("nan"), None) == ""
-    assert fmt.throughput(-1.0, None) == ""
+    live = {"flops_per_sec": 38.1e9, "mfu": 0.362}
+    over = {"flops_per_sec": 36.2e9, "mfu": 0.342}
+    speed = fmt.run_speed("running", live, None)
+    assert fmt.throughput(speed) == "38.1 GFLOP/s · MFU 36.2% (last 10 steps)"
+    assert fmt.mfu_text(speed) == "MFU 36.2% (last 10 steps)"
+    # the whole run's once it has ended; the last steps' still while it stops
+    assert (
+        fmt.throughput(fmt.run_speed("completed", live, over)) == "36.2 GFLOP/s · MFU 34.2% (run)"
+    )
+    assert fmt.run_speed("stopping", live, over).over == "last 10 steps"
+    assert fmt.run_speed("failed", live, None).over == "last 10 steps"  # a crash: no result.json
+    no_peak = fmt.run_speed("running", {"flops_per_sec": 1.234e12, "mfu": None}, None)
+    assert fmt.throughput(no_peak) == "1.23 TFLOP/s (last 10 steps)" and fmt.mfu_text(no_peak) == ""
+    for bad in (None, float("nan"), -1.0, "1e9", True):
+        assert fmt.run_speed("running", {"flops_per_sec": bad, "mfu": 0.3}, None) is None
+    assert fmt.run_speed("running", {"flops_per_sec": 1e9, "mfu": "x"}, None).mfu is None
+    assert fmt.throughput(None) == ""
     assert fmt.flops(436e9) == "436 GFLOP/s" and fmt.flops(None) == fmt.DASH
 
 
@@ -60,12 +74,12 @@ def test_the_run_screen_shows_the_last_steps_rate_then_the_whole_runs(tmp_path):
             run.play_epoch()
         run.finish()
         result = orjson.loads((run.dir / Files.RESULT).read_bytes())
-        want = by_hand(result["flops_per_sec"], result["mfu"])
-        assert want != by_hand(state(run)["flops_per_sec"], state(run)["mfu"])
+        want = by_hand(result["flops_per_sec"], result["mfu"], "run")
+        assert want != by_hand(state(run)["flops_per_sec"], state(run)["mfu"], "run")
         await until(pilot, lambda: shown(app) == want, "the whole run's FLOP/s once it is over")
         assert run_model(app).status == "completed"
 
-    run_app(app, body, size=(80, 24))
+    run_app(app, body, size=(100, 24))  # at 80 the last steps' show their MFU alone
 
 
 def test_a_device_without_a_peak_shows_the_rate_and_no_mfu(tmp_path):
@@ -76,7 +90,7 @@ def test_a_device_without_a_peak_shows_the_rate_and_no_mfu(tmp_path):
     async def body(pilot):
         await until(pilot, lambda: shown(app), "the FLOP/s show")
         assert state(run)["mfu"] is None
-        assert shown(app) == f"{state(run)['flops_per_sec'] / 1e12:.3g} TFLOP/s"
+        assert shown(app) == f"{state(run)['flops_per_sec'] / 1e12:.3g} TFLOP/s (last 10 steps)"
 
     run_app(app, body, size=(80, 24))
 
@@ -117,6 +131,22 @@ def test_where_the_row_is_short_the_flops_give_way_and_the_position_stays_whole(
         assert widget.region.width >= len(position) + 1
         await pilot.resize_terminal(120, 30)
         await until(pilot, lambda: shown(app), "with room, the FLOP/s show")
+        assert shown(app) == by_hand(state(run)["flops_per_sec"], state(run)["mfu"])
+
+    run_app(app, body, size=(80, 24))
+
+
+def test_at_80_columns_the_mfu_shows_alone_where_the_rate_does_not_fit(tmp_path):
+    run = FakeRun(tmp_path / "exp", step_flops=int(19e9), peak_flops=50e9).start()
+    run.play_epoch()
+    run.train_step()
+    app = MonitorApp(run.dir, probe=lambda _s: "alive", tick_interval=3600)
+
+    async def body(pilot):
+        await until(pilot, lambda: shown(app), "the MFU shows")
+        assert shown(app) == f"MFU {state(run)['mfu'] * 100:.1f}% (last 10 steps)"
+        await pilot.resize_terminal(120, 30)
+        await until(pilot, lambda: "GFLOP/s" in shown(app), "with room, the rate too")
         assert shown(app) == by_hand(state(run)["flops_per_sec"], state(run)["mfu"])
 
     run_app(app, body, size=(80, 24))

@@ -18,13 +18,15 @@ H  the matmuls applied once per sequence: the classification head (trained in fu
    gradients are H_t) and a backbone's pooler (BERT's). Forward 2·H, backward 2·H + 2·H_t.
 
 Norms, softmax, activations and the optimizer are not counted (a few percent at most). The peak is
-a table of known GPUs (vendors' dense tensor-core figures) or, on a CPU, a short matmul measurement
-in the run's precision; an unknown GPU has none, and then MFU is null.
+a table of known GPUs (vendors' dense tensor-core figures) or, on a CPU, the best short matmul
+measurement in the run's precision this machine has made (trainer/peak_cache.py keeps it across
+runs); an unknown GPU has none, and then MFU is null.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -34,6 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainer import peak_cache
+from trainer.monitor.schema import FLOPS_WINDOW_STEPS
+from trainer.monitor.text import utc_now
 from trainer.monitor.units import flops_rate
 
 # ======================================================================= model FLOPs per step
@@ -175,21 +180,30 @@ def table_peak(device_name: str, precision: str) -> tuple[int, str] | None:
 
 @dataclass(frozen=True)
 class Peak:
-    """run.json's `peak_flops`: one device's peak in the precision its matmuls run in."""
+    """run.json's `peak_flops`: one device's peak in the precision its matmuls run in. `origin`:
+    "table" (a GPU's datasheet), "measured" (at this start) or "cache" (the best this machine
+    measured before, trainer/peak_cache.py); `measured_at` when a measurement was taken."""
 
     flops_per_sec: float | None
     precision: str
     source: str | None
     device: str
+    origin: str | None = None
+    measured_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
-        """For the start line: `402 GFLOP/s bf16 (measured: ...)`, or why there is none."""
+        """For the start line: `402 GFLOP/s bf16 (measured: ...)`, `(cache: ...)`, or why there is none."""
         if self.flops_per_sec is None:
             return f"unknown for {self.device} in {self.precision}: MFU is not computed"
-        return f"{flops_rate(self.flops_per_sec)} {self.precision} ({self.source})"
+        when = (
+            f", the best this machine measured, on {self.measured_at}"
+            if self.origin == "cache"
+            else ""
+        )
+        return f"{flops_rate(self.flops_per_sec)} {self.precision} ({self.source}{when})"
 
 
 def matmul_precision(device: torch.device, precision: str) -> str:
@@ -200,13 +214,16 @@ def matmul_precision(device: torch.device, precision: str) -> str:
 
 
 def device_peak(device: torch.device, precision: str) -> Peak:
-    """The table's figure on a GPU, a measurement on a CPU."""
+    """The table's figure on a GPU, this machine's best (cpu_peak) on a CPU. The trainer calls
+    cpu_peak itself on a CPU, for its warning and its background re-measurement."""
     precision = matmul_precision(device, precision)
     if device.type != "cuda":
-        return measure_cpu_peak(precision)
+        return cpu_peak(precision).peak
     name = torch.cuda.get_device_name(device)
     found = table_peak(name, precision)
-    return Peak(found[0] if found else None, precision, found[1] if found else None, name)
+    if not found:
+        return Peak(None, precision, None, name)
+    return Peak(found[0], precision, found[1], name, origin="table")
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -230,7 +247,129 @@ def measure_cpu_peak(precision: str, budget_s: float = 0.5) -> Peak:
         best, tries = min(best, _time_matmul(a, b)), tries + 1
     threads_text = f"{threads} thread{'s' * (threads != 1)}"
     source = f"measured: {precision} matmul {n}³ best of {tries} on {threads_text}"
-    return Peak(2 * n**3 / best, precision, source, cpu_name())
+    return Peak(2 * n**3 / best, precision, source, cpu_name(), "measured", utc_now())
+
+
+# The instruction-set flags a CPU's matmul kernels choose between (x86 /proc/cpuinfo `flags`, Arm
+# `Features`): two machines with one model name but other flags enabled (a VM) are other machines.
+MATMUL_FLAGS = frozenset(
+    [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_fp16",
+        "avx512_vnni",
+        "amx_tile",
+        "amx_bf16",
+        "amx_fp16",
+        "asimd",
+        "asimdhp",
+        "sve",
+        "sve2",
+        "bf16",
+        "i8mm",
+        "sme",
+    ]
+)
+
+
+def machine_key(precision: str) -> str:
+    """What a CPU peak belongs to: model, matmul flags, the run's threads, dtype, torch's version
+    (its kernels change between versions). `AMD EPYC 7B13|avx2 fma|2 threads|bf16|torch 2.13`."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split()) & MATMUL_FLAGS
+                    break
+    except OSError:
+        pass
+    torch_version = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    threads = torch.get_num_threads()
+    return "|".join(
+        [
+            cpu_name(),
+            " ".join(sorted(flags)) or "-",
+            f"{threads} threads",
+            precision,
+            f"torch {torch_version}",
+        ]
+    )
+
+
+@dataclass
+class CpuPeak:
+    """A CPU run's peak and what goes with it: a warning about the cache file to say once, and
+    the background re-measurement to start once setup is over (when the peak came from the cache)."""
+
+    peak: Peak
+    warning: str | None = None
+    refresh: BackgroundPeak | None = None
+
+
+def cpu_peak(precision: str, budget_s: float = 0.5) -> CpuPeak:
+    """The best peak this machine has measured for the key, from the cache, without measuring at
+    start (a BackgroundPeak re-measures during the run, for the next one); on a miss, a
+    measurement now, stored. The run's MFU keeps the peak it started with: one denominator for
+    its whole state.json and result.json, and run.json stays true."""
+    key = machine_key(precision)
+    cached, warning = peak_cache.lookup(key)
+    if cached is not None:
+        peak = Peak(
+            cached.flops_per_sec,
+            precision,
+            cached.source,
+            cached.device,
+            "cache",
+            cached.measured_at,
+        )
+        return CpuPeak(peak, warning, BackgroundPeak(key, precision, budget_s))
+    peak = measure_cpu_peak(precision, budget_s)
+    stored = _store(key, peak)
+    return CpuPeak(peak, warning or stored)
+
+
+def _store(key: str, peak: Peak) -> str | None:
+    """Keep a measurement in the cache if it is the best; a warning line when it cannot be."""
+    entry = peak_cache.CachedPeak(
+        float(peak.flops_per_sec or 0),
+        (peak.source or "").replace("measured: ", "cache: ", 1),
+        peak.measured_at or utc_now(),
+        peak.device,
+    )
+    try:
+        peak_cache.record(key, entry)
+    except OSError as e:
+        return f"peak cache not written ({e}); the next run measures again"
+    return None
+
+
+class BackgroundPeak:
+    """One more measurement of the CPU's peak in a thread while the run trains: a few matmuls
+    (about budget_s) once, at low cost; a better figure goes to the cache for the next run.
+    Non-daemon: the interpreter waits for it (a second at most) rather than kill it mid-matmul."""
+
+    def __init__(self, key: str, precision: str, budget_s: float):
+        self.key, self.precision, self.budget_s = key, precision, budget_s
+        self.thread = threading.Thread(target=self._run, name="entrenar-peak", daemon=False)
+        self.measured: Peak | None = None
+        self.warning: str | None = None
+
+    def start(self) -> BackgroundPeak:
+        self.thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            self.measured = measure_cpu_peak(self.precision, self.budget_s)
+            self.warning = _store(self.key, self.measured)
+        except Exception as e:  # a run never fails for its peak's second opinion
+            self.warning = f"peak re-measurement failed: {e}"
 
 
 def _operands(n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,7 +401,7 @@ def cpu_name() -> str:
 
 # ======================================================================= achieved FLOP/s, MFU
 
-WINDOW_STEPS = 10  # state.json's flops_per_sec: over this process's last 10 training steps
+WINDOW_STEPS = FLOPS_WINDOW_STEPS  # state.json's flops_per_sec: this process's last 10 steps
 
 
 class FlopMeter:

@@ -48,7 +48,7 @@ from trainer.config import Config
 from trainer.data import epoch_batches, load_corpus, steps_per_epoch, tokenize
 from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import TrainingFailed, UserError
-from trainer.flops import FlopMeter, Peak, device_peak, step_flops
+from trainer.flops import FlopMeter, Peak, cpu_peak, device_peak, step_flops
 from trainer.lock import RunLock, identity
 from trainer.micro_batches import accumulation_steps, micro_batches
 from trainer.model import (
@@ -318,6 +318,8 @@ class FineTuneRecipe:
         self._setup_peak()
         self._write_run_json()
         self._setup_data_parallel()
+        if self.peak_refresh is not None:  # after setup: it competes with no setup step's clock
+            self.peak_refresh.start()
 
     def _setup_seed_and_device(self) -> None:
         seed = self.train_config.seed
@@ -475,8 +477,16 @@ class FineTuneRecipe:
 
     def _setup_peak(self) -> None:
         """The peak MFU is measured against: rank 0's device (a table entry on a GPU, a short
-        matmul measurement on a CPU, before the first step's clock starts) × the world size."""
-        if self.dist.is_main:
+        matmul measurement on a CPU, before the first step's clock starts) × the world size. A
+        CPU's comes from the cache of this machine's best when it has one (trainer/peak_cache.py),
+        re-measured in the background for the next run."""
+        self.peak_refresh = None
+        if self.dist.is_main and self.device.type != "cuda":
+            found = cpu_peak(self.loaded.precision)
+            self.peak, self.peak_refresh = found.peak, found.refresh
+            if found.warning:
+                self.report.say(f"warning: {found.warning}")
+        elif self.dist.is_main:
             self.peak = device_peak(self.device, self.loaded.precision)
         else:  # other ranks write no state: they neither measure nor disturb rank 0's measurement
             self.peak = Peak(None, self.loaded.precision, None, str(self.device))
@@ -1054,8 +1064,23 @@ class FineTuneRecipe:
         self.writer.close()
         self.stop_signal.uninstall()
         self.report.summary(result, str(self.run_dir))
+        self._say_peak_refresh()
         self.dist.barrier()
         return 0 if status in ("completed", "stopped") else 1
+
+    def _say_peak_refresh(self) -> None:
+        """What the background re-measurement found (it ends within its budget of starting)."""
+        if self.peak_refresh is None:
+            return
+        self.peak_refresh.join()
+        again, warning = self.peak_refresh.measured, self.peak_refresh.warning
+        if warning:
+            self.report.say(f"warning: {warning}")
+        elif again is not None and again.flops_per_sec > (self.peak.flops_per_sec or 0):
+            self.report.say(
+                f"peak: measured {again.describe()} during the run, kept for the next run "
+                "(this run's MFU stays against the peak it started with)"
+            )
 
     def _result(
         self, status: str, error: str | None, stopped_early: bool, checksums: list | None

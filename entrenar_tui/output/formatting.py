@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.monitor.schema import FLOPS_WINDOW_STEPS, LIVE_STATUSES
 from trainer.monitor.units import flops_rate
 from trainer.monitor.values import is_int, is_number
 
@@ -66,12 +68,47 @@ def flops(value: Any) -> str:
     return flops_rate(value) if is_number(value) and value >= 0 else DASH
 
 
-def throughput(flops_per_sec: Any, mfu: Any) -> str:
-    """`38.1 GFLOP/s · MFU 36.2%` (docs/contract.md, Model FLOPs and MFU); the rate alone where the
-    device has no peak; "" where the rate is not known (an older trainer, before the first steps)."""
-    if flops(flops_per_sec) == DASH:
+RUN_SCOPE = "run"  # result.json's rate: every training step of the run's last process
+WINDOW_SCOPE = f"last {FLOPS_WINDOW_STEPS} steps"  # state.json's
+
+
+@dataclass(frozen=True)
+class Speed:
+    """A run's model FLOP/s and MFU and what they are over (RUN_SCOPE or WINDOW_SCOPE)."""
+
+    flops_per_sec: float
+    mfu: float | None
+    over: str
+
+
+def run_speed(status: str, state: dict | None, result: dict | None) -> Speed | None:
+    """The one rate a run shows, on the run screen and in `--once` alike: the whole run's
+    (result.json) once it has ended, the last 10 steps' (state.json) while it trains, and still
+    the last 10 steps' for a run that ended without a result.json (a crash). None for a run that
+    wrote neither (an older trainer, before the first steps)."""
+    result, state = result or {}, state or {}
+    source, over = state, WINDOW_SCOPE
+    if status not in LIVE_STATUSES and flops(result.get("flops_per_sec")) != DASH:
+        source, over = result, RUN_SCOPE
+    if flops(source.get("flops_per_sec")) == DASH:
+        return None
+    mfu = source.get("mfu")
+    return Speed(source["flops_per_sec"], mfu if is_number(mfu) else None, over)
+
+
+def mfu_text(speed: Speed) -> str:
+    """`MFU 36.2% (run)`, `MFU 39.8% (last 10 steps)`; "" without a peak."""
+    return f"MFU {percent(speed.mfu)} ({speed.over})" if speed.mfu is not None else ""
+
+
+def throughput(speed: Speed | None) -> str:
+    """`38.1 GFLOP/s · MFU 36.2% (run)` (docs/contract.md, Model FLOPs and MFU); the rate and its
+    scope alone where the device has no peak; "" where the rate is not known."""
+    if speed is None:
         return ""
-    return flops(flops_per_sec) + (f" · MFU {percent(mfu)}" if is_number(mfu) else "")
+    if speed.mfu is None:
+        return f"{flops(speed.flops_per_sec)} ({speed.over})"
+    return f"{flops(speed.flops_per_sec)} · {mfu_text(speed)}"
 
 
 def count(value: Any) -> str:

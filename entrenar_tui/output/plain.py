@@ -18,12 +18,13 @@ from trainer.monitor.text import duration, printable
 from trainer.monitor.values import is_number
 
 
-def flops_line(state: dict, peak: dict) -> str:
-    """`1.23 TFLOP/s model FLOPs · MFU 38.2% of 3.2 TFLOP/s bf16 (measured: ...)` (the last 10
-    steps'; docs/contract.md, Model FLOPs and MFU)."""
-    text = f"{fmt.flops(state['flops_per_sec'])} model FLOPs"
-    if is_number(state.get("mfu")) and is_number(peak.get("flops_per_sec")):
-        text += f" · MFU {fmt.percent(state['mfu'])} of {fmt.flops(peak['flops_per_sec'])}"
+def speed_line(speed: fmt.Speed, peak: dict) -> str:
+    """`38.1 GFLOP/s · MFU 36.2% (run) · peak 52.9 GFLOP/s bf16 (measured: ...)`: the rate the run
+    screen shows (formatting.run_speed), and the peak it is against (docs/contract.md, Model
+    FLOPs and MFU)."""
+    text = fmt.throughput(speed)
+    if speed.mfu is not None and is_number(peak.get("flops_per_sec")):
+        text += f" · peak {fmt.flops(peak['flops_per_sec'])}"
         return text + f" {peak.get('precision') or ''} ({peak.get('source') or 'peak'})"
     return text + f" · MFU unknown (no peak for {peak.get('device') or 'this device'})"
 
@@ -73,8 +74,9 @@ def summary(
             f"last      loss {fmt.metric(h.last('loss'))} · acc {fmt.percent(h.last('accuracy'))} · "
             f"lr {fmt.lr(h.last('lr'))} (step {fmt.count(h.global_steps[-1])})"
         )
-    if is_number(state.get("flops_per_sec")):
-        lines.append(f"speed     {flops_line(state, (model.run or {}).get('peak_flops') or {})}")
+    speed = fmt.run_speed(model.status, model.state, model.result)
+    if speed is not None:
+        lines.append(f"speed     {speed_line(speed, (model.run or {}).get('peak_flops') or {})}")
     if model.epochs:
         last = model.epochs[-1]
         lines.append(

@@ -120,7 +120,8 @@ The layout (log pane, smoothing, log-Y, x axis, outliers, zoom, theme) is rememb
 older than a typical step).
 
 **FLOP/s · MFU** (right of the position): the model FLOPs a second the run achieves and their share
-of the device's peak: the last 10 steps' while it trains, the whole run's once it is over.
+of the device's peak, labelled: `(last 10 steps)` while it trains, `(run)`, the whole run's, once
+it is over (`--once` prints the same). Where the row is short, the MFU alone.
 **Alerts**: stalled, NaN/Inf loss, loss spike, val loss rising, crashed, finished: on the problems
 line while they hold; one that happens while you watch also toasts, rings the bell and runs
 `--notify-cmd`, once. Thresholds: the `alerts` table of `settings.json`.

@@ -4,8 +4,9 @@ and MFU), the overall progress bar, speed, elapsed, ETA.
 The FLOP/s and MFU sit on the status row, right of the position: at 80 columns that row has some
 30 cells free, while the progress row's timing already takes half of it (the bar would shrink to
 a stub) and the resources line is hidden once the run is over, which is when the whole run's MFU
-is worth reading. They show whole or not at all: where the row has no room for them beside the
-position (thousands of steps an epoch at 80 columns), they give way, never the position."""
+is worth reading. They show whole, or the labelled MFU alone (at 80 columns), or not at all:
+where the row has no room for them beside the position (thousands of steps an epoch at 80
+columns), they give way, never the position."""
 
 from __future__ import annotations
 
@@ -19,20 +20,17 @@ from textual.widgets import ProgressBar, Static
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.output import formatting as fmt
 from entrenar_tui.widgets.status_badge import StatusBadge
-from trainer.monitor.schema import LIVE_STATUSES
 from trainer.monitor.text import duration
-from trainer.monitor.values import is_number
 
 
-def throughput_text(model: RunModel) -> str:
-    """The model FLOP/s and MFU: the last 10 steps' (state.json) while the trainer is at work, the
-    whole run's (result.json) once it has ended; the last 10 steps' still for a run that ended
-    without a result.json (a crash). "" for a run that wrote neither (an older trainer)."""
-    source = model.state or {}
-    result = model.result or {}
-    if model.status not in LIVE_STATUSES and is_number(result.get("flops_per_sec")):
-        source = result
-    return fmt.throughput(source.get("flops_per_sec"), source.get("mfu"))
+def throughput_texts(model: RunModel) -> list[str]:
+    """What the status row may show of the run's speed (formatting.run_speed: the one `--once`
+    prints too), longest first: `30.5 GFLOP/s · MFU 57.7% (last 10 steps)`, then the MFU alone.
+    Empty for a run that wrote no rate (an older trainer)."""
+    speed = fmt.run_speed(model.status, model.state, model.result)
+    if speed is None:
+        return []
+    return [text for text in (fmt.throughput(speed), fmt.mfu_text(speed)) if text]
 
 
 class RunProgress(Widget):
@@ -58,16 +56,16 @@ class RunProgress(Widget):
         if self._model is not None:
             self.show(self._model)
 
-    def _show_throughput(self, text: str, position: str, request: str) -> None:
-        """The FLOP/s and MFU right of the position, whole, where the status row has room for
-        them (the badge, the position and a request stay); hidden otherwise."""
+    def _show_throughput(self, texts: list[str], position: str, request: str) -> None:
+        """The FLOP/s and MFU right of the position where the status row has room for them, else
+        the MFU alone, whole (the badge, the position and a request stay); hidden otherwise."""
         widget = self.query_one("#throughput", Static)
         badge = self.query_one(StatusBadge).outer_size.width
         # position: 1 cell of padding before it; request: 1 after; the FLOP/s: 1 each side
         room = self.size.width - badge - (1 + cell_len(position)) - (cell_len(request) + 1) - 2
-        fits = not self.size.width or cell_len(text) <= room
-        widget.display = bool(text) and fits
-        widget.update(text if widget.display else "")
+        fitting = [t for t in texts if not self.size.width or cell_len(t) <= room]
+        widget.display = bool(fitting)
+        widget.update(fitting[0] if fitting else "")
 
     def show(self, model: RunModel) -> None:
         self._model = model
@@ -87,7 +85,7 @@ class RunProgress(Widget):
         self.query_one("#position", Static).update(position)
         request = model.request.label if model.request else ""
         self.query_one("#request", Static).update(request)
-        self._show_throughput(throughput_text(model), position, request)
+        self._show_throughput(throughput_texts(model), position, request)
         bar = self.query_one("#overall", ProgressBar)
         if total:
             done = total if model.status == "completed" else (gstep or 0)

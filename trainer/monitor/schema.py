@@ -15,6 +15,10 @@ STATUSES = ("initializing", "running", "validating", "stopping", "stopped", "com
 FINAL_STATUSES = frozenset({"stopped", "completed", "failed"})
 LIVE_STATUSES = frozenset({"initializing", "running", "validating", "stopping"})
 
+# state.json's flops_per_sec and mfu are over the process's last this many training steps
+# (result.json's over all of them): the trainer's window and the monitor's label for it.
+FLOPS_WINDOW_STEPS = 10
+
 
 class Files:
     """File names inside an experiment directory."""
@@ -74,6 +78,8 @@ class PeakFlops(TypedDict, total=False):
     precision: str
     source: str
     device: str
+    origin: str  # "table", "measured" (at this start) or "cache" (this machine's best before)
+    measured_at: str  # ISO 8601 UTC of the measurement (a CPU's)
 
 
 # A resume by another number of processes (`to`) than saved the checkpoint (`from`, a keyword:
@@ -169,6 +175,9 @@ class Resources(TypedDict, total=False):
     gpu_memory_reserved_bytes: int
     gpu_memory_total_bytes: int
     gpu_utilization_percent: float
+    gpu_memory_used_bytes: int  # NVML: the whole GPU's, every process's
+    gpu_power_watts: float  # NVML: the board's draw
+    gpu_power_limit_watts: float  # NVML: the enforced limit
 
 
 class State(Tagged, total=False):

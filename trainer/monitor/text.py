@@ -10,6 +10,7 @@ a source goes through `printable` first.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from trainer.monitor.values import is_number
@@ -40,3 +41,8 @@ def duration(seconds: Any, missing: str = "–") -> str:
     if s >= 3600:
         return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
     return f"{s // 60}:{s % 60:02d}"
+
+
+def utc_now() -> str:
+    """Now as ISO 8601 UTC to the second, as the run files write times (`2026-12-06T05:00:00+00:00`)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
