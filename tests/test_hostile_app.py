@@ -331,7 +331,8 @@ def test_a_large_root_lists_rows_as_they_are_found(tmp_path, monkeypatch):
     """The first rows (and "scanning… N runs so far") are on screen while the scan is still
     reading: here it is held at its 120th run until the test has seen them."""
     root = many_runs(tmp_path / "root")
-    monkeypatch.setattr(discovery.RunIndex, "PROGRESS_RUNS", 50)
+    monkeypatch.setattr(discovery.RunIndex, "PROGRESS_RUNS", 50)  # shown at 50, 100, 200 runs
+    monkeypatch.setattr(discovery.RunIndex, "PROGRESS_S", 3600.0)
     held, release = threading.Event(), threading.Event()
     real_read, reads = discovery._read, []
 

@@ -281,8 +281,11 @@ class RunIndex:
         self.grid: tuple[str, ...] = ()
         self.problems: tuple[str, ...] = ()
 
-    PROGRESS_S = 0.2  # a scan in progress shows what it found at least this often...
-    PROGRESS_RUNS = 2000  # ...and every this many runs
+    # A scan in progress shows what it found after PROGRESS_RUNS runs or PROGRESS_S seconds,
+    # whichever comes first, then each time the count has doubled: the browser lays out every row
+    # again for each (20,000 rows take seconds), so the rows shown cost at most twice the last.
+    PROGRESS_S = 0.2
+    PROGRESS_RUNS = 500
 
     def scan(self) -> list[RunSummary]:
         """Every run under the root, walked again (a full scan)."""
@@ -290,41 +293,45 @@ class RunIndex:
         return runs
 
     def scan_progressively(self) -> Iterator[tuple[list[RunSummary], bool]]:
-        """A full scan that yields (the runs found so far, sorted by directory, False) every
-        PROGRESS_S seconds or PROGRESS_RUNS runs, then (all of them, True) with `grid` and
-        `problems` set: 20,000 runs take seconds to read, and the first rows should not wait."""
+        """A full scan that yields (the runs found so far, sorted by directory, False) as it goes
+        (PROGRESS_RUNS, PROGRESS_S), then (all of them, True) with `grid` and `problems` set:
+        20,000 runs take seconds to read, and the first rows should not wait for the last."""
         self.scans += 1
-        now, last = self.clock(), time.monotonic()
+        now, last, shown = self.clock(), time.monotonic(), 0
         summaries: dict[Path, RunSummary] = {}
         for run_dir in iter_runs(self.root, self.max_depth):
             summaries[run_dir] = self._summary(run_dir, now)
-            if (
-                len(summaries) % self.PROGRESS_RUNS == 0
-                or time.monotonic() - last >= self.PROGRESS_S
+            n = len(summaries)
+            if n >= max(self.PROGRESS_RUNS, 2 * shown) or (
+                n >= 2 * shown and time.monotonic() - last >= self.PROGRESS_S
             ):
                 yield [summaries[d] for d in sorted(summaries)], False
-                last = time.monotonic()
+                last, shown = time.monotonic(), n
         for gone in set(self._files) - set(summaries):
             del self._files[gone]
         self._summaries = summaries
         yield self._finish(), True
 
-    def refresh(self, dirs: Iterable[Path] = ()) -> list[RunSummary]:
+    def refresh(self, dirs: Iterable[Path] = ()) -> list[RunSummary] | None:
         """Without walking the root: the runs in `dirs` re-read if a file of theirs changed (or
         dropped if they are no run any more), and the live ones worked out again at the clock's
         time (a heartbeat that stopped makes one crashed). What the watcher does when no file
-        event says that a run appeared or went: its cost is the live runs', not the root's."""
-        now = self.clock()
+        event says that a run appeared or went: its cost is the live runs', not the root's.
+        None when no run's row changed (nothing to show again)."""
+        now, changed = self.clock(), False
         for run_dir in dirs:
             if is_run_dir(run_dir) and os.path.isdir(run_dir):
-                self._summaries[run_dir] = self._summary(run_dir, now)
+                summary = self._summary(run_dir, now)
+                changed |= self._summaries.get(run_dir) != summary
+                self._summaries[run_dir] = summary
             else:
-                self._summaries.pop(run_dir, None)
+                changed |= self._summaries.pop(run_dir, None) is not None
                 self._files.pop(run_dir, None)
-        for run_dir, summary in self._summaries.items():
-            if summary.live:
-                self._summaries[run_dir] = self._summary(run_dir, now)
-        return self._finish()
+        for run_dir, old in self._summaries.items():
+            if old.live:
+                summary = self._summaries[run_dir] = self._summary(run_dir, now)
+                changed |= summary != old
+        return self._finish() if changed else None
 
     def run_dir_of(self, path: str | Path) -> Path | None:
         """The run directory known to the last scan that holds `path` (a file in it or below),
