@@ -261,21 +261,59 @@ def test_export_of_a_root_skips_a_bad_run_with_a_warning(tmp_path, capsys):
 # ------------------------------------------------------------------------ "trainer pid N is gone"
 
 
-@pytest.mark.parametrize("start_time", ["none", "its own"])
-def test_a_live_process_not_proven_the_trainer_is_not_said_gone(tmp_path, start_time):
-    """state.json names a live process (with no start time, or with its own) and the run has no
-    trainer.lock: nothing proves the trainer gone, so the run is not called crashed on that
-    ground (the heartbeat still decides)."""
+LOCK_HOLDER = (
+    "import signal, sys; from trainer.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+    "print('ready', flush=True); signal.pause()"
+)
+
+
+def test_the_trainer_holding_the_lock_is_not_gone_without_a_start_time(tmp_path):
+    """state.json names the live process that holds the run's lock, without pid_create_time (an
+    older trainer's state): the kernel says it is the trainer, so it is not called gone."""
+    run = fake_run(tmp_path / "exp")
+    child = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(run.dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "ready\n"
+        state = orjson.loads((run.dir / Files.STATE).read_bytes())
+        state.update(pid=child.pid, pid_create_time=None)
+        verdict = trainer_liveness(state, run.dir)
+        assert (verdict, verdict.why) == ("alive", "the run names no process start time")
+        assert effective_status(state, state["heartbeat"], trainer=verdict) == ("running", None)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_init_is_not_said_gone(tmp_path):
+    """pid 1 (init, or a container's trainer): nothing proves it gone; the heartbeat decides."""
+    run = fake_run(tmp_path / "exp")
+    state = orjson.loads((run.dir / Files.STATE).read_bytes())
+    state.update(pid=1, pid_create_time=psutil.Process(1).create_time())
+    verdict = trainer_liveness(state, run.dir)
+    assert verdict == "unknown"
+    assert effective_status(state, state["heartbeat"], trainer=verdict) == ("running", None)
+
+
+def test_a_live_process_that_is_not_the_trainer_is_not_called_gone(tmp_path):
+    """The named process lives (its start time matches) but the run has no trainer.lock: it is
+    not this run's trainer, and the line says exactly that, not that it is gone."""
     run = fake_run(tmp_path / "exp")
     child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
         state = orjson.loads((run.dir / Files.STATE).read_bytes())
-        created = psutil.Process(child.pid).create_time() if start_time == "its own" else None
-        state.update(pid=child.pid, pid_create_time=created)
+        state.update(pid=child.pid, pid_create_time=psutil.Process(child.pid).create_time())
         verdict = trainer_liveness(state, run.dir)
-        assert verdict != "gone"
         status, why = effective_status(state, state["heartbeat"], trainer=verdict)
-        assert status == "running" and why is None
+        assert (verdict, status) == ("gone", "crashed")
+        assert why == (
+            f"pid {child.pid} is not this run's trainer: {Files.LOCK} does not exist "
+            "(status still said running)"
+        )
     finally:
         child.kill()
         child.wait()

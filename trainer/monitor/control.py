@@ -160,9 +160,11 @@ def identify_trainer(run_dir: str | Path, info: dict[str, Any] | None) -> Identi
         return claimed if claimed.process else Identified(None, claimed.why, "alive")
     if lock.holder is not None:
         return Identified(None, f"{Files.LOCK} is held by pid {lock.holder}, not {pid}", "gone")
-    # A trainer holds its lock for its whole life: a lock nobody holds proves it gone. A missing
-    # lock file proves nothing (a trainer that takes none, or one not there yet).
-    examined = bool(lock.why) and lock.why.startswith("no process holds")
+    # A trainer takes its lock before it writes a live status and holds it for its whole life:
+    # a lock nobody holds, or none at all, proves the named process is not this run's trainer.
+    examined = bool(lock.why) and lock.why.startswith(
+        ("no process holds", f"{Files.LOCK} does not")
+    )
     return Identified(None, lock.why or "no proof", "gone" if examined else "unknown")
 
 

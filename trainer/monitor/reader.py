@@ -631,7 +631,13 @@ def effective_status(
         proof = getattr(trainer, "why", "")
         if not proof or proof.startswith(("no process", f"pid {pid} has exited")):
             return "crashed", f"trainer pid {pid} is gone (status still said {status})"
-        return "crashed", f"trainer pid {pid} is gone: {proof} (status still said {status})"
+        if "another process now" in proof:  # the trainer is gone, its pid reused
+            return "crashed", f"trainer pid {pid} is gone: {proof} (status still said {status})"
+        # the named process lives, but the run's lock proves it is not the trainer
+        return (
+            "crashed",
+            f"pid {pid} is not this run's trainer: {proof} (status still said {status})",
+        )
     heartbeat = state.get("heartbeat")
     if isinstance(heartbeat, (int, float)):
         age = now - heartbeat
