@@ -22,8 +22,16 @@ Textual imports included):
                step (their steps.jsonl or steps.cols read whole)
   browser + compared   the two waits summed (the target: < 1 s)
   peak RSS     ru_maxrss of the child at the end
-and, in this process: one more RunIndex.scan() with nothing changed (what the watcher pays every
-second).
+and, in this process: one more RunIndex.scan() with nothing changed (what a file event outside
+any known run costs; the watcher pays it only then).
+
+    python bench/browser_scale.py --large 20000    # a root of 20,000 small runs (no steps)
+
+--large N measures the browser on N finished runs of four small JSON files each (one run's files
+copied N times, under folders of 500): from the app's start, the first row drawn and every row
+drawn; then, with nothing changing for IDLE_S seconds, the CPU the monitor uses (process CPU time
+over wall time), how many full scans of the root it made (1: no rescan without a file event) and
+its peak RSS.
 """
 
 from __future__ import annotations
@@ -134,7 +142,65 @@ def generate(root: Path, runs: int, steps: int) -> None:
         (w.dir / Files.STEPS_COLS).write_bytes(cols)
 
 
+def generate_large(root: Path, runs: int) -> None:
+    """N finished runs: the four files of one, copied (a root of 20,000 is written in seconds)."""
+    model = root / ".model"
+    generate(model, 1, 10)
+    src = next(model.glob("sweep-*/exp-*"))
+    files = {f.name: f.read_bytes() for f in src.iterdir() if f.name != Files.STEPS}
+    files.pop(Files.STEPS_COLS, None)
+    for i in range(runs):
+        run_dir = root / f"group-{i // 500:03d}" / f"exp-{i:05d}"
+        run_dir.mkdir(parents=True)
+        for name, data in files.items():
+            (run_dir / name).write_bytes(data)
+    shutil.rmtree(model)
+
+
 # ---------------------------------------------------------------------------------------- the child
+
+IDLE_S = 10.0
+
+
+async def measure_large(root: Path, runs: int, spawned: float) -> dict:
+    from entrenar_tui.app import MonitorApp
+    from entrenar_tui.widgets.runs_table import RunsTable
+
+    origin = time.perf_counter() - (time.time() - spawned)
+    app = MonitorApp(root=root)
+    result: dict = {"runs": runs, "imported": time.perf_counter() - origin}
+    started = time.perf_counter()
+    async with app.run_test(size=SIZE) as pilot:
+        table = await until(lambda: next(iter(app.screen.query(RunsTable)), None), 60)
+        await until(lambda: table.row_count > 0, 600)
+        await pilot.pause()
+        result["first row"] = time.perf_counter() - started
+        result["first rows"] = table.row_count
+        await until(lambda: table.row_count == runs, 600)
+        await pilot.pause()
+        result["every row"] = time.perf_counter() - started
+        watcher = app.screen.watcher
+        scans, cpu, wall = watcher.index.scans, time.process_time(), time.perf_counter()
+        await asyncio.sleep(IDLE_S)
+        result["idle CPU %"] = 100 * (time.process_time() - cpu) / (time.perf_counter() - wall)
+        result["idle scans"] = watcher.index.scans - scans
+        result["idle wakeups"] = watcher.wakeups
+    result["peak RSS"] = peak_rss_mb()
+    return result
+
+
+def report_large(r: dict) -> str:
+    return "\n".join(
+        [
+            f"| {r['runs']:,} runs under a root                 | measured |",
+            "|----------------------------------------------|----------|",
+            f"| app start -> first rows drawn ({r['first rows']:,} rows)       | {r['first row']:.2f} s |",
+            f"| app start -> every row drawn                 | {r['every row']:.2f} s |",
+            f"| CPU when idle ({IDLE_S:g} s, nothing changes)       | {r['idle CPU %']:.1f} % |",
+            f"| full scans while idle                        | {r['idle scans']} |",
+            f"| peak RSS of the monitor (VmHWM)              | {r['peak RSS']:.0f} MB |",
+        ]
+    )
 
 
 async def measure(root: Path, runs: int, steps: int, spawned: float, ignore_cols: bool) -> dict:
@@ -241,17 +307,24 @@ def main() -> int:
     p.add_argument("--dir", type=Path, help="generate here and keep it (reused when present)")
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--large", type=int, metavar="N", help="N small runs: first row, idle CPU")
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child's side
     p.add_argument("--ignore-cols", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.measure and args.large:
+        r = asyncio.run(measure_large(args.measure, args.large, args.spawned))
+        args.result.write_text(json.dumps(r))
+        return 0
     if args.measure:
         r = asyncio.run(
             measure(args.measure, args.runs, args.steps, args.spawned, args.ignore_cols)
         )
         args.result.write_text(json.dumps(r))
         return 0
+    if args.large:
+        return main_large(args)
     root = args.dir or Path(tempfile.mkdtemp(prefix="browser-scale-"))
     try:
         if not any(root.glob("sweep-*/exp-*/state.json")):
@@ -275,6 +348,30 @@ def main() -> int:
         rescan = time.perf_counter() - t
         print(report(old, new))
         print(f"rescan, nothing changed (warm): {rescan * 1000:.1f} ms (paid every second)")
+        print(f"load after (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        if args.dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def main_large(args) -> int:
+    root = args.dir or Path(tempfile.mkdtemp(prefix="browser-large-"))
+    try:
+        if not any(root.glob("group-*/exp-*/state.json")):
+            t = time.perf_counter()
+            generate_large(root, args.large)
+            print(f"generated {args.large:,} runs in {time.perf_counter() - t:.1f} s")
+        with tempfile.TemporaryDirectory(prefix="browser-large-") as tmp:
+            os.environ["ENTRENAR_TUI_CONFIG_DIR"] = str(Path(tmp) / "settings")
+            print(machine())
+            result = Path(tmp) / "result.json"
+            command = [sys.executable, __file__, "--measure", str(root), "--large",
+                       str(args.large), "--result", str(result), "--spawned", repr(time.time())]  # fmt: skip
+            child = subprocess.run(command, capture_output=True, text=True, check=False)
+            if child.returncode:
+                sys.exit(f"the measuring child failed:\n{child.stderr}")
+            print(report_large(json.loads(result.read_text())))
         print(f"load after (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if args.dir is None:

@@ -146,7 +146,34 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+SHOWN_PATH = 80  # characters of a path too long to use that an error line shows
+
+
+def unusable_path(path: Path | None) -> str | None:
+    """Why a path argument cannot be used at all (longer than the system takes, a loop of
+    links, a folder on the way that cannot be searched), in one line; None when it can (missing
+    is each command's own message). Asked first so that no later stat() is a traceback."""
+    if path is None:
+        return None
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        text = str(path)
+        if len(text) > SHOWN_PATH:
+            text = f"{text[:SHOWN_PATH]}… ({len(text):,} characters)"
+        return f"{printable(text)}: {e.strerror or e}"
+    except ValueError as e:  # an embedded NUL
+        return f"{printable(str(path)[:SHOWN_PATH])}: {e}"
+    return None
+
+
 def dispatch(args: argparse.Namespace) -> int:
+    for name in ("run_dir", "target", "config", "out"):
+        problem = unusable_path(getattr(args, name, None))
+        if problem:
+            return error(problem)
     notify = getattr(args, "notify_cmd", None)
     if notify is not None:
         from entrenar_tui.model.alerts import split_notify_command
@@ -183,7 +210,7 @@ def interactive() -> bool:
 def serve(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from entrenar_tui.serve import new_token
+    from entrenar_tui.serve import ServeError, new_token
     from entrenar_tui.serve import serve as serve_app
 
     if importlib.util.find_spec("textual_serve") is None:
@@ -200,14 +227,18 @@ def serve(args: argparse.Namespace) -> int:
         print("entrenar-tui: error: --token and --no-token contradict", file=sys.stderr)
         return 2
     token = None if args.no_token else (args.token or new_token())
-    return serve_app(
-        target,
-        host=args.host,
-        port=args.port,
-        token=token,
-        poll=args.poll,
-        notify_cmd=args.notify_cmd,
-    )
+    try:
+        return serve_app(
+            target,
+            host=args.host,
+            port=args.port,
+            token=token,
+            poll=args.poll,
+            notify_cmd=args.notify_cmd,
+        )
+    except ServeError as e:
+        print(f"entrenar-tui: error: {e}", file=sys.stderr)
+        return 2
 
 
 def monitor(run_dir: Path, *, once: bool, poll: bool, notify_cmd: str | None = None) -> int:

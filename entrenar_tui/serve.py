@@ -26,6 +26,70 @@ from trainer.monitor.text import printable
 
 COOKIE = "entrenar_tui_token"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# The largest terminal a tab may ask for. Each tab's app draws a screen of width × height cells, in
+# its own memory: a page that asks for 100000 × 100000 grew one to 1.2 GB. 1000 × 500 is more than
+# a 8K display shows at a readable font (7680 / 8 px = 960 columns, 4320 / 16 px = 270 rows), and
+# at most half a million cells.
+MAX_COLUMNS, MAX_ROWS = 1000, 500
+TOKEN_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+class ServeError(ValueError):
+    """What keeps `serve` from starting, in one line (the CLI prints it and exits 2)."""
+
+
+def check_token(token: str) -> None:
+    """A token goes in a URL as it is: only the characters a URL carries unescaped (RFC 3986's
+    unreserved set, which new_token's token_urlsafe uses)."""
+    bad = sorted(set(token) - TOKEN_CHARACTERS)
+    if bad:
+        shown = printable("".join(bad[:5]))
+        raise ServeError(
+            f"--token: {shown!r} cannot go in a URL as it is; use letters, digits and -._~"
+        )
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind (and let go of) every address `host` resolves to on `port`, as the server will, so
+    that a port out of range, a port in use or a name that does not resolve is one line before
+    any URL is printed, not a traceback after it."""
+    if not 1 <= port <= 65535:
+        raise ServeError(f"--port {port}: a port is 1 to 65535")
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ServeError(f"--host {printable(host)}: cannot resolve it ({printable(e)})") from None
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+            try:
+                s.bind(address)
+            except OSError as e:
+                raise ServeError(
+                    f"cannot listen on {printable(host)} port {port}: {printable(e.strerror or e)}"
+                ) from None
+
+
+def capped_size(width: object, height: object) -> tuple[int, int]:
+    """A tab's terminal size as the app gets it: whole numbers from 1 up to MAX_COLUMNS × MAX_ROWS
+    (80 × 24 for what is not a number)."""
+    return (
+        min(max(to_int(str(width), 80), 1), MAX_COLUMNS),
+        min(max(to_int(str(height), 24), 1), MAX_ROWS),
+    )
+
+
+class CappedTerminal:
+    """A tab's app service whose resizes are capped (capped_size); the rest passes through."""
+
+    def __init__(self, service: object):
+        self._service = service
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._service, name)
+
+    async def set_terminal_size(self, width: object, height: object) -> None:
+        await self._service.set_terminal_size(*capped_size(width, height))
 
 
 def is_loopback(host: str) -> bool:
@@ -73,9 +137,15 @@ class Door:
         return name in self.names
 
     def token_ok(self, presented: str | None) -> bool:
+        """Compared as bytes in constant time: compare_digest refuses str with non-ASCII
+        characters (a TypeError, an HTTP 500 for `?token=é`)."""
         if self.token is None:
             return True
-        return presented is not None and hmac.compare_digest(presented, self.token)
+        if presented is None:
+            return False
+        return hmac.compare_digest(
+            presented.encode("utf-8", "surrogatepass"), self.token.encode("utf-8", "surrogatepass")
+        )
 
     @staticmethod
     def origin_ok(origin: str | None, host_header: str | None) -> bool:
@@ -104,6 +174,10 @@ def make_server(
     class GuardedServer(Server):
         async def on_startup(self, app: web.Application) -> None:
             """Quiet: `serve` has already said where it listens and how to reach it."""
+
+        async def _process_messages(self, websocket, app_service) -> None:
+            """The tab's resizes capped (CappedTerminal); its first size is capped in guard."""
+            await super()._process_messages(websocket, CappedTerminal(app_service))
 
         async def _make_app(self) -> web.Application:
             app = await super()._make_app()
@@ -139,6 +213,12 @@ def make_server(
                 request.headers.get("Origin"), request.headers.get("Host")
             ):
                 raise web.HTTPForbidden(text="entrenar-tui serve: websocket from another site\n")
+            if request.path == "/ws":
+                width, height = capped_size(
+                    request.query.get("width", "80"), request.query.get("height", "24")
+                )
+                url = request.rel_url.update_query(width=width, height=height)
+                request = request.clone(rel_url=url)
         response = await handler(request)
         if token is not None and request.path == "/" and request.query.get("token"):
             # The page's script opens the websocket on a URL of its own making: the cookie
@@ -195,7 +275,10 @@ def serve(
     poll: bool,
     notify_cmd: str | None = None,
 ) -> int:
-    """Serve until Ctrl-C or SIGTERM."""
+    """Serve until Ctrl-C or SIGTERM; ServeError when it cannot listen (before it says where)."""
+    if token is not None:
+        check_token(token)
+    check_can_listen(host, port)
     os.environ["ENTRENAR_TUI_FORCE_APP"] = "1"  # the app's stdout is textual-serve's pipe
     server = make_server(
         target,
@@ -211,7 +294,12 @@ def serve(
         print(line, flush=True)
     for line in warnings:
         print(line, file=sys.stderr, flush=True)
-    server.serve()
+    try:
+        server.serve()
+    except OSError as e:  # taken between the check and the bind
+        raise ServeError(
+            f"cannot listen on {printable(host)} port {port}: {printable(e)}"
+        ) from None
     return 0
 
 

@@ -21,11 +21,31 @@ from platformdirs import user_config_dir
 from entrenar_tui.charts.views import SMOOTHING_MAX, X_AXES, ZOOMS
 from entrenar_tui.model.alerts import AlertSettings
 from trainer.monitor.atomic import atomic_write_bytes
+from trainer.monitor.safe_files import UnsafeFile, read_bytes
+from trainer.monitor.text import printable
 from trainer.monitor.values import is_number
 
 FILE_NAME = "settings.json"
 ALERTS = "alerts"
 ALERT_MINIMUM = {"spike_warmup": 0, "nan_max_alerts": 0, "stall_min_steps": 0}  # counts; else 1
+# The largest value each threshold takes: past it a value stops meaning anything and starts to
+# break the arithmetic (a spike_span of 1e300 makes the EMA's weight exactly 1.0, then a division
+# by zero; a stall_window of 1e18 a slice the size of memory). Each bound is far beyond any
+# useful setting: a year for a time, a million for a count or a factor.
+YEAR_S = 365 * 86400.0
+ALERT_MAXIMUM: dict[str, float] = {
+    "stall_factor": 1e6,
+    "stall_min_s": YEAR_S,
+    "stall_window": 1_000_000,
+    "stall_min_steps": 1_000_000,
+    "spike_z": 1e6,
+    "spike_min_rise": 1e6,
+    "spike_span": 1_000_000,
+    "spike_warmup": 1_000_000,
+    "nan_max_alerts": 1_000_000,
+    "rising_epochs": 1_000_000,
+}
+SETTINGS_CAP = 1 << 20  # settings.json is a few hundred bytes; more is not ours
 
 
 @dataclass
@@ -69,13 +89,15 @@ def _valid(name: str, value: Any) -> bool:
 
 def _alert_value(name: str, default: Any, value: Any) -> Any:
     """The threshold as its field wants it (a switch a bool; a count an int ≥ 1, or ≥ 0 where
-    ALERT_MINIMUM says; a factor or a time a finite number ≥ 0, as a float), or None."""
+    ALERT_MINIMUM says; a factor or a time a finite number ≥ 0, as a float; none above its
+    ALERT_MAXIMUM), or None."""
     if isinstance(default, bool):
         return value if isinstance(value, bool) else None
+    top = ALERT_MAXIMUM[name]
     if isinstance(default, int):
         is_count = isinstance(value, int) and not isinstance(value, bool)
-        return value if is_count and value >= ALERT_MINIMUM.get(name, 1) else None
-    if is_number(value) and math.isfinite(value) and value >= 0:
+        return value if is_count and ALERT_MINIMUM.get(name, 1) <= value <= top else None
+    if is_number(value) and math.isfinite(value) and 0 <= value <= top:
         return float(value)
     return None
 
@@ -108,10 +130,12 @@ def load(path: Path | None = None) -> tuple[Settings, str | None]:
     """(the settings, a notice when the file was there but not usable). Unknown keys are ignored
     (a newer version may have written them); a known key of the wrong type makes the file corrupt."""
     path = path or settings_path()
-    try:
-        raw = path.read_bytes()
+    try:  # a regular file of bounded size only: a FIFO there would hang the app (safe_files)
+        raw = read_bytes(path, SETTINGS_CAP)
     except FileNotFoundError:
         return Settings(), None
+    except UnsafeFile as e:
+        return Settings(), f"settings not read ({printable(e.naming())}); using defaults"
     except OSError as e:
         return Settings(), f"settings not read ({path}: {e.strerror}); using defaults"
     try:

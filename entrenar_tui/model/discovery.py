@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
@@ -51,12 +52,17 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def find_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
-    """Run directories under root, at most max_depth levels down, sorted. Never descends into a
-    run directory (its checkpoints are not runs), into checkpoints/ or into dot-directories. Each
-    directory is visited once, by (device, inode): a symlink back up the tree (a loop) or a
-    second link to the same run lists that run once, under its first name (real folders before
-    symlinks, then by name)."""
-    found: list[Path] = []
+    """Run directories under root, at most max_depth levels down, sorted (iter_runs)."""
+    return sorted(iter_runs(root, max_depth))
+
+
+def iter_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> Iterator[Path]:
+    """Run directories under root, at most max_depth levels down, as they are found (folder by
+    folder, each folder's by name): a caller can show the first ones before the walk of a large
+    root ends. Never descends into a run directory (its checkpoints are not runs), into
+    checkpoints/ or into dot-directories. Each directory is visited once, by (device, inode): a
+    symlink back up the tree (a loop) or a second link to the same run lists that run once, under
+    its first name (real folders before symlinks, then by name)."""
     seen: set[tuple[int, int]] = set()
 
     def first_visit(path: str) -> bool:
@@ -70,7 +76,7 @@ def find_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
         seen.add(key)
         return True
 
-    def walk(folder: str, depth: int) -> None:
+    def walk(folder: str, depth: int) -> Iterator[Path]:
         try:
             entries = list(os.scandir(folder))
         except OSError:
@@ -88,13 +94,12 @@ def find_runs(root: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
             if not first_visit(entry.path):
                 continue
             if is_run_dir(entry.path):
-                found.append(Path(entry.path))
+                yield Path(entry.path)
             elif depth < max_depth:
-                walk(entry.path, depth + 1)
+                yield from walk(entry.path, depth + 1)
 
     first_visit(os.fspath(root))
-    walk(os.fspath(root), 1)
-    return sorted(found)
+    yield from walk(os.fspath(root), 1)
 
 
 def holds_runs(root: str | Path) -> bool:
@@ -132,6 +137,11 @@ class RunSummary:
     @property
     def key(self) -> str:
         return str(self.dir)
+
+    @property
+    def live(self) -> bool:
+        """Its status may change with the clock alone (RunIndex.refresh works it out again)."""
+        return self.status in LIVE_STATUSES
 
     def cells(self, now: float | None = None) -> tuple[str, ...]:
         """The row's texts, one per column of SORT_KEYS (the browser and --once show the same)."""
@@ -262,26 +272,93 @@ class RunIndex:
     ):
         self.root = Path(root)
         self.clock, self.probe, self.max_depth = clock, probe, max_depth
+        # Both bounded by the runs under the root: a run that goes is dropped from them.
         self._files: dict[Path, _Files] = {}
+        self._summaries: dict[Path, RunSummary] = {}
         self._sweeps: dict[Path, SweepFile] = {}
         self.reads = 0  # run directories (re)read: what the cache saves
+        self.scans = 0  # full scans (walks of the whole root)
         self.grid: tuple[str, ...] = ()
         self.problems: tuple[str, ...] = ()
 
+    # A scan in progress shows what it found after PROGRESS_RUNS runs or PROGRESS_S seconds,
+    # whichever comes first, then each time the count has doubled: the browser lays out every row
+    # again for each (20,000 rows take seconds), so the rows shown cost at most twice the last.
+    PROGRESS_S = 0.2
+    PROGRESS_RUNS = 500
+
     def scan(self) -> list[RunSummary]:
-        dirs = find_runs(self.root, self.max_depth)
-        now = self.clock()
-        out = []
-        for run_dir in dirs:
-            signature = _signature(run_dir)
-            cached = self._files.get(run_dir)
-            if cached is None or cached.signature != signature:
-                cached = self._files[run_dir] = _read(run_dir, signature)
-                self.reads += 1
-            name = run_dir.relative_to(self.root).as_posix()  # unique: sweeps reuse names
-            out.append(_summarize(run_dir, name, cached, now, self.probe))
-        for gone in set(self._files) - set(dirs):
+        """Every run under the root, walked again (a full scan)."""
+        (runs, _done), *_ = deque(self.scan_progressively(), maxlen=1)  # the last: all of them
+        return runs
+
+    def scan_progressively(self) -> Iterator[tuple[list[RunSummary], bool]]:
+        """A full scan that yields (the runs found so far, sorted by directory, False) as it goes
+        (PROGRESS_RUNS, PROGRESS_S), then (all of them, True) with `grid` and `problems` set:
+        20,000 runs take seconds to read, and the first rows should not wait for the last."""
+        self.scans += 1
+        now, last, shown = self.clock(), time.monotonic(), 0
+        summaries: dict[Path, RunSummary] = {}
+        for run_dir in iter_runs(self.root, self.max_depth):
+            summaries[run_dir] = self._summary(run_dir, now)
+            n = len(summaries)
+            if n >= max(self.PROGRESS_RUNS, 2 * shown) or (
+                n >= 2 * shown and time.monotonic() - last >= self.PROGRESS_S
+            ):
+                yield [summaries[d] for d in sorted(summaries)], False
+                last, shown = time.monotonic(), n
+        for gone in set(self._files) - set(summaries):
             del self._files[gone]
+        self._summaries = summaries
+        yield self._finish(), True
+
+    def refresh(self, dirs: Iterable[Path] = ()) -> list[RunSummary] | None:
+        """Without walking the root: the runs in `dirs` re-read if a file of theirs changed (or
+        dropped if they are no run any more), and the live ones worked out again at the clock's
+        time (a heartbeat that stopped makes one crashed). What the watcher does when no file
+        event says that a run appeared or went: its cost is the live runs', not the root's.
+        None when no run's row changed (nothing to show again)."""
+        now, changed = self.clock(), False
+        for run_dir in dirs:
+            if is_run_dir(run_dir) and os.path.isdir(run_dir):
+                summary = self._summary(run_dir, now)
+                changed |= self._summaries.get(run_dir) != summary
+                self._summaries[run_dir] = summary
+            else:
+                changed |= self._summaries.pop(run_dir, None) is not None
+                self._files.pop(run_dir, None)
+        for run_dir, old in self._summaries.items():
+            if old.live:
+                summary = self._summaries[run_dir] = self._summary(run_dir, now)
+                changed |= summary != old
+        return self._finish() if changed else None
+
+    def run_dir_of(self, path: str | Path) -> Path | None:
+        """The run directory known to the last scan that holds `path` (a file in it or below),
+        or None: then what changed is not inside a known run (a run appeared, or went, or a
+        sweep.json changed), and only a full scan tells."""
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
+        if rel.startswith(os.pardir):
+            return None
+        folder = self.root
+        for part in Path(rel).parts[:-1]:  # the folders holding it, from the root down
+            folder = folder / part
+            if folder in self._summaries:
+                return folder
+        return None
+
+    def _summary(self, run_dir: Path, now: float) -> RunSummary:
+        signature = _signature(run_dir)
+        cached = self._files.get(run_dir)
+        if cached is None or cached.signature != signature:
+            cached = self._files[run_dir] = _read(run_dir, signature)
+            self.reads += 1
+        name = run_dir.relative_to(self.root).as_posix()  # unique: sweeps reuse names
+        return _summarize(run_dir, name, cached, now, self.probe)
+
+    def _finish(self) -> list[RunSummary]:
+        dirs = sorted(self._summaries)
+        out = [self._summaries[d] for d in dirs]
         sweeps = self._scan_sweeps({self.root, *(d.parent for d in dirs)})
         self.grid = grid_keys(sweeps.values(), out)
         self.problems = tuple(

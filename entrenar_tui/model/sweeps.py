@@ -9,6 +9,7 @@ sweep.json is unreadable still shows them (keys in the order the runs name them)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +24,9 @@ from trainer.monitor.text import printable
 
 MAX_CELL = 16  # a grid value's cell, in characters: long values end in …
 BEST_MARK = "★"  # after the best run's name, in the browser and in --once
+# Grid columns at most (a sweep.json's keys, a run's values): a tag of 20,000 keys would be 20,000
+# columns to lay out on every change; a real grid has a handful.
+MAX_GRID_KEYS = 32
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ def read_sweep_file(sweep_dir: Path, signature: tuple[int, int, int] | None) -> 
     if raw is None:
         return SweepFile(signature, (), None)
     cleaned, problem = clean_sweep(raw)
-    keys = tuple(dict.fromkeys(cleaned.get("keys") or []))
+    keys = tuple(dict.fromkeys(cleaned.get("keys") or []))[:MAX_GRID_KEYS]
     return SweepFile(signature, keys, problem)
 
 
@@ -68,15 +72,19 @@ def grid_values(tag: Any) -> tuple[tuple[str, str], ...]:
     values = (tag or {}).get("values") if isinstance(tag, dict) else None
     if not isinstance(values, dict):
         return ()
-    return tuple((printable(k), value_text(v)) for k, v in values.items())
+    kept = itertools.islice(values.items(), MAX_GRID_KEYS)
+    return tuple((printable(k), value_text(v)) for k, v in kept)
 
 
 def grid_keys(sweeps: Iterable[SweepFile], runs: Iterable[Any]) -> tuple[str, ...]:
     """The table's grid columns: each sweep.json's keys in its order, then any key a run names that
     no sweep.json did (a sweep.json that is missing or unreadable)."""
-    keys = [k for sweep in sweeps for k in sweep.keys]
-    keys += [k for run in runs for k, _text in run.grid]
-    return tuple(dict.fromkeys(keys))
+    keys = dict.fromkeys(k for sweep in sweeps for k in sweep.keys)
+    for run in runs:
+        if len(keys) >= MAX_GRID_KEYS:
+            break
+        keys.update(dict.fromkeys(k for k, _text in run.grid))
+    return tuple(keys)[:MAX_GRID_KEYS]
 
 
 def headers(keys: Iterable[str], taken: Iterable[str] = ()) -> dict[str, str]:

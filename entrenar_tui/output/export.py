@@ -10,8 +10,11 @@ epochs, best_epoch}]}.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from entrenar_tui.model import discovery
 from entrenar_tui.model.discovery import MAX_DEPTH, is_run_dir
 from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
-from trainer.monitor.safe_files import UnsafeFile, iter_lines
+from trainer.monitor.safe_files import UnsafeFile, iter_lines, kind
 from trainer.monitor.schema import EpochRecord, Files, Step, field_names
 from trainer.monitor.text import printable
 
@@ -82,23 +85,36 @@ def read_epochs(run_dir: Path) -> tuple[list[dict[str, Any]], int | None]:
     return epochs, best if type(best) is int else None
 
 
-def collect(target: Path) -> list[dict[str, Any]]:
+def collect_one(run_dir: Path, label: str) -> dict[str, Any]:
+    """{run, dir, steps, epochs, best_epoch} of one run, or ExportError naming what is wrong."""
+    epochs, best = read_epochs(run_dir)
+    return {
+        "run": label,
+        "dir": str(run_dir.resolve()),
+        "steps": read_steps(run_dir),
+        "epochs": epochs,
+        "best_epoch": best,
+    }
+
+
+def collect(target: Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
     """One record per run: {run (its name, or its path under the root), dir, steps, epochs,
-    best_epoch}."""
+    best_epoch}. Under a root, a run that cannot be read is left out and why is appended to
+    `skipped` (one line naming it), so that one bad run does not cost the others; a run directory
+    given itself, or a root whose every run is bad, is an ExportError."""
     runs = runs_to_export(target)
-    out = []
+    if runs == [target]:
+        return [collect_one(target, target.name)]
+    out, reasons = [], []
     for run_dir in runs:
-        label = run_dir.name if run_dir == target else run_dir.relative_to(target).as_posix()
-        epochs, best = read_epochs(run_dir)
-        out.append(
-            {
-                "run": label,
-                "dir": str(run_dir.resolve()),
-                "steps": read_steps(run_dir),
-                "epochs": epochs,
-                "best_epoch": best,
-            }
-        )
+        try:
+            out.append(collect_one(run_dir, run_dir.relative_to(target).as_posix()))
+        except ExportError as e:
+            reasons.append(str(e))
+    if not out:
+        raise ExportError(f"{target}: no run could be read ({reasons[0]})")
+    if skipped is not None:
+        skipped.extend(reasons)
     return out
 
 
@@ -117,14 +133,29 @@ def _cell(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def own_folder(folder: Path) -> Path:
+    """`folder` made (with its parents) and checked to be a real directory, not a symbolic link:
+    someone on a shared machine may have planted `RUN-export` as a link to a folder of theirs or
+    of the user's, and nothing is written through a link. UnsafeFile names it otherwise."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder)
+    mode = os.lstat(folder).st_mode
+    if not stat.S_ISDIR(mode):
+        what = kind(mode) if stat.S_ISLNK(mode) else f"{kind(mode)}, not a directory"
+        raise UnsafeFile(folder, f"is {what}", "not written")
+    return folder
+
+
 def _atomic(path: Path, text: str) -> None:
-    """The file written whole or not at all, with the mode run files get (atomic.py)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The file written whole or not at all, with the mode run files get (atomic.py); its folder
+    never a link (own_folder); a link in the file's place is replaced, not followed (os.replace)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_csv(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     written = []
+    own_folder(out_dir)
     for name, key, known in (
         ("steps.csv", "steps", STEP_COLUMNS),
         ("epochs.csv", "epochs", EPOCH_COLUMNS),
@@ -145,6 +176,7 @@ def write_csv(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 def write_json(runs: list[dict[str, Any]], path: Path) -> list[Path]:
     data = {"schema": "entrenar-tui/export", "version": 1, "runs": runs}
     text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
+    own_folder(path.parent)
     _atomic(path, text)
     return [path]
 
@@ -154,42 +186,57 @@ def default_out(target: Path, format: str) -> Path:
     return Path.cwd() / (f"{name}-export" + (".json" if format == "json" else ""))
 
 
-def export(target: Path, format: str = "csv", out: Path | None = None) -> list[Path]:
-    """Export the run (or every run under the root) at target; returns the files written."""
+def export(
+    target: Path, format: str = "csv", out: Path | None = None, skipped: list[str] | None = None
+) -> list[Path]:
+    """Export the run (or every run under the root) at target; returns the files written. The
+    runs of a root that could not be read are named in `skipped` (collect)."""
     if format not in ("csv", "json"):
         raise ExportError(f"unknown format {format!r} (csv or json)")
-    runs = collect(target)
+    runs = collect(target, skipped)
     out = out or default_out(target, format)
     return write_csv(runs, out) if format == "csv" else write_json(runs, out)
 
 
 def export_for_screen(run_dir: Path) -> Path:
     """The run screen's `e`: CSV into NAME-export next to the run directory, or into the cwd
-    when that cannot be written. Returns the folder."""
+    when that cannot be written. A link planted in either place is refused (UnsafeFile), not
+    worked around: the user should know. Returns the folder."""
     run_dir = Path(run_dir)
     name = f"{run_dir.resolve().name}-export"
     for out in (run_dir.resolve().parent / name, Path.cwd() / name):
         try:
             export(run_dir, "csv", out)
             return out
+        except UnsafeFile:
+            raise
         except OSError:
             continue
     raise OSError(f"cannot write {name} next to {run_dir} nor in {Path.cwd()}")
 
 
 def main(target: Path, format: str, out: Path | None) -> int:
-    """The CLI: 0 and the paths written on stdout, or one line on stderr and 2."""
+    """The CLI: 0 and the paths written on stdout, or one line on stderr and 2. Under a root, a
+    run that cannot be read is skipped with a warning line naming it and the rest exported; the
+    exit code is then 1, so that a script does not take a partial export for a whole one (as
+    `cp -r` does when it could not copy some files), while 2 stays "nothing exported"."""
     import sys
 
+    skipped: list[str] = []
     try:
-        paths = export(target, format, out)
+        paths = export(target, format, out, skipped)
     except ExportError as e:
         print(f"entrenar-tui: error: {printable(e)}", file=sys.stderr)
+        return 2
+    except UnsafeFile as e:  # a link where the export goes (own_folder)
+        print(f"entrenar-tui: error: {printable(e.naming())}", file=sys.stderr)
         return 2
     except OSError as e:
         where = printable(e.filename or out)
         print(f"entrenar-tui: error: {where}: {printable(e.strerror or e)}", file=sys.stderr)
         return 2
+    for reason in skipped:
+        print(f"entrenar-tui: warning: skipped {printable(reason)}", file=sys.stderr)
     for p in paths:
         print(printable(p))
-    return 0
+    return 1 if skipped else 0

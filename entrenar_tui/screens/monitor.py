@@ -50,6 +50,7 @@ from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.resources_line import ResourcesLine
 from entrenar_tui.widgets.run_progress import RunProgress
 from entrenar_tui.widgets.validation_bar import ValidationBar
+from trainer.monitor.safe_files import UnsafeFile
 from trainer.monitor.schema import LIVE_STATUSES, Files
 from trainer.monitor.text import printable
 
@@ -496,12 +497,22 @@ ended inside an epoch (■ stopped 7/12).
         def work() -> None:
             try:
                 out = export_for_screen(run_dir)
-            except (OSError, ValueError) as e:
-                self.app.call_from_thread(self.app.notify, f"export failed: {e}", severity="error")
+            except UnsafeFile as e:  # a link planted where the export goes: name its whole path
+                self.app.call_from_thread(
+                    self.notify_plain, f"export failed: {e.naming()}", "error"
+                )
                 return
-            self.app.call_from_thread(self.app.notify, f"exported to {out}")
+            except (OSError, ValueError) as e:
+                self.app.call_from_thread(self.notify_plain, f"export failed: {e}", "error")
+                return
+            self.app.call_from_thread(self.notify_plain, f"exported to {out}", "information")
 
         self.run_worker(work, thread=True, exclusive=True, group="export")
+
+    def notify_plain(self, text: str, severity: str) -> None:
+        """A notice whose text holds paths: printable and without markup (a folder named
+        `[b]x` is shown as it is)."""
+        self.app.notify(printable(text), severity=severity, markup=False)
 
     def system_commands(self) -> Iterable[SystemCommand]:
         """This screen's actions for the command palette (MonitorApp.get_system_commands)."""

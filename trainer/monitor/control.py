@@ -105,6 +105,7 @@ class Identified:
     process: psutil.Process | None
     why: str = ""
     liveness: Liveness = "unknown"
+    ask_lock: bool = False  # the claim alone proves nothing either way: the run's lock may
 
     def __bool__(self) -> bool:
         return self.process is not None
@@ -120,23 +121,28 @@ def _claimed_process(info: dict[str, Any] | None) -> Identified:
         return Identified(
             None, f"pid {pid} runs on {printable(info.get('host'))}, not this host", "remote"
         )
-    if pid <= 1 or pid == os.getpid():
-        return Identified(None, f"pid {pid} is not a process a run may name", "gone")
-    created = info.get("pid_create_time")
-    if not isinstance(created, (int, float)) or isinstance(created, bool):
-        return Identified(None, "the run names no process start time", "gone")
+    # "gone" only where the kernel proves it: no such process, a zombie, another process (its
+    # start time differs), or (identify_trainer) not the holder of the run's lock. A process
+    # that exists but cannot be examined, or init, is "unknown": the heartbeat decides then.
+    if pid <= 0 or pid == os.getpid():
+        return Identified(None, f"pid {pid} is not a process a trainer can be", "gone")
+    if pid == 1:
+        return Identified(None, "pid 1 is init here, not proven a trainer", "unknown")
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return Identified(None, f"pid {pid} has exited (a zombie)", "gone")
+        created = info.get("pid_create_time")
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            return Identified(None, "the run names no process start time", ask_lock=True)
         if abs(proc.create_time() - created) > CREATE_TIME_TOLERANCE_S:
             return Identified(
                 None, f"pid {pid} is another process now (its start time differs)", "gone"
             )
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, OverflowError, ValueError):
         return Identified(None, f"no process {pid} on this host", "gone")
-    except (psutil.AccessDenied, OverflowError, ValueError) as e:
-        return Identified(None, f"pid {pid} cannot be examined ({type(e).__name__})", "gone")
+    except psutil.AccessDenied:
+        return Identified(None, f"pid {pid} cannot be examined by this user", "unknown")
     return Identified(proc, liveness="alive")
 
 
@@ -146,28 +152,43 @@ def identify_trainer(run_dir: str | Path, info: dict[str, Any] | None) -> Identi
     and why; `liveness` then says whether the claimed process runs at all ("gone", "remote")
     or runs but cannot be proven ours ("unknown": the lock cannot be examined here)."""
     claimed = _claimed_process(info)
-    if claimed.process is None:
+    if claimed.process is None and not claimed.ask_lock:
         return claimed
-    pid = claimed.process.pid
+    pid = info["pid"]
     lock = lockfile.query(run_dir)
-    if lock.holder == pid:
-        return claimed
+    if lock.holder == pid:  # without a start time: alive, yet not proven enough to signal
+        return claimed if claimed.process else Identified(None, claimed.why, "alive")
     if lock.holder is not None:
         return Identified(None, f"{Files.LOCK} is held by pid {lock.holder}, not {pid}", "gone")
-    examined = lock.why and lock.why.startswith(("no process holds", f"{Files.LOCK} does not"))
+    # A trainer takes its lock before it writes a live status and holds it for its whole life:
+    # a lock nobody holds, or none at all, proves the named process is not this run's trainer.
+    examined = bool(lock.why) and lock.why.startswith(
+        ("no process holds", f"{Files.LOCK} does not")
+    )
     return Identified(None, lock.why or "no proof", "gone" if examined else "unknown")
 
 
-def trainer_liveness(info: dict[str, Any] | None, run_dir: str | Path | None = None) -> Liveness:
+class Verdict(str):
+    """A Liveness ("gone" compares equal to "gone") that also carries the proof, `why`, so that
+    a message can say exactly what is known ("pid 7 is another process now")."""
+
+    why: str
+
+    def __new__(cls, liveness: Liveness, why: str = "") -> Verdict:
+        verdict = super().__new__(cls, liveness)
+        verdict.why = why
+        return verdict
+
+
+def trainer_liveness(info: dict[str, Any] | None, run_dir: str | Path | None = None) -> Verdict:
     """alive: the trainer runs on this host (proven through the run's lock when `run_dir` is
-    given); gone: it does not (no such process, another one now, or one that does not hold the
-    run's lock); remote: another host's (only the heartbeat can tell); unknown: nothing says
-    which process, or the lock cannot be examined here."""
+    given); gone: the kernel proves it does not (no such process, another one now, or one that
+    does not hold the run's lock); remote: another host's (only the heartbeat can tell); unknown:
+    nothing says which process, or it cannot be examined here. Its `why` says how."""
     if not info or not isinstance(info.get("pid"), int):
-        return "unknown"
-    if run_dir is None:
-        return _claimed_process(info).liveness
-    return identify_trainer(run_dir, info).liveness
+        return Verdict("unknown", "the run names no trainer pid")
+    found = identify_trainer(run_dir, info) if run_dir is not None else _claimed_process(info)
+    return Verdict(found.liveness, found.why)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from trainer.monitor.steps_cols import (
     read_steps_cols,
     step_row,
 )
+from trainer.monitor.text import in_years
 from trainer.monitor.values import is_number
 
 NAN = float("nan")
@@ -357,12 +358,17 @@ class StepTail:
         self.offset = 0
         self.lines = 0  # complete lines consumed so far
         self._ino: int | None = None
+        self._skipping = False  # inside a line longer than CHUNK, already counted as bad
 
     def read(self) -> StepBatch:
         batch = StepBatch()
         data = self._read_chunk(batch)
         if data is None:  # taken from steps.cols
             return batch
+        if self._skipping and data:
+            data = self._skip_rest_of_long_line(data, batch)
+            if data is None:
+                return batch
         end = data.rfind(b"\n") + 1
         batch.partial_bytes = 0 if batch.more else len(data) - end
         if end:
@@ -377,7 +383,26 @@ class StepTail:
             self.offset += len(data)
             self.lines += 1
             batch.bad_lines.append(self.lines)
+            self._skipping = True  # its next pieces are the same bad line, not more of them
         return batch
+
+    def _skip_rest_of_long_line(self, data: bytes, batch: StepBatch) -> bytes | None:
+        """The data after the end of the long line being skipped (counted once, when it began),
+        or None when the whole chunk is still inside it."""
+        newline = data.find(b"\n")
+        if newline < 0:
+            if batch.more:
+                self.offset += len(data)
+            else:  # its writer is still at it (or died mid-line): wait for its end
+                batch.partial_bytes = len(data)
+            return None
+        self.offset += newline + 1
+        self._skipping = False
+        rest = data[newline + 1 :]
+        if b"\n" not in rest:  # a line that began after it: read from its start next time
+            batch.partial_bytes = 0 if batch.more else len(rest)
+            return None
+        return rest
 
     def _read_chunk(self, batch: StepBatch) -> bytes | None:
         """Up to CHUNK bytes from the offset, starting again from 0 when the file shrank or was
@@ -388,7 +413,7 @@ class StepTail:
                 st = os.fstat(f.fileno())
                 if st.st_size < self.offset or (self._ino is not None and st.st_ino != self._ino):
                     batch.reset = True
-                    self.offset, self.lines = 0, 0
+                    self.offset, self.lines, self._skipping = 0, 0, False
                 self._ino = st.st_ino
                 if self.offset == 0 and self._from_cols(batch, f.fileno(), st.st_size):
                     return None
@@ -396,7 +421,7 @@ class StepTail:
                 data = f.read(self.CHUNK)
         except FileNotFoundError:
             batch.reset = bool(self.offset)
-            self.offset, self.lines, self._ino = 0, 0, None
+            self.offset, self.lines, self._ino, self._skipping = 0, 0, None, False
             return b""
         except UnsafeFile as e:
             batch.problem = str(e)
@@ -602,8 +627,17 @@ def effective_status(
     if status not in LIVE_STATUSES:
         return status, None
     pid = state.get("pid")
-    if trainer == "gone":
-        return "crashed", f"trainer pid {pid} is gone (status still said {status})"
+    if trainer == "gone":  # proven by the kernel (control.trainer_liveness); its proof, if given
+        proof = getattr(trainer, "why", "")
+        if not proof or proof.startswith(("no process", f"pid {pid} has exited")):
+            return "crashed", f"trainer pid {pid} is gone (status still said {status})"
+        if "another process now" in proof:  # the trainer is gone, its pid reused
+            return "crashed", f"trainer pid {pid} is gone: {proof} (status still said {status})"
+        # the named process lives, but the run's lock proves it is not the trainer
+        return (
+            "crashed",
+            f"pid {pid} is not this run's trainer: {proof} (status still said {status})",
+        )
     heartbeat = state.get("heartbeat")
     if isinstance(heartbeat, (int, float)):
         age = now - heartbeat
@@ -614,7 +648,13 @@ def effective_status(
 
 
 def format_age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
+    """An age as `45s`, `3m05s`, `2h07m`, `4d03h`, past a year `1y045d` (text.in_years)."""
+    if not seconds > 0:  # (NaN too)
+        return "0s"
+    years = in_years(seconds)
+    if years:
+        return years
+    seconds = int(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:

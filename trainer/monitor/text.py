@@ -30,11 +30,32 @@ def printable(text: Any) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+DAY_S = 86400
+YEAR_S = 365 * DAY_S
+MAX_YEARS = 999  # past it a duration is `>999y`: a clock gone wrong, not a run's age
+
+
+def in_years(seconds: float) -> str | None:
+    """A duration of a year or more as `2y041d` (`>999y` past MAX_YEARS, infinity included:
+    a state.json's absurd clock must not print 300 digits); None below a year. The one place
+    both duration and the reader's format_age say years."""
+    if seconds < YEAR_S:
+        return None
+    if not seconds < (MAX_YEARS + 1) * YEAR_S:  # (infinity too)
+        return f">{MAX_YEARS}y"
+    s = int(seconds)
+    return f"{s // YEAR_S}y{s % YEAR_S // DAY_S:03d}d"
+
+
 def duration(seconds: Any, missing: str = "–") -> str:
-    """A duration as people read one: 4:05 below an hour, 1:02:03 below a day, 2d03h past it;
-    `missing` for what is not a non-negative number (the monitor's dash, the trainer's "?")."""
+    """A duration as people read one: 4:05 below an hour, 1:02:03 below a day, 2d03h past it,
+    1y045d past a year (in_years); `missing` for what is not a non-negative number (the
+    monitor's dash, the trainer's "?")."""
     if not is_number(seconds) or seconds < 0:
         return missing
+    years = in_years(seconds)
+    if years:
+        return years
     s = int(seconds)
     if s >= 86400:
         return f"{s // 86400}d{s % 86400 // 3600:02d}h"

@@ -16,7 +16,7 @@ def is_number(value: Any, *, finite: bool = True) -> bool:
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
-        and (not finite or math.isfinite(value))
+        and (not finite or isinstance(value, int) or math.isfinite(value))  # (an int is finite)
     )
 
 
