@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import json
 import math
 import sys
 import types
@@ -345,6 +346,10 @@ def resolve_paths(config: Config, base: Path, explicit_base: dict[str, Path]) ->
         if not p.is_absolute():
             p = explicit_base.get(path, base) / p
         setattr(obj, key, str(p.resolve()))
+    if config.output.dir:
+        from trainer.run_dir import check_path_length
+
+        check_path_length(config.output.dir, "output.dir")
     return config
 
 
@@ -462,7 +467,10 @@ def toml_value(value: Any) -> str:
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     import tomli_w
 
-    return tomli_w.dumps({"v": value})[len("v = ") :].rstrip("\n")
+    try:
+        return tomli_w.dumps({"v": value})[len("v = ") :].rstrip("\n")
+    except TypeError:  # what TOML has no word for (a null in a damaged sweep.json or run.json)
+        return json.dumps(value, default=repr)
 
 
 def config_from_dict(
