@@ -345,6 +345,10 @@ def resolve_paths(config: Config, base: Path, explicit_base: dict[str, Path]) ->
         p = Path(value).expanduser()
         if not p.is_absolute():
             p = explicit_base.get(path, base) / p
+        if path == "output.dir":
+            from trainer.run_dir import refuse_a_planted_sweep_link
+
+            refuse_a_planted_sweep_link(p)  # (resolving follows the link)
         setattr(obj, key, str(p.resolve()))
     if config.output.dir:
         from trainer.run_dir import check_path_length

@@ -34,12 +34,7 @@ def check_run_dir(run_dir: str | Path) -> None:
             f"{printable(run_dir)}: the run directory's path is not valid UTF-8 (the run's "
             "files are JSON, which names it); choose another output.dir"
         ) from None
-    here = _lstat(run_dir)
-    if os.environ.get(SWEEP_ENV) and here is not None and stat.S_ISLNK(here.st_mode):
-        raise UserError(
-            f"{printable(run_dir)} is a symbolic link: a sweep makes its runs' directories itself, "
-            "so this one was planted; nothing written through it"
-        )
+    refuse_a_planted_sweep_link(run_dir)
     checkpoints = _lstat(run_dir / Files.CHECKPOINTS)
     if checkpoints is not None and not stat.S_ISDIR(checkpoints.st_mode):
         raise UserError(
@@ -63,6 +58,24 @@ def check_run_dir(run_dir: str | Path) -> None:
         st = _lstat(run_dir / name)
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise UserError(f"{run_dir / name} is a directory; remove it, then start again")
+
+
+def refuse_a_planted_sweep_link(run_dir: str | Path) -> None:
+    """A run a sweep started (its tag in the environment) refuses a run directory that is a
+    symbolic link: the sweep made that directory itself, so a link there was planted between
+    the sweep's check and this trainer's start. (A run started by hand may be pointed at a link
+    by its user.) Called on output.dir as given, before it is resolved, and again before writing."""
+    if not os.environ.get(SWEEP_ENV):
+        return
+    try:
+        here = os.lstat(run_dir)
+    except OSError:  # missing, or a path the checks after this one name
+        return
+    if stat.S_ISLNK(here.st_mode):
+        raise UserError(
+            f"{printable(run_dir)} is a symbolic link: a sweep makes its runs' directories itself, "
+            "so this one was planted; nothing written through it"
+        )
 
 
 def _lstat(path: Path) -> os.stat_result | None:
