@@ -44,6 +44,22 @@ def test_a_huge_tokenizer_file_is_refused_before_it_is_read(tmp_path, tiny_bert_
     )
 
 
+def test_a_checkpoints_huge_tokenizer_file_is_refused_by_predict_before_it_is_read(
+    tmp_path, one_epoch_run
+):
+    from trainer.model import MAX_TOKENIZER_FILE_BYTES
+
+    checkpoint = tmp_path / "best"
+    shutil.copytree(one_epoch_run / "checkpoints" / "best", checkpoint)
+    os.truncate(checkpoint / "tokenizer.json", MAX_TOKENIZER_FILE_BYTES + 1)
+    r = run_cli("predict", str(checkpoint), "hello")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        f"entrenar-train: error: {checkpoint}: tokenizer.json is 256 MiB, more than "
+        "the 256 MiB a tokenizer file can be (the largest real ones are tens of MB); not read"
+    ]
+
+
 # ---------------------------------------------------------------------------------------- eval
 
 

@@ -148,6 +148,7 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
     from trainer.model import (
         autocast,
         check_model_dir,
+        check_tokenizer_sizes,
         pick_device,
         quiet_bitsandbytes,
         quiet_transformers,
@@ -182,6 +183,7 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
             base_path, config=hf_config, dtype=torch.float32, use_safetensors=True
         )
         model = PeftModel.from_pretrained(base, folder)
+    check_tokenizer_sizes(folder, str(folder))  # capped as a model's are
     tokenizer = AutoTokenizer.from_pretrained(folder)
     device = pick_device()
     precision = resolve_precision(config.model.precision, device)

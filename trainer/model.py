@@ -180,22 +180,23 @@ TOKENIZER_EXTRA_FILES = (
 )
 
 
-def check_tokenizer_sizes(folder: Path) -> None:
+def check_tokenizer_sizes(folder: Path, where: str = "") -> None:
     """Every tokenizer file of the folder a regular file (a FIFO would block the load) within
     MAX_TOKENIZER_FILE_BYTES, checked before any is read. Links are followed: the HF cache's
-    snapshot folders are links to its blobs."""
+    snapshot folders are links to its blobs. `where` begins the error (model.path's by default)."""
+    where = where or f"model.path {folder}"
     for name in (*TOKENIZER_FILES, *TOKENIZER_EXTRA_FILES):
         try:
             st = os.stat(folder / name)
         except FileNotFoundError:
             continue
         except OSError as e:
-            raise UserError(f"model.path {folder}: {name}: cannot read it ({e.strerror})") from None
+            raise UserError(f"{where}: {name}: cannot read it ({e.strerror})") from None
         if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"model.path {folder}: {name} is not a regular file; not read")
+            raise UserError(f"{where}: {name} is not a regular file; not read")
         if st.st_size > MAX_TOKENIZER_FILE_BYTES:
             raise UserError(
-                f"model.path {folder}: {name} is {st.st_size / 2**20:,.0f} MiB, more than the "
+                f"{where}: {name} is {st.st_size / 2**20:,.0f} MiB, more than the "
                 f"{MAX_TOKENIZER_FILE_BYTES // 2**20} MiB a tokenizer file can be (the largest "
                 "real ones are tens of MB); not read"
             )
