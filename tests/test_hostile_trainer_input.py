@@ -53,11 +53,12 @@ def test_a_checkpoints_huge_tokenizer_file_is_refused_by_predict_before_it_is_re
     shutil.copytree(one_epoch_run / "checkpoints" / "best", checkpoint)
     os.truncate(checkpoint / "tokenizer.json", MAX_TOKENIZER_FILE_BYTES + 1)
     r = run_cli("predict", str(checkpoint), "hello")
-    assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip().splitlines() == [
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    # (the last line: bitsandbytes' kernels package may say something of its own first)
+    assert r.stderr.strip().splitlines()[-1] == (
         f"entrenar-train: error: {checkpoint}: tokenizer.json is 256 MiB, more than "
         "the 256 MiB a tokenizer file can be (the largest real ones are tens of MB); not read"
-    ]
+    )
 
 
 # ---------------------------------------------------------------------------------------- eval
