@@ -138,6 +138,23 @@ def test_a_sweep_json_whose_keys_hold_null_is_one_line_naming_it(sweep_config, t
     assert sorted(p.name for p in sweep_json.parent.iterdir()) == [Files.SWEEP]
 
 
+def test_a_sweep_json_of_20000_keys_is_one_readable_line(sweep_config, tmp_path, capsys):
+    sweep_json = tmp_path / "exp" / Files.SWEEP
+    sweep_json.parent.mkdir()
+    keys = [f"k{i}" for i in range(20_000)]
+    damaged = {
+        "keys": keys,
+        "grid": [{"key": k, "values": [1, 2]} for k in keys],
+        "base_config": {f"s{i}": {"k": i} for i in range(20_000)},
+    }
+    sweep_json.write_bytes(orjson.dumps(tagged(Files.SWEEP, damaged)))
+    assert main(["sweep", str(sweep_config), "--grid", "lora.r=2,4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and len(err[0]) < 3_000, len(err[0])
+    assert err[0].startswith(f"entrenar-train: error: {sweep_json}: this directory holds another sweep: grid keys (\"k0\",\"k1\",")  # fmt: skip
+    assert "; and 20,0" in err[0]  # how many differences are not named
+
+
 def test_a_null_in_a_saved_config_is_named_not_a_traceback():
     from trainer.config import config_differences
 
