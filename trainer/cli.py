@@ -7,6 +7,7 @@ fails while training exits 1; completed or stopped on request exits 0.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -154,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("entrenar-train: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        # A path given anywhere (CONFIG, data, model.path) the kernel refused as too long.
+        name = str(e.filename or "")
+        shown = name if len(name) <= 120 else f"{name[:60]}...{name[-50:]}"
+        print(f"entrenar-train: error: {printable(shown)}: {e.strerror}", file=sys.stderr)
+        return UserError.exit_code
 
 
 def run_train(argv: list[str]) -> int:
@@ -202,9 +211,10 @@ def resume_run(args: argparse.Namespace) -> int:
     from trainer.config import config_from_dict
     from trainer.lock import RunLock
     from trainer.monitor.schema import Files
-    from trainer.run_dir import check_run_dir
+    from trainer.run_dir import check_path_length, check_run_dir
 
     run_dir = Path(args.resume)
+    check_path_length(run_dir, "--resume")
     if not (run_dir / Files.RUN).is_file():
         raise UserError(f"{run_dir}: not a run directory (no {Files.RUN})")
     run = read_json(run_dir / Files.RUN)

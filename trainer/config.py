@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import json
 import math
 import sys
 import types
@@ -354,7 +355,15 @@ def resolve_paths(config: Config, base: Path, explicit_base: dict[str, Path]) ->
         p = Path(value).expanduser()
         if not p.is_absolute():
             p = explicit_base.get(path, base) / p
+        if path == "output.dir":
+            from trainer.run_dir import refuse_a_planted_sweep_link
+
+            refuse_a_planted_sweep_link(p)  # (resolving follows the link)
         setattr(obj, key, str(p.resolve()))
+    if config.output.dir:
+        from trainer.run_dir import check_path_length
+
+        check_path_length(config.output.dir, "output.dir")
     return config
 
 
@@ -472,7 +481,10 @@ def toml_value(value: Any) -> str:
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     import tomli_w
 
-    return tomli_w.dumps({"v": value})[len("v = ") :].rstrip("\n")
+    try:
+        return tomli_w.dumps({"v": value})[len("v = ") :].rstrip("\n")
+    except TypeError:  # what TOML has no word for (a null in a damaged sweep.json or run.json)
+        return json.dumps(value, default=repr)
 
 
 def config_from_dict(

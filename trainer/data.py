@@ -127,13 +127,17 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[Row]:
 def _read_delimited(path: Path, text_field: str, label_field: str, delimiter: str) -> list[Row]:
     csv.field_size_limit(sys.maxsize)
     rows = []
+    end = 0
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter=delimiter)
+            # strict: a quote that closes a field must end it ("a"b is an error, not a"b): a
+            # stray quote is most often caught where its field runs into the next row's.
+            reader = csv.reader(f, delimiter=delimiter, strict=True)
             columns = next(reader, [])
             _check_header(path, columns, (text_field, label_field))
             text_at, label_at = columns.index(text_field), columns.index(label_field)
             end = reader.line_num  # the line the previous record ended on
+            spanning: list[tuple[int, list[str]]] = []  # records over several lines
             for record in reader:
                 start, end = end + 1, reader.line_num
                 where = f"{path}:{start}"
@@ -143,6 +147,8 @@ def _read_delimited(path: Path, text_field: str, label_field: str, delimiter: st
                     raise UserError(f"{where}: more fields than the header has columns")
                 if len(record) <= max(text_at, label_at):
                     raise UserError(_short_record(path, start, end, f, record, columns))
+                if end > start:
+                    spanning.append((start, record))
                 label: int | str = record[label_at]
                 if INT_LABEL.fullmatch(label.strip()):
                     label = int(label)
@@ -150,8 +156,46 @@ def _read_delimited(path: Path, text_field: str, label_field: str, delimiter: st
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
     except csv.Error as e:
-        raise UserError(f"{path}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({e})") from None
+        raise UserError(_malformed(path, end + 1, reader.line_num, e, delimiter)) from None
+    _refuse_merged_rows(path, spanning, columns, label_at, delimiter, {str(r.label) for r in rows})
     return rows
+
+
+def _malformed(path: Path, start: int, line: int, error: csv.Error, delimiter: str) -> str:
+    """csv's strict refusal of the record that starts on line `start`, in words that name it."""
+    if "unexpected end of data" in str(error):
+        return f"{path}:{start}: a quote opened on this line is never closed (the field runs to the end of the file)"
+    if line > start and "expected after" in str(error):
+        return (
+            f"{path}:{start}: a quote opened on this line closes on line {line} in the middle of "
+            'a field: a stray quote (write a quote inside a field as "", or remove it)'
+        )
+    return f"{path}:{line}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({error})"
+
+
+def _refuse_merged_rows(
+    path: Path, spanning: list[tuple[int, list[str]]], columns: list[str], label_at: int,
+    delimiter: str, labels: set[str],
+) -> None:  # fmt: skip
+    """A quoted field may hold line breaks (a review of several paragraphs), but one holding a line
+    that reads as a row of the file (its fields, a label of the data where the label goes) is two
+    rows merged by a stray quote: refused naming the line, not trained on as one text."""
+    for start, record in spanning:
+        at = 0  # the field's first column (its first line continues the record's first line)
+        for column, value in enumerate(record):
+            lines = value.split("\n")
+            for n, line in enumerate(lines[:-1]):  # (the last runs into the closing quote)
+                first = column if n == 0 else 0
+                parts = line.rstrip("\r").split(delimiter)
+                label = label_at - first
+                fits = first + len(parts) == len(columns) and 0 <= label < len(parts)
+                if fits and parts[label].strip() in labels:
+                    raise UserError(
+                        f"{path}:{start}: a quoted field runs over line {start + at + n} "
+                        "into the next, which reads as a row of its own: a stray quote "
+                        '(write a quote inside a field as "", or remove it)'
+                    )
+            at += len(lines) - 1
 
 
 def _check_header(path: Path, columns: list[str], needed: tuple[str, ...]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,26 +27,52 @@ from trainer.monitor.text import printable
 # ---------------------------------------------------------------------------------------- metrics
 
 
+# eval.json holds the confusion matrix whole up to this many classes (10,000 cells); beyond, only
+# its non-zero cells (at most one per sample): 10,000 classes made a 10⁸-cell matrix (4.2 GB).
+DENSE_MATRIX_MAX_CLASSES = 100
+PRINTED_CLASSES = 20  # eval's printed table: every class up to this many, else the best and worst
+
+
 def confusion_matrix(labels: list[int], predictions: list[int], k: int) -> list[list[int]]:
     """matrix[true][predicted] = count."""
+    return dense(confusion_cells(labels, predictions), k)
+
+
+def confusion_cells(labels: list[int], predictions: list[int]) -> Counter[tuple[int, int]]:
+    """The confusion matrix's non-zero cells: (true, predicted) → count; O(samples), whatever K."""
+    return Counter(zip(labels, predictions))
+
+
+def dense(cells: Counter[tuple[int, int]], k: int) -> list[list[int]]:
     matrix = [[0] * k for _ in range(k)]
-    for y, p in zip(labels, predictions):
-        matrix[y][p] += 1
+    for (y, p), n in cells.items():
+        matrix[y][p] = n
     return matrix
 
 
-def classification_report(matrix: list[list[int]], names: list[str]) -> dict[str, Any]:
-    """Per-class precision/recall/F1/support and macro/weighted averages from a confusion matrix.
+def classification_report(
+    matrix: list[list[int]] | Counter[tuple[int, int]], names: list[str]
+) -> dict[str, Any]:
+    """Per-class precision/recall/F1/support and macro/weighted averages from a confusion matrix
+    (dense, or its non-zero cells).
 
     A class never predicted has precision 0 (and F1 0), as scikit-learn reports it with zero_division=0.
     """
     k = len(names)
-    support = [sum(matrix[c]) for c in range(k)]
-    predicted = [sum(matrix[r][c] for r in range(k)) for c in range(k)]
+    if isinstance(matrix, list):
+        cells = Counter({(y, p): n for y, row in enumerate(matrix) for p, n in enumerate(row) if n})
+    else:
+        cells = matrix
+    support, predicted, hits = [0] * k, [0] * k, [0] * k
+    for (y, p), n in cells.items():
+        support[y] += n
+        predicted[p] += n
+        if y == p:
+            hits[y] = n
     total = sum(support)
     per_class = {}
     for c, name in enumerate(names):
-        tp = matrix[c][c]
+        tp = hits[c]
         precision = tp / predicted[c] if predicted[c] else 0.0
         recall = tp / support[c] if support[c] else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -63,16 +90,31 @@ def classification_report(matrix: list[list[int]], names: list[str]) -> dict[str
             for m in ("precision", "recall", "f1")
         }
 
+    if k <= DENSE_MATRIX_MAX_CLASSES:
+        confusion: dict[str, Any] = {"labels": names, "matrix": dense(cells, k)}
+    else:
+        nonzero = [[y, p, n] for (y, p), n in sorted(cells.items())]
+        confusion = {"labels": names, "matrix": None, "nonzero": nonzero}
     return {
-        "accuracy": sum(matrix[c][c] for c in range(k)) / total if total else 0.0,
+        "accuracy": sum(hits) / total if total else 0.0,
         "per_class": per_class,
         "macro_avg": {**average([1.0] * k), "support": total},
         "weighted_avg": {**average([float(s) for s in support]), "support": total},
-        "confusion_matrix": {"labels": names, "matrix": matrix},
+        "confusion_matrix": confusion,
     }
 
 
 # ---------------------------------------------------------------------------------------- loading
+
+# No token is longer than this many characters in any real vocabulary (most are under 16), so the
+# first max_length × 32 characters of a text hold all the tokens truncation keeps; the rest would
+# only cost memory (a 12 MB text once took 3.4 GB to tokenize, for 128 tokens kept).
+CHARS_PER_TOKEN_BOUND = 32
+
+
+def cut(text: str, max_length: int) -> str:
+    """The part of `text` tokenization with truncation to max_length can use."""
+    return text[: max_length * CHARS_PER_TOKEN_BOUND]
 
 
 @dataclass
@@ -90,7 +132,7 @@ class Classifier:
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
                 enc = self.tokenizer(
-                    texts[i : i + batch_size],
+                    [cut(text, self.max_length) for text in texts[i : i + batch_size]],
                     truncation=True,
                     max_length=self.max_length,
                     padding=True,
@@ -106,6 +148,7 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
     from trainer.model import (
         autocast,
         check_model_dir,
+        check_tokenizer_sizes,
         pick_device,
         quiet_bitsandbytes,
         quiet_transformers,
@@ -140,6 +183,7 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
             base_path, config=hf_config, dtype=torch.float32, use_safetensors=True
         )
         model = PeftModel.from_pretrained(base, folder)
+    check_tokenizer_sizes(folder, str(folder))  # capped as a model's are
     tokenizer = AutoTokenizer.from_pretrained(folder)
     device = pick_device()
     precision = resolve_precision(config.model.precision, device)
@@ -168,9 +212,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     target = torch.tensor(labels)
     loss = float(F.cross_entropy(logits.cpu(), target))
     predictions = logits.argmax(-1).tolist()
-    report = classification_report(
-        confusion_matrix(labels, predictions, len(clf.labels)), clf.labels
-    )
+    report = classification_report(confusion_cells(labels, predictions), clf.labels)
     result = {
         "schema": "entrenar-tui/eval",
         "version": 1,
@@ -188,27 +230,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def format_report(result: dict[str, Any]) -> str:
     """The human table of `eval`. Labels come from the checkpoint (and so from whoever made the
-    data): printable, so none can send the terminal an escape sequence."""
-    names = [printable(n) for n in result["confusion_matrix"]["labels"]]
-    width = max(12, *(len(n) for n in names)) + 2
+    data): printable, so none can send the terminal an escape sequence. With more than
+    PRINTED_CLASSES classes, the best and the worst by F1 and a line saying how many are left out
+    (all of them are in eval.json); the confusion matrix only where it fits."""
+    per_class = [(printable(name), m) for name, m in result["per_class"].items()]
+    left_out = max(0, len(per_class) - PRINTED_CLASSES)
+    if left_out:
+        half = PRINTED_CLASSES // 2
+        order = sorted(range(len(per_class)), key=lambda i: (per_class[i][1]["f1"], -per_class[i][1]["support"]))  # fmt: skip
+        worst = order[:half]  # the lowest F1; among equals, the most samples
+        rest = sorted(order[half:], key=lambda i: (-per_class[i][1]["f1"], -per_class[i][1]["support"]))  # fmt: skip
+        per_class = [per_class[i] for i in rest[:half] + worst[::-1]]
+    width = max(12, *(len(n) for n, _ in per_class)) + 2
     lines = [
         f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}   n {result['n']}",
         "",
         f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
     ]
-    rows = [
-        *((printable(name), m) for name, m in result["per_class"].items()),
-        ("macro avg", result["macro_avg"]),
-        ("weighted avg", result["weighted_avg"]),
-    ]
-    for name, m in rows:
-        lines.append(
-            f"{name:<{width}}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>10}"
-        )
+
+    def row(name: str, m: dict[str, Any]) -> str:
+        return f"{name:<{width}}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>10}"
+
+    for i, (name, m) in enumerate(per_class):
+        if left_out and i == PRINTED_CLASSES // 2:
+            lines.append(
+                f"... {left_out:,} more class{'es' if left_out > 1 else ''} between these "
+                "(the best and the worst by F1; every class is in the --out JSON)"
+            )
+        lines.append(row(name, m))
+    lines += [row("macro avg", result["macro_avg"]), row("weighted avg", result["weighted_avg"])]
+    matrix = result["confusion_matrix"]["matrix"]
+    if left_out or matrix is None:
+        k = len(result["confusion_matrix"]["labels"])
+        lines += [
+            "",
+            f"confusion matrix: {k:,} × {k:,}, not printed (all of it is in the --out JSON)",
+        ]
+        return "\n".join(lines)
+    names = [printable(n) for n in result["confusion_matrix"]["labels"]]
     lines += ["", "confusion matrix (rows: true, columns: predicted)"]
     lines.append(f"{'':<{width}}" + "".join(f"{n[:9]:>10}" for n in names))
-    for name, row in zip(names, result["confusion_matrix"]["matrix"]):
-        lines.append(f"{name:<{width}}" + "".join(f"{v:>10}" for v in row))
+    for name, counts in zip(names, matrix):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>10}" for v in counts))
     return "\n".join(lines)
 
 

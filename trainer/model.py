@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,7 @@ def load_tokenizer(path: str) -> Any:
         raise UserError(
             f"model.path {path}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)})"
         )
+    check_tokenizer_sizes(Path(path))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # transformers raises many kinds here; all mean "no usable tokenizer"
@@ -164,6 +166,40 @@ def load_tokenizer(path: str) -> Any:
                 f"model.path {path}: the tokenizer has no pad, eos or unk token to pad with"
             )
     return tokenizer
+
+
+# The largest real tokenizer files are a few tens of MB (Gemma's tokenizer.json: 33 MB); the
+# tokenizers library holds several copies of one while parsing it, so a 2 GB file took 4.6 GB
+# before failing. 256 MiB is 8x the largest, and bounds that to about 1 GB.
+MAX_TOKENIZER_FILE_BYTES = 256 * 1024 * 1024
+TOKENIZER_EXTRA_FILES = (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "merges.txt",
+)
+
+
+def check_tokenizer_sizes(folder: Path, where: str = "") -> None:
+    """Every tokenizer file of the folder a regular file (a FIFO would block the load) within
+    MAX_TOKENIZER_FILE_BYTES, checked before any is read. Links are followed: the HF cache's
+    snapshot folders are links to its blobs. `where` begins the error (model.path's by default)."""
+    where = where or f"model.path {folder}"
+    for name in (*TOKENIZER_FILES, *TOKENIZER_EXTRA_FILES):
+        try:
+            st = os.stat(folder / name)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise UserError(f"{where}: {name}: cannot read it ({e.strerror})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{where}: {name} is not a regular file; not read")
+        if st.st_size > MAX_TOKENIZER_FILE_BYTES:
+            raise UserError(
+                f"{where}: {name} is {st.st_size / 2**20:,.0f} MiB, more than the "
+                f"{MAX_TOKENIZER_FILE_BYTES // 2**20} MiB a tokenizer file can be (the largest "
+                "real ones are tens of MB); not read"
+            )
 
 
 @dataclass

@@ -12,6 +12,7 @@ from trainer.config import Config
 from trainer.errors import UserError
 from trainer.micro_batches import accumulation_steps
 from trainer.model import ModelPlan, check_gradient_checkpointing, inspect_model
+from trainer.run_dir import check_path_length
 
 
 def preflight(config: Config) -> ModelPlan:
@@ -47,6 +48,7 @@ def check_output_dir(path: Path, key: str = "output.dir") -> None:
     """output.dir is a directory this process can write: made if missing (as training would make
     it), then probed with a real temporary file (permissions alone do not tell a read-only file
     system, nor root's view of a 0555 folder)."""
+    check_path_length(path, key)
     if path.exists() and not path.is_dir():
         raise UserError(f"{key} {path}: is a file, not a directory")
     blocker = _first_file_above(path)

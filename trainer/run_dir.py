@@ -4,7 +4,9 @@ The directory may have been prepared by someone else (a shared file system): a `
 that is a symbolic link would have the trainer write into, and delete leftovers inside, a folder
 elsewhere; a `steps.jsonl` that is a symbolic link, a FIFO or a second name of another file would
 have it append there. Such a directory is refused up front (UserError: one line, exit 2), before
-the first byte is written. (The writers check again as they open: safe_files.)
+the first byte is written. (The writers check again as they open: safe_files.) A sweep's run
+directory that is itself a link is refused too: the sweep made it (a link there was planted
+between the sweep's check and this trainer's start).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from trainer.errors import UserError
 from trainer.monitor.safe_files import kind
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
+from trainer.sweep.tag import ENV as SWEEP_ENV
 
 REPLACED = (Files.RUN, Files.STATE, Files.EPOCHS, Files.RESULT)  # written by os.replace
 
@@ -31,6 +34,7 @@ def check_run_dir(run_dir: str | Path) -> None:
             f"{printable(run_dir)}: the run directory's path is not valid UTF-8 (the run's "
             "files are JSON, which names it); choose another output.dir"
         ) from None
+    refuse_a_planted_sweep_link(run_dir)
     checkpoints = _lstat(run_dir / Files.CHECKPOINTS)
     if checkpoints is not None and not stat.S_ISDIR(checkpoints.st_mode):
         raise UserError(
@@ -56,8 +60,48 @@ def check_run_dir(run_dir: str | Path) -> None:
             raise UserError(f"{run_dir / name} is a directory; remove it, then start again")
 
 
+def refuse_a_planted_sweep_link(run_dir: str | Path) -> None:
+    """A run a sweep started (its tag in the environment) refuses a run directory that is a
+    symbolic link: the sweep made that directory itself, so a link there was planted between
+    the sweep's check and this trainer's start. (A run started by hand may be pointed at a link
+    by its user.) Called on output.dir as given, before it is resolved, and again before writing."""
+    if not os.environ.get(SWEEP_ENV):
+        return
+    try:
+        here = os.lstat(run_dir)
+    except OSError:  # missing, or a path the checks after this one name
+        return
+    if stat.S_ISLNK(here.st_mode):
+        raise UserError(
+            f"{printable(run_dir)} is a symbolic link: a sweep makes its runs' directories itself, "
+            "so this one was planted; nothing written through it"
+        )
+
+
 def _lstat(path: Path) -> os.stat_result | None:
     try:
         return os.lstat(path)
     except FileNotFoundError:
         return None
+
+
+PATH_MAX = 4096  # Linux's limit on a path handed to the kernel, its final NUL included
+NAME_MAX = 255  # and on one of its names
+# What the trainer adds below output.dir, at most: checkpoints/.tmp-epoch-N-PID/<a model file>
+RUN_FILES_ROOM = 128
+
+
+def check_path_length(path: str | Path, key: str, room: int = RUN_FILES_ROOM) -> None:
+    """A directory whose files the kernel can take (ENAMETOOLONG otherwise, a traceback from the
+    first call that used one): absolute, as the run's files record it, with `room` to spare under
+    PATH_MAX bytes, and each name at most NAME_MAX."""
+    whole = os.fsencode(os.path.abspath(path))
+    longest = max((len(name) for name in whole.split(b"/")), default=0)
+    if len(whole) + room >= PATH_MAX or longest > NAME_MAX:
+        text = str(path)
+        shown = text if len(text) <= 120 else f"{text[:60]}...{text[-50:]}"
+        raise UserError(
+            f"{key} {printable(shown)}: the path is too long ({len(whole):,} bytes, its longest "
+            f"name {longest:,}); the files under it must stay within the system's "
+            f"{PATH_MAX - 1:,} bytes a path ({NAME_MAX} a name)"
+        )

@@ -68,7 +68,7 @@ from trainer.report import Reporter
 from trainer.resources import ResourceSampler
 from trainer.run_dir import check_run_dir
 from trainer.stopping import StopSignal
-from trainer.sweep.tag import env_tag
+from trainer.sweep.tag import env_tag, kept_tag
 
 
 @dataclass
@@ -595,7 +595,8 @@ class FineTuneRecipe:
             "tool_version": trainer.__version__,
             "started_at": self.run_started_at,
             "resumed_from": resumed_from or None,
-            "sweep": self.sweep_tag or self.run_info.get("sweep"),  # a hand resume keeps it
+            # a hand resume keeps the run's tag, when it is one a sweep could have written
+            "sweep": self.sweep_tag or kept_tag(self.run_info.get("sweep")),
         }
 
     def _setup_data_parallel(self) -> None:
@@ -945,6 +946,10 @@ class FineTuneRecipe:
             self.report.say(f"early stopping: no better validation loss for {patience} epochs")
             self.save("last")
             return self.finish("completed", stopped_early=True)
+        if epoch >= cfg.epochs:  # every epoch trained: a stop asked for now ends it completed
+            if self.dist.is_main and self.stop_signal.requested:
+                self.stop_signal.consume()  # (honoured: the run ends)
+            return None
         if self.dist.all_sum(torch.tensor([float(self.stop_signal.requested)])).item():
             return self.stop()
         return None

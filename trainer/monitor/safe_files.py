@@ -173,6 +173,20 @@ def open_append(path: str | Path, mode: int = 0o644) -> int:
     return open_writable(path, os.O_WRONLY | os.O_APPEND, mode)
 
 
+def make_directory(path: str | Path, consequence: str = "not written") -> None:
+    """`path` made a directory (if missing), then checked as it is at this instant: a symbolic
+    link (even to a directory, which mkdir's "exists" would take) or anything else that is not a
+    directory is UnsafeFile. For a directory made in a folder others can write to (a sweep's next
+    run), checked when it is made rather than once at the start."""
+    path = Path(path)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        what = "a file" if stat.S_ISREG(st.st_mode) else kind(st.st_mode)
+        raise UnsafeFile(path, f"is {what}, not a directory", consequence)
+
+
 def create_new(path: str | Path, data: bytes, mode: int = 0o644) -> None:
     """Write `data` to a file that must not exist yet (O_EXCL: never through a symbolic link, never
     over a file someone put there); FileExistsError otherwise."""

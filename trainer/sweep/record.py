@@ -23,6 +23,7 @@ from trainer.sweep.plan import Grid, Run
 RUN_STATUSES = ("pending", "running", "completed", "stopped", "failed")
 SWEEP_STATUSES = ("running", "completed", "failed", "stopped")
 IDENTITY = ("keys", "grid", "mode", "seed", "samples", "base_config_hash")
+SAID_MAX = 10  # differences named when a rerun meets another sweep
 
 
 def utc_now() -> str:
@@ -63,9 +64,11 @@ def check_same_sweep(previous: dict[str, Any], now: dict[str, Any], path: Path) 
     if all(previous.get(k) == now[k] for k in IDENTITY):
         return
     said = [f"{what} ({before} → {after})" for what, before, after in _grid_changes(previous, now)]
-    said += config_differences(
-        previous.get("base_config") or {}, now["base_config"], ("output.dir",)
-    )
+    base = previous.get("base_config")
+    said += config_differences(base if isinstance(base, dict) else {}, now["base_config"], ("output.dir",))  # fmt: skip
+    if len(said) > SAID_MAX:  # a damaged sweep.json of 20,000 keys: one readable line still
+        said = [*said[:SAID_MAX], f"and {len(said) - SAID_MAX:,} more"]
+    said = [x if len(x) <= 200 else f"{x[:150]}...{x[-40:]}" for x in said]
     raise UserError(
         f"{path}: this directory holds another sweep: {'; '.join(said) or 'its grid differs'}; "
         "rerun that sweep's command to continue it, or choose another output.dir"

@@ -25,7 +25,7 @@ from typing import Any
 
 from trainer.monitor.control import launch_detached
 from trainer.monitor.reader import ContractError, read_contract_json
-from trainer.monitor.safe_files import UnsafeFile, open_regular
+from trainer.monitor.safe_files import UnsafeFile, make_directory, open_regular
 from trainer.monitor.schema import FINAL_STATUSES, Files
 from trainer.monitor.text import duration, printable
 from trainer.sweep.plan import Run
@@ -193,11 +193,14 @@ class SweepRunner:
     def _start(self, slot: int, launch: Launch) -> None:
         run = launch.run
         try:
+            # Made and checked now, not only when the sweep started: a link planted for this run
+            # while earlier ones trained would have it written elsewhere.
+            make_directory(launch.directory, "run not started, nothing written through it")
             proc = launch_detached(
                 launch.argv, launch.directory, env={**self.slots[slot], **launch.env},
                 stop_with_parent=True,
             )  # fmt: skip
-        except OSError as e:  # train.log a link, a FIFO, ...: this run fails, the others run
+        except OSError as e:  # its folder or train.log a link, a FIFO...: it fails, the others run
             error = e.naming() if isinstance(e, UnsafeFile) else f"{launch.directory}: {e}"
             ended = {"status": "failed", "exit_code": None, "error": printable(error)}
             self.record.update_run(run.index, started_at=utc_now(), finished_at=utc_now(), **ended)
