@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, get_type_hints
 
 import torch
 
@@ -172,12 +172,9 @@ def at_least(low: float) -> Callable[[float], bool]:
 
 
 def unknown_keys(where: str, data: dict[str, Any], record: type) -> Iterator[Problem]:
-    for key in sorted(set(data) - set(record.__annotations__) - _inherited(record)):
+    """Keys the TypedDict (its bases' included) does not declare."""
+    for key in sorted(set(data) - set(get_type_hints(record))):
         yield f"{where}.{key}", "not a field this checkpoint format has"
-
-
-def _inherited(record: type) -> set[str]:
-    return {k for base in record.__mro__[1:] for k in getattr(base, "__annotations__", {})}
 
 
 PY_WORDS = 625  # random.getstate(): 624 words of MT19937 and the position
