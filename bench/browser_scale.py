@@ -7,19 +7,15 @@
 
 Generation goes through the real `MonitorWriter` (run.json, state.json, epochs.json, result.json);
 steps.jsonl is the writer's own serializer (`trainer.monitor.atomic.dumps(record) + b"\\n"`, byte for
-byte what `append_step` writes), built once and written to every run in one write, and steps.cols
-is built from it by the writer's own `StepsColsWriter` once and copied to every run (the same
-steps.jsonl bytes give the same steps.cols bytes).
+byte what `append_step` writes), built once and written to every run in one write.
 
-Measured in a child process each (so the generation's memory does not count), first with steps.cols
-ignored (the child replaces the reader's `read_steps_cols` by one that finds nothing: what an old
-run without the cache costs), then as the monitor is, times from the child's spawn (Python and
-Textual imports included):
+Measured in a child process (so the generation's memory does not count), times from the child's
+spawn (Python and Textual imports included):
   browser      the table drawn with every run (the cold index: each run's four JSON files read
                once; steps.jsonl never)
   selected     5 runs selected (space on each): the browser redraws its table each time (no target)
   compared     then `c` pressed: the comparison's train-loss chart drawn with the 5 runs' every
-               step (their steps.jsonl or steps.cols read whole)
+               step (their steps.jsonl read whole)
   browser + compared   the two waits summed (the target: < 1 s)
   peak RSS     ru_maxrss of the child at the end
 and, in this process: one more RunIndex.scan() with nothing changed (what a file event outside
@@ -53,7 +49,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.tui_scale import machine, peak_rss_mb
 from trainer.monitor.atomic import dumps
 from trainer.monitor.schema import Files
-from trainer.monitor.steps_cols import StepsColsWriter
 from trainer.monitor.writer import MonitorWriter
 
 EPOCHS = 10
@@ -80,23 +75,9 @@ def steps_bytes(steps: int, t0: float) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def cols_bytes(blob: bytes, scratch: Path) -> bytes:
-    """The steps.cols the writer builds for this steps.jsonl."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    (scratch / Files.STEPS).write_bytes(blob)
-    fd = os.open(scratch / Files.STEPS, os.O_RDONLY)
-    try:
-        StepsColsWriter(scratch / Files.STEPS_COLS, fd).close()
-    finally:
-        os.close(fd)
-    return (scratch / Files.STEPS_COLS).read_bytes()
-
-
 def generate(root: Path, runs: int, steps: int) -> None:
     t0 = time.time() - steps * 0.1 - 60
     blob = steps_bytes(steps, t0)
-    cols = cols_bytes(blob, root / ".scratch")
-    shutil.rmtree(root / ".scratch")
     spe = max(1, steps // EPOCHS)
     for i in range(runs):
         w = MonitorWriter(root / f"sweep-{i // 50}" / f"exp-{i:03d}")
@@ -139,7 +120,6 @@ def generate(root: Path, runs: int, steps: int) -> None:
         )
         w.write_result({"status": "completed", "best": best, "best_epoch": EPOCHS})
         (w.dir / Files.STEPS).write_bytes(blob)
-        (w.dir / Files.STEPS_COLS).write_bytes(cols)
 
 
 def generate_large(root: Path, runs: int) -> None:
@@ -203,15 +183,12 @@ def report_large(r: dict) -> str:
     )
 
 
-async def measure(root: Path, runs: int, steps: int, spawned: float, ignore_cols: bool) -> dict:
+async def measure(root: Path, runs: int, steps: int, spawned: float) -> dict:
     from entrenar_tui.app import MonitorApp
     from entrenar_tui.screens.compare import CompareScreen
     from entrenar_tui.widgets.overlay_chart import OverlayChart
     from entrenar_tui.widgets.runs_table import RunsTable
-    from trainer.monitor import reader
 
-    if ignore_cols:  # what a monitor without steps.cols does: parse all of steps.jsonl
-        reader.read_steps_cols = lambda *_args: None
     drawn: list[tuple[float, int]] = []  # the compare train-loss chart: (when, steps drawn)
     render = OverlayChart.render
 
@@ -262,18 +239,17 @@ async def until(condition, timeout: float):
 # ---------------------------------------------------------------------------------------- report
 
 
-def run_child(a, root: Path, tmp: Path, *, ignore_cols: bool) -> dict:
+def run_child(a, root: Path, tmp: Path) -> dict:
     result = tmp / "result.json"
     command = [sys.executable, __file__, "--measure", str(root), "--runs", str(a.runs),
-               "--steps", str(a.steps), "--result", str(result),
-               *(["--ignore-cols"] if ignore_cols else []), "--spawned", repr(time.time())]  # fmt: skip
+               "--steps", str(a.steps), "--result", str(result), "--spawned", repr(time.time())]  # fmt: skip
     child = subprocess.run(command, capture_output=True, text=True, check=False)
     if child.returncode:
         sys.exit(f"the measuring child failed:\n{child.stderr}")
     return json.loads(result.read_text())
 
 
-def report(old: dict, new: dict) -> str:
+def report(new: dict) -> str:
     rows = [
         (f"app start -> {new['runs']} rows drawn", "browser", "s", 1.0),
         ("  (from the process spawn, imports included)", "browser from spawn", "s", None),
@@ -283,21 +259,17 @@ def report(old: dict, new: dict) -> str:
         ("peak RSS of the monitor (VmHWM)", "peak RSS", "MB", 300.0),
     ]
     lines = [
-        f"| {'measure':<46} | {'steps.jsonl only':>16} | {'with steps.cols':>15} | target   | met |",
-        f"|{'-' * 48}|{'-' * 18}|{'-' * 17}|----------|-----|",
+        f"| {'measure':<46} | {'value':>15} | target   | met |",
+        f"|{'-' * 48}|{'-' * 17}|----------|-----|",
     ]  # fmt: skip
     for label, key, unit, target in rows:
         fmt = "{:.2f} s" if unit == "s" else "{:.0f} MB"
         met = "" if target is None else ("yes" if new[key] < target else "NO")
         aim = "" if target is None else f"< {target:g} {unit}"
-        lines.append(
-            f"| {label:<46} | {fmt.format(old[key]):>16} | {fmt.format(new[key]):>15} | {aim:<8} | {met:<3} |"
-        )
+        lines.append(f"| {label:<46} | {fmt.format(new[key]):>15} | {aim:<8} | {met:<3} |")
     lines.append(
-        f"\n{COMPARED} runs x {new['steps drawn']:,} steps drawn (steps.jsonl only: "
-        f"{old['steps drawn']:,}); compare {old['compared'] / new['compared']:.1f}x faster with "
-        f"steps.cols; ru_maxrss {old['ru_maxrss']:.0f} / {new['ru_maxrss']:.0f} MB (with the "
-        f"parent's peak before the exec)"
+        f"\n{COMPARED} runs x {new['steps drawn']:,} steps drawn; ru_maxrss "
+        f"{new['ru_maxrss']:.0f} MB (with the parent's peak before the exec)"
     )
     return "\n".join(lines)
 
@@ -309,7 +281,6 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--large", type=int, metavar="N", help="N small runs: first row, idle CPU")
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child's side
-    p.add_argument("--ignore-cols", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -318,9 +289,7 @@ def main() -> int:
         args.result.write_text(json.dumps(r))
         return 0
     if args.measure:
-        r = asyncio.run(
-            measure(args.measure, args.runs, args.steps, args.spawned, args.ignore_cols)
-        )
+        r = asyncio.run(measure(args.measure, args.runs, args.steps, args.spawned))
         args.result.write_text(json.dumps(r))
         return 0
     if args.large:
@@ -339,14 +308,13 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="browser-scale-") as tmp:
             os.environ["ENTRENAR_TUI_CONFIG_DIR"] = str(Path(tmp) / "settings")
             print(machine())
-            old = run_child(args, root, Path(tmp), ignore_cols=True)
-            new = run_child(args, root, Path(tmp), ignore_cols=False)
+            new = run_child(args, root, Path(tmp))
         index = RunIndex(root)
         index.scan()
         t = time.perf_counter()
         index.scan()
         rescan = time.perf_counter() - t
-        print(report(old, new))
+        print(report(new))
         print(f"rescan, nothing changed (warm): {rescan * 1000:.1f} ms (paid every second)")
         print(f"load after (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:

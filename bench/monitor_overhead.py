@@ -4,11 +4,10 @@
     python bench/monitor_overhead.py --step-ms 190      # and as a fraction of a training step
 
 For each history length it first plays that many batches into a fresh run directory through the real
-`MonitorWriter` (steps.jsonl and steps.cols grow to the full size), then times the per-batch work
-the trainer does (append a steps.jsonl line and its steps.cols record + rewrite state.json
-atomically) over --samples batches, and prints the median and p95 µs; as many batches in between,
-with the writer's steps.cols detached, give the median without it, measured at the same moments. The quickstart's step time on this machine (epochs.json's samples/s over the batch
-size) gives the fraction; pass --step-ms to use another.
+`MonitorWriter` (steps.jsonl grows to the full size), then times the per-batch work the trainer
+does (append a steps.jsonl line + rewrite state.json atomically) over --samples batches, and prints
+the median and p95 µs. The quickstart's step time on this machine (epochs.json's samples/s over the
+batch size) gives the fraction; pass --step-ms to use another.
 """
 
 from __future__ import annotations
@@ -41,24 +40,20 @@ def state_fields(i: int) -> dict:
     }  # fmt: skip
 
 
-def measure(prior: int, samples: int) -> tuple[list[float], list[float]]:
-    """(times with the steps.cols record, times without), every other batch one or the other (the
-    writer's cache detached for the second), so that both come from the same moments."""
+def measure(prior: int, samples: int) -> list[float]:
+    """The time of each of `samples` batches after `prior` batches of history."""
     with tempfile.TemporaryDirectory() as tmp:
         writer = MonitorWriter(Path(tmp))
         writer.write_run({"name": "bench"})
         for i in range(prior):  # history: the file grows as in a real run of that length
             writer.append_step(step_record(i))
         writer.update_state(**state_fields(prior))
-        cols = writer._cols
-        times: tuple[list[float], list[float]] = ([], [])
-        for i in range(prior, prior + 2 * samples):
-            writer._cols = cols if i % 2 == 0 else None
+        times: list[float] = []
+        for i in range(prior, prior + samples):
             t = time.perf_counter()
             writer.append_step(step_record(i))
             writer.update_state(**state_fields(i))
-            times[i % 2].append(time.perf_counter() - t)
-        writer._cols = cols
+            times.append(time.perf_counter() - t)
         size = (Path(tmp) / "steps.jsonl").stat().st_size
         writer.close()
     print(
@@ -78,19 +73,16 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for prior in map(int, args.histories.split(",")):
-        with_cols, without = (sorted(t) for t in measure(prior, args.samples))
-        rows.append((prior, statistics.median(with_cols) * 1e6, with_cols[int(0.95 * len(with_cols))] * 1e6,
-                     statistics.median(without) * 1e6))  # fmt: skip
+        times = sorted(measure(prior, args.samples))
+        rows.append((prior, statistics.median(times) * 1e6, times[int(0.95 * len(times))] * 1e6))
     step_ms = (
         args.step_ms or 32 / 175 * 1000
     )  # the quickstart: batch 32 at ~175 samples/s on 2 cores
-    print(f"\nmonitor writer per batch (steps.jsonl line + its steps.cols record + atomic state.json), "
+    print(f"\nmonitor writer per batch (steps.jsonl line + atomic state.json), "
           f"{args.samples} batches each; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
-    print(
-        f"{'prior batches':>14}{'median µs':>11}{'p95 µs':>9}{'of a step':>11}{'  median µs without steps.cols':>32}"
-    )
-    for prior, med, p95, bare in rows:
-        print(f"{prior:>14,}{med:>11.0f}{p95:>9.0f}{med / 1000 / step_ms:>10.2%}{bare:>32.0f}")
+    print(f"{'prior batches':>14}{'median µs':>11}{'p95 µs':>9}{'of a step':>11}")
+    for prior, med, p95 in rows:
+        print(f"{prior:>14,}{med:>11.0f}{p95:>9.0f}{med / 1000 / step_ms:>10.2%}")
     first, last = rows[0][1], rows[-1][1]
     print(f"flat in run length: median after {rows[-1][0]:,} / after {rows[0][0]:,} = {last / first:.2f}; "
           f"step time assumed {step_ms:.0f} ms")  # fmt: skip

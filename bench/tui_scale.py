@@ -7,17 +7,12 @@
 Generation goes through the real `MonitorWriter`: run.json, epochs.json and state.json by its
 methods; steps.jsonl by the writer's own serializer (`trainer.monitor.atomic.dumps(record) + b"\\n"`,
 byte for byte what `append_step` writes) in bulk appends, because a million `write(2)`s only cost
-time; then steps.cols by the writer's own `StepsColsWriter`, as it builds one when it resumes a run
-that has none (that time is printed too). The step values follow `tests.fake_run.FakeRun` (loss,
-lr, accuracy curves) with one loss spike at 77.7% of the run, which the chart must still show once
-the history is drawn.
+time. The step values follow `tests.fake_run.FakeRun` (loss, lr, accuracy curves) with one loss
+spike at 77.7% of the run, which the chart must still show once the history is drawn.
 
-The same run is measured twice, one after the other, so that the ratio comes from one run of the
-script on one machine at one load: first with steps.cols ignored (the child replaces the reader's
-`read_steps_cols` by one that finds nothing: what a monitor without the cache does, and what an
-old run without steps.cols costs), then as the monitor is. Between the two the run is put back as
-generated. Each measurement runs in a child process (so the generation's memory does not count)
-that opens the app with `App.run_test()` at 200x60 and reports, from the moment it was spawned:
+steps.jsonl is the monitor's only source of the history (the steps.cols cache is gone: issue 24).
+The measurement runs in a child process (so the generation's memory does not count) that opens the
+app with `App.run_test()` at 200x60 and reports, from the moment it was spawned:
   open+draw   the first frame showing the current state (`global N/...` in the progress line)
   history     the train-loss, lr and train-acc charts drawn from every step (hooked renders)
   write->screen  after each of --updates batches (a steps.jsonl line via `append_step` plus a
@@ -49,7 +44,6 @@ from tests.fake_run import FakeRun
 from trainer.monitor.atomic import atomic_write_bytes, dumps
 from trainer.monitor.reader import read_contract_json
 from trainer.monitor.schema import Files
-from trainer.monitor.steps_cols import StepsColsWriter
 
 SIZE = (200, 60)
 SPIKE = 9.0
@@ -115,39 +109,24 @@ def generate(run_dir: Path, steps: int, spe: int) -> None:
     run.writer.close()
 
 
-def build_cols(run_dir: Path) -> None:
-    """steps.cols from steps.jsonl, by the writer's own code (what a resume of a run without one
-    does)."""
-    fd = os.open(run_dir / Files.STEPS, os.O_RDONLY)
-    try:
-        StepsColsWriter(run_dir / Files.STEPS_COLS, fd).close()
-    finally:
-        os.close(fd)
-
-
 def ensure_run(run_dir: Path, steps: int, spe: int) -> None:
     """Generate the run, or put a kept one back as generated (the timed writes appended to it)."""
     marker, saved_state = run_dir / ".tui_scale.json", run_dir / ".tui_scale.state"
     key = {"steps": steps, "spe": spe}
     if marker.exists() and saved_state.exists():
         kept = json.loads(marker.read_text())
-        if {k: kept.get(k) for k in key} == key and "cols_size" in kept:
+        if {k: kept.get(k) for k in key} == key:
             os.truncate(run_dir / Files.STEPS, kept["size"])
-            os.truncate(run_dir / Files.STEPS_COLS, kept["cols_size"])
             atomic_write_bytes(run_dir / Files.STATE, saved_state.read_bytes())
             return
     t = time.perf_counter()
     generate(run_dir, steps, spe)
     size = (run_dir / Files.STEPS).stat().st_size
     generated = time.perf_counter() - t
-    t = time.perf_counter()
-    build_cols(run_dir)
-    cols_size = (run_dir / Files.STEPS_COLS).stat().st_size
     saved_state.write_bytes((run_dir / Files.STATE).read_bytes())
-    marker.write_text(json.dumps({**key, "size": size, "cols_size": cols_size}))
+    marker.write_text(json.dumps({**key, "size": size}))
     print(
-        f"generated {steps:,} steps ({size / 1e6:.0f} MB steps.jsonl) in {generated:.1f} s; "
-        f"steps.cols ({cols_size / 1e6:.0f} MB) built from it in {time.perf_counter() - t:.2f} s",
+        f"generated {steps:,} steps ({size / 1e6:.0f} MB steps.jsonl) in {generated:.1f} s",
         file=sys.stderr,
     )
 
@@ -180,15 +159,9 @@ async def until(condition, timeout: float) -> float:
     return time.perf_counter()
 
 
-async def measure(
-    run_dir: Path, steps: int, updates: int, spawned: float, ignore_cols: bool
-) -> dict:
+async def measure(run_dir: Path, steps: int, updates: int, spawned: float) -> dict:
     from entrenar_tui.app import MonitorApp
-    from trainer.monitor import reader
     from trainer.monitor.writer import MonitorWriter
-
-    if ignore_cols:  # what a monitor without steps.cols does: parse all of steps.jsonl
-        reader.read_steps_cols = lambda *_args: None
 
     origin = time.perf_counter() - (time.time() - spawned)  # the spawn, on the perf_counter clock
     app = MonitorApp(run_dir, probe=lambda _state: "alive")
@@ -273,22 +246,19 @@ def rows(r: dict) -> list[tuple[str, str, str, bool]]:
     ]  # fmt: skip
 
 
-def report(old: dict, new: dict, machine: str) -> str:
-    """The two measurements side by side: steps.jsonl alone, then with steps.cols."""
+def report(r: dict, machine: str) -> str:
+    """The measurement as a table against its targets."""
     lines = [
         machine,
-        f"steps.jsonl: {new['steps']:,} steps, {new['bytes'] / 1e6:.0f} MB; steps.cols "
-        f"{new['cols bytes'] / 1e6:.0f} MB; screen {SIZE[0]}x{SIZE[1]}; spike at 77.7% drawn: "
-        f"{'yes' if old['spike drawn'] else 'NO'} (jsonl) / {'yes' if new['spike drawn'] else 'NO'} (cols)",
+        f"steps.jsonl: {r['steps']:,} steps, {r['bytes'] / 1e6:.0f} MB; screen {SIZE[0]}x{SIZE[1]}; "
+        f"spike at 77.7% drawn: {'yes' if r['spike drawn'] else 'NO'}",
         "",
-        f"| {'measure':<44} | {'steps.jsonl only':>16} | {'with steps.cols':>15} | {'target':<12} | met |",
-        f"|{'-' * 46}|{'-' * 18}|{'-' * 17}|{'-' * 14}|-----|",
+        f"| {'measure':<44} | {'value':>16} | {'target':<12} | met |",
+        f"|{'-' * 46}|{'-' * 18}|{'-' * 14}|-----|",
     ]
-    for (a, b, c, _), (_, d, _, met) in zip(rows(old), rows(new), strict=True):
+    for a, b, c, met in rows(r):
         verdict = ("yes" if met else "NO") if c else ""
-        lines.append(f"| {a:<44} | {b:>16} | {d:>15} | {c:<12} | {verdict:<3} |")
-    ratio = old["history opened and drawn"] / new["history opened and drawn"]
-    lines.append(f"\nhistory opened and drawn: {ratio:.1f}x faster with steps.cols")
+        lines.append(f"| {a:<44} | {b:>16} | {c:<12} | {verdict:<3} |")
     return "\n".join(lines)
 
 
@@ -310,12 +280,11 @@ def machine() -> str:
     return f"CPU: {cpu} ({' '.join(flags) or 'flags unknown'}), {os.cpu_count()} cores; load (1/5/15 min): {load}"  # fmt: skip
 
 
-def run_child(a, run_dir: Path, tmp: Path, *, ignore_cols: bool, py_spy: Path | None) -> dict:
+def run_child(a, run_dir: Path, tmp: Path, *, py_spy: Path | None) -> dict:
     """One measurement in a fresh process; the run is put back as generated afterwards."""
     result = tmp / "result.json"
     command = [sys.executable, __file__, "--measure", str(run_dir), "--steps", str(a.steps),
-               "--updates", str(a.updates), "--result", str(result),
-               *(["--ignore-cols"] if ignore_cols else []), "--spawned", repr(time.time())]  # fmt: skip
+               "--updates", str(a.updates), "--result", str(result), "--spawned", repr(time.time())]  # fmt: skip
     if py_spy:
         command = ["py-spy", "record", "-f", "raw", "--threads", "-o", str(py_spy), "--", *command]
     child = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -337,15 +306,14 @@ def main() -> None:
         "--py-spy",
         type=Path,
         metavar="OUT",
-        help="profile the child with steps.cols: py-spy raw output",
+        help="profile the child: py-spy raw output",
     )
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child's side
-    p.add_argument("--ignore-cols", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.measure:
-        r = asyncio.run(measure(a.measure, a.steps, a.updates, a.spawned, a.ignore_cols))
+        r = asyncio.run(measure(a.measure, a.steps, a.updates, a.spawned))
         a.result.write_text(json.dumps(r))
         return
     with tempfile.TemporaryDirectory(prefix="tui_scale-") as tmp:
@@ -354,13 +322,11 @@ def main() -> None:
         run_dir = a.dir or Path(tmp) / "run"
         ensure_run(run_dir, a.steps, a.steps_per_epoch)
         before = machine()
-        old = run_child(a, run_dir, Path(tmp), ignore_cols=True, py_spy=None)
-        new = run_child(a, run_dir, Path(tmp), ignore_cols=False, py_spy=a.py_spy)
-        new["cols bytes"] = (run_dir / Files.STEPS_COLS).stat().st_size
-    print(report(old, new, before))
+        r = run_child(a, run_dir, Path(tmp), py_spy=a.py_spy)
+    print(report(r, before))
     print(f"load after (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if a.json:
-        print(json.dumps({"steps.jsonl only": old, "with steps.cols": new}))
+        print(json.dumps(r))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,8 @@ run screen shows (run_screen, run_model, run_watcher), the fake trainer's comman
 from __future__ import annotations
 
 import asyncio
-import itertools
 import shutil
 import sys
-import tempfile
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -24,7 +22,7 @@ from entrenar_tui.watch.run_watcher import RunWatcher
 from tests.conftest import patience
 from trainer.monitor.reader import RunSnapshot, load_run
 from trainer.monitor.schema import Files
-from trainer.monitor.steps_cols import HEADER, HEADER_BYTES, RECORD, STEP_FIELDS, step_row
+from trainer.monitor.step_rows import STEP_FIELDS, step_row
 from trainer.monitor.writer import MonitorWriter
 
 FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
@@ -130,16 +128,7 @@ def hook_steps(monkeypatch, at_global_step: int, action) -> None:
     monkeypatch.setattr(MonitorWriter, "update_state", hooked)
 
 
-# ------------------------------------------------------------------------------ steps.cols
-
-
-def load_without_cols(run: Path) -> RunSnapshot:
-    """The run as a reader without steps.cols sees it: its steps.jsonl read in a copy of the
-    directory that has no steps.cols."""
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / run.name
-        shutil.copytree(run, copy, ignore=shutil.ignore_patterns(Files.STEPS_COLS, "checkpoints"))
-        return load_run(copy)
+# ------------------------------------------------------------------------------ step history
 
 
 def assert_same_history(got: RunSnapshot, want: RunSnapshot) -> None:
@@ -155,17 +144,15 @@ def assert_same_history(got: RunSnapshot, want: RunSnapshot) -> None:
     assert a.typical_step_s() == b.typical_step_s()
 
 
-def assert_steps_cols_agree(run: Path) -> None:
-    """steps.cols holds one record per complete line of steps.jsonl, each equal to its line (every
-    one, not the reader's sample), and the reader gives the same history with it as without."""
+def assert_history_is_steps_jsonl(run: Path) -> None:
+    """The history a reader loads is steps.jsonl's, line by line: the global step and values of
+    every complete line (orjson, one line at a time; a later line repeating a step wins, in step
+    order, as docs/contract.md's reader rules say), nothing else and nothing more."""
     raw = (run / Files.STEPS).read_bytes()
-    cols = (run / Files.STEPS_COLS).read_bytes()
-    assert cols[:HEADER_BYTES] == HEADER
-    records = np.frombuffer(cols[HEADER_BYTES:], RECORD)
-    lines = raw[: raw.rfind(b"\n") + 1].splitlines(keepends=True)
-    assert records["end"].tolist() == list(itertools.accumulate(map(len, lines)))
-    for record, line in zip(records, lines, strict=True):
-        step, values = step_row(orjson.loads(line))
-        assert step == record["global_step"]
-        assert np.array_equal(values, [record[n] for n in STEP_FIELDS], equal_nan=True)
-    assert_same_history(load_run(run), load_without_cols(run))
+    rows = dict(step_row(orjson.loads(line)) for line in raw[: raw.rfind(b"\n") + 1].splitlines())
+    want = sorted(rows.items())
+    history = load_run(run).history
+    assert history.global_steps.array.tolist() == [step for step, _ in want]
+    for j, name in enumerate(STEP_FIELDS):
+        values = np.array([row[j] for _, row in want], np.float64)
+        assert np.array_equal(history.series[name].values.array, values, equal_nan=True), name

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, write_config
-from tests.helpers import assert_steps_cols_agree
+from tests.helpers import assert_history_is_steps_jsonl
 from trainer.cli import main
 from trainer.config import load_config
 from trainer.monitor import writer as writer_module
@@ -111,7 +111,7 @@ def assert_resumes_exactly(run: Path, straight: Path) -> None:
     total = read(straight, "state.json")["global_step"]
     assert sorted(set(steps)) == list(range(1, total + 1))
     assert read(run, "state.json")["status"] == "completed"
-    assert_steps_cols_agree(run)  # records past the cut line dropped, the redone steps added
+    assert_history_is_steps_jsonl(run)  # the cut line dropped, the redone steps added
 
 
 def one_failed_line(err: str) -> str:

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainer.monitor.atomic import atomic_write_json
+from tests.helpers import assert_history_is_steps_jsonl
+from trainer.monitor.atomic import atomic_write_json, dumps
 from trainer.monitor.reader import (
     STALE_MIN_S,
     ContractError,
@@ -275,3 +276,26 @@ def test_effective_status_believes_a_fresh_heartbeat_and_a_live_pid():
         None,
     )
     assert effective_status(None, 0.0) == ("waiting", None)
+
+
+def test_a_line_a_full_disk_cut_is_in_flight_until_the_next_writer_cuts_it(tmp_path, monkeypatch):
+    """The half line is in flight (partial_bytes) even when the last piece read holds nothing
+    else; the next writer cuts it before appending, and the history is steps.jsonl's again."""
+    run = tmp_path / "run"
+    w = MonitorWriter(run)
+    for g in range(1, 51):
+        w.append_step(step(g))
+    w.close()
+    whole = (run / Files.STEPS).stat().st_size
+    with open(run / Files.STEPS, "ab") as f:
+        f.write(dumps(step(51))[:30])  # the disk filled mid-line
+    monkeypatch.setattr(StepTail, "CHUNK", whole)  # the last piece read: the half line alone
+    snap = load_run(run)
+    assert (len(snap.history), snap.partial_bytes, snap.bad_lines) == (50, 30, [])
+    w = MonitorWriter(run)  # freed and resumed
+    for g in range(51, 81):
+        w.append_step(step(g))
+    w.close()
+    snap = load_run(run)
+    assert (len(snap.history), snap.partial_bytes, snap.bad_lines) == (80, 0, [])
+    assert_history_is_steps_jsonl(run)

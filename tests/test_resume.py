@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import run_cli, write_config, write_corpus
-from tests.helpers import assert_steps_cols_agree, hook_steps
+from tests.helpers import assert_history_is_steps_jsonl, hook_steps
 from trainer.cli import main
 from trainer.config import load_config
 from trainer.monitor.atomic import atomic_write_json
@@ -82,7 +82,7 @@ def assert_same_as_straight(run: Path, straight: Path) -> None:
     assert epoch_metrics(run) == epoch_metrics(straight)
     assert state(run)["status"] == "completed"
     assert state(run)["global_step"] == state(straight)["global_step"]
-    assert_steps_cols_agree(run)  # the cache followed steps.jsonl through the stop and resume
+    assert_history_is_steps_jsonl(run)  # the history through the stop and resume
 
 
 def test_stop_through_control_json_mid_epoch_then_resume(

@@ -28,9 +28,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from trainer.checkpoint_schema import (
+    Metadata,
+    check_adapter_config,
+    check_adapter_rank,
+    check_label_maps,
+    check_trainer_state,
+    check_trainer_tensors,
+    refuse,
+    typed,
+)
 from trainer.errors import TrainingFailed, UserError
 from trainer.monitor.atomic import atomic_write_json, match_umask
 from trainer.monitor.safe_files import UnsafeFile, kind, read_bytes
+from trainer.monitor.values import is_int
 
 CHECKPOINT_SCHEMA = "entrenar-tui/checkpoint"
 CHECKPOINT_VERSION = 1
@@ -40,6 +51,10 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINER_TENSORS = "trainer_state.safetensors"
 TRAINER_JSON = "trainer_state.json"
 METADATA = "metadata.json"
+ADAPTER_CONFIG = "adapter_config.json"
+MODEL_CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+TOKENIZER_CAP = 256 << 20  # the largest tokenizer.json read (a big vocabulary's is ~30 MB)
 
 
 @dataclass
@@ -171,7 +186,8 @@ def load_optimizer_tensors(
                 k: v.to(param.device) if k != "step" else v for k, v in saved.items()
             }
     for group, saved in zip(current, state.param_groups, strict=False):
-        group.update({k: v for k, v in saved.items() if k != "params"})
+        # Checked in range (checkpoint_schema); a key this optimizer does not have is not applied.
+        group.update({k: v for k, v in saved.items() if k in group and k != "params"})
 
 
 def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
@@ -330,17 +346,12 @@ def checkpoints_newest_first(run_dir: Path) -> list[Path]:
         if folder.is_symlink():
             continue  # the trainer resumes from folders of the run only
         try:
-            step = orjson.loads((folder / TRAINER_JSON).read_bytes())["global_step"]
+            step = orjson.loads(read_bytes(folder / TRAINER_JSON))["global_step"]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # unreadable: not a candidate
+        step = step if is_int(step) else -1  # a candidate still, last: the check names it
         found.append((step, folder.name == "last", folder))
     return [folder for *_, folder in sorted(found, reverse=True)]
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint with the highest global step (after a kill there may be no `last`)."""
-    found = checkpoints_newest_first(run_dir)
-    return found[0] if found else None
 
 
 def newest_intact_checkpoint(run_dir: Path, say: Callable[[str], None]) -> Path | None:
@@ -412,6 +423,7 @@ def read_trainer_state(folder: Path) -> tuple[TrainerState, dict[str, torch.Tens
         raise UserError(
             f"{folder / TRAINER_JSON}: not a version-{CHECKPOINT_VERSION} entrenar-tui checkpoint"
         )
+    check_trainer_state(folder / TRAINER_JSON, raw)  # every field, typed and in range
     fields = {k: v for k, v in raw.items() if k not in ("schema", "version")}
     try:
         state = TrainerState(**fields)
@@ -423,6 +435,7 @@ def read_trainer_state(folder: Path) -> tuple[TrainerState, dict[str, torch.Tens
             raise UserError(
                 f"{folder / TRAINER_TENSORS}: {name} holds NaN/Inf; refusing a poisoned checkpoint"
             )
+    check_trainer_tensors(folder / TRAINER_TENSORS, raw, tensors)
     return state, tensors
 
 
@@ -442,3 +455,38 @@ def load_adapter(folder: Path, adapter: dict[str, torch.Tensor], model: Any) -> 
 
     check_shapes(adapter, model, str(folder / ADAPTER_WEIGHTS))
     set_peft_model_state_dict(model, adapter)
+
+
+def check_for_inference(folder: Path) -> list[str]:
+    """What predict, eval and export load, checked before transformers and peft see it: the
+    trainer state (every field), metadata.json, the adapter's config and tensors (a LoRA adapter
+    of the rank it names, finite), the label maps and the tokenizer. The class names, in order."""
+    path = folder / TRAINER_JSON
+    raw = read_json(path)
+    if raw.get("schema") != CHECKPOINT_SCHEMA or raw.get("version") != CHECKPOINT_VERSION:
+        raise UserError(f"{path}: not a version-{CHECKPOINT_VERSION} entrenar-tui checkpoint")
+    check_trainer_state(path, raw)
+    refuse(folder / METADATA, typed(read_json(folder / METADATA), Metadata))
+    adapter_config = read_json(folder / ADAPTER_CONFIG)
+    check_adapter_config(folder / ADAPTER_CONFIG, adapter_config)
+    check_adapter_rank(folder / ADAPTER_CONFIG, adapter_config, read_adapter(folder))
+    labels = check_label_maps(folder / MODEL_CONFIG, read_json(folder / MODEL_CONFIG))
+    check_tokenizer(folder / TOKENIZER)
+    return labels
+
+
+def check_tokenizer(path: Path) -> None:
+    """tokenizer.json, when there, is one the tokenizers library builds (it is what
+    AutoTokenizer loads; a damaged one would fail there with a bare Exception)."""
+    from tokenizers import Tokenizer
+
+    if not os.path.lexists(path):
+        return  # a slow tokenizer's files instead: transformers reports what is missing
+    try:
+        Tokenizer.from_str(read_bytes(path, TOKENIZER_CAP).decode())
+    except UnsafeFile as e:
+        raise UserError(e.naming(path)) from None
+    except OSError as e:
+        raise UserError(f"{path}: unreadable ({e.strerror or e})") from None
+    except Exception as e:
+        raise UserError(f"{path}: not a tokenizer ({str(e).splitlines()[0][:160]})") from None

@@ -249,13 +249,14 @@ def resume_run(args: argparse.Namespace) -> int:
 
 
 def find_checkpoint_or_latest(run_dir: Path, which: str) -> Path | None:
-    """The asked-for checkpoint; for the default `last` after a kill, the newest one there is, or
-    None (start over in place with the saved config) when the run died before its first one."""
-    from trainer.checkpoint import find_checkpoint, latest_checkpoint
+    """The asked-for checkpoint; for the default `last` after a kill, the newest one there that
+    loads (the damaged ones on the way named), or None (start over in place with the saved config)
+    when the run died before its first one."""
+    from trainer.checkpoint import find_checkpoint, newest_intact_checkpoint
 
     if which != "last" or os.path.lexists(run_dir / "checkpoints" / "last"):
         return find_checkpoint(run_dir, which)
-    latest = latest_checkpoint(run_dir)
+    latest = newest_intact_checkpoint(run_dir, lambda text: print(text, file=sys.stderr))
     if latest is None:
         print(
             f"{run_dir}: no checkpoint yet; starting the run over with its saved config",

@@ -19,7 +19,7 @@ import orjson
 import torch
 import torch.nn.functional as F
 
-from trainer.checkpoint import METADATA, TRAINER_JSON, read_adapter, read_json
+from trainer.checkpoint import METADATA, TRAINER_JSON, check_for_inference, read_json
 from trainer.errors import UserError
 from trainer.monitor.atomic import atomic_write_json
 from trainer.monitor.text import printable
@@ -170,7 +170,7 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
             f"{folder / TRAINER_JSON}: no saved config (the run's settings); not a checkpoint "
             "entrenar-train wrote, or a damaged one"
         )
-    read_adapter(folder)  # a clear error for a truncated or poisoned file, before peft tries
+    check_for_inference(folder)  # one line for a damaged or hostile file, before peft tries
     config = config_from_dict(state["config"], str(folder / TRAINER_JSON))
     meta = read_json(folder / METADATA)
     base_path = meta.get("base_model") or config.model.path

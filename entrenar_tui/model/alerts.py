@@ -23,7 +23,7 @@ from entrenar_tui.charts import math as cm
 from entrenar_tui.output import formatting as fmt
 from trainer.monitor.reader import StepHistory
 from trainer.monitor.schema import FINAL_STATUSES
-from trainer.monitor.steps_cols import finite
+from trainer.monitor.step_rows import finite
 from trainer.monitor.text import duration, printable
 from trainer.monitor.values import is_number
 

@@ -25,13 +25,7 @@ import orjson
 from trainer.monitor.columns import Column, block_summaries, parse_uniform
 from trainer.monitor.safe_files import UnsafeFile, open_regular, read_bytes
 from trainer.monitor.schema import CONTRACT_VERSION, LIVE_STATUSES, Files, schema_tag
-from trainer.monitor.steps_cols import (
-    STEP_FIELDS,
-    as_columns,
-    loads,
-    read_steps_cols,
-    step_row,
-)
+from trainer.monitor.step_rows import STEP_FIELDS, as_columns, loads, step_row
 from trainer.monitor.text import in_years
 from trainer.monitor.values import is_number
 
@@ -343,9 +337,8 @@ class StepBatch:
 
 class StepTail:
     """Follows steps.jsonl by byte offset; `read()` returns what was appended since the last call.
-    Reading from the start (the first read, or after the file shrank or was replaced), it takes
-    the lines that steps.cols covers from there when that file agrees with steps.jsonl
-    (steps_cols.py), and parses only what follows."""
+    steps.jsonl is the only source of the history: no cache beside it (a planted one could show
+    steps the file does not hold, and checking a cache in full costs what parsing does)."""
 
     CHUNK = 8 << 20  # bytes per read: bounds memory and lets a huge history arrive in pieces
     SPLIT_BELOW = (
@@ -354,7 +347,6 @@ class StepTail:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.cols_path = self.path.with_name(Files.STEPS_COLS)
         self.offset = 0
         self.lines = 0  # complete lines consumed so far
         self._ino: int | None = None
@@ -363,8 +355,6 @@ class StepTail:
     def read(self) -> StepBatch:
         batch = StepBatch()
         data = self._read_chunk(batch)
-        if data is None:  # taken from steps.cols
-            return batch
         if self._skipping and data:
             data = self._skip_rest_of_long_line(data, batch)
             if data is None:
@@ -404,10 +394,9 @@ class StepTail:
             return None
         return rest
 
-    def _read_chunk(self, batch: StepBatch) -> bytes | None:
+    def _read_chunk(self, batch: StepBatch) -> bytes:
         """Up to CHUNK bytes from the offset, starting again from 0 when the file shrank or was
-        replaced (batch.reset); b"" when there is no file or it cannot be read (batch.problem);
-        None when the batch was filled from steps.cols instead."""
+        replaced (batch.reset); b"" when there is no file or it cannot be read (batch.problem)."""
         try:
             with open(open_regular(self.path), "rb") as f:  # never a FIFO, device or link
                 st = os.fstat(f.fileno())
@@ -415,8 +404,6 @@ class StepTail:
                     batch.reset = True
                     self.offset, self.lines, self._skipping = 0, 0, False
                 self._ino = st.st_ino
-                if self.offset == 0 and self._from_cols(batch, f.fileno(), st.st_size):
-                    return None
                 f.seek(self.offset)
                 data = f.read(self.CHUNK)
         except FileNotFoundError:
@@ -431,18 +418,6 @@ class StepTail:
             return b""
         batch.more = self.offset + len(data) < st.st_size
         return data
-
-    def _from_cols(self, batch: StepBatch, fd: int, size: int) -> bool:
-        """Fill the batch with the lines steps.cols covers, if it is there and agrees."""
-        cached = read_steps_cols(self.cols_path, fd, size)
-        if cached is None:
-            return False
-        batch.steps, batch.values = cached.steps, cached.values
-        t = cached.values["t"][-RECENT_LINES:]
-        batch.recent_t = t[~np.isnan(t)].tolist()
-        self.offset, self.lines = cached.covered, cached.lines
-        batch.more = self.offset < size
-        return True
 
 
 Parsed = tuple[np.ndarray, dict[str, np.ndarray], list[int], list[float]]

@@ -27,7 +27,6 @@ class Files:
     STATE = "state.json"
     EPOCHS = "epochs.json"
     STEPS = "steps.jsonl"
-    STEPS_COLS = "steps.cols"  # an optional binary cache of steps.jsonl (steps_cols.py)
     CONTROL = "control.json"
     RESULT = "result.json"
     LOG = "train.log"

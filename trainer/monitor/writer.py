@@ -9,10 +9,8 @@ the trainer ends the run `failed` with that reason rather than a traceback. step
 without following a symbolic link (safe_files.open_append), and a last line that a full disk cut
 short is cut back before the first new line is appended, so that the two are never glued.
 
-Beside steps.jsonl it keeps steps.cols, a binary cache of the step history that lets a long run
-open without parsing (steps_cols.py): brought up to date with steps.jsonl when the first line is
-appended (so a resume, or a line a full disk cut, leaves no record that disagrees), then one
-record after each line. Its troubles never fail the run: steps.jsonl is the contract.
+steps.jsonl is the step history's only record: no cache is kept beside it (a `steps.cols` that an
+older version wrote is neither read nor written).
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ from trainer.monitor.schema import (
     Step,
     tagged,
 )
-from trainer.monitor.steps_cols import StepsColsWriter
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # (typing's own from Python 3.11)
@@ -95,7 +92,6 @@ class MonitorWriter:
             "heartbeat": time.time(),
         }
         self._steps_fd: int | None = None
-        self._cols: StepsColsWriter | None = None
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -126,14 +122,10 @@ class MonitorWriter:
             if self._steps_fd is None:
                 self._steps_fd = open_writable(self.path(Files.STEPS), os.O_RDWR | os.O_APPEND)
                 cut_partial_line(self._steps_fd)
-                self._cols = StepsColsWriter(self.path(Files.STEPS_COLS), self._steps_fd)
             line = dumps(record) + b"\n"
             write_all(self._steps_fd, line)
-            end = os.lseek(self._steps_fd, 0, os.SEEK_CUR)  # O_APPEND: just past this line
         except OSError as e:
             raise _failed(Files.STEPS, e) from None
-        if self._cols is not None:
-            self._cols.append(line, end)
 
     def write_epochs(self, epochs: list[EpochRecord], best_epoch: int | None) -> None:
         self._write_json(Files.EPOCHS, {"epochs": epochs, "best_epoch": best_epoch})
@@ -142,9 +134,6 @@ class MonitorWriter:
         self._write_json(Files.RESULT, result, durable=True)
 
     def close(self) -> None:
-        if self._cols is not None:
-            self._cols.close()
-            self._cols = None
         if self._steps_fd is not None:
             os.close(self._steps_fd)
             self._steps_fd = None
@@ -174,7 +163,6 @@ class NullWriter(MonitorWriter):
         self.dir = Path(run_dir)
         self.state = {**STATE_DEFAULTS, "seq": 0}
         self._steps_fd = None
-        self._cols = None
 
     def write_run(self, info: RunInfo) -> None:
         pass

@@ -1,0 +1,123 @@
+"""Values checked against the TypedDict that describes them: one mechanism for every JSON file
+that is read as untrusted input. The monitor checks the run's files with it
+(entrenar_tui/model/validation.py: a wrong value is dropped and named), the trainer a checkpoint's
+(trainer/checkpoint_schema.py: a wrong value is refused in one line).
+
+A check takes a value and returns (the value to use or None, [(where inside it, what is wrong)]).
+null is always allowed for a field a record does not require (the writer's "not known", and its
+NaN/Inf); a record declared total (every field required, the TypedDict default) also names a field
+that is missing or null, unless its type allows None. Fields a record does not declare are kept
+as they are (the contract allows new ones). No torch, no Textual.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any, Union, get_args, get_origin, get_type_hints, is_typeddict
+
+from trainer.monitor.text import printable
+from trainer.monitor.values import is_int, is_number
+
+Check = Callable[[Any], tuple[Any, list[tuple[str, str]]]]
+
+MAX_INT = 2**63 - 1  # what a step counter or pid can be (history columns are int64)
+
+
+def short(value: Any) -> str:
+    """A value as an error names it: printable, at most 24 characters."""
+    text = printable(repr(value))
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+def scalar(ok: Callable[[Any], bool], expected: str) -> Check:
+    def check(value: Any) -> tuple[Any, list[tuple[str, str]]]:
+        if ok(value):
+            return (printable(value) if isinstance(value, str) else value), []
+        return None, [("", f"{short(value)}, expected {expected}")]
+
+    return check
+
+
+INT = scalar(lambda v: is_int(v) and -MAX_INT <= v <= MAX_INT, "an integer")
+NUMBER = scalar(lambda v: is_number(v, finite=False), "a number")
+TEXT = scalar(lambda v: isinstance(v, str), "a string")
+BOOL = scalar(lambda v: isinstance(v, bool), "true/false")
+ANY_DICT = scalar(lambda v: isinstance(v, dict), "an object")
+
+
+def list_of(item: Check) -> Check:
+    def check(value: Any) -> tuple[Any, list[tuple[str, str]]]:
+        if not isinstance(value, list):
+            return None, [("", f"{short(value)}, expected a list")]
+        cleaned, wrong = [], []
+        for i, v in enumerate(value):
+            c, bad = item(v)
+            if bad:
+                wrong.extend((f"[{i}]{where}", what) for where, what in bad)
+            if c is not None:
+                cleaned.append(c)
+        return cleaned, wrong
+
+    return check
+
+
+def object_of(fields: dict[str, Check], required: frozenset[str] = frozenset()) -> Check:
+    def check(value: Any) -> tuple[Any, list[tuple[str, str]]]:
+        if not isinstance(value, dict):
+            return None, [("", f"{short(value)}, expected an object")]
+        return clean(value, fields, required)
+
+    return check
+
+
+def clean(
+    data: dict[str, Any], fields: dict[str, Check], required: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """data with every known field checked; a `required` one that is missing or null is wrong."""
+    out = dict(data)
+    wrong: list[tuple[str, str]] = []
+    for name, check in fields.items():
+        value = data.get(name)
+        if value is None:
+            if name in required:
+                wrong.append((f".{name}", "missing" if name not in data else "null"))
+            continue
+        out[name], bad = check(value)
+        wrong.extend((f".{name}{where}", what) for where, what in bad)
+    return out, wrong
+
+
+def checks_for(record: type) -> dict[str, Check]:
+    """A check for every field of a TypedDict, from the type it gives it: int, float (any
+    number), str, bool, an object, a list of any of these, a nested record, or one of these or
+    None. The one source of the field names and types is the TypedDict."""
+    return {name: _check_for(t) for name, t in get_type_hints(record).items()}
+
+
+def required_fields(record: type) -> frozenset[str]:
+    """The fields of a total TypedDict that must be there and not null (None not in their type)."""
+    hints = get_type_hints(record)
+    return frozenset(n for n in record.__required_keys__ if type(None) not in get_args(hints[n]))
+
+
+def _anything(value: Any) -> tuple[Any, list[tuple[str, str]]]:
+    """A value the record leaves open (a grid value: number, string, list...): kept as it is;
+    whoever shows it makes it printable."""
+    return value, []
+
+
+def _check_for(t: Any) -> Check:
+    if t is Any:
+        return _anything
+    if is_typeddict(t):
+        return object_of(checks_for(t), required_fields(t))
+    origin = get_origin(t)
+    if origin in (Union, types.UnionType):  # `X | None`: null is allowed anyway
+        (inner,) = [a for a in get_args(t) if a is not type(None)]
+        return _check_for(inner)
+    if origin is list:
+        return list_of(_check_for(get_args(t)[0]))
+    if origin is dict:
+        return ANY_DICT
+    return {int: INT, float: NUMBER, str: TEXT, bool: BOOL}[t]
