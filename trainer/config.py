@@ -95,6 +95,15 @@ class DataSection:
 class TrainSection:
     epochs: int = opt(50, "passes over the training set", min=1)
     batch_size: int = opt(32, "samples per optimizer step (the global batch under torchrun)", min=1)
+    micro_batch_size: int | str = opt(
+        "auto",
+        "samples per forward/backward on each process; batch_size / (micro_batch_size × processes) micro-batches are accumulated into one optimizer step; auto = the largest that fits the memory plan",
+        min=1,
+        choices=["auto"],
+    )
+    gradient_checkpointing: bool = opt(
+        False, "recompute each layer's activations in the backward pass: less memory, ~1.3x the compute"
+    )
     learning_rate: float = opt(1e-4, "peak learning rate (AdamW)", gt=0, max=LR_MAX)
     weight_decay: float = opt(0.01, "AdamW weight decay (not on biases and norms)", min=0)
     warmup_fraction: float = opt(

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,12 @@ class ModelPlan:
 
     head: list[str]  # trained in full and saved with the adapter; never quantized
     targets: list[str]  # LoRA's target module names
+    micro_batch_size: int = (
+        0  # samples per forward/backward on each process: preflight's memory plan
+    )
+    memory: Any = None  # that memory plan (trainer.memory_plan.MemoryPlan): run.json's memory_plan
+    skeleton: Any = field(default=None, repr=False, compare=False)  # the weightless classifier
+    hf_config: Any = field(default=None, repr=False, compare=False)
 
 
 def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
@@ -193,7 +199,7 @@ def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
     head = head_modules(skeleton)
     targets = target_modules(lora, raw_config["model_type"])
     check_targets(lora, skeleton, targets, head)
-    return ModelPlan(head, targets)
+    return ModelPlan(head, targets, skeleton=skeleton, hf_config=hf_config)
 
 
 def build_skeleton(path: str, hf_config: Any) -> torch.nn.Module:

@@ -9,12 +9,16 @@ from pathlib import Path
 
 from trainer.config import Config
 from trainer.errors import UserError
+from trainer.memory_plan import plan_micro_batch
 from trainer.model import ModelPlan, inspect_model
 
 
 def preflight(config: Config) -> ModelPlan:
-    """The model folder and the keys that depend on it (model.inspect_model), then output.dir."""
+    """The model folder and the keys that depend on it (model.inspect_model), the memory plan (the
+    micro-batch that fits, or a refusal before any weight loads), then output.dir."""
     plan = inspect_model(config.model, config.lora)
+    plan.memory = plan_micro_batch(config, plan)
+    plan.micro_batch_size = plan.memory.micro_batch_size
     check_output_dir(Path(config.output.dir))
     return plan
 
