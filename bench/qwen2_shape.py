@@ -71,9 +71,8 @@ def build_qwen2_dir(
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
     torch.manual_seed(seed)
     config = Qwen2Config(
-        **{"vocab_size": tok.get_vocab_size(), **shape},
+        **{"vocab_size": tok.get_vocab_size(), "tie_word_embeddings": True, **shape},
         eos_token_id=tok.token_to_id("<|endoftext|>"),
-        tie_word_embeddings=True,
     )
     Qwen2ForCausalLM(config).to(getattr(torch, dtype)).save_pretrained(folder)
     return folder
