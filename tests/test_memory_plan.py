@@ -81,6 +81,7 @@ def test_weights_counted_from_the_meta_model_by_how_they_are_stored():
     )
     assert (w.lora, w.lora_inputs, w.lora_layers) == (LORA, 4 * 64, 4)
     assert w.largest_linear == 128 * 64
+    assert w.linear_inputs == 2 * (4 * 64 + 2 * 64 + 128)  # q, k, v, o, gate, up take 64; down 128
 
 
 def test_frozen_base_bytes_per_storage():
@@ -125,6 +126,10 @@ def test_decoder_layer_activations_by_hand():
     # CUDA's torch dropout keeps a bool mask: (256·3 + 32) / 2 = 400.
     cuda = setting(device="cuda", fast_dropout=False)
     assert layer_bytes_per_token(QWEN2_SHAPE, w, cuda) == 512 + 400 + 528 + 768
+    # NF4: bitsandbytes' matmul keeps each quantized layer's bf16 input: 2·512 a layer.
+    w.linear_inputs = 1024
+    assert layer_bytes_per_token(QWEN2_SHAPE, w, setting(quantize="nf4")) == 2592 + 1024
+    assert layer_bytes_per_token(QWEN2_SHAPE, w, setting()) == 2592  # unquantized: nothing
 
 
 def test_encoder_layer_activations_by_hand():

@@ -12,7 +12,8 @@ The terms (docs/memory.md derives each one and gives the measured error):
   accounting of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
   Models", section 4.1) redone for frozen weights: a frozen matmul keeps nothing for its backward
   (its weight's gradient is never asked for), so only the norms, the element-wise nonlinearities,
-  attention, dropout masks and LoRA's own inputs keep tensors;
+  attention, dropout masks and LoRA's own inputs keep tensors (and NF4 matmuls: bitsandbytes keeps
+  their inputs);
 - the working set beyond what autograd keeps: on CUDA one layer's activations again (its
   gradients while its backward runs); on a CPU as much again as all the kept activations (measured:
   the forward's freed temporaries stay in the process's heap, RSS 1.9-2.2x the kept tensors).
@@ -112,18 +113,20 @@ class WeightCounts:
     lora_layers: int  # how many layers LoRA adapts
     largest_linear: int  # one weight's elements: the transient of quantizing it while loading
     buffer_bytes: int
+    linear_inputs: int = 0  # the backbone Linear layers' input widths, summed: what NF4 ones keep
 
 
 def weight_counts(
     skeleton: torch.nn.Module, head: list[str], adapted: dict[str, Any], r: int
 ) -> WeightCounts:
     in_head = {id(p) for name in head for p in getattr(skeleton, name).parameters()}
-    linear_w = linear_b = other = largest = 0
+    linear_w = linear_b = other = largest = inputs = 0
     for module in skeleton.modules():
         if not isinstance(module, torch.nn.Linear) or id(module.weight) in in_head:
             continue
         linear_w += module.weight.numel()
         largest = max(largest, module.weight.numel())
+        inputs += module.in_features
         if module.bias is not None:
             linear_b += module.bias.numel()
     seen = {id(m.weight) for m in skeleton.modules() if isinstance(m, torch.nn.Linear)}
@@ -142,6 +145,7 @@ def weight_counts(
         lora_layers=len(layers),
         largest_linear=largest,
         buffer_bytes=sum(b.numel() * b.element_size() for b in skeleton.buffers()),
+        linear_inputs=inputs,
     )
 
 
@@ -203,12 +207,14 @@ def layer_bytes_per_token(shape: LayerShape, w: WeightCounts, s: Setting) -> flo
         attention = 3 * e * width + a * s.max_length * (4 + e + e)
     else:
         attention = 4 * e * width + 4 * a
+    # bitsandbytes' 4-bit matmul keeps its (cast) input for the backward even with the weight frozen.
+    quantized = e * w.linear_inputs / shape.layers if s.quantize == "nf4" else 0
     if shape.decoder:  # 2 RMSNorms keep their fp32 input; SiLU(gate) · up keeps 3 f-wide tensors
-        return 2 * 4 * h + lora + attention + 3 * e * f
+        return 2 * 4 * h + lora + attention + 3 * e * f + quantized
     # Post-norm encoder: 2 LayerNorms keep their fp32 input; GELU its input; 2 hidden dropouts
     # (after the attention output and the MLP) their masks.
     mask = 0 if shape.hidden_dropout == 0 else (1 if cuda and not s.fast_dropout else e)
-    return 2 * 4 * h + 2 * mask * h + lora + attention + e * f
+    return 2 * 4 * h + 2 * mask * h + lora + attention + e * f + quantized
 
 
 @dataclass
