@@ -119,9 +119,10 @@ def measure(config_path: Path) -> dict:
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT ")]
-    if not lines:
+    got = json.loads(lines[-1][len("RESULT ") :]) if lines else {"code": None}
+    if got["code"] != 0:
         raise SystemExit(f"{config_path}: the run failed\n{result.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return got
 
 
 def main(argv: list[str] | None = None) -> int:
