@@ -236,3 +236,20 @@ def test_a_micro_batch_that_does_not_fit_is_refused_before_loading(
         assert key in lines[0]
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_preflight_puts_the_plan_on_the_model_plan(qwen2_config, monkeypatch):
+    """What the training loop reads: ModelPlan.micro_batch_size, per process (batch / WORLD_SIZE),
+    and ModelPlan.memory for run.json's memory_plan."""
+    import json
+
+    from trainer.preflight import preflight
+
+    monkeypatch.setenv(AVAILABLE_ENV, "1GiB")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    plan = preflight(load_config(str(qwen2_config), []))
+    assert plan.micro_batch_size == 8  # batch_size 16 over 2 processes; the tiny model fits whole
+    recorded = json.loads(json.dumps(plan.memory.to_json()))
+    assert recorded["micro_batch_size"] == 8 and recorded["available"] == 1024**3
+    assert recorded["total"] == plan.memory.total and recorded["fits"] is True
+    assert recorded["available_from"] == AVAILABLE_ENV and recorded["margin"] == MARGIN
