@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from trainer.config import LoraSection, ModelSection
@@ -38,21 +39,10 @@ TINY = dict(
 
 def build_model_dir(folder: Path, shape: dict) -> None:
     """A random-init Qwen2 causal LM of the given shape plus a small locally trained tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from qwen2_shape import build_qwen2_dir
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
     words = [f"ls -la /var/log/{i} && rm -rf $TMP/{i}" for i in range(2000)]
-    tok.train_from_iterator(
-        words, trainers.BpeTrainer(vocab_size=1000, special_tokens=["<|endoftext|>"])
-    )
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
-    torch.manual_seed(0)
-    config = Qwen2Config(**shape, eos_token_id=tok.token_to_id("<|endoftext|>"))
-    with torch.device("cpu"):
-        Qwen2ForCausalLM(config).save_pretrained(folder)
+    build_qwen2_dir(folder, words, 1000, **shape)
 
 
 def tensor_bytes(p) -> int:

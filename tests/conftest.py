@@ -105,33 +105,22 @@ def no_dropout_bert(tmp_path_factory, tiny_bert_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_qwen2_dir(tmp_path_factory, corpus_texts) -> Path:
-    """A tiny Qwen2 causal-LM checkpoint (no pad token) with a byte-level BPE tokenizer trained here."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-qwen2")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        corpus_texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"])
-    )
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=tok.get_vocab_size(),
+    """A tiny Qwen2 causal-LM checkpoint (no pad token) with a byte-level BPE tokenizer trained here
+    (bench/qwen2_shape.py builds it, as it builds Qwen2-0.5B's shape for the benchmarks)."""
+    spec = importlib.util.spec_from_file_location("qwen2_shape", REPO / "bench" / "qwen2_shape.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_qwen2_dir(
+        tmp_path_factory.mktemp("tiny-qwen2"),
+        corpus_texts,
+        tokenizer_vocab=400,
         hidden_size=64,  # bitsandbytes packs NF4 in blocks of 64 input features: QLoRA needs >= 64
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=128,
-        eos_token_id=tok.token_to_id("<|endoftext|>"),
-        tie_word_embeddings=True,
     )
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")

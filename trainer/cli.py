@@ -17,7 +17,7 @@ from trainer.monitor.text import printable
 
 SUBCOMMANDS = ("eval", "predict", "export")
 
-USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--nproc N] [--auto-resume]
+USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--estimate] [--nproc N] [--auto-resume]
        entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [--force-unlock] [section.key=value ...]
        entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N --seed S] [--parallel P] [section.key=value ...]
        entrenar-train eval CHECKPOINT --data FILE
@@ -74,6 +74,12 @@ def train_parser() -> ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument(
         "--print-config", action="store_true", help="print the resolved config as TOML and exit"
+    )
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the memory plan (weights, optimizer state, activations, what the device has, "
+        "the micro-batch auto picks) and exit; loads no weights, writes nothing",
     )
     p.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config"
@@ -174,6 +180,8 @@ def run_train(argv: list[str]) -> int:
         raise UserError(
             "--auto-resume goes with a CONFIG (it finds the run in output.dir), not --resume"
         )
+    if args.estimate:
+        return estimate(args)
     if args.nproc and "WORLD_SIZE" not in os.environ:
         if args.config and not args.resume:  # one error line here, not one per rank
             config = load_config(args.config, args.overrides)
@@ -204,6 +212,21 @@ def run_train(argv: list[str]) -> int:
     from trainer.train import train
 
     return train(config, argv=["entrenar-train", *argv])
+
+
+def estimate(args: argparse.Namespace) -> int:
+    """`--estimate`: the memory plan of CONFIG (with --nproc N: N processes on this host)."""
+    from trainer.config import load_config
+    from trainer.memory_plan import estimate as memory_estimate
+    from trainer.model import inspect_model
+
+    if args.resume or not args.config:
+        raise UserError("--estimate goes with a CONFIG (see entrenar-train --help)")
+    config = load_config(args.config, args.overrides)
+    if args.nproc and "WORLD_SIZE" not in os.environ:
+        os.environ["WORLD_SIZE"] = os.environ["LOCAL_WORLD_SIZE"] = str(args.nproc)
+    print(memory_estimate(config, inspect_model(config.model, config.lora)))
+    return 0
 
 
 def resume_run(args: argparse.Namespace) -> int:

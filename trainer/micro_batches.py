@@ -17,7 +17,7 @@ def accumulation_steps(batch_size: int, micro_batch_size: int, world_size: int) 
     """Micro-batches per optimizer step on each process: batch_size / (micro_batch_size × processes),
     which must be a whole number (else an accumulated step would not be the batch the user asked
     for). A micro-batch of at least the process's whole share is one micro-batch, no accumulation."""
-    per_process = -(-batch_size // world_size)  # a batch smaller than the world: shares of 0 or 1
+    per_process = process_share(batch_size, world_size)  # a batch smaller than the world: 0 or 1
     if micro_batch_size >= per_process:
         return 1
     per_micro_step = micro_batch_size * world_size
@@ -29,6 +29,32 @@ def accumulation_steps(batch_size: int, micro_batch_size: int, world_size: int) 
             "divides it"
         )
     return batch_size // per_micro_step
+
+
+def process_share(batch_size: int, world_size: int) -> int:
+    """The most samples of a global batch one process computes (`distributed.shard`'s largest)."""
+    return -(-batch_size // world_size)
+
+
+def micro_batch_sizes(batch_size: int, world_size: int) -> list[int]:
+    """The micro-batch sizes that make whole accumulation steps, ascending: a process's whole share
+    (no accumulation), and each divisor d of it for which batch_size is a multiple of d × processes."""
+    share = process_share(batch_size, world_size)
+    return [
+        d
+        for d in range(1, share + 1)
+        if share % d == 0 and (d == share or batch_size % (d * world_size) == 0)
+    ]
+
+
+def asked_micro_batch(setting: int | str, batch_size: int, world_size: int) -> int | str:
+    """train.micro_batch_size as asked: "auto" (the memory plan picks), or an int checked against
+    train.batch_size (a UserError naming both keys) and capped at a process's share."""
+    if setting == "auto":
+        return setting
+    micro = min(int(setting), process_share(batch_size, world_size))
+    accumulation_steps(batch_size, micro, world_size)
+    return micro
 
 
 def micro_batches(

@@ -15,7 +15,7 @@ import logging
 import os
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,11 @@ class ModelPlan:
     targets: list[str]  # LoRA's target module names
     # samples per forward/backward on each process: train.micro_batch_size resolved by preflight
     micro_batch_size: int = 0
+    memory: Any = (
+        None  # preflight's memory plan (trainer.memory_plan.MemoryPlan): run.json's memory_plan
+    )
+    skeleton: Any = field(default=None, repr=False, compare=False)  # the weightless classifier
+    hf_config: Any = field(default=None, repr=False, compare=False)
 
 
 def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
@@ -231,7 +236,7 @@ def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
     head = head_modules(skeleton)
     targets = target_modules(lora, raw_config["model_type"])
     check_targets(lora, skeleton, targets, head)
-    return ModelPlan(head, targets)
+    return ModelPlan(head, targets, skeleton=skeleton, hf_config=hf_config)
 
 
 def check_gradient_checkpointing(path: str) -> None:

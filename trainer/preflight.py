@@ -4,36 +4,26 @@ naming the key (exit 2) and leaves no half-made run directory behind."""
 from __future__ import annotations
 
 import errno
-import os
 import tempfile
 from pathlib import Path
 
 from trainer.config import Config
 from trainer.errors import UserError
-from trainer.micro_batches import accumulation_steps
+from trainer.memory_plan import plan_micro_batch
 from trainer.model import ModelPlan, check_gradient_checkpointing, inspect_model
 from trainer.run_dir import check_path_length
 
 
 def preflight(config: Config) -> ModelPlan:
-    """The model folder and the keys that depend on it (model.inspect_model), then output.dir."""
+    """The model folder and the keys that depend on it (model.inspect_model), the memory plan (the
+    micro-batch that fits, or a refusal before any weight loads), then output.dir."""
     plan = inspect_model(config.model, config.lora)
     if config.train.gradient_checkpointing:
         check_gradient_checkpointing(config.model.path)
-    plan.micro_batch_size = resolve_micro_batch_size(config)
+    plan.memory = plan_micro_batch(config, plan)
+    plan.micro_batch_size = plan.memory.micro_batch_size
     check_output_dir(Path(config.output.dir))
     return plan
-
-
-def resolve_micro_batch_size(config: Config) -> int:
-    """train.micro_batch_size as an int, checked against train.batch_size and the processes; auto
-    (and any size above it) = each process's whole share of the batch (no accumulation)."""
-    batch_size, world_size = config.train.batch_size, int(os.environ.get("WORLD_SIZE", "1"))
-    share = -(-batch_size // world_size)
-    setting = config.train.micro_batch_size
-    micro = share if setting == "auto" else min(int(setting), share)
-    accumulation_steps(batch_size, micro, world_size)  # a UserError naming both keys
-    return micro
 
 
 def _first_file_above(path: Path) -> Path | None:

@@ -431,7 +431,9 @@ class FineTuneRecipe:
         self.trainable = [p for _, p in named]
         self.max_grad_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         self.steps_per_epoch = steps_per_epoch(len(self.train_features), cfg.batch_size)
-        self.micro_batch_size = self.plan.micro_batch_size  # resolved by preflight
+        # Resolved by each rank's preflight; an `auto` size may differ where the ranks' devices have
+        # different free memory, and every rank must run the same micro-steps: the smallest wins.
+        self.micro_batch_size = min(self.dist.gather_objects(self.plan.micro_batch_size))
         self.accumulation = accumulation_steps(
             cfg.batch_size, self.micro_batch_size, self.dist.world_size
         )
@@ -589,6 +591,7 @@ class FineTuneRecipe:
             "batch_size": self.train_config.batch_size,
             "micro_batch_size": self.micro_batch_size,
             "gradient_accumulation_steps": self.accumulation,
+            "memory_plan": self.plan.memory.to_json() if self.plan.memory else None,
             "world_size": self.dist.world_size,
             **self.identity,
             "argv": self.argv if self.argv is not None else sys.argv,
