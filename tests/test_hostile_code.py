@@ -145,9 +145,9 @@ def test_training_refuses_a_model_folder_that_asks_for_custom_code(tmp_path, tin
     config = write_config(tmp_path / "c.toml", model, corpus, tmp_path / "run", train={"epochs": 1})
     # "y" on stdin answers transformers' "run the custom code? [y/N]" if it ever asks.
     done = trainer(str(config), stdin="y\n" * 8, env={"HF_HOME": str(tmp_path / "hf")})
+    assert ran(marker) == []
     assert_one_line(done, f"model.path {model}", CUSTOM_CODE_CASES[case])
     assert "trust_remote_code=False" in done.stderr
-    assert ran(marker) == []
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
@@ -183,8 +183,8 @@ def test_a_checkpoint_that_asks_for_custom_code_is_one_line(
         "export": [str(tmp_path / "out")],
     }[command]
     done = trainer(command, str(best), *extra, stdin=stdin, env={"HF_HOME": str(tmp_path / "hf")})
-    assert_one_line(done, f"checkpoint {best}", "asks for custom code")
     assert ran(marker) == []
+    assert_one_line(done, f"checkpoint {best}", "asks for custom code")
     assert done.stdout == "" and not (tmp_path / "out").exists()
 
 
