@@ -15,9 +15,11 @@ absent (and what was asked must still work).
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -361,3 +363,67 @@ def test_a_resume_through_a_run_json_naming_a_pkg_path_imports_nothing(
     assert done.returncode == 0, done.stderr
     assert f'path = "{model}"' in done.stdout
     assert ran(marker) == []
+
+
+def test_the_monitors_s_and_r_start_our_trainer_not_the_working_directorys(
+    tmp_path, tiny_bert_dir, planted, monkeypatch
+):
+    """The real app: `s` starts a run in the start spec's directory, `r` resumes it in the app's
+    own; both with no console script beside the interpreter (the `python -m trainer` fallback)."""
+    from entrenar_tui.app import MonitorApp
+    from entrenar_tui.model.controller import Controller, StartSpec
+    from entrenar_tui.screens.confirm import ConfirmScreen
+    from tests.helpers import run_app, run_model, until
+
+    cwd, marker = planted
+    python, env = python_without_console_scripts(tmp_path)
+    monkeypatch.setattr(sys, "executable", python)
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
+    monkeypatch.chdir(cwd)  # where `r` starts its trainer: the app's working directory
+    run = tmp_path / "run"
+    corpus = write_corpus(tmp_path / "train.jsonl", n=160)
+    config = write_config(tmp_path / "c.toml", tiny_bert_dir, corpus, run, train={"epochs": 20})
+    controller = Controller(start_spec=StartSpec(config, [], cwd))
+    app = MonitorApp(run, controller=controller, poll_interval=0.2)
+
+    async def stop(pilot, *ends: str) -> None:
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await until(pilot, lambda: run_model(app).status in ends, "the run stops", 120)
+
+    async def body(pilot):
+        await pilot.press("s", "enter")
+        await until(
+            pilot,
+            lambda: run_model(app).status == "running" and run_model(app).history,
+            "the started trainer steps (or planted code ran)",
+            120,
+        )
+        assert ran(marker) == []
+        await stop(pilot, "stopped")
+        stopped_at = run_model(app).state["global_step"]
+        await pilot.press("r")
+        await until(
+            pilot,
+            lambda: (
+                run_model(app).status == "running"
+                and run_model(app).state["global_step"] > stopped_at
+            ),
+            "the resumed trainer steps",
+            120,
+        )
+        await stop(pilot, "stopped", "completed")  # (it may end before the stop lands)
+
+    try:
+        run_app(app, body)
+    finally:
+        state = (
+            json.loads((run / "state.json").read_text()) if (run / "state.json").exists() else {}
+        )
+        if state.get("status") == "running" and isinstance(state.get("pid"), int):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state["pid"], signal.SIGKILL)  # the trainer this test started
+    assert ran(marker) == []
+    assert "--resume" in (run / "train.log").read_text()
