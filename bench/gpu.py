@@ -108,9 +108,9 @@ def training_flops(spec: dict) -> tuple[int, int, int]:
     from trainer.model import head_modules
 
     lengths = train_lengths(spec)
-    config = AutoConfig.from_pretrained(spec["model"])
+    config = AutoConfig.from_pretrained(spec["model"], trust_remote_code=False)
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
     model = get_peft_model(
         model,
         lora_config(),
@@ -127,7 +127,7 @@ def train_lengths(spec: dict) -> list[int]:
     corpus = load_corpus(
         DataSection(train=spec["data"], val_split=0.2, class_weights="uniform"), spec["seed"]
     )
-    tok = AutoTokenizer.from_pretrained(spec["model"])
+    tok = AutoTokenizer.from_pretrained(spec["model"], trust_remote_code=False)
     return [
         len(ids)
         for ids in tok(corpus.train_texts, truncation=True, max_length=spec["max_length"])[
@@ -217,7 +217,7 @@ def run_hf(spec: dict) -> dict:
     corpus = load_corpus(
         DataSection(train=spec["data"], val_split=0.2, class_weights="uniform"), spec["seed"]
     )
-    tok = AutoTokenizer.from_pretrained(spec["model"])
+    tok = AutoTokenizer.from_pretrained(spec["model"], trust_remote_code=False)
     names = corpus.label_names
     kwargs = {"num_labels": len(names), "attn_implementation": "sdpa", "dtype": torch.float32}
     if spec["qlora"]:
@@ -228,7 +228,9 @@ def run_hf(spec: dict) -> dict:
             llm_int8_skip_modules=["score"],
         )
         kwargs["device_map"] = {"": spec["device"] if spec["device"] == "cpu" else 0}
-    model = AutoModelForSequenceClassification.from_pretrained(spec["model"], **kwargs)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        spec["model"], trust_remote_code=False, **kwargs
+    )
     model.config.pad_token_id = tok.pad_token_id
     if spec["qlora"]:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)

@@ -79,10 +79,11 @@ def run_hf(spec: dict) -> dict:
         DataSection(train=spec["data"], val_split=spec["val_split"], class_weights="uniform"),
         spec["seed"],
     )
-    tok = AutoTokenizer.from_pretrained(spec["model"])
+    tok = AutoTokenizer.from_pretrained(spec["model"], trust_remote_code=False)
     names = corpus.label_names
     model = AutoModelForSequenceClassification.from_pretrained(
         spec["model"],
+        trust_remote_code=False,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
@@ -248,7 +249,7 @@ def training_flops(spec: dict) -> int:
         DataSection(train=spec["data"], val_split=spec["val_split"], class_weights="uniform"),
         spec["seed"],
     )
-    tok = AutoTokenizer.from_pretrained(spec["model"])
+    tok = AutoTokenizer.from_pretrained(spec["model"], trust_remote_code=False)
     lengths = [
         len(ids)
         for ids in tok(corpus.train_texts, truncation=True, max_length=spec["max_length"])[
@@ -256,8 +257,10 @@ def training_flops(spec: dict) -> int:
         ]
     ]
     with torch.device("meta"):
-        config = AutoConfig.from_pretrained(spec["model"], num_labels=corpus.num_labels)
-        model = AutoModelForSequenceClassification.from_config(config)
+        config = AutoConfig.from_pretrained(
+            spec["model"], num_labels=corpus.num_labels, trust_remote_code=False
+        )
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
     model = get_peft_model(
         model,
         lora_config(spec),

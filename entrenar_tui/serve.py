@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from trainer.monitor.python_module import python_module_argv
 from trainer.monitor.text import printable
 
 COOKIE = "entrenar_tui_token"
@@ -102,9 +103,10 @@ def is_loopback(host: str) -> bool:
 
 
 def app_command(target: Path, *, poll: bool, notify_cmd: str | None = None) -> str:
-    """The shell command textual-serve runs for each browser tab: this Python, this package, the
-    directory and --notify-cmd quoted (data, never shell), `exec` so no shell stays behind the app."""
-    argv = [sys.executable, "-m", "entrenar_tui", "monitor", str(target.resolve())]
+    """The shell command textual-serve runs for each browser tab: this Python, this package (never
+    one planted in the working directory: python_module_argv), the directory and --notify-cmd
+    quoted (data, never shell), `exec` so no shell stays behind the app."""
+    argv = python_module_argv("entrenar_tui", "monitor", str(target.resolve()))
     if poll:
         argv.append("--poll")
     if notify_cmd is not None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from trainer.errors import TrainingFailed, UserError
+from trainer.monitor.python_module import python_module_argv
 from trainer.monitor.text import printable
 
 SUBCOMMANDS = ("eval", "predict", "export")
@@ -307,12 +308,18 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
             skip = True
             continue
         rest.append(arg)
-    torchrun = [
-        sys.executable,
-        "-m",
+    # torchrun itself and each rank run with the working directory off sys.path (python_module_argv):
+    # a `torch/`, `trainer/` or `orjson.py` planted there never runs. `--no-python` hands torchrun
+    # the ranks' whole command; `-u` is what torchrun's own `python -u -m` would add.
+    python, *rank = python_module_argv("trainer", *rest)
+    torchrun = python_module_argv(
         "torch.distributed.run",
         "--standalone",
         f"--nproc-per-node={nproc}",
-    ]
-    os.execv(sys.executable, [*torchrun, "-m", "trainer", *rest])
+        "--no-python",
+        python,
+        "-u",
+        *rank,
+    )
+    os.execv(sys.executable, torchrun)
     return 0  # not reached: execv replaces this process, so signals reach torchrun directly

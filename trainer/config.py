@@ -7,6 +7,7 @@ is a `UserError` naming the file and the key path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib.util
@@ -333,12 +334,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def resolve_package_path(spec: str) -> Path:
-    """`pkg:module/sub/dir` → that folder inside the installed package `module`."""
+    """`pkg:module/sub/dir` → that folder inside the installed package `module` (`a.b`: the folder
+    of a's sub-package b). Found without running the package: find_spec of a top-level name only
+    asks the import finders, where find_spec("a.b") would import `a` (its __init__ runs, for a
+    config file's sake); the folders below the top level are walked here."""
     module, _, sub = spec[len(PACKAGE_SCHEME) :].partition("/")
-    found = importlib.util.find_spec(module) if module else None
+    top, *inner = module.split(".")
+    found = None
+    if all(part.isidentifier() for part in (top, *inner)):
+        with contextlib.suppress(ValueError):  # a module in sys.modules without a __spec__
+            found = importlib.util.find_spec(top)
     if found is None or not found.submodule_search_locations:
         raise UserError(f"model.path {spec!r}: no installed package {module!r} (pip install it)")
-    return Path(next(iter(found.submodule_search_locations))) / sub
+    folders = [Path(location, *inner) for location in found.submodule_search_locations]
+    return next((f for f in folders if f.is_dir()), folders[0]) / sub
 
 
 def resolve_paths(config: Config, base: Path, explicit_base: dict[str, Path]) -> Config:

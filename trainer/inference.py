@@ -160,6 +160,7 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from trainer.config import config_from_dict
+    from trainer.custom_code import load_pretrained, refuse_custom_code
 
     folder = Path(checkpoint)
     if not (folder / "adapter_config.json").is_file():
@@ -176,15 +177,20 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
     base_path = meta.get("base_model") or config.model.path
     if not Path(base_path, "config.json").is_file():
         raise UserError(f"{folder}: its base model {base_path} is not there any more")
-    check_model_dir(base_path)  # safetensors weights only
-    hf_config = AutoConfig.from_pretrained(folder)
+    check_model_dir(base_path)  # safetensors weights only, no custom code
+    refuse_custom_code(folder, read_json(folder / "config.json"), f"checkpoint {folder}")
+    hf_config = load_pretrained(AutoConfig, folder)
     with quiet_transformers():
-        base = AutoModelForSequenceClassification.from_pretrained(
-            base_path, config=hf_config, dtype=torch.float32, use_safetensors=True
+        base = load_pretrained(
+            AutoModelForSequenceClassification,
+            base_path,
+            config=hf_config,
+            dtype=torch.float32,
+            use_safetensors=True,
         )
-        model = PeftModel.from_pretrained(base, folder)
+        model = PeftModel.from_pretrained(base, folder, trust_remote_code=False)
     check_tokenizer_sizes(folder, str(folder))  # capped as a model's are
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_pretrained(AutoTokenizer, folder)
     device = pick_device()
     precision = resolve_precision(config.model.precision, device)
 

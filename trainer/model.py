@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from trainer.config import LoraSection, ModelSection, did_you_mean
+from trainer.custom_code import load_pretrained, refuse_custom_code
 from trainer.errors import UserError
 
 # The attention query/value projections of each architecture: LoRA's classic targets.
@@ -132,13 +133,14 @@ def check_model_dir(path: str) -> dict[str, Any]:
         raise UserError(f"{config_file}: unreadable ({e})") from None
     if "model_type" not in config:
         raise UserError(f"{config_file}: no model_type; not a transformers model config")
+    refuse_custom_code(folder, config, f"model.path {path}")
     if not any(folder.glob("*.safetensors")):
         pickles = sorted(p.name for s in PICKLE_SUFFIXES for p in folder.glob(f"*{s}"))
         if pickles:
             raise UserError(
                 f"model.path {path}: only pickle weights ({', '.join(pickles[:3])}), which can run "
                 "code when loaded; entrenar-train loads *.safetensors only. Convert them once where "
-                "you trust the file: AutoModel.from_pretrained(DIR).save_pretrained(DIR)"
+                "you trust the file: AutoModel.from_pretrained(DIR, trust_remote_code=False).save_pretrained(DIR)"
             )
         raise UserError(f"model.path {path}: no weights (*.safetensors) in the folder")
     return config
@@ -154,7 +156,7 @@ def load_tokenizer(path: str) -> Any:
         )
     check_tokenizer_sizes(Path(path))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_pretrained(AutoTokenizer, path)
     except Exception as e:  # transformers raises many kinds here; all mean "no usable tokenizer"
         raise UserError(
             f"model.path {path}: cannot load a tokenizer ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
@@ -226,7 +228,7 @@ def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
 
     raw_config = check_model_dir(cfg.path)
     try:
-        hf_config = AutoConfig.from_pretrained(cfg.path, num_labels=2)
+        hf_config = load_pretrained(AutoConfig, cfg.path, num_labels=2)
     except (ValueError, KeyError, OSError) as e:
         raise UserError(
             f"model.path {cfg.path}: cannot read its config.json ({str(e).splitlines()[0][:200]})"
@@ -261,7 +263,9 @@ def build_skeleton(path: str, hf_config: Any) -> torch.nn.Module:
 
     try:
         with quiet_transformers(), torch.device("meta"):
-            return AutoModelForSequenceClassification.from_config(hf_config)
+            return AutoModelForSequenceClassification.from_config(
+                hf_config, trust_remote_code=False
+            )
     except ValueError as e:
         raise UserError(
             f"model.path {path}: cannot load as a sequence classifier ({str(e).splitlines()[0][:200]})"
@@ -393,7 +397,8 @@ def load_model(
     precision = resolve_precision(cfg.precision, device)
     tokenizer = load_tokenizer(cfg.path)
     id2label = dict(enumerate(label_names))
-    hf_config = AutoConfig.from_pretrained(
+    hf_config = load_pretrained(
+        AutoConfig,
         cfg.path,
         num_labels=len(label_names),
         id2label=id2label,
@@ -406,7 +411,7 @@ def load_model(
         kwargs["device_map"] = {"": device}
     with quiet_transformers():
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(cfg.path, **kwargs)
+            model = load_pretrained(AutoModelForSequenceClassification, cfg.path, **kwargs)
         except ValueError as e:
             raise UserError(
                 f"model.path {cfg.path}: cannot load as a sequence classifier ({str(e).splitlines()[0][:200]})"

@@ -14,7 +14,6 @@ import contextlib
 import ctypes
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +30,7 @@ import psutil
 
 from trainer.monitor import lockfile
 from trainer.monitor.atomic import atomic_write_json
+from trainer.monitor.python_module import python_module_argv
 from trainer.monitor.safe_files import open_append, read_bytes, write_all
 from trainer.monitor.schema import Files, tagged
 from trainer.monitor.text import printable
@@ -242,14 +242,13 @@ def _pidfd(pid: int) -> int | None:
 
 def trainer_command(*args: str) -> list[str]:
     """argv that runs `entrenar-train ARGS` with this Python: the console script installed next to
-    the interpreter, else `python -m trainer`."""
+    the interpreter (its own folder heads sys.path, not the working directory), else `python -P -m
+    trainer` (python_module_argv: a `trainer/` planted in the working directory never runs). Not a
+    script found on PATH: that may be another installation's."""
     script = Path(sys.executable).with_name("entrenar-train")
     if script.exists():
         return [str(script), *args]
-    found = shutil.which("entrenar-train")
-    if found:
-        return [found, *args]
-    return [sys.executable, "-m", "trainer", *args]
+    return python_module_argv("trainer", *args)
 
 
 def describe_command(argv: Sequence[str]) -> str:
@@ -257,8 +256,8 @@ def describe_command(argv: Sequence[str]) -> str:
     shown = list(argv)
     if shown and Path(shown[0]).name == "entrenar-train":
         shown[0] = "entrenar-train"
-    elif shown[:3] == [sys.executable, "-m", "trainer"]:
-        shown[:3] = ["python", "-m", "trainer"]
+    elif shown[: len(module := python_module_argv("trainer"))] == module:
+        shown[: len(module)] = ["python", "-m", "trainer"]
     return shlex.join(shown)
 
 
