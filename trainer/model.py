@@ -241,14 +241,11 @@ def inspect_model(cfg: ModelSection, lora: LoraSection) -> ModelPlan:
     return ModelPlan(head, targets, skeleton=skeleton, hf_config=hf_config)
 
 
-def check_gradient_checkpointing(path: str) -> None:
+def check_gradient_checkpointing(skeleton: torch.nn.Module, path: str) -> None:
     """train.gradient_checkpointing needs an architecture whose layers transformers can recompute
-    (its `supports_gradient_checkpointing`); checked from config.json, before any weight loads."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
-
-    hf_config = AutoConfig.from_pretrained(path)
-    model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(hf_config)]
+    (its `supports_gradient_checkpointing`); checked on the weightless classifier, before any
+    weight loads."""
+    model_class = type(skeleton)
     if not model_class.supports_gradient_checkpointing:
         raise UserError(
             f"train.gradient_checkpointing = true: {model_class.__name__} ({path}) does not support "

@@ -19,7 +19,7 @@ def preflight(config: Config) -> ModelPlan:
     micro-batch that fits, or a refusal before any weight loads), then output.dir."""
     plan = inspect_model(config.model, config.lora)
     if config.train.gradient_checkpointing:
-        check_gradient_checkpointing(config.model.path)
+        check_gradient_checkpointing(plan.skeleton, config.model.path)
     plan.memory = plan_micro_batch(config, plan)
     plan.micro_batch_size = plan.memory.micro_batch_size
     check_output_dir(Path(config.output.dir))
