@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from trainer.errors import TrainingFailed, UserError
+from trainer.hub_kernels import forbid_hub_kernels
 from trainer.monitor.python_module import python_module_argv
 from trainer.monitor.text import printable
 
@@ -145,6 +146,7 @@ def run_subcommand(name: str, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    forbid_hub_kernels()  # before peft imports bitsandbytes
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return run_subcommand(argv[0], argv[1:])

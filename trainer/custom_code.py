@@ -14,6 +14,7 @@ from typing import Any
 
 from trainer.checkpoint import read_json
 from trainer.errors import UserError
+from trainer.hub_kernels import forbid_hub_kernels
 from trainer.monitor.text import printable
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -64,5 +65,7 @@ def refuse_custom_code(folder: str | Path, config: dict[str, Any], what: str) ->
 
 def load_pretrained(auto_class: Any, path: str | Path, **kwargs: Any) -> Any:
     """`auto_class.from_pretrained(path, **kwargs)` that never runs the folder's code, and so never
-    asks on stdin whether to: every config, tokenizer and model load of the trainer goes here."""
+    asks on stdin whether to, nor fetches the Hub's kernels: every config, tokenizer and model load
+    of the trainer goes here."""
+    forbid_hub_kernels()
     return auto_class.from_pretrained(path, trust_remote_code=False, **kwargs)
