@@ -162,6 +162,7 @@ def test_plan_adds_up_the_parts():
     checkpointed = tiny_memory(gradient_checkpointing=True).plan(2, 10**9, "test")
     # Each layer keeps its fp32 input; one layer is recomputed whole.
     assert checkpointed.activations == 2 * 4 * 64 * tokens + 2592 * tokens + 6 * 64 * tokens
+    assert checkpointed.workspace == kept  # recomputed in the backward: a CPU heap keeps it all
     assert tiny_memory(device="cuda").plan(2, 10**9, "t").workspace == 2592 * tokens
 
 

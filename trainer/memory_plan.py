@@ -232,7 +232,7 @@ class MemoryPlan:
     base_weights: int
     trainable: int  # LoRA + head, with gradients and AdamW state
     activations: int
-    workspace: int  # beyond the kept activations: one layer's (CUDA), all of them again (CPU heap)
+    workspace: int  # beyond the kept activations: one layer's (CUDA), a whole step's (CPU heap)
     loading: int  # the peak while loading, before the frozen base is stored in its final dtype
     available: int
     available_from: str  # where `available` comes from
@@ -275,10 +275,11 @@ class ModelMemory:
         # token (Qwen2 scores every position, then takes the last); an encoder's head sees one.
         outside = (4 + (2 if s.precision in ("bf16", "fp16") else 4)) * shape.hidden * tokens
         outside = outside if shape.decoder else 0
+        every_layer = shape.layers * per_layer + outside  # what one step's forward allocates
         if s.gradient_checkpointing:  # each layer keeps its fp32 input; one layer is recomputed
             activations = shape.layers * 4 * shape.hidden * tokens + per_layer + outside
         else:
-            activations = shape.layers * per_layer + outside
+            activations = every_layer
         return MemoryPlan(
             device=s.device,
             precision=s.precision,
@@ -289,7 +290,10 @@ class ModelMemory:
             base_weights=base_bytes(self.weights, s),
             trainable=trainable_bytes(self.weights),
             activations=int(activations),
-            workspace=int(activations if s.device == "cpu" else per_layer),
+            # CPU: glibc's heap keeps what a step freed, and a checkpointed backward recomputes
+            # every layer, so the step's whole allocation stays resident (measured on Qwen2-0.5B's
+            # shape, 16 x 256 tokens, checkpointing: ~1.8 GB held between steps, not 0.6).
+            workspace=int(every_layer if s.device == "cpu" else per_layer),
             loading=load_bytes(self.weights, s),
             available=available,
             available_from=available_from,

@@ -560,6 +560,20 @@ def store_frozen_matmuls(model: torch.nn.Module, precision: str) -> int:
     return count
 
 
+def release_freed_memory() -> None:
+    """Hand the heap's free memory back to the system (glibc's malloc_trim), once, after loading.
+
+    The base loads in fp32 and its matmul weights are then kept in bf16: glibc keeps the freed fp32
+    copies in the process's heap, so the run's resident memory would stay at the loading peak plus
+    everything training allocates after it (measured on Qwen2-0.5B's shape: ~2 GB over the memory
+    plan). A no-op where the C library has no malloc_trim (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
 def fast_dropout_wanted(setting: str, device: torch.device) -> bool:
     """train.fast_dropout: auto = on where measured to pay (the CPU; CUDA's dropout is one fused kernel)."""
     return setting == "on" or (setting == "auto" and device.type == "cpu")

@@ -56,6 +56,7 @@ from trainer.model import (
     fast_dropout_wanted,
     load_model,
     pick_device,
+    release_freed_memory,
     store_frozen_matmuls,
     use_fast_dropout,
 )
@@ -393,6 +394,7 @@ class FineTuneRecipe:
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
             use_fast_dropout(self.model)
         store_frozen_matmuls(self.model, self.loaded.precision)  # exact: what autocast would cast
+        release_freed_memory()  # the fp32 copies just dropped go back to the system
         from transformers import DataCollatorWithPadding
 
         self.collate = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
