@@ -157,7 +157,7 @@ def write_text(name: str, text: str) -> Callable[[Path], None]:
 # (id, damage to the checkpoint folder, what the error line names)
 INFERENCE_DAMAGE = [
     ("id2label-keys-5-to-9", lambda f: damage(f, setter("id2label", value={str(i + 5): f"c{i}" for i in range(5)}), "config.json"), "config.json: id2label: keys"),
-    ("id2label-an-escape", lambda f: damage(f, setter("id2label", "1", value="\x1b[2J"), "config.json"), "config.json: id2label.1: "),
+    ("id2label-an-empty-name", lambda f: damage(f, setter("id2label", "1", value=""), "config.json"), "config.json: id2label.1: "),
     ("label2id-disagrees", lambda f: damage(f, setter("label2id", value={"a": 0}), "config.json"), "config.json: label2id does not match"),
     ("another-peft-type", lambda f: damage(f, setter("peft_type", value="IA3"), "adapter_config.json"), "adapter_config.json: peft_type: 'IA3'"),
     ("r-a-string", lambda f: damage(f, setter("r", value="x"), "adapter_config.json"), "adapter_config.json: r: 'x'"),

@@ -22,7 +22,8 @@ from trainer.errors import UserError
 
 
 def test_a_huge_tokenizer_file_is_refused_before_it_is_read(tmp_path, tiny_bert_dir):
-    from trainer.model import MAX_TOKENIZER_FILE_BYTES, load_tokenizer
+    from trainer.model import load_tokenizer
+    from trainer.tokenizer_files import MAX_TOKENIZER_FILE_BYTES
 
     model = tmp_path / "model"
     shutil.copytree(tiny_bert_dir, model)
@@ -47,7 +48,7 @@ def test_a_huge_tokenizer_file_is_refused_before_it_is_read(tmp_path, tiny_bert_
 def test_a_checkpoints_huge_tokenizer_file_is_refused_by_predict_before_it_is_read(
     tmp_path, one_epoch_run
 ):
-    from trainer.model import MAX_TOKENIZER_FILE_BYTES
+    from trainer.tokenizer_files import MAX_TOKENIZER_FILE_BYTES
 
     checkpoint = tmp_path / "best"
     shutil.copytree(one_epoch_run / "checkpoints" / "best", checkpoint)

@@ -42,6 +42,7 @@ from trainer.errors import TrainingFailed, UserError
 from trainer.monitor.atomic import atomic_write_json, match_umask
 from trainer.monitor.safe_files import UnsafeFile, kind, read_bytes
 from trainer.monitor.values import is_int
+from trainer.tokenizer_files import MAX_TOKENIZER_FILE_BYTES, check_tokenizer_sizes
 
 CHECKPOINT_SCHEMA = "entrenar-tui/checkpoint"
 CHECKPOINT_VERSION = 1
@@ -54,7 +55,6 @@ METADATA = "metadata.json"
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
-TOKENIZER_CAP = 256 << 20  # the largest tokenizer.json read (a big vocabulary's is ~30 MB)
 
 
 @dataclass
@@ -480,10 +480,11 @@ def check_tokenizer(path: Path) -> None:
     AutoTokenizer loads; a damaged one would fail there with a bare Exception)."""
     from tokenizers import Tokenizer
 
+    check_tokenizer_sizes(path.parent, str(path.parent))  # a FIFO or 2 GB: refused unread
     if not os.path.lexists(path):
         return  # a slow tokenizer's files instead: transformers reports what is missing
     try:
-        Tokenizer.from_str(read_bytes(path, TOKENIZER_CAP).decode())
+        Tokenizer.from_str(read_bytes(path, MAX_TOKENIZER_FILE_BYTES).decode())
     except UnsafeFile as e:
         raise UserError(e.naming(path)) from None
     except OSError as e:

@@ -148,7 +148,6 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
     from trainer.model import (
         autocast,
         check_model_dir,
-        check_tokenizer_sizes,
         pick_device,
         quiet_bitsandbytes,
         quiet_transformers,
@@ -189,7 +188,6 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
             use_safetensors=True,
         )
         model = PeftModel.from_pretrained(base, folder, trust_remote_code=False)
-    check_tokenizer_sizes(folder, str(folder))  # capped as a model's are
     tokenizer = load_pretrained(AutoTokenizer, folder)
     device = pick_device()
     precision = resolve_precision(config.model.precision, device)
