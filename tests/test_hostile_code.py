@@ -431,21 +431,14 @@ def test_the_monitors_s_and_r_start_our_trainer_not_the_working_directorys(
 
 def test_no_kernel_is_fetched_from_the_hub_into_the_trainer(tmp_path, tiny_bert_dir, small_corpus):
     """bitsandbytes (which peft imports) asks the `kernels` package for a compiled CPU kernel from
-    the Hugging Face Hub: a `kernels` found on the path must never even be imported by a run, while
-    a plain `import bitsandbytes` does import it (the case is real on this machine)."""
+    the Hugging Face Hub on CPUs with AVX512-BF16, and transformers' from_pretrained kernelizes every
+    model through it on any machine: a `kernels` found on the path must never even be imported by a
+    run. (Before the guard the run below imported it: the marker named it.)"""
     plant = tmp_path / "site"
     (plant / "kernels").mkdir(parents=True)
     marker = tmp_path / "ran"
     (plant / "kernels" / "__init__.py").write_text(marker_code(marker, "kernels"))
     env = {"PYTHONPATH": str(plant)}
-    control = subprocess.run(
-        [sys.executable, "-c", "import bitsandbytes"],
-        env={**ENV, **env},
-        capture_output=True,
-        timeout=patience(120),
-    )
-    assert ran(marker) == ["kernels"], control.stderr
-    marker.unlink()
     cfg = write_config(
         tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run", train={"epochs": 1}
     )
