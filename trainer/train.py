@@ -62,6 +62,7 @@ from trainer.model import (
 )
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
+from trainer.monitor.text import utc_now
 from trainer.monitor.writer import MonitorWriter, NullWriter, WriteFailed
 from trainer.preflight import preflight
 from trainer.progress import Progress
@@ -79,10 +80,6 @@ class Resume:
     checkpoint: Path | None  # None: the run died before its first checkpoint; start over in place
     allow_data_mismatch: bool = False
     overrides: list[str] = field(default_factory=list)
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def crash_message(e: BaseException, rank: int | None = None) -> str:

@@ -6,7 +6,6 @@ a script checks a sweep, and what a rerun of the same command is checked against
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,13 @@ from trainer.monitor.atomic import atomic_write_json
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files, tagged
 from trainer.monitor.sweep import best_index
+from trainer.monitor.text import utc_now
 from trainer.sweep.plan import Grid, Run
 
 RUN_STATUSES = ("pending", "running", "completed", "stopped", "failed")
 SWEEP_STATUSES = ("running", "completed", "failed", "stopped")
 IDENTITY = ("keys", "grid", "mode", "seed", "samples", "base_config_hash")
 SAID_MAX = 10  # differences named when a rerun meets another sweep
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -27,9 +27,9 @@ from trainer.monitor.control import launch_detached
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.safe_files import UnsafeFile, make_directory, open_regular
 from trainer.monitor.schema import FINAL_STATUSES, Files
-from trainer.monitor.text import duration, printable
+from trainer.monitor.text import duration, printable, utc_now
 from trainer.sweep.plan import Run
-from trainer.sweep.record import SweepRecord, utc_now
+from trainer.sweep.record import SweepRecord
 
 POLL_S = 0.5  # how often the sweep looks at its running children (a signal wakes it at once)
 LOG_TAIL_BYTES = 4096
