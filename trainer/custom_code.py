@@ -64,8 +64,8 @@ def refuse_custom_code(folder: str | Path, config: dict[str, Any], what: str) ->
 
 
 def load_pretrained(auto_class: Any, path: str | Path, **kwargs: Any) -> Any:
-    """`auto_class.from_pretrained(path, **kwargs)` that never runs the folder's code, and so never
-    asks on stdin whether to, nor fetches the Hub's kernels: every config, tokenizer and model load
-    of the trainer goes here."""
+    """`auto_class.from_pretrained(path, trust_remote_code=False, **kwargs)`: it never runs the
+    folder's code, never asks on stdin whether to, and never fetches the Hub's kernels. Every config,
+    tokenizer and model load of the trainer goes here."""
     forbid_hub_kernels()
     return auto_class.from_pretrained(path, trust_remote_code=False, **kwargs)
