@@ -254,7 +254,7 @@ def test_under_ddp_only_the_last_micro_batch_all_reduces():
         return torch.tensor(float(len(rows))), torch.tensor(1.0)
 
     recipe = SimpleNamespace(
-        dist=Dist(rank=1, world_size=2), accumulation=3, forward=FakeDDP(), _backward=backward
+        dist=Dist(rank=1, world_size=2), accumulation=3, model_wrapped=FakeDDP(), _backward=backward
     )
     loss_sum, correct = FineTuneRecipe._accumulate(recipe, list(range(12)), 12.0)
     assert calls == [([1, 3], True), ([5, 7], True), ([9, 11], False)]

@@ -191,3 +191,24 @@ def test_the_rooms_below_the_screens_never_import_textual(room):
     }
     assert {m: v for m, v in textual.items() if v} == {}
     assert start, f"no modules under entrenar_tui/{room}"
+
+
+MAX_RECIPE_LINES = 550
+
+
+def class_lengths(source: str) -> dict[str, int]:
+    """Lines of every class (its signature, docstring and body), by name."""
+    return {
+        node.name: node.end_lineno - node.lineno + 1
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def test_the_recipe_class_keeps_only_what_it_coordinates():
+    """The recipe says when; the documents (trainer/run_recorder.py), the step clock
+    (trainer/step_clock.py) and a resume's checkpoint (trainer/resume_point.py) live outside it.
+    A recipe past the cap has grown another responsibility back."""
+    assert class_lengths("class C:\n    x = 1\n\n    def f(self):\n        pass\n") == {"C": 5}
+    lengths = class_lengths((REPO / "trainer" / "train.py").read_text(encoding="utf-8"))
+    assert 0 < lengths["FineTuneRecipe"] <= MAX_RECIPE_LINES

@@ -61,7 +61,6 @@ def test_progress_round_trips_through_a_checkpoints_json():
         loss_sum=3.25,
         correct=30,
         seen=40,
-        train_time=1.5,
     )
     state = TrainerState(
         **progress.to_saved(elapsed_s=12.5),

@@ -3,7 +3,7 @@ step's start to the end of the flush's host read, which waits for the device (on
 ahead, and the work it queued finishes inside that read). Each step gets its share of the window's
 time by samples, so steps.jsonl's samples_per_sec is the window's rate.
 
-The clock is the trainer's own perf_counter with an offset the test moves: a step whose forward
+The clock is the trainer's step clock's own perf_counter with an offset the test moves: a step whose forward
 "takes" 1000 s more and a flush read that "waits" 2000 s for the device, both without sleeping.
 """
 
@@ -16,7 +16,7 @@ import orjson
 import pytest
 import torch
 
-import trainer.train as train_module
+import trainer.step_clock as step_clock_module
 from tests.conftest import write_config
 from trainer.config import load_config
 from trainer.train import FineTuneRecipe, train
@@ -31,13 +31,13 @@ def load(path: Path) -> dict:
 
 @pytest.fixture
 def shifted_clock(monkeypatch):
-    """The trainer's perf_counter plus an offset; returns the offset's box."""
+    """The step clock's perf_counter plus an offset; returns the offset's box."""
     offset = [0.0]
-    real = train_module.time
+    real = step_clock_module.time
     clock = types.SimpleNamespace(
         perf_counter=lambda: real.perf_counter() + offset[0], time=real.time
     )
-    monkeypatch.setattr(train_module, "time", clock)
+    monkeypatch.setattr(step_clock_module, "time", clock)
     return offset
 
 

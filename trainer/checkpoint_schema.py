@@ -29,7 +29,7 @@ from trainer.monitor.values import is_int, is_number
 
 
 class Running(TypedDict):
-    """The current epoch's running sums (trainer/progress.py)."""
+    """The current epoch's running sums (trainer/progress.py; train_time: trainer/step_clock.py)."""
 
     loss_sum: float
     correct: int

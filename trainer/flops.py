@@ -301,8 +301,9 @@ def machine_key(precision: str) -> str:
 
 @dataclass
 class CpuPeak:
-    """A CPU run's peak and what goes with it: a warning about the cache file to say once, and
-    the background re-measurement to start once setup is over (when the peak came from the cache)."""
+    """A run's peak and what goes with it on a CPU: a warning about the cache file to say once,
+    and the background re-measurement to start once setup is over (when the peak came from the
+    cache). A GPU's has neither."""
 
     peak: Peak
     warning: str | None = None
@@ -329,6 +330,17 @@ def cpu_peak(precision: str, budget_s: float = 0.5) -> CpuPeak:
     peak = measure_cpu_peak(precision, budget_s)
     stored = _store(key, peak)
     return CpuPeak(peak, warning or stored)
+
+
+def run_peak(device: torch.device, precision: str, is_main: bool) -> CpuPeak:
+    """This rank's peak for MFU: rank 0's device (a GPU's table entry; a CPU's cached best, or a
+    short measurement before the first step's clock starts). Other ranks write no state: they
+    neither measure nor disturb rank 0's measurement."""
+    if is_main and device.type != "cuda":
+        return cpu_peak(precision)
+    if is_main:
+        return CpuPeak(device_peak(device, precision))
+    return CpuPeak(Peak(None, precision, None, str(device)))
 
 
 def _store(key: str, peak: Peak) -> str | None:
@@ -363,6 +375,21 @@ class BackgroundPeak:
 
     def join(self, timeout: float | None = None) -> None:
         self.thread.join(timeout)
+
+    def news(self, started_with: Peak) -> str | None:
+        """What the re-measurement found, for the run's last lines (it ends within its budget of
+        starting): a warning, a better peak kept for the next run, or nothing."""
+        self.join()
+        if self.warning:
+            return f"warning: {self.warning}"
+        if self.measured is not None and self.measured.flops_per_sec > (
+            started_with.flops_per_sec or 0
+        ):
+            return (
+                f"peak: measured {self.measured.describe()} during the run, kept for the next run "
+                "(this run's MFU stays against the peak it started with)"
+            )
+        return None
 
     def _run(self) -> None:
         try:

@@ -1,5 +1,6 @@
 """The run's counters: where training stands, and what a checkpoint stores so that a resume goes on
 exactly there (the epoch and step, best-so-far, patience, the epoch history, the epoch's running sums).
+The epoch's training time is the step clock's (trainer/step_clock.py), saved beside these sums.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ class Progress:
     loss_sum: float = 0.0
     correct: int = 0
     seen: int = 0
-    train_time: float = 0.0
 
     @classmethod
     def from_saved(cls, saved: TrainerState) -> Progress:
@@ -43,11 +43,14 @@ class Progress:
             epochs_without_improvement=saved.epochs_without_improvement,
             history=saved.epochs,
             elapsed_before=saved.elapsed_s,
-            **saved.running,
+            loss_sum=saved.running["loss_sum"],
+            correct=saved.running["correct"],
+            seen=saved.running["seen"],
         )
 
     def to_saved(self, elapsed_s: float) -> dict[str, Any]:
-        """The TrainerState fields the counters fill (the optimizer, data and provenance fill the rest)."""
+        """The TrainerState fields the counters fill (the clock adds `running.train_time`; the
+        optimizer, data and provenance fill the rest)."""
         return {
             "epoch": self.epoch,
             "step": self.step,
@@ -60,7 +63,6 @@ class Progress:
                 "loss_sum": self.loss_sum,
                 "correct": self.correct,
                 "seen": self.seen,
-                "train_time": self.train_time,
             },
             "elapsed_s": elapsed_s,
         }
@@ -73,16 +75,15 @@ class Progress:
 
     def start_epoch(self) -> None:
         """Zero the running sums at an epoch's first batch (a mid-epoch resume keeps them)."""
-        self.loss_sum, self.correct, self.seen, self.train_time = 0.0, 0, 0, 0.0
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
 
-    def add_step(self, samples: int, loss: float, correct: int, seconds: float) -> None:
+    def add_step(self, samples: int, loss: float, correct: int) -> None:
         """Count one optimizer step on a global batch of `samples`, its mean loss and hits."""
         self.step += 1
         self.global_step += 1
         self.loss_sum += loss * samples
         self.correct += correct
         self.seen += samples
-        self.train_time += seconds
 
     @property
     def train_loss(self) -> float:

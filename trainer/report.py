@@ -8,10 +8,18 @@ printable first: only the reporter's own colours are escape sequences.
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from trainer.monitor.text import duration, printable
 from trainer.monitor.units import flops_rate
+
+if TYPE_CHECKING:
+    from trainer.config import Config
+    from trainer.run_recorder import RunSetup
+
+
+def processes(n: int) -> str:
+    return f"{n} process{'es' if n != 1 else ''}"
 
 
 def fmt_speed(flops_per_sec: float | None, mfu: float | None) -> str:
@@ -37,6 +45,25 @@ class Reporter:
     def _emit(self, text: str) -> None:
         if self.enabled:
             print(text, file=self.stream, flush=True)
+
+    def start(self, s: RunSetup, config: Config, world_size: int) -> None:
+        """The start lines: the model and data, the batch's shape, the peak MFU is against."""
+        loaded, cfg = s.loaded, config.train
+        quantization = "NF4 base (QLoRA)" if config.model.quantize == "nf4" else "no quantization"
+        self.say(
+            f"{loaded.architecture} ({loaded.params_trainable:,} of {loaded.params_total:,} parameters trainable) "
+            f"on {s.device} in {loaded.precision}, {quantization}; {s.n_train} train / "
+            f"{s.n_val} validation samples, {len(s.corpus.label_names)} labels; "
+            f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} × {s.steps_per_epoch} steps"
+        )
+        checkpointing = ", gradient checkpointing" if cfg.gradient_checkpointing else ""
+        self.say(
+            f"batch {cfg.batch_size} = micro-batch {s.micro_batch_size} × "
+            f"{s.accumulation} accumulation step{'s' if s.accumulation != 1 else ''} × "
+            f"{processes(world_size)}{checkpointing}"
+        )
+        each = f" per process (MFU is against {world_size} ×)" if world_size > 1 else ""
+        self.say(f"peak: {s.peak.describe()}{each}")
 
     def step(self, s: dict[str, Any]) -> None:
         self.say(
