@@ -56,10 +56,10 @@ class ResumePoint:
             ckpt.restore_rng(self.saved.rng, self.tensors, rank)
 
 
-def read_resume_point(
-    folder: Path, data_hash: str, allow_data_mismatch: bool, epochs: int, world_size: int
-) -> ResumePoint:
-    """Read the checkpoint to resume from and refuse it if it cannot continue this run."""
+def read_resume_point(resume: Resume, data_hash: str, epochs: int, world_size: int) -> ResumePoint:
+    """Read the checkpoint to resume from and refuse it if it cannot continue this run (its
+    data, train.epochs)."""
+    folder = resume.checkpoint
     saved, tensors = ckpt.read_trainer_state(folder)
     adapter = ckpt.read_adapter(folder)
     saved_ranks = len(saved.rng)
@@ -72,7 +72,7 @@ def read_resume_point(
             f"{folder} has already trained; resume with train.epochs={done} or more (or use "
             "its checkpoints as they are)"
         )
-    if saved.data_hash != data_hash and not allow_data_mismatch:
+    if saved.data_hash != data_hash and not resume.allow_data_mismatch:
         raise UserError(
             f"{folder}: data changed since the checkpoint (checkpoint {saved.data_hash}, "
             f"data now {data_hash}); pass --allow-data-mismatch to resume anyway"

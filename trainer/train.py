@@ -168,6 +168,15 @@ def train(
         dist.close()
 
 
+def non_finite(loss: float, grad_norm: float, p: Progress) -> str:
+    """The error of a run whose next step (after `p`) had a non-finite loss or gradient norm."""
+    what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
+    return (
+        f"non-finite {what} ({value}) at epoch {p.epoch} step {p.step + 1}; "
+        "no checkpoint holds weights from it or after"
+    )
+
+
 def decay_groups(
     model: torch.nn.Module, weight_decay: float
 ) -> list[tuple[list[tuple[str, torch.nn.Parameter]], float]]:
@@ -266,11 +275,7 @@ class FineTuneRecipe:
         resume_point = None
         if self.restoring:
             resume_point = read_resume_point(
-                self.resume.checkpoint,
-                self.corpus.data_hash,
-                self.resume.allow_data_mismatch,
-                self.train_config.epochs,
-                self.dist.world_size,
+                self.resume, self.corpus.data_hash, self.train_config.epochs, self.dist.world_size
             )
         for note in self.corpus.notes:
             self.report.say(note)
@@ -476,7 +481,7 @@ class FineTuneRecipe:
         for i, (step, (loss_sum, correct, grad_norm)) in enumerate(zip(pending, values)):
             loss = loss_sum / step.weight
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                error = self._non_finite(loss, grad_norm)
+                error = non_finite(loss, grad_norm, self.progress)
                 self.report.say(f"error: {error}")
                 return self.finish("failed", error=error)
             self._record_step(step, loss, int(correct), grad_norm, last=i == len(pending) - 1)
@@ -555,13 +560,6 @@ class FineTuneRecipe:
         (loss_sum * (world_size / weight)).backward()
         correct = ((logits.detach().argmax(-1) == labels) & (w > 0)).sum()
         return loss_sum.detach(), correct.float()
-
-    def _non_finite(self, loss: float, grad_norm: float) -> str:
-        what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
-        return (
-            f"non-finite {what} ({value}) at epoch {self.progress.epoch} step "
-            f"{self.progress.step + 1}; no checkpoint holds weights from it or after"
-        )
 
     def _record_step(
         self, step: StepResult, loss: float, correct: int, grad_norm: float, *, last: bool
