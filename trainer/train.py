@@ -2,11 +2,12 @@
 
     train()                      entry point: the lock, the monitor writer, the process group, errors
     FineTuneRecipe.setup()       everything before the first batch:
-      _setup_seed_and_device       seeds, device; then state.json's resources, a fresh run's
-                                   `initializing` state
+      _setup_seed_and_device       seeds, device
+      recorder.watch_resources     state.json's resources; a fresh run's `initializing` state
       _install_signal_handlers     the stop signal (SIGINT, SIGTERM, control.json)
       _setup_data                  the corpus; a resume's checkpoint read and checked against it
-      _setup_model                 base model + LoRA, tokenized features, class weights
+      _setup_model                 base model + LoRA, tokenized features, each sample's FLOPs,
+                                   class weights
       _setup_batches               steps per epoch, micro-batches and accumulation, log interval
       _setup_optimizer             AdamW (no decay on biases and norms), warmup + cosine schedule
       _restore_progress            a resume's weights, optimizer, schedule, RNG and counters
