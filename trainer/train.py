@@ -70,7 +70,7 @@ from trainer.report import Reporter
 from trainer.resources import ResourceSampler
 from trainer.run_dir import check_run_dir
 from trainer.stopping import StopSignal
-from trainer.sweep.tag import env_tag, kept_tag
+from trainer.sweep_tag import env_tag, kept_tag
 
 
 @dataclass

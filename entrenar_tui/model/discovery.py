@@ -20,6 +20,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.model.sweeps import (
     BEST_MARK,
     SweepFile,
@@ -30,7 +31,6 @@ from entrenar_tui.model.sweeps import (
     read_sweep_file,
 )
 from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
-from entrenar_tui.output import formatting as fmt
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import ContractError, best_of, effective_status, read_contract_json
 from trainer.monitor.schema import LIVE_STATUSES, Files

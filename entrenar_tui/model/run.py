@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from entrenar_tui.formatting import model_folder_name, plural
 from entrenar_tui.model.alerts import Alert, level
-from entrenar_tui.output.formatting import model_folder_name, plural
 from trainer.monitor.reader import StepBatch, StepHistory, best_of, effective_status, format_age
 from trainer.monitor.safe_files import open_regular
 from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.model.alerts import AlertSettings, Detector
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.model.run_alerts import alerts_of
 from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
-from entrenar_tui.output import formatting as fmt
 from entrenar_tui.output.epoch_cells import epoch_rows
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.reader import load_run

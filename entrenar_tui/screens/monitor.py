@@ -22,6 +22,7 @@ from textual.css.scalar import Scalar
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui import messages
 from entrenar_tui import settings as user_settings
 from entrenar_tui.charts.views import (
@@ -34,11 +35,10 @@ from entrenar_tui.charts.views import (
     epoch_chart,
     step_chart,
 )
-from entrenar_tui.model.controller import Refused, StartPlan
+from entrenar_tui.controller import Refused, StartPlan
 from entrenar_tui.model.run import Request, RunModel
 from entrenar_tui.model.run_alerts import RunAlerts
 from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
-from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HELP
 from entrenar_tui.watch.run_watcher import RunWatcher
