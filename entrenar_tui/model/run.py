@@ -17,10 +17,14 @@ from typing import Any
 
 from entrenar_tui.formatting import model_folder_name, plural
 from entrenar_tui.model.alerts import Alert, level
-from trainer.monitor.reader import StepBatch, StepHistory, best_of, effective_status, format_age
+from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
+from trainer.monitor.history import StepHistory
+from trainer.monitor.liveness import effective_status
+from trainer.monitor.reader import RunUpdate, best_of
 from trainer.monitor.safe_files import open_regular
 from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files
-from trainer.monitor.text import printable
+from trainer.monitor.step_tail import StepBatch
+from trainer.monitor.text import format_age, printable
 
 LEVEL_RANK = {"error": 0, "warning": 1, "info": 2}
 PARTIAL_GRACE_S = 3.0  # an incomplete last line older than this is a problem, not a write in flight
@@ -69,7 +73,50 @@ class RunModel:
         self.alerts: list[Alert] = []  # active now, newest first (the run screen's RunAlerts)
         self._log_tail: tuple[tuple[int, int], str] | None = None
 
-    # ------------------------------------------------------------------------ what the watcher saw
+    # ------------------------------------------------------------------------ what the run's files say
+    # The one way a run's files get into a model: the run screen (its watcher's messages), --once,
+    # the browser and the comparison (model/loading.py) all come through here. Every value is
+    # checked first (model/validation.py): one of the wrong type is dropped and named on the
+    # problems line ("<file> values"), text made printable.
+
+    def apply(self, update: RunUpdate) -> None:
+        """One RunReader poll, in the order the run watcher posts it (the state before the
+        history, the result last)."""
+        self.exists = update.exists
+        for file, text in update.problems.items():
+            self.set_problem(file, text)
+        if update.run is not None:
+            self.apply_run_info(update.run)
+        if update.epochs is not None:
+            self.apply_epochs(update.epochs.get("epochs") or [], update.epochs.get("best_epoch"))
+        if update.state is not None:
+            self.apply_state(update.state)
+        if update.steps is not None:
+            self.add_steps(update.steps)
+        if update.result is not None:
+            self.apply_result(update.result)
+
+    def apply_run_info(self, run: dict[str, Any]) -> None:
+        self.run, problem = clean_run(run)
+        self.set_problem(f"{Files.RUN} values", problem)
+
+    def apply_state(self, state: dict[str, Any]) -> bool:
+        """True when the state names another trainer process than before (pid, host, start
+        time): its liveness is then looked up now, not at the next tick."""
+        previous = self.state or {}
+        cleaned, problem = clean_state(state)
+        self.set_problem(f"{Files.STATE} values", problem)
+        self.set_state(cleaned)
+        return any(previous.get(k) != cleaned.get(k) for k in ("pid", "host", "pid_create_time"))
+
+    def apply_epochs(self, epochs: Any, best_epoch: Any) -> None:
+        cleaned, best, problem = clean_epochs(epochs, best_epoch)
+        self.set_problem(f"{Files.EPOCHS} values", problem)
+        self.set_epochs(cleaned, best)
+
+    def apply_result(self, result: dict[str, Any]) -> None:
+        self.result, problem = clean_result(result)
+        self.set_problem(f"{Files.RESULT} values", problem)
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.state = state
