@@ -1,13 +1,15 @@
 """Everything the monitor knows about its run, and what follows from it (status, problems).
 
-Plain Python, no Textual: its run screen feeds it what the watcher saw and what the clock and the
-process table say; widgets draw what the screen hands them from it. Deterministic given its
-inputs, so tests inject the clock.
+Plain Python, no Textual: its run screen feeds it what the watcher saw (RunModel.apply_*, the one
+way a run's files get in: --once, the browser and the comparison read through it too) and what the
+clock and the process table say; widgets draw what the screen hands them from it. It reads no file
+and polls no process itself: deterministic given its inputs, the clock, and the two it asks for
+when a problem needs them, train.log's last line (`last_log_line`, trainer.monitor.log_tail) and
+a launched trainer's exit status (Request.exit_code); tests inject them.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,15 +22,14 @@ from entrenar_tui.model.alerts import Alert, level
 from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
 from trainer.monitor.history import StepHistory
 from trainer.monitor.liveness import effective_status
+from trainer.monitor.log_tail import LastLine
 from trainer.monitor.reader import RunUpdate, best_of
-from trainer.monitor.safe_files import open_regular
 from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files
 from trainer.monitor.step_tail import StepBatch
 from trainer.monitor.text import format_age, printable
 
 LEVEL_RANK = {"error": 0, "warning": 1, "info": 2}
 PARTIAL_GRACE_S = 3.0  # an incomplete last line older than this is a problem, not a write in flight
-LOG_TAIL_BYTES = 4096
 
 
 @dataclass
@@ -44,13 +45,24 @@ class Request:
     kind: str  # "stop" | "force-stop" | "resume" | "start"
     label: str
     at: float
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen | None = None  # the trainer a resume or start launched
+
+    def exit_code(self) -> int | None:
+        """The launched trainer's exit status once it has ended (Popen.poll), else None."""
+        return self.process.poll() if self.process is not None else None
 
 
 class RunModel:
-    def __init__(self, run_dir: str | Path, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        clock: Callable[[], float] = time.time,
+        last_log_line: Callable[[], str | None] | None = None,
+    ):
         self.dir = Path(run_dir)
         self.clock = clock
+        # train.log's last line (why a trainer died), asked for only when a problem quotes it
+        self.last_log_line = last_log_line or LastLine(self.dir / Files.LOG)
         self.now = clock()
         self.exists: bool | None = None
         self.run: dict[str, Any] | None = None
@@ -71,7 +83,6 @@ class RunModel:
         self.launch_error: str | None = None
         self.watch_mode = ""
         self.alerts: list[Alert] = []  # active now, newest first (the run screen's RunAlerts)
-        self._log_tail: tuple[tuple[int, int], str] | None = None
 
     # ------------------------------------------------------------------------ what the run's files say
     # The one way a run's files get into a model: the run screen (its watcher's messages), --once,
@@ -167,13 +178,13 @@ class RunModel:
             return
         if r.process is not None:
             pid = (self.state or {}).get("pid")
-            code = r.process.poll()
+            code = r.exit_code()
             if pid == r.process.pid and status in LIVE_STATUSES | FINAL_STATUSES:
                 self.request = None
             elif code is not None:
                 self.request = None
                 if code != 0:
-                    tail = self.log_tail()
+                    tail = self.last_log_line()
                     self.launch_error = f"{r.kind} failed (exit {code})" + (
                         f": {tail}" if tail else ""
                     )
@@ -251,24 +262,6 @@ class RunModel:
             elapsed += age
         return elapsed
 
-    def log_tail(self) -> str | None:
-        """The last non-empty line of train.log (why a launched trainer died), cached by size."""
-        path = self.dir / Files.LOG
-        try:
-            st = path.lstat()
-            key = (st.st_size, st.st_mtime_ns)
-            if self._log_tail and self._log_tail[0] == key:
-                return self._log_tail[1]
-            with open(open_regular(path), "rb") as f:  # never a FIFO: it would hang the screen
-                f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_TAIL_BYTES))
-                data = f.read(LOG_TAIL_BYTES)
-                lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines()]
-        except OSError:
-            return None
-        tail = next((ln for ln in reversed(lines) if ln), "")
-        self._log_tail = (key, tail)
-        return tail or None
-
     def problems(self) -> list[Problem]:
         """What is wrong now, most serious first: the status's, the files', then the active alerts
         (newest first) at their level, each level in that order."""
@@ -281,7 +274,7 @@ class RunModel:
             error = self.error or "no error text"
             out.append(Problem("error", f"failed: {error}"))
         elif status == "crashed":
-            tail = self.log_tail()
+            tail = self.last_log_line()
             out.append(
                 Problem("error", f"crashed: {reason}" + (f" · train.log: {tail}" if tail else ""))
             )
