@@ -36,7 +36,7 @@ from entrenar_tui.model.sweeps import (
 )
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.schema import LIVE_STATUSES, Files
-from trainer.monitor.text import duration, printable
+from trainer.monitor.text import duration, printable, rough_age
 from trainer.monitor.values import is_number
 
 MAX_DEPTH = 3  # ROOT/a/b/c: a sweep folder holding a group folder holding runs
@@ -469,9 +469,6 @@ def started_text(text: str, now: float | None = None) -> str:
     return when.strftime("%b %d  %Y")
 
 
-AGES = (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60))
-
-
 def started_age(text: str, now: float | None = None) -> str:
     """run.json's started_at as an age, the short form of `started` where the browser is narrow:
     `now`, `5m ago`, `3h ago`, `2d ago`, `6w ago`, `2y ago` (7 columns at most, a whole number of
@@ -483,10 +480,7 @@ def started_age(text: str, now: float | None = None) -> str:
         age = (time.time() if now is None else now) - _utc(text).timestamp()
     except (ValueError, OverflowError, OSError):
         return started_text(text, now)
-    for unit, seconds in AGES:
-        if age >= seconds:
-            return f"{int(age // seconds)}{unit} ago"
-    return "now"
+    return rough_age(age)
 
 
 GRID_ID = "grid:"  # a grid column's key: the prefix and the grid key (never a SORT_KEYS name)

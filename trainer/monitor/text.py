@@ -1,6 +1,6 @@
 """Text that came from outside (a run file, a directory's name, a label, a config value, train.log)
 made safe to put on a terminal. One helper for the trainer, the monitor and scripts alike; and
-the one place a duration is written for people (`duration`, and `format_age` for an age).
+the one place a duration is written for people (`duration`; an age: `format_age`, `rough_age`).
 
 A run directory may be written by someone else on a shared machine: its *name* as much as its files
 can hold an OSC sequence that sets the terminal's title, a CSI sequence that clears the screen or
@@ -80,6 +80,18 @@ def format_age(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+ROUGH_UNITS = (("y", YEAR_S), ("w", 7 * DAY_S), ("d", DAY_S), ("h", 3600), ("m", 60))
+
+
+def rough_age(seconds: float) -> str:
+    """An age in 7 columns at most, a whole number of the largest unit that fits: `now`,
+    `5m ago`, `3h ago`, `2d ago`, `6w ago`, `2y ago` (the browser's narrow `started`)."""
+    for unit, size in ROUGH_UNITS:
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return "now"
 
 
 def utc_now() -> str:
