@@ -2,10 +2,10 @@
 
 Plain Python, no Textual: its run screen feeds it what the watcher saw (RunModel.apply_*, the one
 way a run's files get in: --once, the browser and the comparison read through it too) and what the
-clock and the process table say; widgets draw what the screen hands them from it. It reads no file
-and polls no process itself: deterministic given its inputs, the clock, and the two it asks for
-when a problem needs them, train.log's last line (`last_log_line`, trainer.monitor.log_tail) and
-a launched trainer's exit status (Request.exit_code); tests inject them.
+clock and the process table say; widgets draw what the screen hands them from it. The two things
+it asks of the world, when a problem needs them, are inputs like the clock: train.log's last line
+(`last_log_line`, by default trainer.monitor.log_tail.LastLine) and a launched trainer's exit
+status (Request.exit_code, its Popen's poll). Given those it is deterministic; tests inject them.
 """
 
 from __future__ import annotations
