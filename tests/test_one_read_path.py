@@ -8,6 +8,7 @@ import os
 
 import orjson
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.model.comparison import load_comparison
 from entrenar_tui.model.discovery import RunIndex
 from entrenar_tui.model.loading import load_run_model
@@ -18,6 +19,7 @@ from trainer.monitor.log_tail import LastLine, last_line
 from trainer.monitor.schema import Files
 from trainer.monitor.step_tail import read_recent_steps
 from trainer.monitor.units import speed_text
+from trainer.report import fmt_speed
 
 
 def slow_start_run(run_dir, steps: int = 40) -> FakeRun:
@@ -142,3 +144,7 @@ def test_flops_and_mfu_are_written_one_way():
     assert speed_text(38.1e9, 0.362, over="run") == "38.1 GFLOP/s · MFU 36.2% (run)"
     assert speed_text(38.1e9, None, over="run") == "38.1 GFLOP/s (run)"
     assert speed_text(38.1e9, None) == "38.1 GFLOP/s"
+    assert fmt_speed(1.234e12, 0.382) == "1.23 TFLOP/s MFU 38.2%"  # the trainer writes it so
+    assert (fmt_speed(5e9, None), fmt_speed(None, 0.5)) == ("5 GFLOP/s", "")
+    speed = fmt.Speed(38.1e9, 0.362, fmt.RUN_SCOPE)
+    assert fmt.throughput(speed) == speed_text(38.1e9, 0.362, over="run")
