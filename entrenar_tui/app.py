@@ -20,8 +20,8 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 
+from entrenar_tui.controller import Controller, StartSpec
 from entrenar_tui.model.alerts import Alert, level, notify_command, run_notify
-from entrenar_tui.model.controller import Controller, StartSpec
 from entrenar_tui.model.run import Problem
 from entrenar_tui.screens.help import PALETTE, HelpScreen, key_rows
 from entrenar_tui.screens.monitor import MonitorScreen

@@ -290,7 +290,7 @@ def run(
     config_path: Path, overrides: list[str], *, poll: bool, notify_cmd: str | None = None
 ) -> int:
     """Start the trainer detached (unless one is already active there) and open the monitor."""
-    from entrenar_tui.model.controller import StartSpec
+    from entrenar_tui.controller import StartSpec
     from trainer.config import load_config
     from trainer.errors import UserError
     from trainer.monitor.control import (

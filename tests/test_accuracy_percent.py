@@ -11,8 +11,8 @@ from pathlib import Path
 
 import orjson
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.output import formatting as fmt
 from entrenar_tui.output.export import export
 from entrenar_tui.output.plain import summary
 from entrenar_tui.screens.compare import CompareScreen

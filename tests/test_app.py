@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.model.controller import Controller, StartSpec
+from entrenar_tui.controller import Controller, StartSpec
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HelpScreen

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.model.controller import StartSpec
+from entrenar_tui.controller import StartSpec
 from entrenar_tui.screens.confirm import ConfirmScreen
 from tests.conftest import patience
 from tests.helpers import run_model, until

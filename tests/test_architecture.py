@@ -212,3 +212,42 @@ def test_the_recipe_class_keeps_only_what_it_coordinates():
     assert class_lengths("class C:\n    x = 1\n\n    def f(self):\n        pass\n") == {"C": 5}
     lengths = class_lengths((REPO / "trainer" / "train.py").read_text(encoding="utf-8"))
     assert 0 < lengths["FineTuneRecipe"] <= MAX_RECIPE_LINES
+
+
+def room_of(module: str) -> str:
+    """The room a module lives in: its top package's sub-package (`entrenar_tui.model.run` →
+    `entrenar_tui.model`), or the module itself when it sits directly in the top package
+    (`entrenar_tui.formatting`, `trainer.train`): those are rooms of one module."""
+    return ".".join(module.split(".")[:2])
+
+
+def collapsed(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph with every module collapsed to its room."""
+    rooms: dict[str, set[str]] = {}
+    for module, deps in edges.items():
+        room = room_of(module)
+        rooms.setdefault(room, set()).update(room_of(d) for d in deps if room_of(d) != room)
+    return rooms
+
+
+def test_the_room_check_can_fail():
+    edges = {
+        "p.a.x": {"p.b.y"},
+        "p.b.y": set(),
+        "p.b.z": {"p.a.w"},
+        "p.a.w": set(),
+        "p.c": {"p.a.x"},
+    }
+    assert cycles(edges) == []  # no module cycle...
+    assert cycles(collapsed(edges)) == [["p.a", "p.b"]]  # ...but two rooms import each other
+
+
+@pytest.mark.parametrize("package", ["entrenar_tui", "trainer"])
+def test_no_cycle_between_rooms(package):
+    """Two rooms never import each other, round any path: a module cycle is forbidden above, and
+    so is one that only shows once modules are collapsed to their package (model ↔ output,
+    model ↔ charts, sweep ↔ run_dir were such). Shared helpers live where every room may use
+    them (entrenar_tui/formatting.py, entrenar_tui/smoothing.py, trainer/sweep_tag.py)."""
+    rooms = collapsed(graph(package, module_level=False))
+    assert len(rooms) > 5, rooms  # the graph was built at all
+    assert cycles(rooms) == []

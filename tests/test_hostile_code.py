@@ -371,7 +371,7 @@ def test_the_monitors_s_and_r_start_our_trainer_not_the_working_directorys(
     """The real app: `s` starts a run in the start spec's directory, `r` resumes it in the app's
     own; both with no console script beside the interpreter (the `python -m trainer` fallback)."""
     from entrenar_tui.app import MonitorApp
-    from entrenar_tui.model.controller import Controller, StartSpec
+    from entrenar_tui.controller import Controller, StartSpec
     from entrenar_tui.screens.confirm import ConfirmScreen
     from tests.helpers import run_app, run_model, until
 

@@ -82,7 +82,7 @@ def test_a_sweep_runs_trainer_refuses_a_link_planted_as_its_directory(tmp_path, 
     """The window between the sweep's check and its run's start: the run's own trainer (started
     with the sweep's tag) refuses a run directory that is a link, in one line, exit 2, and writes
     nothing through it (a plain run may still be pointed at a link by its user)."""
-    from trainer.sweep.tag import tag_environment
+    from trainer.sweep_tag import tag_environment
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -164,7 +164,7 @@ def test_a_null_in_a_saved_config_is_named_not_a_traceback():
 
 def test_a_sweep_tag_of_20000_keys_is_refused_in_one_line_and_never_copied(monkeypatch):
     from trainer.errors import UserError
-    from trainer.sweep.tag import ENV, MAX_VALUES, env_tag, kept_tag, tag_environment
+    from trainer.sweep_tag import ENV, MAX_VALUES, env_tag, kept_tag, tag_environment
 
     huge = {f"k{i}": i for i in range(20_000)}
     monkeypatch.setenv(ENV, tag_environment("exp", 1, huge)[ENV])

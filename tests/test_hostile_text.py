@@ -16,7 +16,7 @@ import pytest
 from rich.segment import Segment
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.model.controller import Controller
+from entrenar_tui.controller import Controller
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.runs_table import RunsTable

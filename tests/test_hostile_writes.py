@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.model.controller import Controller
+from entrenar_tui.controller import Controller
 from entrenar_tui.screens.confirm import ConfirmScreen
 from tests.conftest import REPO, run_cli, write_config
 from tests.fake_run import FakeRun
@@ -97,7 +97,7 @@ def test_s_never_reuses_a_sibling_directory_nor_writes_through_a_link(tmp_path, 
 def test_a_new_runs_config_is_never_written_over_a_file_that_appeared(tmp_path, victim):
     """Between the plan (the dialog) and the start, someone makes the chosen directory: the start
     is refused, nothing written there."""
-    from entrenar_tui.model.controller import Refused
+    from entrenar_tui.controller import Refused
     from entrenar_tui.model.run import RunModel
     from entrenar_tui.model.validation import clean_run
 

@@ -12,12 +12,12 @@ import pytest
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.model.validation import clean_state
-from entrenar_tui.watch.log_tail import FIRST_BYTES, LogTail
 from entrenar_tui.widgets.log_pane import LogPane
 from entrenar_tui.widgets.resources_line import ResourcesLine, resources_text
 from tests.conftest import patience
 from tests.fake_run import scenario
 from tests.helpers import copy_run, run_model, run_screen, until
+from trainer.monitor.log_tail import FIRST_BYTES, LogTail
 from trainer.monitor.schema import Files
 
 # ------------------------------------------------------------------------------------ the tail

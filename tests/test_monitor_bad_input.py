@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.model.controller import Controller
+from entrenar_tui.controller import Controller
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.widgets.epoch_table import EpochTable

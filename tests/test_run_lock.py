@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.model.controller import Controller
+from entrenar_tui.controller import Controller
 from tests.fake_run import FakeRun
 from tests.helpers import run_model
 from trainer.cli import main

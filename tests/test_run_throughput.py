@@ -8,8 +8,8 @@ from __future__ import annotations
 import orjson
 from textual.widgets import Static
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.output import formatting as fmt
 from tests.fake_run import FakeRun
 from tests.helpers import run_app, run_model, until
 from trainer.monitor.schema import Files

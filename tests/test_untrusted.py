@@ -22,7 +22,7 @@ import pytest
 from rich.segment import Segment
 
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.model.controller import Controller, to_toml
+from entrenar_tui.controller import Controller, to_toml
 from entrenar_tui.model.validation import clean_epochs, clean_run, clean_state
 from entrenar_tui.output.plain import summary
 from entrenar_tui.screens.confirm import ConfirmScreen
@@ -238,7 +238,7 @@ def test_a_saved_config_is_written_back_exactly_whatever_it_holds():
 
 @pytest.mark.parametrize("config", [{"model": {"path": None, "labels": [None]}}, {"m": {"x": {1}}}])
 def test_a_saved_config_toml_cannot_hold_is_refused_not_a_crash(tmp_path, config):
-    from entrenar_tui.model.controller import Refused
+    from entrenar_tui.controller import Refused
     from entrenar_tui.model.run import RunModel
 
     model = RunModel(tmp_path / "exp")

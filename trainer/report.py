@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from trainer.monitor.text import duration, printable
-from trainer.monitor.units import flops_rate
+from trainer.monitor.units import speed_text
 
 if TYPE_CHECKING:
     from trainer.config import Config
@@ -24,9 +24,7 @@ def processes(n: int) -> str:
 
 def fmt_speed(flops_per_sec: float | None, mfu: float | None) -> str:
     """Achieved model FLOP/s and MFU: `1.23 TFLOP/s MFU 38.2%` (MFU left out without a peak)."""
-    if flops_per_sec is None:
-        return ""
-    return flops_rate(flops_per_sec) + (f" MFU {mfu:.1%}" if mfu is not None else "")
+    return "" if flops_per_sec is None else speed_text(flops_per_sec, mfu, sep=" ")
 
 
 class Reporter:

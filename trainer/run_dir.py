@@ -19,7 +19,7 @@ from trainer.errors import UserError
 from trainer.monitor.safe_files import kind
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
-from trainer.sweep.tag import ENV as SWEEP_ENV
+from trainer.sweep_tag import ENV as SWEEP_ENV
 
 REPLACED = (Files.RUN, Files.STATE, Files.EPOCHS, Files.RESULT)  # written by os.replace
 

@@ -23,7 +23,7 @@ from trainer.monitor.schema import Files
 from trainer.monitor.text import utc_now
 from trainer.resources import ResourceSampler
 from trainer.step_clock import StepClock
-from trainer.sweep.tag import env_tag, kept_tag
+from trainer.sweep_tag import env_tag, kept_tag
 
 if TYPE_CHECKING:
     import torch

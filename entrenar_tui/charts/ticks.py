@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from entrenar_tui.output import formatting as fmt
+from entrenar_tui import formatting as fmt
 from trainer.monitor.text import duration
 from trainer.monitor.values import is_number
 

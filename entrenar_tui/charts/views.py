@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.charts import axes
 from entrenar_tui.charts import math as cm
 from entrenar_tui.charts import ticks as tk
 from entrenar_tui.charts.braille import Point
 from entrenar_tui.model.run import RunModel
-from entrenar_tui.output import formatting as fmt
 from trainer.monitor.columns import Column
 from trainer.monitor.reader import Series
 from trainer.monitor.text import duration

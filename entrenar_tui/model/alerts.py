@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from entrenar_tui.charts import math as cm
-from entrenar_tui.output import formatting as fmt
+from entrenar_tui import formatting as fmt
+from entrenar_tui.smoothing import ema_continue
 from trainer.monitor.reader import StepHistory
 from trainer.monitor.schema import FINAL_STATUSES
 from trainer.monitor.step_rows import finite
@@ -221,8 +221,8 @@ class SpikeScan:
         # A finite loss near the float limit (a hostile or broken steps.jsonl) overflows its
         # square: the spread becomes inf/NaN and nothing compares above it; no warning printed.
         with np.errstate(over="ignore", invalid="ignore"):
-            mean, self.mean_state, _ = cm.ema_continue(x, self.weight, self.mean_state, k0)
-            square, self.square_state, self.seen = cm.ema_continue(
+            mean, self.mean_state, _ = ema_continue(x, self.weight, self.mean_state, k0)
+            square, self.square_state, self.seen = ema_continue(
                 x * x, self.weight, self.square_state, k0
             )
             spread = np.sqrt(np.maximum(square - mean * mean, 0.0))

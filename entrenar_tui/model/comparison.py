@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from entrenar_tui.model.validation import clean_epochs, clean_run
-from trainer.monitor.reader import RunSnapshot, Series, load_run
+from entrenar_tui.model.loading import load_run_model
+from entrenar_tui.model.run import RunModel
+from trainer.monitor.history import Series
 from trainer.monitor.text import printable
 from trainer.monitor.values import is_number
 
@@ -39,17 +40,17 @@ def _value(v: Any) -> float | None:
     return float(v) if is_number(v, finite=False) else None
 
 
-def compared_run(snapshot: RunSnapshot, position: int) -> ComparedRun:
-    run, _ = clean_run(snapshot.run or {})
-    epochs, _, _ = clean_epochs(snapshot.epochs, snapshot.best_epoch)
+def compared_run(model: RunModel, position: int) -> ComparedRun:
+    """The run as the comparison draws it, from what RunModel.apply made of its files."""
+    run = model.run or {}
     epochs = sorted(
-        (e for e in epochs if isinstance(e.get("epoch"), int)), key=lambda e: e["epoch"]
+        (e for e in model.epochs if isinstance(e.get("epoch"), int)), key=lambda e: e["epoch"]
     )
     return ComparedRun(
-        dir=snapshot.dir,
-        name=printable(run.get("name") or snapshot.dir.name),
+        dir=model.dir,
+        name=model.name,
         colour=position % PALETTE_SIZE,
-        train_loss=snapshot.history.series["loss"],
+        train_loss=model.history.series["loss"],
         val_loss=[_value(e.get("val_loss")) for e in epochs],
         val_accuracy=[_value(e.get("val_accuracy")) for e in epochs],
         config=run.get("config") if isinstance(run.get("config"), dict) else {},
@@ -58,7 +59,7 @@ def compared_run(snapshot: RunSnapshot, position: int) -> ComparedRun:
 
 def load_comparison(dirs: list[Path]) -> list[ComparedRun]:
     """Read every run whole (steps included): slow for long runs, so call it off the UI thread."""
-    return [compared_run(load_run(d), i) for i, d in enumerate(dirs)]
+    return [compared_run(load_run_model(d), i) for i, d in enumerate(dirs)]
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

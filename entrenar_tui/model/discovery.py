@@ -1,10 +1,12 @@
 """Finding run directories under a root and summarizing each one cheaply, for the runs browser.
 
-A summary reads run.json, state.json, epochs.json and result.json only, never steps.jsonl (a
-browser over 200 runs of 10k steps each must open in well under a second), and each file is read
-again only when its stat signature (inode, size, mtime) changes, so polling a large root costs a
-few stat() calls a run. Values are untrusted (model/validation.py cleans them); the status is worked out
-the way the monitor does it (effective_status + trainer_liveness). No Textual, no torch.
+A summary reads run.json, state.json, epochs.json and result.json, and of a live run the last
+16 KB of steps.jsonl, never the whole history (a browser over 200 runs of 10k steps each must open
+in well under a second); they are read again only when the JSON files' stat signature (inode,
+size, mtime) changes, so polling a large root costs a few stat() calls a run. They are read into
+a RunModel (model/loading.py), as the run screen reads its run: values cleaned
+(model/validation.py), the status the run screen would show (the same crash rule, with
+trainer_liveness). No Textual, no torch.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from entrenar_tui import formatting as fmt
+from entrenar_tui.model.loading import load_run_model
+from entrenar_tui.model.run import RunModel
 from entrenar_tui.model.sweeps import (
     BEST_MARK,
     SweepFile,
@@ -29,12 +34,9 @@ from entrenar_tui.model.sweeps import (
     mark_best,
     read_sweep_file,
 )
-from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
-from entrenar_tui.output import formatting as fmt
 from trainer.monitor.control import trainer_liveness
-from trainer.monitor.reader import ContractError, best_of, effective_status, read_contract_json
 from trainer.monitor.schema import LIVE_STATUSES, Files
-from trainer.monitor.text import duration, printable
+from trainer.monitor.text import duration, printable, rough_age
 from trainer.monitor.values import is_number
 
 MAX_DEPTH = 3  # ROOT/a/b/c: a sweep folder holding a group folder holding runs
@@ -162,14 +164,11 @@ class RunSummary:
 
 @dataclass
 class _Files:
-    """What the four files said, cleaned, as of one stat signature."""
+    """What the four files said, read into a RunModel (model/loading.py), as of one stat signature;
+    `problem` joins their problems, the files' own first."""
 
     signature: Signature
-    run: dict[str, Any]
-    state: dict[str, Any] | None
-    epochs: list[dict[str, Any]]
-    best_epoch: int | None
-    result: dict[str, Any]
+    model: RunModel
     problem: str | None
 
 
@@ -184,26 +183,15 @@ def _signature(run_dir: Path) -> Signature:
     return tuple(out)
 
 
+PROBLEM_ORDER = (*SUMMARY_FILES, *(f"{name} values" for name in SUMMARY_FILES))
+
+
 def _read(run_dir: Path, signature: Signature) -> _Files:
-    raw: dict[str, dict[str, Any] | None] = {}
-    problems: list[str] = []
-    for name in SUMMARY_FILES:
-        try:
-            raw[name] = read_contract_json(run_dir / name)
-        except ContractError as e:
-            raw[name] = None
-            problems.append(str(e))
-    run, p1 = clean_run(raw[Files.RUN] or {})
-    state, p2 = clean_state(raw[Files.STATE]) if raw[Files.STATE] else (None, None)
-    epochs_file = raw[Files.EPOCHS] or {}
-    epochs, best_epoch, p3 = clean_epochs(
-        epochs_file.get("epochs") or [], epochs_file.get("best_epoch")
-    )
-    result, p4 = clean_result(raw[Files.RESULT] or {})
-    problems += [p for p in (p1, p2, p3, p4) if p]
-    return _Files(
-        signature, run, state, epochs, best_epoch, result, printable("; ".join(problems)) or None
-    )
+    """The JSON files, and of a live run the last lines of steps.jsonl: its typical step time,
+    for the crash rule the run screen applies too (trainer/monitor/liveness.py)."""
+    model = load_run_model(run_dir, steps="recent")
+    problems = [model.file_problems[k] for k in PROBLEM_ORDER if model.file_problems.get(k)]
+    return _Files(signature, model, printable("; ".join(problems)) or None)
 
 
 def _model_name(run: dict[str, Any]) -> str:
@@ -219,36 +207,36 @@ def _number(value: Any) -> float | None:
 def _summarize(
     run_dir: Path, name: str, f: _Files, now: float, probe: Callable[[Any], str] | None
 ) -> RunSummary:
-    state = f.state or {}
-    written = state.get("status")
+    model = f.model
+    state, run, result = model.state or {}, model.run or {}, model.result or {}
     # Only a live status needs the process table (psutil) and the run's lock: a finished run is
     # what it says.
     trainer = "unknown"
-    if written in LIVE_STATUSES:
+    if state.get("status") in LIVE_STATUSES:
         trainer = probe(state) if probe is not None else trainer_liveness(state, run_dir)
+    model.tick(now, trainer)
+    status, reason = model.status_and_reason
     elapsed, step = _number(state.get("elapsed_s")), state.get("global_step")
-    typical = elapsed / step if elapsed and isinstance(step, int) and step > 0 else None
-    status, reason = effective_status(f.state, now, trainer=trainer, typical_step_s=typical)
-    best = state.get("best") or f.result.get("best") or best_of(f.epochs, f.best_epoch) or {}
-    sweep = f.run.get("sweep") or {}
+    best = state.get("best") or result.get("best") or model.best_record() or {}
+    sweep = run.get("sweep") or {}
     return RunSummary(
         dir=run_dir,
         name=printable(name),
         status=status,
         reason=reason,
-        model=_model_name(f.run),
+        model=_model_name(run),
         epoch=state.get("epoch") if isinstance(state.get("epoch"), int) else None,
-        total_epochs=state.get("total_epochs") or f.run.get("epochs"),
+        total_epochs=state.get("total_epochs") or run.get("epochs"),
         best_val_accuracy=_number(best.get("val_accuracy")),
         best_val_loss=_number(best.get("val_loss")),
-        started=str(f.run.get("started_at") or ""),
-        duration_s=elapsed if elapsed is not None else _number(f.result.get("total_time_s")),
+        started=str(run.get("started_at") or ""),
+        duration_s=elapsed if elapsed is not None else _number(result.get("total_time_s")),
         problem=f.problem,
         sweep_name=str(sweep.get("name") or ""),
         sweep_index=sweep.get("index"),
         grid=grid_values(sweep),
         global_step=step if isinstance(step, int) else None,
-        error=printable(state.get("error") or f.result.get("error") or "") or None,
+        error=printable(state.get("error") or result.get("error") or "") or None,
     )
 
 
@@ -481,9 +469,6 @@ def started_text(text: str, now: float | None = None) -> str:
     return when.strftime("%b %d  %Y")
 
 
-AGES = (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60))
-
-
 def started_age(text: str, now: float | None = None) -> str:
     """run.json's started_at as an age, the short form of `started` where the browser is narrow:
     `now`, `5m ago`, `3h ago`, `2d ago`, `6w ago`, `2y ago` (7 columns at most, a whole number of
@@ -495,10 +480,7 @@ def started_age(text: str, now: float | None = None) -> str:
         age = (time.time() if now is None else now) - _utc(text).timestamp()
     except (ValueError, OverflowError, OSError):
         return started_text(text, now)
-    for unit, seconds in AGES:
-        if age >= seconds:
-            return f"{int(age // seconds)}{unit} ago"
-    return "now"
+    return rough_age(age)
 
 
 GRID_ID = "grid:"  # a grid column's key: the prefix and the grid key (never a SORT_KEYS name)

@@ -1,13 +1,15 @@
 """Everything the monitor knows about its run, and what follows from it (status, problems).
 
-Plain Python, no Textual: its run screen feeds it what the watcher saw and what the clock and the
-process table say; widgets draw what the screen hands them from it. Deterministic given its
-inputs, so tests inject the clock.
+Plain Python, no Textual: its run screen feeds it what the watcher saw (RunModel.apply_*, the one
+way a run's files get in: --once, the browser and the comparison read through it too) and what the
+clock and the process table say; widgets draw what the screen hands them from it. The two things
+it asks of the world, when a problem needs them, are inputs like the clock: train.log's last line
+(`last_log_line`, by default trainer.monitor.log_tail.LastLine) and a launched trainer's exit
+status (Request.exit_code, its Popen's poll). Given those it is deterministic; tests inject them.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,16 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from entrenar_tui.formatting import model_folder_name, plural
 from entrenar_tui.model.alerts import Alert, level
-from entrenar_tui.output.formatting import model_folder_name, plural
-from trainer.monitor.reader import StepBatch, StepHistory, best_of, effective_status, format_age
-from trainer.monitor.safe_files import open_regular
+from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
+from trainer.monitor.history import StepHistory
+from trainer.monitor.liveness import effective_status
+from trainer.monitor.log_tail import LastLine
+from trainer.monitor.reader import RunUpdate, best_of
 from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files
-from trainer.monitor.text import printable
+from trainer.monitor.step_tail import StepBatch
+from trainer.monitor.text import format_age, printable
 
 LEVEL_RANK = {"error": 0, "warning": 1, "info": 2}
 PARTIAL_GRACE_S = 3.0  # an incomplete last line older than this is a problem, not a write in flight
-LOG_TAIL_BYTES = 4096
 
 
 @dataclass
@@ -40,13 +45,24 @@ class Request:
     kind: str  # "stop" | "force-stop" | "resume" | "start"
     label: str
     at: float
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen | None = None  # the trainer a resume or start launched
+
+    def exit_code(self) -> int | None:
+        """The launched trainer's exit status once it has ended (Popen.poll), else None."""
+        return self.process.poll() if self.process is not None else None
 
 
 class RunModel:
-    def __init__(self, run_dir: str | Path, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        clock: Callable[[], float] = time.time,
+        last_log_line: Callable[[], str | None] | None = None,
+    ):
         self.dir = Path(run_dir)
         self.clock = clock
+        # train.log's last line (why a trainer died), asked for only when a problem quotes it
+        self.last_log_line = last_log_line or LastLine(self.dir / Files.LOG)
         self.now = clock()
         self.exists: bool | None = None
         self.run: dict[str, Any] | None = None
@@ -67,9 +83,51 @@ class RunModel:
         self.launch_error: str | None = None
         self.watch_mode = ""
         self.alerts: list[Alert] = []  # active now, newest first (the run screen's RunAlerts)
-        self._log_tail: tuple[tuple[int, int], str] | None = None
 
-    # ------------------------------------------------------------------------ what the watcher saw
+    # ------------------------------------------------------------------------ what the run's files say
+    # The one way a run's files get into a model: the run screen (its watcher's messages), --once,
+    # the browser and the comparison (model/loading.py) all come through here. Every value is
+    # checked first (model/validation.py): one of the wrong type is dropped and named on the
+    # problems line ("<file> values"), text made printable.
+
+    def apply(self, update: RunUpdate) -> None:
+        """One RunReader poll, in the order the run watcher posts it (the state before the
+        history, the result last)."""
+        self.exists = update.exists
+        for file, text in update.problems.items():
+            self.set_problem(file, text)
+        if update.run is not None:
+            self.apply_run_info(update.run)
+        if update.epochs is not None:
+            self.apply_epochs(update.epochs.get("epochs") or [], update.epochs.get("best_epoch"))
+        if update.state is not None:
+            self.apply_state(update.state)
+        if update.steps is not None:
+            self.add_steps(update.steps)
+        if update.result is not None:
+            self.apply_result(update.result)
+
+    def apply_run_info(self, run: dict[str, Any]) -> None:
+        self.run, problem = clean_run(run)
+        self.set_problem(f"{Files.RUN} values", problem)
+
+    def apply_state(self, state: dict[str, Any]) -> bool:
+        """True when the state names another trainer process than before (pid, host, start
+        time): its liveness is then looked up now, not at the next tick."""
+        previous = self.state or {}
+        cleaned, problem = clean_state(state)
+        self.set_problem(f"{Files.STATE} values", problem)
+        self.set_state(cleaned)
+        return any(previous.get(k) != cleaned.get(k) for k in ("pid", "host", "pid_create_time"))
+
+    def apply_epochs(self, epochs: Any, best_epoch: Any) -> None:
+        cleaned, best, problem = clean_epochs(epochs, best_epoch)
+        self.set_problem(f"{Files.EPOCHS} values", problem)
+        self.set_epochs(cleaned, best)
+
+    def apply_result(self, result: dict[str, Any]) -> None:
+        self.result, problem = clean_result(result)
+        self.set_problem(f"{Files.RESULT} values", problem)
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.state = state
@@ -120,13 +178,13 @@ class RunModel:
             return
         if r.process is not None:
             pid = (self.state or {}).get("pid")
-            code = r.process.poll()
+            code = r.exit_code()
             if pid == r.process.pid and status in LIVE_STATUSES | FINAL_STATUSES:
                 self.request = None
             elif code is not None:
                 self.request = None
                 if code != 0:
-                    tail = self.log_tail()
+                    tail = self.last_log_line()
                     self.launch_error = f"{r.kind} failed (exit {code})" + (
                         f": {tail}" if tail else ""
                     )
@@ -204,24 +262,6 @@ class RunModel:
             elapsed += age
         return elapsed
 
-    def log_tail(self) -> str | None:
-        """The last non-empty line of train.log (why a launched trainer died), cached by size."""
-        path = self.dir / Files.LOG
-        try:
-            st = path.lstat()
-            key = (st.st_size, st.st_mtime_ns)
-            if self._log_tail and self._log_tail[0] == key:
-                return self._log_tail[1]
-            with open(open_regular(path), "rb") as f:  # never a FIFO: it would hang the screen
-                f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_TAIL_BYTES))
-                data = f.read(LOG_TAIL_BYTES)
-                lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines()]
-        except OSError:
-            return None
-        tail = next((ln for ln in reversed(lines) if ln), "")
-        self._log_tail = (key, tail)
-        return tail or None
-
     def problems(self) -> list[Problem]:
         """What is wrong now, most serious first: the status's, the files', then the active alerts
         (newest first) at their level, each level in that order."""
@@ -234,7 +274,7 @@ class RunModel:
             error = self.error or "no error text"
             out.append(Problem("error", f"failed: {error}"))
         elif status == "crashed":
-            tail = self.log_tail()
+            tail = self.last_log_line()
             out.append(
                 Problem("error", f"crashed: {reason}" + (f" · train.log: {tail}" if tail else ""))
             )

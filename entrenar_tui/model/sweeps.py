@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.model.validation import clean_sweep
-from entrenar_tui.output import formatting as fmt
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
 from trainer.monitor.sweep import best_index

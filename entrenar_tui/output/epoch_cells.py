@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from entrenar_tui.output import formatting as fmt
+from entrenar_tui import formatting as fmt
 from trainer.monitor.text import duration
 
 COLUMNS = (  # header, epochs.json key, width (fits 80 columns with the table's padding)

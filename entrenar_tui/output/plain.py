@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.model.alerts import AlertSettings, Detector
-from entrenar_tui.model.run import RunModel
+from entrenar_tui.model.loading import load_run_model
 from entrenar_tui.model.run_alerts import alerts_of
-from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
-from entrenar_tui.output import formatting as fmt
 from entrenar_tui.output.epoch_cells import epoch_rows
 from trainer.monitor.control import trainer_liveness
-from trainer.monitor.reader import load_run
-from trainer.monitor.schema import Files
 from trainer.monitor.text import duration, printable
 from trainer.monitor.values import is_number
 
@@ -33,26 +30,8 @@ def summary(
     run_dir: Path, *, now: float | None = None, alert_settings: AlertSettings | None = None
 ) -> str:
     """The run as plain lines; after them its active alerts (newest first), one a line."""
-    snap = load_run(run_dir)
-    model = RunModel(run_dir, clock=lambda: now if now is not None else time.time())
-    model.file_problems = dict(snap.problems)
-    # What the files say is checked as the app checks it (model/validation.py): wrong types dropped and
-    # named, text printable.
-    model.exists = snap.exists
-    if snap.run is not None:
-        model.run, model.file_problems[f"{Files.RUN} values"] = clean_run(snap.run)
-    if snap.result is not None:
-        model.result, model.file_problems[f"{Files.RESULT} values"] = clean_result(snap.result)
-    model.history = snap.history
-    model.epochs, model.best_epoch, model.file_problems[f"{Files.EPOCHS} values"] = clean_epochs(
-        snap.epochs, snap.best_epoch
-    )
-    model.bad_lines = len(snap.bad_lines)
-    model.first_bad_line = snap.bad_lines[0] if snap.bad_lines else None
-    if snap.state is not None:
-        state, model.file_problems[f"{Files.STATE} values"] = clean_state(snap.state)
-        model.set_state(state)
-    model.file_problems = {k: v for k, v in model.file_problems.items() if v}
+    # Read as the app reads it (RunModel.apply): wrong types dropped and named, text printable.
+    model = load_run_model(run_dir, clock=lambda: now if now is not None else time.time())
     model.tick(model.clock(), trainer_liveness(model.state, run_dir))
     state = model.state or {}
     lines = [

@@ -15,8 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.model.comparison import ComparedRun, differing_keys, load_comparison, show_value
-from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.help import HELP
 from entrenar_tui.widgets.overlay_chart import OverlayChart, OverlaySeries
 from trainer.monitor.text import printable

@@ -22,6 +22,7 @@ from textual.css.scalar import Scalar
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui import messages
 from entrenar_tui import settings as user_settings
 from entrenar_tui.charts.views import (
@@ -34,11 +35,9 @@ from entrenar_tui.charts.views import (
     epoch_chart,
     step_chart,
 )
-from entrenar_tui.model.controller import Refused, StartPlan
+from entrenar_tui.controller import Refused, StartPlan
 from entrenar_tui.model.run import Request, RunModel
 from entrenar_tui.model.run_alerts import RunAlerts
-from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
-from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.confirm import ConfirmScreen
 from entrenar_tui.screens.help import HELP
 from entrenar_tui.watch.run_watcher import RunWatcher
@@ -198,8 +197,8 @@ ended inside an epoch (■ stopped 7/12).
         return self.app.liveness(state, self.model.dir)
 
     # ------------------------------------------------------------------------ watcher messages
-    # What the files say is checked (model/validation.py) before the model sees it: a value of the
-    # wrong type is dropped and named on the problems line ("<file> values"), text made printable.
+    # Folded in through RunModel.apply_*: the one way a run's files get into a model (checked
+    # there, model/validation.py), the way --once, the browser and the comparison read a run too.
 
     def on_directory_changed(self, message: messages.DirectoryChanged) -> None:
         self.model.exists = message.exists
@@ -207,31 +206,23 @@ ended inside an epoch (■ stopped 7/12).
 
     def on_run_info_changed(self, message: messages.RunInfoChanged) -> None:
         previous = self.model.run
-        self.model.run, problem = clean_run(message.run)
-        self.model.set_problem(f"{Files.RUN} values", problem)
+        self.model.apply_run_info(message.run)
         note = new_resume_note(previous, self.model.run)
         if note:  # e.g. "resumed from checkpoints/last at step 3; steps 4–52 are redone"
             self.app.notify(note, timeout=15)
         self.update_view(epochs=True)
 
     def on_state_changed(self, message: messages.StateChanged) -> None:
-        previous = self.model.state or {}
-        state, problem = clean_state(message.state)
-        self.model.set_problem(f"{Files.STATE} values", problem)
-        self.model.set_state(state)
-        if any(previous.get(k) != state.get(k) for k in ("pid", "host", "pid_create_time")):
-            self.model.trainer = self._liveness(state)  # a new trainer: now, not at the tick
+        if self.model.apply_state(message.state):  # a new trainer: looked up now, not at the tick
+            self.model.trainer = self._liveness(self.model.state)
         self.update_view()
 
     def on_epochs_changed(self, message: messages.EpochsChanged) -> None:
-        epochs, best_epoch, problem = clean_epochs(message.epochs, message.best_epoch)
-        self.model.set_problem(f"{Files.EPOCHS} values", problem)
-        self.model.set_epochs(epochs, best_epoch)
+        self.model.apply_epochs(message.epochs, message.best_epoch)
         self.update_view(epochs=True)
 
     def on_result_changed(self, message: messages.ResultChanged) -> None:
-        self.model.result, problem = clean_result(message.result)
-        self.model.set_problem(f"{Files.RESULT} values", problem)
+        self.model.apply_result(message.result)
         self.update_view()
 
     def on_steps_appended(self, message: messages.StepsAppended) -> None:

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui import settings as user_settings
 from entrenar_tui.messages import RunsChanged
 from entrenar_tui.model.discovery import (
@@ -25,7 +26,6 @@ from entrenar_tui.model.discovery import (
     table_columns,
 )
 from entrenar_tui.model.run_alerts import RootAlerts
-from entrenar_tui.output import formatting as fmt
 from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.help import HELP
 from entrenar_tui.screens.monitor import MonitorScreen

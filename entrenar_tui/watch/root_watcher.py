@@ -17,9 +17,9 @@ from typing import Any
 import watchfiles
 from textual.message_pump import MessagePump
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.messages import RunsChanged
 from entrenar_tui.model.discovery import RunIndex, RunSummary
-from entrenar_tui.output import formatting as fmt
 from entrenar_tui.watch.thread import WatchThread
 from trainer.monitor.schema import Files
 

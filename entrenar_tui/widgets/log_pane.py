@@ -9,7 +9,7 @@ from pathlib import Path
 
 from textual.widgets import Log
 
-from entrenar_tui.watch.log_tail import LogTail
+from trainer.monitor.log_tail import LogTail
 from trainer.monitor.text import printable
 
 MAX_LINES = 2000

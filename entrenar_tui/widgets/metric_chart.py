@@ -12,9 +12,9 @@ from typing import ClassVar
 from rich.text import Text
 from textual.widget import Widget
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.charts import axes, braille
 from entrenar_tui.charts.views import ChartData
-from entrenar_tui.output import formatting as fmt
 
 GUESSED_LABEL_CELLS = 5  # y labels such as `0.573`, `43.2%`, `1.5e-04`: measured, then redrawn
 

@@ -19,10 +19,10 @@ from typing import ClassVar
 from rich.text import Text
 from textual.widget import Widget
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.charts import axes, braille
 from entrenar_tui.charts import ticks as tk
 from entrenar_tui.model.comparison import PALETTE_SIZE
-from entrenar_tui.output import formatting as fmt
 from trainer.monitor.reader import Series
 
 Point = braille.Point

@@ -11,7 +11,7 @@ from typing import Any
 
 from textual.widgets import Static
 
-from entrenar_tui.output import formatting as fmt
+from entrenar_tui import formatting as fmt
 from trainer.monitor.values import is_number
 
 

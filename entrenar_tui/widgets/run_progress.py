@@ -17,8 +17,8 @@ from textual.events import Resize
 from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.model.run import RunModel
-from entrenar_tui.output import formatting as fmt
 from entrenar_tui.widgets.status_badge import StatusBadge
 from trainer.monitor.text import duration
 

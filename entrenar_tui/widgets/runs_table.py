@@ -24,6 +24,7 @@ from textual.binding import Binding
 from textual.events import Resize
 from textual.widgets import DataTable
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.model.column_fit import ColumnFit, fit_columns
 from entrenar_tui.model.discovery import (
     RIGHT_ALIGNED,
@@ -34,7 +35,6 @@ from entrenar_tui.model.discovery import (
     table_columns,
 )
 from entrenar_tui.model.sweeps import BEST_MARK
-from entrenar_tui.output import formatting as fmt
 from trainer.monitor.schema import LIVE_STATUSES
 
 # name, status, model, epoch, best val acc, best val loss, started, duration

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, Static
 
-from entrenar_tui.output import formatting as fmt
+from entrenar_tui import formatting as fmt
 
 
 class ValidationBar(Widget):

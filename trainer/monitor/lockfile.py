@@ -26,10 +26,9 @@ from typing import Any
 
 import orjson
 
-from trainer.monitor.reader import format_age
 from trainer.monitor.safe_files import JSON_CAP, READ_FLAGS, SYMLINK_ERRNOS, kind, read_bytes
 from trainer.monitor.schema import Files
-from trainer.monitor.text import printable
+from trainer.monitor.text import format_age, printable
 
 try:
     import fcntl

@@ -1,6 +1,6 @@
 """Text that came from outside (a run file, a directory's name, a label, a config value, train.log)
 made safe to put on a terminal. One helper for the trainer, the monitor and scripts alike; and
-the one way a duration is written for people (`duration`).
+the one place a duration is written for people (`duration`; an age: `format_age`, `rough_age`).
 
 A run directory may be written by someone else on a shared machine: its *name* as much as its files
 can hold an OSC sequence that sets the terminal's title, a CSI sequence that clears the screen or
@@ -38,7 +38,7 @@ MAX_YEARS = 999  # past it a duration is `>999y`: a clock gone wrong, not a run'
 def in_years(seconds: float) -> str | None:
     """A duration of a year or more as `2y041d` (`>999y` past MAX_YEARS, infinity included:
     a state.json's absurd clock must not print 300 digits); None below a year. The one place
-    both duration and the reader's format_age say years."""
+    both duration and format_age say years."""
     if seconds < YEAR_S:
         return None
     if not seconds < (MAX_YEARS + 1) * YEAR_S:  # (infinity too)
@@ -62,6 +62,36 @@ def duration(seconds: Any, missing: str = "–") -> str:
     if s >= 3600:
         return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
     return f"{s // 60}:{s % 60:02d}"
+
+
+def format_age(seconds: float) -> str:
+    """An age as `45s`, `3m05s`, `2h07m`, `4d03h`, past a year `1y045d` (in_years): how long ago
+    (a heartbeat, a lock's last beat, a line in flight), where duration says how long (elapsed, ETA)."""
+    if not seconds > 0:  # (NaN too)
+        return "0s"
+    years = in_years(seconds)
+    if years:
+        return years
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+ROUGH_UNITS = (("y", YEAR_S), ("w", 7 * DAY_S), ("d", DAY_S), ("h", 3600), ("m", 60))
+
+
+def rough_age(seconds: float) -> str:
+    """An age in 7 columns at most, a whole number of the largest unit that fits: `now`,
+    `5m ago`, `3h ago`, `2d ago`, `6w ago`, `2y ago` (the browser's narrow `started`)."""
+    for unit, size in ROUGH_UNITS:
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return "now"
 
 
 def utc_now() -> str:

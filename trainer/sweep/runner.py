@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from trainer.monitor.control import launch_detached
+from trainer.monitor.log_tail import last_line
 from trainer.monitor.reader import ContractError, read_contract_json
-from trainer.monitor.safe_files import UnsafeFile, make_directory, open_regular
+from trainer.monitor.safe_files import UnsafeFile, make_directory
 from trainer.monitor.schema import FINAL_STATUSES, Files
 from trainer.monitor.text import duration, printable, utc_now
 from trainer.sweep.plan import Run
 from trainer.sweep.record import SweepRecord
 
 POLL_S = 0.5  # how often the sweep looks at its running children (a signal wakes it at once)
-LOG_TAIL_BYTES = 4096
 
 
 @dataclass
@@ -75,21 +75,10 @@ def slot_environments(parallel: int, gpus: list[str]) -> tuple[list[dict[str, st
 
 
 def last_log_line(directory: Path) -> str | None:
-    """The last line of a run's train.log (what a trainer that refused to start said), printable;
-    read as every run file is (never through a link, never a FIFO: safe_files)."""
-    try:
-        fd = open_regular(directory / Files.LOG)
-    except OSError:  # (UnsafeFile included)
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        tail = os.pread(fd, LOG_TAIL_BYTES, max(0, size - LOG_TAIL_BYTES))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    lines = [x for x in tail.decode("utf-8", "replace").splitlines() if x.strip()]
-    return printable(lines[-1].strip()[:500]) if lines else None
+    """The last line of a run's train.log (what a trainer that refused to start said), printable,
+    at most 500 characters (trainer.monitor.log_tail.last_line, as the monitor reads it)."""
+    line = last_line(directory / Files.LOG)
+    return line[:500] if line else None
 
 
 def read_state(directory: Path) -> dict[str, Any]:

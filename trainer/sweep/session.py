@@ -24,7 +24,7 @@ from trainer.sweep.command import SweepPlan, describe, plan_sweep, print_table, 
 from trainer.sweep.record import SweepRecord, check_same_sweep, read_sweep
 from trainer.sweep.record import identity as sweep_identity
 from trainer.sweep.runner import Launch, SweepRunner, best_fields, read_state, slot_environments
-from trainer.sweep.tag import tag_environment
+from trainer.sweep_tag import tag_environment
 
 
 def say(text: str) -> None:

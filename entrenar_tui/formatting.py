@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.monitor import units
 from trainer.monitor.schema import FLOPS_WINDOW_STEPS, LIVE_STATUSES
 from trainer.monitor.units import flops_rate
 from trainer.monitor.values import is_int, is_number
@@ -98,17 +99,16 @@ def run_speed(status: str, state: dict | None, result: dict | None) -> Speed | N
 
 def mfu_text(speed: Speed) -> str:
     """`MFU 36.2% (run)`, `MFU 39.8% (last 10 steps)`; "" without a peak."""
-    return f"MFU {percent(speed.mfu)} ({speed.over})" if speed.mfu is not None else ""
+    return units.mfu_text(speed.mfu, speed.over) if speed.mfu is not None else ""
 
 
 def throughput(speed: Speed | None) -> str:
     """`38.1 GFLOP/s · MFU 36.2% (run)` (docs/contract.md, Model FLOPs and MFU); the rate and its
-    scope alone where the device has no peak; "" where the rate is not known."""
-    if speed is None:
-        return ""
-    if speed.mfu is None:
-        return f"{flops(speed.flops_per_sec)} ({speed.over})"
-    return f"{flops(speed.flops_per_sec)} · {mfu_text(speed)}"
+    scope alone where the device has no peak; "" where the rate is not known (units.speed_text,
+    the trainer's lines' too)."""
+    return (
+        "" if speed is None else units.speed_text(speed.flops_per_sec, speed.mfu, over=speed.over)
+    )
 
 
 def count(value: Any) -> str:

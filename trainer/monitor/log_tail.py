@@ -1,8 +1,10 @@
-"""Follows train.log (the trainer's own output) by byte offset: each read costs only the bytes
-appended since the last one. Lines come out printable (trainer.monitor.text.printable): escape
-sequences and control characters in the log are shown spelled out, never sent to the terminal. A
-train.log that is not a regular file (a FIFO, a device, a symbolic link) is not read: `problem`
-says so."""
+"""train.log (the trainer's own output) read from its end, the one place it is: followed by byte
+offset for the log pane (LogTail: each read costs only the bytes appended since the last one), or
+its last line alone (last_line, LastLine: why a trainer died, for the run screen, `--once` and a
+sweep). Lines come out printable (trainer.monitor.text.printable): escape sequences and control
+characters in the log are shown spelled out, never sent to the terminal. A train.log that is not a
+regular file (a FIFO, a device, a symbolic link) is not read (safe_files): LogTail's `problem`
+says so, last_line is None."""
 
 from __future__ import annotations
 
@@ -14,6 +16,40 @@ from trainer.monitor.text import printable
 
 FIRST_BYTES = 64 << 10  # on attaching: only the end of a long log
 MAX_READ = 256 << 10  # per read: a burst of output arrives over a few reads, never stalls the UI
+LAST_LINE_BYTES = 4096  # last_line looks this far back from the end
+
+
+def last_line(path: str | Path, max_bytes: int = LAST_LINE_BYTES) -> str | None:
+    """The last non-empty line among the file's last `max_bytes` (an unfinished one counts:
+    a trainer killed mid-line), stripped and printable; None when there is none or the file
+    cannot be read safely."""
+    try:
+        with open(open_regular(Path(path)), "rb") as f:  # never a FIFO: it would hang the caller
+            f.seek(max(0, os.fstat(f.fileno()).st_size - max_bytes))
+            data = f.read(max_bytes)
+    except OSError:  # (UnsafeFile included)
+        return None
+    lines = (ln.strip() for ln in reversed(data.decode("utf-8", "replace").splitlines()))
+    return next((printable(ln) for ln in lines if ln), None)
+
+
+class LastLine:
+    """last_line of one file, read again only when its size or mtime changed: cheap to ask on
+    every tick of the run screen."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._cached: tuple[tuple[int, int], str | None] | None = None
+
+    def __call__(self) -> str | None:
+        try:
+            st = self.path.lstat()
+        except OSError:
+            return None
+        key = (st.st_size, st.st_mtime_ns)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, last_line(self.path))
+        return self._cached[1]
 
 
 class LogTail:
