@@ -310,8 +310,13 @@ def test_every_new_action_is_in_the_command_palette(trained_run):
 
 
 def test_ema_continues_a_growing_series_and_restarts_after_an_edit():
-    from entrenar_tui.charts.views import smoothed
+    from entrenar_tui.charts.views import Smoothed
     from trainer.monitor.reader import Series
+
+    cache = Smoothed()  # a widget's own cache: it extends a series it has smoothed before
+
+    def smoothed(series, weight):
+        return cache("loss", series, weight)
 
     rng = np.random.default_rng(2)
     values = rng.normal(size=3000)
