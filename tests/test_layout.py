@@ -133,3 +133,18 @@ def test_the_status_row_gives_way_at_once_when_the_badge_grows(tmp_path):
             assert position.size.width >= cell_len(text), (status, position.size, text)
 
     run_app(app, body, size=(80, 24))
+
+
+def test_the_header_gives_way_model_names_first():
+    """header_titles (the run header's fitting): the run's name keeps up to half the room, then
+    the model names give way (all of them, then the first, then the first cut in the middle);
+    the world size always stays. The rest of the header is the icon and its padding."""
+    from entrenar_tui.widgets.run_header import header_titles
+
+    names = ["Qwen2-0.5B-instruct", "Qwen2ForSequenceClassification"]
+    both = "Qwen2-0.5B-instruct · Qwen2ForSequenceClassification · world 1"
+    assert header_titles("exp-001", names, 1, 120) == ("exp-001", both)
+    assert header_titles("exp-001", names, 1, 80) == ("exp-001", "Qwen2-0.5B-instruct · world 1")
+    title, sub_title = header_titles("a-very-long-run-name-" * 4, names, 8, 80)
+    assert (title, sub_title) == ("a-very-long-ru…-long-run-name-", "Qwen2-0.…instruct · world 8")
+    assert len(title) + 3 + len(sub_title) <= 80 - 20  # within the header's room
