@@ -247,9 +247,7 @@ ended inside an epoch (■ stopped 7/12).
         self.progress.show(model)
         self.resources.show(model.state, live=model.status in LIVE_STATUSES)
         self.log_pane.follow(Path(model.dir) / Files.LOG)
-        self.validation.show(
-            (model.state or {}).get("validation") if model.status == "validating" else None
-        )
+        self.validation.show(model)
         self.charts.show(model, self.view, steps=steps, epochs=epochs)
         if steps or epochs:
             width = self.size.width - 3  # the line's padding and its ▏
