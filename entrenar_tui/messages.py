@@ -1,5 +1,6 @@
-"""What a watcher thread tells the screen that owns it. Plain dataclass Messages; frequent ones
-replace older copies still in the queue (`can_replace`), so a burst of writes costs one update."""
+"""What a watcher thread tells the screen that owns it, and the alerts the screen's run raises.
+Plain dataclass Messages; frequent ones replace older copies still in the queue (`can_replace`),
+so a burst of writes costs one update."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from textual.message import Message
 
+from entrenar_tui.model.alerts import Alert
 from trainer.monitor.reader import StepBatch
 
 
@@ -90,6 +92,14 @@ class WatchMode(RunMessage):
     """How the watcher learns about changes: "events" or "polling" (and why)."""
 
     mode: str
+
+
+@dataclass
+class AlertRaised(RunMessage):
+    """An alert that happened while the screen watched (model/run_alerts.py decides which are
+    new): the screen has it told (toast, bell, --notify-cmd) once."""
+
+    alert: Alert
 
 
 # ------------------------------------------------------------------------------ the runs browser

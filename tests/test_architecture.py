@@ -251,3 +251,29 @@ def test_no_cycle_between_rooms(package):
     rooms = collapsed(graph(package, module_level=False))
     assert len(rooms) > 5, rooms  # the graph was built at all
     assert cycles(rooms) == []
+
+
+RUN_SCREEN_MAX_LINES = 300
+
+
+def class_lines(path: Path, name: str) -> int:
+    """How many lines the class `name` of `path` spans, from its `class` line to its last (its
+    docstring, comments and blank lines included), by ast."""
+    (node,) = [
+        n
+        for n in ast.parse(path.read_text(encoding="utf-8")).body
+        if getattr(n, "name", "") == name
+    ]
+    return node.end_lineno - node.lineno + 1
+
+
+def test_the_run_screen_only_coordinates(tmp_path):
+    """MonitorScreen composes and routes; what it used to do itself lives with what it concerns:
+    chart controls (charts/controls.py), the charts and their cache (widgets/run_charts.py), the
+    header's fitting (widgets/run_header.py), x/r/s (screens/steering.py), the palette
+    (help.palette_commands), the alerts (model/run_alerts.py, told through messages)."""
+    sample = tmp_path / "sample.py"
+    sample.write_text('class A:\n    """Doc."""\n\n    x = 1\n\n\ndef f():\n    pass\n')
+    assert class_lines(sample, "A") == 4  # the check counts what it should
+    source = REPO / "entrenar_tui" / "screens" / "monitor.py"
+    assert 100 < class_lines(source, "MonitorScreen") <= RUN_SCREEN_MAX_LINES

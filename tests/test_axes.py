@@ -10,11 +10,13 @@ import math
 import pytest
 
 from entrenar_tui.charts import axes, braille
-from entrenar_tui.charts.views import epoch_chart, interpolate, step_chart
+from entrenar_tui.charts.views import EpochMetric, StepMetric, epoch_chart, interpolate, step_chart
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.monitor import CHARTS_MIN, LOG_MIN, TABLE_MIN, pane_heights
 from tests.fake_run import scenario
 from trainer.monitor.reader import load_run
+
+LOSS = StepMetric("loss", "train_loss")  # the train loss chart
 
 
 def test_y_labels_name_the_range_and_a_nice_value_between_on_their_rows():
@@ -98,7 +100,7 @@ def model_of(run_dir, epochs: int | None = None) -> RunModel:
 
 def test_step_chart_x_ticks_epoch_boundaries_and_the_resume_point(long_run):
     columns = 100
-    data = step_chart(long_run, "loss", "train_loss", columns)
+    data = step_chart(long_run, LOSS, columns)
     assert data.x_ticks[0] == (0, "1") and data.x_ticks[-1] == (columns - 1, "147")
     assert [label for _, label in data.x_ticks] == ["1", "50", "100", "147"]
     # boundaries after global steps 20, 40, ... 140: the column of the next epoch's first step
@@ -111,9 +113,9 @@ def test_step_chart_x_ticks_epoch_boundaries_and_the_resume_point(long_run):
 def test_x_ticks_follow_the_x_axis(long_run):
     from entrenar_tui.charts.views import ChartView
 
-    by_epoch = step_chart(long_run, "loss", "train_loss", 100, view=ChartView(x_axis="epoch"))
+    by_epoch = step_chart(long_run, LOSS, 100, view=ChartView(x_axis="epoch"))
     assert [label for _, label in by_epoch.x_ticks] == ["0.05", "2", "4", "6", "7.35"]
-    by_time = step_chart(long_run, "loss", "train_loss", 100, view=ChartView(x_axis="time"))
+    by_time = step_chart(long_run, LOSS, 100, view=ChartView(x_axis="time"))
     assert by_time.x_ticks[0] == (0, "0:00") and by_time.x_ticks[-1][1] == "1:13"
 
 
@@ -127,7 +129,7 @@ def test_a_lone_point_is_a_marker_not_a_line():
 def test_one_epoch_validation_chart_is_a_marker_with_its_tick(tmp_path):
     model = model_of(scenario(tmp_path / "exp", "running").dir, epochs=1)
     model.set_epochs(model.epochs, 1)
-    data = epoch_chart(model, "val_loss", 40)
+    data = epoch_chart(model, EpochMetric("val_loss"), 40)
     assert [x for x, p in enumerate(data.points) if p is not None] == [18, 19]
     assert data.x_ticks == [(19, "1")] and data.highlight == {18, 19}
 

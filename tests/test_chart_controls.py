@@ -117,6 +117,114 @@ def test_fixed_bounds_clamp_and_the_background_is_dim():
 # ------------------------------------------------------------------------------------ the real app
 
 
+def test_the_chart_keys_rules_without_a_terminal():
+    """ChartControls: smoothing in steps of 0.05 within [0, 0.99], the x axis and the zoom cycle,
+    the cursor starts on the last step and moves one dot column (at least a step) inside the zoom
+    window; what settings.json remembers comes back, the cursor off."""
+    from entrenar_tui.charts.controls import ChartControls
+    from entrenar_tui.settings import Settings
+
+    controls = ChartControls()
+    view = controls.view
+    for _ in range(25):
+        controls.smooth(1)
+    assert view.smoothing == 0.99
+    controls.smooth(-1)
+    assert view.smoothing == pytest.approx(0.94)
+    for _ in range(25):
+        controls.smooth(-1)
+    assert view.smoothing == 0.0
+    axes, zooms = [], []
+    for _ in range(4):
+        controls.cycle_x_axis()
+        controls.cycle_zoom()
+        axes.append(view.x_axis)
+        zooms.append(view.zoom)
+    assert axes == ["epoch", "time", "step", "epoch"]
+    assert zooms == [10_000, 1_000, 100, None]
+    controls.toggle_cursor(0)
+    assert view.cursor is None  # no steps: nothing to point at
+    controls.toggle_cursor(500)
+    assert view.cursor == 499
+    controls.move_cursor(-1, 500, 100)  # 500 steps on 100 dot columns: 5 steps a move
+    assert view.cursor == 494
+    controls.move_cursor(1, 500, 100)
+    controls.move_cursor(1, 500, 100)
+    assert view.cursor == 499  # kept inside the window
+    controls.move_cursor(-1, 500, 1000)  # more columns than steps: still one step
+    assert view.cursor == 498
+    controls.toggle_log_y()
+    controls.toggle_outliers()
+    controls.smooth(1)
+    settings = Settings()
+    controls.remember(settings)
+    again = ChartControls.remembered(settings).view
+    assert (again.smoothing, again.log_y, again.x_axis, again.outliers, again.zoom) == (
+        0.05,
+        True,
+        "epoch",
+        True,
+        None,
+    )
+    assert again.cursor is None
+
+
+def test_a_charts_widget_smooths_each_of_its_series_in_its_own_cache():
+    """Smoothed (the cache a RunCharts owns): by series name; another history's series under the
+    same name (another run) is smoothed afresh, never served the first one's values."""
+    from entrenar_tui.charts.views import Smoothed
+    from trainer.monitor.reader import Series
+
+    first, second = Series(), Series()
+    first.extend(np.arange(10.0))
+    second.extend(np.arange(10.0) * -3)
+    cache = Smoothed()
+    np.testing.assert_allclose(cache("loss", first, 0.5), ema_by_hand(np.arange(10.0), 0.5))
+    np.testing.assert_allclose(cache("loss", second, 0.5), ema_by_hand(np.arange(10.0) * -3, 0.5))
+    np.testing.assert_allclose(cache("accuracy", first, 0.5), ema_by_hand(np.arange(10.0), 0.5))
+
+
+def test_the_palette_is_read_from_the_screens_bindings(tmp_path):
+    """Every key of the run screen that has a name is a command of the palette (under its
+    `title` where it has one), with its tooltip's first sentence and its key, and runs the key's
+    action; the cursor's arrows only while the cursor is on (check_action), as the keys."""
+    from entrenar_tui.screens.help import Command
+    from tests.fake_run import scenario
+
+    run = scenario(tmp_path / "exp", "running")
+    app = MonitorApp(run.dir, tick_interval=3600)
+
+    async def main():
+        async with app.run_test(size=(100, 32)) as pilot:
+            await until(pilot, lambda: len(run_model(app).history) == run.global_step, "loaded")
+            screen = app.screen
+            assert isinstance(screen, MonitorScreen)
+            commands = {c.title: c for c in screen.system_commands()}
+            named = [b for b in MonitorScreen.BINDINGS if b.description]
+            expected = {
+                b.title if isinstance(b, Command) else b.description
+                for b in named
+                if not b.action.startswith("move_cursor")
+            }
+            assert set(commands) == expected
+            assert commands["Stop the run"].help.startswith("Stop the run: asks first")
+            assert commands["Stop the run"].help.endswith("(x)")
+            assert commands["Smooth less"].help.endswith("([)")
+            commands["Smooth more"].callback()
+            assert screen.view.smoothing == pytest.approx(0.05)
+            commands["Log-Y scale"].callback()
+            assert screen.view.log_y
+            commands["Cursor"].callback()
+            assert screen.view.cursor is not None
+            titles = {c.title for c in screen.system_commands()}
+            assert {"Cursor left", "Cursor right"} <= titles  # the arrows act now
+            at = screen.view.cursor
+            next(c for c in screen.system_commands() if c.title == "Cursor left").callback()
+            assert screen.view.cursor < at
+
+    asyncio.run(main())
+
+
 def steps_of(run_dir):
     """steps.jsonl as the reader keeps it: the later of repeated global steps, in step order."""
     by_step = {}
@@ -310,8 +418,13 @@ def test_every_new_action_is_in_the_command_palette(trained_run):
 
 
 def test_ema_continues_a_growing_series_and_restarts_after_an_edit():
-    from entrenar_tui.charts.views import smoothed
+    from entrenar_tui.charts.views import Smoothed
     from trainer.monitor.reader import Series
+
+    cache = Smoothed()  # a widget's own cache: it extends a series it has smoothed before
+
+    def smoothed(series, weight):
+        return cache("loss", series, weight)
 
     rng = np.random.default_rng(2)
     values = rng.normal(size=3000)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from rich.cells import cell_len
+from textual.widgets import Static
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.widgets.cursor_line import CursorLine
@@ -14,7 +16,7 @@ from entrenar_tui.widgets.epoch_table import EpochTable
 from entrenar_tui.widgets.log_pane import LogPane
 from entrenar_tui.widgets.metric_chart import MetricChart
 from entrenar_tui.widgets.problems_line import ProblemsLine
-from tests.fake_run import scenario
+from tests.fake_run import FakeRun, scenario
 from tests.helpers import run_app, run_model, run_screen, until
 from trainer.monitor.schema import Files
 
@@ -97,3 +99,52 @@ def test_the_cursor_line_shows_every_value_whole(tmp_path, size):
         assert line.size.height == 1
 
     run_app(app, body, size=size)
+
+
+def test_the_status_row_gives_way_at_once_when_the_badge_grows(tmp_path):
+    """At 80 columns the status row is fitted as the epoch table is: when the status changes to a
+    longer badge (► RUNNING → ■ STOPPING, ◆ VALIDATING, ✓ COMPLETED) the FLOP/s and MFU give way in
+    the same redraw, never the position (issue 25: it was cut, `global 150/7…`, because the room
+    was reckoned from the badge's width at the last layout, before its new status was drawn)."""
+    flops = {"step_flops": int(19.05e9), "peak_flops": 52.9e9}  # MFU 69.9% (last 10 steps)
+    run = FakeRun(tmp_path / "quickstart", epochs=10, steps_per_epoch=75, **flops).start()
+    run.play_epoch()
+    run.play_epoch()
+    for _ in range(17):  # `epoch 3/10 · step 17/75 · global 167/750`: the MFU just fits beside it
+        run.train_step()
+    app = pinned(run.dir)
+
+    def shown(selector: str) -> Static:
+        return run_screen(app).query_one(selector, Static)
+
+    async def body(pilot):
+        await until(pilot, lambda: len(run_model(app).history) == 167, "the run loads")
+        await pilot.pause()
+        assert shown("#throughput").display  # the MFU is beside the position while it runs
+        for status in ("stopping", "validating", "completed"):
+            run.writer.update_state(status="running")
+            await until(pilot, lambda: run_model(app).status == "running", "it runs again")
+            run.writer.update_state(status=status)
+            await until(pilot, lambda s=status: run_model(app).status == s, f"it is {status}")
+            await pilot.pause()
+            position = shown("#position")
+            text = str(position.render())
+            assert text.endswith("global 167/750")
+            assert position.size.width >= cell_len(text), (status, position.size, text)
+
+    run_app(app, body, size=(80, 24))
+
+
+def test_the_header_gives_way_model_names_first():
+    """header_titles (the run header's fitting): the run's name keeps up to half the room, then
+    the model names give way (all of them, then the first, then the first cut in the middle);
+    the world size always stays. The rest of the header is the icon and its padding."""
+    from entrenar_tui.widgets.run_header import header_titles
+
+    names = ["Qwen2-0.5B-instruct", "Qwen2ForSequenceClassification"]
+    both = "Qwen2-0.5B-instruct · Qwen2ForSequenceClassification · world 1"
+    assert header_titles("exp-001", names, 1, 120) == ("exp-001", both)
+    assert header_titles("exp-001", names, 1, 80) == ("exp-001", "Qwen2-0.5B-instruct · world 1")
+    title, sub_title = header_titles("a-very-long-run-name-" * 4, names, 8, 80)
+    assert (title, sub_title) == ("a-very-long-ru…-long-run-name-", "Qwen2-0.…instruct · world 8")
+    assert len(title) + 3 + len(sub_title) <= 80 - 20  # within the header's room

@@ -1,6 +1,7 @@
 """What each chart shows, built from the RunModel at the chart's width: points (already binned to
 the dot columns, min and max per bin), the current/min/max/best numbers, and the best-epoch marks.
-A ChartView (the chart controls: smoothing, log-Y, x axis, outliers, zoom, cursor) changes what the
+A chart is described by a StepMetric or an EpochMetric (which series, how its numbers read); a
+ChartView (the chart controls: smoothing, log-Y, x axis, outliers, zoom, cursor) changes what the
 per-step charts draw; the arithmetic lives in charts/math.py."""
 
 from __future__ import annotations
@@ -26,6 +27,33 @@ SMOOTHING_STEP = 0.05
 SMOOTHING_MAX = 0.99
 ZOOMS: tuple[int | None, ...] = (None, 10_000, 1_000, 100)  # None: the whole run
 X_AXES = ("step", "epoch", "time")
+Format = Callable[[float | None], str]
+
+
+@dataclass(frozen=True)
+class StepMetric:
+    """A per-step chart: its series in the step history, the epochs.json key of the best epoch's
+    value, how its numbers read (`short`: for a narrow chart), and whether smoothing applies to it
+    (not to the learning rate: a schedule, not noise). `title` and `id`: its chart widget's."""
+
+    series: str
+    best_key: str
+    title: str = ""
+    format: Format = fmt.metric
+    short: Format | None = None
+    smooth: bool = True
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class EpochMetric:
+    """A per-epoch chart: its epochs.json key and how its numbers read (as StepMetric)."""
+
+    key: str
+    title: str = ""
+    format: Format = fmt.metric
+    short: Format | None = None
+    id: str = ""
 
 
 @dataclass
@@ -94,18 +122,20 @@ class SmoothedCache:
         return self.out.array
 
 
-_SMOOTHED: dict[int, SmoothedCache] = {}
-MAX_SMOOTHED = 8  # series (loss and accuracy of the run shown, and a few left behind)
+class Smoothed:
+    """The smoothed values of the series one widget draws (the run screen's charts and cursor line:
+    one run's loss and accuracy), a SmoothedCache per series name, owned by that widget: a
+    series that is not the one cached under its name (another history) starts afresh."""
 
+    def __init__(self) -> None:
+        self._caches: dict[str, SmoothedCache] = {}
 
-def smoothed(series: Series, weight: float) -> np.ndarray:
-    """ema(series values, weight), from the cache."""
-    cache = _SMOOTHED.get(id(series))
-    if cache is None or cache.series is not series:
-        if len(_SMOOTHED) >= MAX_SMOOTHED:
-            _SMOOTHED.clear()
-        cache = _SMOOTHED[id(series)] = SmoothedCache(series)
-    return cache.values(weight)
+    def __call__(self, name: str, series: Series, weight: float) -> np.ndarray:
+        """ema(series values, weight), from the cache."""
+        cache = self._caches.get(name)
+        if cache is None or cache.series is not series:
+            cache = self._caches[name] = SmoothedCache(series)
+        return cache.values(weight)
 
 
 def _short_count(n: int) -> str:
@@ -137,7 +167,7 @@ def _finite(v) -> float | None:
 
 
 def _chart_data(
-    model: RunModel, series, best_key: str, points, start: int, stop: int, format, short
+    model: RunModel, metric: StepMetric, series: Series, points, start: int, stop: int
 ) -> ChartData:
     """The points with the numbers line: current (the last step), min/max over [start, stop), and
     the best epoch's value."""
@@ -148,10 +178,10 @@ def _chart_data(
         current=series[len(series) - 1],
         minimum=None if math.isnan(lo) else lo,
         maximum=None if math.isnan(hi) else hi,
-        best=_finite(best.get(best_key)) if best else None,
+        best=_finite(best.get(metric.best_key)) if best else None,
         best_epoch=best.get("epoch") if best else None,
-        format=format,
-        short=short,
+        format=metric.format,
+        short=metric.short,
     )
 
 
@@ -167,28 +197,24 @@ def _best_epoch_indexes(model: RunModel) -> tuple[int, int] | None:
 
 def step_chart(
     model: RunModel,
-    name: str,
-    best_key: str,
+    metric: StepMetric,
     columns: int,
-    format=fmt.metric,
-    short=None,
     view: ChartView | None = None,
-    smooth: bool = True,
+    smoothed: Smoothed | None = None,
 ) -> ChartData:
     """A per-step series (loss, lr, accuracy) binned to `columns`; best = the best epoch's value.
-    `smooth` False: this series is never smoothed (the learning rate: a schedule, not a noise)."""
-    history = model.history
-    series = history.series[name]
+    `smoothed`: the drawing widget's cache of smoothed values (without one, computed afresh)."""
+    series = model.history.series[metric.series]
     n = len(series)
     if n == 0 or columns <= 0:
-        return ChartData([], format=format, short=short)
+        return ChartData([], format=metric.format, short=metric.short)
     if view is not None and not view.is_plain():
-        return _viewed_step_chart(model, name, best_key, columns, format, short, view, smooth)
+        return _viewed_step_chart(model, metric, columns, view, smoothed or Smoothed())
     if n < columns:  # fewer steps than dot columns: a line through them rather than a staircase
         points = interpolate([v if math.isfinite(v) else None for v in series.values], columns)
     else:
         points = series.downsample(columns)
-    data = _chart_data(model, series, best_key, points, 0, n, format, short)
+    data = _chart_data(model, metric, series, points, 0, n)
 
     def column(i: int) -> int:
         return column_of(i, n, columns) if n < columns else i * columns // n
@@ -203,25 +229,18 @@ def step_chart(
 
 
 def _viewed_step_chart(
-    model: RunModel,
-    name: str,
-    best_key: str,
-    columns: int,
-    format,
-    short,
-    view: ChartView,
-    smooth: bool,
+    model: RunModel, metric: StepMetric, columns: int, view: ChartView, smoothed: Smoothed
 ) -> ChartData:
     """step_chart under the chart controls: the zoom window of the (smoothed, log) values, binned
     by step or wall time (min/max per bin, so spikes survive), the raw curve behind a smoothed one."""
     history = model.history
-    series = history.series[name]
+    series = history.series[metric.series]
     n = len(series)
     start, stop = cm.zoom_window(n, view.zoom)
     raw = series.values.array[start:stop]
     smooth_values = None
-    if smooth and view.smoothing > 0:  # over the whole run, as TensorBoard does, then the window
-        smooth_values = smoothed(series, view.smoothing)[start:stop]
+    if metric.smooth and view.smoothing > 0:  # the whole run, as TensorBoard does, then the window
+        smooth_values = smoothed(metric.series, series, view.smoothing)[start:stop]
     shown_raw = cm.log10_or_gap(raw) if view.log_y else raw
     main = shown_raw
     if smooth_values is not None:
@@ -241,10 +260,10 @@ def _viewed_step_chart(
     def column(i: int) -> int:  # the dot column of window index i
         return cm.column_at(i, edges) if edges is not None else column_of(i, m, columns)
 
-    data = _chart_data(model, series, best_key, points(main), start, stop, format, short)
+    data = _chart_data(model, metric, series, points(main), start, stop)
     data.background = points(shown_raw) if smooth_values is not None else ()
     data.bounds = cm.outlier_range(shown_raw) if view.outliers else None
-    data.tags = view.tags(smooth)
+    data.tags = view.tags(metric.smooth)
     data.log_y = view.log_y
     data.x_ticks, data.x_marks = x_decoration(model, view.x_axis, start, stop, columns, column)
     best_steps = _best_epoch_indexes(model)
@@ -259,13 +278,17 @@ def _viewed_step_chart(
 
 
 def cursor_readout(
-    model: RunModel, view: ChartView, charts: Sequence[tuple[str, str, bool]], width: int = 0
+    model: RunModel,
+    view: ChartView,
+    metrics: Sequence[StepMetric],
+    smoothed: Smoothed,
+    width: int = 0,
 ) -> str:
     """The cursor line: where the cursor is (global step, and the epoch or wall time when that is
     the x axis) and each step series' exact value there, the smoothed one after `~` while
-    smoothing is on. charts: (title, series name, smoothed?) in the order they are drawn. Where
-    the titles make it longer than `width`, the series' own short names (loss, lr, accuracy as
-    acc) are used, so that a value is not wrapped away from its name."""
+    smoothing is on; `metrics` in the order they are drawn. Where the titles make it longer than
+    `width`, the series' own short names (loss, lr, accuracy as acc) are used, so that a value is
+    not wrapped away from its name."""
     history = model.history
     n = len(history)
     if view.cursor is None or not n:
@@ -281,12 +304,14 @@ def cursor_readout(
         if math.isfinite(t[i]) and math.isfinite(t[0]):
             where = f"{duration(t[i] - t[0])} · {where}"
     parts: list[tuple[str, str, str]] = []
-    for title, name, smooth in charts:
+    for metric in metrics:
+        name = metric.series
         series = history.series[name]
         exact = exact_value(name, cm.value_at(series.values.array, i))
-        if smooth and view.smoothing > 0:
-            exact += " ~" + exact_value(name, cm.value_at(smoothed(series, view.smoothing), i))
-        parts.append((title, SHORT_NAMES.get(name, name), exact))
+        if metric.smooth and view.smoothing > 0:
+            smooth = smoothed(name, series, view.smoothing)
+            exact += " ~" + exact_value(name, cm.value_at(smooth, i))
+        parts.append((metric.title, SHORT_NAMES.get(name, name), exact))
     text = " · ".join([where, *(f"{title} {exact}" for title, _, exact in parts)])
     if width and len(text) > width:
         text = " · ".join([where, *(f"{short} {exact}" for _, short, exact in parts)])
@@ -362,15 +387,11 @@ def x_decoration(
 
 
 def epoch_chart(
-    model: RunModel,
-    key: str,
-    columns: int,
-    format=fmt.metric,
-    short=None,
-    view: ChartView | None = None,
+    model: RunModel, metric: EpochMetric, columns: int, view: ChartView | None = None
 ) -> ChartData:
     """A per-epoch series (val loss, val accuracy) drawn as a line through the epochs, the best
     epoch marked; an epoch without a value breaks the line. Of the controls, log-Y applies."""
+    key = metric.key
     values = [_finite(e.get(key)) for e in model.epochs]
     good = [v for v in values if v is not None]
     best = model.best_record()
@@ -384,8 +405,8 @@ def epoch_chart(
         maximum=max(good) if good else None,
         best=_finite(best.get(key)) if best else None,
         best_epoch=best.get("epoch") if best else None,
-        format=format,
-        short=short,
+        format=metric.format,
+        short=metric.short,
         tags="log" if log_y else "",
         log_y=log_y,
     )

@@ -48,8 +48,9 @@ class RunAlerts:
         self._crashed_since: float | None = None
 
     def update(self, model: RunModel) -> list[Alert]:
-        """Detect now; sets `active` (newest first; those found together, the last found first)
-        and returns the alerts to tell: the new ones, once primed."""
+        """Detect now; sets `active` (newest first; those found together, the last found first),
+        and the model's alerts to them (the problems line, `?`), and returns the alerts to tell:
+        the new ones, once primed."""
         status = model.status
         if status == "running" and self._status not in (None, "waiting", "running"):
             self._running_since = model.now  # back from validation, or resumed: not a stall
@@ -66,7 +67,7 @@ class RunAlerts:
         fresh = self.log.new(found)
         for alert in fresh:
             self._order[alert.key] = len(self._order)
-        self.active = sorted(found, key=lambda a: self._order[a.key], reverse=True)
+        self.active = model.alerts = sorted(found, key=lambda a: self._order[a.key], reverse=True)
         return fresh if self.primed else []
 
     def prime(self, model: RunModel) -> None:

@@ -215,6 +215,17 @@ def export_for_screen(run_dir: Path) -> Path:
     raise OSError(f"cannot write {name} next to {run_dir} nor in {Path.cwd()}")
 
 
+def export_notice(run_dir: Path) -> tuple[str, str]:
+    """export_for_screen, told: (the notice's text, its severity). A link planted where the
+    export goes is named by its whole path."""
+    try:
+        return f"exported to {export_for_screen(run_dir)}", "information"
+    except UnsafeFile as e:
+        return f"export failed: {e.naming()}", "error"
+    except (OSError, ValueError) as e:
+        return f"export failed: {e}", "error"
+
+
 def main(target: Path, format: str, out: Path | None) -> int:
     """The CLI: 0 and the paths written on stdout, or one line on stderr and 2. Under a root, a
     run that cannot be read is skipped with a warning line naming it and the rest exported; the

@@ -2,17 +2,21 @@
 problem (the problems line shows only one).
 
 The keys are read from the screen's and the app's BINDINGS (each binding's tooltip is its help
-text), so the help cannot drift from what the keys do."""
+text), so the help cannot drift from what the keys do; the command palette's entries for a screen
+are read from the same BINDINGS (palette_commands)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
-from textual.app import ComposeResult
+from textual.actions import parse
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Markdown, Static
 
 from entrenar_tui.model.run import Problem
@@ -38,6 +42,32 @@ def key_rows(
             if shown not in keys:
                 keys.append(shown)
     return [(keys, text) for text, keys in rows.items()]
+
+
+@dataclass(frozen=True)
+class Command(Binding):
+    """A key that is also a command of the palette, named there by `title` (the footer keeps the
+    short description)."""
+
+    title: str = ""
+
+
+def palette_commands(screen: Screen) -> Iterator[SystemCommand]:
+    """The screen's keys as commands of the palette, one per action that applies now (its
+    check_action): named by the binding's title (else its description), described by the first
+    sentence of its tooltip with the key, and running the key's action."""
+    seen: set[str] = set()
+    for binding in type(screen).BINDINGS:
+        _, name, params = parse(binding.action)
+        if not binding.description or binding.action in seen:
+            continue
+        if screen.check_action(name, params) is False:
+            continue
+        seen.add(binding.action)
+        title = getattr(binding, "title", "") or binding.description
+        what = (binding.tooltip or binding.description).split(". ")[0].replace("`", "")
+        help_text = f"{what[:1].upper()}{what[1:]} ({screen.app.get_key_display(binding)})"
+        yield SystemCommand(title, help_text, partial(getattr(screen, f"action_{name}"), *params))
 
 
 def keys_markdown(rows: list[tuple[list[str], str]]) -> str:

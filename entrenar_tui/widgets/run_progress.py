@@ -60,7 +60,7 @@ class RunProgress(Widget):
         """The FLOP/s and MFU right of the position where the status row has room for them, else
         the MFU alone, whole (the badge, the position and a request stay); hidden otherwise."""
         widget = self.query_one("#throughput", Static)
-        badge = self.query_one(StatusBadge).outer_size.width
+        badge = self.query_one(StatusBadge).cells()  # (as it is now, not at the last layout)
         # position: 1 cell of padding before it; request: 1 after; the FLOP/s: 1 each side
         room = self.size.width - badge - (1 + cell_len(position)) - (cell_len(request) + 1) - 2
         fitting = [t for t in texts if not self.size.width or cell_len(t) <= room]

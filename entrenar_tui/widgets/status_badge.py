@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.cells import cell_len
 from textual.reactive import reactive
 from textual.widgets import Static
 
@@ -23,6 +24,11 @@ ICONS = {
 }
 
 
+def badge_label(status: str) -> str:
+    """What the badge says for `status`: its icon and the status in capitals (shown as text)."""
+    return f"{ICONS.get(status, '?')} {printable(status).upper()}"
+
+
 class StatusBadge(Static):
     DEFAULT_CSS = "StatusBadge { width: auto; padding: 0 1; }"
 
@@ -37,7 +43,12 @@ class StatusBadge(Static):
         self.remove_class(*(f"-{s}" for s in (old,) if s in ICONS))
         if new in ICONS:
             self.add_class(f"-{new}")
-        self.update(f"{ICONS.get(new, '?')} {printable(new).upper()}")
+        self.update(badge_label(new))
+
+    def cells(self) -> int:
+        """Its width with the status it has now: outer_size says so only after the next layout,
+        and the row beside it is fitted before that (RunProgress)."""
+        return cell_len(badge_label(self.status)) + self.styles.padding.width
 
     def on_mount(self) -> None:
         self.watch_status("", self.status)
