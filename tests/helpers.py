@@ -1,5 +1,5 @@
-"""Helpers shared by the tests, defined once: driving the real app (run_app, until), what its
-run screen shows (run_screen, run_model, run_watcher), the fake trainer's command, copying a run.
+"""Helpers shared by the tests, defined once: driving the real app (run_app, browse, until), what
+its run screen shows (run_screen, run_model, run_watcher), the fake trainer's command, copying a run.
 (Fixtures, config and corpus builders live in conftest.py.)"""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import watchfiles
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.watch.run_watcher import RunWatcher
+from entrenar_tui.widgets.runs_table import RunsTable
 from tests.conftest import patience
 from trainer.monitor.reader import RunSnapshot, load_run
 from trainer.monitor.schema import Files
@@ -89,6 +90,23 @@ def run_app(
             await body(pilot)
             watcher = run_watcher(app)
             assert watcher is None or watcher.running, "the watcher thread died"
+
+    asyncio.run(main())
+
+
+def browse(app, body: Callable[..., Awaitable[None]], *, size=(130, 30), rows: int = 1) -> None:
+    """Run body(pilot) in the real app on its runs browser, once at least `rows` runs are listed
+    (run_test re-raises anything the app raised). No watcher check as in run_app: a body may open a
+    run and come back, and the run screen's watcher stops when it closes."""
+
+    def listed() -> int:
+        return len(app.screen.query_one(RunsTable).row_keys())
+
+    async def main():
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda: listed() >= rows, f"{rows} runs are listed")
+            await pilot.pause()
+            await body(pilot)
 
     asyncio.run(main())
 
