@@ -1,10 +1,12 @@
 """Helpers shared by the tests, defined once: driving the real app (run_app, browse, until), what
-its run screen shows (run_screen, run_model, run_watcher), the fake trainer's command, copying a run.
+its run screen shows (run_screen, run_model, run_watcher), the fake trainer's command, copying a run,
+the outside tools a test needs (needs_tool).
 (Fixtures, config and corpus builders live in conftest.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 import watchfiles
 
 from entrenar_tui.model.run import RunModel
@@ -28,6 +31,7 @@ from trainer.monitor.writer import MonitorWriter
 
 FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
 SIZE = (100, 32)
+REQUIRE_TOOLS = "ENTRENAR_REQUIRE_TOOLS"  # .ci/run sets it to 1: there a missing tool fails
 
 _last_seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -109,6 +113,16 @@ def browse(app, body: Callable[..., Awaitable[None]], *, size=(130, 30), rows: i
             await body(pilot)
 
     asyncio.run(main())
+
+
+def needs_tool(tool: str, found: bool) -> pytest.MarkDecorator:
+    """Skip a test whose outside tool (tmux, Chromium) is not installed, on a developer's machine;
+    where the tools are required (ENTRENAR_REQUIRE_TOOLS=1, as .ci/run sets it, after .ci/tools
+    installed them) the test runs, and fails without the tool: a CI must never pass by skipping."""
+    required = os.environ.get(REQUIRE_TOOLS) == "1"
+    return pytest.mark.skipif(
+        not found and not required, reason=f"{tool} is not installed (.ci/tools installs it)"
+    )
 
 
 def fake_command(*args: str, step_s: float = 0.05, hold_after: int | None = None) -> list[str]:

@@ -19,12 +19,9 @@ import pytest
 from entrenar_tui.serve import Door, app_command, banner
 from tests.fake_run import scenario
 from tests.headless_browser import Browser, find_browser
+from tests.helpers import needs_tool
 
-# Skipped where no Chromium is installed, except in CI (.ci/run installs it and sets this).
-needs_browser = pytest.mark.skipif(
-    find_browser() is None and os.environ.get("ENTRENAR_REQUIRE_BROWSER") != "1",
-    reason="no chromium on PATH (apt-get install chromium)",
-)
+needs_browser = needs_tool("chromium", find_browser() is not None)
 DEADLINE_S = 120  # generous: a busy 2-core box starts Chromium and the app slowly
 # xterm.js draws on a canvas (WebGL or 2D); without one it falls back to its DOM renderer, whose
 # rows are text the test can read. What the page shows is the same either way.
