@@ -290,3 +290,23 @@ def test_each_tab_gets_the_notify_command_as_one_quoted_argument(tmp_path):
     argv = shlex.split(command.removeprefix("exec "))
     assert argv[-3:] == ["--poll", "--notify-cmd", "ntfy publish 'my topic'; rm -rf ~"]
     assert "--notify-cmd" not in app_command(tmp_path, poll=False)
+
+
+@needs_browser
+def test_the_serve_screenshot_script_makes_both_pictures(tmp_path: Path):
+    """screenshots/make_serve_screenshots.py (scripted runs) makes the README's two PNGs, each
+    of the page in the 1280 × 760 browser window, once the page shows what each is of."""
+    done = subprocess.run(
+        [sys.executable, "screenshots/make_serve_screenshots.py", "--out", str(tmp_path)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=4 * DEADLINE_S,
+    )
+    assert done.returncode == 0, done.stderr
+    pictures = [(tmp_path / name).read_bytes() for name in ("serve-browser.png", "serve-run.png")]
+    assert pictures[0] != pictures[1]  # Enter opened a run
+    for name, png in zip(("serve-browser.png", "serve-run.png"), pictures):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n", name
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert width == 1280 and 400 < height <= 760, (name, height)  # less the window's frame
