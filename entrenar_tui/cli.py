@@ -1,4 +1,6 @@
-"""`entrenar-tui monitor RUN_DIR [--once]` and `entrenar-tui run CONFIG [overrides]`.
+"""`entrenar-tui` (the runs browser on ./runs, else the working directory), `entrenar-tui monitor
+RUN_DIR|ROOT [--once]`, `entrenar-tui run CONFIG [overrides]`, `entrenar-tui export TARGET` and
+`entrenar-tui serve ROOT` (entrenar_tui/serve.py).
 
 Imports stay light: no Textual for `--once` (cron, CI), never torch (login nodes, slow SSH).
 Every line printed that names a path or quotes a file goes through printable (say/error): a run

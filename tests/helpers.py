@@ -1,10 +1,12 @@
-"""Helpers shared by the tests, defined once: driving the real app (run_app, until), what its
-run screen shows (run_screen, run_model, run_watcher), the fake trainer's command, copying a run.
+"""Helpers shared by the tests, defined once: driving the real app (run_app, browse, until), what
+its run screen shows (run_screen, run_model, run_watcher), the fake trainer's command, copying a run,
+the outside tools a test needs (needs_tool).
 (Fixtures, config and corpus builders live in conftest.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import time
@@ -14,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 import watchfiles
 
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.watch.run_watcher import RunWatcher
+from entrenar_tui.widgets.runs_table import RunsTable
 from tests.conftest import patience
 from trainer.monitor.reader import RunSnapshot, load_run
 from trainer.monitor.schema import Files
@@ -27,6 +31,7 @@ from trainer.monitor.writer import MonitorWriter
 
 FAKE_TRAINER = Path(__file__).parent / "snapshot_apps" / "fake_trainer.py"
 SIZE = (100, 32)
+REQUIRE_TOOLS = "ENTRENAR_REQUIRE_TOOLS"  # .ci/run sets it to 1: there a missing tool fails
 
 _last_seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -91,6 +96,33 @@ def run_app(
             assert watcher is None or watcher.running, "the watcher thread died"
 
     asyncio.run(main())
+
+
+def browse(app, body: Callable[..., Awaitable[None]], *, size=(130, 30), rows: int = 1) -> None:
+    """Run body(pilot) in the real app on its runs browser, once at least `rows` runs are listed
+    (run_test re-raises anything the app raised). No watcher check as in run_app: a body may open a
+    run and come back, and the run screen's watcher stops when it closes."""
+
+    def listed() -> int:
+        return len(app.screen.query_one(RunsTable).row_keys())
+
+    async def main():
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda: listed() >= rows, f"{rows} runs are listed")
+            await pilot.pause()
+            await body(pilot)
+
+    asyncio.run(main())
+
+
+def needs_tool(tool: str, found: bool) -> pytest.MarkDecorator:
+    """Skip a test whose outside tool (tmux, Chromium) is not installed, on a developer's machine;
+    where the tools are required (ENTRENAR_REQUIRE_TOOLS=1, as .ci/run sets it, after .ci/tools
+    installed them) the test runs, and fails without the tool: a CI must never pass by skipping."""
+    required = os.environ.get(REQUIRE_TOOLS) == "1"
+    return pytest.mark.skipif(
+        not found and not required, reason=f"{tool} is not installed (.ci/tools installs it)"
+    )
 
 
 def fake_command(*args: str, step_s: float = 0.05, hold_after: int | None = None) -> list[str]:

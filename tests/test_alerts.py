@@ -1,4 +1,4 @@
-"""The monitor's alerts (entrenar_tui/alerts.py) on scripted runs that grow step by step: each
+"""The monitor's alerts (entrenar_tui/model/alerts.py) on scripted runs that grow step by step: each
 event (stall, NaN, spike, rising validation loss, crash, end) fires once, at the step it happens,
 and a smooth noisy run raises nothing. --notify-cmd gets the alert as arguments, never a shell."""
 

@@ -4,7 +4,6 @@ scripted runs (FakeRun, a pinned clock and process check)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -22,7 +21,7 @@ from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
 from tests.conftest import RUNS_ROOT_RUNS, patience
 from tests.fake_run import FakeRun, scenario
-from tests.helpers import run_model, until
+from tests.helpers import browse, run_model, until
 from trainer.monitor.reader import best_of, load_run
 from trainer.monitor.schema import Files
 
@@ -48,15 +47,6 @@ def names(app: MonitorApp) -> list[str]:
 
 def cell(app: MonitorApp, run: str, column: str) -> str:
     return table(app).get_cell(str(app.root / run), column).plain
-
-
-def browse(body, app: MonitorApp, size=SIZE):
-    async def main():
-        async with app.run_test(size=size) as pilot:
-            await until(pilot, lambda: len(table(app).row_keys()) > 0, "the runs are listed")
-            await body(pilot)
-
-    asyncio.run(main())
 
 
 def best_accuracy(run_dir: Path) -> float | None:
@@ -131,7 +121,7 @@ def test_names_from_the_file_system_are_shown_as_text_not_markup(tmp_path):
         assert table(app).get_cell(key, "name").plain == "[red]evil[/red]\\x1b"
         assert not table(app).get_cell(key, "name").spans
 
-    browse(body, app)
+    browse(app, body, size=SIZE)
 
 
 def test_filter_syntax():
@@ -170,7 +160,7 @@ def test_the_browser_lists_every_run_with_its_status(root):
         when = datetime.fromisoformat(started).astimezone(timezone.utc)
         assert cell(app, "exp-lr-low", "started") == when.strftime("%b %d %H:%M")
 
-    browse(body, app)
+    browse(app, body, size=SIZE)
 
 
 def test_sorting_by_best_val_acc_orders_the_rows_as_the_numbers_say(root):
@@ -196,7 +186,7 @@ def test_sorting_by_best_val_acc_orders_the_rows_as_the_numbers_say(root):
         assert values[:3] == sorted(known, reverse=True) and values[-1] is None
         assert "best val acc▼" in str(table(app).columns["best val acc"].label)
 
-    browse(body, app)
+    browse(app, body, size=SIZE)
 
 
 def test_the_filter_hides_runs_whose_name_does_not_match(root):
@@ -218,7 +208,7 @@ def test_the_filter_hides_runs_whose_name_does_not_match(root):
         await pilot.press("escape")
         assert app.focused is table(app)
 
-    browse(body, app)
+    browse(app, body, size=SIZE)
 
 
 def test_a_run_copied_into_the_root_appears_while_the_app_runs(root, runs_root):
@@ -236,7 +226,7 @@ def test_a_run_copied_into_the_root_appears_while_the_app_runs(root, runs_root):
         shutil.rmtree(root / "exp-lr-high")
         await until(pilot, lambda: "exp-lr-high" not in names(app), "a deleted run goes")
 
-    browse(body, app)
+    browse(app, body, size=SIZE)
 
 
 def test_enter_opens_the_run_and_escape_comes_back(root):
@@ -264,7 +254,7 @@ def test_enter_opens_the_run_and_escape_comes_back(root):
         await pilot.press("backspace")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen), "back again")
 
-    browse(body, app)
+    browse(app, body, size=SIZE)
 
 
 def test_every_browser_action_is_in_the_command_palette_and_the_footer(root):
@@ -287,7 +277,7 @@ def test_every_browser_action_is_in_the_command_palette_and_the_footer(root):
         assert "v" in app.active_bindings  # a secondary key: in the palette and the help
         assert "escape" not in keys  # "back" is for the run screen only
 
-    browse(body, app)
+    browse(app, body, size=SIZE)
 
 
 def test_space_marks_runs_and_compare_needs_two(root):
@@ -303,7 +293,7 @@ def test_space_marks_runs_and_compare_needs_two(root):
         assert cell(app, "exp-crashed", "mark") == " "
         assert app.screen.selected == []
 
-    browse(body, app)
+    browse(app, body, size=SIZE)
 
 
 # ------------------------------------------------------------------------------ the command line
@@ -475,7 +465,7 @@ def test_one_run_is_one_run_not_1_runs(root):
             pilot, lambda: str(info.render()).startswith("1 run under "), "one run is counted"
         )
 
-    browse(body, app)
+    browse(app, body, size=SIZE)
 
 
 def help_texts(app: MonitorApp) -> list[str]:
@@ -516,7 +506,7 @@ def test_question_mark_shows_each_screens_own_keys(root):
         assert not any("select or unselect" in t for t in texts)
         assert any(p.text.startswith("crashed") for p in app.screen.problems)
 
-    browse(body, app)
+    browse(app, body, size=SIZE)
 
 
 def test_the_footer_fits_80_columns(root):
@@ -531,4 +521,4 @@ def test_the_footer_fits_80_columns(root):
         assert {"? Help", "q Quit"} <= set(shown), shown
         assert all(r.right <= palette.region.x for r in shown.values()), shown  # none hidden
 
-    browse(body, app, size=(80, 24))
+    browse(app, body, size=(80, 24))

@@ -4,7 +4,6 @@ scripted runs (tests/fake_run.py), reading the headers and cells it shows."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from entrenar_tui.model.column_fit import FLOOR, fit_columns
 from entrenar_tui.model.discovery import RunIndex, row_texts, started_age
 from entrenar_tui.widgets.runs_table import COLUMNS, RunsTable
 from tests.fake_run import FakeRun, scenario
-from tests.helpers import until
+from tests.helpers import browse, until
 from trainer.monitor.schema import Files
 
 # The widths of the scripted root's columns (below), full and short, as the table measures them.
@@ -151,20 +150,15 @@ def no_horizontal_scroll(app: MonitorApp) -> bool:
     return t.max_scroll_x == 0 and widths <= t.scrollable_content_region.width
 
 
-def browse(root: Path, body, size) -> None:
-    app = MonitorApp(root=root, probe=lambda _s: "gone")
-
-    async def main():
-        async with app.run_test(size=size) as pilot:
-            await until(pilot, lambda: len(table(app).row_keys()) >= 3, "the runs are listed")
-            await pilot.pause()
-            await body(pilot, app)
-
-    asyncio.run(main())
+def browser(root: Path) -> MonitorApp:
+    """The app on a root whose trainers are all gone (no process check can flip a status)."""
+    return MonitorApp(root=root, probe=lambda _s: "gone")
 
 
 def test_at_80x24_the_priority_columns_and_duration_show_whole_with_no_scroll(scripted):
-    async def body(pilot, app):
+    app = browser(scripted)
+
+    async def body(pilot):
         shown = headers(app)
         assert {"name", "status", "epoch", "best val acc", "duration"} <= set(shown), shown
         assert shown["duration"] == "duration" and shown["best val acc"] == "best acc"
@@ -179,11 +173,13 @@ def test_at_80x24_the_priority_columns_and_duration_show_whole_with_no_scroll(sc
         assert cells(app, "model") == ["Qwen2…truct"] * 3
         assert "started" not in shown  # the date gave way before any number
 
-    browse(scripted, body, (80, 24))
+    browse(app, body, size=(80, 24), rows=3)
 
 
 def test_at_120x34_every_column_shows_as_once_prints_it(scripted):
-    async def body(pilot, app):
+    app = browser(scripted)
+
+    async def body(pilot):
         assert list(headers(app).values()) == [" ", *COLUMNS]
         assert no_horizontal_scroll(app)
         runs = RunIndex(scripted, probe=lambda _s: "gone").scan()
@@ -195,11 +191,13 @@ def test_at_120x34_every_column_shows_as_once_prints_it(scripted):
         assert cells(app, "model") == ["Qwen2-0.5B-instruct"] * 3
         assert cells(app, "started") == ["Nov 14  2023"] * 3
 
-    browse(scripted, body, (120, 34))
+    browse(app, body, size=(120, 34), rows=3)
 
 
 def test_resizing_fits_the_columns_again(scripted):
-    async def body(pilot, app):
+    app = browser(scripted)
+
+    async def body(pilot):
         assert "started" in headers(app)
         await pilot.resize_terminal(100, 34)
         await until(pilot, lambda: headers(app).get("started") == "started", "an age at 100")
@@ -212,7 +210,7 @@ def test_resizing_fits_the_columns_again(scripted):
         await until(pilot, lambda: headers(app).get("best val acc") == "best val acc", "at 120")
         assert cells(app, "model") == ["Qwen2-0.5B-instruct"] * 3
 
-    browse(scripted, body, (120, 34))
+    browse(app, body, size=(120, 34), rows=3)
 
 
 def test_more_runs_than_rows_leave_room_for_the_scrollbar_not_a_horizontal_scroll(tmp_path):
@@ -223,11 +221,13 @@ def test_more_runs_than_rows_leave_room_for_the_scrollbar_not_a_horizontal_scrol
         run.finish()
     assert orjson.loads((root / "exp-000" / Files.RESULT).read_bytes())["status"] == "completed"
 
-    async def body(pilot, app):
+    app = browser(root)
+
+    async def body(pilot):
         await until(pilot, lambda: len(table(app).row_keys()) == 30, "all thirty runs")
         await until(pilot, lambda: table(app).show_vertical_scrollbar, "the scrollbar")
         await pilot.pause()
         assert no_horizontal_scroll(app)
         assert {"name", "status", "epoch", "best val acc", "duration"} <= set(headers(app))
 
-    browse(root, body, (80, 24))
+    browse(app, body, size=(80, 24), rows=3)

@@ -24,7 +24,7 @@ from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.widgets.runs_table import RunsTable
 from tests.conftest import REPO, patience
 from tests.fake_run import FakeRun, fake_sweep
-from tests.helpers import until
+from tests.helpers import browse, until
 from trainer.monitor.schema import Files
 from trainer.monitor.writer import MonitorWriter
 
@@ -55,15 +55,6 @@ def table(app: MonitorApp) -> RunsTable:
 
 def cell(app: MonitorApp, run_dir: Path, column: str) -> str:
     return table(app).get_cell(str(run_dir), column).plain
-
-
-def browse(app: MonitorApp, body, size=(130, 30)) -> None:
-    async def main():
-        async with app.run_test(size=size) as pilot:
-            await until(pilot, lambda: len(table(app).row_keys()) == 4, "the four runs are listed")
-            await body(pilot)
-
-    asyncio.run(main())
 
 
 def best_by_the_files(directory: Path) -> str:
@@ -98,7 +89,7 @@ def test_the_grid_keys_are_columns_holding_each_runs_values(sweep):
             )
         assert cell(app, sweep / "lora-sweep-2", "grid:lora.target_modules") == "query,key,value"
 
-    browse(app, body)
+    browse(app, body, rows=4)
 
 
 def test_the_best_run_is_the_one_sweep_json_names_and_a_running_run_is_not_yet_best(sweep):
@@ -115,7 +106,7 @@ def test_the_best_run_is_the_one_sweep_json_names_and_a_running_run_is_not_yet_b
         info = str(app.screen.query_one("#runs-info").render())
         assert f"best ★ {best}" in info
 
-    browse(app, body)
+    browse(app, body, rows=4)
 
 
 def test_c_compares_two_runs_of_a_sweep_and_their_grid_values_differ(sweep):
@@ -136,7 +127,7 @@ def test_c_compares_two_runs_of_a_sweep_and_their_grid_values_differ(sweep):
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen), "back in the browser")
 
-    browse(app, body)
+    browse(app, body, rows=4)
 
 
 def test_o_sorts_by_a_grid_column_numbers_by_value(tmp_path):
@@ -176,7 +167,7 @@ def test_at_80_columns_name_status_and_best_val_acc_stay_and_dates_give_way(swee
         await pilot.resize_terminal(160, 24)
         await until(pilot, lambda: "started" in table(app).shown_columns(), "dates come back")
 
-    browse(app, body, size=(80, 24))
+    browse(app, body, size=(80, 24), rows=4)
 
 
 def test_a_sweep_found_under_the_root_gives_its_columns_and_other_runs_dashes(tmp_path):

@@ -19,12 +19,9 @@ import pytest
 from entrenar_tui.serve import Door, app_command, banner
 from tests.fake_run import scenario
 from tests.headless_browser import Browser, find_browser
+from tests.helpers import needs_tool
 
-# Skipped where no Chromium is installed, except in CI (.ci/run installs it and sets this).
-needs_browser = pytest.mark.skipif(
-    find_browser() is None and os.environ.get("ENTRENAR_REQUIRE_BROWSER") != "1",
-    reason="no chromium on PATH (apt-get install chromium)",
-)
+needs_browser = needs_tool("chromium", find_browser() is not None)
 DEADLINE_S = 120  # generous: a busy 2-core box starts Chromium and the app slowly
 # xterm.js draws on a canvas (WebGL or 2D); without one it falls back to its DOM renderer, whose
 # rows are text the test can read. What the page shows is the same either way.
@@ -293,3 +290,23 @@ def test_each_tab_gets_the_notify_command_as_one_quoted_argument(tmp_path):
     argv = shlex.split(command.removeprefix("exec "))
     assert argv[-3:] == ["--poll", "--notify-cmd", "ntfy publish 'my topic'; rm -rf ~"]
     assert "--notify-cmd" not in app_command(tmp_path, poll=False)
+
+
+@needs_browser
+def test_the_serve_screenshot_script_makes_both_pictures(tmp_path: Path):
+    """screenshots/make_serve_screenshots.py (scripted runs) makes the README's two PNGs, each
+    of the page in the 1280 × 760 browser window, once the page shows what each is of."""
+    done = subprocess.run(
+        [sys.executable, "screenshots/make_serve_screenshots.py", "--out", str(tmp_path)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=4 * DEADLINE_S,
+    )
+    assert done.returncode == 0, done.stderr
+    pictures = [(tmp_path / name).read_bytes() for name in ("serve-browser.png", "serve-run.png")]
+    assert pictures[0] != pictures[1]  # Enter opened a run
+    for name, png in zip(("serve-browser.png", "serve-run.png"), pictures):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n", name
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert width == 1280 and 400 < height <= 760, (name, height)  # less the window's frame

@@ -1,4 +1,4 @@
-"""Axis ticks (entrenar_tui/ticks.py) pinned on known series: which values are labelled on a linear
+"""Axis ticks (entrenar_tui/charts/ticks.py) pinned on known series: which values are labelled on a linear
 and a log axis, how each label reads in its series' format, and on which row each one lands."""
 
 from __future__ import annotations

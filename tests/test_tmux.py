@@ -19,16 +19,11 @@ import pytest
 
 from tests.conftest import patience
 from tests.fake_run import scenario
-from tests.helpers import wait_until
+from tests.helpers import needs_tool, wait_until
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.schema import Files
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)"
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_tool("tmux", shutil.which("tmux") is not None)]
 
 
 class Terminal:

@@ -145,7 +145,8 @@ def tick_label(value: float, kind: str) -> str:
     - plain: a loss-like value with 3 significant digits, `0.573`, `2.37`, `12.5`;
     - count: steps on the x axis, `950`, `1.2k`, `15k`, `2.5M` (fmt.params, in lower-case k);
     - epoch: an epoch position on the x axis, `2`, `2.5`;
-    - time: elapsed wall time on the x axis, as fmt.duration shows it, `1:30`, `2:05:00`."""
+    - time: elapsed wall time on the x axis, as trainer.monitor.text.duration shows it (the
+      trainer's lines and the monitor alike), `1:30`, `2:05:00`, `2d03h`."""
     if kind not in LABEL_KINDS:
         raise ValueError(f"unknown tick label kind {kind!r} (one of {', '.join(LABEL_KINDS)})")
     if not is_number(value):

@@ -1,8 +1,8 @@
 """Compact columns for the step history, and the vectorized reading of steps.jsonl that fills them.
 
 A million steps must open in well under a second on a login node. One `orjson.loads` per line (or
-one per chunk of lines) builds a dict and nine Python numbers per step, which is about a second and
-a half for a million lines; so for a chunk whose lines all have the same keys, byte for byte and in
+one per chunk of lines) builds a dict and a Python number for every value of every step, which is
+about a second and a half for a million lines; so for a chunk whose lines all have the same keys, byte for byte and in
 the same order (what `MonitorWriter.append_step` writes), the values we need are cut out of the
 bytes by position with numpy and parsed by one orjson call per column. Anything else (another
 layout line to line, a value that is not a number, a line that is not JSON) returns None and the
