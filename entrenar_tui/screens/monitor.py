@@ -34,7 +34,7 @@ from entrenar_tui.charts.views import (
     epoch_chart,
     step_chart,
 )
-from entrenar_tui.model.controller import Refused, StartPlan
+from entrenar_tui.model.controller import ACTIONS, Refused, StartPlan
 from entrenar_tui.model.run import Request, RunModel
 from entrenar_tui.model.run_alerts import RunAlerts
 from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
@@ -99,6 +99,8 @@ class MonitorScreen(Screen):
         Binding("r", "resume", "Resume", tooltip="resume a stopped, failed or crashed run: `entrenar-train --resume DIR`, detached; the steps after its checkpoint are redone (it says which)"),
         Binding("s", "start", "Start", tooltip="start a run from the config (asks first, showing the command) when none is active"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip=HELP),
+        # x, r, s where they do not apply now (check_action hides them): the key still says why.
+        *(Binding(k, f"refused('{a}')", show=False) for k, a in zip("xrs", ACTIONS, strict=True)),
         # Secondary keys: off the 80-column footer, in the help screen and the command palette.
         Binding("l", "toggle_log", "Log", show=False, tooltip="show/hide the log pane (`train.log`, the trainer's own output)"),
         Binding("left_square_bracket", "smoothing(-1)", "Smooth less", show=False, tooltip=SMOOTHING_HELP),
@@ -144,6 +146,7 @@ ended inside an epoch (■ stopped 7/12).
         self.settings = user_settings.Settings()
         self.log_wanted = False  # the log pane is on (l); fit_panes may still hide it
         self.alerts = RunAlerts()  # with the user's thresholds once the settings are loaded
+        self._keys_apply: tuple[bool, ...] = ()  # x, r, s as the footer last showed them
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="≋")
@@ -297,6 +300,7 @@ ended inside an epoch (■ stopped 7/12).
                 )
         self.query_one(EpochTable).show(model)
         self.query_one(ProblemsLine).show(model)
+        self._refresh_keys()
         self.fit_panes()
 
     def on_resize(self) -> None:
@@ -336,8 +340,8 @@ ended inside an epoch (■ stopped 7/12).
         """x: confirm, then stop; while a stop is on its way, confirm, then force."""
         self._look_up_trainer()
         model, controller = self.model, self.app.controller
-        if not model.live:
-            self.app.notify(f"nothing to stop: the run is {model.status}", severity="warning")
+        if (why := controller.refusal("stop", model)) is not None:
+            self.app.notify(why, severity="warning")
             return
         if controller.stopping(model):
             question = f"Force {model.name} to stop now?"
@@ -400,6 +404,25 @@ ended inside an epoch (■ stopped 7/12).
         except OSError as e:  # (an UnsafeFile names the file and what it is)
             self.app.notify(f"failed: {e}", severity="error")
         self.update_view()
+
+    def action_refused(self, action: str) -> None:
+        """x, r or s where the footer does not show it: the trainer is looked up again (it may
+        have ended since the last tick), then the key acts after all or says why not."""
+        self._look_up_trainer()
+        why = self.app.controller.refusal(action, self.model)
+        if why is None:
+            getattr(self, f"action_{action}")()
+        else:
+            self.app.notify(why, severity="warning")
+        self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        """The footer shows x, r and s only where they apply (check_action, Controller.refusal):
+        redrawn when that changes."""
+        apply = tuple(self.check_action(action, ()) for action in ACTIONS)
+        if apply != self._keys_apply:
+            self._keys_apply = apply
+            self.refresh_bindings()
 
     def action_help(self) -> None:
         self.app.show_help(self.model.problems())
@@ -471,9 +494,12 @@ ended inside an epoch (■ stopped 7/12).
         self.update_view(steps=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """The arrows belong to the cursor only while it is on (else to the focused widget)."""
+        """The arrows belong to the cursor only while it is on (else to the focused widget); x, r
+        and s are the footer's only where they apply."""
         if action == "move_cursor":
             return self.view.cursor is not None
+        if action in ACTIONS:  # shown and bound only where they apply; else `refused` says why
+            return self.app.controller.refusal(action, self.model) is None
         return True
 
     def action_move_cursor(self, direction: int) -> None:
@@ -539,15 +565,14 @@ ended inside an epoch (■ stopped 7/12).
         yield SystemCommand(
             "Export metrics", "Steps and epochs as CSV next to the run (e)", self.action_export
         )
-        yield SystemCommand(
-            "Stop the run", "Finish the batch, save checkpoints/last, stop (x)", self.action_stop
+        run_commands = (  # each offered where its key applies (check_action)
+            ("stop", "Stop the run", "Finish the batch, save checkpoints/last, stop (x)"),
+            ("resume", "Resume the run", "entrenar-train --resume this directory (r)"),
+            ("start", "Start a run", "From the config, after showing the command (s)"),
         )
-        yield SystemCommand(
-            "Resume the run", "entrenar-train --resume this directory (r)", self.action_resume
-        )
-        yield SystemCommand(
-            "Start a run", "From the config, after showing the command (s)", self.action_start
-        )
+        for action, title, text in run_commands:
+            if self.check_action(action, ()):
+                yield SystemCommand(title, text, getattr(self, f"action_{action}"))
         yield SystemCommand(
             "Help", "Keys, statuses and every current problem (?)", self.action_help
         )
