@@ -124,7 +124,9 @@ older than a typical step).
 
 **FLOP/s · MFU** (right of the position): the model FLOPs a second the run achieves and their share
 of the device's peak, labelled: `(last 10 steps)` while it trains, `(run)`, the whole run's, once
-it is over (`--once` prints the same). Where the row is short, the MFU alone.
+it is over (`--once` prints the same); blank while it validates. Where the row is short, the MFU
+alone. **samples/s (epoch N)**: that epoch's training so far; `–` until the epoch logs a step.
+**x r s** show in the footer only where they act on this run; pressed elsewhere, they say why.
 **Alerts**: stalled, NaN/Inf loss, loss spike, val loss rising, crashed, finished: on the problems
 line while they hold; one that happens while you watch also toasts, rings the bell and runs
 `--notify-cmd`, once. Thresholds: the `alerts` table of `settings.json`.
