@@ -116,3 +116,30 @@ def test_at_80_columns_the_labelled_timing_shows_whole(tmp_path):
         assert timing.region.width >= cell_len(text) and timing.region.right <= 80
 
     run_app(app, body, size=(80, 24))
+
+
+def test_a_wider_status_badge_never_cuts_the_position_at_80_columns(tmp_path):
+    """■ STOPPING is a cell wider than ► RUNNING: the MFU that fit beside the position while the
+    run trained gives way when the status changes, rather than cutting the position
+    (`global 167/7…`), which the next layout alone would not mend."""
+    run = FakeRun(
+        tmp_path / "exp", steps_per_epoch=150, epochs=5, step_flops=int(19e9), peak_flops=50e9
+    ).start()
+    run.play_epoch()
+    for _ in range(17):
+        run.train_step()
+    position = "epoch 2/5 · step 17/150 · global 167/750"
+    app = MonitorApp(run.dir, probe=lambda _s: "alive", tick_interval=3600)
+
+    async def body(pilot):
+        widget = app.screen.query_one("#position", Static)
+        await until(pilot, lambda: str(widget.render()) == position, "the position shows")
+        await until(pilot, lambda: "MFU" in shown(app, "throughput"), "the MFU fits beside it")
+        run.writer.update_state(status="stopping")
+        await until(pilot, lambda: run_model(app).status == "stopping", "the run is stopping")
+        await pilot.pause()
+        await pilot.pause()
+        assert widget.region.width >= 1 + cell_len(position)  # (1: its padding)
+        assert shown(app, "throughput") == ""
+
+    run_app(app, body, size=(80, 24))

@@ -22,7 +22,7 @@ from textual.widgets import ProgressBar, Static
 from entrenar_tui.model.open_epoch import has_own_values
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.output import formatting as fmt
-from entrenar_tui.widgets.status_badge import StatusBadge
+from entrenar_tui.widgets.status_badge import StatusBadge, badge_text
 from trainer.monitor.text import duration
 
 
@@ -73,9 +73,14 @@ class RunProgress(Widget):
         """The FLOP/s and MFU right of the position where the status row has room for them, else
         the MFU alone, whole (the badge, the position and a request stay); hidden otherwise."""
         widget = self.query_one("#throughput", Static)
-        badge = self.query_one(StatusBadge).outer_size.width
+        # The badge's width for the status it shows now: its drawn size is the last status's
+        # until the next layout (► RUNNING is one cell narrower than ■ STOPPING).
+        badge = self.query_one(StatusBadge)
+        badge_width = cell_len(badge_text(badge.status)) + badge.styles.gutter.width
         # position: 1 cell of padding before it; request: 1 after; the FLOP/s: 1 each side
-        room = self.size.width - badge - (1 + cell_len(position)) - (cell_len(request) + 1) - 2
+        room = (
+            self.size.width - badge_width - (1 + cell_len(position)) - (cell_len(request) + 1) - 2
+        )
         fitting = [t for t in texts if not self.size.width or cell_len(t) <= room]
         widget.display = bool(fitting)
         widget.update(fitting[0] if fitting else "")

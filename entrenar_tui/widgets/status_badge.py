@@ -23,6 +23,11 @@ ICONS = {
 }
 
 
+def badge_text(status: str) -> str:
+    """`► RUNNING`: what the badge shows for a status (its width is known before it is drawn)."""
+    return f"{ICONS.get(status, '?')} {printable(status).upper()}"
+
+
 class StatusBadge(Static):
     DEFAULT_CSS = "StatusBadge { width: auto; padding: 0 1; }"
 
@@ -37,7 +42,7 @@ class StatusBadge(Static):
         self.remove_class(*(f"-{s}" for s in (old,) if s in ICONS))
         if new in ICONS:
             self.add_class(f"-{new}")
-        self.update(f"{ICONS.get(new, '?')} {printable(new).upper()}")
+        self.update(badge_text(new))
 
     def on_mount(self) -> None:
         self.watch_status("", self.status)
