@@ -13,8 +13,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainer.monitor.text import printable
+
+if TYPE_CHECKING:
+    from entrenar_tui.model.controller import StartSpec
 
 USAGE = """entrenar-tui [--once] [--poll] [--notify-cmd CMD]
        entrenar-tui monitor RUN_DIR|ROOT [--once] [--poll] [--notify-cmd CMD]
@@ -288,6 +292,26 @@ def browse(root: Path, *, once: bool, poll: bool, notify_cmd: str | None = None)
     return 0
 
 
+def held_run_notice(
+    run_dir: Path, state: dict | None, liveness: str, spec: StartSpec, *, keys: bool
+) -> str:
+    """Why `run` started nothing, and (with keys: the app opens) what the keys will do to that
+    run, by the rule the keys follow (Controller.refusal): a completed run is not offered `r`."""
+    from entrenar_tui.model.controller import Controller
+    from entrenar_tui.model.run import RunModel
+    from entrenar_tui.model.validation import clean_state
+
+    model = RunModel(run_dir)
+    if state is not None:
+        model.set_state(clean_state(state)[0])
+    model.trainer = liveness
+    held = f"{run_dir} already holds a run ({model.status})"
+    if not keys:
+        return f"{held}; nothing started"
+    hints = Controller(start_spec=spec).key_hints(model)
+    return f"{held}: {', '.join(hints)}" if hints else held
+
+
 def run(
     config_path: Path, overrides: list[str], *, poll: bool, notify_cmd: str | None = None
 ) -> int:
@@ -315,10 +339,11 @@ def run(
     except ContractError:
         state = None
     launched, notice = None, None
-    if trainer_liveness(state, run_dir) == "alive":
+    liveness = trainer_liveness(state, run_dir)
+    if liveness == "alive":
         notice = f"a trainer is already running in {run_dir}: attached to it"
     elif (run_dir / Files.RUN).exists():
-        notice = f"{run_dir} already holds a run: r resumes it, s starts a new one next to it"
+        notice = held_run_notice(run_dir, state, liveness, spec, keys=interactive())
     else:
         argv = trainer_command(str(spec.config), *overrides)
         try:

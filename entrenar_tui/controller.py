@@ -27,6 +27,8 @@ from trainer.monitor.text import printable
 
 RESUMABLE = ("stopped", "failed", "crashed")
 SAVED_CONFIG = "config.toml"  # where a start from run.json's saved config writes it
+NO_CONFIG = "no config to start from: this run has no saved config (use entrenar-tui run CONFIG)"
+ACTIONS = ("stop", "resume", "start")  # the keys x, r, s (Controller.refusal)
 
 
 class Refused(Exception):
@@ -63,6 +65,51 @@ class Controller:
     send_signal: Callable[[Path, dict[str, Any] | None, int], Any] = control.signal_trainer
     write_stop: Callable[..., dict[str, Any]] = control.request_stop
 
+    # -------------------------------------------------------------------------------- what applies
+
+    def refusal(self, action: str, model: RunModel) -> str | None:
+        """Why `action` (stop, resume or start) does not apply to the run now, else None: the one
+        rule behind the key, its footer entry, its palette command and every message that names
+        the key. (The act itself checks what needs the file system: the lock's host, a free
+        directory.)"""
+        live, status = model.live, model.status
+        pending = model.request is not None and model.request.kind in ("resume", "start")
+        if action == "stop":
+            return None if live else f"nothing to stop: the run is {status}"
+        if action == "resume":
+            if live:
+                pid = (model.state or {}).get("pid")
+                return f"not resuming: the trainer is alive (status {status}, pid {pid})"
+            if pending:
+                return f"already {model.request.label}"
+            if status not in RESUMABLE:
+                start = "" if self.refusal("start", model) else "; s starts a new run"
+                return f"only a stopped, failed or crashed run resumes; this one is {status}{start}"
+            return None
+        if action == "start":
+            if live:
+                return f"not starting: a trainer is active here (status {status})"
+            if pending:
+                return f"already {model.request.label}"
+            if self.start_spec is None and not isinstance((model.run or {}).get("config"), dict):
+                return NO_CONFIG
+            return None
+        raise ValueError(f"no rule for {action!r}")
+
+    def key_hints(self, model: RunModel) -> list[str]:
+        """What x, r and s will do to the run now, by that same rule (for a notice that names
+        keys): `r resumes it`, `s starts a new run next to it`."""
+        start = "s starts a new run" + (
+            " next to it" if free_run_dir(model.dir) != model.dir else ""
+        )
+        hints = {"stop": "x stops it", "resume": "r resumes it", "start": start}
+        return [hints[a] for a in ACTIONS if self.refusal(a, model) is None]
+
+    def _check(self, action: str, model: RunModel) -> None:
+        why = self.refusal(action, model)
+        if why is not None:
+            raise Refused(why)
+
     # -------------------------------------------------------------------------------- stop
 
     def stop(self, model: RunModel) -> str:
@@ -71,8 +118,7 @@ class Controller:
         any case (a trainer on another host of a shared file system reads it). The signal goes
         first: the trainer takes a SIGINT that arrives after it has read control.json as the
         second, forcing one."""
-        if not model.live:
-            raise Refused(f"nothing to stop: the run is {model.status}")
+        self._check("stop", model)
         state = model.state or {}
         # Under the run's control lock: a stop already on its way (another monitor, a script) is
         # not sent again, since a second SIGINT would force the trainer out without its checkpoint.
@@ -127,16 +173,7 @@ class Controller:
         return self.command("--resume", str(model.dir))
 
     def resume(self, model: RunModel) -> str:
-        if model.live:
-            raise Refused(
-                f"not resuming: the trainer is alive (status {model.status}, pid {(model.state or {}).get('pid')})"
-            )
-        if model.request is not None and model.request.kind in ("resume", "start"):
-            raise Refused(f"already {model.request.label}")
-        if model.status not in RESUMABLE:
-            raise Refused(
-                f"only a stopped, failed or crashed run resumes; this one is {model.status}"
-            )
+        self._check("resume", model)
         holder = lockfile.query(model.dir).content
         if holder and holder.get("host") != socket.gethostname():
             raise Refused(lockfile.other_host_message(model.dir, holder, model.clock()))
@@ -152,10 +189,7 @@ class Controller:
     def plan_start(self, model: RunModel) -> StartPlan:
         """The command `s` would run, or Refused. A directory that already holds a run is never
         overwritten: the new run goes to the next free sibling (exp-001-2, exp-001-3, ...)."""
-        if model.live:
-            raise Refused(f"not starting: a trainer is active here (status {model.status})")
-        if model.request is not None and model.request.kind in ("resume", "start"):
-            raise Refused(f"already {model.request.label}")
+        self._check("start", model)
         target = free_run_dir(model.dir)
         if self.start_spec is not None:
             spec = self.start_spec
@@ -165,10 +199,8 @@ class Controller:
                 overrides.append(f"output.dir={target}")
             return StartPlan(self.command(str(spec.config), *overrides), target, spec.cwd)
         config = (model.run or {}).get("config")
-        if not isinstance(config, dict):
-            raise Refused(
-                "no config to start from: this run has no saved config (use entrenar-tui run CONFIG)"
-            )
+        if not isinstance(config, dict):  # (refusal says so first; run.json may change between)
+            raise Refused(NO_CONFIG)
         output = config.get("output")
         config = {
             **config,

@@ -86,7 +86,9 @@ def run_speed(status: str, state: dict | None, result: dict | None) -> Speed | N
     """The one rate a run shows, on the run screen and in `--once` alike: the whole run's
     (result.json) once it has ended, the last 10 steps' (state.json) while it trains, and still
     the last 10 steps' for a run that ended without a result.json (a crash). None for a run that
-    wrote neither (an older trainer, before the first steps)."""
+    wrote neither (an older trainer, before the first steps), and while the run validates."""
+    if status == "validating":  # no training steps now: the last 10 were before this pass
+        return None
     result, state = result or {}, state or {}
     source, over = state, WINDOW_SCOPE
     if status not in LIVE_STATUSES and flops(result.get("flops_per_sec")) != DASH:

@@ -52,6 +52,30 @@ class Command(Binding):
     title: str = ""
 
 
+RUN_SCREEN_NOTES = """\
+The layout (log pane, smoothing, log-Y, x axis, outliers, zoom, theme) is remembered in
+`$XDG_CONFIG_HOME/entrenar-tui/settings.json`.
+
+**Statuses**: initializing · running · validating · stopping · stopped · completed · failed ·
+**crashed** (the state says running but the trainer's pid is gone on this host, or its heartbeat is far
+older than a typical step).
+
+**FLOP/s · MFU** (right of the position): the model FLOPs a second the run achieves and their share
+of the device's peak, labelled: `(last 10 steps)` while it trains, `(run)`, the whole run's, once
+it is over (`--once` prints the same); blank while it validates. Where the row is short, the MFU
+alone. **samples/s (epoch N)**: that epoch's training so far; `–` until the epoch logs a step.
+**x r s** show in the footer only where they act on this run; pressed elsewhere, they say why.
+**Alerts**: stalled, NaN/Inf loss, loss spike, val loss rising, crashed, finished: on the problems
+line while they hold; one that happens while you watch also toasts, rings the bell and runs
+`--notify-cmd`, once. Thresholds: the `alerts` table of `settings.json`.
+
+**Charts**: braille, each column the min–max of its steps, so spikes survive; gaps are NaN/Inf;
+the best epoch is highlighted (★ best = its value). Train series are per step; validation per epoch.
+The epoch table's last row is the epoch in progress (▸), or where a stopped, failed or crashed run
+ended inside an epoch (■ stopped 7/12).
+"""  # the run screen's part of `?` (below its keys)
+
+
 def palette_commands(screen: Screen) -> Iterator[SystemCommand]:
     """The screen's keys as commands of the palette, one per action that applies now (its
     check_action): named by the binding's title (else its description), described by the first

@@ -27,9 +27,10 @@ from entrenar_tui import messages
 from entrenar_tui import settings as user_settings
 from entrenar_tui.charts.controls import ChartControls
 from entrenar_tui.charts.views import ChartView
+from entrenar_tui.controller import ACTIONS
 from entrenar_tui.model.run import Request, RunModel
 from entrenar_tui.model.run_alerts import RunAlerts
-from entrenar_tui.screens.help import HELP, Command, palette_commands
+from entrenar_tui.screens.help import HELP, RUN_SCREEN_NOTES, Command, palette_commands
 from entrenar_tui.screens.steering import Steering
 from entrenar_tui.watch.run_watcher import RunWatcher
 from entrenar_tui.widgets.cursor_line import CursorLine
@@ -79,6 +80,8 @@ class MonitorScreen(Screen):
         Command("r", "resume", "Resume", title="Resume the run", tooltip="resume a stopped, failed or crashed run: `entrenar-train --resume DIR`, detached; the steps after its checkpoint are redone (it says which)"),
         Command("s", "start", "Start", title="Start a run", tooltip="start a run from the config (asks first, showing the command) when none is active"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip=HELP),
+        # x, r, s where they do not apply now (check_action hides them): the key still says why.
+        *(Binding(k, f"refused('{a}')", show=False) for k, a in zip("xrs", ACTIONS, strict=True)),
         # Secondary keys: off the 80-column footer, in the help screen and the command palette
         # (palette_commands: each binding a command, titled by its description or its `title`).
         Binding("l", "toggle_log", "Log pane", show=False, tooltip="show/hide the log pane (`train.log`, the trainer's own output)"),
@@ -93,26 +96,7 @@ class MonitorScreen(Screen):
         Binding("right", "move_cursor(1)", "Cursor right", show=False, priority=True, tooltip=CURSOR_HELP),
         Binding("e", "export", "Export metrics", show=False, tooltip="export this run's steps and epochs as CSV (next to the run directory)"),
     ]  # fmt: skip
-    HELP_NOTES = """\
-The layout (log pane, smoothing, log-Y, x axis, outliers, zoom, theme) is remembered in
-`$XDG_CONFIG_HOME/entrenar-tui/settings.json`.
-
-**Statuses**: initializing · running · validating · stopping · stopped · completed · failed ·
-**crashed** (the state says running but the trainer's pid is gone on this host, or its heartbeat is far
-older than a typical step).
-
-**FLOP/s · MFU** (right of the position): the model FLOPs a second the run achieves and their share
-of the device's peak, labelled: `(last 10 steps)` while it trains, `(run)`, the whole run's, once
-it is over (`--once` prints the same). Where the row is short, the MFU alone.
-**Alerts**: stalled, NaN/Inf loss, loss spike, val loss rising, crashed, finished: on the problems
-line while they hold; one that happens while you watch also toasts, rings the bell and runs
-`--notify-cmd`, once. Thresholds: the `alerts` table of `settings.json`.
-
-**Charts**: braille, each column the min–max of its steps, so spikes survive; gaps are NaN/Inf;
-the best epoch is highlighted (★ best = its value). Train series are per step; validation per epoch.
-The epoch table's last row is the epoch in progress (▸), or where a stopped, failed or crashed run
-ended inside an epoch (■ stopped 7/12).
-"""
+    HELP_NOTES = RUN_SCREEN_NOTES
 
     def __init__(self, run_dir: str | Path, *, launched: subprocess.Popen | None = None) -> None:
         """`launched`: the trainer that `entrenar-tui run` (or `s`) just started ("starting…" until
@@ -131,6 +115,7 @@ ended inside an epoch (■ stopped 7/12).
         self.charts, self.cursor_line = RunCharts(), CursorLine(id="cursor-line")
         self.epoch_table, self.log_pane = EpochTable(id="epochs"), LogPane(id="log-pane")
         self.problems_line = ProblemsLine()
+        self._keys_apply: tuple[bool, ...] = ()  # x, r, s as the footer last showed them
 
     @property
     def view(self) -> ChartView:
@@ -245,6 +230,7 @@ ended inside an epoch (■ stopped 7/12).
             self.cursor_line.show(self.charts.cursor_text(model, self.view, width))
         self.epoch_table.show(model)
         self.problems_line.show(model)
+        self._refresh_keys()
         self.fit_panes()
 
     def on_resize(self) -> None:
@@ -285,6 +271,19 @@ ended inside an epoch (■ stopped 7/12).
     def _open_run(self, run_dir: Path, process: subprocess.Popen) -> None:
         """A run started in a new directory (s): a screen that watches it instead."""
         self.app.switch_screen(MonitorScreen(run_dir, launched=process))
+
+    def action_refused(self, action: str) -> None:
+        """x, r or s where the footer does not show it (Steering.refused)."""
+        self.steering.refused(action, getattr(self, f"action_{action}"))
+        self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        """The footer shows x, r and s only where they apply (check_action, Controller.refusal):
+        redrawn when that changes."""
+        apply = tuple(self.check_action(action, ()) for action in ACTIONS)
+        if apply != self._keys_apply:
+            self._keys_apply = apply
+            self.refresh_bindings()
 
     def action_help(self) -> None:
         self.app.show_help(self.model.problems())
@@ -333,9 +332,12 @@ ended inside an epoch (■ stopped 7/12).
         self.update_view(steps=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """The arrows belong to the cursor only while it is on (else to the focused widget)."""
+        """The arrows belong to the cursor only while it is on (else to the focused widget); x, r
+        and s are the footer's only where they apply."""
         if action == "move_cursor":
             return self.view.cursor is not None
+        if action in ACTIONS:  # shown and bound only where they apply; else `refused` says why
+            return self.app.controller.refusal(action, self.model) is None
         return True
 
     def action_move_cursor(self, direction: int) -> None:

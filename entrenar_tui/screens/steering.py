@@ -27,16 +27,26 @@ class Steering:
         self.app, self.model = app, model
         self.redraw, self.open_run = redraw, open_run
 
-    def _look_up_trainer(self) -> None:
+    def look_up_trainer(self) -> None:
         """Before a key acts: is the trainer alive right now (not as of the last tick)?"""
         self.model.trainer = self.app.liveness(self.model.state, self.model.dir)
 
+    def refused(self, action: str, act: Callable[[], None]) -> None:
+        """x, r or s where the footer does not show it: the trainer is looked up again (it may
+        have ended since the last tick), then the key acts after all or says why not."""
+        self.look_up_trainer()
+        why = self.app.controller.refusal(action, self.model)
+        if why is None:
+            act()
+        else:
+            self.app.notify(why, severity="warning")
+
     def stop(self) -> None:
         """x: confirm, then stop; while a stop is on its way, confirm, then force."""
-        self._look_up_trainer()
+        self.look_up_trainer()
         model, controller = self.model, self.app.controller
-        if not model.live:
-            self.app.notify(f"nothing to stop: the run is {model.status}", severity="warning")
+        if (why := controller.refusal("stop", model)) is not None:
+            self.app.notify(why, severity="warning")
             return
         if controller.stopping(model):
             question = f"Force {model.name} to stop now?"
@@ -56,14 +66,14 @@ class Steering:
     def resume(self) -> None:
         """r: resume it detached (the Controller refuses a run that is not stopped, failed or
         crashed)."""
-        self._look_up_trainer()
+        self.look_up_trainer()
         self._act(self.app.controller.resume)
         if self.model.request is not None:
             self.app.adopt(self.model.request.process)
 
     def start(self) -> None:
         """s: show the command, then start it detached (in a new directory if this one has a run)."""
-        self._look_up_trainer()
+        self.look_up_trainer()
         try:
             plan = self.app.controller.plan_start(self.model)
         except Refused as e:

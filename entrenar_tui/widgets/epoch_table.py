@@ -1,6 +1,7 @@
 """The epoch table: one row per finished epoch with the best one starred, plus the epoch in
-progress (its running train metrics) while the trainer works on it, and after a stop, a failure or
-a crash inside an epoch, that epoch's row marked with where it ended (`■ … stopped 7/12`)."""
+progress (its running train metrics, blank until it has a logged step of its own) while the
+trainer works on it, and after a stop, a failure or a crash inside an epoch, that epoch's row
+marked with where it ended (`■ … stopped 7/12`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
+from entrenar_tui.model.open_epoch import has_own_values
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.output.epoch_cells import COLUMNS, epoch_cells
 from trainer.monitor.schema import LIVE_STATUSES
@@ -60,7 +62,8 @@ ENDED = ("stopped", "failed", "crashed")  # a run that ended inside an epoch kee
 
 
 def partial_epoch(model: RunModel) -> tuple[dict[str, Any], str, tuple[str, str] | None] | None:
-    """The epoch begun but not finished: its running train metrics, its mark (▸ live, ■ ended)
+    """The epoch begun but not finished: its running train metrics (none until it has a logged
+    step of its own: before that, state.json's are the last epoch's), its mark (▸ live, ■ ended)
     and, once the run has ended inside it, (status, "step/steps") to say where."""
     state = model.state or {}
     last_epoch = (model.epochs[-1].get("epoch") or 0) if model.epochs else 0
@@ -68,11 +71,12 @@ def partial_epoch(model: RunModel) -> tuple[dict[str, Any], str, tuple[str, str]
     status = model.status
     if not (epoch > last_epoch and step) or (status not in LIVE_STATUSES and status not in ENDED):
         return None
+    own = has_own_values(model)
     record = {
         "epoch": epoch,
-        "train_loss": state.get("train_loss"),
-        "train_accuracy": state.get("train_accuracy"),
-        "lr": state.get("lr"),
+        "train_loss": state.get("train_loss") if own else None,
+        "train_accuracy": state.get("train_accuracy") if own else None,
+        "lr": state.get("lr"),  # (moves with every batch, not only with a logged one)
     }
     if status in LIVE_STATUSES:
         return record, "▸", None

@@ -1,5 +1,7 @@
 """Where the run is: status badge, epoch and step, how close to the device's limit (model FLOP/s
-and MFU), the overall progress bar, speed, elapsed, ETA.
+and MFU), the overall progress bar, speed, elapsed, ETA. Each rate says what it is over (the last
+10 steps, the run, the epoch) and none is shown when it would be another window's: the FLOP/s and
+MFU are blank while the run validates, the samples/s until the epoch has logged a step.
 
 The FLOP/s and MFU sit on the status row, right of the position: at 80 columns that row has some
 30 cells free, while the progress row's timing already takes half of it (the bar would shrink to
@@ -18,6 +20,7 @@ from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
 from entrenar_tui import formatting as fmt
+from entrenar_tui.model.open_epoch import has_own_values
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.widgets.status_badge import StatusBadge
 from trainer.monitor.text import duration
@@ -26,11 +29,21 @@ from trainer.monitor.text import duration
 def throughput_texts(model: RunModel) -> list[str]:
     """What the status row may show of the run's speed (formatting.run_speed: the one `--once`
     prints too), longest first: `30.5 GFLOP/s · MFU 57.7% (last 10 steps)`, then the MFU alone.
-    Empty for a run that wrote no rate (an older trainer)."""
+    Empty for a run that wrote no rate (an older trainer) and while it validates."""
     speed = fmt.run_speed(model.status, model.state, model.result)
     if speed is None:
         return []
     return [text for text in (fmt.throughput(speed), fmt.mfu_text(speed)) if text]
+
+
+def samples_text(model: RunModel) -> str:
+    """`31.9 samples/s (epoch 3)`: state.json's rate is the epoch's training so far, so it says
+    which epoch; a dash until that epoch has a logged step of its own (before that the state
+    still holds the last epoch's rate)."""
+    state = model.state or {}
+    epoch = state.get("epoch")
+    rate = fmt.rate(state.get("samples_per_sec")) if has_own_values(model) else fmt.DASH
+    return f"{rate} samples/s" + (f" (epoch {epoch})" if epoch else "")
 
 
 class RunProgress(Widget):
@@ -60,9 +73,11 @@ class RunProgress(Widget):
         """The FLOP/s and MFU right of the position where the status row has room for them, else
         the MFU alone, whole (the badge, the position and a request stay); hidden otherwise."""
         widget = self.query_one("#throughput", Static)
-        badge = self.query_one(StatusBadge).cells()  # (as it is now, not at the last layout)
+        badge_width = self.query_one(StatusBadge).cells()  # (as it is now, not at the last layout)
         # position: 1 cell of padding before it; request: 1 after; the FLOP/s: 1 each side
-        room = self.size.width - badge - (1 + cell_len(position)) - (cell_len(request) + 1) - 2
+        room = (
+            self.size.width - badge_width - (1 + cell_len(position)) - (cell_len(request) + 1) - 2
+        )
         fitting = [t for t in texts if not self.size.width or cell_len(t) <= room]
         widget.display = bool(fitting)
         widget.update(fitting[0] if fitting else "")
@@ -93,7 +108,7 @@ class RunProgress(Widget):
         else:
             bar.update(total=None, progress=0)
         timing = (
-            f"{fmt.rate(state.get('samples_per_sec'))} samples/s · "
+            f"{samples_text(model)} · "
             f"elapsed {duration(model.elapsed_s())} · ETA {duration(state.get('eta_s'))}"
         )
         self.query_one("#timing", Static).update(timing)
