@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from trainer.monitor.text import printable
 
 if TYPE_CHECKING:
-    from entrenar_tui.model.controller import StartSpec
+    from entrenar_tui.controller import StartSpec
 
 USAGE = """entrenar-tui [--once] [--poll] [--notify-cmd CMD]
        entrenar-tui monitor RUN_DIR|ROOT [--once] [--poll] [--notify-cmd CMD]
@@ -297,7 +297,7 @@ def held_run_notice(
 ) -> str:
     """Why `run` started nothing, and (with keys: the app opens) what the keys will do to that
     run, by the rule the keys follow (Controller.refusal): a completed run is not offered `r`."""
-    from entrenar_tui.model.controller import Controller
+    from entrenar_tui.controller import Controller
     from entrenar_tui.model.run import RunModel
     from entrenar_tui.model.validation import clean_state
 

@@ -12,11 +12,11 @@ import shutil
 import sys
 
 import pytest
-from entrenar_tui.model.controller import StartSpec
 from textual.widgets._footer import FooterKey
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.cli import held_run_notice
+from entrenar_tui.controller import StartSpec
 from tests.fake_run import FakeRun, scenario
 from tests.helpers import run_app, run_model, until, wait_until
 from tests.test_monitor_cli import tui

@@ -11,8 +11,8 @@ from __future__ import annotations
 from rich.cells import cell_len
 from textual.widgets import Static
 
+from entrenar_tui import formatting as fmt
 from entrenar_tui.app import MonitorApp
-from entrenar_tui.output import formatting as fmt
 from entrenar_tui.widgets.epoch_table import EpochTable
 from tests.fake_run import FakeRun
 from tests.helpers import run_app, run_model, until
