@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_sweep(sweep_parser().parse_intermixed_args(argv[1:]), argv[1:])
         return run_train(argv)
     except UserError as e:
-        print(f"entrenar-train: error: {printable(str(e))}", file=sys.stderr)
+        for line in e.lines():  # every problem found, one line each
+            print(f"entrenar-train: error: {printable(line)}", file=sys.stderr)
         return e.exit_code
     except TrainingFailed as e:
         print(f"entrenar-train: failed: {printable(str(e))}", file=sys.stderr)
@@ -186,8 +187,13 @@ def run_train(argv: list[str]) -> int:
     if args.estimate:
         return estimate(args)
     if args.nproc and "WORLD_SIZE" not in os.environ:
-        if args.config and not args.resume:  # one error line here, not one per rank
-            config = load_config(args.config, args.overrides)
+        if args.config and not args.resume:  # the errors said here once, not once a rank
+            if args.auto_resume or args.print_config:
+                config = load_config(args.config, args.overrides)
+            else:
+                from trainer.inputs import load_config_and_data
+
+                config, _ = load_config_and_data(args.config, args.overrides)
             if args.auto_resume and not args.print_config:
                 from trainer.auto_resume import precheck
 
@@ -202,19 +208,22 @@ def run_train(argv: list[str]) -> int:
         raise UserError("--force-unlock goes with --resume RUN_DIR (see entrenar-train --help)")
     if not args.config:
         raise UserError("give a CONFIG file (or --resume RUN_DIR)")
-    config = load_config(args.config, args.overrides)
     if args.print_config:
-        print_config(config)
+        print_config(load_config(args.config, args.overrides))
         return 0
-    if args.auto_resume:
+    if args.auto_resume:  # (it reads the data only to train: a completed run needs none)
         from trainer.auto_resume import auto_resume
 
         return auto_resume(
-            config, ["entrenar-train", *argv], allow_data_mismatch=args.allow_data_mismatch
+            load_config(args.config, args.overrides),
+            ["entrenar-train", *argv],
+            allow_data_mismatch=args.allow_data_mismatch,
         )
+    from trainer.inputs import load_config_and_data
     from trainer.train import train
 
-    return train(config, argv=["entrenar-train", *argv])
+    config, corpus = load_config_and_data(args.config, args.overrides)  # every mistake at once
+    return train(config, argv=["entrenar-train", *argv], corpus=corpus)
 
 
 def estimate(args: argparse.Namespace) -> int:

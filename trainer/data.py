@@ -23,6 +23,7 @@ import orjson
 
 from trainer.config import DataSection, did_you_mean
 from trainer.errors import UserError, gather
+from trainer.monitor.text import printable
 
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 DELIMITED_SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -414,8 +415,6 @@ def class_table(names: list[str], train: list[int], validation: list[int]) -> li
 
 def format_class_table(classes: list[dict[str, Any]]) -> list[str]:
     """The class table as text lines (the names printable: they come from the data)."""
-    from trainer.monitor.text import printable
-
     shown = [printable(c["name"]) for c in classes]
     width = max([len("class"), *map(len, shown)])
     lines = [f"{'class':<{width}}  {'train':>7}  {'share':>6}  {'val':>6}"]
@@ -632,6 +631,18 @@ def epoch_rng(seed: int, epoch: int, rule: str = SHUFFLE_RULE) -> random.Random:
     raise UserError(
         f"unknown shuffle rule {rule!r} (this version knows {', '.join(SHUFFLE_RULES)})"
     )
+
+
+def recorded_shuffle_rule(run_info: dict[str, Any], source: str) -> str:
+    """The shuffle rule a resumed run continues with: the one its run.json recorded (`shuffle`),
+    v1 for a run.json from before the field, so that an old run resumes with its own order."""
+    rule = run_info.get("shuffle", SHUFFLE_V1)
+    if rule not in SHUFFLE_RULES:
+        raise UserError(
+            f"{source}: shuffle {printable(repr(rule))[:80]} is not a rule this version knows "
+            f"({', '.join(SHUFFLE_RULES)}); resume it with the version that wrote it"
+        )
+    return rule
 
 
 def epoch_order(n: int, seed: int, epoch: int, rule: str = SHUFFLE_RULE) -> list[int]:

@@ -19,7 +19,7 @@
       end_epoch                    best-so-far, epochs.json, checkpoints, early stopping
     save / stop / finish         a checkpoint; a requested stop; result.json and the exit code
 
-What it trains: a seeded split, a reshuffle every epoch (seed + epoch), AdamW, linear warmup then
+What it trains: a seeded split, a reshuffle every epoch (seeded by (seed, epoch)), AdamW, linear warmup then
 cosine decay to lr_min stepped every batch, gradient clipping, validation every epoch, checkpoints
 best / epoch-N / last, a non-finite loss or gradient → failed, early stopping on validation loss.
 """
@@ -45,7 +45,15 @@ import torch.nn.functional as F
 import trainer
 from trainer import checkpoint as ckpt
 from trainer.config import Config
-from trainer.data import epoch_batches, load_corpus, steps_per_epoch, tokenize
+from trainer.data import (
+    SHUFFLE_RULE,
+    Corpus,
+    epoch_batches,
+    load_corpus,
+    recorded_shuffle_rule,
+    steps_per_epoch,
+    tokenize,
+)
 from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import TrainingFailed, UserError
 from trainer.flops import FlopMeter, Peak, cpu_peak, device_peak, step_flops
@@ -172,12 +180,14 @@ def train(
     resume: Resume | None = None,
     argv: list[str] | None = None,
     lock: RunLock | None = None,
+    corpus: Corpus | None = None,
 ) -> int:
     """Run training; return the exit code (0 completed or stopped, 1 failed). Bad input raises UserError.
 
     A crash inside training marks the run failed in state.json (with the error) before propagating;
     a run file that cannot be written (a full disk) fails the run with that reason, recorded where
-    it still can be. `lock`: the run lock, when the caller (--resume) took it already.
+    it still can be. `lock`: the run lock, when the caller (--resume) took it already; `corpus`:
+    the data, when the caller checked it with the config already.
     """
     run_dir = Path(config.output.dir)
     # Rank 0 alone: under --auto-resume the ranks come here after agreeing, and a later rank
@@ -186,6 +196,8 @@ def train(
         raise UserError(
             f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
         )
+    if corpus is None:  # read before anything is written: bad data leaves no run folder behind
+        corpus = load_corpus(config.data, config.train.seed)
     plan = preflight(config)  # nothing is written before the model and output.dir are checked
     dist = init_distributed()
     if dist.is_main and lock is None:
@@ -194,7 +206,7 @@ def train(
         lock = RunLock(run_dir).acquire()
     writer = MonitorWriter(run_dir) if dist.is_main else NullWriter(run_dir)
     try:
-        recipe = FineTuneRecipe(config, resume, argv, writer, dist, plan)
+        recipe = FineTuneRecipe(config, resume, argv, writer, dist, plan, corpus)
         recipe.setup()
         return recipe.train()
     except UserError as e:
@@ -281,8 +293,10 @@ class FineTuneRecipe:
         writer: MonitorWriter,
         dist: Dist,
         plan: ModelPlan,
+        corpus: Corpus,
     ):
         self.started_at = time.time()
+        self.corpus = corpus  # read and checked before the run directory was made
         self.plan = plan  # the model as preflight checked it
         self._clock = time.perf_counter()
         self.config, self.train_config = config, config.train
@@ -347,7 +361,6 @@ class FineTuneRecipe:
             )
 
     def _setup_data(self) -> None:
-        self.corpus = load_corpus(self.config.data, self.train_config.seed)
         self.saved: ckpt.TrainerState | None = None  # the checkpoint to resume from, once read
         self.saved_tensors = self.saved_adapter = None
         if self.restoring:  # fail fast, before the model loads
@@ -451,11 +464,13 @@ class FineTuneRecipe:
         self.progress = Progress()
         self.run_info: dict[str, Any] = {}
         self.resume_note: str | None = None
+        self.shuffle = SHUFFLE_RULE  # run.json's `shuffle`: the rule of every epoch's order
         if self.resume is None:
             return
         reached = previous_global_step(self.run_dir)  # before this process writes state.json
         if (self.run_dir / Files.RUN).exists():
             self.run_info = ckpt.read_json(self.run_dir / Files.RUN)
+            self.shuffle = recorded_shuffle_rule(self.run_info, str(self.run_dir / Files.RUN))
         if not self.restoring:
             self.resume_note = resume_note(None, 0, reached)
             return  # (the CLI has said that a run without a checkpoint starts over)
@@ -584,7 +599,9 @@ class FineTuneRecipe:
                 "labels": corpus.label_names,
                 "class_counts": corpus.class_counts,
                 "class_weights": corpus.class_weights,
+                "classes": corpus.classes,
             },
+            "shuffle": self.shuffle,
             "epochs": self.train_config.epochs,
             "steps_per_epoch": self.steps_per_epoch,
             "batch_size": self.train_config.batch_size,
@@ -643,8 +660,9 @@ class FineTuneRecipe:
         the run ends among them."""
         cfg, p = self.train_config, self.progress
         batches = epoch_batches(
-            self.train_lengths, cfg.batch_size, cfg.seed, p.epoch, cfg.group_by_length
-        )
+            self.train_lengths, cfg.batch_size, cfg.seed, p.epoch, cfg.group_by_length,
+            self.shuffle,
+        )  # fmt: skip
         if p.step == 0:
             p.start_epoch()
         while (
