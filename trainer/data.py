@@ -91,7 +91,8 @@ class RowProblems:
 
     def raise_any(self) -> None:
         lines = [
-            f"{where}: {problem}" + (f" (and {more:,} more rows)" if more else "")
+            f"{where}: {problem}"
+            + (f" (and {more:,} more {'row' if more == 1 else 'rows'})" if more else "")
             for problem, (where, more) in self.repeated.items()
         ] + self.lines
         if self.dropped:

@@ -34,7 +34,7 @@ def say(text: str) -> None:
 def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     """`entrenar-train sweep`, its arguments parsed (trainer/cli.py): plan every run, check the
     sweep's directory, then run them; with --dry-run the same checks (nothing made, no lock taken),
-    then the runs printed, and the exit code the real command would start with."""
+    then the runs printed: exit 2 where the real command would refuse, else 0."""
     plan = plan_sweep(args)
     if args.dry_run:
         return dry_run(plan)
@@ -43,8 +43,8 @@ def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
 
 def dry_run(plan: SweepPlan) -> int:
     """Every check of run_session but writing: the directory (writable, not a run's, not another
-    sweep's, no sweep running on it), each run's folder; then the plan, each run marked `completed`
-    (kept) or `to run`."""
+    sweep's, no sweep running on it), each run's folder; then the plan (continuing a sweep: each
+    run `completed`, kept, or `pending`)."""
     check_sweep_directory(plan, create=False)
     refuse_if_running(plan.directory)
     check_run_folders(plan)
@@ -52,10 +52,12 @@ def dry_run(plan: SweepPlan) -> int:
     rows = []
     for run in plan.runs:
         folder = plan.directory / run.name
-        row = {"dir": run.name, "values": run.values, "status": "to run"}
+        row = {"dir": run.name, "values": run.values}
         if run_completed(folder):
             row |= {**best_fields(read_state(folder)), "status": "completed"}
         rows.append(row)
+    if any("status" in row for row in rows):  # a continued sweep: what is kept, what runs
+        rows = [{"status": "pending", **row} for row in rows]
     print_table(plan.grid.keys, rows)
     return 0
 
