@@ -156,6 +156,40 @@ def test_bad_rows_are_all_named_by_file_and_line_and_nothing_is_written(tmp_path
     assert list((tmp_path / "run").iterdir()) == []
 
 
+def test_a_dry_run_checks_what_a_start_checks_and_writes_nothing(tmp_path, tiny_bert_dir):
+    rows = [{"input": f"ticket {i}", "label": ["billing", "refund"][i % 2]} for i in range(40)]
+    data = jsonl(tmp_path / "d.jsonl", [*rows, {"input": "charged twice", "label": "biling"}])
+    cfg = tiny_config(tmp_path, tiny_bert_dir, data)
+    r = run_cli(str(cfg), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0].split() == ["class", "train", "share", "val"]
+    assert [line.split()[0] for line in out[1:4]] == ["biling", "billing", "refund"]
+    assert out[4] == (
+        f"warning: {data}:41: 'biling' (1 row) looks like 'billing' (20 rows); set data.labels to "
+        "make this an error"
+    )
+    assert out[-1].startswith(
+        "dry run: 30 train / 11 validation samples, 3 labels; 2 epochs × 2 steps"
+    )
+    assert not (tmp_path / "run").exists()
+    # What a start refuses, the dry run refuses with the same line; still nothing written.
+    r = run_cli(str(cfg), "--dry-run", 'data.labels=["billing", "refund"]', "lora.r=99")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"entrenar-train: error: {data}:41: label 'biling' is not in data.labels (did you mean billing?)",
+    ]  # (the model check comes after the config and data passed, as in a start)
+    r = run_cli(str(cfg), "--dry-run", "lora.r=99")
+    assert_one_line(r, "lora.r = 99 is larger than the smallest adapted layer")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text("{}")
+    r = run_cli(str(cfg), "--dry-run")
+    assert_one_line(
+        r, f"output.dir {tmp_path / 'run'} already holds a run; resume it with --resume"
+    )
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["run.json"]
+
+
 # ------------------------------------------------------------------------------ model folders
 
 

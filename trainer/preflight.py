@@ -14,15 +14,16 @@ from trainer.model import ModelPlan, check_gradient_checkpointing, inspect_model
 from trainer.run_dir import check_path_length
 
 
-def preflight(config: Config) -> ModelPlan:
+def preflight(config: Config, *, create: bool = True) -> ModelPlan:
     """The model folder and the keys that depend on it (model.inspect_model), the memory plan (the
-    micro-batch that fits, or a refusal before any weight loads), then output.dir."""
+    micro-batch that fits, or a refusal before any weight loads), then output.dir (made, unless
+    `create=False`: a dry run)."""
     plan = inspect_model(config.model, config.lora)
     if config.train.gradient_checkpointing:
         check_gradient_checkpointing(plan.skeleton, config.model.path)
     plan.memory = plan_micro_batch(config, plan)
     plan.micro_batch_size = plan.memory.micro_batch_size
-    check_output_dir(Path(config.output.dir))
+    check_output_dir(Path(config.output.dir), create=create)
     return plan
 
 

@@ -76,7 +76,7 @@ from trainer.preflight import preflight
 from trainer.progress import Progress
 from trainer.report import Reporter
 from trainer.resources import ResourceSampler
-from trainer.run_dir import check_run_dir
+from trainer.run_dir import check_run_dir, refuse_a_started_run
 from trainer.stopping import StopSignal
 from trainer.sweep.tag import env_tag, kept_tag
 
@@ -192,10 +192,8 @@ def train(
     run_dir = Path(config.output.dir)
     # Rank 0 alone: under --auto-resume the ranks come here after agreeing, and a later rank
     # could find the run.json rank 0 has just written.
-    if resume is None and os.environ.get("RANK", "0") == "0" and (run_dir / Files.RUN).exists():
-        raise UserError(
-            f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
-        )
+    if resume is None and os.environ.get("RANK", "0") == "0":
+        refuse_a_started_run(run_dir)
     if corpus is None:  # read before anything is written: bad data leaves no run folder behind
         corpus = load_corpus(config.data, config.train.seed)
     plan = preflight(config)  # nothing is written before the model and output.dir are checked
