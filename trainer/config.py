@@ -1,8 +1,9 @@
 """The TOML schema as dataclasses: one field a line with its help, its default and its bounds.
 
 `load_config` reads a file, applies `section.key=value` overrides, checks every key (unknown keys get
-"did you mean"), resolves relative paths against the config file and returns a `Config`. Every error
-is a `UserError` naming the file and the key path.
+"did you mean"), resolves relative paths against the config file and returns a `Config`. Every
+problem is a line naming the file and the key path, and all of them are raised together in one
+`UserError` (`check_config_file` hands them over unraised, for the data to be checked too).
 """
 
 from __future__ import annotations
