@@ -257,7 +257,7 @@ DATA_CASES: dict[str, tuple[bytes | None, str, str]] = {
         ".jsonl",
         "labels mix integers and names",
     ),
-    "csv wrong columns": (b"text,category\nls,safe\n", ".csv", ":1: no column 'input'"),
+    "csv wrong columns": (b"text,label\nls,safe\n", ".csv", ":1: no column 'input'"),
     "csv extra field": (
         b"input,label\nls,safe,extra\n",
         ".csv",

@@ -124,7 +124,70 @@ def test_data(case, tmp_path, tiny_bert_dir):
     data.write_text(content, encoding="utf-8")
     r = run_cli(str(tiny_config(tmp_path, tiny_bert_dir, data, **sections)))
     assert_one_line(r, *expected)
-    assert not (tmp_path / "run" / "run.json").exists()
+    assert not (tmp_path / "run").exists()  # not even a `failed` run folder for the browser to list
+
+
+def test_every_mistake_of_one_command_is_named_in_one_run(tmp_path, tiny_bert_dir):
+    """A config from the docs with a wrong key, over a CSV whose columns have other names: three
+    lines in one run (not three runs), each naming the file and key or column; nothing written."""
+    data = tmp_path / "tickets.csv"
+    data.write_text("text,category\n" + "".join(f"ticket {i},billing\n" for i in range(10)))
+    cfg = tiny_config(tmp_path, tiny_bert_dir, data, train={"epoch": 2})
+    r = run_cli(str(cfg))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.splitlines() == [
+        f"entrenar-train: error: {cfg}: unknown key train.epoch (did you mean train.epochs?)",
+        f"entrenar-train: error: {data}:1: no column 'input' (columns: text, category)",
+        f"entrenar-train: error: {data}:1: no column 'label' (columns: text, category)",
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_rows_are_all_named_by_file_and_line_and_nothing_is_written(tmp_path, tiny_bert_dir):
+    lines = [*LINES[:2], "{not json", *LINES[2:7], json.dumps({"input": "  ", "label": "safe"}), *LINES[7:]]  # fmt: skip
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "run").mkdir()  # an output.dir made by hand: left as it was
+    r = run_cli(str(tiny_config(tmp_path, tiny_bert_dir, data)))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    errors = r.stderr.splitlines()
+    assert [e.split(": ")[2] for e in errors] == [f"{data}:3", f"{data}:9"], errors
+    assert "malformed JSON" in errors[0] and errors[1].endswith("field 'input' is empty")
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_a_dry_run_checks_what_a_start_checks_and_writes_nothing(tmp_path, tiny_bert_dir):
+    rows = [{"input": f"ticket {i}", "label": ["billing", "refund"][i % 2]} for i in range(40)]
+    data = jsonl(tmp_path / "d.jsonl", [*rows, {"input": "charged twice", "label": "biling"}])
+    cfg = tiny_config(tmp_path, tiny_bert_dir, data)
+    r = run_cli(str(cfg), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0].split() == ["class", "train", "share", "val"]
+    assert [line.split()[0] for line in out[1:4]] == ["biling", "billing", "refund"]
+    assert out[4] == (
+        f"warning: {data}:41: 'biling' (1 row) looks like 'billing' (20 rows); set data.labels to "
+        "make this an error"
+    )
+    assert out[-1].startswith(
+        "dry run: 30 train / 11 validation samples, 3 labels; 2 epochs × 2 steps"
+    )
+    assert not (tmp_path / "run").exists()
+    # What a start refuses, the dry run refuses with the same line; still nothing written.
+    r = run_cli(str(cfg), "--dry-run", 'data.labels=["billing", "refund"]', "lora.r=99")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"entrenar-train: error: {data}:41: label 'biling' is not in data.labels (did you mean billing?)",
+    ]  # (the model check comes after the config and data passed, as in a start)
+    r = run_cli(str(cfg), "--dry-run", "lora.r=99")
+    assert_one_line(r, "lora.r = 99 is larger than the smallest adapted layer")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text("{}")
+    r = run_cli(str(cfg), "--dry-run")
+    assert_one_line(
+        r, f"output.dir {tmp_path / 'run'} already holds a run; resume it with --resume"
+    )
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["run.json"]
 
 
 # ------------------------------------------------------------------------------ model folders

@@ -123,8 +123,11 @@ def test_cli_config_errors_are_one_line_exit_2(tmp_path):
     p = write(tmp_path, MINIMAL + "[train]\nepoch = 3\n")
     r = run_cli(str(p))
     assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0, r.stderr
-    assert "did you mean train.epochs?" in r.stderr and "Traceback" not in r.stderr
+    # One line a problem: the unknown key, and the data file MINIMAL names (there is none).
+    lines = r.stderr.strip().splitlines()
+    assert [line.startswith("entrenar-train: error: ") for line in lines] == [True, True], lines
+    assert "did you mean train.epochs?" in lines[0] and "Traceback" not in r.stderr
+    assert lines[1].endswith("data/train.jsonl: data file not found")
     r = run_cli(str(tmp_path / "nope.toml"))
     assert r.returncode == 2 and "config file not found" in r.stderr
     r = run_cli(str(write(tmp_path, MINIMAL)), "train.epochs=0")
@@ -153,3 +156,31 @@ def test_print_config_shows_the_resolved_config(tmp_path):
     assert printed["train"]["epochs"] == 7
     assert printed["data"]["train"] == str(tmp_path / "data/train.jsonl")
     assert set(printed) == set(Config().to_dict())
+
+
+def test_every_bad_key_of_a_config_and_its_overrides_is_named_at_once(tmp_path):
+    text = """
+[model]
+path = "m"
+quantize = "nf8"
+[trian]
+epochs = 3
+[train]
+epoch = 3
+batch_size = "32"
+[output]
+dir = "out"
+"""
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, text), ["lora.r=0", "nokey", "train.seed=-1"])
+    source = str(tmp_path / "c.toml")
+    assert e.value.problems == [
+        f"{source}: model.quantize = 'nf8' must be one of none, nf4 (did you mean nf4?)",
+        f"{source}: unknown section [trian] (did you mean train?)",
+        f"{source}: unknown key train.epoch (did you mean train.epochs?)",
+        f"{source}: train.batch_size must be an integer, got '32'",
+        f"{source}: train.seed = -1 must be >= 0",
+        f"{source}: lora.r = 0 must be >= 1",
+        f"{source}: missing required key data.train",
+        "override 'nokey': expected section.key=value",
+    ]

@@ -10,17 +10,24 @@ import pytest
 
 from trainer.config import DataSection
 from trainer.data import (
+    SHUFFLE_RULE,
+    SHUFFLE_V1,
+    SHUFFLE_V2,
     Row,
     batches,
     compute_class_weights,
     data_hash,
+    edit_distance,
+    epoch_batches,
     epoch_order,
     label_ids,
     load_corpus,
     oversample,
     read_rows,
+    recorded_shuffle_rule,
     resolve_label_names,
     split_indices,
+    typo_warnings,
     val_count,
 )
 from trainer.errors import UserError
@@ -83,7 +90,8 @@ def test_auto_weights_sqrt_inverse_when_ratio_exceeds_two():
     assert w == pytest.approx(expected)
     assert sum(w) == pytest.approx(3.0)
     assert w[2] > w[1] > w[0]
-    assert "sqrt-inverse" in note and "[90, 30, 10]" in note
+    assert "sqrt-inverse" in note and "largest/smallest = 9.0" in note
+    assert "[90, 30, 10]" not in note  # the counts are in the class table, with the names
 
 
 @pytest.mark.parametrize("counts", [[20, 10], [30, 20, 15]])
@@ -99,8 +107,8 @@ def test_auto_weights_off_when_oversampling_and_explicit_weights_win():
 
 
 def test_empty_class_warns_and_gives_no_weights():
-    w, note = compute_class_weights("auto", [50, 0, 5], oversampled=False)
-    assert w is None and note.startswith("warning") and "[1]" in note
+    w, note = compute_class_weights("auto", [50, 0, 5], oversampled=False, names=["a", "b", "c"])
+    assert w is None and note.startswith("warning: class(es) 'b' have no training samples")
 
 
 def test_inverse_freq_weights():
@@ -303,3 +311,154 @@ def test_integer_labels_must_be_the_class_indices(tmp_path):
     assert resolve_label_names(rows[:4], []) == ["0", "1", "2"]
     named = resolve_label_names(rows[:4], ["a", "b", "c"])  # data.labels names the indices
     assert label_ids(rows[:4], named) == [0, 1, 2, 1]
+
+
+# ------------------------------------------------------------------------------ every problem at once
+
+
+def test_every_bad_row_of_both_files_is_named_with_its_line(tmp_path):
+    train = tmp_path / "t.jsonl"
+    good = [json.dumps(r) for r in rows_of({"a": 3, "b": 3})]
+    train.write_text("\n".join([good[0], "{oops", *good[1:4], '{"input": "", "label": "a"}', *good[4:]]) + "\n")  # fmt: skip
+    val = tmp_path / "v.jsonl"
+    val.write_text("\n".join([good[0], '{"input": "x", "label": true}']) + "\n")
+    with pytest.raises(UserError) as e:
+        load_corpus(DataSection(train=str(train), validation=str(val)), seed=42)
+    assert [p.split(": ", 1)[0] for p in e.value.problems] == [
+        f"{train}:2",
+        f"{train}:6",
+        f"{val}:2",
+    ]
+    assert "malformed JSON" in e.value.problems[0]
+    assert e.value.problems[1].endswith("field 'input' is empty")
+    assert e.value.problems[2].endswith("field 'label' must be an integer or a name, got True")
+
+
+def test_a_field_missing_from_every_row_is_one_line_per_field(tmp_path):
+    data = jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}", "category": "a"} for i in range(50)])
+    with pytest.raises(UserError) as e:
+        read_rows(data, "input", "label")
+    assert e.value.problems == [
+        f"{data}:1: missing field 'input' (and 49 more rows)",
+        f"{data}:1: missing field 'label' (and 49 more rows)",
+    ]
+
+
+def test_a_csv_without_either_column_names_both(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("text,category\nhello,a\n", encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        read_rows(data, "input", "label")
+    assert e.value.problems == [
+        f"{data}:1: no column 'input' (columns: text, category)",
+        f"{data}:1: no column 'label' (columns: text, category)",
+    ]
+
+
+def test_a_thousand_bad_rows_are_counted_past_the_first_hundred(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("not json\n" * 1000, encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        read_rows(data, "input", "label")
+    assert len(e.value.problems) == 101
+    assert e.value.problems[-1] == f"{data}: and 900 more bad rows"
+    assert e.value.lines()[-1] == "and 71 more problems"  # what the CLI prints: 30 and a count
+
+
+def test_every_label_outside_data_labels_is_named_once_with_its_first_row(tmp_path):
+    data = jsonl(tmp_path / "d.jsonl", rows_of({"billing": 5, "biling": 2, "refund": 5, "x": 1}))
+    with pytest.raises(UserError) as e:
+        load_corpus(DataSection(train=str(data), labels=["billing", "refund"]), seed=42)
+    assert e.value.problems == [
+        f"{data}:6: label 'biling' is not in data.labels (did you mean billing?) (and 1 more row)",
+        f"{data}:13: label 'x' is not in data.labels",
+    ]
+
+
+# ------------------------------------------------------------------------------ the class table, typos
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "distance"),
+    [("biling", "billing", 1), ("billing", "biling", 1), ("bilnig", "billing", 2), ("refnud", "refund", 1),
+     ("", "abc", 3), ("abc", "abc", 0), ("kitten", "sitting", 3), ("ca", "abc", 3)],
+)  # fmt: skip
+def test_edit_distance(a, b, distance):
+    assert edit_distance(a, b) == distance
+
+
+def test_a_rare_label_one_edit_from_a_frequent_one_is_named(tmp_path):
+    data = jsonl(tmp_path / "d.jsonl", rows_of({"billing": 80, "refund": 79, "shipping": 78}))
+    with data.open("a") as f:  # the typo on line 238
+        f.write(json.dumps({"input": "charged twice", "label": "biling"}) + "\n")
+    corpus = load_corpus(DataSection(train=str(data), val_split=0.2), seed=42)
+    warnings = [n for n in corpus.notes if n.startswith("warning")]
+    assert warnings == [
+        f"warning: {data}:238: 'biling' (1 row) looks like 'billing' (80 rows); set data.labels "
+        "to make this an error"
+    ]
+    names = [c["name"] for c in corpus.classes]
+    assert names == ["biling", "billing", "refund", "shipping"]  # it still trains, as a class
+    n_train = len(corpus.train_labels)
+    assert sum(c["count"] for c in corpus.classes) == n_train == 190
+    assert sum(c["validation"] for c in corpus.classes) == len(corpus.val_labels) == 48
+    for c in corpus.classes:
+        assert c["share"] == c["count"] / n_train
+    table = corpus.notes[: len(names) + 1]
+    assert table[0].split() == ["class", "train", "share", "val"]
+    assert [line.split()[0] for line in table[1:]] == names
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"billing": 80, "refund": 80, "bill": 2},  # three edits away
+        {"billing": 80, "refund": 80, "biling": 3},  # seen 3 times: a class, not a typo
+        {"billing": 9, "refund": 80, "biling": 1},  # its look-alike is not frequent
+        {"cat": 80, "dog": 80, "car": 1},  # short names: only one edit counts, and car-cat is one
+    ],
+)
+def test_no_typo_warning_for_a_label_that_is_not_a_near_copy_of_a_frequent_one(tmp_path, counts):
+    warned = typo_warnings(
+        [Row(f"t{i}", label, f"d:{i}") for label, n in counts.items() for i in range(n)]
+    )
+    assert warned == (
+        [
+            "warning: d:0: 'car' (1 row) looks like 'cat' (80 rows); set data.labels to make this an error"
+        ]
+        if "car" in counts
+        else []
+    )
+
+
+def test_with_data_labels_set_no_typo_warning_is_given(tmp_path):
+    data = jsonl(tmp_path / "d.jsonl", rows_of({"billing": 20, "refund": 20, "biling": 1}))
+    corpus = load_corpus(
+        DataSection(train=str(data), labels=["billing", "refund", "biling"]), seed=42
+    )
+    assert not [n for n in corpus.notes if n.startswith("warning")]
+
+
+# ------------------------------------------------------------------------------ the shuffle rule
+
+
+def test_v1_shuffles_collide_across_seeds_and_v2_does_not():
+    """seed 42's epoch 2 was seed 43's epoch 1 under seed + epoch: a sweep over seeds trained
+    shifted copies of one order. (seed, epoch) pairs seed v2's generator as a whole."""
+    assert epoch_order(200, 42, 2, SHUFFLE_V1) == epoch_order(200, 43, 1, SHUFFLE_V1)
+    assert epoch_order(200, 42, 2, SHUFFLE_V2) != epoch_order(200, 43, 1, SHUFFLE_V2)
+    orders = {tuple(epoch_order(200, s, e)) for s in range(20) for e in range(1, 21)}
+    assert len(orders) == 400  # every (seed, epoch) pair its own order
+    lengths = list(range(200))
+    v1 = [epoch_batches(lengths, 8, 42, e, True, SHUFFLE_V1) for e in (1, 2, 3)]
+    v2 = [epoch_batches(lengths, 8, 42, e, True, SHUFFLE_V2) for e in (1, 2, 3)]
+    assert all(a != b for a, b in zip(v1, v2))  # v2 changes the order of a given seed
+    assert v1 == [epoch_batches(lengths, 8, 42, e, True, SHUFFLE_V1) for e in (1, 2, 3)]
+
+
+def test_a_run_resumes_with_the_rule_its_run_json_recorded():
+    assert SHUFFLE_RULE == SHUFFLE_V2
+    assert recorded_shuffle_rule({"shuffle": SHUFFLE_V2}, "run.json") == SHUFFLE_V2
+    assert recorded_shuffle_rule({}, "run.json") == SHUFFLE_V1  # written before the field existed
+    with pytest.raises(UserError, match=r"run.json: shuffle 'v9' is not a rule this version knows"):
+        recorded_shuffle_rule({"shuffle": "v9"}, "run.json")

@@ -324,3 +324,33 @@ def test_a_monitor_stop_then_one_sigint_is_still_a_clean_stop(tmp_path, monkeypa
         assert exits == [stopping.FORCED_EXIT_CODE]
     finally:
         stop.uninstall()
+
+
+def test_a_run_from_before_the_shuffle_rule_resumes_with_its_own_order(
+    tmp_path, tiny_bert_dir, data, straight, monkeypatch
+):
+    """A run.json without `shuffle` was written by a trainer that shuffled with seed + epoch: its
+    resume keeps that order (ending exactly where that trainer would have), not the new rule's."""
+    import trainer.train
+    from trainer.data import SHUFFLE_V1, SHUFFLE_V2
+
+    old = tmp_path / "old"
+    old.mkdir()
+    monkeypatch.setattr(trainer.train, "SHUFFLE_RULE", SHUFFLE_V1)  # the trainer before the rule
+    assert train(load_config(make_config(old, tiny_bert_dir, data))) == 0
+    old_straight = old / "run"
+    assert orjson.loads((old_straight / "run.json").read_bytes())["shuffle"] == SHUFFLE_V1
+    hook_steps(monkeypatch, 12, request_stop)
+    assert train(load_config(make_config(tmp_path, tiny_bert_dir, data))) == 0
+    monkeypatch.undo()  # the resume runs the trainer of today
+    run = tmp_path / "run"
+    run_json = orjson.loads((run / "run.json").read_bytes())
+    del run_json["shuffle"]  # as the old trainer wrote it
+    (run / "run.json").write_bytes(orjson.dumps(run_json))
+
+    assert main(["--resume", str(run)]) == 0
+    assert_same_as_straight(run, old_straight)
+    assert orjson.loads((run / "run.json").read_bytes())["shuffle"] == SHUFFLE_V1  # kept for later
+    # It can fail: the new rule trains another order, to other weights.
+    assert orjson.loads((straight / "run.json").read_bytes())["shuffle"] == SHUFFLE_V2
+    assert epoch_metrics(straight) != epoch_metrics(old_straight)

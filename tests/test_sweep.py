@@ -216,6 +216,86 @@ def test_every_mistake_is_one_line_before_any_run_starts(
     assert not (tmp_path / "exp").exists()
 
 
+def another_sweeps_record(sweep_config: Path, directory: Path) -> None:
+    """sweep.json of a sweep over lora.r=2,4 in `directory`, as its first call wrote it."""
+    from trainer.cli import sweep_parser
+    from trainer.sweep.command import plan_sweep
+    from trainer.sweep.record import SweepRecord, identity
+
+    plan = plan_sweep(
+        sweep_parser().parse_intermixed_args([str(sweep_config), "--grid", "lora.r=2,4"])
+    )
+    directory.mkdir()
+    ident = identity(plan.grid, plan.base.to_dict())
+    SweepRecord.begin(directory / "sweep.json", ident, plan.runs, {}, None).write()
+
+
+REFUSED_DIRECTORIES = {  # what output.dir holds: (make it, the one line both commands say)
+    "a run": (
+        lambda cfg, d: (d.mkdir(), (d / "run.json").write_text("{}")),
+        "output.dir {d} holds a run (run.json), not a sweep; choose another output.dir",
+    ),
+    "another sweep": (
+        another_sweeps_record,
+        "{d}/sweep.json: this directory holds another sweep: --grid lora.r (2,4 → 2,8); rerun "
+        "that sweep's command to continue it, or choose another output.dir",
+    ),
+    "a file": (lambda cfg, d: d.write_text("notes"), "output.dir {d}: is a file, not a directory"),
+}
+
+
+@pytest.mark.parametrize("holds", list(REFUSED_DIRECTORIES))
+def test_a_dry_run_refuses_what_the_sweep_refuses_and_makes_nothing(sweep_config, tmp_path, holds, capsys):  # fmt: skip
+    """The first sweep a new user tries: --dry-run said 0 where the sweep then refused."""
+    make, said = REFUSED_DIRECTORIES[holds]
+    directory = tmp_path / "exp"
+    make(sweep_config, directory)
+    before = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else None
+    argv = ["sweep", str(sweep_config), "--grid", "lora.r=2,8"]
+    errors = []
+    for dry in (["--dry-run"], []):
+        assert main([*argv, *dry]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and "Traceback" not in err
+        errors.append(err.splitlines())
+        after = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else None
+        assert after == before  # nothing made, no lock left
+    assert errors[0] == errors[1] == [f"entrenar-train: error: {said.format(d=directory)}"]
+
+
+def test_a_sweep_names_every_mistake_of_its_config_and_data_at_once(tmp_path, tiny_bert_dir, capsys):  # fmt: skip
+    data = tmp_path / "tickets.csv"
+    data.write_text("text,category\n" + "".join(f"ticket {i},billing\n" for i in range(10)))
+    cfg = write_config(
+        tmp_path / "c.toml", tiny_bert_dir, data, tmp_path / "exp", train={"epoch": 2}
+    )
+    for dry in (["--dry-run"], []):
+        assert main(["sweep", str(cfg), "--grid", "lora.r=2,4", *dry]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"entrenar-train: error: {cfg}: unknown key train.epoch (did you mean train.epochs?)",
+            f"entrenar-train: error: {data}:1: no column 'input' (columns: text, category)",
+            f"entrenar-train: error: {data}:1: no column 'label' (columns: text, category)",
+        ]
+    assert not (tmp_path / "exp").exists()
+
+
+def test_every_runs_mistakes_are_named_together(sweep_config, tmp_path, capsys):
+    """Each run's config, and the data the grid points a run at, checked before any run starts."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "ls", "label": "safe"}\n{oops\n', encoding="utf-8")
+    argv = ["sweep", str(sweep_config), "--grid", "lora.r=0,4", "--grid", f'data.train="{sweep_config.parent / "train.jsonl"}","{bad}"', "--dry-run"]  # fmt: skip
+    assert main(argv) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[:2] == [
+        f"entrenar-train: error: sweep run 1 (lora.r=0 data.train=\"{tmp_path}/train.jsonl\"): {sweep_config}: lora.r = 0 must be >= 1",
+        f"entrenar-train: error: sweep run 2 (lora.r=0 data.train=\"{bad}\"): {sweep_config}: lora.r = 0 must be >= 1",
+    ]  # fmt: skip
+    assert len(errors) == 3 and errors[2].startswith(
+        f'entrenar-train: error: sweep run 4 (lora.r=4 data.train="{bad}"): {bad}:2: malformed JSON'
+    )
+    assert not (tmp_path / "exp").exists()
+
+
 def test_a_sweep_refuses_a_directory_that_holds_a_run(sweep_config, tmp_path):
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "run.json").write_text("{}")

@@ -19,7 +19,7 @@ from trainer.monitor.text import printable
 
 SUBCOMMANDS = ("eval", "predict", "export")
 
-USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--estimate] [--nproc N] [--auto-resume]
+USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--estimate] [--dry-run] [--nproc N] [--auto-resume]
        entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [--force-unlock] [section.key=value ...]
        entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N --seed S] [--parallel P] [section.key=value ...]
        entrenar-train eval CHECKPOINT --data FILE
@@ -82,6 +82,12 @@ def train_parser() -> ArgumentParser:
         action="store_true",
         help="print the memory plan (weights, optimizer state, activations, what the device has, "
         "the micro-batch auto picks) and exit; loads no weights, writes nothing",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="make every check a start makes (the config and the data together, the model folder, "
+        "the memory plan, output.dir), print the class table and the plan, and exit; writes nothing",
     )
     p.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config"
@@ -156,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_sweep(sweep_parser().parse_intermixed_args(argv[1:]), argv[1:])
         return run_train(argv)
     except UserError as e:
-        print(f"entrenar-train: error: {printable(str(e))}", file=sys.stderr)
+        for line in e.lines():  # every problem found, one line each
+            print(f"entrenar-train: error: {printable(line)}", file=sys.stderr)
         return e.exit_code
     except TrainingFailed as e:
         print(f"entrenar-train: failed: {printable(str(e))}", file=sys.stderr)
@@ -185,9 +192,16 @@ def run_train(argv: list[str]) -> int:
         )
     if args.estimate:
         return estimate(args)
+    if args.dry_run:
+        return dry_run(args)
     if args.nproc and "WORLD_SIZE" not in os.environ:
-        if args.config and not args.resume:  # one error line here, not one per rank
-            config = load_config(args.config, args.overrides)
+        if args.config and not args.resume:  # the errors said here once, not once a rank
+            if args.auto_resume or args.print_config:
+                config = load_config(args.config, args.overrides)
+            else:
+                from trainer.inputs import load_config_and_data
+
+                config, _ = load_config_and_data(args.config, args.overrides)
             if args.auto_resume and not args.print_config:
                 from trainer.auto_resume import precheck
 
@@ -202,19 +216,22 @@ def run_train(argv: list[str]) -> int:
         raise UserError("--force-unlock goes with --resume RUN_DIR (see entrenar-train --help)")
     if not args.config:
         raise UserError("give a CONFIG file (or --resume RUN_DIR)")
-    config = load_config(args.config, args.overrides)
     if args.print_config:
-        print_config(config)
+        print_config(load_config(args.config, args.overrides))
         return 0
-    if args.auto_resume:
+    if args.auto_resume:  # (it reads the data only to train: a completed run needs none)
         from trainer.auto_resume import auto_resume
 
         return auto_resume(
-            config, ["entrenar-train", *argv], allow_data_mismatch=args.allow_data_mismatch
+            load_config(args.config, args.overrides),
+            ["entrenar-train", *argv],
+            allow_data_mismatch=args.allow_data_mismatch,
         )
+    from trainer.inputs import load_config_and_data
     from trainer.train import train
 
-    return train(config, argv=["entrenar-train", *argv])
+    config, corpus = load_config_and_data(args.config, args.overrides)  # every mistake at once
+    return train(config, argv=["entrenar-train", *argv], corpus=corpus)
 
 
 def estimate(args: argparse.Namespace) -> int:
@@ -229,6 +246,39 @@ def estimate(args: argparse.Namespace) -> int:
     if args.nproc and "WORLD_SIZE" not in os.environ:
         os.environ["WORLD_SIZE"] = os.environ["LOCAL_WORLD_SIZE"] = str(args.nproc)
     print(memory_estimate(config, inspect_model(config.model, config.lora)))
+    return 0
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """`CONFIG --dry-run`: what a start checks before it writes, in its order (the config and the
+    data, output.dir not a run's, the model folder and the memory plan, output.dir writable, its
+    entries, no trainer on it), nothing made; the class table and the plan on stdout."""
+    from trainer.data import steps_per_epoch
+    from trainer.inputs import load_config_and_data
+    from trainer.lock import refuse_if_running
+    from trainer.preflight import preflight
+    from trainer.run_dir import check_run_dir, refuse_a_started_run
+
+    if args.resume or args.auto_resume or not args.config:
+        raise UserError("--dry-run goes with a CONFIG alone (see entrenar-train --help)")
+    config, corpus = load_config_and_data(args.config, args.overrides)
+    run_dir = Path(config.output.dir)
+    refuse_a_started_run(run_dir)
+    plan = preflight(config, create=False)
+    if run_dir.is_dir():
+        check_run_dir(run_dir)
+        refuse_if_running(run_dir)
+    t = config.train
+    n_train, n_val = len(corpus.train_texts), len(corpus.val_texts)
+    steps = steps_per_epoch(n_train, t.batch_size)
+    for line in corpus.notes:
+        print(printable(line))
+    print(
+        f"dry run: {n_train} train / {n_val} validation samples, {corpus.num_labels} labels; "
+        f"{t.epochs} epoch{'s' if t.epochs != 1 else ''} × {steps} steps of batch {t.batch_size} "
+        f"(micro-batch {plan.micro_batch_size}); into {printable(run_dir)}; all checks passed, "
+        "nothing written"
+    )
     return 0
 
 

@@ -1,8 +1,9 @@
 """The TOML schema as dataclasses: one field a line with its help, its default and its bounds.
 
 `load_config` reads a file, applies `section.key=value` overrides, checks every key (unknown keys get
-"did you mean"), resolves relative paths against the config file and returns a `Config`. Every error
-is a `UserError` naming the file and the key path.
+"did you mean"), resolves relative paths against the config file and returns a `Config`. Every
+problem is a line naming the file and the key path, and all of them are raised together in one
+`UserError` (`check_config_file` hands them over unraised, for the data to be checked too).
 """
 
 from __future__ import annotations
@@ -253,17 +254,52 @@ def _check_bounds(key: str, value: Any, meta: dict[str, Any]) -> str | None:
     return None
 
 
+@dataclass
+class ConfigCheck:
+    """A config as far as it checked: each bad key left at its default, each problem one line.
+
+    Kept whole (not raised at the first problem) so that the data can be checked too and one run
+    names every mistake of a command: `bad_keys` says which keys (or sections) the config holds
+    defaults in place of what was written."""
+
+    config: Config
+    problems: list[str] = field(default_factory=list)
+    bad_keys: set[str] = field(default_factory=set)
+
+    def note(self, key: str, problem: str) -> None:
+        self.bad_keys.add(key)
+        self.problems.append(problem)
+
+    def valid(self) -> Config:
+        """The config, or every problem raised as one UserError."""
+        if self.problems:
+            raise UserError(*self.problems)
+        return self.config
+
+
 def build_config(raw: dict[str, Any], source: str) -> Config:
     """Check a nested dict against the schema and build a Config. `source` names the file in errors."""
+    return check_config(raw, source).valid()
+
+
+def check_config(raw: dict[str, Any], source: str) -> ConfigCheck:
+    """Check every section and key of a nested dict against the schema (all of them: the problems
+    are collected, not raised)."""
     known = sections()
     built: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
     for section, values in raw.items():
         if section not in known:
-            raise UserError(
-                f"{source}: unknown section [{section}]{did_you_mean(section, list(known))}"
+            problems.append(
+                (
+                    section,
+                    f"{source}: unknown section [{section}]{did_you_mean(section, list(known))}",
+                )
             )
+            continue
         if not isinstance(values, dict):
-            raise UserError(f"{source}: {section} must be a table ([{section}])")
+            problems.append((section, f"{source}: {section} must be a table ([{section}])"))
+            continue
         cls = known[section]
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -271,30 +307,39 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
         for key, value in values.items():
             path = f"{section}.{key}"
             if key not in fields:
-                raise UserError(f"{source}: unknown key {path}{did_you_mean(path, all_keys())}")
+                problems.append(
+                    (path, f"{source}: unknown key {path}{did_you_mean(path, all_keys())}")
+                )
+                continue
             try:
                 value = _coerce(value, hints[key])
             except TypeError:
-                raise UserError(
-                    f"{source}: {path} must be {_type_name(hints[key])}, got {value!r}"
-                ) from None
+                problems.append(
+                    (path, f"{source}: {path} must be {_type_name(hints[key])}, got {value!r}")
+                )
+                continue
             problem = _check_bounds(path, value, dict(fields[key].metadata))
             if problem:
-                raise UserError(f"{source}: {path} = {value!r} {problem}")
+                problems.append((path, f"{source}: {path} = {value!r} {problem}"))
+                continue
             kwargs[key] = value
         built[section] = cls(**kwargs)
-    config = Config(**built)
+    check = ConfigCheck(Config(**built))
+    for key, problem in problems:
+        check.note(key, problem)
+    config = check.config
     for path in REQUIRED:
         section, key = path.split(".")
-        if not getattr(getattr(config, section), key):
-            raise UserError(f"{source}: missing required key {path}")
+        if not getattr(getattr(config, section), key) and path not in check.bad_keys:
+            check.note(path, f"{source}: missing required key {path}")
     decay = config.train.learning_rate * config.train.weight_decay
     if decay > FLOAT32_MAX:
-        raise UserError(
+        check.note(
+            "train.learning_rate",
             f"{source}: train.learning_rate × train.weight_decay = {decay:g} does not fit a 32-bit "
-            "float (AdamW scales every weight by 1 − lr·wd)"
+            "float (AdamW scales every weight by 1 − lr·wd)",
         )
-    return config
+    return check
 
 
 # ---------------------------------------------------------------------------------------- overrides
@@ -319,13 +364,32 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The config with the overrides set; every malformed one named (all of them, one line each)."""
+    problems: list[str] = []
+    merged = merge_overrides(raw, overrides, problems)
+    if problems:
+        raise UserError(*problems)
+    return merged
+
+
+def merge_overrides(
+    raw: dict[str, Any], overrides: list[str], problems: list[str]
+) -> dict[str, Any]:
+    """The config with the overrides that parse set; the others named in `problems`."""
     merged = {s: dict(v) if isinstance(v, dict) else v for s, v in raw.items()}
     for text in overrides:
-        section, key, value = parse_override(text)
+        try:
+            section, key, value = parse_override(text)
+        except UserError as e:
+            problems.extend(e.problems)
+            continue
         if section not in sections():
-            raise UserError(
+            problems.append(
                 f"override {text!r}: unknown section {section}{did_you_mean(f'{section}.{key}', all_keys())}"
             )
+            continue
+        if not isinstance(merged.get(section, {}), dict):
+            continue  # (the file's own `section = value` is named by the check)
         merged.setdefault(section, {})[key] = value
     return merged
 
@@ -350,30 +414,48 @@ def resolve_package_path(spec: str) -> Path:
     return next((f for f in folders if f.is_dir()), folders[0]) / sub
 
 
-def resolve_paths(config: Config, base: Path, explicit_base: dict[str, Path]) -> Config:
-    """Make path keys absolute: relative to the config file, or to `explicit_base[key]` (overrides: the cwd)."""
+def resolve_paths(
+    config: Config, base: Path, explicit_base: dict[str, Path], check: ConfigCheck | None = None
+) -> Config:
+    """Make path keys absolute: relative to the config file, or to `explicit_base[key]` (overrides:
+    the cwd). A path that cannot be used is noted in `check` (every one of them), else raised."""
+    own = check is None
+    check = ConfigCheck(config) if check is None else check
     for path in PATH_KEYS:
-        section, key = path.split(".")
-        obj = getattr(config, section)
-        value = getattr(obj, key)
-        if not value:
-            continue
-        if value.startswith(PACKAGE_SCHEME):
-            setattr(obj, key, str(resolve_package_path(value)))
-            continue
-        p = Path(value).expanduser()
-        if not p.is_absolute():
-            p = explicit_base.get(path, base) / p
-        if path == "output.dir":
-            from trainer.run_dir import refuse_a_planted_sweep_link
-
-            refuse_a_planted_sweep_link(p)  # (resolving follows the link)
-        setattr(obj, key, str(p.resolve()))
-    if config.output.dir:
+        try:
+            _resolve_path(config, path, base, explicit_base)
+        except UserError as e:
+            for problem in e.problems:
+                check.note(path, problem)
+    if config.output.dir and "output.dir" not in check.bad_keys:
         from trainer.run_dir import check_path_length
 
-        check_path_length(config.output.dir, "output.dir")
+        try:
+            check_path_length(config.output.dir, "output.dir")
+        except UserError as e:
+            check.note("output.dir", str(e))
+    if own:
+        check.valid()
     return config
+
+
+def _resolve_path(config: Config, path: str, base: Path, explicit_base: dict[str, Path]) -> None:
+    section, key = path.split(".")
+    obj = getattr(config, section)
+    value = getattr(obj, key)
+    if not value:
+        return
+    if value.startswith(PACKAGE_SCHEME):
+        setattr(obj, key, str(resolve_package_path(value)))
+        return
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = explicit_base.get(path, base) / p
+    if path == "output.dir":
+        from trainer.run_dir import refuse_a_planted_sweep_link
+
+        refuse_a_planted_sweep_link(p)  # (resolving follows the link)
+    setattr(obj, key, str(p.resolve()))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -392,12 +474,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a TOML config, apply overrides, check it, resolve paths. Raises UserError on bad input.
+    """Read a TOML config, apply overrides, check it, resolve paths. Raises UserError on bad input
+    (naming every bad key at once).
 
     A `[sweep]` table (what `entrenar-train sweep` varies) is checked and left out: it is not part
     of a run's config."""
+    return check_config_file(path, overrides).valid()
+
+
+def check_config_file(path: str | Path, overrides: list[str] | None = None) -> ConfigCheck:
+    """load_config's checks, their problems collected rather than raised (a file that cannot be
+    read or parsed still raises: there is nothing to check)."""
     raw, _ = split_sweep_table(read_config_file(path), str(path))
-    return config_from_raw(raw, path, overrides)
+    return check_config_from_raw(raw, path, overrides)
 
 
 def config_from_raw(
@@ -405,11 +494,22 @@ def config_from_raw(
 ) -> Config:
     """A config file's TOML (read from `path`) with overrides applied, checked, paths resolved:
     the file's relative paths against its folder, an override's against the working directory."""
+    return check_config_from_raw(raw, path, overrides).valid()
+
+
+def check_config_from_raw(
+    raw: dict[str, Any], path: str | Path, overrides: list[str] | None = None
+) -> ConfigCheck:
+    """config_from_raw's checks, every problem collected (bad keys left at their defaults)."""
     path = Path(path)
     overrides = overrides or []
-    config = build_config(apply_overrides(raw, overrides), str(path))
+    malformed: list[str] = []
+    check = check_config(merge_overrides(raw, overrides, malformed), str(path))
+    for problem in malformed:
+        check.note("", problem)
     from_cwd = {p.split("=", 1)[0].strip(): Path.cwd() for p in overrides}
-    return resolve_paths(config, path.resolve().parent, from_cwd)
+    resolve_paths(check.config, path.resolve().parent, from_cwd, check)
+    return check
 
 
 # ---------------------------------------------------------------------------------------- [sweep]

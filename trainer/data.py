@@ -2,7 +2,8 @@
 tokenizing once, and the per-epoch batch order.
 
 Everything here is deterministic in the seed: the split, the oversampled training set and each
-epoch's order (seed + epoch), so a resumed run sees exactly the batches an uninterrupted one would.
+epoch's order (seeded by the pair (seed, epoch): `epoch_rng`), so a resumed run sees exactly the
+batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 import orjson
 
 from trainer.config import DataSection, did_you_mean
-from trainer.errors import UserError
+from trainer.errors import UserError, gather
+from trainer.monitor.text import printable
 
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 DELIMITED_SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -52,6 +54,7 @@ class Corpus:
     data_hash: str
     class_counts: list[int]  # of the training split, before oversampling
     class_weights: list[float] | None
+    classes: list[dict[str, Any]] = field(default_factory=list)  # class_table: name, count, share
     notes: list[str] = field(
         default_factory=list
     )  # what was decided (auto weights, oversampling), for stderr
@@ -64,40 +67,84 @@ class Corpus:
 # ---------------------------------------------------------------------------------------- reading
 
 
+class RowProblems:
+    """A file's bad rows, every one named by file:line (a mistake repeated on every row, a field
+    missing throughout, is one line naming its first row and how many more)."""
+
+    KEPT = 100  # lines kept; past it only counted
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lines: list[str] = []
+        self.dropped = 0
+        self.repeated: dict[str, list[Any]] = {}  # problem → [first row's where, further rows]
+
+    def add(self, where: str, problem: str) -> None:
+        if len(self.lines) < self.KEPT:
+            self.lines.append(f"{where}: {problem}")
+        else:
+            self.dropped += 1
+
+    def add_repeated(self, where: str, problem: str) -> None:
+        seen = self.repeated.setdefault(problem, [where, 0])
+        seen[1] += seen[0] != where
+
+    def raise_any(self) -> None:
+        lines = [
+            f"{where}: {problem}"
+            + (f" (and {more:,} more {'row' if more == 1 else 'rows'})" if more else "")
+            for problem, (where, more) in self.repeated.items()
+        ] + self.lines
+        if self.dropped:
+            lines.append(f"{self.path}: and {self.dropped:,} more bad rows")
+        if lines:
+            raise UserError(*lines)
+
+
 def read_rows(path: str | Path, text_field: str, label_field: str) -> list[Row]:
-    """Read a JSONL, CSV or TSV file into Rows. Every problem is a UserError naming file:line."""
+    """Read a JSONL, CSV or TSV file into Rows. Every problem is a UserError naming file:line; every
+    bad row is named, not only the first."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: data file not found")
     suffix = path.suffix.lower()
+    problems = RowProblems(path)
     if suffix in JSONL_SUFFIXES:
-        rows = _read_jsonl(path, text_field, label_field)
+        rows = _read_jsonl(path, text_field, label_field, problems)
     elif suffix in DELIMITED_SUFFIXES:
-        rows = _read_delimited(path, text_field, label_field, DELIMITED_SUFFIXES[suffix])
+        rows = _read_delimited(path, text_field, label_field, DELIMITED_SUFFIXES[suffix], problems)
     else:
         raise UserError(f"{path}: unknown data format {suffix!r} (use .jsonl, .csv or .tsv)")
+    problems.raise_any()
     if not rows:
         raise UserError(f"{path}: no samples (the file is empty)")
     return rows
 
 
-def _check_row(text: Any, label: Any, where: str, text_field: str, label_field: str) -> Row:
+def _row_problem(text: Any, label: Any, text_field: str, label_field: str) -> str | None:
+    """What is wrong with a row's text and label, or None."""
     if not isinstance(text, str):
-        raise UserError(
-            f"{where}: field {text_field!r} must be a string, got {type(text).__name__}"
-        )
+        return f"field {text_field!r} must be a string, got {type(text).__name__}"
     if not text.strip():
-        raise UserError(f"{where}: field {text_field!r} is empty")
+        return f"field {text_field!r} is empty"
     if isinstance(label, bool) or not isinstance(label, (int, str)):
-        raise UserError(
-            f"{where}: field {label_field!r} must be an integer or a name, got {label!r}"
-        )
+        return f"field {label_field!r} must be an integer or a name, got {label!r}"
     if isinstance(label, str) and not label.strip():
-        raise UserError(f"{where}: field {label_field!r} is empty")
+        return f"field {label_field!r} is empty"
+    return None
+
+
+def _check_row(
+    text: Any, label: Any, where: str, fields: tuple[str, str], problems: RowProblems
+) -> Row | None:
+    problem = _row_problem(text, label, *fields)
+    if problem:
+        problems.add(where, problem)
+        return None
     return Row(text, label, where)
 
 
-def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[Row]:
+def _read_jsonl(path: Path, text_field: str, label_field: str, problems: RowProblems) -> list[Row]:
     rows = []
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -110,21 +157,28 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[Row]:
                 obj = orjson.loads(raw)
             except orjson.JSONDecodeError as e:
                 reason = "not UTF-8" if "utf-8" in str(e).lower() else f"malformed JSON ({e})"
-                raise UserError(f"{where}: {reason}") from None
+                problems.add(where, reason)
+                continue
             if not isinstance(obj, dict):
-                raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            for name in (text_field, label_field):
-                if name not in obj:
-                    raise UserError(
-                        f"{where}: missing field {name!r}{did_you_mean(name, list(obj))}"
-                    )
-            rows.append(
-                _check_row(obj[text_field], obj[label_field], where, text_field, label_field)
-            )
+                problems.add(where, f"expected a JSON object, got {type(obj).__name__}")
+                continue
+            missing = [name for name in (text_field, label_field) if name not in obj]
+            for name in missing:
+                problems.add_repeated(
+                    where, f"missing field {name!r}{did_you_mean(name, list(obj))}"
+                )
+            if not missing:
+                row = _check_row(
+                    obj[text_field], obj[label_field], where, (text_field, label_field), problems
+                )
+                if row:
+                    rows.append(row)
     return rows
 
 
-def _read_delimited(path: Path, text_field: str, label_field: str, delimiter: str) -> list[Row]:
+def _read_delimited(
+    path: Path, text_field: str, label_field: str, delimiter: str, problems: RowProblems
+) -> list[Row]:
     csv.field_size_limit(sys.maxsize)
     rows = []
     end = 0
@@ -144,19 +198,27 @@ def _read_delimited(path: Path, text_field: str, label_field: str, delimiter: st
                 if not record:
                     continue  # a blank line
                 if len(record) > len(columns):
-                    raise UserError(f"{where}: more fields than the header has columns")
+                    problems.add(where, "more fields than the header has columns")
+                    continue
                 if len(record) <= max(text_at, label_at):
-                    raise UserError(_short_record(path, start, end, f, record, columns))
+                    short = _short_record(start, end, f, record, columns)
+                    if end > start:  # (the file was read past it: the last problem of the file)
+                        raise UserError(*problems.lines, f"{where}: {short}")
+                    problems.add(where, short)
+                    continue
                 if end > start:
                     spanning.append((start, record))
                 label: int | str = record[label_at]
                 if INT_LABEL.fullmatch(label.strip()):
                     label = int(label)
-                rows.append(_check_row(record[text_at], label, where, text_field, label_field))
+                row = _check_row(record[text_at], label, where, (text_field, label_field), problems)
+                if row:
+                    rows.append(row)
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
+        raise UserError(*problems.lines, f"{path}: not UTF-8 (byte {e.start})") from None
     except csv.Error as e:
-        raise UserError(_malformed(path, end + 1, reader.line_num, e, delimiter)) from None
+        malformed = _malformed(path, end + 1, reader.line_num, e, delimiter)
+        raise UserError(*problems.lines, malformed) from None
     _refuse_merged_rows(path, spanning, columns, label_at, delimiter, {str(r.label) for r in rows})
     return rows
 
@@ -199,30 +261,31 @@ def _refuse_merged_rows(
 
 
 def _check_header(path: Path, columns: list[str], needed: tuple[str, ...]) -> None:
-    """The header names each column once and has the text and label columns."""
+    """The header names each column once and has the text and label columns (every column
+    missing named, each on its line)."""
     seen: set[str] = set()
+    problems = []
     for name in columns:
         if name in seen:
-            raise UserError(f"{path}:1: column {name!r} appears twice in the header")
+            problems.append(f"{path}:1: column {name!r} appears twice in the header")
         seen.add(name)
     for name in needed:
         if name not in columns:
-            raise UserError(
+            problems.append(
                 f"{path}:1: no column {name!r}{did_you_mean(name, list(columns))} (columns: {', '.join(columns) or 'none'})"
             )
+    if problems:
+        raise UserError(*problems)
 
 
-def _short_record(
-    path: Path, start: int, end: int, f: Any, record: list[str], columns: list[str]
-) -> str:
+def _short_record(start: int, end: int, f: Any, record: list[str], columns: list[str]) -> str:
     """Why a record lacks the text or label column: a quote opened and never closed (the field
     swallowed the rest of the file), or a row with too few fields (which columns are missing)."""
-    at_eof = not f.read(1)
-    if end > start and at_eof:
-        return f"{path}:{start}: a quote opened on this line is never closed (the field runs to the end of the file)"
+    if end > start and not f.read(1):  # (at the end of the file)
+        return "a quote opened on this line is never closed (the field runs to the end of the file)"
     missing = columns[len(record) :]
     return (
-        f"{path}:{start}: {len(record)} field(s) where the header has {len(columns)}; "
+        f"{len(record)} field(s) where the header has {len(columns)}; "
         f"missing column(s) {', '.join(map(repr, missing))}"
     )
 
@@ -268,23 +331,99 @@ def contiguous_int_labels(rows: list[Row]) -> list[str]:
 
 
 def label_ids(rows: list[Row], names: list[str]) -> list[int]:
-    """Map each row's label to its index in names; ints index names, names must be in it."""
+    """Map each row's label to its index in names; ints index names, names must be in it. Every
+    label that is not is named, at its first row (with how many more rows have it)."""
     index = {name: i for i, name in enumerate(names)}
     ids = []
+    problems = RowProblems(Path())
     for r in rows:
         if isinstance(r.label, int):
             if not 0 <= r.label < len(names):
-                raise UserError(
-                    f"{r.where}: label {r.label} out of range (0..{len(names) - 1}, {len(names)} labels)"
+                problems.add_repeated(
+                    r.where,
+                    f"label {r.label} out of range (0..{len(names) - 1}, {len(names)} labels)",
                 )
+                continue
             ids.append(r.label)
         elif r.label in index:
             ids.append(index[r.label])
         else:
-            raise UserError(
-                f"{r.where}: label {r.label!r} is not in data.labels{did_you_mean(r.label, names)}"
+            problems.add_repeated(
+                r.where, f"label {r.label!r} is not in data.labels{did_you_mean(r.label, names)}"
             )
+    problems.raise_any()
     return ids
+
+
+def edit_distance(a: str, b: str) -> int:
+    """The optimal string alignment distance: insertions, deletions, substitutions and swaps of two
+    neighbours, one edit each ('biling' → 'billing' is 1, 'bilnig' → 'billing' 2)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, previous2[j - 2] + 1)
+            row.append(cost)
+        previous2, previous = previous, row
+    return previous[-1]
+
+
+RARE_LABEL_ROWS = (
+    2  # a label this rare that is spelled almost like a frequent one looks like a typo
+)
+FREQUENT_LABEL_ROWS = 10  # ...at least this frequent (and 5x as frequent)
+
+
+def typo_warnings(rows: list[Row]) -> list[str]:
+    """A warning for each label seen at most RARE_LABEL_ROWS times that is one or two edits (one for
+    names of up to 4 characters) from a label seen at least FREQUENT_LABEL_ROWS times: most often a
+    typo that would train as a class of its own."""
+    counts = Counter(r.label for r in rows if isinstance(r.label, str))
+    frequent = [(n, c) for n, c in counts.most_common() if c >= FREQUENT_LABEL_ROWS]
+    warnings = []
+    for name, count in sorted(counts.items()):
+        if count > RARE_LABEL_ROWS:
+            continue
+        for other, other_count in frequent:
+            allowed = 1 if min(len(name), len(other)) <= 4 else 2
+            if other_count >= 5 * count and edit_distance(name, other) <= allowed:
+                first = next(r.where for r in rows if r.label == name)
+                warnings.append(
+                    f"warning: {first}: {name!r} ({_rows(count)}) looks like {other!r} "
+                    f"({_rows(other_count)}); set data.labels to make this an error"
+                )
+                break
+    return warnings
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row{'s' if n != 1 else ''}"
+
+
+def class_table(names: list[str], train: list[int], validation: list[int]) -> list[dict[str, Any]]:
+    """Each class's name, training-split count and share of it, and validation count (run.json's
+    `data.classes`, and the table a run prints at its start)."""
+    k, n = len(names), len(train)
+    train_counts, val_counts = class_counts(train, k), class_counts(validation, k)
+    return [
+        {"name": name, "count": c, "share": c / n if n else 0.0, "validation": v}
+        for name, c, v in zip(names, train_counts, val_counts)
+    ]
+
+
+def format_class_table(classes: list[dict[str, Any]]) -> list[str]:
+    """The class table as text lines (the names printable: they come from the data)."""
+    shown = [printable(c["name"]) for c in classes]
+    width = max([len("class"), *map(len, shown)])
+    lines = [f"{'class':<{width}}  {'train':>7}  {'share':>6}  {'val':>6}"]
+    for name, c in zip(shown, classes):
+        lines.append(
+            f"{name:<{width}}  {c['count']:>7,}  {c['share']:>6.1%}  {c['validation']:>6,}"
+        )
+    return lines
 
 
 # ---------------------------------------------------------------------------------------- split, hash
@@ -330,10 +469,12 @@ def normalised(weights: list[float]) -> list[float]:
 
 
 def compute_class_weights(
-    spec: str | list[float], counts: list[int], oversampled: bool
+    spec: str | list[float], counts: list[int], oversampled: bool, names: list[str] | None = None
 ) -> tuple[list[float] | None, str]:
-    """Weights for the loss, and a sentence saying what was chosen. Explicit weights always win."""
+    """Weights for the loss, and a sentence saying what was chosen (the counts themselves are in
+    the class table, with the names). Explicit weights always win."""
     k, n = len(counts), sum(counts)
+    names = names or [str(c) for c in range(k)]
     if isinstance(spec, list):
         if len(spec) != k:
             raise UserError(f"data.class_weights: {len(spec)} weights for {k} classes")
@@ -341,7 +482,7 @@ def compute_class_weights(
     if spec == "uniform":
         return None, ""
     if 0 in counts:
-        empty = [c for c, x in enumerate(counts) if x == 0]
+        empty = ", ".join(repr(names[c]) for c, x in enumerate(counts) if x == 0)
         return None, f"warning: class(es) {empty} have no training samples; no class weights"
     if spec == "auto":
         if oversampled:
@@ -352,13 +493,13 @@ def compute_class_weights(
         w = normalised([math.sqrt(n / (k * c)) for c in counts])
         return (
             w,
-            f"imbalanced classes (largest/smallest = {ratio:.1f} > {AUTO_WEIGHT_RATIO:g}), counts {counts}: sqrt-inverse weights {fmt(w)}",
+            f"imbalanced classes (largest/smallest = {ratio:.1f} > {AUTO_WEIGHT_RATIO:g}): sqrt-inverse weights {fmt(w)}",
         )
     if spec == "inverse_freq":
         w = normalised([n / (k * c) for c in counts])
     else:  # sqrt_inverse
         w = normalised([math.sqrt(n / (k * c)) for c in counts])
-    return w, f"class weights ({spec}), counts {counts}: {fmt(w)}"
+    return w, f"class weights ({spec}): {fmt(w)}"
 
 
 def check_weights_cover(weights: list[float], present: list[int], names: list[str]) -> None:
@@ -396,11 +537,21 @@ def oversample(indices: list[int], labels: list[int], seed: int) -> list[int]:
 
 
 def load_corpus(cfg: DataSection, seed: int) -> Corpus:
-    """Read, label, split and balance the configured data."""
-    rows = read_rows(cfg.train, cfg.text_field, cfg.label_field)
-    val_rows = read_rows(cfg.validation, cfg.text_field, cfg.label_field) if cfg.validation else []
+    """Read, label, split and balance the configured data. Every problem of both files is raised
+    together (one UserError), each row's with its file:line."""
+    problems: list[str] = []
+    rows = gather(problems, read_rows, cfg.train, cfg.text_field, cfg.label_field) or []
+    val_rows = []
+    if cfg.validation:
+        val_rows = gather(problems, read_rows, cfg.validation, cfg.text_field, cfg.label_field)
+    if problems:
+        raise UserError(*problems)
+    val_rows = val_rows or []
     names = resolve_label_names(rows + val_rows, cfg.labels)
-    labels = label_ids(rows, names)
+    labels = gather(problems, label_ids, rows, names)
+    val_labels = gather(problems, label_ids, val_rows, names)
+    if problems:
+        raise UserError(*problems)
     texts = [r.text for r in rows]
     if len(set(labels)) < 2:
         raise UserError(
@@ -409,7 +560,7 @@ def load_corpus(cfg: DataSection, seed: int) -> Corpus:
 
     if val_rows:
         train_idx = list(range(len(rows)))
-        val_texts, val_labels = [r.text for r in val_rows], label_ids(val_rows, names)
+        val_texts = [r.text for r in val_rows]
     else:
         train_idx, val_idx = split_indices(len(rows), cfg.val_split, seed)
         val_texts, val_labels = [texts[i] for i in val_idx], [labels[i] for i in val_idx]
@@ -419,7 +570,10 @@ def load_corpus(cfg: DataSection, seed: int) -> Corpus:
         sources.append(("validation", val_texts, [names[y] for y in val_labels]))
 
     counts = class_counts([labels[i] for i in train_idx], len(names))
-    notes = []
+    classes = class_table(names, [labels[i] for i in train_idx], val_labels)
+    notes = [*format_class_table(classes)]
+    if not cfg.labels:
+        notes += typo_warnings(rows + val_rows)
     if cfg.oversample_minority:
         before = len(train_idx)
         train_idx = oversample(train_idx, labels, seed)
@@ -427,7 +581,7 @@ def load_corpus(cfg: DataSection, seed: int) -> Corpus:
     if isinstance(cfg.class_weights, list):
         present = class_counts(labels + (val_labels if val_rows else []), len(names))
         check_weights_cover(cfg.class_weights, present, names)
-    weights, note = compute_class_weights(cfg.class_weights, counts, cfg.oversample_minority)
+    weights, note = compute_class_weights(cfg.class_weights, counts, cfg.oversample_minority, names)
     if note:
         notes.append(note)
     return Corpus(
@@ -439,6 +593,7 @@ def load_corpus(cfg: DataSection, seed: int) -> Corpus:
         data_hash=data_hash(sources),
         class_counts=counts,
         class_weights=weights,
+        classes=classes,
         notes=notes,
     )
 
@@ -459,10 +614,42 @@ def tokenize(
     return [{**{k: enc[k][i] for k in keys}, "labels": labels[i]} for i in range(len(texts))]
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+SHUFFLE_V1 = "seed+epoch"  # random.Random(seed + epoch): seed 42's epoch 2 is seed 43's epoch 1
+SHUFFLE_V2 = "seed-epoch-v2"  # random.Random("seed:epoch"): one stream per (seed, epoch) pair
+SHUFFLE_RULES = (SHUFFLE_V1, SHUFFLE_V2)
+SHUFFLE_RULE = SHUFFLE_V2  # what a new run records in run.json (`shuffle`) and uses
+
+
+def epoch_rng(seed: int, epoch: int, rule: str = SHUFFLE_RULE) -> random.Random:
+    """The generator of a (1-based) epoch's order. v2 seeds Python's Random with the string
+    "seed:epoch", which it hashes whole (SHA-512, the same on every platform and Python 3
+    version): distinct pairs never share a stream, where v1's seed + epoch made a sweep over
+    seeds train shifted copies of one order. v1 stays for resuming the runs that recorded no rule."""
+    if rule == SHUFFLE_V1:
+        return random.Random(seed + epoch)
+    if rule == SHUFFLE_V2:
+        return random.Random(f"{seed}:{epoch}")
+    raise UserError(
+        f"unknown shuffle rule {rule!r} (this version knows {', '.join(SHUFFLE_RULES)})"
+    )
+
+
+def recorded_shuffle_rule(run_info: dict[str, Any], source: str) -> str:
+    """The shuffle rule a resumed run continues with: the one its run.json recorded (`shuffle`),
+    v1 for a run.json from before the field, so that an old run resumes with its own order."""
+    rule = run_info.get("shuffle", SHUFFLE_V1)
+    if rule not in SHUFFLE_RULES:
+        raise UserError(
+            f"{source}: shuffle {printable(repr(rule))[:80]} is not a rule this version knows "
+            f"({', '.join(SHUFFLE_RULES)}); resume it with the version that wrote it"
+        )
+    return rule
+
+
+def epoch_order(n: int, seed: int, epoch: int, rule: str = SHUFFLE_RULE) -> list[int]:
     """The training order of a (1-based) epoch: a different shuffle each epoch, identical across runs."""
     order = list(range(n))
-    random.Random(seed + epoch).shuffle(order)
+    epoch_rng(seed, epoch, rule).shuffle(order)
     return order
 
 
@@ -474,15 +661,20 @@ MEGABATCH = 50  # group_by_length sorts windows of this many batches (as HF's Le
 
 
 def epoch_batches(
-    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool
-) -> list[list[int]]:
-    """The batches of a (1-based) epoch, deterministic in (seed, epoch), so that resume is exact.
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool,
+    rule: str = SHUFFLE_RULE,
+) -> list[list[int]]:  # fmt: skip
+    """The batches of a (1-based) epoch, deterministic in (seed, epoch, rule), so that resume is
+    exact (`rule`: the one run.json recorded).
 
     group_by_length: cut the epoch's shuffled order into windows of MEGABATCH batches, sort each
     window by length (less padding: about half the tokens on short, ragged texts), batch it, and
-    shuffle the batch order so that long and short batches interleave.
+    shuffle the batch order so that long and short batches interleave (v2: with the same
+    generator, drawn on after the order).
     """
-    order = epoch_order(len(lengths), seed, epoch)
+    rng = epoch_rng(seed, epoch, rule)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
     if not group_by_length:
         return batches(order, batch_size)
     window = batch_size * MEGABATCH
@@ -490,7 +682,9 @@ def epoch_batches(
     for start in range(0, len(order), window):
         chunk = sorted(order[start : start + window], key=lengths.__getitem__, reverse=True)
         out.extend(batches(chunk, batch_size))
-    random.Random(seed * 1_000_003 + epoch).shuffle(out)
+    if rule == SHUFFLE_V1:
+        rng = random.Random(seed * 1_000_003 + epoch)
+    rng.shuffle(out)
     return out
 
 

@@ -60,6 +60,14 @@ def check_run_dir(run_dir: str | Path) -> None:
             raise UserError(f"{run_dir / name} is a directory; remove it, then start again")
 
 
+def refuse_a_started_run(run_dir: Path) -> None:
+    """A fresh start never writes over a run: its directory must not hold a run.json yet."""
+    if (run_dir / Files.RUN).exists():
+        raise UserError(
+            f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
+        )
+
+
 def refuse_a_planted_sweep_link(run_dir: str | Path) -> None:
     """A run a sweep started (its tag in the environment) refuses a run directory that is a
     symbolic link: the sweep made that directory itself, so a link there was planted between

@@ -74,6 +74,7 @@ class RunSetup:
     micro_batch_size: int
     accumulation: int
     memory_plan: Any  # preflight's (trainer.memory_plan.MemoryPlan), or None
+    shuffle: str  # the rule of every epoch's order (trainer.data.SHUFFLE_RULE, or a resumed run's)
 
 
 def record_failure(writer: MonitorWriter, error: str, *, result: bool = True) -> str:
@@ -238,7 +239,9 @@ class RunRecorder:
                 "labels": corpus.label_names,
                 "class_counts": corpus.class_counts,
                 "class_weights": corpus.class_weights,
+                "classes": corpus.classes,
             },
+            "shuffle": setup.shuffle,
             "epochs": config.train.epochs,
             "steps_per_epoch": setup.steps_per_epoch,
             "batch_size": config.train.batch_size,

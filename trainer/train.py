@@ -5,7 +5,7 @@
       _setup_seed_and_device       seeds, device
       recorder.watch_resources     state.json's resources; a fresh run's `initializing` state
       _install_signal_handlers     the stop signal (SIGINT, SIGTERM, control.json)
-      _setup_data                  the corpus; a resume's checkpoint read and checked against it
+      _setup_data                  a resume's checkpoint read and checked against the corpus
       _setup_model                 base model + LoRA, tokenized features, each sample's FLOPs,
                                    class weights
       _setup_batches               steps per epoch, micro-batches and accumulation, log interval
@@ -27,8 +27,8 @@ What the run writes (run.json, state.json, steps.jsonl, epochs.json, result.json
 trainer state and metadata) and its step clock live in trainer/run_recorder.py: the recipe says
 when, the recorder what.
 
-What it trains: a seeded split, a reshuffle every epoch (seed + epoch), AdamW, linear warmup then
-cosine decay to lr_min stepped every batch, gradient clipping, validation every epoch, checkpoints
+What it trains: a seeded split, a reshuffle every epoch (seeded by (seed, epoch)), AdamW, linear
+warmup then cosine decay to lr_min stepped every batch, gradient clipping, validation every epoch, checkpoints
 best / epoch-N / last, a non-finite loss or gradient → failed, early stopping on validation loss.
 """
 
@@ -50,7 +50,15 @@ import torch.nn.functional as F
 
 from trainer import checkpoint as ckpt
 from trainer.config import Config
-from trainer.data import epoch_batches, load_corpus, steps_per_epoch, tokenize
+from trainer.data import (
+    SHUFFLE_RULE,
+    Corpus,
+    epoch_batches,
+    load_corpus,
+    recorded_shuffle_rule,
+    steps_per_epoch,
+    tokenize,
+)
 from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import TrainingFailed, UserError
 from trainer.flops import run_peak, step_flops
@@ -77,7 +85,7 @@ from trainer.resume_point import (
     resume_note,
     shown_checkpoint,
 )
-from trainer.run_dir import check_run_dir
+from trainer.run_dir import check_run_dir, refuse_a_started_run
 from trainer.run_recorder import RunRecorder, RunSetup, StepResult, record_failure
 from trainer.stopping import StopSignal
 
@@ -120,20 +128,22 @@ def train(
     resume: Resume | None = None,
     argv: list[str] | None = None,
     lock: RunLock | None = None,
+    corpus: Corpus | None = None,
 ) -> int:
     """Run training; return the exit code (0 completed or stopped, 1 failed). Bad input raises UserError.
 
     A crash inside training marks the run failed in state.json (with the error) before propagating;
     a run file that cannot be written (a full disk) fails the run with that reason, recorded where
-    it still can be. `lock`: the run lock, when the caller (--resume) took it already.
+    it still can be. `lock`: the run lock, when the caller (--resume) took it already; `corpus`:
+    the data, when the caller checked it with the config already.
     """
     run_dir = Path(config.output.dir)
     # Rank 0 alone: under --auto-resume the ranks come here after agreeing, and a later rank
     # could find the run.json rank 0 has just written.
-    if resume is None and os.environ.get("RANK", "0") == "0" and (run_dir / Files.RUN).exists():
-        raise UserError(
-            f"output.dir {run_dir} already holds a run; resume it with --resume {run_dir}, or choose another output.dir"
-        )
+    if resume is None and os.environ.get("RANK", "0") == "0":
+        refuse_a_started_run(run_dir)
+    if corpus is None:  # read before anything is written: bad data leaves no run folder behind
+        corpus = load_corpus(config.data, config.train.seed)
     plan = preflight(config)  # nothing is written before the model and output.dir are checked
     dist = init_distributed()
     if dist.is_main and lock is None:
@@ -142,7 +152,7 @@ def train(
         lock = RunLock(run_dir).acquire()
     writer = MonitorWriter(run_dir) if dist.is_main else NullWriter(run_dir)
     try:
-        recipe = FineTuneRecipe(config, resume, argv, writer, dist, plan)
+        recipe = FineTuneRecipe(config, resume, argv, writer, dist, plan, corpus)
         recipe.setup()
         return recipe.train()
     except UserError as e:
@@ -194,17 +204,17 @@ class FineTuneRecipe:
     """LoRA fine-tuning of a sequence classifier, one run directory, one or more ranks.
 
     Each attribute is made in __init__ or in one setup step:
-      __init__                 config, train_config, resume, plan, dist, run_dir, report, started_at,
+      __init__                 config, train_config, resume, plan, corpus (read and checked before
+                               the run directory was made), dist, run_dir, report, started_at,
                                restoring, recorder (the run's documents and step clock), pending
       _setup_seed_and_device   device
       _install_signal_handlers stop_signal
-      _setup_data              corpus
       _setup_model             loaded, model, tokenizer, collate, train_features, val_features,
                                train_lengths, step_flops, sample_flops, class_weights, sample_weight
       _setup_batches           steps_per_epoch, micro_batch_size, accumulation, log_interval,
                                total_steps
       _setup_optimizer         param_names, optimizer, trainable, max_grad_norm, scheduler
-      _restore_progress        progress
+      _restore_progress        progress, shuffle (the epoch order's rule: a resumed run's own)
       _setup_peak              peak, peak_refresh
       _setup_data_parallel     model_wrapped (what the batches go through: DDP's wrapper or the model)
     """
@@ -217,8 +227,10 @@ class FineTuneRecipe:
         writer: MonitorWriter,
         dist: Dist,
         plan: ModelPlan,
+        corpus: Corpus,
     ):
         self.started_at = time.time()  # a control.json older than this is not for this process
+        self.corpus = corpus  # read and checked before the run directory was made
         self.plan = plan  # the model as preflight checked it
         self.config, self.train_config = config, config.train
         self.resume = resume
@@ -270,9 +282,8 @@ class FineTuneRecipe:
         ).install()
 
     def _setup_data(self) -> ResumePoint | None:
-        """The corpus; a resume's checkpoint, read and checked against it before the model loads
-        (fail fast)."""
-        self.corpus = load_corpus(self.config.data, self.train_config.seed)
+        """The corpus's notes said; a resume's checkpoint, read and checked against the corpus
+        before the model loads (fail fast)."""
         resume_point = None
         if self.restoring:
             resume_point = read_resume_point(
@@ -353,9 +364,13 @@ class FineTuneRecipe:
         """A fresh run starts at epoch 1; a resume takes weights, optimizer, schedule, RNG and
         counters from its checkpoint, and its run.json's history."""
         self.progress = Progress()
+        self.shuffle = SHUFFLE_RULE  # run.json's `shuffle`: the rule of every epoch's order
         if self.resume is None:
             return
         reached = self.recorder.read_previous_run()  # before this process writes state.json
+        if self.recorder.previous_run:  # a run.json without the rule resumes with the old one
+            run_json = str(self.run_dir / Files.RUN)
+            self.shuffle = recorded_shuffle_rule(self.recorder.previous_run, run_json)
         if resume_point is None:
             self.recorder.resumed(resume_note(None, 0, reached), None, epoch_seconds=0.0)
             return  # (the CLI has said that a run without a checkpoint starts over)
@@ -397,6 +412,7 @@ class FineTuneRecipe:
             micro_batch_size=self.micro_batch_size,
             accumulation=self.accumulation,
             memory_plan=self.plan.memory,
+            shuffle=self.shuffle,
         )
         self.recorder.write_run(self.progress, setup)
         self.report.start(setup, self.config, self.dist.world_size)
@@ -445,8 +461,9 @@ class FineTuneRecipe:
         the run ends among them."""
         cfg, p = self.train_config, self.progress
         batches = epoch_batches(
-            self.train_lengths, cfg.batch_size, cfg.seed, p.epoch, cfg.group_by_length
-        )
+            self.train_lengths, cfg.batch_size, cfg.seed, p.epoch, cfg.group_by_length,
+            self.shuffle,
+        )  # fmt: skip
         if p.step == 0:
             p.start_epoch()
             self.recorder.clock.start_epoch()

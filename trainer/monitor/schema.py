@@ -105,6 +105,15 @@ class ModelInfo(TypedDict, total=False):
     step_flops: StepFlops
 
 
+class ClassRow(TypedDict, total=False):
+    """run.json data.classes: one class of the table a run prints at its start."""
+
+    name: str
+    count: int
+    share: float
+    validation: int
+
+
 class DataInfo(TypedDict, total=False):
     train: str
     validation: str
@@ -114,6 +123,7 @@ class DataInfo(TypedDict, total=False):
     labels: list[str]
     class_counts: list[int]
     class_weights: list[float]
+    classes: list[ClassRow]
 
 
 class ResumeRecord(TypedDict, total=False):
@@ -137,6 +147,7 @@ class RunInfo(Tagged, total=False):
     model: ModelInfo
     peak_flops: PeakFlops
     data: DataInfo
+    shuffle: str  # the epoch order's rule (absent: from before the rule, seed + epoch)
     epochs: int
     steps_per_epoch: int
     batch_size: int

@@ -1,8 +1,9 @@
 """`entrenar-train sweep CONFIG --grid KEY=V1,V2 [...]`: check the whole sweep, then run it.
 
-Everything is checked before the first run starts: every grid key (did you mean), every run's
-config (one line naming the run and the key), every run's model and LoRA keys against the model
-folder, and, when the directory holds an earlier call's sweep.json, that this is the same sweep.
+Everything is checked before the first run starts, every problem named at once: every grid key
+(did you mean), every run's config (one line naming the run and the key), every distinct data
+section's files, every run's model and LoRA keys against the model folder, and, when the directory
+holds an earlier call's sweep.json, that this is the same sweep. `--dry-run` runs the same checks.
 Rerunning the same command continues it: completed runs are kept, the others are started with
 --auto-resume (which resumes an unfinished run and starts a missing one).
 """
@@ -19,13 +20,15 @@ import orjson
 
 from trainer.config import (
     Config,
+    check_config_from_raw,
     config_from_raw,
     parse_override,
     read_config_file,
     split_sweep_table,
     toml_value,
 )
-from trainer.errors import UserError
+from trainer.errors import UserError, gather
+from trainer.inputs import check_data_too
 from trainer.sweep.plan import Grid, Run, build_grid
 
 
@@ -74,11 +77,22 @@ def plan_sweep(args: Any) -> SweepPlan:
     for key in grid.keys:
         if key in overridden:
             raise UserError(f"{key}: both swept and overridden; give its values with --grid only")
-    base = config_from_raw(raw, config_path, args.overrides)
+    base_check = check_config_from_raw(raw, config_path, args.overrides)
+    if base_check.problems:  # the base config's mistakes, and its data's, all at once
+        check_data_too(base_check)
+    base = base_check.valid()
     directory = Path(base.output.dir)
     runs = grid.runs(directory.name)
-    configs = [run_config(raw, config_path, args.overrides, grid, run, directory) for run in runs]
-    check_models(runs, configs)
+    problems: list[str] = []
+    configs = [
+        gather(problems, run_config, raw, config_path, args.overrides, grid, run, directory)
+        for run in runs
+    ]
+    built = [(run, config) for run, config in zip(runs, configs) if config is not None]
+    gather(problems, check_data, built)
+    gather(problems, check_models, built)
+    if problems:
+        raise UserError(*problems)
     return SweepPlan(config_path, list(args.overrides), grid, base, directory, runs, configs)
 
 
@@ -98,24 +112,48 @@ def run_config(
             raw, path, [*overrides, *given, f"output.dir={directory / run.name}"]
         )
     except UserError as e:
-        raise UserError(f"sweep run {run.index} ({shown(run.values)}): {e}") from None
+        raise UserError(
+            *(f"sweep run {run.index} ({shown(run.values)}): {p}" for p in e.problems)
+        ) from None
 
 
-def check_models(runs: list[Run], configs: list[Config]) -> None:
+def check_data(runs: list[tuple[Run, Config]]) -> None:
+    """Each distinct data section's files read and checked, as a run's start would, before any run
+    starts; every problem of every one raised together (named by run where the grid varies them)."""
+    from trainer.data import load_corpus
+
+    sections = {}
+    for run, config in runs:
+        sections.setdefault(orjson.dumps(config.to_dict()["data"]), (run, config))
+    problems: list[str] = []
+    for run, config in sections.values():
+        found: list[str] = []
+        gather(found, load_corpus, config.data, config.train.seed)
+        named = len(sections) > 1
+        problems += [
+            f"sweep run {run.index} ({shown(run.values)}): {p}" if named else p for p in found
+        ]
+    if problems:
+        raise UserError(*problems)
+
+
+def check_models(runs: list[tuple[Run, Config]]) -> None:
     """Each distinct model + LoRA section against its model folder (lora.r, target modules,
     max_length), as a run's start would, before any run starts."""
     from trainer.model import inspect_model
 
     seen: set[bytes] = set()
-    for run, config in zip(runs, configs):
+    problems: list[str] = []
+    for run, config in runs:
         key = orjson.dumps([config.to_dict()["model"], config.to_dict()["lora"]])
         if key in seen:
             continue
         seen.add(key)
-        try:
-            inspect_model(config.model, config.lora)
-        except UserError as e:
-            raise UserError(f"sweep run {run.index} ({shown(run.values)}): {e}") from None
+        found: list[str] = []
+        gather(found, inspect_model, config.model, config.lora)
+        problems += [f"sweep run {run.index} ({shown(run.values)}): {p}" for p in found]
+    if problems:
+        raise UserError(*problems)
 
 
 def describe(plan: SweepPlan) -> str:

@@ -32,19 +32,41 @@ def say(text: str) -> None:
 
 
 def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
-    """`entrenar-train sweep`, its arguments parsed (trainer/cli.py): plan every run, then run them
-    (or, with --dry-run, print them)."""
+    """`entrenar-train sweep`, its arguments parsed (trainer/cli.py): plan every run, check the
+    sweep's directory, then run them; with --dry-run the same checks (nothing made, no lock taken),
+    then the runs printed: exit 2 where the real command would refuse, else 0."""
     plan = plan_sweep(args)
     if args.dry_run:
-        print(describe(plan))
-        print_table(plan.grid.keys, [{"dir": r.name, "values": r.values} for r in plan.runs])
-        return 0
+        return dry_run(plan)
     return run_session(plan, args.parallel, ["entrenar-train", "sweep", *argv])
 
 
-def run_session(plan: SweepPlan, parallel: int, argv: list[str]) -> int:
+def dry_run(plan: SweepPlan) -> int:
+    """Every check of run_session but writing: the directory (writable, not a run's, not another
+    sweep's, no sweep running on it), each run's folder; then the plan (continuing a sweep: each
+    run `completed`, kept, or `pending`)."""
+    check_sweep_directory(plan, create=False)
+    refuse_if_running(plan.directory)
+    check_run_folders(plan)
+    print(describe(plan))
+    rows = []
+    for run in plan.runs:
+        folder = plan.directory / run.name
+        row = {"dir": run.name, "values": run.values}
+        if run_completed(folder):
+            row |= {**best_fields(read_state(folder)), "status": "completed"}
+        rows.append(row)
+    if any("status" in row for row in rows):  # a continued sweep: what is kept, what runs
+        rows = [{"status": "pending", **row} for row in rows]
+    print_table(plan.grid.keys, rows)
+    return 0
+
+
+def check_sweep_directory(plan: SweepPlan, *, create: bool) -> tuple[dict[str, Any], dict | None]:
+    """output.dir can hold this sweep: writable, not a run's, no other sweep's sweep.json. Its
+    identity, and the previous call's sweep.json (None on the first call)."""
     directory = plan.directory
-    check_output_dir(directory)
+    check_output_dir(directory, create=create)
     if (directory / Files.RUN).exists():
         raise UserError(
             f"output.dir {directory} holds a run ({Files.RUN}), not a sweep; choose another output.dir"
@@ -53,7 +75,12 @@ def run_session(plan: SweepPlan, parallel: int, argv: list[str]) -> int:
     previous = read_sweep(directory / Files.SWEEP)
     if previous is not None:
         check_same_sweep(previous, ident, directory / Files.SWEEP)
-    lock = RunLock(directory).acquire()  # one sweep per directory at a time
+    return ident, previous
+
+
+def run_session(plan: SweepPlan, parallel: int, argv: list[str]) -> int:
+    ident, previous = check_sweep_directory(plan, create=True)
+    lock = RunLock(plan.directory).acquire()  # one sweep per directory at a time
     try:
         return _run(plan, parallel, argv, ident, previous)
     finally:
