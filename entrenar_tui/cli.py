@@ -47,6 +47,13 @@ def error(text: str) -> int:
     return 2
 
 
+def errors(problems: list[str]) -> int:
+    """One line a problem on stderr (a UserError's lines: every mistake at once), exit code 2."""
+    for problem in problems:
+        say(f"error: {problem}", file=sys.stderr)
+    return 2
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="entrenar-tui",
@@ -319,6 +326,7 @@ def run(
     from entrenar_tui.controller import StartSpec
     from trainer.config import load_config
     from trainer.errors import UserError
+    from trainer.inputs import load_config_and_data
     from trainer.monitor.control import (
         describe_command,
         launch_detached,
@@ -330,8 +338,12 @@ def run(
 
     try:
         config = load_config(config_path, overrides)
-    except UserError as e:
-        return error(str(e))
+    except UserError as config_error:
+        try:  # the data's problems with the config's: every mistake in one run
+            load_config_and_data(config_path, overrides)
+        except UserError as e:
+            return errors(e.lines())
+        return errors(config_error.lines())
     run_dir = Path(config.output.dir)
     spec = StartSpec(config_path.resolve(), list(overrides), Path.cwd())
     try:
@@ -345,6 +357,10 @@ def run(
     elif (run_dir / Files.RUN).exists():
         notice = held_run_notice(run_dir, state, liveness, spec, keys=interactive())
     else:
+        try:  # the trainer's own checks of config and data, before its run folder is made
+            load_config_and_data(config_path, overrides)
+        except UserError as e:
+            return errors(e.lines())
         argv = trainer_command(str(spec.config), *overrides)
         try:
             launched = launch_detached(argv, run_dir, cwd=spec.cwd)

@@ -163,7 +163,9 @@ def test_entrenar_tui_run_never_appends_through_a_planted_train_log(tmp_path, vi
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[model]\npath = "{tmp_path}"\n[data]\ntrain = "{tmp_path}/t.jsonl"\n'
                    f'[output]\ndir = "{out}"\n')  # fmt: skip
-    (tmp_path / "t.jsonl").write_text('{"input": "ls", "label": "safe"}\n')
+    (tmp_path / "t.jsonl").write_text(
+        '{"input": "ls", "label": "safe"}\n{"input": "rm -rf /", "label": "unsafe"}\n'
+    )  # (data the trainer would take: the run gets as far as its train.log)
     r = subprocess.run(
         [sys.executable, "-m", "entrenar_tui", "run", str(cfg)],
         capture_output=True, text=True, timeout=60, cwd=REPO,

@@ -133,15 +133,36 @@ def test_a_missing_run_directory_is_bad_input(tmp_path):
     )
 
 
-def test_run_with_a_bad_config_says_where_in_one_line(tmp_path):
+def test_run_with_a_bad_config_says_where_one_line_a_mistake(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text(
         '[model]\npath = "m"\n[data]\ntrain = "t.jsonl"\n[output]\ndir = "out"\n[train]\nepoch = 3\n'
     )
     result = tui("run", str(config))
     assert result.returncode == 2
-    assert "unknown key train.epoch (did you mean train.epochs?)" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.splitlines() == [  # one line a mistake, the data's with the config's
+        f"entrenar-tui: error: {config}: unknown key train.epoch (did you mean train.epochs?)",
+        f"entrenar-tui: error: {tmp_path / 't.jsonl'}: data file not found",
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_names_every_mistake_of_config_and_data_and_starts_nothing(tmp_path):
+    """`entrenar-tui run` checks what the trainer checks before it makes the run folder: a wrong
+    key and a CSV whose columns have other names are three lines in one run, and no `out`."""
+    data = tmp_path / "tickets.csv"
+    data.write_text("text,category\n" + "".join(f"ticket {i},billing\n" for i in range(10)))
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[model]\npath = "m"\n[data]\ntrain = "{data}"\n[output]\ndir = "out"\n[train]\nepoch = 2\n'
+    )
+    result = tui("run", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        f"entrenar-tui: error: {config}: unknown key train.epoch (did you mean train.epochs?)",
+        f"entrenar-tui: error: {data}:1: no column 'input' (columns: text, category)",
+        f"entrenar-tui: error: {data}:1: no column 'label' (columns: text, category)",
+    ]
     assert not (tmp_path / "out").exists()
 
 
@@ -172,9 +193,9 @@ def test_run_without_a_terminal_starts_the_trainer_detached_and_returns(tmp_path
     import psutil
 
     config = tmp_path / "c.toml"
-    config.write_text(
-        '[model]\npath = "m"\n[data]\ntrain = "missing.jsonl"\n[output]\ndir = "out"\n'
-    )
+    config.write_text('[model]\npath = "m"\n[data]\ntrain = "t.jsonl"\n[output]\ndir = "out"\n')
+    rows = [orjson.dumps({"input": f"text {i}", "label": "ab"[i % 2]}) for i in range(8)]
+    (tmp_path / "t.jsonl").write_bytes(b"\n".join(rows) + b"\n")
     result = tui("run", str(config), "train.epochs=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("entrenar-tui: started ")
