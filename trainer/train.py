@@ -35,6 +35,7 @@ best / epoch-N / last, a non-finite loss or gradient → failed, early stopping 
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import random
@@ -151,6 +152,7 @@ def train(
         check_run_dir(run_dir)  # nothing written through a link planted in the directory
         lock = RunLock(run_dir).acquire()
     writer = MonitorWriter(run_dir) if dist.is_main else NullWriter(run_dir)
+    recipe: FineTuneRecipe | None = None
     try:
         recipe = FineTuneRecipe(config, resume, argv, writer, dist, plan, corpus)
         recipe.setup()
@@ -176,6 +178,14 @@ def train(
             writer.close()
         if lock:
             lock.release()
+        # DDP's reducer holds the process group. Freed first, the group is destroyed by
+        # destroy_process_group, which lets go of the GIL while gloo's threads end; freed after it,
+        # by the reducer's deallocation, which holds the GIL while a gloo thread may wait for it to
+        # drop a finished all-gather's tensors: rank 1 hung at exit (pytorch/pytorch#56297).
+        if recipe is not None:
+            recipe.model_wrapped = None  # (a traceback may keep the recipe itself)
+        recipe = None
+        gc.collect()
         dist.close()
 
 
