@@ -500,6 +500,8 @@ def test_question_mark_shows_each_screens_own_keys(root):
         assert isinstance(app.screen, HelpScreen)
         texts = help_texts(app)
         for binding in MonitorScreen.BINDINGS:
+            if binding.action.startswith("refused("):  # x/r/s's fallback: the key's own row says it
+                continue
             assert binding.tooltip in texts, binding
         assert "back to the list of runs" in texts  # escape: the browser is under this screen
         assert any(keys == ["[", "]"] for keys, _ in app.screen.keys)
