@@ -147,6 +147,22 @@ def test_a_stop_and_resume_after_a_recovery_ends_where_the_healed_run_does(
     assert load(run / "state.json")["recoveries"] == 2
 
 
+def test_a_fault_inside_a_logging_window_skips_from_the_last_flushs_snapshot(
+    tmp_path, tiny_bert_dir, data, monkeypatch
+):
+    """Steps are read every log_interval (5): the snapshot is the flush after step 5; step 7's
+    fault, found at the flush of steps 6-10, skips batches 6 and 7; step 6's line (flushed
+    before the fault) stays, the faulty step and those after it in the window have none."""
+    monkeypatch.setenv(FAULT_ENV, "7")
+    assert train(load_config(config(tmp_path, tiny_bert_dir, data, log_interval=5))) == 0
+    run = tmp_path / "run"
+    (r,) = load(run / "run.json")["recoveries"]
+    assert (r["step"], r["rolled_back_to"], r["batches_skipped"]) == (7, 5, [[1, 6], [1, 7]])
+    assert len(r["samples_skipped"]) == 16
+    written = sorted({s["global_step"] for s in steps(run)})
+    assert written == [g for g in range(1, 2 * STEPS_PER_EPOCH + 1) if g != 7]
+
+
 def test_recovery_off_fails_in_one_line_as_before(tmp_path, tiny_bert_dir, data, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "3")
     assert train(load_config(config(tmp_path, tiny_bert_dir, data, recovery=False))) == 1
