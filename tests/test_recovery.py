@@ -148,7 +148,7 @@ def test_a_stop_and_resume_after_a_recovery_ends_where_the_healed_run_does(
 
 
 def test_a_fault_inside_a_logging_window_skips_from_the_last_flushs_snapshot(
-    tmp_path, tiny_bert_dir, data, monkeypatch
+    tmp_path, tiny_bert_dir, data, monkeypatch, capsys
 ):
     """Steps are read every log_interval (5): the snapshot is the flush after step 5; step 7's
     fault, found at the flush of steps 6-10, skips batches 6 and 7; step 6's line (flushed
@@ -161,6 +161,11 @@ def test_a_fault_inside_a_logging_window_skips_from_the_last_flushs_snapshot(
     assert len(r["samples_skipped"]) == 16
     written = sorted({s["global_step"] for s in steps(run)})
     assert written == [g for g in range(1, 2 * STEPS_PER_EPOCH + 1) if g != 7]
+    said = capsys.readouterr()
+    assert (
+        "recovered from non-finite loss at step 7: rolled back to step 5, skipped 2 batches, "
+        "LR scale now 0.5"
+    ) in said.out + said.err
 
 
 def test_recovery_off_fails_in_one_line_as_before(tmp_path, tiny_bert_dir, data, monkeypatch):

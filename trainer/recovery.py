@@ -4,7 +4,7 @@ and the learning rate is scaled down for the rest of the run (docs/reliability.m
 
 The recipe (trainer/train.py) only calls in: `check` each flushed step, `flushed` after a flush
 whose steps were all good (a snapshot when one is due), `epoch_started` (a snapshot: every step
-before it was verified), `recover` or `failure` at a fault. Faults are found where the steps are
+before it was verified), `handle` at a fault (a rollback, or the failed run's line). Faults are found where the steps are
 read on the host, at a flush: a snapshot is only ever taken of verified state.
 
 Under torchrun every rank decides alike: the loss is all-reduced in the step and the gradient
@@ -25,12 +25,12 @@ import torch
 from trainer import checkpoint as ckpt
 from trainer.config import TrainSection
 from trainer.fault_switch import fault_steps
+from trainer.monitor.schema import MAX_SAMPLES_SKIPPED
 from trainer.monitor.spike_rule import SPIKE_WARMUP, SPIKE_Z, LossEMA, rises_above
 from trainer.monitor.text import utc_now
 from trainer.progress import Progress
 
 SPIKE_STEPS = 3  # a spike is a fault when this many flushed steps in a row are spikes
-MAX_SAMPLES_RECORDED = 1000  # run.json's samples_skipped holds at most this many indices a recovery
 NON_FINITE_LOSS, NON_FINITE_GRAD, LOSS_SPIKE = (
     "non-finite loss",
     "non-finite gradient norm",
@@ -189,9 +189,10 @@ class Healing:
     def news(self) -> str:
         """The last recovery, as the progress output says it."""
         r = self.recoveries[-1]
+        n = len(r["batches_skipped"])
         return (
             f"recovered from {r['reason']} at step {r['step']}: rolled back to step "
-            f"{r['rolled_back_to']}, skipped {len(r['batches_skipped'])} batches, "
+            f"{r['rolled_back_to']}, skipped {n} batch{'es' if n != 1 else ''}, "
             f"LR scale now {r['lr_scale']:g}"
         )
 
@@ -219,7 +220,7 @@ class Healing:
             "reason": reason,
             "rolled_back_to": rolled_back_to,
             "batches_skipped": [[p.epoch, k + 1] for k in skipped],
-            "samples_skipped": samples[:MAX_SAMPLES_RECORDED],
+            "samples_skipped": samples[:MAX_SAMPLES_SKIPPED],
             "lr_scale": self.lr_scale,
             "at": utc_now(),
         }
