@@ -168,6 +168,41 @@ def test_a_fault_inside_a_logging_window_skips_from_the_last_flushs_snapshot(
     ) in said.out + said.err
 
 
+def test_a_loss_spike_that_persists_is_rolled_back(tmp_path, tiny_bert_dir, data, monkeypatch):
+    """Steps 26-28 (epoch 4, steps 2-4) train on their loss × 30 (gradients too): the third in a
+    row is the fault; the rollback is to the epoch's start, the spiking steps are skipped."""
+    import trainer.train as recipe_module
+
+    spiky, now = {26, 27, 28}, {"step": 0}
+    train_step = recipe_module.FineTuneRecipe._train_step
+
+    def numbered(self, batch):
+        now["step"] = self.progress.global_step + len(self.pending) + 1
+        return train_step(self, batch)
+
+    class SpikyFunctional:  # torch.nn.functional, its cross-entropy × 30 on the spiky steps
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+        @staticmethod
+        def cross_entropy(*args, **kwargs):
+            loss = torch.nn.functional.cross_entropy(*args, **kwargs)
+            return loss * 30 if now["step"] in spiky else loss
+
+    monkeypatch.setattr(recipe_module.FineTuneRecipe, "_train_step", numbered)
+    monkeypatch.setattr(recipe_module, "F", SpikyFunctional())
+    assert train(load_config(config(tmp_path, tiny_bert_dir, data, epochs=4))) == 0
+    run = tmp_path / "run"
+    (r,) = load(run / "run.json")["recoveries"]
+    assert (r["step"], r["reason"], r["rolled_back_to"], r["lr_scale"]) == (
+        28, "loss spike", 24, 0.5,
+    )  # fmt: skip
+    assert r["batches_skipped"] == [[4, 1], [4, 2], [4, 3], [4, 4]]
+    assert load(run / "result.json")["status"] == "completed"
+    rows = {s["global_step"]: s for s in steps(run)}
+    assert 28 not in rows and {25, 26, 27, 29, 32} <= rows.keys()  # 26, 27 were flushed
+
+
 def test_recovery_off_fails_in_one_line_as_before(tmp_path, tiny_bert_dir, data, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "3")
     assert train(load_config(config(tmp_path, tiny_bert_dir, data, recovery=False))) == 1

@@ -98,7 +98,7 @@ class Healing:
         self.recoveries: list[dict[str, Any]] = []  # run.json's `recoveries`
         self.ema, self.streak = LossEMA(), 0
         self.snapshot: Snapshot | None = None
-        self.good_since = 0  # verified steps since the snapshot
+        self.good_since = 0  # good (finite, not spiking) steps since the snapshot
         self.snapshot_seconds = 0.0  # the last snapshot's cost (docs/reliability.md)
 
     # ------------------------------------------------------------------ checkpoint and resume
@@ -144,6 +144,7 @@ class Healing:
             return LOSS_SPIKE if self.streak >= SPIKE_STEPS else None
         self.streak = 0
         self.ema.add(loss)
+        self.good_since += 1
         return None
 
     def epoch_started(self, p: Progress) -> None:
@@ -151,10 +152,10 @@ class Healing:
         if self.enabled:
             self._take(p)
 
-    def flushed(self, p: Progress, steps: int) -> None:
-        """After a flush whose steps were all good: a snapshot once `every` steps were verified."""
-        self.good_since += steps
-        if self.enabled and self.good_since >= self.every:
+    def flushed(self, p: Progress) -> None:
+        """After a flush with no fault: a snapshot once `every` good steps were verified since the
+        last, unless a spike is under way (its steps are no state to roll back to)."""
+        if self.enabled and self.streak == 0 and self.good_since >= self.every:
             self._take(p)
 
     def _take(self, p: Progress) -> None:

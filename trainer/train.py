@@ -510,7 +510,7 @@ class FineTuneRecipe:
                 self.report.say(self.healing.news())
                 return None
             self._record_step(step, loss, int(correct), grad_norm, last=i == len(pending) - 1)
-        self.healing.flushed(self.progress, len(pending))  # a snapshot, when one is due
+        self.healing.flushed(self.progress)  # a snapshot, when one is due
         return None
 
     def _train_step(self, batch: list[int]) -> StepResult:
