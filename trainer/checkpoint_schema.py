@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypedDict, get_type_hints
+from typing import Annotated, Any, TypedDict, get_type_hints
 
 import torch
 
 from trainer.errors import UserError
-from trainer.monitor.schema import EpochRecord, Recovery
+from trainer.monitor.schema import MAX_RECOVERIES, EpochRecord, Recovery
 from trainer.monitor.text import printable
-from trainer.monitor.typed_checks import checks_for, clean, required_fields, short
+from trainer.monitor.typed_checks import MaxItems, checks_for, clean, required_fields, short
 from trainer.monitor.values import is_int, is_number
 
 # ---------------------------------------------------------------------------------------- types
@@ -102,7 +102,7 @@ class RecoveryState(TypedDict):
     base LRs too; `lr_scale` is the record of it)."""
 
     lr_scale: float
-    recoveries: list[Recovery]
+    recoveries: Annotated[list[Recovery], MaxItems(MAX_RECOVERIES)]
     spike: SpikeEMA
 
 
