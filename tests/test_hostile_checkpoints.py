@@ -47,6 +47,9 @@ STATE_MUTATIONS = [
     ("scheduler-unknown-key", setter("scheduler", "optimizer", value=5), "scheduler.optimizer"),
     ("running-missing-fields", setter("running", value={"seen": 3}), "running.loss_sum"),
     ("global-step-a-string", setter("global_step", value="x"), "global_step"),
+    ("recovery-lr-scale-above-1", setter("recovery", "lr_scale", value=2.0), "recovery.lr_scale"),
+    ("recovery-a-negative-step", setter("recovery", "recoveries", value=[{"step": -1}]), "recovery.recoveries[0].step"),
+    ("recovery-spike-streak-negative", setter("recovery", "spike", "streak", value=-1), "recovery.spike.streak"),
 ]  # fmt: skip
 
 

@@ -79,6 +79,7 @@ class TrainerState:
         str, Any
     ]  # the current epoch's running sums (loss_sum, correct, seen, train_time)
     elapsed_s: float = 0.0
+    recovery: dict[str, Any] | None = None  # trainer/recovery.py Healing.state(); None: none made
 
 
 # ---------------------------------------------------------------------------------------- RNG

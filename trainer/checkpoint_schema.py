@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypedDict, get_type_hints
+from typing import Annotated, Any, TypedDict, get_type_hints
 
 import torch
 
 from trainer.errors import UserError
-from trainer.monitor.schema import EpochRecord
+from trainer.monitor.schema import MAX_RECOVERIES, EpochRecord, Recovery
 from trainer.monitor.text import printable
-from trainer.monitor.typed_checks import checks_for, clean, required_fields, short
+from trainer.monitor.typed_checks import MaxItems, checks_for, clean, required_fields, short
 from trainer.monitor.values import is_int, is_number
 
 # ---------------------------------------------------------------------------------------- types
@@ -88,7 +88,29 @@ class ParamGroup(ParamGroupFlags):
     weight_decay: float
 
 
-class TrainerStateFile(TypedDict):
+class SpikeEMA(TypedDict):
+    """The recovery's loss EMA (trainer/monitor/spike_rule.py LossEMA) and its spike streak."""
+
+    mean_state: float
+    square_state: float
+    seen: int
+    streak: int
+
+
+class RecoveryState(TypedDict):
+    """What trainer/recovery.py keeps for an exact resume (the LR scale is in the schedule's
+    base LRs too; `lr_scale` is the record of it)."""
+
+    lr_scale: float
+    recoveries: Annotated[list[Recovery], MaxItems(MAX_RECOVERIES)]
+    spike: SpikeEMA
+
+
+class TrainerStateOptional(TypedDict, total=False):
+    recovery: RecoveryState  # absent: a checkpoint from before recovery (none made)
+
+
+class TrainerStateFile(TrainerStateOptional):
     """trainer_state.json (trainer/checkpoint.py TrainerState, plus the schema tag)."""
 
     schema: str
@@ -265,10 +287,22 @@ def state_problems(state: dict[str, Any]) -> Iterator[Problem]:
     for i, group in enumerate(groups):
         yield from param_group_problems(i, group)
     yield from scheduler_problems(state["scheduler"], len(groups))
+    if state.get("recovery") is not None:
+        yield from recovery_problems(state["recovery"])
     if not state["rng"]:
         yield ".rng", "no rank's state"
     for i, rng in enumerate(state["rng"]):
         yield from rng_problems(i, rng)
+
+
+def recovery_problems(recovery: dict[str, Any]) -> Iterator[Problem]:
+    yield from bound(".recovery.lr_scale", recovery["lr_scale"], lambda v: 0 < v <= 1,
+                     "a scale in (0, 1]")  # fmt: skip
+    spike = recovery["spike"]
+    for name in ("mean_state", "square_state"):
+        yield from bound(f".recovery.spike.{name}", spike[name], lambda v: True, "a finite number")
+    for name in ("seen", "streak"):
+        yield from bound(f".recovery.spike.{name}", spike[name], at_least(0), "an integer >= 0")
 
 
 def check_trainer_state(path: Path, state: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from trainer.errors import TrainingFailed, UserError
+from trainer.fault_switch import fault_steps
 from trainer.hub_kernels import forbid_hub_kernels
 from trainer.monitor.python_module import python_module_argv
 from trainer.monitor.text import printable
@@ -186,6 +187,7 @@ def run_train(argv: list[str]) -> int:
 
     # Overrides may come anywhere after the config, flags between them included.
     args = train_parser().parse_intermixed_args(argv)
+    fault_steps()  # a bad ENTRENAR_FAULT_NAN_STEPS: said once, before any rank starts
     if args.auto_resume and args.resume:
         raise UserError(
             "--auto-resume goes with a CONFIG (it finds the run in output.dir), not --resume"

@@ -141,6 +141,27 @@ class TrainSection:
         "dropout masks (hidden, LoRA's input, attention probabilities) from 4x fewer random draws (same distribution, another random stream; ~1.3x a step on a CPU): auto (on on a CPU) | on | off",
         choices=["auto", "on", "off"],
     )
+    recovery: bool = opt(
+        True,
+        "on a non-finite loss or gradient norm, or a loss spike that persists, roll back to the last in-memory snapshot, skip the batches since, lower the LR and go on (docs/reliability.md)",
+    )
+    recovery_attempts: int = opt(
+        3, "recoveries a run may make; the next fault fails it (a spike is then let be)", min=0
+    )
+    recovery_lr_scale: float = opt(
+        0.5, "each recovery multiplies the LR by this for the rest of the run", gt=0, max=1
+    )
+    spike_factor: float = opt(
+        1.5,
+        "a loss spike: the step's loss above this × its recent EMA and above the EMA + 6σ (the monitor's spike rule), 3 steps in a row",
+        gt=1,
+        max=FLOAT32_MAX,
+    )
+    recovery_snapshot_every: int = opt(
+        10,
+        "take recovery's in-memory snapshot (LoRA weights, optimizer, schedule, RNG) at the first flush after this many good steps",
+        min=1,
+    )
 
 
 @dataclass

@@ -75,6 +75,7 @@ class RunSetup:
     accumulation: int
     memory_plan: Any  # preflight's (trainer.memory_plan.MemoryPlan), or None
     shuffle: str  # the rule of every epoch's order (trainer.data.SHUFFLE_RULE, or a resumed run's)
+    recoveries: list[dict[str, Any]]  # run.json's `recoveries` so far (a resume's checkpoint's)
 
 
 def record_failure(writer: MonitorWriter, error: str, *, result: bool = True) -> str:
@@ -127,6 +128,7 @@ class RunRecorder:
         self.run_id: str | None = None
         self.fixed: dict[str, Any] = {}
         self.resources: ResourceSampler | None = None
+        self.run_info: dict[str, Any] = {}  # run.json as last written (a recovery rewrites it)
 
     def elapsed(self, p: Progress) -> float:
         """Seconds of training in this run, earlier processes of it included."""
@@ -172,8 +174,10 @@ class RunRecorder:
         self.run_id = self.previous_run.get(
             "run_id", f"{self.run_dir.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
         )
-        self.writer.write_run(self.run_document(p, setup))
+        self.run_info = self.run_document(p, setup)
+        self.writer.write_run(self.run_info)
         self.fixed = {
+            "recoveries": len(setup.recoveries),
             "total_epochs": self.config.train.epochs,
             "steps_per_epoch": setup.steps_per_epoch,
             "total_steps": setup.total_steps,
@@ -242,6 +246,7 @@ class RunRecorder:
                 "classes": corpus.classes,
             },
             "shuffle": setup.shuffle,
+            "recoveries": setup.recoveries,
             "epochs": config.train.epochs,
             "steps_per_epoch": setup.steps_per_epoch,
             "batch_size": config.train.batch_size,
@@ -317,6 +322,14 @@ class RunRecorder:
             resources=self.resources.sample(),
         )
 
+    def recovered(self, recoveries: list[dict[str, Any]]) -> None:
+        """A recovery (trainer/recovery.py): run.json's `recoveries` rewritten (atomically, as
+        every run.json), state.json's count."""
+        self.run_info["recoveries"] = list(recoveries)
+        self.writer.write_run(self.run_info)
+        self.fixed["recoveries"] = len(recoveries)
+        self.writer.update_state(recoveries=len(recoveries))
+
     @property
     def state(self) -> dict[str, Any]:
         """state.json as last written (the progress line reads it)."""
@@ -387,6 +400,7 @@ class RunRecorder:
         optimizer: torch.optim.Optimizer,
         param_names: list[list[str]],
         data_hash: str,
+        recovery: dict[str, Any] | None = None,
     ) -> ckpt.TrainerState:
         """The checkpoint's trainer_state.json: the counters, the clock's epoch time, the
         schedule, the optimizer's groups, provenance (save_checkpoint fills in every rank's RNG)."""
@@ -402,6 +416,7 @@ class RunRecorder:
                 {k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups
             ],
             rng=[],
+            recovery=recovery,
             provenance={
                 "tool_version": trainer.__version__,
                 "base_model": self.config.model.path,

@@ -29,7 +29,9 @@ when, the recorder what.
 
 What it trains: a seeded split, a reshuffle every epoch (seeded by (seed, epoch)), AdamW, linear
 warmup then cosine decay to lr_min stepped every batch, gradient clipping, validation every epoch, checkpoints
-best / epoch-N / last, a non-finite loss or gradient → failed, early stopping on validation loss.
+best / epoch-N / last, early stopping on validation loss; a non-finite loss or gradient, or a loss
+spike that persists, rolls back to an in-memory snapshot and goes on (trainer/recovery.py), or
+fails the run when recovery is off or used up.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from trainer.data import (
 )
 from trainer.distributed import Dist, init_distributed, shard
 from trainer.errors import TrainingFailed, UserError
+from trainer.fault_switch import fault_steps
 from trainer.flops import run_peak, step_flops
 from trainer.lock import RunLock
 from trainer.micro_batches import accumulation_steps, micro_batches
@@ -78,6 +81,7 @@ from trainer.monitor.schema import Files
 from trainer.monitor.writer import MonitorWriter, NullWriter, WriteFailed
 from trainer.preflight import preflight
 from trainer.progress import Progress
+from trainer.recovery import Healing
 from trainer.report import Reporter
 from trainer.resume_point import (
     Resume,
@@ -89,6 +93,7 @@ from trainer.resume_point import (
 from trainer.run_dir import check_run_dir, refuse_a_started_run
 from trainer.run_recorder import RunRecorder, RunSetup, StepResult, record_failure
 from trainer.stopping import StopSignal
+from trainer.validation_sums import validation_sums
 
 __all__ = ["FineTuneRecipe", "Resume", "crash_message", "import_path", "log_every", "train"]
 
@@ -145,6 +150,7 @@ def train(
         refuse_a_started_run(run_dir)
     if corpus is None:  # read before anything is written: bad data leaves no run folder behind
         corpus = load_corpus(config.data, config.train.seed)
+    fault_steps()  # a bad ENTRENAR_FAULT_NAN_STEPS fails before anything is written
     plan = preflight(config)  # nothing is written before the model and output.dir are checked
     dist = init_distributed()
     if dist.is_main and lock is None:
@@ -189,15 +195,6 @@ def train(
         dist.close()
 
 
-def non_finite(loss: float, grad_norm: float, p: Progress) -> str:
-    """The error of a run whose next step (after `p`) had a non-finite loss or gradient norm."""
-    what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
-    return (
-        f"non-finite {what} ({value}) at epoch {p.epoch} step {p.step + 1}; "
-        "no checkpoint holds weights from it or after"
-    )
-
-
 def decay_groups(
     model: torch.nn.Module, weight_decay: float
 ) -> list[tuple[list[tuple[str, torch.nn.Parameter]], float]]:
@@ -223,7 +220,8 @@ class FineTuneRecipe:
                                train_lengths, step_flops, sample_flops, class_weights, sample_weight
       _setup_batches           steps_per_epoch, micro_batch_size, accumulation, log_interval,
                                total_steps
-      _setup_optimizer         param_names, optimizer, trainable, max_grad_norm, scheduler
+      _setup_optimizer         param_names, optimizer, trainable, max_grad_norm, scheduler,
+                               healing (the run's recoveries: trainer/recovery.py)
       _restore_progress        progress, shuffle (the epoch order's rule: a resumed run's own)
       _setup_peak              peak, peak_refresh
       _setup_data_parallel     model_wrapped (what the batches go through: DDP's wrapper or the model)
@@ -250,6 +248,7 @@ class FineTuneRecipe:
         self.report = Reporter(enabled=dist.is_main)
         self.recorder = RunRecorder(writer, config, dist, argv, resume)
         self.pending: list[StepResult] = []  # trained, not yet read on the host nor recorded
+        self.poisoned = False  # this step's loss made NaN by the fault switch (trainer/recovery.py)
 
     # ======================================================================================= setup
 
@@ -369,6 +368,7 @@ class FineTuneRecipe:
             num_training_steps=self.total_steps,
             min_lr=cfg.lr_min,
         )
+        self.healing = Healing(cfg, self.trainable, self.optimizer, self.scheduler)
 
     def _restore_progress(self, resume_point: ResumePoint | None) -> None:
         """A fresh run starts at epoch 1; a resume takes weights, optimizer, schedule, RNG and
@@ -389,6 +389,7 @@ class FineTuneRecipe:
         )
         saved, elastic = resume_point.saved, resume_point.elastic
         self.progress = p = Progress.from_saved(saved)
+        self.healing.load(saved.recovery)
         shown = shown_checkpoint(resume_point.folder, self.run_dir)
         note = resume_note(shown, p.global_step, reached, elastic)
         self.recorder.resumed(note, elastic, epoch_seconds=saved.running["train_time"])
@@ -423,6 +424,7 @@ class FineTuneRecipe:
             accumulation=self.accumulation,
             memory_plan=self.plan.memory,
             shuffle=self.shuffle,
+            recoveries=self.healing.recoveries,
         )
         self.recorder.write_run(self.progress, setup)
         self.report.start(setup, self.config, self.dist.world_size)
@@ -477,6 +479,7 @@ class FineTuneRecipe:
         if p.step == 0:
             p.start_epoch()
             self.recorder.clock.start_epoch()
+        self.healing.epoch_started(p)  # every step before this one was verified
         while (
             done := p.step + len(self.pending)
         ) < self.steps_per_epoch and not p.needs_validation:
@@ -487,7 +490,7 @@ class FineTuneRecipe:
             self.pending.append(step)
             done += 1
             if done % self.log_interval == 0 or done == self.steps_per_epoch or step.stop_requested:
-                if (code := self._flush_steps()) is not None:  # rows, then state.json
+                if (code := self._flush_steps(batches)) is not None:  # rows, then state.json
                     return code
             else:  # state.json from what the host knows: the monitor sees the run alive
                 self.recorder.heartbeat(p, done, len(self.pending), step.lr)
@@ -496,9 +499,10 @@ class FineTuneRecipe:
                 return self.stop()
         return None
 
-    def _flush_steps(self) -> int | None:
+    def _flush_steps(self, batches: list[list[int]]) -> int | None:
         """Read the pending steps' device values in one host copy, then record each in order; the
-        first non-finite loss or gradient norm fails the run (an exit code).
+        first fault (a non-finite loss or gradient norm, a persisting spike) rolls the run back to
+        its snapshot, or fails it (an exit code) when recovery is off or used up.
 
         The read waits for the device to finish the window's steps, so the window's time, from its
         first step's start to here, is what the device took (a CUDA host runs ahead of it, and no
@@ -508,18 +512,23 @@ class FineTuneRecipe:
         self.recorder.clock.end_window(pending)
         for i, (step, (loss_sum, correct, grad_norm)) in enumerate(zip(pending, values)):
             loss = loss_sum / step.weight
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                error = non_finite(loss, grad_norm, self.progress)
-                self.report.say(f"error: {error}")
-                return self.finish("failed", error=error)
+            if (fault := self.healing.check(loss, grad_norm)) is not None:
+                if error := self.healing.handle(fault, loss, grad_norm, self.progress, batches):
+                    self.report.say(f"error: {error}")
+                    return self.finish("failed", error=error)
+                self.recorder.recovered(self.healing.recoveries)
+                self.report.say(self.healing.news())
+                return None
             self._record_step(step, loss, int(correct), grad_norm, last=i == len(pending) - 1)
+        self.healing.flushed(self.progress)  # a snapshot, when one is due
         return None
 
     def _train_step(self, batch: list[int]) -> StepResult:
         """One optimizer step on a global batch of sample indices, of which this rank computes its
         shard, a micro-batch at a time. A non-finite loss or gradient norm is not looked for here
-        (that would read the device every step): the step is taken, and the next flush fails the run."""
+        (that would read the device every step): the step is taken, and the next flush finds it."""
         weight = sum(self.sample_weight[self.corpus.train_labels[i]] for i in batch)
+        self.poisoned = self.healing.poisons(self.progress.global_step + len(self.pending) + 1)
         loss_sum, correct = self._accumulate(batch, weight)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
         asked = self.stop_signal.requested
@@ -537,9 +546,8 @@ class FineTuneRecipe:
             flops=int(self.sample_flops[batch].sum()),
             lr=self.scheduler.get_last_lr()[0],
         )
-        # A non-finite loss or gradient is found at the next flush, which fails the run before any
-        # checkpoint is written (a save comes only after a flush: at an epoch's end, where the
-        # epoch's last step flushes, or at a stop, whose step flushes): no host read here.
+        # A fault is found at the next flush, before any checkpoint is written (a save comes only
+        # after a flush: the epoch's last step flushes, as does a stop's): no host read here.
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -585,6 +593,8 @@ class FineTuneRecipe:
         if not mine:  # fewer samples than ranks: take part with a zero-weight sample
             w = torch.zeros_like(w)
         loss_sum = (F.cross_entropy(logits, labels, reduction="none") * w).sum()
+        if self.poisoned:  # ENTRENAR_FAULT_NAN_STEPS (trainer/recovery.py): NaN loss and gradients
+            loss_sum = loss_sum * math.nan
         (loss_sum * (world_size / weight)).backward()
         correct = ((logits.detach().argmax(-1) == labels) & (w > 0)).sum()
         return loss_sum.detach(), correct.float()
@@ -617,7 +627,9 @@ class FineTuneRecipe:
         with torch.inference_mode():
             for start in range(0, total, batch_size):
                 indices = list(range(start, min(start + batch_size, total)))
-                sums = self._validation_sums(shard(indices, self.dist.rank, self.dist.world_size))
+                mine = shard(indices, self.dist.rank, self.dist.world_size)
+                sums = validation_sums(self.model_wrapped, self.loaded, self.collate,
+                                       [self.val_features[i] for i in mine], self.class_weights)  # fmt: skip
                 # The stop flag travels with the batch's sums: every rank stops at the same batch.
                 sums[4] = float(self.stop_signal.requested)
                 b_loss, b_weight, b_correct, b_samples, b_stop = self.dist.all_sum(sums).tolist()
@@ -633,28 +645,6 @@ class FineTuneRecipe:
                     self.stop_signal.request("stop requested on another rank")
                     return None
         return loss_sum / weight_sum, correct / total
-
-    def _validation_sums(self, mine: list[int]) -> torch.Tensor:
-        """This rank's sums over its shard of a validation batch: weighted loss, weight, correct,
-        samples, and a free slot for the stop flag (float64, on the CPU)."""
-        if not mine:
-            return torch.zeros(5, dtype=torch.float64)
-        features = self.collate([self.val_features[i] for i in mine])
-        labels = features.pop("labels").to(self.device)
-        inputs = {k: v.to(self.device) for k, v in features.items()}
-        with self.loaded.autocast():
-            logits = self.model_wrapped(**inputs).logits.float()
-        losses = F.cross_entropy(logits, labels, reduction="none")
-        w = self.class_weights[labels]
-        correct = (logits.argmax(-1) == labels).sum().float()
-        sums = [
-            (losses * w).sum(),
-            w.sum(),
-            correct,
-            torch.tensor(float(len(mine))),
-            torch.tensor(0.0),
-        ]
-        return torch.stack(sums).double().cpu()
 
     def end_epoch(self, val_loss: float, val_accuracy: float) -> int | None:
         """Best-so-far and patience, epochs.json, the epoch's checkpoints, early stopping; an exit
@@ -706,8 +696,9 @@ class FineTuneRecipe:
             return relative
         p = self.progress
         state = self.recorder.trainer_state(
-            p, self.scheduler, self.optimizer, self.param_names, self.corpus.data_hash
-        )
+            p, self.scheduler, self.optimizer, self.param_names, self.corpus.data_hash,
+            self.healing.state(),
+        )  # fmt: skip
         metadata = self.recorder.checkpoint_metadata(p, self.corpus, metrics)
         try:
             ckpt.save_checkpoint(

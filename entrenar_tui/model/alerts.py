@@ -23,6 +23,14 @@ from entrenar_tui import formatting as fmt
 from entrenar_tui.smoothing import ema_continue
 from trainer.monitor.reader import StepHistory
 from trainer.monitor.schema import FINAL_STATUSES
+from trainer.monitor.spike_rule import (
+    SPIKE_MIN_RISE,
+    SPIKE_SPAN,
+    SPIKE_WARMUP,
+    SPIKE_Z,
+    ema_weight,
+    rises_above,
+)
 from trainer.monitor.step_rows import finite
 from trainer.monitor.text import duration, printable
 from trainer.monitor.values import is_number
@@ -51,10 +59,12 @@ class AlertSettings:
     stall_min_s: float = 30.0  # ...and for at least this many seconds
     stall_window: int = 100  # the median is of this many last intervals between steps
     stall_min_steps: int = 3  # steps seen before a median interval is trusted
-    spike_z: float = 6.0  # spike: loss above the EMA by more than this many EMA σ...
-    spike_min_rise: float = 0.5  # ...and by more than this fraction of the EMA
-    spike_span: int = 50  # EMA span in steps (weight 1 - 2/(span+1)); the quiet after a spike
-    spike_warmup: int = 20  # finite losses seen before spikes are looked for
+    spike_z: float = SPIKE_Z  # spike: loss above the EMA by more than this many EMA σ...
+    spike_min_rise: float = SPIKE_MIN_RISE  # ...and by more than this fraction of the EMA
+    spike_span: int = (
+        SPIKE_SPAN  # EMA span in steps (weight 1 - 2/(span+1)); the quiet after a spike
+    )
+    spike_warmup: int = SPIKE_WARMUP  # finite losses seen before spikes are looked for
     nan_max_alerts: int = 5  # NaN/Inf: at most this many alerts a run (one per stretch of them)
     rising_epochs: int = 3  # val_rising: this many epochs in a row, each above the one before
     stalled: bool = True  # warn when the trainer stalls
@@ -195,7 +205,7 @@ class SpikeScan:
 
     def __init__(self, settings: AlertSettings) -> None:
         self.settings = settings
-        self.weight = 1 - 2 / (settings.spike_span + 1)
+        self.weight = ema_weight(settings.spike_span)
         self.restart(None)
 
     def restart(self, edits: int | None) -> None:
@@ -229,9 +239,8 @@ class SpikeScan:
             before = np.concatenate(([self.mean], mean[:-1]))  # the EMA of the losses before each
             before_spread = np.concatenate(([self.spread], spread[:-1]))
             self.mean, self.spread = float(mean[-1]), float(spread[-1])
-            above = x - before
             s = self.settings
-            hit = (above > s.spike_z * before_spread) & (above > s.spike_min_rise * np.abs(before))
+            hit = rises_above(x, before, before_spread, s.spike_z, s.spike_min_rise)
         hit &= k0 + np.arange(len(x)) >= s.spike_warmup  # the finite losses seen before each
         for j in np.flatnonzero(hit).tolist():
             if k0 + j <= self.quiet_until:

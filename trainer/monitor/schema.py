@@ -7,7 +7,9 @@ within a version.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
+
+from trainer.monitor.typed_checks import AtLeast, MaxItems
 
 CONTRACT_VERSION = 1
 
@@ -138,6 +140,24 @@ class ResumeRecord(TypedDict, total=False):
     elastic: ElasticResume
 
 
+MAX_RECOVERIES = 1000  # run.json `recoveries` a reader takes (a run makes train.recovery_attempts)
+MAX_SAMPLES_SKIPPED = 1000  # a recovery's `samples_skipped` (the trainer records at most this many)
+MAX_BATCHES_SKIPPED = 100_000  # a recovery's `batches_skipped` (at most an epoch's steps)
+Count = Annotated[int, AtLeast(0)]
+
+
+class Recovery(TypedDict, total=False):
+    """One recovery of run.json's `recoveries` (docs/contract.md, docs/reliability.md)."""
+
+    step: Count  # the global step whose fault was seen
+    reason: str  # non-finite loss | non-finite gradient norm | loss spike
+    rolled_back_to: Count  # the global step of the snapshot restored: the monitor's ↺ mark
+    batches_skipped: Annotated[list[list[Count]], MaxItems(MAX_BATCHES_SKIPPED)]  # [epoch, step]
+    samples_skipped: Annotated[list[Count], MaxItems(MAX_SAMPLES_SKIPPED)]  # dataset indices
+    lr_scale: float  # the LR scale from then on
+    at: str  # ISO time
+
+
 class RunInfo(Tagged, total=False):
     """run.json: written at start, again on resume."""
 
@@ -160,6 +180,7 @@ class RunInfo(Tagged, total=False):
     started_at: str
     resumed_from: list[ResumeRecord]
     sweep: SweepTag
+    recoveries: Annotated[list[Recovery], MaxItems(MAX_RECOVERIES)]  # absent or [] when none
 
 
 class ValidationProgress(TypedDict, total=False):
@@ -222,6 +243,7 @@ class State(Tagged, total=False):
     checkpoints: list[str]
     world_size: int
     resources: Resources
+    recoveries: Count  # len(run.json recoveries): the monitor sees one without re-reading run.json
 
 
 class Step(TypedDict, total=False):

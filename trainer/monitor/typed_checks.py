@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
-from typing import Any, Union, get_args, get_origin, get_type_hints, is_typeddict
+from dataclasses import dataclass
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints, is_typeddict
 
 from trainer.monitor.text import printable
 from trainer.monitor.values import is_int, is_number
@@ -22,6 +23,21 @@ from trainer.monitor.values import is_int, is_number
 Check = Callable[[Any], tuple[Any, list[tuple[str, str]]]]
 
 MAX_INT = 2**63 - 1  # what a step counter or pid can be (history columns are int64)
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """A bound a record puts on a number: `Annotated[int, AtLeast(0)]`."""
+
+    low: float
+
+
+@dataclass(frozen=True)
+class MaxItems:
+    """A bound a record puts on a list's length: `Annotated[list[int], MaxItems(1000)]`; a longer
+    list is wrong (not read at all: an untrusted file cannot make the monitor hold more)."""
+
+    n: int
 
 
 def short(value: Any) -> str:
@@ -92,7 +108,8 @@ def checks_for(record: type) -> dict[str, Check]:
     """A check for every field of a TypedDict, from the type it gives it: int, float (any
     number), str, bool, an object, a list of any of these, a nested record, or one of these or
     None. The one source of the field names and types is the TypedDict."""
-    return {name: _check_for(t) for name, t in get_type_hints(record).items()}
+    hints = get_type_hints(record, include_extras=True)
+    return {name: _check_for(t) for name, t in hints.items()}
 
 
 def required_fields(record: type) -> frozenset[str]:
@@ -110,6 +127,8 @@ def _anything(value: Any) -> tuple[Any, list[tuple[str, str]]]:
 def _check_for(t: Any) -> Check:
     if t is Any:
         return _anything
+    if get_origin(t) is Annotated:
+        return _bounded(_check_for(t.__origin__), t.__metadata__)
     if is_typeddict(t):
         return object_of(checks_for(t), required_fields(t))
     origin = get_origin(t)
@@ -121,3 +140,19 @@ def _check_for(t: Any) -> Check:
     if origin is dict:
         return ANY_DICT
     return {int: INT, float: NUMBER, str: TEXT, bool: BOOL}[t]
+
+
+def _bounded(inner: Check, bounds: tuple[Any, ...]) -> Check:
+    """`inner`, then the record's bounds (AtLeast, MaxItems) on what it accepted."""
+
+    def check(value: Any) -> tuple[Any, list[tuple[str, str]]]:
+        for b in bounds:
+            if isinstance(b, MaxItems) and isinstance(value, list) and len(value) > b.n:
+                return None, [("", f"{len(value)} items, expected at most {b.n}")]
+        cleaned, wrong = inner(value)
+        for b in bounds:
+            if isinstance(b, AtLeast) and is_number(cleaned) and cleaned < b.low:
+                return None, [("", f"{short(value)}, expected >= {b.low:g}")]
+        return cleaned, wrong
+
+    return check
