@@ -317,6 +317,9 @@ class FakeRun:
         info["recoveries"] = [*(info.get("recoveries") or []), entry]
         self.writer.write_run(info)
         self.writer.update_state(recoveries=len(info["recoveries"]))
+        if self.step:  # the epoch's running sums as of the step rolled back to (roughly)
+            self.loss_sum *= back / self.step
+            self.correct *= back / self.step
         self.global_step, self.step = rolled_back_to, back
         return entry
 
