@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from entrenar_tui.app import MonitorApp
 from entrenar_tui.charts import axes
 from entrenar_tui.charts.views import ChartView, step_chart
 from entrenar_tui.model.alerts import AlertLog, AlertSettings, Detector
@@ -17,8 +18,10 @@ from entrenar_tui.model.recoveries import MAX_KEPT, clean_recoveries
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.output.export import collect_one
 from entrenar_tui.output.plain import summary
+from entrenar_tui.widgets.problems_line import ProblemsLine
 from entrenar_tui.widgets.run_charts import STEP_METRICS
 from tests.fake_run import FakeRun, scenario
+from tests.helpers import run_app, run_model, run_screen, until
 from trainer.monitor.schema import Files
 
 GOOD = {
@@ -183,3 +186,43 @@ def test_the_json_export_carries_the_checked_recoveries(tmp_path):
     assert len(record["steps"]) == 39
     (run_dir / Files.RUN).write_text("{not json", encoding="utf-8")
     assert collect_one(run_dir, "exp")["recoveries"] == []  # the metrics still export
+
+
+def test_a_hostile_run_json_on_disk_opens_bounded_named_and_quiet(tmp_path):
+    """The real app on a run.json whose recoveries hold an escape-laden reason, a negative step
+    and a million numbers: it opens, draws the one good ↺, names the rest on one problem line
+    (the reader's 16 MB bound holds the file), tells nothing (history), and --once says the same."""
+    hostile = [
+        {**GOOD, "step": 28, "rolled_back_to": 25, "reason": "spike\x1b[31m\x07\u202e"},
+        {**GOOD, "step": -28, "rolled_back_to": -1},
+        *([-1] * 1_000_000),
+    ]
+    run_dir = with_recoveries(tmp_path, hostile)
+    app = MonitorApp(run_dir, probe=lambda _s: "alive", tick_interval=3600)
+    toasts: list[str] = []
+    app.notify = lambda message, **_kw: toasts.append(message)  # type: ignore[method-assign]
+    named = (
+        "run.json: ignored recoveries [1] (step not a whole number ≥ 0), [2] (not an object), "
+        "[3] (not an object) and 996 more; read the first 1,000 of 1,000,002 recoveries"
+    )
+
+    async def body(pilot):
+        await until(pilot, lambda: len(run_model(app).history) == 39, "the run loads")
+        await until(pilot, lambda: run_screen(app).alerts.primed, "the first read is in")
+        model = run_model(app)
+        assert [r["step"] for r in model.recoveries] == [28]
+        texts = [p.text for p in model.problems()]
+        assert named in texts
+        assert "recovered 1× (step 28): spike\\x1b[31m\\x07\\u202e" in texts
+        line = str(app.screen.query_one(ProblemsLine).render())
+        assert "\x1b" not in line and "\u202e" not in line
+        chart = app.screen.query_one("#train-loss")
+        await until(pilot, lambda: chart.last_data and chart.last_data.x_marks, "the chart draws")
+        marks = [k for _, k in chart.last_data.x_marks if k == axes.RECOVERY_MARK]
+        assert marks == [axes.RECOVERY_MARK]
+        assert toasts == []
+
+    run_app(app, body)
+    text = summary(run_dir)
+    assert named in text and "\x1b" not in text
+    assert "healed    recovered 1 time (step 28), last: spike\\x1b[31m" in text
