@@ -13,6 +13,7 @@ from entrenar_tui.app import MonitorApp
 from entrenar_tui.charts import axes
 from entrenar_tui.charts.views import ChartView, step_chart
 from entrenar_tui.model.alerts import AlertLog, AlertSettings, Detector
+from entrenar_tui.model.discovery import RunIndex, plain_table
 from entrenar_tui.model.loading import load_run_model
 from entrenar_tui.model.recoveries import MAX_KEPT, clean_recoveries
 from entrenar_tui.model.run import RunModel
@@ -36,7 +37,8 @@ GOOD = {
 
 
 def with_recoveries(tmp_path: Path, recoveries) -> Path:
-    """A scripted run of 39 steps whose run.json then says `recoveries` (as a file may)."""
+    """A scripted run of 39 steps, `exp` under tmp_path, whose run.json then says `recoveries`
+    (as a file may)."""
     run = FakeRun(tmp_path / "exp").start()
     run.play_epoch()
     for _ in range(19):
@@ -226,3 +228,20 @@ def test_a_hostile_run_json_on_disk_opens_bounded_named_and_quiet(tmp_path):
     text = summary(run_dir)
     assert named in text and "\x1b" not in text
     assert "healed    recovered 1 time (step 28), last: spike\\x1b[31m" in text
+
+
+def test_the_runs_browser_marks_a_healed_run_and_names_a_bad_list(tmp_path):
+    """The browser's status cell says ↺N after a healed run's status (the same in its --once
+    table); a run.json whose recoveries are broken has that in its problem column."""
+    scenario(tmp_path / "root" / "healed", "recovered")
+    scenario(tmp_path / "root" / "plain", "running")
+    with_recoveries(tmp_path / "root", [{**GOOD, "reason": None}]).rename(tmp_path / "root" / "bad")
+    runs = {r.name: r for r in RunIndex(tmp_path / "root", probe=lambda _s: "alive").scan()}
+    assert runs["healed"].recoveries == 2 and runs["healed"].problem is None
+    assert runs["plain"].recoveries == 0 and runs["bad"].recoveries == 0
+    assert runs["bad"].problem == "run.json: ignored recoveries [0] (reason not text)"
+    table = plain_table(list(runs.values()))
+    [healed] = [line for line in table.splitlines() if line.startswith("healed ")]
+    assert healed.split()[1:3] == ["running", "↺2"]
+    [plain] = [line for line in table.splitlines() if line.startswith("plain ")]
+    assert "↺" not in plain

@@ -21,6 +21,7 @@ from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 from trainer.monitor.values import is_number
 
+MARK = "↺"  # a recovery, on the charts' x axis and after a status in the runs browser
 MAX_KEPT = 1000  # recoveries entries kept; the rest counted, never looked at
 MAX_SKIPPED = 1000  # batches / samples named per entry
 MAX_REASON = 200  # characters of a reason kept
