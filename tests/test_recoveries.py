@@ -58,11 +58,13 @@ def test_good_entries_are_kept_as_written_and_none_is_no_problem():
 
 
 def test_a_million_entries_negative_steps_and_escapes_are_bounded_and_named():
-    """10⁶ entries (only the first MAX_KEPT looked at), negative steps, a bool step, a reason that
+    """10⁶ entries (only the first MAX_KEPT looked at), negative steps, a step past int64, a bool
+    step, a reason that
     is not text, escapes in a reason, junk in the optional fields: never a crash, each named."""
     hostile = [
         {**GOOD, "step": -3},
-        {**GOOD, "rolled_back_to": True},
+        {**GOOD, "rolled_back_to": 2**63},
+        {**GOOD, "step": True},
         {**GOOD, "reason": 7},
         "not an object",
         {
@@ -77,7 +79,7 @@ def test_a_million_entries_negative_steps_and_escapes_are_bounded_and_named():
     million = hostile + [GOOD] * (1_000_000 - len(hostile))
     model = RunModel("/nowhere")
     model.apply_run_info({"name": "exp", "recoveries": million})
-    assert len(model.recoveries) == MAX_KEPT - 4  # of the first MAX_KEPT, four were dropped
+    assert len(model.recoveries) == MAX_KEPT - 5  # of the first MAX_KEPT, five were dropped
     odd = model.recoveries[0]
     assert odd["reason"] == "loss spike\\x1b]0;pwned\\x07\\x1b[2J\\u202e"
     assert odd["batches_skipped"] == [[3, 4]] and odd["samples_skipped"] == [2]
@@ -85,13 +87,13 @@ def test_a_million_entries_negative_steps_and_escapes_are_bounded_and_named():
     problem = model.file_problems[f"{Files.RUN} recoveries"]
     assert problem == (
         "run.json: ignored recoveries [0] (step not a whole number ≥ 0), "
-        "[1] (rolled_back_to not a whole number ≥ 0), [2] (reason not text) and 1 more; "
+        "[1] (rolled_back_to not a whole number ≥ 0), [2] (step not a whole number ≥ 0) and 2 more; "
         "read the first 1,000 of 1,000,000 recoveries"
     )
     texts = [p.text for p in model.problems()]
     assert problem in texts
     assert all("\x1b" not in text for text in texts)
-    assert texts[-1].startswith("recovered 996× (steps 5, 5, 5, 5 … 5): loss spike\\x1b")
+    assert texts[-1].startswith("recovered 995× (steps 5, 5, 5, 5 … 5): loss spike\\x1b")
 
 
 def test_recoveries_of_the_wrong_type_are_named_and_the_rest_of_run_json_kept():

@@ -4,7 +4,7 @@ draws, lists or tells them.
 
 A run directory can hold anything: the list is bounded (the first MAX_KEPT entries are kept: a
 trainer stops after a few recoveries, so more is a broken or hostile file), an entry without a
-whole number ≥ 0 for `step` and `rolled_back_to` or without a text `reason` is dropped, and each
+whole number ≥ 0 (< 2⁶³) for `step` and `rolled_back_to` or without a text `reason` is dropped, and each
 drop is named on one problem line; text is made printable. Kept apart from model/validation.py's
 typed checks (trainer/monitor/schema.py is the trainer's), which only know a field's type, not
 an entry's. Pure functions, no Textual: the run screen, `--once` and export share them.
@@ -19,7 +19,8 @@ from typing import Any
 from entrenar_tui.formatting import plural
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
-from trainer.monitor.values import is_number
+from trainer.monitor.typed_checks import MAX_INT
+from trainer.monitor.values import is_int, is_number
 
 MARK = "↺"  # a recovery, on the charts' x axis and after a status in the runs browser
 MAX_KEPT = 1000  # recoveries entries kept; the rest counted, never looked at
@@ -30,8 +31,8 @@ MAX_STEPS_SHOWN = 5  # steps listed on the problems line
 
 
 def _count(value: Any) -> bool:
-    """A whole number ≥ 0 (a step, an epoch, a sample index)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A whole number ≥ 0 that a step column holds (a step, an epoch, a sample index)."""
+    return is_int(value) and 0 <= value <= MAX_INT
 
 
 def _entry(raw: Any) -> tuple[dict[str, Any] | None, str | None]:
