@@ -59,8 +59,8 @@ def test_good_entries_are_kept_as_written_and_none_is_no_problem():
 
 def test_a_million_entries_negative_steps_and_escapes_are_bounded_and_named():
     """10⁶ entries (only the first MAX_KEPT looked at), negative steps, a step past int64, a bool
-    step, a reason that
-    is not text, escapes in a reason, junk in the optional fields: never a crash, each named."""
+    step, a reason that is not text, escapes in a reason, junk in the optional fields: never a
+    crash, each named."""
     hostile = [
         {**GOOD, "step": -3},
         {**GOOD, "rolled_back_to": 2**63},
