@@ -291,6 +291,38 @@ class FakeRun:
         ]
         self.writer.write_run(info)
 
+    def recover(
+        self,
+        rolled_back_to: int,
+        reason: str = "non-finite loss",
+        lr_scale: float = 0.5,
+    ) -> dict[str, Any]:
+        """The trainer healing the run (issue 30's contract): the fault seen at the next step, the
+        weights rolled back to `rolled_back_to` (in this epoch), that step's batch skipped, the
+        learning rate scaled. run.json `recoveries` grows by the entry (returned), state.json
+        `recoveries` counts them; the steps after `rolled_back_to` are then played again."""
+        fault = self.global_step + 1
+        back = self.step - (self.global_step - rolled_back_to)
+        assert 0 <= back <= self.step, "a scripted rollback stays in its epoch"
+        info = orjson.loads((self.dir / Files.RUN).read_bytes())
+        entry = {
+            "step": fault,
+            "reason": reason,
+            "rolled_back_to": rolled_back_to,
+            "batches_skipped": [[self.epoch, self.step + 1]],
+            "samples_skipped": list(range(fault * self.batch_size, (fault + 1) * self.batch_size)),
+            "lr_scale": lr_scale,
+            "at": datetime.fromtimestamp(T0 + fault * self.step_s, timezone.utc).isoformat(),
+        }
+        info["recoveries"] = [*(info.get("recoveries") or []), entry]
+        self.writer.write_run(info)
+        self.writer.update_state(recoveries=len(info["recoveries"]))
+        if self.step:  # the epoch's running sums as of the step rolled back to (roughly)
+            self.loss_sum *= back / self.step
+            self.correct *= back / self.step
+        self.global_step, self.step = rolled_back_to, back
+        return entry
+
     def finish(self, status: str = "completed", error: str | None = None) -> None:
         self.writer.write_result(
             {
@@ -331,6 +363,16 @@ def scenario(run_dir: str | Path, name: str, **fake: Any) -> FakeRun:
         run.play_epoch()
         run.play_epoch()
         for _ in range(7):
+            run.train_step()
+    elif name == "recovered":  # healed twice: a NaN at step 28 (back to 25), a spike at 33 (30)
+        run.play_epoch()
+        for _ in range(7):
+            run.train_step()
+        run.recover(25)
+        for _ in range(7):
+            run.train_step()
+        run.recover(30, "loss spike", lr_scale=0.25)
+        for _ in range(9):
             run.train_step()
     elif name == "validating":
         run.play_epoch()

@@ -357,3 +357,40 @@ def test_a_crash_is_told_only_once_it_has_held_a_few_seconds(tmp_path):
     model.state = load_run(run.dir).state
     model.tick(t0 + 1.0 + CRASH_GRACE_S, "gone")
     assert [a.kind for a in other.update(model)] == ["finished"]
+
+
+def test_a_recovery_while_watching_is_told_once_and_one_already_there_is_not(tmp_path):
+    """Issue 30: a recovery in run.json when the run is opened is history (the problems line, no
+    toast); one the trainer appends while the app watches is told once (toast, bell,
+    --notify-cmd) and the problems line counts both."""
+    run = FakeRun(tmp_path / "exp").start()
+    run.play_epoch()
+    for _ in range(7):
+        run.train_step()
+    run.recover(25)  # a NaN at step 28, rolled back to step 25
+    for _ in range(7):
+        run.train_step()
+    out = tmp_path / "notified.jsonl"
+    app, told, _clock = watching(run, notify_cmd=notifier(out))
+
+    async def body(pilot):
+        await until(pilot, loaded(app, 32), "the run loads")
+        await settle(pilot, app, run, "a tick after the first read")
+        assert problems(app) == "! recovered 1× (step 28): non-finite loss"
+        assert told.toasts == [] and told.bells == 0 and not out.exists()
+        run.recover(30, "loss spike", lr_scale=0.25)  # a spike at step 33, rolled back to 30
+        await until(pilot, lambda: told.toasts, "the recovery is told")
+        message = (
+            "exp: recovered from loss spike at step 33: rolled back to step 30, skipped 1 batch, "
+            "learning rate ×0.25"
+        )
+        assert told.toasts == [(message, "warning")]
+        await until(pilot, lambda: notified(out), "the notify command ran")
+        for _ in range(5):  # the run goes on: the recovery is not told again
+            run.train_step()
+        await settle(pilot, app, run, "the steps after it load")
+        assert problems(app) == "! recovered 2× (steps 28, 33): non-finite loss, loss spike"
+        assert told.toasts == [(message, "warning")] and told.bells == 1
+        assert notified(out) == [["recovered", message]]
+
+    run_app(app, body)

@@ -19,7 +19,8 @@ from tests.helpers import run_model, run_screen
 from trainer.monitor.schema import Files
 
 # The screens a user meets, at the 80×24 floor and at 120×34 (the long runs: 10 epochs, resumed
-# once, more epochs than the table has rows), with and without the log pane, one in 200×60.
+# once, more epochs than the table has rows), with and without the log pane, one in 200×60; a run
+# healed twice (issue 30's ↺ marks and the problems line).
 CASES = {
     "running": ("long_running", "alive", (80, 24), False),
     "running_log": ("long_running", "alive", (80, 24), True),
@@ -31,6 +32,7 @@ CASES = {
     "completed_wide": ("completed", "gone", (200, 60), False),
     "failed": ("failed", "gone", (100, 30), False),
     "crashed": ("crashed", "gone", (80, 24), False),
+    "recovered": ("recovered", "alive", (80, 24), False),  # ↺ twice on the step charts' x axis
 }
 LOG_LINES = "".join(
     f"epoch {e}/10 done: train loss 0.{60 - e}21 | val loss 0.4{e}0\n" for e in range(1, 8)

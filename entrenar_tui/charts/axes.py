@@ -1,6 +1,6 @@
 """A chart's frame as plain text (no Textual): the y labels down its left side, on the text rows
 where braille draws those values, and the bottom axis line carrying the x labels and the marks
-(epoch boundaries, resume points). The tick values come from charts/ticks.py; both the run
+(epoch boundaries, resume points, recoveries). The tick values come from charts/ticks.py; both the run
 screen's charts and the comparison's overlays draw their frame here."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 from entrenar_tui.charts import braille
 from entrenar_tui.charts import ticks as tk
+from entrenar_tui.model import recoveries
 
-AXIS, LABEL, EPOCH_MARK, RESUME_MARK = "axis", "label", "epoch", "resume"
-MARK_CHARS = {EPOCH_MARK: "┴", RESUME_MARK: "↻"}
+AXIS, LABEL, EPOCH_MARK, RESUME_MARK, RECOVERY_MARK = "axis", "label", "epoch", "resume", "recovery"
+MARK_CHARS = {EPOCH_MARK: "┴", RESUME_MARK: "↻", RECOVERY_MARK: recoveries.MARK}
+KEPT_MARKS = (RESUME_MARK, RECOVERY_MARK)  # never hidden by a label or an epoch mark
 MIN_PLOT_CELLS = 8  # narrower than this beside its labels, a chart drops its frame
 X_LABEL_CELLS = 10  # about one x label per this many cells
 
@@ -72,19 +74,19 @@ def x_axis(
 ) -> list[tuple[str, str]]:
     """The bottom line of a plot `cells` wide: `─` with the x labels (ticks are (dot column,
     label); the first and the last tick win a collision, a label never runs past either end) and
-    the marks ((dot column, EPOCH_MARK or RESUME_MARK); a resume mark is never hidden by a label,
-    an epoch mark is). Returns runs of (text, kind), kind one of AXIS, LABEL, EPOCH_MARK,
-    RESUME_MARK, for the widget to style."""
+    the marks ((dot column, EPOCH_MARK, RESUME_MARK or RECOVERY_MARK); a resume or a recovery
+    mark is never hidden by a label, an epoch mark is; of two on one cell the later wins).
+    Returns runs of (text, kind), kind AXIS, LABEL or a mark's, for the widget to style."""
     if cells <= 0:
         return []
     chars = ["─"] * cells
     kinds = [AXIS] * cells
-    resume = {column // 2 for column, kind in marks if kind == RESUME_MARK and column // 2 < cells}
+    kept = {column // 2 for column, kind in marks if kind in KEPT_MARKS and column // 2 < cells}
     for column, kind in marks:
         cell = column // 2
-        if 0 <= cell < cells and (kind == RESUME_MARK or cell not in resume):
+        if 0 <= cell < cells and (kind in KEPT_MARKS or cell not in kept):
             chars[cell], kinds[cell] = MARK_CHARS[kind], kind
-    taken: list[range] = [range(cell, cell + 1) for cell in resume]
+    taken: list[range] = [range(cell, cell + 1) for cell in kept]
     if ticks:
         order = list(dict.fromkeys([0, len(ticks) - 1, *range(1, len(ticks) - 1)]))
         for i in order:

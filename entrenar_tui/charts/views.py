@@ -337,7 +337,9 @@ def x_decoration(
     """The x labels and marks of a step chart showing history indexes [start, stop) on `columns`
     dot columns (`column` maps an index in the window to its dot column): ticks in the x unit
     (global step, epoch, or wall time since the run's first step), the epoch boundaries (when
-    there are not too many to read) and the resume points (run.json resumed_from)."""
+    there are not too many to read), the resume points (run.json resumed_from) and the steps
+    recoveries rolled back to (run.json recoveries, checked: model/recoveries.py), each on the
+    first step after it: on any x axis, since a mark goes where its step is drawn."""
     history = model.history
     if stop <= start or columns <= 0:
         return [], []
@@ -383,6 +385,11 @@ def x_decoration(
         if is_number(at) and first_step <= at <= last_step:
             i = int(np.searchsorted(steps, at, "right"))
             marks.append((column(min(i, len(steps) - 1)), axes.RESUME_MARK))
+    for recovery in model.recoveries:
+        at = recovery["rolled_back_to"]
+        if first_step <= at <= last_step:
+            i = int(np.searchsorted(steps, at, "right"))
+            marks.append((column(min(i, len(steps) - 1)), axes.RECOVERY_MARK))
     return ticks, marks
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from entrenar_tui import formatting as fmt
+from entrenar_tui.model.recoveries import describe
 from entrenar_tui.smoothing import ema_continue
 from trainer.monitor.reader import StepHistory
 from trainer.monitor.schema import FINAL_STATUSES
@@ -35,13 +36,14 @@ from trainer.monitor.step_rows import finite
 from trainer.monitor.text import duration, printable
 from trainer.monitor.values import is_number
 
-KINDS = ("stalled", "nan", "spike", "val_rising", "crashed", "finished")
+KINDS = ("stalled", "nan", "spike", "val_rising", "crashed", "finished", "recovered")
 
 
 @dataclass(frozen=True)
 class Alert:
     """One event worth a warning. `key` names the event (`nan@step:152`, `spike@step:90`,
-    `stall@step:40`, `val_rising@epoch:5`, `crashed@step:52`, `finished:completed@step:60`):
+    `stall@step:40`, `val_rising@epoch:5`, `crashed@step:52`, `finished:completed@step:60`,
+    `recovered@step:5#0`: the first of run.json's recoveries, seen at step 5):
     the same event found again has the same key."""
 
     key: str
@@ -73,6 +75,7 @@ class AlertSettings:
     val_rising: bool = True  # warn when validation loss keeps rising
     crashed: bool = True  # warn when the trainer crashed
     finished: bool = True  # tell when the run completed, stopped or failed
+    recovered: bool = True  # tell when the trainer healed the run (run.json recoveries)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class Detector:
         now: float,
         running_since: float | None = None,
         error: str | None = None,
+        recoveries: Sequence[Mapping[str, Any]] = (),
     ) -> list[Alert]:
         """As the module's detect()."""
         settings = self.settings
@@ -144,6 +148,8 @@ class Detector:
             alerts += _rising_alerts(epochs, settings)
         if settings.stalled:
             alerts += _stall_alerts(columns, status, now, settings, running_since)
+        if settings.recovered:
+            alerts += _recovery_alerts(recoveries)
         if status == "crashed" and settings.crashed:
             alerts.append(_end_alert("crashed", "crashed", "the trainer crashed", columns, error))
         if status in FINAL_STATUSES and settings.finished:
@@ -178,6 +184,15 @@ def _end_alert(key: str, kind: str, what: str, steps: StepColumns, error: str | 
     at = f" at step {last}" if last is not None else " before its first step"
     why = f": {error}" if error else ""
     return Alert(f"{key}@step:{last or 0}", kind, f"{what}{at}{why}")
+
+
+def _recovery_alerts(recoveries: Sequence[Mapping[str, Any]]) -> list[Alert]:
+    """One alert per recovery the trainer wrote (checked: model/recoveries.py), keyed by its place
+    in the list and its step, so that a rewritten run.json does not tell an old one again."""
+    return [
+        Alert(f"recovered@step:{r['step']}#{i}", "recovered", describe(r))
+        for i, r in enumerate(recoveries)
+    ]
 
 
 def _nan_alerts(steps: StepColumns, settings: AlertSettings) -> list[Alert]:
@@ -309,7 +324,7 @@ def _stall_alerts(
 
 def level(alert: Alert) -> str:
     """How serious: `error` (crashed, NaN/Inf, the run failed), `warning` (stalled, a spike,
-    validation loss rising) or `info` (the run completed or was stopped): the problems line's
+    validation loss rising, a recovery) or `info` (the run completed or was stopped): the problems line's
     levels, the toast's severity."""
     if alert.kind in ("crashed", "nan") or alert.key.startswith("finished:failed"):
         return "error"

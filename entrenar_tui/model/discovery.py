@@ -24,6 +24,7 @@ from typing import Any
 
 from entrenar_tui import formatting as fmt
 from entrenar_tui.model.loading import load_run_model
+from entrenar_tui.model.recoveries import MARK as RECOVERY_MARK
 from entrenar_tui.model.run import RunModel
 from entrenar_tui.model.sweeps import (
     BEST_MARK,
@@ -135,6 +136,7 @@ class RunSummary:
     best: bool = False  # the best run of its sweep (model/sweeps.py mark_best)
     global_step: int | None = None  # state.json's: where the run is, or ended (its alerts' key)
     error: str | None = None  # state.json's or result.json's error text
+    recoveries: int = 0  # run.json's (checked): how often the trainer healed the run
 
     @property
     def key(self) -> str:
@@ -152,7 +154,7 @@ class RunSummary:
             epoch = f"{self.epoch}/{self.total_epochs}"
         return (
             f"{self.name} {BEST_MARK}" if self.best else self.name,
-            self.status,
+            f"{self.status} {RECOVERY_MARK}{self.recoveries}" if self.recoveries else self.status,
             self.model or fmt.DASH,
             epoch,
             fmt.percent(self.best_val_accuracy),
@@ -183,7 +185,11 @@ def _signature(run_dir: Path) -> Signature:
     return tuple(out)
 
 
-PROBLEM_ORDER = (*SUMMARY_FILES, *(f"{name} values" for name in SUMMARY_FILES))
+PROBLEM_ORDER = (
+    *SUMMARY_FILES,
+    *(f"{name} values" for name in SUMMARY_FILES),
+    f"{Files.RUN} recoveries",
+)
 
 
 def _read(run_dir: Path, signature: Signature) -> _Files:
@@ -237,6 +243,7 @@ def _summarize(
         grid=grid_values(sweep),
         global_step=step if isinstance(step, int) else None,
         error=printable(state.get("error") or result.get("error") or "") or None,
+        recoveries=len(model.recoveries),
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from entrenar_tui.formatting import model_folder_name, plural
 from entrenar_tui.model.alerts import Alert, level
+from entrenar_tui.model.recoveries import clean_recoveries, problem_text
 from entrenar_tui.model.validation import clean_epochs, clean_result, clean_run, clean_state
 from trainer.monitor.history import StepHistory
 from trainer.monitor.liveness import effective_status
@@ -36,6 +37,7 @@ PARTIAL_GRACE_S = 3.0  # an incomplete last line older than this is a problem, n
 class Problem:
     level: str  # "error" | "warning" | "info"
     text: str
+    kind: str = ""  # "recovered": the recoveries' line (--once writes its own)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class RunModel:
         self.epochs: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
         self.result: dict[str, Any] | None = None
+        self.recoveries: list[dict[str, Any]] = []  # run.json's, checked (model/recoveries.py)
         self.history = StepHistory()
         self.file_problems: dict[str, str] = {}
         self.bad_lines = 0
@@ -110,6 +113,9 @@ class RunModel:
     def apply_run_info(self, run: dict[str, Any]) -> None:
         self.run, problem = clean_run(run)
         self.set_problem(f"{Files.RUN} values", problem)
+        self.recoveries, problem = clean_recoveries(self.run.get("recoveries"))
+        self.run["recoveries"] = self.recoveries
+        self.set_problem(f"{Files.RUN} recoveries", problem)
 
     def apply_state(self, state: dict[str, Any]) -> bool:
         """True when the state names another trainer process than before (pid, host, start
@@ -308,10 +314,14 @@ class RunModel:
             out.append(Problem("info", f"waiting for {self.dir} to appear"))
         elif self.exists and self.state is None and Files.STATE not in self.file_problems:
             out.append(Problem("info", f"waiting for the trainer to write {Files.STATE}"))
-        # A crash or a failure is already the status's problem (with its reason): not twice.
+        healed = problem_text(self.recoveries)
+        if healed:
+            out.append(Problem("warning", healed, kind="recovered"))
+        # A crash or a failure is already the status's problem (with its reason), the recoveries
+        # are one line above: not twice.
         out.extend(
             Problem(level(a), a.message)
             for a in self.alerts
-            if not (a.kind == "crashed" or a.key.startswith("finished:failed"))
+            if not (a.kind in ("crashed", "recovered") or a.key.startswith("finished:failed"))
         )
         return sorted(out, key=lambda p: LEVEL_RANK.get(p.level, len(LEVEL_RANK)))

@@ -29,6 +29,7 @@ def alerts_of(
         model.now,
         running_since,
         model.error,
+        model.recoveries,
     )
 
 

@@ -5,7 +5,7 @@ every run under a root, as files a spreadsheet or pandas reads. Torch-free, like
 
 csv: OUT/steps.csv and OUT/epochs.csv, a `run` column first (OUT a directory).
 json: one file, {"schema": "entrenar-tui/export", "version": 1, "runs": [{run, dir, steps,
-epochs, best_epoch}]}.
+epochs, best_epoch, recoveries}]} (recoveries: run.json's, checked as the monitor checks them).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import orjson
 
 from entrenar_tui.model import discovery
 from entrenar_tui.model.discovery import MAX_DEPTH, is_run_dir
+from entrenar_tui.model.recoveries import clean_recoveries
 from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.safe_files import UnsafeFile, iter_lines, kind
@@ -85,8 +86,19 @@ def read_epochs(run_dir: Path) -> tuple[list[dict[str, Any]], int | None]:
     return epochs, best if type(best) is int else None
 
 
+def read_recoveries(run_dir: Path) -> list[dict[str, Any]]:
+    """run.json's recoveries as the monitor keeps them (model/recoveries.py: bounded, a bad entry
+    dropped); none where run.json is missing or unreadable (the steps and epochs still export)."""
+    try:
+        run = read_contract_json(run_dir / Files.RUN) or {}
+    except ContractError:
+        return []
+    return clean_recoveries(run.get("recoveries"))[0]
+
+
 def collect_one(run_dir: Path, label: str) -> dict[str, Any]:
-    """{run, dir, steps, epochs, best_epoch} of one run, or ExportError naming what is wrong."""
+    """{run, dir, steps, epochs, best_epoch, recoveries} of one run, or ExportError naming what is
+    wrong."""
     epochs, best = read_epochs(run_dir)
     return {
         "run": label,
@@ -94,6 +106,7 @@ def collect_one(run_dir: Path, label: str) -> dict[str, Any]:
         "steps": read_steps(run_dir),
         "epochs": epochs,
         "best_epoch": best,
+        "recoveries": read_recoveries(run_dir),
     }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from entrenar_tui import formatting as fmt
 from entrenar_tui.model.alerts import AlertSettings, Detector
 from entrenar_tui.model.loading import load_run_model
+from entrenar_tui.model.recoveries import once_text
 from entrenar_tui.model.run_alerts import alerts_of
 from entrenar_tui.output.epoch_cells import epoch_rows
 from trainer.monitor.control import trainer_liveness
@@ -29,7 +30,8 @@ def speed_line(speed: fmt.Speed, peak: dict) -> str:
 def summary(
     run_dir: Path, *, now: float | None = None, alert_settings: AlertSettings | None = None
 ) -> str:
-    """The run as plain lines; after them its active alerts (newest first), one a line."""
+    """The run as plain lines (`healed`: how often the trainer recovered, the last one); after
+    them its active alerts (newest first), one a line."""
     # Read as the app reads it (RunModel.apply): wrong types dropped and named, text printable.
     model = load_run_model(run_dir, clock=lambda: now if now is not None else time.time())
     model.tick(model.clock(), trainer_liveness(model.state, run_dir))
@@ -68,12 +70,17 @@ def summary(
             f"best      epoch {best.get('epoch')} · val loss {fmt.metric(best.get('val_loss'))} · "
             f"val acc {fmt.percent(best.get('val_accuracy'))}"
         )
+    healed = once_text(model.recoveries)
+    if healed:
+        lines.append(f"healed    {healed}")
     for problem in model.problems():
-        lines.append(f"{problem.level:<9} {problem.text}")
+        if problem.kind != "recovered":  # the `healed` line says it
+            lines.append(f"{problem.level:<9} {problem.text}")
     if model.epochs:
         lines.append("")
         lines.extend(epoch_rows(model.epochs, best))
-    alerts = alerts_of(model, Detector(alert_settings))
+    # each recovery's alert is left out: the `healed` line counts them (a file may hold 1,000)
+    alerts = [a for a in alerts_of(model, Detector(alert_settings)) if a.kind != "recovered"]
     if alerts:
         lines.append("")
         lines.extend(f"alert     {a.kind}: {a.message}" for a in reversed(alerts))

@@ -1,6 +1,6 @@
 """One metric as a titled braille chart in a frame: a line of numbers (current, min, max, best)
 over the chart, y labels down its left side, and the x axis under it with its labels, the epoch
-boundaries (┴) and the resume points (↻). Binning happens at render time at the plot's own width,
+boundaries (┴), the resume points (↻) and the steps recoveries rolled back to (↺). Binning happens at render time at the plot's own width,
 so a million steps cost the same as a thousand. Under the chart controls it also draws the raw
 curve dim behind a smoothed one and the cursor's column (its readout is the screen's cursor line)."""
 
@@ -29,6 +29,7 @@ class MetricChart(Widget):
         "metric-chart--cursor",
         "metric-chart--axis",
         "metric-chart--resume",
+        "metric-chart--recovery",
     }
     DEFAULT_CSS = "MetricChart { height: 1fr; min-height: 4; }"
 
@@ -100,7 +101,7 @@ class MetricChart(Widget):
             text.append("\n" + " " * gutter + "└", styles["axis"])
             part = {axes.AXIS: "axis", axes.LABEL: "label", axes.EPOCH_MARK: "axis"}
             for chunk, kind_ in axes.x_axis(plot, data.x_ticks, data.x_marks):
-                text.append(chunk, self._style(part.get(kind_, "resume")))
+                text.append(chunk, self._style(part.get(kind_, kind_)))
         return text
 
     def _y_labels(self, data: ChartData, rows: int, bounds) -> axes.YAxis:
