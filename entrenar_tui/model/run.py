@@ -111,9 +111,12 @@ class RunModel:
             self.apply_result(update.result)
 
     def apply_run_info(self, run: dict[str, Any]) -> None:
-        self.run, problem = clean_run(run)
+        # `recoveries` is checked entry by entry (model/recoveries.py: the first entries of a long
+        # list kept, each bad one named), not dropped whole by the schema's bound
+        rest = {k: v for k, v in run.items() if k != "recoveries"}
+        self.run, problem = clean_run(rest)
         self.set_problem(f"{Files.RUN} values", problem)
-        self.recoveries, problem = clean_recoveries(self.run.get("recoveries"))
+        self.recoveries, problem = clean_recoveries(run.get("recoveries"))
         self.run["recoveries"] = self.recoveries
         self.set_problem(f"{Files.RUN} recoveries", problem)
 
