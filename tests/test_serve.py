@@ -152,7 +152,7 @@ def test_a_key_pressed_in_the_browser_opens_the_run(served: Served):
             await page.press("Enter", "Enter", 13, "\r")  # the first row: exp-completed
             # the run screen's frame can be drawn before its run is read: wait for the run too
             run_screen = await screen_until(
-                page, "exp-completed —", "val loss", "Stop", "epoch 4/4"
+                page, "exp-completed —", "val loss", "Start", "epoch 4/4"
             )
             await page.press("Escape", "Escape", 27)
             back = await screen_until(page, "exp-failed", "filter by name")
