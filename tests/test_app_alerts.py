@@ -10,6 +10,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -51,20 +52,28 @@ class Told:
 
 
 class TrainerClock:
-    """The scripted run's clock: a second after its last step (its `t`), plus `late` seconds, plus
-    under a second that moves with wall time (so that each tick is seen to happen)."""
+    """The scripted run's clock: a second after its last step the app has read (its `t`), plus
+    `late` seconds, plus under a second that moves with wall time (so that each tick is seen to
+    happen). Not the last step written: a burst of writes would put the clock ahead of what the
+    app has read, and a tick between the two would see a stall that never happened."""
 
-    def __init__(self, run: FakeRun) -> None:
-        self.run, self.late = run, 0.0
+    def __init__(self, run: FakeRun, read: Callable[[], int | None] = lambda: None) -> None:
+        self.run, self.read, self.late = run, read, 0.0
         self.start = time.monotonic()
 
     def __call__(self) -> float:
         moving = (time.monotonic() - self.start) % 1.0
-        return T0 + self.run.global_step * self.run.step_s + 1.0 + self.late + moving
+        steps = self.read()
+        steps = self.run.global_step if steps is None else min(steps, self.run.global_step)
+        return T0 + steps * self.run.step_s + 1.0 + self.late + moving
 
 
 def watching(run: FakeRun, **kwargs) -> tuple[MonitorApp, Told, TrainerClock]:
-    clock = TrainerClock(run)
+    def read() -> int | None:  # the steps the run screen holds (none open yet: all written)
+        screen = run_screen(app)
+        return len(screen.model.history) if screen is not None else None
+
+    clock = TrainerClock(run, read)
     app = MonitorApp(run.dir, clock=clock, probe=lambda _s: "alive", tick_interval=0.2, **kwargs)
     return app, Told(app), clock
 
