@@ -13,8 +13,18 @@ from trainer.monitor.typed_checks import AtLeast, MaxItems
 
 CONTRACT_VERSION = 1
 
-STATUSES = ("initializing", "running", "validating", "stopping", "stopped", "completed", "failed")
-FINAL_STATUSES = frozenset({"stopped", "completed", "failed"})
+STATUSES = (
+    "initializing",
+    "running",
+    "validating",
+    "stopping",
+    "stopped",
+    "completed",
+    "failed",
+    "pruned",
+)
+# `pruned`: a sweep's pruner stopped the run early (its checkpoints kept; a rerun never resumes it)
+FINAL_STATUSES = frozenset({"stopped", "completed", "failed", "pruned"})
 LIVE_STATUSES = frozenset({"initializing", "running", "validating", "stopping"})
 
 # state.json's flops_per_sec and mfu are over the process's last this many training steps
@@ -261,14 +271,32 @@ class Step(TypedDict, total=False):
     t: float
 
 
+# A classifier's classes: bounds the per-class list and each side of the confusion matrix.
+MAX_CLASSES = 1024
+
+
+class ClassMetrics(TypedDict, total=False):
+    """An epoch record's per_class: one class's validation metrics, in the run's label order."""
+
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    support: Count
+
+
 class EpochRecord(TypedDict, total=False):
-    """One epoch in epochs.json (and result.json's `epochs`)."""
+    """One epoch in epochs.json (and result.json's `epochs`). per_class, confusion (rows = true
+    class, columns = predicted, in the run's label order) and macro_f1 are the validation's."""
 
     epoch: int
     train_loss: float
     train_accuracy: float
     val_loss: float
     val_accuracy: float
+    macro_f1: float
+    per_class: Annotated[list[ClassMetrics], MaxItems(MAX_CLASSES)]
+    confusion: Annotated[list[Annotated[list[Count], MaxItems(MAX_CLASSES)]], MaxItems(MAX_CLASSES)]
     lr: float
     epoch_time_s: float
     train_samples_per_sec: float
