@@ -328,3 +328,24 @@ def test_kill_soak_the_same_auto_resume_command_ends_where_an_uninterrupted_run_
         f"{totals['starts']} starts of the same command ({totals['before_run_json']} before "
         f"run.json existed, {totals['resumes']} resumes), 0 lost, every run's weights identical"
     )
+
+
+def test_a_run_saved_before_a_key_existed_resumes_while_the_key_is_at_its_default(tmp_path, tiny_bert_dir, data):  # fmt: skip
+    """An older version's run.json lacks the keys added since: that is the default, not a change."""
+    from trainer.auto_resume import decide
+    from trainer.errors import UserError
+    from trainer.monitor.schema import Files, tagged
+
+    config = load_config(config_in(tmp_path, tiny_bert_dir, data))
+    old = config.to_dict()
+    del old["train"]["recovery_snapshot_every"]  # a key this version added
+    run = Path(config.output.dir)
+    run.mkdir()
+    atomic_write_json(run / Files.RUN, tagged(Files.RUN, {"config": old}))
+    assert decide(config, lambda _: None) == {"action": "resume"}
+
+    changed = load_config(
+        config_in(tmp_path, tiny_bert_dir, data), ["train.recovery_snapshot_every=3"]
+    )
+    with pytest.raises(UserError, match=r"train\.recovery_snapshot_every \(10 → 3\)"):
+        decide(changed, lambda _: None)

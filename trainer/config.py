@@ -588,11 +588,28 @@ def flat(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def key_defaults() -> dict[str, Any]:
+    """{"section.key": its default} for every key that has one."""
+    defaults = {}
+    for section, cls in sections().items():
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                defaults[f"{section}.{f.name}"] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                defaults[f"{section}.{f.name}"] = f.default_factory()
+    return defaults
+
+
 def config_differences(
     before: dict[str, Any], now: dict[str, Any], ignore: tuple[str, ...] = ()
 ) -> list[str]:
-    """What differs between two config dicts, one `key (before → now)` a key, in schema order."""
+    """What differs between two config dicts, one `key (before → now)` a key, in schema order.
+
+    A key that `before` lacks counts as its default: a run saved by an older version, which had no
+    such key, is the same config as one that leaves the key at its default (else every new key
+    would make `--auto-resume` and a sweep's rerun refuse every run from before it)."""
     a, b = flat(before), flat(now)
+    a = {k: v for k, v in key_defaults().items() if k in b and k not in a} | a
     keys = [k for k in all_keys() if k in a or k in b] + sorted(
         (a.keys() | b.keys()) - set(all_keys())
     )
