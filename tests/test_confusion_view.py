@@ -302,7 +302,7 @@ def test_the_confusion_model_refuses_what_it_cannot_draw():
 
 def test_axis_labels_tell_columns_apart_and_weakest_orders_by_f1():
     assert axis_labels(["positive", "negative"], 4) == ["pos…", "neg…"]
-    assert axis_labels(["intent-a", "intent-b", "x"], 4) == ["0", "1", "x"]  # same cut: indices
+    assert axis_labels(["intent-a", "intent-b", "x"], 4) is None  # same cut: the axis numbers
     record = per_class_record(["a", "b", "c"], [[5, 0, 0], [3, 2, 0], [0, 1, 4]])
     c = confusion_of(record)
     assert [s.label for s in weakest(c, 2)] == ["b", "a"]  # F1 0.57, 0.77 (c: 0.89)
@@ -353,3 +353,18 @@ def test_compare_overlays_one_class_f1_across_runs(tmp_path):
                     assert series.values() == want and series.name == run.dir.name
 
     asyncio.run(main())
+
+
+def test_a_matrix_over_the_bound_is_dropped_and_named_not_drawn(tmp_path):
+    """A hostile epochs.json: 1025 classes (over the contract's 1024), negative counts. The model
+    drops them as it reads them (model/validation.py) and names the file; the view draws none."""
+    from entrenar_tui.model.run import RunModel
+
+    model = RunModel(tmp_path)
+    record = {"epoch": 1, "confusion": [[0]] * 1025, "per_class": [{"label": "x"}] * 1025}
+    model.apply_epochs([record, {"epoch": 2, "confusion": [[1, -1], [0, 2]]}], 1)
+    assert "epochs.json" in " ".join(p.text for p in model.problems())
+    big = confusion_of(model.epochs[0], ["a", "b"])
+    assert big.matrix is None and big.scores == []
+    negative = confusion_of(model.epochs[1], ["a", "b"])
+    assert negative.matrix is None and negative.problem  # the row lost its bad count: not square

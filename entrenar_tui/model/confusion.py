@@ -9,6 +9,7 @@ epochs.json never makes the view index out of range or draw a ragged grid."""
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,8 @@ class Confusion:
     scores: list[ClassScores] = field(default_factory=list)
     macro_f1: float | None = None
     problem: str | None = None
+    _top: dict[int, list[Pair]] = field(default_factory=dict, repr=False)
+    _max: int | None = field(default=None, repr=False)
 
     @property
     def k(self) -> int:
@@ -67,20 +70,25 @@ class Confusion:
         return self.matrix[row][column] / total if total else None
 
     def max_count(self) -> int:
-        return max((max(row, default=0) for row in self.matrix or []), default=0)
+        if self._max is None:
+            self._max = max((max(row, default=0) for row in self.matrix or []), default=0)
+        return self._max
 
     def top_pairs(self, n: int = TOP_PAIRS) -> list[Pair]:
-        """The off-diagonal cells with the most samples, most first (ties: in label order)."""
+        """The off-diagonal cells with the most samples, most first (ties: in label order).
+        Remembered per n: a 1024-class matrix has a million cells and the view asks on redraws."""
         if self.matrix is None:
             return []
-        cells = [
-            (count, t, p)
-            for t, row in enumerate(self.matrix)
-            for p, count in enumerate(row)
-            if p != t and count > 0
-        ]
-        cells.sort(key=lambda c: (-c[0], c[1], c[2]))
-        return [Pair(t, p, count, self.row_share(t, p)) for count, t, p in cells[:n]]
+        if n not in self._top:
+            cells = (
+                (-count, t, p)
+                for t, row in enumerate(self.matrix)
+                for p, count in enumerate(row)
+                if p != t and count > 0
+            )
+            top = heapq.nsmallest(n, cells)
+            self._top[n] = [Pair(t, p, -neg, self.row_share(t, p)) for neg, t, p in top]
+        return self._top[n]
 
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else str(index)
@@ -148,17 +156,11 @@ def abbreviate(label: str, width: int) -> str:
     return label if len(label) <= width else label[: max(width - 1, 0)] + "…"
 
 
-def axis_labels(labels: list[str], width: int) -> list[str]:
-    """Labels abbreviated to `width`; where two come out the same, each is its index instead
-    (class names on a narrow axis must still tell the columns apart)."""
+def axis_labels(labels: list[str], width: int) -> list[str] | None:
+    """Labels abbreviated to `width`, or None where two would come out the same: then the axis
+    numbers its classes (class names on a narrow axis must still tell the columns apart)."""
     short = [abbreviate(x, width) for x in labels]
-    if len(set(short)) == len(short):
-        return short
-    return [s if short.count(s) == 1 else abbreviate(str(i), width) for i, s in enumerate(short)]
-
-
-def label_index(labels: list[str]) -> dict[str, int]:
-    return {x: i for i, x in enumerate(labels)}
+    return short if len(set(short)) == len(short) else None
 
 
 def common_labels(label_lists: list[list[str]]) -> list[str]:

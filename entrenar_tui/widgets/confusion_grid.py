@@ -83,12 +83,18 @@ class ConfusionGrid(Widget):
         k = c.k
         widest = 3 if self.percent else len(str(c.max_count()))
         cell = max(CELL_MIN, widest)
-        rows = axis_labels(c.labels, min(ROW_LABEL_MAX, max(len(x) for x in c.labels)))
+        columns = axis_labels(c.labels, cell)
+        if columns is None:  # names that would look the same: the classes are numbered
+            columns = [str(i) for i in range(k)]
+            names = [f"{i} {x}" for i, x in enumerate(c.labels)]
+        else:
+            names = c.labels
+        rows = [abbreviate(x, ROW_LABEL_MAX) for x in names]
         row_width = max(4, max(len(x) for x in rows))
         text = Text(no_wrap=True)
         text.append("true ↓ · predicted →".ljust(row_width + 1 + k * (cell + 1)), axis)
         text.append("\n" + " " * row_width, axis)
-        for name in axis_labels(c.labels, cell):
+        for name in columns:
             text.append(" " + name.rjust(cell), axis)
         for r in range(k):
             text.append("\n" + rows[r].ljust(row_width), axis)
