@@ -109,6 +109,8 @@ def test_m_shows_the_matrix_steps_through_epochs_marks_the_best_and_toggles_perc
         assert screen.confusion.epoch == 1
         await pilot.press("right", "right", "right")
         assert screen.confusion.epoch == 3 and screen.index is None  # following the last again
+        titles = {c.title for c in screen.system_commands()}
+        assert {"Back", "Epoch before", "Epoch after", "Counts/%"} <= titles  # the palette
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, MonitorScreen), "escape closes it")
 

@@ -7,6 +7,7 @@ while it looks at the last epoch it follows the new one, else it stays where the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from rich.text import Text
@@ -18,7 +19,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from entrenar_tui.model.confusion import Confusion, abbreviate, confusion_of, run_labels
 from entrenar_tui.model.run import RunModel
-from entrenar_tui.screens.help import HELP
+from entrenar_tui.screens.help import HELP, palette_commands
 from entrenar_tui.widgets.confusion_grid import ConfusionGrid
 from trainer.monitor.values import is_number
 
@@ -170,7 +171,6 @@ confusions and the classes they involve. ★: the best epoch (lowest val loss).
     def action_help(self) -> None:
         self.app.show_help()
 
-    def system_commands(self):
-        yield SystemCommand(
-            "Back to the run", "Close the confusion matrix (escape)", self.action_close
-        )
+    def system_commands(self) -> Iterable[SystemCommand]:
+        """This screen's keys as palette commands (help.palette_commands: from BINDINGS)."""
+        return palette_commands(self)

@@ -67,7 +67,8 @@ class ConfusionGrid(Widget):
         if self.percent:
             if share is None:
                 return "–", 0.0
-            return (f"{100 * share:.0f}" if count else "·"), share
+            shown = "·" if not count else ("<1" if share < 0.005 else f"{100 * share:.0f}")
+            return shown, share
         top = c.max_count()
         return (str(count) if count else "·"), (count / top if top else 0.0)
 
