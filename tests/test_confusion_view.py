@@ -162,6 +162,22 @@ def test_fifty_classes_list_the_top_confusions_not_a_grid(tmp_path):
     run_app(app, body, size=SIZE)
 
 
+def test_a_grid_wider_than_the_screen_scrolls_sideways_with_shift(tmp_path):
+    labels = [f"c{i}" for i in range(20)]  # 20 columns of 5 cells: wider than 80 columns
+    run = classified_run(tmp_path / "exp", labels=labels, epochs=1, total=2)
+    app = MonitorApp(run.dir)
+
+    async def body(pilot):
+        screen = await open_view(pilot, 1)
+        assert not screen.confusion.large and screen.grid_box.max_scroll_x > 0
+        await pilot.press("shift+right")
+        assert screen.grid_box.scroll_x == 8 and screen.confusion.epoch == 1
+        await pilot.press("shift+left")
+        assert screen.grid_box.scroll_x == 0
+
+    run_app(app, body, size=SIZE)
+
+
 HOSTILE = ["\x1b[31mred\x1b]0;pwned\x07", "[bold]markup[/bold]", "ok"]
 
 
@@ -178,7 +194,7 @@ def test_hostile_labels_are_shown_as_text_and_a_ragged_matrix_is_not_drawn(tmp_p
         shown += str(screen.pairs_line.render())
         assert "\x1b" not in shown and "\x07" not in shown
         assert "[bold]markup[/bold]"[:12] in shown  # markup printed, not interpreted
-        assert class_rows(screen)[0][0].startswith("\\x1b[31mred")  # escapes made visible
+        assert class_rows(screen)[0][0].startswith("\\x1b[31m")  # escapes made visible
         await pilot.press("left")
         assert screen.confusion.matrix is None
         assert "the confusion matrix is not square" in str(screen.title_line.render())

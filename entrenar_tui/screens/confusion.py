@@ -25,8 +25,9 @@ from trainer.monitor.values import is_number
 
 EPOCHS = Binding.Group("Epoch")  # ← and → share one footer entry
 STEP_HELP = "the epoch before / after (★: the best)"
+SCROLL_HELP = "scroll a grid wider than the screen sideways (↑ ↓ scroll it down and up)"
 PAIRS_SHOWN = 4  # the most-confused pairs on the line under the grid
-CLASS_NAME_CELLS = 12
+CLASS_NAME_CELLS = 10
 
 
 def score(value: float | None) -> str:
@@ -40,6 +41,8 @@ class ConfusionScreen(Screen):
         Binding("left", "step(-1)", "Epoch before", key_display="←", priority=True, group=EPOCHS, tooltip=STEP_HELP),
         Binding("right", "step(1)", "Epoch after", key_display="→", priority=True, group=EPOCHS, tooltip=STEP_HELP),
         Binding("percent_sign,p", "toggle_percent", "Counts/%", key_display="%", tooltip="counts ↔ row-normalized % (each true class's row sums to 100)"),
+        Binding("shift+left", "scroll_grid(-8)", "Grid left", show=False, tooltip=SCROLL_HELP),
+        Binding("shift+right", "scroll_grid(8)", "Grid right", show=False, tooltip=SCROLL_HELP),
         Binding("question_mark", "help", "Help", key_display="?", tooltip=HELP),
     ]  # fmt: skip
     HELP_NOTES = """\
@@ -59,13 +62,14 @@ confusions and the classes they involve. ★: the best epoch (lowest val loss).
         self.confusion: Confusion | None = None
         self.title_line = Static(id="confusion-title", markup=False)
         self.grid = ConfusionGrid(id="confusion-grid")
+        self.grid_box = ScrollableContainer(id="confusion-grid-box")
         self.class_table = DataTable(id="confusion-classes", cursor_type="none", zebra_stripes=True)
         self.pairs_line = Static(id="confusion-pairs", markup=False)
 
     def compose(self) -> ComposeResult:
         yield self.title_line
         with Horizontal(id="confusion-body"):
-            with ScrollableContainer(id="confusion-grid-box"):
+            with self.grid_box:
                 yield self.grid
             yield self.class_table
         yield self.pairs_line
@@ -160,6 +164,10 @@ confusions and the classes they involve. ★: the best epoch (lowest val loss).
         at = max(0, min(len(self.model.epochs) - 1, at + direction))
         self.index = None if at == len(self.model.epochs) - 1 else at
         self.show()
+
+    def action_scroll_grid(self, cells: int) -> None:
+        """shift+←/→: ← and → step the epochs, so a wide grid scrolls sideways with shift."""
+        self.grid_box.scroll_relative(x=cells, animate=False)
 
     def action_toggle_percent(self) -> None:
         self.percent = not self.percent

@@ -43,7 +43,11 @@ class ConfusionGrid(Widget):
         self.percent = False  # row-normalized % instead of counts
 
     def show(self, confusion: Confusion | None, percent: bool) -> None:
+        """Sized to the whole grid (its box scrolls where the screen is smaller), never wrapped."""
         self.confusion, self.percent = confusion, percent
+        lines = self.render().split()
+        self.styles.width = max((line.cell_len for line in lines), default=0)
+        self.styles.height = len(lines) if any(line.plain for line in lines) else 0
         self.refresh(layout=True)
 
     # ------------------------------------------------------------------------ drawing
