@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from textual.widgets._footer import FooterKey
 
 from entrenar_tui.app import MonitorApp
 from entrenar_tui.model.confusion import (
@@ -24,6 +25,7 @@ from entrenar_tui.model.confusion import (
 from entrenar_tui.output.plain import summary
 from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.confusion import ConfusionScreen
+from entrenar_tui.screens.help import HelpScreen
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.widgets.epoch_table import EpochTable
 from entrenar_tui.widgets.overlay_chart import OverlayChart
@@ -228,6 +230,11 @@ def test_m_is_in_the_footer_only_for_a_run_with_per_class_data_and_says_so_other
         await until(pilot, lambda: len(run_model(app).epochs) == 1, "the epoch is read")
         assert app.screen.check_action("confusion", ()) is True
         assert "Confusion matrix" in {c.title for c in app.screen.system_commands()}
+        shown = lambda: {k.key for k in app.screen.query(FooterKey)}  # noqa: E731
+        await until(pilot, lambda: "m" in shown(), "the footer shows m")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "? opens the help")
+        assert any(keys == ["m"] and "confusion matrix" in text for keys, text in app.screen.keys)
 
     run_app(app, has_it, size=SIZE)
 
