@@ -40,6 +40,7 @@ class FakeRun:
         sweep: dict[str, Any] | None = None,
         step_flops: int | None = None,
         peak_flops: float | None = None,
+        classes: Sequence[str] | None = None,
     ):
         self.writer = MonitorWriter(run_dir)
         self.dir = self.writer.dir
@@ -58,6 +59,9 @@ class FakeRun:
         # result.json) against a device peak (None: no peak, no MFU); None: an older trainer
         # that wrote none of these fields.
         self.step_flops, self.peak_flops = step_flops, peak_flops
+        # Labels whose per-class validation (macro_f1, per_class, confusion) each epoch writes, as
+        # issue 28's trainer does; None: an older trainer that wrote none of these fields.
+        self.classes = list(classes) if classes is not None else None
         self.clock: Callable[[], float] | None = None  # a step's `t`; None: scripted, T0-based
         self.epoch, self.step, self.global_step = 1, 0, 0
         self.history: list[dict[str, Any]] = []
@@ -117,7 +121,7 @@ class FakeRun:
                     "n_train": self.spe * self.batch_size,
                     "n_val": self.n_val,
                     "data_hash": "sha256:" + "0" * 64,
-                    "labels": ["safe", "unsafe"],
+                    "labels": self.classes or ["safe", "unsafe"],
                 },
                 "epochs": self.epochs,
                 "steps_per_epoch": self.spe,
@@ -253,6 +257,7 @@ class FakeRun:
                 "train_samples_per_sec": self.batch_size / self.step_s,
                 "is_best": is_best,
                 "checkpoint": "checkpoints/best" if is_best else None,
+                **self.per_class_fields(),
             }
         )
         self.writer.write_epochs(self.history, self.best["epoch"] if self.best else None)
@@ -264,6 +269,24 @@ class FakeRun:
             epoch=min(self.epoch, self.epochs),
             step=0,
         )
+
+    def confusion_at(self, epoch: int) -> list[list[int]]:
+        """The scripted K×K matrix of an epoch (rows true, columns predicted): each class's
+        samples mostly right, more so each epoch, the rest on the next two classes."""
+        k = len(self.classes)
+        matrix = [[0] * k for _ in range(k)]
+        for t in range(k):
+            support = 10 + 3 * (t % 4)
+            right = min(support, round(support * (0.45 + 0.12 * epoch + 0.06 * (t % 3))))
+            matrix[t][t] = right
+            matrix[t][(t + 1) % k] += (support - right + 1) // 2
+            matrix[t][(t + 2) % k] += (support - right) // 2
+        return matrix
+
+    def per_class_fields(self) -> dict[str, Any]:
+        if self.classes is None:
+            return {}
+        return per_class_record(self.classes, self.confusion_at(self.epoch))
 
     def play_epoch(self, *, validate: bool = True) -> None:
         for _ in range(self.spe):
@@ -448,3 +471,19 @@ def fake_sweep(
         runs.append(fake)
     record.finish("running" if "running" in (statuses or ()) else "completed")
     return runs
+
+
+def per_class_record(labels: Sequence[str], matrix: list[list[int]]) -> dict[str, Any]:
+    """An epoch record's macro_f1, per_class and confusion from a confusion matrix, as the
+    contract defines them (a class never predicted has precision 0)."""
+    k = len(labels)
+    rows = []
+    for i, label in enumerate(labels):
+        tp, support = matrix[i][i], sum(matrix[i])
+        predicted = sum(matrix[t][i] for t in range(k))
+        p = tp / predicted if predicted else 0.0
+        r = tp / support if support else 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        rows.append({"label": label, "precision": p, "recall": r, "f1": f1, "support": support})
+    macro = sum(row["f1"] for row in rows) / k if k else None
+    return {"macro_f1": macro, "per_class": rows, "confusion": matrix}

@@ -115,3 +115,28 @@ def test_stop_confirmation(tmp_path, snap_compare):
         await pilot.press("x")
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=ask)
+
+
+def test_confusion_view(tmp_path, snap_compare):
+    """`m` at 80×24 (issue 28): five classes with names too alike for a 4-cell column (the axis
+    numbers them), the best epoch (2 of 3, ★) in counts, per-class P/R/F1, the most-confused pairs."""
+    from entrenar_tui.screens.confusion import ConfusionScreen
+    from tests.conftest import LABELS
+
+    run = FakeRun(tmp_path / "exp-001", classes=LABELS).start()
+    for _ in range(3):
+        run.play_epoch()
+    app = pinned_app(run, "alive")
+    app.expected_steps = run.global_step
+
+    async def opened(pilot):
+        await loaded(pilot)
+        await pilot.press("m")
+        deadline = time.monotonic() + patience(10)
+        while not isinstance(pilot.app.screen, ConfusionScreen):
+            assert time.monotonic() < deadline, "m did not open the view"
+            await pilot.pause(0.02)
+        await pilot.press("left")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=opened)

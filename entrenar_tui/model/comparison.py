@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from entrenar_tui.model.confusion import class_f1
 from entrenar_tui.model.loading import load_run_model
 from entrenar_tui.model.run import RunModel
 from trainer.monitor.history import Series
@@ -34,6 +35,8 @@ class ComparedRun:
     val_loss: list[float | None] = field(default_factory=list)
     val_accuracy: list[float | None] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    # each class's F1 per epoch (the F1 overlay, `f`), keyed by label in the run's order
+    class_f1: dict[str, list[float | None]] = field(default_factory=dict)
 
 
 def _value(v: Any) -> float | None:
@@ -54,7 +57,14 @@ def compared_run(model: RunModel, position: int) -> ComparedRun:
         val_loss=[_value(e.get("val_loss")) for e in epochs],
         val_accuracy=[_value(e.get("val_accuracy")) for e in epochs],
         config=run.get("config") if isinstance(run.get("config"), dict) else {},
+        class_f1={label: [class_f1(e, label) for e in epochs] for label in _labels(epochs)},
     )
+
+
+def _labels(epochs: list[dict[str, Any]]) -> list[str]:
+    """Every label the epochs' per_class name, in the order they first appear."""
+    seen = (c.get("label") for e in epochs for c in e.get("per_class") or [] if isinstance(c, dict))
+    return list(dict.fromkeys(x for x in seen if isinstance(x, str)))
 
 
 def load_comparison(dirs: list[Path]) -> list[ComparedRun]:

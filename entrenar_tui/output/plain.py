@@ -7,6 +7,7 @@ from pathlib import Path
 
 from entrenar_tui import formatting as fmt
 from entrenar_tui.model.alerts import AlertSettings, Detector
+from entrenar_tui.model.confusion import confusion_of, run_labels, weakest
 from entrenar_tui.model.loading import load_run_model
 from entrenar_tui.model.recoveries import once_text
 from entrenar_tui.model.run_alerts import alerts_of
@@ -25,6 +26,26 @@ def speed_line(speed: fmt.Speed, peak: dict) -> str:
         text += f" · peak {fmt.flops(peak['flops_per_sec'])}"
         return text + f" {peak.get('precision') or ''} ({peak.get('source') or 'peak'})"
     return text + f" · MFU unknown (no peak for {peak.get('device') or 'this device'})"
+
+
+def f1_text(record: dict) -> str:
+    """` · macro-F1 0.853` for an epoch that has one, else nothing."""
+    value = record.get("macro_f1")
+    return "" if value is None else f" · macro-F1 {fmt.metric3(value)}"
+
+
+def weakest_line(record: dict, run: dict | None, which: str) -> str | None:
+    """`weakest   epoch 3 (best): neutral F1 0.712 (n 13) · negative 0.800 (n 10)`: the classes
+    with the lowest F1, where to look first; None for an epoch without per-class scores."""
+    confusion = confusion_of(record, run_labels(run))
+    classes = weakest(confusion, min(3, max(1, len(confusion.scores) - 1)))  # never all of them
+    if not classes:
+        return None
+    parts = [
+        f"{c.label} {'F1 ' if i == 0 else ''}{fmt.metric3(c.f1)} (n {c.support if c.support is not None else '?'})"
+        for i, c in enumerate(classes)
+    ]
+    return f"weakest   epoch {record.get('epoch')} ({which}): " + " · ".join(parts)
 
 
 def summary(
@@ -62,14 +83,18 @@ def summary(
         last = model.epochs[-1]
         lines.append(
             f"last val  epoch {last.get('epoch')} · val loss {fmt.metric(last.get('val_loss'))} · "
-            f"val acc {fmt.percent(last.get('val_accuracy'))}"
+            f"val acc {fmt.percent(last.get('val_accuracy'))}{f1_text(last)}"
         )
     best = model.best_record()
     if best:
         lines.append(
             f"best      epoch {best.get('epoch')} · val loss {fmt.metric(best.get('val_loss'))} · "
-            f"val acc {fmt.percent(best.get('val_accuracy'))}"
+            f"val acc {fmt.percent(best.get('val_accuracy'))}{f1_text(best)}"
         )
+    shown = best or (model.epochs[-1] if model.epochs else None)
+    weak = shown and weakest_line(shown, model.run, "best" if shown is best else "last")
+    if weak:
+        lines.append(weak)
     healed = once_text(model.recoveries)
     if healed:
         lines.append(f"healed    {healed}")

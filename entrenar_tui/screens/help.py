@@ -72,7 +72,8 @@ line while they hold; one that happens while you watch also toasts, rings the be
 **Charts**: braille, each column the min–max of its steps, so spikes survive; gaps are NaN/Inf;
 the best epoch is highlighted (★ best = its value). Train series are per step; validation per epoch.
 The epoch table's last row is the epoch in progress (▸), or where a stopped, failed or crashed run
-ended inside an epoch (■ stopped 7/12).
+ended inside an epoch (■ stopped 7/12). **F1**: the validation's macro-F1 (the mean of the
+classes' F1), for a classifier's run whose epochs carry per-class scores; `m` shows them by class.
 """  # the run screen's part of `?` (below its keys)
 
 

@@ -28,8 +28,10 @@ from entrenar_tui import settings as user_settings
 from entrenar_tui.charts.controls import ChartControls
 from entrenar_tui.charts.views import ChartView
 from entrenar_tui.controller import ACTIONS
+from entrenar_tui.model.confusion import has_per_class
 from entrenar_tui.model.run import Request, RunModel
 from entrenar_tui.model.run_alerts import RunAlerts
+from entrenar_tui.screens.confusion import ConfusionScreen
 from entrenar_tui.screens.help import HELP, RUN_SCREEN_NOTES, Command, palette_commands
 from entrenar_tui.screens.steering import Steering
 from entrenar_tui.watch.run_watcher import RunWatcher
@@ -79,9 +81,11 @@ class MonitorScreen(Screen):
         Command("x", "stop", "Stop", title="Stop the run", tooltip="stop the run: asks first, writes `control.json`, sends SIGINT to the trainer (only if it is ours, on this host). The trainer finishes its batch, saves `checkpoints/last`, says **stopped**. `x` again while stopping forces it."),
         Command("r", "resume", "Resume", title="Resume the run", tooltip="resume a stopped, failed or crashed run: `entrenar-train --resume DIR`, detached; the steps after its checkpoint are redone (it says which)"),
         Command("s", "start", "Start", title="Start a run", tooltip="start a run from the config (asks first, showing the command) when none is active"),
+        Command("m", "confusion", "Confusion", title="Confusion matrix", tooltip="the confusion matrix, per-class P/R/F1 and the most-confused pairs, epoch by epoch (shown in the footer once an epoch has them)"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip=HELP),
         # x, r, s where they do not apply now (check_action hides them): the key still says why.
         *(Binding(k, f"refused('{a}')", show=False) for k, a in zip("xrs", ACTIONS, strict=True)),
+        Binding("m", "confusion(1)", show=False),  # m on a run without per-class data says so
         # Secondary keys: off the 80-column footer, in the help screen and the command palette
         # (palette_commands: each binding a command, titled by its description or its `title`).
         Binding("l", "toggle_log", "Log pane", show=False, tooltip="show/hide the log pane (`train.log`, the trainer's own output)"),
@@ -115,6 +119,7 @@ class MonitorScreen(Screen):
         self.charts, self.cursor_line = RunCharts(), CursorLine(id="cursor-line")
         self.epoch_table, self.log_pane = EpochTable(id="epochs"), LogPane(id="log-pane")
         self.problems_line = ProblemsLine()
+        self.confusion: ConfusionScreen | None = None  # m's view while open: told of new epochs
         self._keys_apply: tuple[bool, ...] = ()  # x, r, s as the footer last showed them
 
     @property
@@ -230,6 +235,8 @@ class MonitorScreen(Screen):
             self.cursor_line.show(self.charts.cursor_text(model, self.view, width))
         self.epoch_table.show(model)
         self.problems_line.show(model)
+        if epochs and self.confusion is not None:
+            self.confusion.show()
         self._refresh_keys()
         self.fit_panes()
 
@@ -280,13 +287,17 @@ class MonitorScreen(Screen):
     def _refresh_keys(self) -> None:
         """The footer shows x, r and s only where they apply (check_action, Controller.refusal):
         redrawn when that changes."""
-        apply = tuple(self.check_action(action, ()) for action in ACTIONS)
+        apply = tuple(self.check_action(action, ()) for action in (*ACTIONS, "confusion"))
         if apply != self._keys_apply:
             self._keys_apply = apply
             self.refresh_bindings()
 
     def action_help(self) -> None:
         self.app.show_help(self.model.problems())
+
+    def action_confusion(self, _anyway: int = 0) -> None:
+        self.confusion = ConfusionScreen(self.model)
+        self.app.push_screen(self.confusion)
 
     # ------------------------------------------------------------------------ settings
 
@@ -336,6 +347,8 @@ class MonitorScreen(Screen):
         and s are the footer's only where they apply."""
         if action == "move_cursor":
             return self.view.cursor is not None
+        if action == "confusion":  # in the footer once an epoch has per-class data
+            return bool(parameters) or has_per_class(self.model.epochs)
         if action in ACTIONS:  # shown and bound only where they apply; else `refused` says why
             return self.app.controller.refusal(action, self.model) is None
         return True
