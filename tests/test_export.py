@@ -224,5 +224,5 @@ def test_exported_files_get_the_mode_the_umask_gives(format, trained_run, tmp_pa
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     files = [out] if format == "json" else sorted(out.iterdir())
-    assert len(files) == (1 if format == "json" else 2)
+    assert len(files) == (1 if format == "json" else 4)  # steps, epochs, classes, confusion
     assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o640}
