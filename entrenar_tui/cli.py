@@ -103,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="csv: a folder (steps.csv, epochs.csv); json: a file. Default: NAME-export in the cwd",
+        help="csv: a folder (steps.csv, epochs.csv, classes.csv, confusion.csv); json: a file. Default: NAME-export in the cwd",
     )
     w = sub.add_parser(
         "serve",

@@ -11,7 +11,7 @@ import pytest
 
 from entrenar_tui.model import validation
 from entrenar_tui.output.epoch_cells import COLUMNS as EPOCH_TABLE
-from entrenar_tui.output.export import EPOCH_COLUMNS, STEP_COLUMNS
+from entrenar_tui.output.export import EPOCH_COLUMNS, NESTED, STEP_COLUMNS
 from tests.conftest import REPO
 from trainer.monitor import schema
 from trainer.monitor.schema import FILE_TYPES, EpochRecord, Step, field_names
@@ -58,7 +58,9 @@ def test_a_nested_record_is_checked_field_by_field():
 
 def test_export_columns_and_the_epoch_table_use_the_contract_names():
     assert field_names(Step) == STEP_COLUMNS
-    assert field_names(EpochRecord) == EPOCH_COLUMNS
+    # epochs.csv: every field but the nested per-class ones (classes.csv and confusion.csv)
+    assert tuple(c for c in field_names(EpochRecord) if c not in NESTED) == EPOCH_COLUMNS
+    assert set(NESTED) == {"per_class", "confusion"} <= set(field_names(EpochRecord))
     used = {key for _header, key, _width in EPOCH_TABLE if key != "mark"}
     assert used <= set(field_names(EpochRecord))
 

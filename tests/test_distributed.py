@@ -29,11 +29,13 @@ def data(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("ddp-data") / "train.jsonl", n=126)
 
 
-def config_for(tmp: Path, model: Path, data: Path, name: str, **train) -> Path:
+def config_for(
+    tmp: Path, model: Path, data: Path, name: str, val_split: float = 0.25, **train
+) -> Path:
     # 126 samples, val 0.25 → 94 train: batches of 16 end with 14 (uneven shards of 7 and 7),
     # validation 32 in batches of 32 → 16 a rank.
     return write_config(
-        tmp / f"{name}.toml", model, data, tmp / name,
+        tmp / f"{name}.toml", model, data, tmp / name, data={"val_split": val_split},
         train={"epochs": 2, "batch_size": 16, "save_every": 0, "log_interval": 1, **train},
     )  # fmt: skip
 
@@ -58,10 +60,13 @@ def load(path: Path) -> dict:
 
 
 def test_two_ranks_match_one_process(tmp_path, no_dropout_bert, data):
-    code, err = finish(trainer(str(config_for(tmp_path, no_dropout_bert, data, "one"))))
+    # val 0.26: 33 validation samples (93 train: batches of 16 end with 13, shards of 7 and 6),
+    # one validation batch on two ranks: shards of 17 and 16, none padded in.
+    split = 0.26
+    code, err = finish(trainer(str(config_for(tmp_path, no_dropout_bert, data, "one", split))))
     assert code == 0, err
     code, err = finish(
-        trainer(str(config_for(tmp_path, no_dropout_bert, data, "two")), "--nproc", "2")
+        trainer(str(config_for(tmp_path, no_dropout_bert, data, "two", split)), "--nproc", "2")
     )
     assert code == 0, err[-3000:]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -81,6 +86,11 @@ def test_two_ranks_match_one_process(tmp_path, no_dropout_bert, data):
     e1, e2 = (load(r / "epochs.json")["epochs"] for r in (one, two))
     assert [e["val_loss"] for e in e2] == pytest.approx([e["val_loss"] for e in e1], rel=1e-5)
     assert [e["val_accuracy"] for e in e2] == [e["val_accuracy"] for e in e1]
+    # the confusion matrix summed over ranks is one process's, exactly; each sample counted once
+    assert [e["confusion"] for e in e2] == [e["confusion"] for e in e1]
+    assert [sum(map(sum, e["confusion"])) for e in e2] == [33, 33]
+    assert [e["per_class"] for e in e2] == [e["per_class"] for e in e1]
+    assert [e["macro_f1"] for e in e2] == [e["macro_f1"] for e in e1]
     # a step's model FLOPs are its global batch's, however many ranks share it; MFU is against
     # rank 0's measured peak × the world size
     flops = [[orjson.loads(x)["flops"] for x in (r / "steps.jsonl").read_bytes().splitlines()] for r in (one, two)]  # fmt: skip

@@ -44,11 +44,37 @@ def read_csv(path):
 
 
 def assert_csv_rows(rows, records, run):
+    """Each record's scalar values in its row; the nested per_class and confusion are not columns
+    (classes.csv and confusion.csv hold them)."""
     assert len(rows) == len(records)
     for row, rec in zip(rows, records, strict=True):
         assert row["run"] == run
         for key, value in rec.items():
-            assert row[key] == csv_cell(value), (key, row[key], value)
+            if key in export.NESTED:
+                assert key not in row
+            else:
+                assert row[key] == csv_cell(value), (key, row[key], value)
+
+
+def assert_class_csvs(out, records, run):
+    """classes.csv: a row per epoch and class; confusion.csv: each matrix's non-zero cells, by label."""
+    classes = [r for r in read_csv(out / "classes.csv") if r["run"] == run]
+    expected = [{"epoch": e["epoch"], **c} for e in records for c in e["per_class"]]
+    assert len(classes) == len(expected) > 0
+    for row, rec in zip(classes, expected, strict=True):
+        assert {k: row[k] for k in rec} == {k: csv_cell(v) for k, v in rec.items()}
+    cells = [r for r in read_csv(out / "confusion.csv") if r["run"] == run]
+    expected = [
+        (str(e["epoch"]), e["per_class"][y]["label"], e["per_class"][p]["label"], str(n))
+        for e in records
+        for y, row in enumerate(e["confusion"])
+        for p, n in enumerate(row)
+        if n
+    ]
+    assert [(r["epoch"], r["true"], r["predicted"], r["count"]) for r in cells] == expected
+    assert sum(int(r["count"]) for r in cells) == sum(
+        sum(map(sum, e["confusion"])) for e in records
+    )
 
 
 @pytest.fixture
@@ -67,11 +93,16 @@ def resumed_run(trained_run, tmp_path):
 def test_one_run_as_csv(resumed_run, tmp_path, capsys):
     out = tmp_path / "out"
     assert cli(["export", str(resumed_run), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.split() == [str(out / "steps.csv"), str(out / "epochs.csv")]
+    assert capsys.readouterr().out.split() == [
+        str(out / name) for name in ("steps.csv", "epochs.csv", "classes.csv", "confusion.csv")
+    ]
     steps = steps_of(resumed_run)
     assert len(steps) == 150 and steps[145]["loss"] > 1.0  # the redone value, not the first
     assert_csv_rows(read_csv(out / "steps.csv"), steps, "exp-a")
     assert_csv_rows(read_csv(out / "epochs.csv"), epochs_of(resumed_run), "exp-a")
+    assert_class_csvs(out, epochs_of(resumed_run), "exp-a")
+    epochs_header = (out / "epochs.csv").read_text().splitlines()[0].split(",")
+    assert "macro_f1" in epochs_header and "per_class" not in epochs_header
     header = (out / "steps.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["run", "epoch", "step", "global_step"]
     assert len(header) == len(set(header))  # each column once (`run` was written twice)
@@ -85,7 +116,8 @@ def test_one_run_as_json(resumed_run, tmp_path):
     assert data["schema"] == "entrenar-tui/export" and data["version"] == 1
     [run] = data["runs"]
     assert run["run"] == "exp-a" and run["steps"] == steps_of(resumed_run)
-    assert run["epochs"] == epochs_of(resumed_run)
+    assert run["epochs"] == epochs_of(resumed_run)  # per_class and confusion whole
+    assert all(e["per_class"] and e["confusion"] and e["macro_f1"] >= 0 for e in run["epochs"])
     assert (
         run["best_epoch"] == orjson.loads((resumed_run / Files.EPOCHS).read_bytes())["best_epoch"]
     )
@@ -107,6 +139,8 @@ def test_a_root_of_two_runs(trained_run, tmp_path):
     assert_csv_rows(rows[:2], epochs, "exp-a")
     assert [r["run"] for r in rows] == ["exp-a"] * 2 + ["sweep/exp-b"] * 2
     assert_csv_rows(rows[2:], epochs, "sweep/exp-b")
+    assert_class_csvs(tmp_path / "csv", epochs, "exp-a")
+    assert_class_csvs(tmp_path / "csv", epochs, "sweep/exp-b")
 
     assert cli(["export", str(root), "--format", "json", "--out", str(tmp_path / "a.json")]) == 0
     runs = orjson.loads((tmp_path / "a.json").read_bytes())["runs"]
@@ -190,5 +224,5 @@ def test_exported_files_get_the_mode_the_umask_gives(format, trained_run, tmp_pa
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     files = [out] if format == "json" else sorted(out.iterdir())
-    assert len(files) == (1 if format == "json" else 2)
+    assert len(files) == (1 if format == "json" else 4)  # steps, epochs, classes, confusion
     assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o640}

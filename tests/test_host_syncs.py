@@ -151,3 +151,32 @@ def test_state_json_beats_every_step_between_flushes(
     assert beats == list(range(1, 11))  # every step's count reached state.json
     assert (3, 0) in seen  # step 3 was announced before any row (the first flush is at step 4)
     assert (4, 4) in seen and (10, 10) in seen
+
+
+def test_validation_reads_the_device_once_a_batch_and_the_matrix_once(
+    tmp_path, tiny_bert_dir, small_corpus, monkeypatch, host_reads
+):
+    """The confusion matrix is counted on the device (index_add_, not bincount, which reads its
+    input's max back) and read back once, at the validation's end: the only per-batch read stays
+    the batch's sums (with the stop flag)."""
+    per_validation: list[list[str]] = []
+    original = FineTuneRecipe.validate
+
+    def validate(self):
+        start = len(host_reads)
+        result = original(self)
+        per_validation.append([kind for kind, where in host_reads[start:] if where == "trainer"])
+        return result
+
+    monkeypatch.setattr(FineTuneRecipe, "validate", validate)
+    cfg = write_config(
+        tmp_path / "c.toml",
+        tiny_bert_dir,
+        small_corpus,
+        tmp_path / "run",
+        train={"epochs": 1, "batch_size": 3, "save_every": 0},
+    )  # 40 validation samples in batches of 6: 7 batches
+    assert train(load_config(cfg)) == 0
+    assert per_validation == [["tolist"] * 7 + ["tolist"]]
+    [epoch] = orjson.loads((tmp_path / "run" / "epochs.json").read_bytes())["epochs"]
+    assert sum(map(sum, epoch["confusion"])) == 40

@@ -41,6 +41,13 @@ class Dist:
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
+    def all_sum_counts(self, counts: torch.Tensor) -> torch.Tensor:
+        """Sum an integer tensor over ranks in place, exactly (int64: no float rounding of counts,
+        however many); identity on one process."""
+        if self.enabled:
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        return counts
+
     def gather_objects(self, obj: object) -> list[object]:
         if not self.enabled:
             return [obj]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,13 @@ import torch.nn.functional as F
 from trainer.checkpoint import METADATA, TRAINER_JSON, check_for_inference, read_json
 from trainer.errors import UserError
 from trainer.monitor.atomic import atomic_write_json
+from trainer.monitor.class_metrics import (
+    Cells,
+    cells_of,
+    class_scores,
+    confusion_cells,
+    dense,
+)
 from trainer.monitor.text import printable
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -38,55 +44,21 @@ def confusion_matrix(labels: list[int], predictions: list[int], k: int) -> list[
     return dense(confusion_cells(labels, predictions), k)
 
 
-def confusion_cells(labels: list[int], predictions: list[int]) -> Counter[tuple[int, int]]:
-    """The confusion matrix's non-zero cells: (true, predicted) → count; O(samples), whatever K."""
-    return Counter(zip(labels, predictions))
-
-
-def dense(cells: Counter[tuple[int, int]], k: int) -> list[list[int]]:
-    matrix = [[0] * k for _ in range(k)]
-    for (y, p), n in cells.items():
-        matrix[y][p] = n
-    return matrix
-
-
-def classification_report(
-    matrix: list[list[int]] | Counter[tuple[int, int]], names: list[str]
-) -> dict[str, Any]:
+def classification_report(matrix: list[list[int]] | Cells, names: list[str]) -> dict[str, Any]:
     """Per-class precision/recall/F1/support and macro/weighted averages from a confusion matrix
-    (dense, or its non-zero cells).
-
-    A class never predicted has precision 0 (and F1 0), as scikit-learn reports it with zero_division=0.
-    """
+    (dense, or its non-zero cells), computed as the epoch records' are
+    (trainer/monitor/class_metrics.py)."""
     k = len(names)
-    if isinstance(matrix, list):
-        cells = Counter({(y, p): n for y, row in enumerate(matrix) for p, n in enumerate(row) if n})
-    else:
-        cells = matrix
-    support, predicted, hits = [0] * k, [0] * k, [0] * k
-    for (y, p), n in cells.items():
-        support[y] += n
-        predicted[p] += n
-        if y == p:
-            hits[y] = n
+    cells = cells_of(matrix) if isinstance(matrix, list) else matrix
+    scores = class_scores(cells, k)
+    per_class = dict(zip(names, scores))
+    support = [s["support"] for s in scores]
     total = sum(support)
-    per_class = {}
-    for c, name in enumerate(names):
-        tp = hits[c]
-        precision = tp / predicted[c] if predicted[c] else 0.0
-        recall = tp / support[c] if support[c] else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-            "support": support[c],
-        }
 
     def average(weights: list[float]) -> dict[str, float]:
         norm = sum(weights)
         return {
-            m: sum(w * per_class[n][m] for w, n in zip(weights, names)) / norm if norm else 0.0
+            m: sum(w * s[m] for w, s in zip(weights, scores)) / norm if norm else 0.0
             for m in ("precision", "recall", "f1")
         }
 
@@ -95,8 +67,9 @@ def classification_report(
     else:
         nonzero = [[y, p, n] for (y, p), n in sorted(cells.items())]
         confusion = {"labels": names, "matrix": None, "nonzero": nonzero}
+    hits = sum(n for (y, p), n in cells.items() if y == p)
     return {
-        "accuracy": sum(hits) / total if total else 0.0,
+        "accuracy": hits / total if total else 0.0,
         "per_class": per_class,
         "macro_avg": {**average([1.0] * k), "support": total},
         "weighted_avg": {**average([float(s) for s in support]), "support": total},

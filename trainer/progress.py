@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trainer.monitor.class_metrics import trim_confusions
 from trainer.monitor.schema import Files
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class Progress:
 
     def record_epoch(self, record: dict[str, Any]) -> None:
         """Put the epoch's record in the history (replacing a re-run epoch's); a best one unmarks
-        the earlier epochs."""
+        the earlier epochs. The oldest confusion matrices go past a budget (trim_confusions)."""
         self.history = [e for e in self.history if e["epoch"] < record["epoch"]] + [record]
         if record[
             "is_best"
@@ -118,6 +119,7 @@ class Progress:
                 e["is_best"] = False
                 if e.get("checkpoint") == best:
                     e["checkpoint"] = None
+        trim_confusions(self.history, self.best_epoch)
 
     def next_epoch(self) -> None:
         self.epoch, self.step, self.needs_validation = self.epoch + 1, 0, False

@@ -73,10 +73,11 @@ class Reporter:
 
     def epoch(self, e: dict[str, Any], total_epochs: int) -> None:
         best = self._style(" ★ best", "1;32") if e["is_best"] else ""
+        macro_f1 = f" macro-F1 {e['macro_f1']:.3f}" if e.get("macro_f1") is not None else ""
         self._emit(
             f"epoch {e['epoch']}/{total_epochs} done in {e['epoch_time_s']:.1f}s: "
             f"train loss {e['train_loss']:.4f} acc {e['train_accuracy']:.3f} | "
-            f"val loss {e['val_loss']:.4f} acc {e['val_accuracy']:.3f} | lr {e['lr']:.2e} | "
+            f"val loss {e['val_loss']:.4f} acc {e['val_accuracy']:.3f}{macro_f1} | lr {e['lr']:.2e} | "
             f"{e['train_samples_per_sec']:.0f} samples/s{best}"
         )
 

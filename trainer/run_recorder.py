@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trainer
 from trainer import checkpoint as ckpt
 from trainer.lock import identity
+from trainer.monitor.class_metrics import epoch_class_metrics
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
 from trainer.monitor.text import utc_now
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from trainer.monitor.writer import MonitorWriter
     from trainer.progress import Progress
     from trainer.resume_point import Resume
+    from trainer.validation_sums import Validation
 
 
 @dataclass
@@ -357,16 +359,21 @@ class RunRecorder:
         )
 
     def epoch_record(
-        self, p: Progress, val_loss: float, val_accuracy: float, is_best: bool, lr: float
+        self, p: Progress, validation: Validation, labels: list[str], is_best: bool, lr: float
     ) -> dict[str, Any]:
-        """The epoch's line in epochs.json (its `checkpoint` is filled in once saved)."""
+        """The epoch's line in epochs.json (its `checkpoint` is filled in once saved); macro_f1,
+        per_class and confusion from the validation's matrix (null beyond MAX_CLASSES classes)."""
         seconds = self.clock.epoch_seconds
+        by_class: dict[str, Any] = {"macro_f1": None, "per_class": None, "confusion": None}
+        if validation.confusion is not None:
+            by_class = epoch_class_metrics(validation.confusion, labels)
         return {
             "epoch": p.epoch,
             "train_loss": p.train_loss,
             "train_accuracy": p.train_accuracy,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
+            "val_loss": validation.loss,
+            "val_accuracy": validation.accuracy,
+            **by_class,
             "lr": lr,
             "epoch_time_s": self.clock.epoch_time(),
             "train_samples_per_sec": p.seen / seconds if seconds else None,

@@ -77,7 +77,7 @@ from trainer.model import (
     store_frozen_matmuls,
     use_fast_dropout,
 )
-from trainer.monitor.schema import Files
+from trainer.monitor.schema import MAX_CLASSES, Files
 from trainer.monitor.writer import MonitorWriter, NullWriter, WriteFailed
 from trainer.preflight import preflight
 from trainer.progress import Progress
@@ -93,7 +93,7 @@ from trainer.resume_point import (
 from trainer.run_dir import check_run_dir, refuse_a_started_run
 from trainer.run_recorder import RunRecorder, RunSetup, StepResult, record_failure
 from trainer.stopping import StopSignal
-from trainer.validation_sums import validation_sums
+from trainer.validation_sums import Validation, confusion_counts, validation_sums
 
 __all__ = ["FineTuneRecipe", "Resume", "crash_message", "import_path", "log_every", "train"]
 
@@ -463,7 +463,7 @@ class FineTuneRecipe:
                 return self.stop()
             self.recorder.clock.end_validation()
             self.model.train()
-            if (code := self.end_epoch(*validation)) is not None:
+            if (code := self.end_epoch(validation)) is not None:
                 return code
         self.save("last")
         return self.finish("completed")
@@ -613,15 +613,19 @@ class FineTuneRecipe:
         if p.step % self.log_interval == 0 or p.step == self.steps_per_epoch:
             self.report.step(self.recorder.state)
 
-    def validate(self) -> tuple[float, float] | None:
-        """Weighted loss and accuracy over the validation set, batched, in inference mode; None if
-        a stop was requested meanwhile. Under torchrun each rank takes its shard of every batch and
-        the sums are all-reduced, so that the metrics equal one process's."""
+    def validate(self) -> Validation | None:
+        """Weighted loss, accuracy and the confusion matrix over the validation set, batched, in
+        inference mode; None if a stop was requested meanwhile. Under torchrun each rank takes its
+        shard of every batch (each sample on one rank, none padded in) and the sums are
+        all-reduced, so that the metrics equal one process's. The matrix stays on the device
+        until the end, then is summed over ranks and read back once."""
         self.model_wrapped.eval()
         # Twice the training micro-batch (no activations kept): what fits the step fits here.
         total, batch_size = len(self.val_features), self.micro_batch_size * self.dist.world_size * 2
         loss_sum = weight_sum = 0.0
         correct = done = 0
+        k = self.corpus.num_labels
+        confusion = confusion_counts(k, self.device) if k <= MAX_CLASSES else None
         started = time.perf_counter()
         self.recorder.validating(0, total, None, None, None)
         with torch.inference_mode():
@@ -629,7 +633,8 @@ class FineTuneRecipe:
                 indices = list(range(start, min(start + batch_size, total)))
                 mine = shard(indices, self.dist.rank, self.dist.world_size)
                 sums = validation_sums(self.model_wrapped, self.loaded, self.collate,
-                                       [self.val_features[i] for i in mine], self.class_weights)  # fmt: skip
+                                       [self.val_features[i] for i in mine], self.class_weights,
+                                       confusion)  # fmt: skip
                 # The stop flag travels with the batch's sums: every rank stops at the same batch.
                 sums[4] = float(self.stop_signal.requested)
                 b_loss, b_weight, b_correct, b_samples, b_stop = self.dist.all_sum(sums).tolist()
@@ -644,16 +649,20 @@ class FineTuneRecipe:
                 if b_stop and done < total:
                     self.stop_signal.request("stop requested on another rank")
                     return None
-        return loss_sum / weight_sum, correct / total
+            matrix = None
+            if confusion is not None:
+                matrix = self.dist.all_sum_counts(confusion).view(k, k).tolist()
+        return Validation(loss_sum / weight_sum, correct / total, matrix)
 
-    def end_epoch(self, val_loss: float, val_accuracy: float) -> int | None:
+    def end_epoch(self, validation: Validation) -> int | None:
         """Best-so-far and patience, epochs.json, the epoch's checkpoints, early stopping; an exit
         code if the run ends here."""
         cfg, p = self.train_config, self.progress
         epoch = p.epoch
+        val_loss, val_accuracy = validation.loss, validation.accuracy
         is_best = p.judge_epoch(val_loss, val_accuracy)
         lr = self.scheduler.get_last_lr()[0]
-        record = self.recorder.epoch_record(p, val_loss, val_accuracy, is_best, lr)
+        record = self.recorder.epoch_record(p, validation, self.corpus.label_names, is_best, lr)
         p.record_epoch(record)
         # The counters advance before save("best"): a resume from it starts the next epoch.
         p.next_epoch()

@@ -3,10 +3,21 @@ up across batches and ranks: a pure function of the model and the batch's featur
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One epoch's validation, summed over batches and ranks: the weighted loss, the accuracy,
+    and the K × K confusion matrix (rows = true, columns = predicted; None beyond MAX_CLASSES)."""
+
+    loss: float
+    accuracy: float
+    confusion: list[list[int]] | None
 
 
 def validation_sums(
@@ -15,10 +26,14 @@ def validation_sums(
     collate: Any,
     features: list[dict[str, Any]],
     class_weights: torch.Tensor,
+    confusion: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """This rank's sums over its shard of a validation batch (`features`, maybe none): weighted
     loss, weight, correct, samples, and a free slot for the stop flag (float64, on the CPU).
-    `loaded` gives the autocast; the device is the class weights'."""
+    `loaded` gives the autocast; the device is the class weights'.
+
+    `confusion`, a flat K·K int64 tensor on that device (`confusion_counts`), gets the shard's
+    (true, predicted) counts added in place: on the device, no value read back per batch."""
     if not features:
         return torch.zeros(5, dtype=torch.float64)
     device = class_weights.device
@@ -29,7 +44,11 @@ def validation_sums(
         logits = model(**inputs).logits.float()
     losses = F.cross_entropy(logits, labels, reduction="none")
     w = class_weights[labels]
-    correct = (logits.argmax(-1) == labels).sum().float()
+    predicted = logits.argmax(-1)
+    correct = (predicted == labels).sum().float()
+    if confusion is not None:
+        k = logits.shape[-1]  # index_add_, not bincount: bincount reads its input's max back
+        confusion.index_add_(0, labels * k + predicted, torch.ones_like(labels))
     sums = [
         (losses * w).sum(),
         w.sum(),
@@ -38,3 +57,8 @@ def validation_sums(
         torch.tensor(0.0),
     ]
     return torch.stack(sums).double().cpu()
+
+
+def confusion_counts(k: int, device: torch.device) -> torch.Tensor:
+    """An empty K × K confusion matrix, flat, for `validation_sums` to add each batch to."""
+    return torch.zeros(k * k, dtype=torch.int64, device=device)

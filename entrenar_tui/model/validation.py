@@ -51,6 +51,8 @@ def clean_run(run: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
 
 def clean_result(result: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     cleaned, wrong = clean(result, RESULT)
+    if cleaned.get("epochs"):
+        wrong += _unmatched_matrices(result.get("epochs"), cleaned["epochs"])
     return cleaned, _problem(Files.RESULT, wrong)
 
 
@@ -59,7 +61,30 @@ def clean_epochs(
 ) -> tuple[list[dict[str, Any]], int | None, str | None]:
     """epochs.json's records (those that are not objects dropped, fields checked) and best_epoch."""
     cleaned, wrong = clean({"epochs": epochs, "best_epoch": best_epoch}, EPOCHS)
-    return cleaned["epochs"] or [], cleaned["best_epoch"], _problem(Files.EPOCHS, wrong)
+    records = cleaned["epochs"] or []
+    wrong += _unmatched_matrices(epochs, records)
+    return records, cleaned["best_epoch"], _problem(Files.EPOCHS, wrong)
+
+
+def _unmatched_matrices(raw: Any, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """An epoch record's confusion matrix (K × K, checked square by its type) whose K is not its
+    per_class's length is dropped and named: its rows could not be told apart by label. `raw` is
+    the file's list, whose objects the cleaned `records` are, in order."""
+    positions = (
+        [i for i, e in enumerate(raw) if isinstance(e, dict)] if isinstance(raw, list) else []
+    )
+    wrong = []
+    for i, record in zip(positions, records):
+        matrix, classes = record.get("confusion"), record.get("per_class")
+        if matrix is not None and classes is not None and len(matrix) != len(classes):
+            record["confusion"] = None
+            wrong.append(
+                (
+                    f".epochs[{i}].confusion",
+                    f"{len(matrix)} rows, expected {len(classes)} (per_class)",
+                )
+            )
+    return wrong
 
 
 def clean_sweep(sweep: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

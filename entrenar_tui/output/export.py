@@ -3,9 +3,13 @@ the per-step metrics (steps.jsonl, deduplicated as the reader does: a repeated g
 later line wins; sorted by global step) and the per-epoch metrics (epochs.json) of one run, or of
 every run under a root, as files a spreadsheet or pandas reads. Torch-free, like the monitor.
 
-csv: OUT/steps.csv and OUT/epochs.csv, a `run` column first (OUT a directory).
+csv: OUT/steps.csv, OUT/epochs.csv (macro_f1 a column; the nested per_class and confusion are not),
+OUT/classes.csv (one row per epoch and class: run, epoch, label, precision, recall, f1, support) and
+OUT/confusion.csv (the matrices' non-zero cells: run, epoch, true, predicted, count), a `run` column
+first (OUT a directory): long tables a spreadsheet or pandas reads, never a megabyte in one cell.
 json: one file, {"schema": "entrenar-tui/export", "version": 1, "runs": [{run, dir, steps,
-epochs, best_epoch, recoveries}]} (recoveries: run.json's, checked as the monitor checks them).
+epochs, best_epoch, recoveries}]}, each epoch whole. Epochs and recoveries are checked as the monitor
+checks them (entrenar_tui/model/validation.py): a wrong value is left out, as the monitor shows it.
 """
 
 from __future__ import annotations
@@ -23,14 +27,18 @@ import orjson
 from entrenar_tui.model import discovery
 from entrenar_tui.model.discovery import MAX_DEPTH, is_run_dir
 from entrenar_tui.model.recoveries import clean_recoveries
+from entrenar_tui.model.validation import clean_epochs
 from trainer.monitor.atomic import atomic_write_bytes
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.safe_files import UnsafeFile, iter_lines, kind
-from trainer.monitor.schema import EpochRecord, Files, Step, field_names
+from trainer.monitor.schema import ClassMetrics, EpochRecord, Files, Step, field_names
 from trainer.monitor.text import printable
 
 STEP_COLUMNS = field_names(Step)  # the contract's order (trainer/monitor/schema.py)
-EPOCH_COLUMNS = field_names(EpochRecord)
+NESTED = ("per_class", "confusion")  # epochs.csv leaves these to classes.csv and confusion.csv
+EPOCH_COLUMNS = tuple(c for c in field_names(EpochRecord) if c not in NESTED)
+CLASS_COLUMNS = ("epoch", *field_names(ClassMetrics))
+CONFUSION_COLUMNS = ("epoch", "true", "predicted", "count")
 
 
 class ExportError(ValueError):
@@ -81,9 +89,8 @@ def read_epochs(run_dir: Path) -> tuple[list[dict[str, Any]], int | None]:
         data = read_contract_json(run_dir / Files.EPOCHS) or {}
     except ContractError as e:
         raise ExportError(f"{run_dir}: {e}") from None
-    epochs = [e for e in data.get("epochs") or [] if isinstance(e, dict)]
-    best = data.get("best_epoch")
-    return epochs, best if type(best) is int else None
+    epochs, best, _ = clean_epochs(data.get("epochs") or [], data.get("best_epoch"))
+    return epochs, best
 
 
 def read_recoveries(run_dir: Path) -> list[dict[str, Any]]:
@@ -166,14 +173,48 @@ def _atomic(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def epoch_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """epochs.csv's rows of one run: its epoch records less the nested fields."""
+    return [{k: v for k, v in e.items() if k not in NESTED} for e in run["epochs"]]
+
+
+def class_rows(epoch: dict[str, Any]) -> list[dict[str, Any]]:
+    """classes.csv's rows of one epoch record: one per class."""
+    return [{"epoch": epoch.get("epoch"), **c} for c in epoch.get("per_class") or []]
+
+
+def confusion_rows(epoch: dict[str, Any]) -> list[dict[str, Any]]:
+    """confusion.csv's rows of one epoch record: its matrix's non-zero cells (a 1024-class one is
+    10⁶ cells, mostly zero), the classes by label (by index where per_class does not name them)."""
+    matrix = epoch.get("confusion") or []
+    classes = epoch.get("per_class") or []
+    names = [c.get("label") for c in classes] if len(classes) == len(matrix) else range(len(matrix))
+    return [
+        {"epoch": epoch.get("epoch"), "true": names[y], "predicted": names[p], "count": n}
+        for y, row in enumerate(matrix)
+        for p, n in enumerate(row)
+        if n
+    ]
+
+
 def write_csv(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     written = []
     own_folder(out_dir)
-    for name, key, known in (
-        ("steps.csv", "steps", STEP_COLUMNS),
-        ("epochs.csv", "epochs", EPOCH_COLUMNS),
+    for name, rows_of, known in (
+        ("steps.csv", lambda run: run["steps"], STEP_COLUMNS),
+        ("epochs.csv", epoch_rows, EPOCH_COLUMNS),
+        (
+            "classes.csv",
+            lambda run: [c for e in run["epochs"] for c in class_rows(e)],
+            CLASS_COLUMNS,
+        ),
+        (
+            "confusion.csv",
+            lambda run: [c for e in run["epochs"] for c in confusion_rows(e)],
+            CONFUSION_COLUMNS,
+        ),
     ):
-        rows = [{"run": r["run"], **row} for r in runs for row in r[key]]
+        rows = [{"run": r["run"], **row} for r in runs for row in rows_of(r)]
         columns = _columns(rows, known)
 
         buffer = io.StringIO(newline="")

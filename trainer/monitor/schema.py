@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypedDict
 
-from trainer.monitor.typed_checks import AtLeast, MaxItems
+from trainer.monitor.typed_checks import AtLeast, MaxItems, SquareCounts
 
 CONTRACT_VERSION = 1
 
@@ -296,7 +296,7 @@ class EpochRecord(TypedDict, total=False):
     val_accuracy: float
     macro_f1: float
     per_class: Annotated[list[ClassMetrics], MaxItems(MAX_CLASSES)]
-    confusion: Annotated[list[Annotated[list[Count], MaxItems(MAX_CLASSES)]], MaxItems(MAX_CLASSES)]
+    confusion: Annotated[list[list[Count]], SquareCounts(MAX_CLASSES)]  # K × K, K <= MAX_CLASSES
     lr: float
     epoch_time_s: float
     train_samples_per_sec: float
