@@ -16,7 +16,7 @@ import numpy as np
 from entrenar_tui import formatting as fmt
 from entrenar_tui.model.alert import Alert
 
-FLAT_DROP = 0.02  # flat: epoch 1's smoothed loss fell by less than this fraction of its start
+FLAT_DROP = 0.01  # flat: epoch 1's smoothed loss fell by less than this fraction of its start
 FLAT_MIN_STEPS = 8  # finite losses of epoch 1 needed to judge (a quarter is then 2 or more)
 KEY = "flat_loss@epoch:1"
 
