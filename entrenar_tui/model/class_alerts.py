@@ -193,7 +193,7 @@ class ClassAlerts:
         never_predicted: bool = True,
     ) -> list[Alert]:
         """single_class from the first epoch on; below_baseline and never_predicted from the
-        epoch numbered `after` on (an epoch or two to learn is fair)."""
+        epoch numbered `after` on (an epoch or two to learn is fair). Oldest first."""
         epochs = self.epochs(records)
         late = [e for e in epochs if e.epoch >= after]
         rules = (
@@ -201,11 +201,11 @@ class ClassAlerts:
             ("below_baseline", below_baseline, late, _below_baseline),
             ("never_predicted", never_predicted, late, _never_predicted),
         )
-        alerts = []
-        for kind, on, chosen, rule in rules:
+        found = []  # (epoch, rule's place, alert): in the order they happened
+        for place, (kind, on, chosen, rule) in enumerate(rules):
             if on:
-                alerts += [
-                    Alert(f"{kind}@epoch:{e.epoch}", kind, message)
+                found += [
+                    (e.epoch, place, Alert(f"{kind}@epoch:{e.epoch}", kind, message))
                     for e, message in _streak_starts(chosen, rule)
                 ]
-        return alerts
+        return [alert for *_, alert in sorted(found, key=lambda f: f[:2])]
