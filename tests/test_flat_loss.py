@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from entrenar_tui.model.alerts import AlertLog, AlertSettings, Detector, detect
+from entrenar_tui.model.alerts import AlertLog, AlertSettings, Detector, StepColumns, detect
 from entrenar_tui.model.flat_loss import epoch_one_fall
 from entrenar_tui.model.loading import load_run_model
 from entrenar_tui.output.plain import summary
@@ -88,6 +88,23 @@ def test_the_threshold_and_the_switch_are_settings():
     assert flat_alerts(down_3_percent) == []
     assert len(flat_alerts(down_3_percent, settings=AlertSettings(flat_loss_drop=0.05))) == 1
     assert flat_alerts(noisy(1.6, 1.6, SPE), settings=AlertSettings(flat_loss=False)) == []
+
+
+def test_a_detector_keeps_the_verdict_until_the_loss_column_is_edited():
+    """A watched run's first epoch is judged once: later ticks (the same `edits`) reuse it; a
+    resume that redoes steps of epoch 1 (the column edited) is judged again."""
+    flat = np.array(noisy(1.609, 1.605, 2 * SPE))
+    gs, t = np.arange(1.0, 2 * SPE + 1), np.zeros(2 * SPE)
+    detector = Detector()
+
+    def kinds(edits: int) -> list[str]:
+        columns = StepColumns(gs, flat, t, edits)
+        return [a.kind for a in detector.detect(columns, [], "running", 0.0, steps_per_epoch=SPE)]
+
+    assert kinds(edits=3) == ["flat_loss"]
+    flat[:SPE] = np.linspace(1.6, 1.3, SPE)  # (behind the Detector's back: edits unchanged)
+    assert kinds(edits=3) == ["flat_loss"]
+    assert kinds(edits=4) == []
 
 
 # -- real runs -------------------------------------------------------------------------------------

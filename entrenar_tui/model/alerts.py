@@ -24,7 +24,7 @@ import numpy as np
 from entrenar_tui import formatting as fmt
 from entrenar_tui.model.alert import Alert
 from entrenar_tui.model.class_alerts import ClassAlerts
-from entrenar_tui.model.flat_loss import FLAT_DROP, flat_loss_alerts
+from entrenar_tui.model.flat_loss import FLAT_DROP, FlatLoss
 from entrenar_tui.model.recoveries import describe
 from entrenar_tui.smoothing import ema_continue
 from trainer.monitor.reader import StepHistory
@@ -130,13 +130,15 @@ class StepColumns:
 
 
 class Detector:
-    """detect() for one run watched over time: its spike scan goes on from where it stopped (the
-    rest is cheap to redo). One per run a monitor shows; a new one for another run."""
+    """detect() for one run watched over time: its spike scan goes on from where it stopped, epoch
+    1's flat-loss verdict and each epoch record's classes are kept (the rest is cheap to redo).
+    One per run a monitor shows; a new one for another run."""
 
     def __init__(self, settings: AlertSettings | None = None) -> None:
         self.settings = settings or AlertSettings()
         self.spikes = SpikeScan(self.settings)
         self.classes = ClassAlerts()
+        self.flat_loss = FlatLoss()
 
     def detect(
         self,
@@ -164,8 +166,12 @@ class Detector:
         if settings.recovered:
             alerts += _recovery_alerts(recoveries)
         if settings.flat_loss:
-            alerts += flat_loss_alerts(
-                columns.global_step, columns.loss, steps_per_epoch, settings.flat_loss_drop
+            alerts += self.flat_loss.update(
+                columns.global_step,
+                columns.loss,
+                steps_per_epoch,
+                settings.flat_loss_drop,
+                columns.edits,
             )
         alerts += self.classes.detect(
             epochs,

@@ -54,3 +54,31 @@ def flat_loss_alerts(
         f"`entrenar-train lr-find CONFIG` or a higher train.learning_rate"
     )
     return [Alert(KEY, "flat_loss", message)]
+
+
+class FlatLoss:
+    """flat_loss_alerts for a run watched over time: once epoch 1 is over its verdict is kept
+    while the loss column is only appended to (`edits`, as StepColumns has it, unchanged), so a
+    tick of a run whose first epoch was a million steps costs nothing. None for `edits`: no
+    cache (steps from a script)."""
+
+    def __init__(self) -> None:
+        self._kept: tuple[tuple[int, int, float], list[Alert]] | None = None
+
+    def update(
+        self,
+        global_steps: np.ndarray,
+        losses: np.ndarray,
+        steps_per_epoch: int,
+        drop: float,
+        edits: int | None,
+    ) -> list[Alert]:
+        over = steps_per_epoch > 0 and len(global_steps) and global_steps[-1] >= steps_per_epoch
+        if not over:
+            return []
+        key = (edits, steps_per_epoch, drop)
+        if edits is not None and self._kept is not None and self._kept[0] == key:
+            return self._kept[1]
+        alerts = flat_loss_alerts(global_steps, losses, steps_per_epoch, drop)
+        self._kept = (key, alerts)
+        return alerts
