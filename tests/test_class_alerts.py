@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from entrenar_tui.model.alerts import AlertLog, AlertSettings, Detector, detect
 from entrenar_tui.model.class_alerts import ClassAlerts, read_epoch
@@ -221,3 +223,38 @@ def test_each_classification_kind_can_be_turned_off():
     }
     off = AlertSettings(single_class=False, below_baseline=False, never_predicted=False)
     assert told(epochs, off) == {}
+
+
+counts = st.integers(min_value=-2, max_value=2**64) | st.none() | st.booleans() | st.floats()
+matrices = st.integers(0, 4).flatmap(
+    lambda k: st.lists(st.lists(counts | st.integers(0, 9), min_size=k, max_size=k), max_size=k)
+)
+entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "label": st.text(max_size=8) | st.integers(),
+        "support": counts | st.integers(0, 9),
+    },
+)
+records = st.fixed_dictionaries(
+    {},
+    optional={
+        "epoch": st.integers(-3, 5) | st.text(max_size=3) | st.none(),
+        "val_accuracy": st.floats() | st.integers(-1, 2) | st.none(),
+        "per_class": st.lists(entries | st.none() | st.integers(), max_size=4)
+        | st.text(max_size=3),
+        "confusion": matrices | st.text(max_size=3) | st.none(),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records, max_size=4))
+def test_any_epoch_records_give_alerts_of_the_three_kinds_and_never_raise(epochs):
+    """Records as a hostile epochs.json may hold them, checked by the monitor or not."""
+    cleaned, _, _ = clean_epochs(epochs, None)
+    for chosen in (epochs, cleaned):
+        for alert in detect([], chosen, "running", 0.0, AlertSettings(baseline_epochs=1)):
+            assert alert.kind in ("single_class", "below_baseline", "never_predicted")
+            assert alert.key.startswith(f"{alert.kind}@epoch:")
+            assert alert.message.isprintable()
