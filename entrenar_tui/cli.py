@@ -28,8 +28,9 @@ USAGE = """entrenar-tui [--once] [--poll] [--notify-cmd CMD]
                           [--notify-cmd CMD]"""
 NOTIFY_HELP = (
     "run CMD on each alert while the app watches (stalled, NaN/Inf, loss spike, val loss "
-    "rising, crashed, finished), the alert's kind and text appended as two arguments; split as "
-    "a shell would, never run by one"
+    "rising, crashed, finished, recovered, a flat first epoch, one class predicted, no better "
+    "than the majority class, a class never predicted), the alert's kind and text appended as "
+    "two arguments; split as a shell would, never run by one"
 )
 BROWSE_HELP = (
     "With no command: browse the runs under ./runs if that directory exists, else under the "

@@ -44,6 +44,8 @@ ALERT_MAXIMUM: dict[str, float] = {
     "spike_warmup": 1_000_000,
     "nan_max_alerts": 1_000_000,
     "rising_epochs": 1_000_000,
+    "baseline_epochs": 1_000_000,
+    "flat_loss_drop": 1.0,  # a fraction of the start: a fall of more than all of it cannot happen
 }
 SETTINGS_CAP = 1 << 20  # settings.json is a few hundred bytes; more is not ours
 

@@ -135,3 +135,22 @@ def test_the_alert_thresholds_are_a_table_each_bad_value_alone_falls_back_named(
     loaded, notice = settings.load(path)  # a bad layout value does not lose the thresholds
     assert loaded == settings.Settings(alerts=AlertSettings(spike_z=9.0))
     assert "zoom" in notice
+
+
+def test_the_classification_alerts_settings_are_read_and_bounded(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_bytes(
+        orjson.dumps({"alerts": {"baseline_epochs": 4, "flat_loss_drop": 0.05, "flat_loss": False}})
+    )
+    loaded, notice = settings.load(path)
+    assert notice is None
+    assert loaded.alerts == AlertSettings(baseline_epochs=4, flat_loss_drop=0.05, flat_loss=False)
+    path.write_bytes(
+        orjson.dumps({"alerts": {"baseline_epochs": 0, "flat_loss_drop": 1.5, "single_class": 1}})
+    )
+    loaded, notice = settings.load(path)
+    assert loaded.alerts == AlertSettings()
+    assert notice == (
+        f"settings: bad values in {path}: alerts.baseline_epochs (using 2), "
+        "alerts.flat_loss_drop (using 0.01), alerts.single_class (using True)"
+    )

@@ -1,6 +1,8 @@
 """What the monitor warns about, decided from plain data (the steps, the epochs, the status, the
 clock) with no Textual: a stalled trainer, a NaN/Inf loss, a loss spike, validation loss rising,
-a crash, the end of the run. Each alert carries a key naming its event, so that AlertLog lets
+a crash, the end of the run; and, for a classifier that is not learning, a flat first epoch
+(flat_loss.py) or a validation predicted as one class, no better than the majority class, or
+never naming a class (class_alerts.py). Each alert carries a key naming its event, so that AlertLog lets
 each event through once however often detection runs; notify_command and run_notify hand an alert
 to the user's `--notify-cmd` without a shell."""
 
@@ -20,6 +22,9 @@ from typing import Any
 import numpy as np
 
 from entrenar_tui import formatting as fmt
+from entrenar_tui.model.alert import Alert
+from entrenar_tui.model.class_alerts import ClassAlerts
+from entrenar_tui.model.flat_loss import FLAT_DROP, FlatLoss
 from entrenar_tui.model.recoveries import describe
 from entrenar_tui.smoothing import ema_continue
 from trainer.monitor.reader import StepHistory
@@ -36,19 +41,19 @@ from trainer.monitor.step_rows import finite
 from trainer.monitor.text import duration, printable
 from trainer.monitor.values import is_number
 
-KINDS = ("stalled", "nan", "spike", "val_rising", "crashed", "finished", "recovered")
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One event worth a warning. `key` names the event (`nan@step:152`, `spike@step:90`,
-    `stall@step:40`, `val_rising@epoch:5`, `crashed@step:52`, `finished:completed@step:60`,
-    `recovered@step:5#0`: the first of run.json's recoveries, seen at step 5):
-    the same event found again has the same key."""
-
-    key: str
-    kind: str  # one of KINDS
-    message: str
+KINDS = (
+    "stalled",
+    "nan",
+    "spike",
+    "val_rising",
+    "crashed",
+    "finished",
+    "recovered",
+    "single_class",
+    "below_baseline",
+    "never_predicted",
+    "flat_loss",
+)
 
 
 @dataclass
@@ -69,6 +74,8 @@ class AlertSettings:
     spike_warmup: int = SPIKE_WARMUP  # finite losses seen before spikes are looked for
     nan_max_alerts: int = 5  # NaN/Inf: at most this many alerts a run (one per stretch of them)
     rising_epochs: int = 3  # val_rising: this many epochs in a row, each above the one before
+    baseline_epochs: int = 2  # below_baseline, never_predicted: from this epoch on
+    flat_loss_drop: float = FLAT_DROP  # flat_loss: epoch 1's loss fell by less than this fraction
     stalled: bool = True  # warn when the trainer stalls
     nan: bool = True  # warn on a NaN/Inf loss
     spike: bool = True  # warn on a loss spike
@@ -76,6 +83,10 @@ class AlertSettings:
     crashed: bool = True  # warn when the trainer crashed
     finished: bool = True  # tell when the run completed, stopped or failed
     recovered: bool = True  # tell when the trainer healed the run (run.json recoveries)
+    single_class: bool = True  # warn when validation was predicted as one class only
+    below_baseline: bool = True  # warn when val accuracy is no better than the majority class
+    never_predicted: bool = True  # warn when a class present in validation is never predicted
+    flat_loss: bool = True  # warn when the training loss stayed flat over epoch 1
 
 
 @dataclass(frozen=True)
@@ -119,12 +130,15 @@ class StepColumns:
 
 
 class Detector:
-    """detect() for one run watched over time: its spike scan goes on from where it stopped (the
-    rest is cheap to redo). One per run a monitor shows; a new one for another run."""
+    """detect() for one run watched over time: its spike scan goes on from where it stopped, epoch
+    1's flat-loss verdict and each epoch record's classes are kept (the rest is cheap to redo).
+    One per run a monitor shows; a new one for another run."""
 
     def __init__(self, settings: AlertSettings | None = None) -> None:
         self.settings = settings or AlertSettings()
         self.spikes = SpikeScan(self.settings)
+        self.classes = ClassAlerts()
+        self.flat_loss = FlatLoss()
 
     def detect(
         self,
@@ -135,6 +149,7 @@ class Detector:
         running_since: float | None = None,
         error: str | None = None,
         recoveries: Sequence[Mapping[str, Any]] = (),
+        steps_per_epoch: int = 0,
     ) -> list[Alert]:
         """As the module's detect()."""
         settings = self.settings
@@ -150,6 +165,21 @@ class Detector:
             alerts += _stall_alerts(columns, status, now, settings, running_since)
         if settings.recovered:
             alerts += _recovery_alerts(recoveries)
+        if settings.flat_loss:
+            alerts += self.flat_loss.update(
+                columns.global_step,
+                columns.loss,
+                steps_per_epoch,
+                settings.flat_loss_drop,
+                columns.edits,
+            )
+        alerts += self.classes.detect(
+            epochs,
+            after=settings.baseline_epochs,
+            single_class=settings.single_class,
+            below_baseline=settings.below_baseline,
+            never_predicted=settings.never_predicted,
+        )
         if status == "crashed" and settings.crashed:
             alerts.append(_end_alert("crashed", "crashed", "the trainer crashed", columns, error))
         if status in FINAL_STATUSES and settings.finished:
@@ -166,15 +196,19 @@ def detect(
     settings: AlertSettings | None = None,
     running_since: float | None = None,
     error: str | None = None,
+    steps_per_epoch: int = 0,
 ) -> list[Alert]:
     """Every alert the run's data shows now: the steps (StepColumns, or dicts as in steps.jsonl:
-    `global_step`, `loss`, `t`), epochs as in epochs.json (`epoch`, `val_loss`), the status the
-    monitor shows (`crashed` included), the time `now` (unix) and the run's error text, if any.
+    `global_step`, `loss`, `t`), epochs as in epochs.json (`epoch`, `val_loss`, `val_accuracy`,
+    `per_class`, `confusion`), the status the monitor shows (`crashed` included), the time `now`
+    (unix), the run's error text, if any, and its steps per epoch (0: unknown, no flat_loss).
     `running_since` is when the status last became `running` (after validation, or a resume): a
     stall is counted from it where it is later than the last step, so a long validation is not
     a stall. What is found for a step depends only on the steps up to it, so an event keeps its
     key while the run grows. (A Detector does the same at the cost of the new steps only.)"""
-    return Detector(settings).detect(steps, epochs, status, now, running_since, error)
+    return Detector(settings).detect(
+        steps, epochs, status, now, running_since, error, steps_per_epoch=steps_per_epoch
+    )
 
 
 def _end_alert(key: str, kind: str, what: str, steps: StepColumns, error: str | None) -> Alert:

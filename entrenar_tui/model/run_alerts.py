@@ -30,6 +30,7 @@ def alerts_of(
         running_since,
         model.error,
         model.recoveries,
+        model.steps_per_epoch,
     )
 
 
@@ -86,7 +87,17 @@ class RootAlerts:
 
     def __init__(self, settings: AlertSettings | None = None) -> None:
         base = settings or AlertSettings()
-        self.settings = replace(base, stalled=False, nan=False, spike=False, val_rising=False)
+        self.settings = replace(
+            base,
+            stalled=False,
+            nan=False,
+            spike=False,
+            val_rising=False,
+            flat_loss=False,
+            single_class=False,
+            below_baseline=False,
+            never_predicted=False,
+        )
         self.logs: dict[Path, AlertLog] = {}  # one a run seen
         self._seen: dict[Path, tuple[str, int | None, str | None]] = {}
 
