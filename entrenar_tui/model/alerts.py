@@ -86,7 +86,7 @@ class AlertSettings:
     single_class: bool = True  # warn when validation was predicted as one class only
     below_baseline: bool = True  # warn when val accuracy is no better than the majority class
     never_predicted: bool = True  # warn when a class present in validation is never predicted
-    flat_loss: bool = True  # warn when the training loss stayed flat over epoch 1
+    flat_loss: bool = True  # warn when the training loss stayed flat over its first epoch
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ class StepColumns:
     loss: np.ndarray
     t: np.ndarray
     edits: int | None = None  # the loss column's edit count, where it can grow in place
+    lr: np.ndarray | None = None  # each step's lr (None: not known; flat_loss then uses epoch 1)
 
     @classmethod
     def from_records(cls, steps: Sequence[Mapping[str, Any]]) -> StepColumns:
@@ -108,7 +109,7 @@ class StepColumns:
         def column(name: str) -> np.ndarray:
             return np.fromiter((finite(s.get(name)) for s in steps), np.float64, len(steps))
 
-        return cls(column("global_step"), column("loss"), column("t"))
+        return cls(column("global_step"), column("loss"), column("t"), lr=column("lr"))
 
     @classmethod
     def from_history(cls, history: StepHistory) -> StepColumns:
@@ -118,6 +119,7 @@ class StepColumns:
             history.series["loss"].values.array,
             history.series["t"].values.array,
             history.series["loss"].edits,
+            history.series["lr"].values.array if "lr" in history.series else None,
         )
 
     def __len__(self) -> int:
@@ -172,6 +174,7 @@ class Detector:
                 steps_per_epoch,
                 settings.flat_loss_drop,
                 columns.edits,
+                columns.lr,
             )
         alerts += self.classes.detect(
             epochs,
