@@ -32,26 +32,24 @@ except ImportError:  # pragma: no cover - not POSIX
 
 @contextlib.contextmanager
 def sweep_lock(directory: Path) -> Iterator[None]:
-    """Hold the sweep's lock file: the sweep and its trial processes (on this or other nodes: a
-    POSIX record lock, which NFS passes on) update sweep.json one at a time, none losing another's
-    change. Where record locks are not to be had, no lock."""
-    fd = os.open(
-        directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644
-    )
+    """Hold the sweep's lock (an flock on its directory: no file added, and it goes with the
+    process): the sweep and its trial processes update sweep.json one at a time, none losing
+    another's change (Linux's NFS client passes flock on to the server as a record lock). Where
+    flock is not to be had, no lock."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         if fcntl is not None:
             with contextlib.suppress(OSError):
-                fcntl.lockf(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)  # releases the flock
 
 
 RUN_STATUSES = ("pending", "running", "completed", "stopped", "failed", "pruned")
 SWEEP_STATUSES = ("running", "completed", "failed", "stopped")
 IDENTITY = ("keys", "grid", "mode", "seed", "samples", "base_config_hash", "search", "space")
 IDENTITY += ("trials", "objective", "prune")
-LOCK_NAME = "sweep.lock"  # beside sweep.json: held around each read-modify-write of it
 SAID_MAX = 10  # differences named when a rerun meets another sweep
 
 

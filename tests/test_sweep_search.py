@@ -1,0 +1,175 @@
+"""entrenar-train sweep --search tpe|random with --param ranges: the specs checked (one line each,
+nothing written), the study's draws reproducible from --seed, a trial index claimed twice is the
+same trial, and a TPE sweep rerun continues its study without redoing a trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_config, write_corpus
+from trainer.cli import main
+from trainer.errors import UserError
+from trainer.sweep.space import Param, parse_param_option
+
+optuna = pytest.importorskip("optuna")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("train.learning_rate=loguniform(1e-5,1e-3)", Param("train.learning_rate", "loguniform", 1e-5, 1e-3)),
+        ("train.weight_decay=uniform(0, 0.1)", Param("train.weight_decay", "uniform", 0, 0.1)),
+        ("lora.r=int(2,8)", Param("lora.r", "int", 2, 8)),
+        ('lora.target_modules=choice(["query","value"],["query","key","value"])',
+         Param("lora.target_modules", "choice", choices=(["query", "value"], ["query", "key", "value"]))),
+    ],
+)  # fmt: skip
+def test_param_specs_parse_to_their_ranges(text, expected):
+    assert parse_param_option(text) == expected
+
+
+HOSTILE = [
+    ("train.learning_rate=loguniform(1e-3,1e-5)", "--param train.learning_rate: loguniform(0.001,1e-05): LO is greater than HI"),
+    ("train.learning_rate=loguniform(0,1e-3)", "LO must be greater than 0"),
+    ("train.learning_rate=loguniform(-1,1e-3)", "LO must be greater than 0"),
+    ("train.learning_rate=normal(0,1)", "unknown function 'normal'"),
+    ("train.learning_rate=loguniform(1e-5,1e-3", "unbalanced parentheses"),
+    ("train.learning_rate=loguniform(1e-5,1e-3))", "unbalanced parentheses"),
+    ("lora.r=int(2.5,8)", "int() takes whole numbers, got '2.5'"),
+    ("lora.r=choice()", "choice() needs at least one value"),
+    ("lora.r=choice(4,,8)", "choice() needs at least one value, none empty"),
+    ("lora.rr=int(2,8)", "--param lora.rr: unknown key (did you mean lora.r?)"),
+    ("train.learning_rate=uniform(1e-5)", "uniform() takes two numbers, LO and HI, got 1"),
+    ("train.learning_rate=uniform(a,b)", "'a' is not a finite number"),
+    ("train.learning_rate=uniform(0,inf)", "'inf' is not a finite number"),
+    ("output.dir=choice(a,b)", "output.dir cannot be swept"),
+    ("train.learning_rate", "expected KEY=SPEC"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message"), HOSTILE)
+def test_a_hostile_spec_is_one_line(text, message):
+    with pytest.raises(UserError) as e:
+        parse_param_option(text)
+    assert len(e.value.lines()) == 1 and message in e.value.lines()[0]
+
+
+@pytest.fixture
+def search_config(tmp_path, tiny_bert_dir) -> Path:
+    data = write_corpus(tmp_path / "train.jsonl", n=96)
+    return write_config(tmp_path / "c.toml", tiny_bert_dir, data, tmp_path / "exp", train={"epochs": 1, "save_every": 100})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--param", HOSTILE[0][0]], HOSTILE[0][1]),
+        (["--param", "lora.r=int(2,64)"], "search space (lora.r=64): lora.r = 64 is larger than the smallest adapted layer"),
+        (["--param", "lora.r=int(0,4)"], "search space (lora.r=0): "),
+        (["--grid", "lora.r=2,4", "--param", "lora.r=int(2,4)"], "lora.r: swept twice"),
+        (["--search", "grid", "--param", "lora.r=int(2,4)"], "--param needs --search tpe"),
+        (["--param", "lora.r=int(2,4)", "--trials", "0"], "--trials 0: must be at least 1"),
+    ],
+)  # fmt: skip
+def test_a_bad_search_is_refused_before_anything_is_written(search_config, tmp_path, extra, message, capsys):  # fmt: skip
+    argv = ["sweep", str(search_config), "--search", "tpe", "--trials", "2", *extra]
+    if extra[:2] == ["--search", "grid"]:
+        argv = ["sweep", str(search_config), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_sweep_table_string_is_a_range_and_its_mistakes_name_the_file(tmp_path, tiny_bert_dir, capsys):  # fmt: skip
+    data = write_corpus(tmp_path / "train.jsonl", n=96)
+    cfg = write_config(tmp_path / "c.toml", tiny_bert_dir, data, tmp_path / "exp",
+                       sweep={"train.learning_rate": "loguniform(1e-3,1e-5)"})  # fmt: skip
+    assert main(["sweep", str(cfg), "--search", "tpe", "--trials", "2", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "[sweep] train.learning_rate: loguniform(0.001,1e-05): LO is greater than HI"
+    )
+    assert "c.toml" in err and not (tmp_path / "exp").exists()
+
+
+SPACE = [
+    Param("train.learning_rate", "loguniform", 1e-5, 1e-3),
+    Param("lora.r", "int", 2, 16),
+    Param("lora.target_modules", "choice", choices=(["query", "value"], ["query", "key"])),
+]
+
+
+def draws(directory: Path, seed: int, n: int, search: str = "tpe") -> list[dict]:
+    from trainer.sweep.study import claim_trial, open_study, trial_values
+
+    directory.mkdir()
+    doc = {"name": "exp", "search": search, "seed": seed, "objective": {"direction": "minimize"}}
+    got = []
+    for index in range(n):
+        study = open_study(directory, doc, index)
+        trial, _ = claim_trial(study, index, SPACE)
+        got.append(trial_values(trial, SPACE))
+        study.tell(trial, float(index))
+    return got
+
+
+@pytest.mark.parametrize("search", ["tpe", "random"])
+def test_the_samplers_are_reproducible_from_the_seed(tmp_path, search):
+    first = draws(tmp_path / "a", 3, 4, search)
+    assert draws(tmp_path / "b", 3, 4, search) == first
+    assert draws(tmp_path / "c", 4, 4, search) != first
+    assert len({repr(v) for v in first}) == 4  # each trial process its own draw, not the same one
+    assert all(v["lora.target_modules"] in (["query", "value"], ["query", "key"]) for v in first)
+    assert all(1e-5 <= v["train.learning_rate"] <= 1e-3 and 2 <= v["lora.r"] <= 16 for v in first)
+
+
+def test_an_index_claimed_twice_is_the_same_trial_until_it_finishes(tmp_path):
+    from optuna.trial import TrialState
+
+    from trainer.sweep.study import claim_trial, open_study
+
+    doc = {"name": "exp", "search": "tpe", "seed": 0, "objective": {"direction": "minimize"}}
+    study = open_study(tmp_path, doc, 5)
+    first, _ = claim_trial(study, 5, SPACE)
+    again, finished = claim_trial(open_study(tmp_path, doc, 5), 5, SPACE)  # a requeued task
+    assert finished is None and again._trial_id == first._trial_id and again.params == first.params
+    study.tell(first, state=TrialState.FAIL)  # failed: asked again with the same values
+    retried, _ = claim_trial(open_study(tmp_path, doc, 5), 5, SPACE)
+    assert retried._trial_id != first._trial_id and retried.params == first.params
+    study.tell(retried, 0.5)
+    done_trial, finished = claim_trial(open_study(tmp_path, doc, 5), 5, SPACE)
+    assert done_trial is None and finished.value == 0.5
+    assert len(study.get_trials()) == 2
+
+
+@pytest.mark.slow
+def test_a_tpe_sweep_rerun_continues_its_study_without_redoing_a_trial(search_config, tmp_path, capsys):  # fmt: skip
+    import orjson
+
+    argv = ["sweep", str(search_config), "--search", "tpe", "--trials", "2", "--seed", "5",
+            "--param", "train.learning_rate=loguniform(1e-4,1e-2)", "--objective", "val_accuracy"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    root = tmp_path / "exp"
+    doc = orjson.loads((root / "sweep.json").read_bytes())
+    assert doc["search"] == "tpe" and doc["trials"] == 2 and doc["prune"] == "none"
+    assert doc["objective"] == {"metric": "val_accuracy", "direction": "maximize"}
+    assert [r["status"] for r in doc["runs"]] == ["completed", "completed"]
+    assert all(1e-4 <= r["values"]["train.learning_rate"] <= 1e-2 for r in doc["runs"])
+    best = max(doc["runs"], key=lambda r: (r["value"], -r["index"]))
+    assert doc["best_run"] == best["index"]
+    logs = [(root / r["dir"] / "train.log").read_bytes() for r in doc["runs"]]
+    capsys.readouterr()
+    assert main(argv) == 0  # the rerun: nothing to do
+    again = orjson.loads((root / "sweep.json").read_bytes())
+    assert [r["values"] for r in again["runs"]] == [r["values"] for r in doc["runs"]]
+    assert [(root / r["dir"] / "train.log").read_bytes() for r in doc["runs"]] == logs
+    from trainer.sweep.study import open_study
+
+    trials = open_study(root, again, 0).get_trials()
+    assert len(trials) == 2 and sorted(t.user_attrs["index"] for t in trials) == [0, 1]
+    assert [t.params["train.learning_rate"] for t in sorted(trials, key=lambda t: t.user_attrs["index"])] == [
+        r["values"]["train.learning_rate"] for r in doc["runs"]
+    ]  # fmt: skip
