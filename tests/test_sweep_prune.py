@@ -142,3 +142,27 @@ def test_sigterm_to_a_sweep_trial_leaves_its_run_stopped_and_a_rerun_continues_t
     assert read(run_dir / "run.json")["resumed_from"]  # resumed, not started over
     entry = read(root / "sweep.json")["runs"][1]
     assert entry["status"] == "completed" and entry["values"] == {"train.learning_rate": before.params["train.learning_rate"]}  # fmt: skip
+
+
+def test_the_monitor_shows_a_pruned_run_dimmed_and_final(tmp_path, capsys):
+    from entrenar_tui.app import MonitorApp
+    from entrenar_tui.cli import main as tui_main
+    from entrenar_tui.widgets.status_badge import StatusBadge
+    from tests.fake_run import FakeRun
+    from tests.helpers import run_app, until
+
+    run = FakeRun(tmp_path / "root" / "exp-1").start()
+    run.play_epoch()
+    run.finish("pruned")
+    assert tui_main(["monitor", str(tmp_path / "root"), "--once"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows == {"exp-1": "pruned"}
+    app = MonitorApp(run.dir, probe=lambda _state: "gone")
+
+    async def body(pilot):
+        badge = app.screen.query_one(StatusBadge)
+        await until(pilot, lambda: badge.status == "pruned", "the badge says pruned")
+        assert str(badge.render()) == "⊘ PRUNED" and badge.has_class("-pruned")
+        assert not badge.has_class("-stopped")
+
+    run_app(app, body)
