@@ -58,7 +58,12 @@ class EpochTable(DataTable):
 
 
 COLUMN_KEYS = [key for _, key, _ in COLUMNS]
-ENDED = ("stopped", "pruned", "failed", "crashed")  # a run that ended inside an epoch keeps that epoch's row
+ENDED = (
+    "stopped",
+    "pruned",
+    "failed",
+    "crashed",
+)  # a run that ended inside an epoch keeps that epoch's row
 
 
 def partial_epoch(model: RunModel) -> tuple[dict[str, Any], str, tuple[str, str] | None] | None:

@@ -251,5 +251,18 @@ class SweepRecord:
         atomic_write_json(self.path, tagged(Files.SWEEP, self.doc))
 
 
+def target_reached(doc: dict[str, Any]) -> bool:
+    """--target: whether a run's objective value in sweep.json has reached it."""
+    target = doc.get("target")
+    if not isinstance(target, (int, float)):
+        return False
+    maximize = (doc.get("objective") or {}).get("direction") == "maximize"
+    for r in doc.get("runs") or []:
+        value = r.get("value") if isinstance(r, dict) else None
+        if isinstance(value, (int, float)) and (value >= target if maximize else value <= target):
+            return True
+    return False
+
+
 def number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

@@ -30,7 +30,7 @@ from trainer.monitor.safe_files import UnsafeFile, make_directory
 from trainer.monitor.schema import FINAL_STATUSES, Files
 from trainer.monitor.text import duration, printable, utc_now
 from trainer.sweep.plan import Run
-from trainer.sweep.record import SweepRecord
+from trainer.sweep.record import SweepRecord, target_reached
 
 POLL_S = 0.5  # how often the sweep looks at its running children (a signal wakes it at once)
 
@@ -177,8 +177,6 @@ class SweepRunner:
 
     def _target_reached(self) -> bool:
         """--target: a run's objective reached it; no new run starts (said once)."""
-        from trainer.sweep.trial import target_reached
-
         reached = target_reached(self.record.doc)
         if reached and self.queue and not getattr(self, "_said_target", False):
             self._said_target = True

@@ -21,7 +21,7 @@ from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 from trainer.preflight import check_output_dir
 from trainer.sweep.command import SweepPlan, describe, plan_sweep, print_table, usable_gpus
-from trainer.sweep.record import SweepRecord, check_same_sweep, read_sweep
+from trainer.sweep.record import SweepRecord, check_same_sweep, read_sweep, target_reached
 from trainer.sweep.record import identity as sweep_identity
 from trainer.sweep.runner import Launch, SweepRunner, best_fields, read_state, slot_environments
 from trainer.sweep_tag import tag_environment
@@ -193,8 +193,6 @@ def final_status(record: SweepRecord, signum: int | None) -> tuple[str, int]:
         return "stopped", 128 + signum
     if all(s in ("completed", "pruned") for s in statuses):
         return "completed", 0
-    from trainer.sweep.trial import target_reached
-
     if target_reached(record.doc) and all(
         s in ("completed", "pruned", "pending") for s in statuses
     ):

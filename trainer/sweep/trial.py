@@ -30,7 +30,7 @@ from trainer.monitor.safe_files import UnsafeFile, make_directory
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable, utc_now
 from trainer.sweep.objective import best_value, epoch_values
-from trainer.sweep.record import SweepRecord, sweep_lock
+from trainer.sweep.record import SweepRecord, sweep_lock, target_reached
 from trainer.sweep.runner import outcome
 from trainer.sweep.space import Param
 from trainer.sweep_tag import tag_environment
@@ -82,18 +82,6 @@ def run_trial(sweep_dir: Path, index: int) -> int:
         "--auto-resume",
     )
     return TrialProcess(record, index, run_dir, argv, values, study, trial).run()
-
-
-def target_reached(doc: dict[str, Any]) -> bool:
-    target = doc.get("target")
-    if not isinstance(target, (int, float)):
-        return False
-    maximize = (doc.get("objective") or {}).get("direction") == "maximize"
-    for r in doc.get("runs") or []:
-        value = r.get("value") if isinstance(r, dict) else None
-        if isinstance(value, (int, float)) and (value >= target if maximize else value <= target):
-            return True
-    return False
 
 
 class TrialProcess:
