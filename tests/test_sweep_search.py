@@ -71,6 +71,7 @@ def search_config(tmp_path, tiny_bert_dir) -> Path:
         (["--grid", "lora.r=2,4", "--param", "lora.r=int(2,4)"], "lora.r: swept twice"),
         (["--search", "grid", "--param", "lora.r=int(2,4)"], "--param needs --search tpe"),
         (["--param", "lora.r=int(2,4)", "--trials", "0"], "--trials 0: must be at least 1"),
+        (["--param", "lora.r=int(2,4)", "--prune", "median", "--search", "grid"], "--param needs --search tpe"),
     ],
 )  # fmt: skip
 def test_a_bad_search_is_refused_before_anything_is_written(search_config, tmp_path, extra, message, capsys):  # fmt: skip
@@ -173,3 +174,39 @@ def test_a_tpe_sweep_rerun_continues_its_study_without_redoing_a_trial(search_co
     assert [t.params["train.learning_rate"] for t in sorted(trials, key=lambda t: t.user_attrs["index"])] == [
         r["values"]["train.learning_rate"] for r in doc["runs"]
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sweep_trial_runs_a_grid_sweeps_run_by_its_index(search_config, tmp_path, capsys):
+    """What a job array's task does on a grid sweep: run I+1 of the plan, sweep.json updated."""
+    import orjson
+
+    from trainer.monitor.schema import Files
+
+    # --target 100 (any val loss reaches it): the grid's first run trains, the second waits
+    argv = ["sweep", str(search_config), "--grid", "lora.r=2,4", "--target", "100"]
+    assert main(argv) == 0, capsys.readouterr().err
+    root = tmp_path / "exp"
+    doc = orjson.loads((root / Files.SWEEP).read_bytes())
+    assert doc["search"] == "grid" and [r["status"] for r in doc["runs"]] == [
+        "completed",
+        "pending",
+    ]
+    assert isinstance(doc["runs"][0]["value"], float) and doc["best_run"] == 1
+    doc["target"] = None  # (the task of the second run)
+    (root / Files.SWEEP).write_bytes(orjson.dumps(doc))
+    assert main(["sweep-trial", str(root), "--index", "1"]) == 0, capsys.readouterr().err
+    after = orjson.loads((root / Files.SWEEP).read_bytes())
+    second = after["runs"][1]
+    assert (
+        second["status"] == "completed" and second["exit_code"] == 0 and second["value"] is not None
+    )
+    run = orjson.loads((root / second["dir"] / Files.RUN).read_bytes())
+    assert run["config"]["lora"]["r"] == 4 and run["sweep"] == {
+        "name": "exp",
+        "index": 2,
+        "values": {"lora.r": 4},
+    }
+    assert after["runs"][0] == doc["runs"][0]  # the other run's entry untouched
+    assert main(["sweep-trial", str(root), "--index", "2"]) == 2
+    assert "--index 2: the sweep in" in capsys.readouterr().err

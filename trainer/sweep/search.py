@@ -40,15 +40,6 @@ class Search:
         """Whether optuna chooses the runs' values (tpe; random over ranges)."""
         return self.search == "tpe" or (self.search == "random" and bool(self.params))
 
-    def reached(self, value: Any) -> bool:
-        """Whether a run's objective `value` meets --target."""
-        if self.target is None or not isinstance(value, (int, float)):
-            return False
-        return value <= self.target if self.direction == "minimize" else value >= self.target
-
-    def better(self, a: float, b: float) -> bool:
-        return a < b if self.direction == "minimize" else a > b
-
     def record(self) -> dict[str, Any]:
         """sweep.json's fields for it (the identity of a study sweep includes them)."""
         return {
@@ -100,6 +91,8 @@ def choose_search(args: Any, grid_axes: int, params: list[Param]) -> Search:
             raise UserError("--random N draws from a grid; with --param give --trials N")
         if not params and not grid_axes:
             raise UserError("nothing to search: give --param KEY=SPEC or --grid KEY=V1,V2")
+    elif search == "random" and args.random is None and args.trials is None:
+        raise UserError("--search random needs --trials N (how many combinations to draw)")
     elif s.prune != "none":
         raise UserError(
             f"--prune {s.prune}: pruning compares a run with the study's other trials; use it with "
