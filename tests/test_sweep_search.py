@@ -210,3 +210,56 @@ def test_sweep_trial_runs_a_grid_sweeps_run_by_its_index(search_config, tmp_path
     assert after["runs"][0] == doc["runs"][0]  # the other run's entry untouched
     assert main(["sweep-trial", str(root), "--index", "2"]) == 2
     assert "--index 2: the sweep in" in capsys.readouterr().err
+
+
+def test_pruning_needs_a_study(search_config, tmp_path, capsys):
+    assert main(["sweep", str(search_config), "--grid", "lora.r=2,4", "--prune", "median"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--prune median: pruning compares a run with the study's" in err[0]
+    assert not (tmp_path / "exp").exists()
+
+
+def test_the_objective_is_read_by_name_and_its_best_follows_the_direction(tmp_path):
+    from trainer.monitor.atomic import atomic_write_json
+    from trainer.monitor.schema import Files, tagged
+    from trainer.sweep.objective import best_value, epoch_values
+
+    epochs = [
+        {"epoch": 1, "val_loss": 0.9, "val_accuracy": 0.5, "macro_f1": 0.40},
+        {"epoch": 2, "val_loss": 0.7, "val_accuracy": 0.6, "macro_f1": 0.55},
+        {"epoch": 3, "val_loss": 0.8, "val_accuracy": 0.7},  # (an epoch without macro_f1)
+    ]
+    atomic_write_json(tmp_path / Files.EPOCHS, tagged(Files.EPOCHS, {"epochs": epochs}))
+    assert epoch_values(tmp_path, "macro_f1") == {1: 0.40, 2: 0.55}
+    assert best_value(epoch_values(tmp_path, "macro_f1"), "maximize") == 0.55
+    assert best_value(epoch_values(tmp_path, "val_loss"), "minimize") == 0.7
+    assert epoch_values(tmp_path / "missing", "val_loss") == {}
+
+
+def _update_many(path: str, index: int, times: int) -> None:
+    from trainer.sweep.record import SweepRecord
+
+    for k in range(times):
+        SweepRecord.load(Path(path)).update_run(index, status="running", value=float(k))
+
+
+def test_trial_processes_updating_sweep_json_at_once_lose_no_update(tmp_path):
+    import multiprocessing
+
+    import orjson
+
+    from trainer.sweep.plan import Grid, Run
+    from trainer.sweep.record import SweepRecord, identity
+
+    runs = [Run(i, f"exp-{i}", {}) for i in range(1, 5)]
+    record = SweepRecord.begin(tmp_path / "sweep.json", identity(Grid([]), {}), runs, {}, None)
+    record.write()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_update_many, args=(str(tmp_path / "sweep.json"), i, 15)) for i in range(1, 5)]  # fmt: skip
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    doc = orjson.loads((tmp_path / "sweep.json").read_bytes())
+    assert [r["value"] for r in doc["runs"]] == [14.0] * 4
