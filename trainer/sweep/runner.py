@@ -131,6 +131,7 @@ class SweepRunner:
         self.received: list[int] = []  # the stop signals the sweep received, in order
         self._passed_on: dict[int, int] = {}  # pid → how many of them it was sent
         self._wake = threading.Event()
+        self._said_target = False
 
     @property
     def signal(self) -> int | None:
@@ -178,7 +179,7 @@ class SweepRunner:
     def _target_reached(self) -> bool:
         """--target: a run's objective reached it; no new run starts (said once)."""
         reached = target_reached(self.record.doc)
-        if reached and self.queue and not getattr(self, "_said_target", False):
+        if reached and self.queue and not self._said_target:
             self._said_target = True
             self.say(f"a run reached the target {self.record.doc.get('target')}: "
                      f"{len(self.queue)} run(s) not started")  # fmt: skip

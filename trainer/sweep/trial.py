@@ -100,6 +100,9 @@ class TrialProcess:
         self.wake = threading.Event()
         self.pruned_at: int | None = None
         self.reported: set[int] = set()
+        self.passed_on = (
+            False  # the stop signal was sent to the trainer (once: a second is "force")
+        )
 
     def run(self) -> int:
         name = self.record.doc.get("name") or self.run_dir.parent.name
@@ -127,8 +130,8 @@ class TrialProcess:
             while proc.poll() is None:
                 self.wake.wait(POLL_S)
                 self.wake.clear()
-                if self.received and not getattr(self, "_passed", False):
-                    self._passed = True  # once: a second would be "force" to the trainer
+                if self.received and not self.passed_on:
+                    self.passed_on = True
                     if proc.poll() is None:
                         proc.send_signal(self.received[0])
                 self._report_epochs()
