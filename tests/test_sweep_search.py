@@ -263,3 +263,18 @@ def test_trial_processes_updating_sweep_json_at_once_lose_no_update(tmp_path):
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
     doc = orjson.loads((tmp_path / "sweep.json").read_bytes())
     assert [r["value"] for r in doc["runs"]] == [14.0] * 4
+
+
+def test_a_tpe_dry_run_names_the_search_and_writes_nothing(search_config, tmp_path, capsys):
+    argv = ["sweep", str(search_config), "--search", "tpe", "--trials", "3", "--seed", "2",
+            "--param", "train.learning_rate=loguniform(1e-4,1e-2)", "--grid", "lora.r=2,4",
+            "--prune", "asha", "--objective", "val_accuracy", "--dry-run"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        "sweep of 3 runs: tpe search (seed 2) over lora.r=choice(2,4), "
+        "train.learning_rate=loguniform(0.0001,0.01), max val_accuracy, pruner asha, "
+        f"in {tmp_path / 'exp'}"
+    )
+    assert [line.split() for line in out[2:]] == [["exp-1", "-", "-"], ["exp-2", "-", "-"], ["exp-3", "-", "-"]]  # fmt: skip
+    assert not (tmp_path / "exp").exists()
