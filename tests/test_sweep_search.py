@@ -278,3 +278,16 @@ def test_a_tpe_dry_run_names_the_search_and_writes_nothing(search_config, tmp_pa
     )
     assert [line.split() for line in out[2:]] == [["exp-1", "-", "-"], ["exp-2", "-", "-"], ["exp-3", "-", "-"]]  # fmt: skip
     assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize(
+    ("prune", "pruner", "direction"),
+    [("median", "MedianPruner", "minimize"), ("asha", "SuccessiveHalvingPruner", "maximize"), ("none", "NopPruner", "minimize")],
+)  # fmt: skip
+def test_the_study_takes_the_sweeps_pruner_and_direction(tmp_path, prune, pruner, direction):
+    from trainer.sweep.study import open_study
+
+    doc = {"name": "exp", "search": "tpe", "prune": prune, "objective": {"direction": direction}}
+    study = open_study(tmp_path, doc, 0)
+    assert type(study.pruner).__name__ == pruner and study.direction.name.lower() == direction
+    assert (tmp_path / "study.journal").is_file() and study.study_name == "exp"
