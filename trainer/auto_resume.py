@@ -2,7 +2,8 @@
 
 What it does depends on what output.dir holds:
 * no run (nothing, or a start killed before it wrote run.json): start the run;
-* a completed run of this config: say so and exit 0 at once;
+* a completed run of this config, or one a sweep's pruner stopped (`pruned`, final): say so and
+  exit 0 at once;
 * an unfinished run of this config (stopped, failed, or killed at any instant): resume it in
   place from the newest checkpoint that loads, or start it over with its saved config if it died
   before its first checkpoint;
@@ -46,6 +47,17 @@ def run_completed(run_dir: Path) -> bool:
     return state.get("status") == "completed" and result.get("status") == "completed"
 
 
+def run_pruned(run_dir: Path) -> bool:
+    """Whether a sweep's pruner ended the run (state.json and result.json say `pruned`): final, a
+    rerun never resumes it."""
+    try:
+        state = read_contract_json(run_dir / Files.STATE) or {}
+        result = read_contract_json(run_dir / Files.RESULT) or {}
+    except ContractError:
+        return False
+    return state.get("status") == "pruned" and result.get("status") == "pruned"
+
+
 def decide(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
     """{"action": start | resume | done}, from what output.dir holds (reads only); raises
     UserError to refuse."""
@@ -62,7 +74,8 @@ def decide(config: Config, say: Callable[[str], None]) -> dict[str, Any]:
             f"{run_dir} holds a run of another config: {'; '.join(changed)}; resume it as it is "
             f"with entrenar-train --resume {run_dir}, or choose another output.dir"
         )
-    return {"action": "done" if run_completed(run_dir) else "resume"}
+    final = run_completed(run_dir) or run_pruned(run_dir)
+    return {"action": "done" if final else "resume"}
 
 
 def choose_checkpoint(run_dir: Path, say: Callable[[str], None]) -> tuple[RunLock, Path | None]:
@@ -86,6 +99,9 @@ def choose_checkpoint(run_dir: Path, say: Callable[[str], None]) -> tuple[RunLoc
 
 
 def say_done(run_dir: Path) -> None:
+    if run_pruned(run_dir):
+        say(f"{run_dir}: pruned by its sweep (final); not resumed")
+        return
     best = read_run_file(run_dir, Files.STATE).get("best")
     about = ""
     if isinstance(best, dict) and isinstance(best.get("val_loss"), (int, float)):

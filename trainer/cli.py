@@ -23,6 +23,8 @@ SUBCOMMANDS = ("eval", "predict", "export")
 USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--estimate] [--dry-run] [--nproc N] [--auto-resume]
        entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [--force-unlock] [section.key=value ...]
        entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N --seed S] [--parallel P] [section.key=value ...]
+       entrenar-train sweep CONFIG --search tpe --trials N --param KEY=loguniform(LO,HI) [--prune median|asha] [--objective M] [--target V]
+       entrenar-train sweep-trial SWEEP_DIR --index I
        entrenar-train eval CHECKPOINT --data FILE
        entrenar-train predict CHECKPOINT [TEXT ...]
        entrenar-train export CHECKPOINT OUT_DIR"""
@@ -61,8 +63,40 @@ def sweep_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, metavar="S", help="the seed of --random's draw (0)")
     p.add_argument("--parallel", type=int, default=1, metavar="P", help="runs at a time (1)")
     p.add_argument(
+        "--search",
+        choices=("grid", "random", "tpe"),
+        help="how runs are chosen (grid; random with --random)",
+    )
+    p.add_argument("--trials", type=int, metavar="N", help="runs a tpe/random search asks for")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="KEY=SPEC",
+        help="a range: loguniform(LO,HI), uniform(LO,HI), int(LO,HI) or choice(V1,V2,...)",
+    )  # fmt: skip
+    p.add_argument(
+        "--objective", default="val_loss", choices=("val_loss", "val_accuracy", "macro_f1"),
+        help="what the search and best_run judge by (val_loss: lower; the others: higher)",
+    )  # fmt: skip
+    p.add_argument(
+        "--prune", default="none", choices=("none", "median", "asha"),
+        help="stop a study's poor runs after an epoch (optuna MedianPruner / SuccessiveHalvingPruner)",
+    )  # fmt: skip
+    p.add_argument(
+        "--target", type=float, metavar="VALUE", help="start no new run once one reaches VALUE"
+    )
+    p.add_argument(
         "--dry-run", action="store_true", help="check everything, print the runs, start none"
     )
+    return p
+
+
+def sweep_trial_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="entrenar-train sweep-trial",
+        description="Run one trial of a sweep that `entrenar-train sweep` planned (a SLURM array "
+        "task's job): its values from sweep.json (or the study), the run with --auto-resume.",
+    )
+    p.add_argument("sweep_dir", help="the sweep's directory (holding sweep.json)")
+    p.add_argument("--index", type=int, required=True, metavar="I", help="0-based trial index")
     return p
 
 
@@ -157,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return run_subcommand(argv[0], argv[1:])
+        if argv and argv[0] == "sweep-trial":
+            from trainer.sweep.trial import run_trial
+
+            args = sweep_trial_parser().parse_args(argv[1:])
+            return run_trial(Path(args.sweep_dir), args.index)
         if argv and argv[0] == "sweep":
             from trainer.sweep.session import run_sweep
 

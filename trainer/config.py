@@ -544,8 +544,10 @@ def split_sweep_table(
     """(the config without its `[sweep]` table, that table as {"section.key": [values]}).
 
     The table lists values a sweep tries for a key, one entry a key: `"lora.r" = [4, 8]` (or the
-    same written as a sub-table, `lora.r = [4, 8]`). Keys and shapes are checked here; the values,
-    each in its run's config, by the sweep."""
+    same written as a sub-table, `lora.r = [4, 8]`), or a search range as `--param` writes it,
+    `"train.learning_rate" = "loguniform(1e-5,1e-3)"` (a string: a sub-table would read as the
+    section form above). Keys and shapes are checked here; the values, each in its run's config,
+    and the ranges (trainer/sweep/space.py), by the sweep."""
     if SWEEP_TABLE not in raw:
         return raw, {}
     table = raw[SWEEP_TABLE]
@@ -561,6 +563,8 @@ def split_sweep_table(
             axes[name] = values
     for key, values in axes.items():
         check_key(key, f"{source}: [{SWEEP_TABLE}] {key}")
+        if isinstance(values, str):  # a range, parsed and checked by the sweep
+            continue
         if not isinstance(values, list) or not values:
             raise UserError(
                 f"{source}: [{SWEEP_TABLE}] {key} must be a non-empty list of the values to try, "

@@ -39,6 +39,7 @@ class StopSignal:
         self.control = run_dir / Files.CONTROL
         self.started_at = started_at
         self.reason: str | None = None
+        self.pruned = False  # the request said reason `pruned`: the run ends `pruned`
         self._signalled = False
         self.request_id: Any = None
         self._seen: tuple[int, int, int] | None = None
@@ -99,7 +100,10 @@ class StopSignal:
         if isinstance(requested_at, (int, float)) and requested_at < self.started_at:
             return  # a stale request from before this process started (e.g. the stop we are resuming from)
         self.request_id = request.get("id")
-        self.reason = "stop requested through control.json"
+        self.pruned = request.get("reason") == "pruned"
+        self.reason = (
+            "pruned by the sweep" if self.pruned else "stop requested through control.json"
+        )
 
     def consume(self) -> None:
         """Remove the honoured control.json so that a resume does not stop again at once."""

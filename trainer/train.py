@@ -727,13 +727,17 @@ class FineTuneRecipe:
         return relative
 
     def stop(self) -> int:
-        """A requested stop: checkpoints/last, status stopped, exit 0. Every rank calls it."""
+        """A requested stop: checkpoints/last, status stopped (or pruned, when a sweep's pruner
+        asked), exit 0. Every rank calls it."""
         self.recorder.stopping()
         self.report.say(f"stopping: {self.stop_signal.reason}; writing checkpoints/last")
         self.save("last")
+        pruned = self.stop_signal.pruned
+        if self.dist.enabled:  # rank 0 read control.json; every rank ends with its status
+            pruned = bool(self.dist.broadcast_object(pruned))
         if self.dist.is_main:
             self.stop_signal.consume()
-        return self.finish("stopped", error=None)
+        return self.finish("pruned" if pruned else "stopped", error=None)
 
     def finish(self, status: str, *, error: str | None = None, stopped_early: bool = False) -> int:
         """result.json, the final state and the summary; the exit code (0 completed or stopped).
@@ -754,4 +758,4 @@ class FineTuneRecipe:
         if self.peak_refresh is not None and (news := self.peak_refresh.news(self.peak)):
             self.report.say(news)
         self.dist.barrier()
-        return 0 if status in ("completed", "stopped") else 1
+        return 0 if status in ("completed", "stopped", "pruned") else 1

@@ -70,7 +70,7 @@ class EpochTable(DataTable):
             self.call_after_refresh(self.scroll_end, animate=False)
 
 
-ENDED = ("stopped", "failed", "crashed")  # a run that ended inside an epoch keeps that epoch's row
+ENDED = ("stopped", "pruned", "failed", "crashed")  # a run that ended inside an epoch keeps its row
 
 
 def partial_epoch(model: RunModel) -> tuple[dict[str, Any], str, tuple[str, str] | None] | None:

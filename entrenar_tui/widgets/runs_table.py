@@ -52,6 +52,7 @@ class RunsTable(DataTable):
         "runs-table--live",
         "runs-table--done",
         "runs-table--stopped",
+        "runs-table--pruned",
         "runs-table--bad",
     }
     BINDINGS: ClassVar = [Binding("enter", "select_cursor", "Open")]
@@ -211,6 +212,8 @@ class RunsTable(DataTable):
             part = "live"
         elif status == "completed":
             part = "done"
+        elif status == "pruned":  # a sweep's pruner stopped it: dimmed, not a warning
+            part = "pruned"
         else:
             part = "stopped"
         return self._style(part)

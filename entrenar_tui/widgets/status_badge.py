@@ -19,6 +19,7 @@ ICONS = {
     "stopping": "■",
     "stopped": "■",
     "completed": "✓",
+    "pruned": "⊘",  # a sweep's pruner stopped it: final, dimmed
     "failed": "✗",
     "crashed": "✗",
 }

@@ -47,9 +47,19 @@ Liveness = Literal["alive", "gone", "remote", "unknown"]
 CREATE_TIME_TOLERANCE_S = 1.0
 
 
-def request_stop(run_dir: str | Path, *, clock: Callable[[], float] = time.time) -> dict[str, Any]:
-    """Write control.json asking the trainer to stop after its current batch; returns the request."""
+STOP_REASONS = ("pruned",)  # a stop with a reason ends the run with that status, not `stopped`
+
+
+def request_stop(
+    run_dir: str | Path, *, clock: Callable[[], float] = time.time, reason: str | None = None
+) -> dict[str, Any]:
+    """Write control.json asking the trainer to stop after its current batch; returns the request.
+    reason `pruned` (a sweep's pruner): the run ends `pruned` (final: never resumed)."""
+    if reason is not None and reason not in STOP_REASONS:
+        raise ValueError(f"unknown stop reason {reason!r}")
     request = {"command": "stop", "id": uuid.uuid4().hex, "requested_at": clock()}
+    if reason is not None:
+        request["reason"] = reason
     atomic_write_json(Path(run_dir) / Files.CONTROL, tagged(Files.CONTROL, request))
     return request
 

@@ -337,6 +337,7 @@ class ControlRequest(Tagged, total=False):
     command: str
     id: str
     requested_at: float
+    reason: str  # absent, or `pruned`: the run ends with that status
 
 
 class SweepAxis(TypedDict, total=False):
@@ -357,9 +358,26 @@ class SweepRunEntry(TypedDict, total=False):
     best_epoch: int
     best_val_loss: float
     best_val_accuracy: float
+    value: float  # the objective's best over the run's epochs
+    pruned_at_epoch: int
     error: str
     started_at: str
     finished_at: str
+
+
+class SweepObjective(TypedDict, total=False):
+    metric: str  # val_loss | val_accuracy | macro_f1
+    direction: str  # minimize | maximize
+
+
+class SweepParam(TypedDict, total=False):
+    """One of a study sweep's `space`: a range (low, high) or the choices."""
+
+    key: str
+    type: str  # loguniform | uniform | int | choice
+    low: float
+    high: float
+    choices: list[Any]
 
 
 class Sweep(Tagged, total=False):
@@ -387,6 +405,12 @@ class Sweep(Tagged, total=False):
     updated_at: str
     best_run: int
     runs: list[SweepRunEntry]
+    search: str  # grid | random | tpe
+    space: list[SweepParam]
+    trials: int
+    objective: SweepObjective
+    prune: str  # none | median | asha
+    target: float
 
 
 class LockOwner(TypedDict, total=False):

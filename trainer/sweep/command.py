@@ -29,7 +29,9 @@ from trainer.config import (
 )
 from trainer.errors import UserError, gather
 from trainer.inputs import check_data_too
-from trainer.sweep.plan import Grid, Run, build_grid
+from trainer.sweep.plan import Axis, Grid, Run, build_grid
+from trainer.sweep.search import Search, choose_search, study_space
+from trainer.sweep.space import parse_param, parse_param_option
 
 
 @dataclass
@@ -40,7 +42,8 @@ class SweepPlan:
     base: Config
     directory: Path
     runs: list[Run]
-    configs: list[Config]  # each run's, checked
+    configs: list[Config]  # each run's, checked (a study sweep: its space's corners')
+    search: Search
 
     def command(self, run: Run, config: Config) -> list[str]:
         """The run's `entrenar-train` command: the sweep's config and overrides, the run's values
@@ -67,12 +70,29 @@ def shown(values: dict[str, Any]) -> str:
 
 
 def plan_sweep(args: Any) -> SweepPlan:
-    """The sweep the arguments describe, every run's config checked; nothing written."""
+    """The sweep the arguments describe, every run's config checked; nothing written. A study
+    sweep's runs get their values when they start, so its configs are checked at the corners of
+    its space (each range's ends, each choice)."""
     if args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
     config_path = Path(args.config)
     raw, table = split_sweep_table(read_config_file(config_path), str(config_path))
-    grid = build_grid(table, args.grid, args.random, args.seed)
+    lists = {key: values for key, values in table.items() if isinstance(values, list)}
+    params = [
+        parse_param(key, spec, f"{config_path}: [sweep] {key}", from_file=True)
+        for key, spec in table.items()
+        if isinstance(spec, str)
+    ]
+    params += [parse_param_option(text) for text in args.param]
+    search = choose_search(args, len(lists) + len(args.grid), params)
+    if search.study:
+        grid = build_grid(lists, args.grid, None, None, ranges=True)
+        search.params = study_space(grid, params)
+        grid = Grid([Axis(p.key, p.corners(), p.from_file) for p in search.params], search.search)
+        grid.seed, grid.samples = search.seed, search.trials
+    else:
+        samples = args.random if args.random is not None else search.trials
+        grid = build_grid(lists, args.grid, samples, args.seed)
     overridden = {".".join(parse_override(text)[:2]) for text in args.overrides}
     for key in grid.keys:
         if key in overridden:
@@ -82,18 +102,47 @@ def plan_sweep(args: Any) -> SweepPlan:
         check_data_too(base_check)
     base = base_check.valid()
     directory = Path(base.output.dir)
-    runs = grid.runs(directory.name)
+    runs = study_runs(directory.name, search) if search.study else grid.runs(directory.name)
+    checked = corner_runs(search) if search.study else runs
     problems: list[str] = []
     configs = [
         gather(problems, run_config, raw, config_path, args.overrides, grid, run, directory)
-        for run in runs
+        for run in checked
     ]
-    built = [(run, config) for run, config in zip(runs, configs) if config is not None]
+    built = [(run, config) for run, config in zip(checked, configs) if config is not None]
     gather(problems, check_data, built)
     gather(problems, check_models, built)
     if problems:
         raise UserError(*problems)
-    return SweepPlan(config_path, list(args.overrides), grid, base, directory, runs, configs)
+    return SweepPlan(
+        config_path, list(args.overrides), grid, base, directory, runs, configs, search
+    )
+
+
+def study_runs(name: str, search: Search) -> list[Run]:
+    """A study sweep's N runs, named as a grid's; their values come from the study."""
+    width = len(str(search.trials))
+    return [Run(i, f"{name}-{i:0{width}d}", {}) for i in range(1, (search.trials or 0) + 1)]
+
+
+def corner_runs(search: Search) -> list[Run]:
+    """Runs (index 0: not real) at the corners of a study's space: every key at its first corner,
+    then each key's every corner in turn; a value no config takes is found before any run."""
+    first = {p.key: p.corners()[0] for p in search.params}
+    seen, runs = set(), []
+    for param in search.params:
+        for value in param.corners():
+            values = {**first, param.key: value}
+            token = orjson.dumps(values, default=repr)
+            if token not in seen:
+                seen.add(token)
+                runs.append(Run(0, "", values))
+    return runs
+
+
+def run_label(run: Run) -> str:
+    """How an error names a run: `sweep run 3 (lora.r=0)`, or a study's `search space (...)`."""
+    return f"{'sweep run ' + str(run.index) if run.index else 'search space'} ({shown(run.values)})"
 
 
 def run_config(
@@ -112,9 +161,7 @@ def run_config(
             raw, path, [*overrides, *given, f"output.dir={directory / run.name}"]
         )
     except UserError as e:
-        raise UserError(
-            *(f"sweep run {run.index} ({shown(run.values)}): {p}" for p in e.problems)
-        ) from None
+        raise UserError(*(f"{run_label(run)}: {p}" for p in e.problems)) from None
 
 
 def check_data(runs: list[tuple[Run, Config]]) -> None:
@@ -130,9 +177,7 @@ def check_data(runs: list[tuple[Run, Config]]) -> None:
         found: list[str] = []
         gather(found, load_corpus, config.data, config.train.seed)
         named = len(sections) > 1
-        problems += [
-            f"sweep run {run.index} ({shown(run.values)}): {p}" if named else p for p in found
-        ]
+        problems += [f"{run_label(run)}: {p}" if named else p for p in found]
     if problems:
         raise UserError(*problems)
 
@@ -151,7 +196,7 @@ def check_models(runs: list[tuple[Run, Config]]) -> None:
         seen.add(key)
         found: list[str] = []
         gather(found, inspect_model, config.model, config.lora)
-        problems += [f"sweep run {run.index} ({shown(run.values)}): {p}" for p in found]
+        problems += [f"{run_label(run)}: {p}" for p in found]
     if problems:
         raise UserError(*problems)
 
@@ -161,6 +206,11 @@ def describe(plan: SweepPlan) -> str:
     how = f"a grid of {' × '.join(str(len(a.values)) for a in grid.axes)} ({', '.join(grid.keys)})"
     if grid.mode == "random":
         how = f"drawn with seed {grid.seed} from {how} = {grid.size}"
+    if plan.search.study:
+        space = ", ".join(f"{p.key}={p.shown()}" for p in plan.search.params)
+        how = f"{plan.search.search} search (seed {plan.search.seed}) over {space}"
+        how += f", {plan.search.direction[:3]} {plan.search.metric}"
+        how += f", pruner {plan.search.prune}" if plan.search.prune != "none" else ""
     return f"sweep of {n} run{'s' if n != 1 else ''}: {how}, in {plan.directory}"
 
 
@@ -171,7 +221,8 @@ def print_table(keys: list[str], rows: list[dict[str, Any]], best: int | None = 
     header = ["run", *keys] + (["status", "best val loss", "val acc"] if status else [])
     lines = [header]
     for r in rows:
-        cells = [r["dir"], *(toml_value(r["values"][k]) for k in keys)]
+        values = r.get("values") or {}  # (a study's run not started yet has none)
+        cells = [r["dir"], *(toml_value(values[k]) if k in values else "-" for k in keys)]
         if status:
             loss, acc = r.get("best_val_loss"), r.get("best_val_accuracy")
             cells += [

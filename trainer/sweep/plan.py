@@ -122,15 +122,21 @@ def parse_grid_option(text: str) -> Axis:
 
 
 def build_grid(
-    table: dict[str, list[Any]], options: list[str], samples: int | None, seed: int | None
+    table: dict[str, list[Any]],
+    options: list[str],
+    samples: int | None,
+    seed: int | None,
+    *,
+    ranges: bool = False,
 ) -> Grid:
     """The grid of a `[sweep]` table and `--grid` options, checked: known keys, each once, no
     value twice, not output.dir (every run has its own); --random within the grid's size."""
     axes = [Axis(key, list(values), from_file=True) for key, values in table.items()]
     axes += [parse_grid_option(text) for text in options]
-    if not axes:
+    if not axes and not ranges:  # (a study sweep may search ranges only)
         raise UserError(
-            "nothing to sweep: give --grid KEY=V1,V2 (or a [sweep] table in the config)"
+            "nothing to sweep: give --grid KEY=V1,V2 or --param KEY=SPEC (or a [sweep] table in "
+            "the config)"
         )
     seen: set[str] = set()
     for axis in axes:

@@ -5,7 +5,10 @@ a script checks a sweep, and what a rerun of the same command is checked against
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +22,34 @@ from trainer.monitor.schema import Files, tagged
 from trainer.monitor.sweep import best_index
 from trainer.monitor.text import utc_now
 from trainer.sweep.plan import Grid, Run
+from trainer.sweep.search import DEFAULTS, Search
 
-RUN_STATUSES = ("pending", "running", "completed", "stopped", "failed")
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def sweep_lock(directory: Path) -> Iterator[None]:
+    """Hold the sweep's lock (an flock on its directory: no file added, and it goes with the
+    process): the sweep and its trial processes update sweep.json one at a time, none losing
+    another's change (Linux's NFS client passes flock on to the server as a record lock). Where
+    flock is not to be had, no lock."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        if fcntl is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+RUN_STATUSES = ("pending", "running", "completed", "stopped", "failed", "pruned")
 SWEEP_STATUSES = ("running", "completed", "failed", "stopped")
-IDENTITY = ("keys", "grid", "mode", "seed", "samples", "base_config_hash")
+IDENTITY = ("keys", "grid", "mode", "seed", "samples", "base_config_hash", "search", "space")
+IDENTITY += ("trials", "objective", "prune")
 SAID_MAX = 10  # differences named when a rerun meets another sweep
 
 
@@ -32,10 +59,15 @@ def config_hash(config: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def identity(grid: Grid, base_config: dict[str, Any]) -> dict[str, Any]:
+def identity(
+    grid: Grid, base_config: dict[str, Any], search: Search | None = None
+) -> dict[str, Any]:
     """What makes two calls the same sweep: the grid (keys in order, values), the mode, the seed and
-    N of a random draw, and the base config (after overrides, output.dir left out)."""
+    N of a random draw, the search (a study's space, trials, objective, pruner), and the base config
+    (after overrides, output.dir left out). --target may change between calls."""
+    searched = (search or Search(grid.mode)).record()
     return {
+        **searched,
         "keys": grid.keys,
         "grid": [{"key": a.key, "values": a.values} for a in grid.axes],
         "mode": grid.mode,
@@ -57,9 +89,16 @@ def read_sweep(path: Path) -> dict[str, Any] | None:
 
 def check_same_sweep(previous: dict[str, Any], now: dict[str, Any], path: Path) -> None:
     """Refuse (one line naming what differs) to continue another sweep's directory."""
-    if all(previous.get(k) == now[k] for k in IDENTITY):
+
+    def earlier(key: str) -> Any:  # a sweep.json from before a field: what it meant
+        if key == "search" and key not in previous:
+            return previous.get("mode")
+        return previous.get(key, DEFAULTS.get(key))
+
+    if all(earlier(k) == now[k] for k in IDENTITY):
         return
     said = [f"{what} ({before} → {after})" for what, before, after in _grid_changes(previous, now)]
+    said += [f"{k} ({earlier(k)} → {now[k]})" for k in IDENTITY[6:] if earlier(k) != now[k]]
     base = previous.get("base_config")
     said += config_differences(base if isinstance(base, dict) else {}, now["base_config"], ("output.dir",))  # fmt: skip
     if len(said) > SAID_MAX:  # a damaged sweep.json of 20,000 keys: one readable line still
@@ -94,8 +133,28 @@ def _grid_changes(previous: dict[str, Any], now: dict[str, Any]) -> list[tuple[s
 class SweepRecord:
     """sweep.json in memory; every change is written at once (atomically)."""
 
-    def __init__(self, path: Path, document: dict[str, Any]):
+    def __init__(self, path: Path, document: dict[str, Any], *, merge: bool = False):
         self.path, self.doc = path, document
+        self.merge = merge  # each write takes the runs from the file first (others update it too)
+
+    @classmethod
+    def load(cls, path: Path) -> SweepRecord:
+        """The record on disk, for a process that updates one run of it (a trial)."""
+        doc = read_sweep(path)
+        if doc is None:
+            raise UserError(
+                f"{path}: no sweep.json; plan the sweep with entrenar-train sweep first"
+            )
+        return cls(path, doc, merge=True)
+
+    def _take_runs_from_disk(self) -> None:
+        try:
+            on_disk = read_contract_json(self.path)
+        except ContractError:
+            return
+        runs = (on_disk or {}).get("runs")
+        if isinstance(runs, list) and len(runs) == len(self.doc["runs"]):
+            self.doc["runs"] = runs
 
     @classmethod
     def begin(
@@ -114,6 +173,8 @@ class SweepRecord:
                 "best_epoch": None,
                 "best_val_loss": None,
                 "best_val_accuracy": None,
+                "value": None,
+                "pruned_at_epoch": None,
                 "error": None,
                 "started_at": None,
                 "finished_at": None,
@@ -140,9 +201,20 @@ class SweepRecord:
         status = fields.get("status")
         if status is not None and status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        self.run(index).update(fields)
-        if write:
-            self.write()
+        if not write:
+            self.run(index).update(fields)
+            return
+        with sweep_lock(self.path.parent):
+            if self.merge:
+                self._take_runs_from_disk()
+            self.run(index).update(fields)
+            self._write()
+
+    def reload_run(self, index: int) -> dict[str, Any]:
+        """A run's entry as the file has it now (a trial process wrote it)."""
+        with sweep_lock(self.path.parent):
+            self._take_runs_from_disk()
+        return self.run(index)
 
     def finish(self, status: str) -> None:
         if status not in SWEEP_STATUSES:
@@ -151,11 +223,46 @@ class SweepRecord:
         self.write()
 
     def best_run(self) -> int | None:
-        """The completed run with the lowest best validation loss (the first of equals): the rule
-        the runs browser marks its best run by (trainer.monitor.sweep.best_index)."""
-        return best_index((r["index"], r["status"], r["best_val_loss"]) for r in self.doc["runs"])
+        """The completed run with the best objective (the first of equals). By validation loss
+        (the default) it is the rule the runs browser marks its best run by
+        (trainer.monitor.sweep.best_index); by a metric to maximize, the highest `value`."""
+        objective = self.doc.get("objective") or {}
+        if objective.get("metric", "val_loss") == "val_loss":
+            runs = self.doc["runs"]
+            return best_index((r["index"], r["status"], r.get("best_val_loss")) for r in runs)
+        sign = -1 if objective.get("direction") == "maximize" else 1
+        return best_index(
+            (r["index"], r["status"], sign * r["value"] if number(r.get("value")) else None)
+            for r in self.doc["runs"]
+        )
 
     def write(self) -> None:
+        """Write the whole record (under the sweep's lock; a merging record takes the runs' entries
+        from the file first)."""
+        with sweep_lock(self.path.parent):
+            if self.merge:
+                self._take_runs_from_disk()
+            self._write()
+        self.merge = True  # from now on, trials may write beside this process
+
+    def _write(self) -> None:
         self.doc["best_run"] = self.best_run()
         self.doc["updated_at"] = utc_now()
         atomic_write_json(self.path, tagged(Files.SWEEP, self.doc))
+
+
+def target_reached(doc: dict[str, Any]) -> bool:
+    """--target: whether a run's objective value in sweep.json has reached it."""
+    target = doc.get("target")
+    if not isinstance(target, (int, float)):
+        return False
+    maximize = (doc.get("objective") or {}).get("direction") == "maximize"
+    for r in doc.get("runs") or []:
+        value = r.get("value") if isinstance(r, dict) else None
+        if isinstance(value, (int, float)) and (value >= target if maximize else value <= target):
+            return True
+    return False
+
+
+def number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

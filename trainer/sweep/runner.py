@@ -30,7 +30,7 @@ from trainer.monitor.safe_files import UnsafeFile, make_directory
 from trainer.monitor.schema import FINAL_STATUSES, Files
 from trainer.monitor.text import duration, printable, utc_now
 from trainer.sweep.plan import Run
-from trainer.sweep.record import SweepRecord
+from trainer.sweep.record import SweepRecord, target_reached
 
 POLL_S = 0.5  # how often the sweep looks at its running children (a signal wakes it at once)
 
@@ -41,6 +41,7 @@ class Launch:
     directory: Path
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)  # the run's sweep tag
+    trial: bool = False  # argv is `sweep-trial`: it writes the run's entry in sweep.json itself
 
 
 def usable_cores() -> int:
@@ -130,6 +131,7 @@ class SweepRunner:
         self.received: list[int] = []  # the stop signals the sweep received, in order
         self._passed_on: dict[int, int] = {}  # pid → how many of them it was sent
         self._wake = threading.Event()
+        self._said_target = False
 
     @property
     def signal(self) -> int | None:
@@ -174,8 +176,22 @@ class SweepRunner:
                     proc.send_signal(signum)
             self._passed_on[proc.pid] = len(self.received)
 
+    def _target_reached(self) -> bool:
+        """--target: a run's objective reached it; no new run starts (said once)."""
+        reached = target_reached(self.record.doc)
+        if reached and self.queue and not self._said_target:
+            self._said_target = True
+            self.say(f"a run reached the target {self.record.doc.get('target')}: "
+                     f"{len(self.queue)} run(s) not started")  # fmt: skip
+        return reached
+
     def _fill_slots(self) -> None:
-        while self.queue and self.signal is None and len(self.active) < len(self.slots):
+        while (
+            self.queue
+            and self.signal is None
+            and len(self.active) < len(self.slots)
+            and not self._target_reached()
+        ):
             slot = next(i for i in range(len(self.slots)) if i not in self.active)
             self._start(slot, self.queue.popleft())
 
@@ -196,6 +212,10 @@ class SweepRunner:
             self.say(f"run {run.index}/{self.total} {said(ended)}")
             return
         self.active[slot] = (launch, proc, time.monotonic())
+        if launch.trial:  # (the trial says which values the study gave it)
+            self.say(f"run {run.index}/{self.total} started: {launch.directory} "
+                     f"(log: {launch.directory / Files.LOG})")  # fmt: skip
+            return
         self.record.update_run(run.index, status="running", started_at=utc_now(), finished_at=None)
         values = " ".join(f"{k}={v}" for k, v in describe_values(run.values).items())
         self.say(
@@ -209,11 +229,27 @@ class SweepRunner:
             if code is None:
                 continue
             del self.active[slot]
-            ended = outcome(launch.directory, code, self.signal is not None)
-            self.record.update_run(launch.run.index, finished_at=utc_now(), **ended)
+            if launch.trial:
+                ended = self.record.reload_run(launch.run.index)
+                if ended.get("status") in ("pending", "running"):  # it refused, or died
+                    ended = outcome(launch.directory, code, self.signal is not None)
+                    self.record.update_run(launch.run.index, finished_at=utc_now(), **ended)
+            else:
+                ended = outcome(launch.directory, code, self.signal is not None)
+                ended["value"] = run_value(launch.directory, self.record.doc)
+                self.record.update_run(launch.run.index, finished_at=utc_now(), **ended)
             self.say(
                 f"run {launch.run.index}/{self.total} {said(ended)} after {duration(time.monotonic() - started, '?')}"
             )
+
+
+def run_value(directory: Path, doc: dict[str, Any]) -> float | None:
+    """sweep.json's `value` of a run: its objective's best over its epochs."""
+    from trainer.sweep.objective import best_value, epoch_values
+
+    objective = doc.get("objective") or {}
+    values = epoch_values(directory, objective.get("metric", "val_loss"))
+    return best_value(values, objective.get("direction", "minimize"))
 
 
 def describe_values(values: dict[str, Any]) -> dict[str, str]:
@@ -224,13 +260,13 @@ def describe_values(values: dict[str, Any]) -> dict[str, str]:
 
 def said(ended: dict[str, Any]) -> str:
     """A run's end in words: `completed: best val loss 0.4123, acc 0.875 (epoch 3)`."""
-    text = ended["status"]
-    if ended.get("best_val_loss") is not None:
+    text = ended.get("status") or "?"
+    if ended.get("best_val_loss") is not None and ended.get("best_val_accuracy") is not None:
         text += (
             f": best val loss {ended['best_val_loss']:.4f}, acc {ended['best_val_accuracy']:.3f} "
             f"(epoch {ended['best_epoch']})"
         )
     if ended.get("error"):
-        code = ended["exit_code"]
+        code = ended.get("exit_code")
         text += f" ({f'exit {code}: ' if code is not None else ''}{ended['error']})"
     return printable(text)

@@ -21,7 +21,7 @@ from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 from trainer.preflight import check_output_dir
 from trainer.sweep.command import SweepPlan, describe, plan_sweep, print_table, usable_gpus
-from trainer.sweep.record import SweepRecord, check_same_sweep, read_sweep
+from trainer.sweep.record import SweepRecord, check_same_sweep, read_sweep, target_reached
 from trainer.sweep.record import identity as sweep_identity
 from trainer.sweep.runner import Launch, SweepRunner, best_fields, read_state, slot_environments
 from trainer.sweep_tag import tag_environment
@@ -71,7 +71,7 @@ def check_sweep_directory(plan: SweepPlan, *, create: bool) -> tuple[dict[str, A
         raise UserError(
             f"output.dir {directory} holds a run ({Files.RUN}), not a sweep; choose another output.dir"
         )
-    ident = sweep_identity(plan.grid, plan.base.to_dict())
+    ident = sweep_identity(plan.grid, plan.base.to_dict(), plan.search)
     previous = read_sweep(directory / Files.SWEEP)
     if previous is not None:
         check_same_sweep(previous, ident, directory / Files.SWEEP)
@@ -91,6 +91,7 @@ def _run(
     plan: SweepPlan, parallel: int, argv: list[str], ident: dict[str, Any], previous: dict | None
 ) -> int:
     about = {"config_file": str(plan.config_path.resolve()), "overrides": plan.overrides}
+    about["target"] = plan.search.target
     about |= {"parallel": parallel, "argv": argv, **identity()}
     check_run_folders(plan)  # before sweep.json says anything
     record = SweepRecord.begin(plan.directory / Files.SWEEP, ident, plan.runs, about, previous)
@@ -108,7 +109,9 @@ def _run(
     record.finish(status)
     runs = record.doc["runs"]
     done = sum(r["status"] == "completed" for r in runs)
-    say(f"{status}: {done} of {len(runs)} runs completed; {plan.directory / Files.SWEEP}")
+    pruned = sum(r["status"] == "pruned" for r in runs)
+    also = f", {pruned} pruned" if pruned else ""
+    say(f"{status}: {done} of {len(runs)} runs completed{also}; {plan.directory / Files.SWEEP}")
     print_table(plan.grid.keys, runs, record.doc["best_run"])
     return code
 
@@ -118,6 +121,8 @@ def _keep_completed_and_list_the_rest(
 ) -> list[Launch]:
     """Mark the runs an earlier call completed (kept as they are); the launches of the others."""
     before = {r.get("index"): r for r in (previous or {}).get("runs") or [] if isinstance(r, dict)}
+    if plan.search.study:
+        return _study_launches(plan, record, before)
     launches = []
     for run, config in zip(plan.runs, plan.configs):
         folder = plan.directory / run.name
@@ -129,6 +134,34 @@ def _keep_completed_and_list_the_rest(
             continue
         env = tag_environment(plan.directory.name, run.index, run.values)
         launches.append(Launch(run, folder, plan.command(run, config), env))
+    return launches
+
+
+def _study_launches(
+    plan: SweepPlan, record: SweepRecord, before: dict[Any, dict[str, Any]]
+) -> list[Launch]:
+    """A study sweep: the runs an earlier call completed or pruned keep their entries; the others
+    are `sweep-trial` processes (the per-trial logic a SLURM task runs), which ask the study."""
+    from trainer.monitor.control import trainer_command
+
+    launches = []
+    for run in plan.runs:
+        earlier = before.get(run.index) or {}
+        if earlier.get("dir") == run.name and earlier.get("status") in (
+            "pending",
+            "running",
+            "stopped",
+            "failed",
+        ):
+            kept = {k: earlier.get(k) for k in ("values", "started_at", "value")}
+            record.update_run(run.index, write=False, **{k: v for k, v in kept.items() if v})
+        elif earlier.get("dir") == run.name and earlier.get("status") in ("completed", "pruned"):
+            record.update_run(
+                run.index, write=False, **{k: earlier.get(k) for k in earlier if k != "index"}
+            )
+            continue
+        argv = trainer_command("sweep-trial", str(plan.directory), "--index", str(run.index - 1))
+        launches.append(Launch(run, plan.directory / run.name, argv, trial=True))
     return launches
 
 
@@ -158,6 +191,10 @@ def final_status(record: SweepRecord, signum: int | None) -> tuple[str, int]:
     statuses = [r["status"] for r in record.doc["runs"]]
     if signum is not None:
         return "stopped", 128 + signum
-    if all(s == "completed" for s in statuses):
+    if all(s in ("completed", "pruned") for s in statuses):
         return "completed", 0
+    if target_reached(record.doc) and all(
+        s in ("completed", "pruned", "pending") for s in statuses
+    ):
+        return "completed", 0  # (--target: the runs not started need not be)
     return ("failed" if "failed" in statuses else "stopped"), 1
