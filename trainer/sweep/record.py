@@ -18,6 +18,7 @@ from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files, tagged
 from trainer.monitor.sweep import best_index
 from trainer.monitor.text import utc_now
+from trainer.sweep.importance import finished_points, importance
 from trainer.sweep.plan import Grid, Run
 
 RUN_STATUSES = ("pending", "running", "completed", "stopped", "failed")
@@ -96,6 +97,7 @@ class SweepRecord:
 
     def __init__(self, path: Path, document: dict[str, Any]):
         self.path, self.doc = path, document
+        self._weighed: Any = None  # the finished runs the importances were last computed from
 
     @classmethod
     def begin(
@@ -129,6 +131,7 @@ class SweepRecord:
             "started_at": started,
             "updated_at": started,
             "best_run": None,
+            "importance": None,
             "runs": entries,
         }
         return cls(path, document)
@@ -155,7 +158,16 @@ class SweepRecord:
         the runs browser marks its best run by (trainer.monitor.sweep.best_index)."""
         return best_index((r["index"], r["status"], r["best_val_loss"]) for r in self.doc["runs"])
 
+    def weigh(self) -> None:
+        """sweep.json's `importance`, computed again only when the finished runs changed (a run
+        ended): optuna's evaluation is not free, and most writes are a run starting."""
+        finished = finished_points(self.doc)
+        if finished != self._weighed or "importance" not in self.doc:
+            self.doc["importance"] = importance(self.doc) or None
+            self._weighed = finished
+
     def write(self) -> None:
         self.doc["best_run"] = self.best_run()
+        self.weigh()
         self.doc["updated_at"] = utc_now()
         atomic_write_json(self.path, tagged(Files.SWEEP, self.doc))
