@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 
 import orjson
 import pytest
@@ -110,3 +111,15 @@ def test_sweep_json_gains_the_importances_as_runs_end(tmp_path):
         list(written) == ["train.learning_rate", "lora.r"] and written["train.learning_rate"] > 0.5
     )
     assert math.isclose(sum(written.values()), 1.0)
+
+
+def test_without_optuna_a_sweep_has_no_importances_and_still_records(tmp_path, monkeypatch):
+    """optuna is the optional `sweep` extra: without it sweep.json says null, nothing fails."""
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    assert importance(lr_decides()) == {}
+    grid = build_grid({}, ["lora.r=4,8", "lora.alpha=8,16"], None, None)
+    runs = grid.runs("sw")
+    record = SweepRecord.begin(tmp_path / Files.SWEEP, identity(grid, {}), runs, {}, None)
+    for run in runs:
+        record.update_run(run.index, status="completed", best_val_loss=0.1 * run.index)
+    assert orjson.loads((tmp_path / Files.SWEEP).read_bytes())["importance"] is None

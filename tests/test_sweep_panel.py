@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import orjson
@@ -29,7 +30,8 @@ from tests.helpers import browse, until
 from tests.test_browser_sweep import once, sweep_doc
 from trainer.monitor.schema import MAX_IMPORTANCE_KEYS, Files
 
-pytest.importorskip("optuna")  # the trainer's importances (the `sweep` extra)
+# The trainer's importances need optuna (the `sweep` extra, in `dev`); the rest does not.
+needs_optuna = pytest.mark.skipif(find_spec("optuna") is None, reason="optuna (the sweep extra)")
 
 AXES = {"train.learning_rate": [1e-5, 1e-4, 1e-3, 1e-2], "lora.r": [4, 8]}
 BEST, PRUNED = 7, 8  # fake_sweep's run 7 has the lowest val loss; run 8 is made pruned here
@@ -50,6 +52,7 @@ def panel_of(app) -> SweepPanel:
     return app.screen.query_one(SweepPanel)
 
 
+@needs_optuna
 def test_p_shows_the_sweep_best_run_highlighted_and_pruned_dimmed_and_p_again_hides_it(sweep):
     app = MonitorApp(root=sweep, probe=lambda _s: "gone", tick_interval=3600)
 
@@ -83,6 +86,7 @@ def test_p_shows_the_sweep_best_run_highlighted_and_pruned_dimmed_and_p_again_hi
     browse(app, body, size=(80, 24), rows=8)
 
 
+@needs_optuna
 def test_the_importances_in_sweep_json_are_the_trainers_and_the_panels(sweep):
     """sweep.json's importance, as fake_sweep's SweepRecord wrote it: two keys, summing to 1, the
     panel's bars in that order."""
@@ -119,6 +123,7 @@ def test_p_is_on_the_footer_where_it_leaves_room_for_quit(sweep, width, on_foote
     browse(app, body, size=(width, 24), rows=8)
 
 
+@needs_optuna
 def test_snapshot_sweep_panel_at_80_columns(sweep, monkeypatch, snap_compare):
     monkeypatch.chdir(sweep.parent)
     now = max(orjson.loads((d / Files.STATE).read_bytes())["heartbeat"] for d in find_runs(sweep))
@@ -142,6 +147,7 @@ def test_snapshot_sweep_panel_at_80_columns(sweep, monkeypatch, snap_compare):
 # ------------------------------------------------------------------------------ --once
 
 
+@needs_optuna
 def test_once_prints_each_keys_importance_most_important_first(sweep):
     done = once(sweep)
     assert done.returncode == 0, done.stderr
