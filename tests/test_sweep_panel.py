@@ -28,6 +28,7 @@ from tests.conftest import patience
 from tests.fake_run import FakeRun, fake_sweep
 from tests.helpers import browse, until
 from tests.test_browser_sweep import once, sweep_doc
+from trainer.monitor.atomic import atomic_write_json
 from trainer.monitor.schema import MAX_IMPORTANCE_KEYS, Files
 
 # The trainer's importances need optuna (the `sweep` extra, in `dev`); the rest does not.
@@ -82,6 +83,26 @@ def test_p_shows_the_sweep_best_run_highlighted_and_pruned_dimmed_and_p_again_hi
         await pilot.press("p")
         await pilot.pause()
         assert not panel.display
+
+    browse(app, body, size=(80, 24), rows=8)
+
+
+def test_the_panel_follows_sweep_json_as_runs_end(sweep):
+    """A run ending rewrites sweep.json (atomically, as the sweep does): the shown panel redraws
+    with the new best run, no key pressed."""
+    app = MonitorApp(root=sweep, probe=lambda _s: "gone", tick_interval=3600)
+
+    async def body(pilot):
+        await pilot.press("p")
+        panel = panel_of(app)
+        await until(pilot, lambda: "★ lr-sweep-7" in panel.border_title, "the first best")
+        doc = sweep_doc(sweep)
+        doc["runs"][PRUNED - 1] |= {"status": "completed", "best_val_loss": 0.2}
+        doc["best_run"] = PRUNED
+        atomic_write_json(sweep / Files.SWEEP, doc)
+        await until(pilot, lambda: "★ lr-sweep-8" in panel.border_title, "the new best")
+        plot = panel.query_one(ParallelCoordinates)
+        await until(pilot, lambda: plot.axes and plot.axes[-1].bottom == "0.2", "redrawn")
 
     browse(app, body, size=(80, 24), rows=8)
 

@@ -46,7 +46,7 @@ def shown_path(path: Path) -> str:
 
 
 SWEEP_PANEL = (
-    "show or hide the sweep panel: the parallel coordinates of the sweep under the cursor (an axis "
+    "on a sweep, show or hide the sweep panel: the parallel coordinates of the sweep under the cursor (an axis "
     "per grid key and one for the objective, a line per run, the best ★ highlighted, runs that did "
     "not complete dimmed) and how much each key mattered (the trainer's importances, sweep.json)"
 )
