@@ -281,6 +281,7 @@ def browse(root: Path, *, once: bool, poll: bool, notify_cmd: str | None = None)
     """The runs browser on ROOT, or with --once (or no terminal) the runs as a plain table."""
     if once:
         from entrenar_tui.model.discovery import RunIndex, plain_table, sort_runs
+        from entrenar_tui.output.plain import importance_lines
 
         if not root.is_dir():
             return error(f"{root}: no such directory")
@@ -293,6 +294,9 @@ def browse(root: Path, *, once: bool, poll: bool, notify_cmd: str | None = None)
         )
         for problem in index.problems:
             print(f"problem   {problem}")
+        shown = importance_lines(index.plots, root)
+        if shown:
+            print("\n" + "\n".join(shown))
         return 0
     from entrenar_tui.app import MonitorApp
 

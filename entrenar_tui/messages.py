@@ -109,13 +109,15 @@ class AlertRaised(RunMessage):
 class RunsChanged(Message):
     """The runs under a browsed root (entrenar_tui.model.discovery.RunSummary, sorted by directory) and how
     the root watcher watches; only the newest matters. `grid`: the keys of the sweeps among them
-    (their table columns); `problems`: what is wrong with a sweep.json."""
+    (their table columns); `problems`: what is wrong with a sweep.json; `plots`: each readable
+    sweep.json's panel data (model/sweeps.py SweepPlot), its folder under the root first."""
 
     root: Path
     runs: list[Any]
     mode: str = ""
     grid: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    plots: tuple[Any, ...] = ()
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunsChanged) and message.root == self.root

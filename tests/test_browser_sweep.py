@@ -202,7 +202,7 @@ def once(root: Path) -> subprocess.CompletedProcess:
 def test_once_prints_the_grid_columns_and_marks_the_best(sweep):
     done = once(sweep)
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    lines = done.stdout.split("\n\n")[0].splitlines()  # the table (the importances follow)
     assert lines[0].split()[:4] == ["name", "status", "r", "target_modules"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {f"lora-sweep-{i}" for i in range(1, 5)}

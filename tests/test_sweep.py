@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import orjson
@@ -455,6 +456,9 @@ def test_a_2x2_grid_runs_every_combination_and_records_it(tmp_path, tiny_bert_di
         ) == ("key" in target)
     best = min(doc["runs"], key=lambda r: (r["best_val_loss"], r["index"]))
     assert doc["best_run"] == best["index"]
+    if find_spec("optuna"):  # issue 29: the keys weighed as runs ended (the `sweep` extra)
+        assert set(doc["importance"]) == set(doc["keys"])
+        assert abs(sum(doc["importance"].values()) - 1) < 1e-9
     assert out.splitlines()[0].split()[:2] == ["run", "lora.target_modules"]
     assert [line[0] for line in out.splitlines()[1:]] == [
         "*" if r is best else " " for r in doc["runs"]

@@ -29,6 +29,7 @@ from entrenar_tui.model.run import RunModel
 from entrenar_tui.model.sweeps import (
     BEST_MARK,
     SweepFile,
+    SweepPlot,
     grid_keys,
     grid_values,
     headers,
@@ -275,6 +276,7 @@ class RunIndex:
         self.scans = 0  # full scans (walks of the whole root)
         self.grid: tuple[str, ...] = ()
         self.problems: tuple[str, ...] = ()
+        self.plots: tuple[SweepPlot, ...] = ()  # each sweep.json's panel data, by folder
 
     # A scan in progress shows what it found after PROGRESS_RUNS runs or PROGRESS_S seconds,
     # whichever comes first, then each time the count has doubled: the browser lays out every row
@@ -363,6 +365,7 @@ class RunIndex:
             for folder, s in sorted(sweeps.items())
             if s.problem
         )
+        self.plots = tuple(s.plot for _folder, s in sorted(sweeps.items()) if s.plot is not None)
         return mark_best(out)
 
     def _scan_sweeps(self, folders: set[Path]) -> dict[Path, SweepFile]:

@@ -19,23 +19,55 @@ from entrenar_tui import formatting as fmt
 from entrenar_tui.model.validation import clean_sweep
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
-from trainer.monitor.sweep import best_index
+from trainer.monitor.sweep import best_index, objective_of, objective_value
 from trainer.monitor.text import printable
+from trainer.monitor.values import is_int
 
 MAX_CELL = 16  # a grid value's cell, in characters: long values end in …
 BEST_MARK = "★"  # after the best run's name, in the browser and in --once
 # Grid columns at most (a sweep.json's keys, a run's values): a tag of 20,000 keys would be 20,000
 # columns to lay out on every change; a real grid has a handful.
 MAX_GRID_KEYS = 32
+MAX_PLOT_RUNS = 2000  # lines of a parallel-coordinates plot: past this, the first ones
+
+
+@dataclass(frozen=True)
+class PlotRun:
+    """One run of a sweep as its parallel-coordinates line: its grid values as sweep.json holds
+    them (one a key, in the plot's key order; None where missing), its objective, its status."""
+
+    index: int
+    name: str
+    values: tuple[Any, ...]
+    objective: float | None
+    status: str
+
+
+@dataclass(frozen=True)
+class SweepPlot:
+    """What the sweep panel draws (`p` in the browser) and --once prints: the runs of one
+    sweep.json, its objective, its best run and its importances (computed by the trainer)."""
+
+    folder: Path
+    name: str
+    keys: tuple[str, ...]
+    metric: str
+    direction: str  # minimize | maximize
+    runs: tuple[PlotRun, ...]
+    best: int | None  # the best run's index
+    importance: tuple[tuple[str, float], ...]  # (key, share), most important first
+    categories: dict[str, tuple[Any, ...]]  # each key's grid values in the grid's order
 
 
 @dataclass(frozen=True)
 class SweepFile:
-    """What a sweep.json said, as of one stat signature: its grid keys, or what is wrong with it."""
+    """What a sweep.json said, as of one stat signature: its grid keys, or what is wrong with it;
+    and what its panel draws (None when it could not be read)."""
 
     signature: tuple[int, int, int] | None
     keys: tuple[str, ...]
     problem: str | None
+    plot: SweepPlot | None = None
 
 
 def read_sweep_file(sweep_dir: Path, signature: tuple[int, int, int] | None) -> SweepFile:
@@ -49,7 +81,51 @@ def read_sweep_file(sweep_dir: Path, signature: tuple[int, int, int] | None) -> 
         return SweepFile(signature, (), None)
     cleaned, problem = clean_sweep(raw)
     keys = tuple(dict.fromkeys(cleaned.get("keys") or []))[:MAX_GRID_KEYS]
-    return SweepFile(signature, keys, problem)
+    return SweepFile(signature, keys, problem, sweep_plot(sweep_dir, keys, cleaned))
+
+
+def sweep_plot(folder: Path, keys: tuple[str, ...], sweep: dict[str, Any]) -> SweepPlot:
+    """A checked sweep.json (model/validation.py clean_sweep: keys printable, types right) as the
+    panel's data. The best run is sweep.json's `best_run` when it names a run, else the rule's."""
+    metric, direction = objective_of(sweep)
+    runs = []
+    for entry in (sweep.get("runs") or [])[:MAX_PLOT_RUNS]:
+        if not isinstance(entry, dict) or not is_int(entry.get("index")):
+            continue
+        values = entry.get("values") if isinstance(entry.get("values"), dict) else {}
+        runs.append(
+            PlotRun(
+                index=entry["index"],
+                name=printable(entry.get("dir") or f"run {entry['index']}"),
+                values=tuple(values.get(k) for k in keys),
+                objective=objective_value(entry, metric),
+                status=printable(entry.get("status") or "pending"),
+            )
+        )
+    best = sweep.get("best_run")
+    if best not in {r.index for r in runs}:
+        sign = 1 if direction == "minimize" else -1
+        scored = [(sign * r.objective, r.index, r.status) for r in runs if r.objective is not None]
+        best = best_index((i, st, v) for v, i, st in scored)
+    importance = sweep.get("importance") or {}
+    categories = {
+        axis["key"]: tuple(axis["values"])
+        for axis in sweep.get("grid") or []
+        if isinstance(axis, dict)
+        and axis.get("key") in keys
+        and isinstance(axis.get("values"), list)
+    }
+    return SweepPlot(
+        folder=folder,
+        name=printable(sweep.get("name") or folder.name),
+        keys=keys,
+        metric=printable(metric),
+        direction=direction,
+        runs=tuple(runs),
+        best=best,
+        importance=tuple(sorted(importance.items(), key=lambda kv: -kv[1])),
+        categories=categories,
+    )
 
 
 def value_text(value: Any) -> str:

@@ -11,6 +11,7 @@ from entrenar_tui.model.confusion import confusion_of, run_labels, weakest
 from entrenar_tui.model.loading import load_run_model
 from entrenar_tui.model.recoveries import once_text
 from entrenar_tui.model.run_alerts import alerts_of
+from entrenar_tui.model.sweeps import SweepPlot
 from entrenar_tui.output.epoch_cells import epoch_rows
 from trainer.monitor.control import trainer_liveness
 from trainer.monitor.text import duration, printable
@@ -111,3 +112,31 @@ def summary(
         lines.extend(f"alert     {a.kind}: {a.message}" for a in reversed(alerts))
     # Names, paths and error texts come from run files and train.log: no control characters out.
     return "\n".join(printable(line) for line in lines)
+
+
+IMPORTANCE_BAR = 20  # characters of a 100% bar in --once
+MAX_KEY_TEXT = 48  # a key's name in --once (a hand-written sweep.json's may be any length)
+
+
+def importance_lines(plots: tuple[SweepPlot, ...] | list[SweepPlot], root: Path) -> list[str]:
+    """Each sweep's hyperparameter importances (sweep.json `importance`, the trainer's), most
+    important first: `--once` on a sweep's directory, after the runs' table."""
+    lines = []
+    for plot in plots:
+        where = plot.folder.relative_to(root).as_posix() if plot.folder != root else plot.name
+        arrow = "↓" if plot.direction == "minimize" else "↑"
+        done = sum(r.status == "completed" for r in plot.runs)
+        head = f"importance  {where} ({plot.metric} {arrow}, {done} of {len(plot.runs)} runs completed)"
+        if not plot.importance:
+            lines.append(f"{head}: none yet (it needs 2 completed runs and 2 keys that vary)")
+            continue
+        lines.append(head)
+        names = [
+            k if len(k) <= MAX_KEY_TEXT else k[: MAX_KEY_TEXT - 1] + "…" for k, _ in plot.importance
+        ]
+        width = max(len(name) for name in names)
+        for key, (_key, share) in zip(names, plot.importance, strict=True):
+            cells = round(share * IMPORTANCE_BAR)
+            shown = ("#" * cells).ljust(IMPORTANCE_BAR, ".")
+            lines.append(f"  {key.ljust(width)}  {shown}  {100 * share:5.1f}%")
+    return [printable(line) for line in lines]

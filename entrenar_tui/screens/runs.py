@@ -1,7 +1,7 @@
 """The runs browser: every run under a root in a table (sortable, filtered by name, live), Enter
 opens one in the monitor, space selects runs, `c` compares the selected ones. On a sweep (a
 sweep.json in the root or in a folder holding runs) the table has a column per grid key and marks
-each sweep's best run."""
+each sweep's best run; `p` shows a sweep's parallel coordinates and hyperparameter importances."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from entrenar_tui.screens.compare import CompareScreen
 from entrenar_tui.screens.help import HELP
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.watch.root_watcher import RootWatcher
+from entrenar_tui.widgets.parallel_coordinates import SweepPanel
 from entrenar_tui.widgets.runs_table import RunsTable
 from trainer.monitor.text import printable
 
@@ -44,6 +45,14 @@ def shown_path(path: Path) -> str:
     return printable(path if rel.startswith("..") else rel)
 
 
+SWEEP_PANEL = (
+    "on a sweep, show or hide the sweep panel: the parallel coordinates of the sweep under the cursor (an axis "
+    "per grid key and one for the objective, a line per run, the best ★ highlighted, runs that did "
+    "not complete dimmed) and how much each key mattered (the trainer's importances, sweep.json)"
+)
+FOOTER_ROOM_FOR_P = 88  # the footer's width with `p Sweep` in it, `q Quit` still shown
+
+
 class RunsScreen(Screen):
     BINDINGS: ClassVar = [
         # (enter on the table is the DataTable's own row selection: the same as this action)
@@ -53,6 +62,10 @@ class RunsScreen(Screen):
         Binding("o", "sort", "Sort", tooltip="sort by the next column (a click on a header sorts by it)"),
         # (off the footer, so that ? Help and q Quit fit 80 columns; in the help and the palette)
         Binding("v", "reverse", "Reverse", show=False, tooltip="reverse the sort"),
+        # On a sweep only (check_action); on the footer where it leaves room for ? Help and q Quit
+        # (FOOTER_ROOM_FOR_P columns), else the second binding: the same key, off the footer.
+        Binding("p", "sweep_panel", "Sweep", tooltip=SWEEP_PANEL),
+        Binding("p", "sweep_panel_narrow", "Sweep", show=False, tooltip=SWEEP_PANEL),
         Binding("slash", "filter", "Filter", key_display="/", tooltip="filter by name: a glob (`exp-*`), a word found anywhere in the name, or a regular expression after `re:`"),
         Binding("escape", "leave_filter", "Table", show=False, tooltip="leave the filter for the table"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip=HELP),
@@ -66,6 +79,12 @@ name of each sweep's best run: the completed run with the lowest best val loss, 
 `best_run` says; `o` sorts by a grid column too. Where the table is narrow, **best acc / loss** are
 the best's, **started** reads as an age (`3y ago`) and the model's name is cut in the middle;
 then the date, model, duration and val loss give way (then grid columns), never a number cut.
+
+**Sweep panel** (`p`): the sweep of the run under the cursor (else the first under the root) as
+parallel coordinates: an axis per grid key (numbers scaled between the lowest and highest tried,
+on a log scale past two decades; other values as evenly spaced categories), the last axis the
+objective (↓: lower is better); one line a run. Beside it, how much each key mattered to the
+objective (sweep.json's `importance`, computed by `entrenar-train sweep` as runs end).
 """
     AUTO_FOCUS = "RunsTable"
 
@@ -75,6 +94,7 @@ then the date, model, duration and val loss give way (then grid columns), never 
         self.runs: list[RunSummary] = []
         self.grid: tuple[str, ...] = ()  # the sweeps' grid keys: columns after status
         self.sweep_problems: tuple[str, ...] = ()
+        self.plots: tuple = ()  # each sweep's panel data (model/sweeps.py SweepPlot)
         self.selected: list[str] = []  # run directories, in the order they were selected
         self.sort_column, self.reverse = "name", False
         self.pattern, self.pattern_error = "", None
@@ -90,6 +110,7 @@ then the date, model, duration and val loss give way (then grid columns), never 
             placeholder="filter by name: exp-* (glob) or re:^exp-\\d+ (regex)", id="runs-filter"
         )
         yield RunsTable(id="runs")
+        yield SweepPanel(id="sweep-panel")
         yield Static(id="runs-info", markup=False)
         yield Footer()
 
@@ -119,6 +140,9 @@ then the date, model, duration and val loss give way (then grid columns), never 
     def on_runs_changed(self, message: RunsChanged) -> None:
         self.runs, self.mode = message.runs, message.mode or self.mode
         self.grid, self.sweep_problems = message.grid, message.problems
+        if bool(self.plots) != bool(message.plots):
+            self.refresh_bindings()  # `p` on the footer only where there is a sweep
+        self.plots = message.plots
         if self.sort_column not in self.sort_columns():  # a grid key that is gone
             self.sort_column, self.reverse = "name", False
             self.query_one(RunsTable).set_sort(self.sort_column, self.reverse)
@@ -171,6 +195,26 @@ then the date, model, duration and val loss give way (then grid columns), never 
         elif self.mode:
             parts.append(self.mode)
         self.query_one("#runs-info", Static).update(printable(" · ".join(parts)))
+        self._show_sweep()
+
+    def sweep_under_cursor(self):
+        """The panel's sweep: the one whose folder holds the run under the cursor, else the first
+        (the root's own, when the root is a sweep's directory)."""
+        if not self.plots:
+            return None
+        key = self.query_one(RunsTable).current_key()
+        folder = Path(key).parent if key else None
+        return next((p for p in self.plots if p.folder == folder), self.plots[0])
+
+    def _show_sweep(self) -> None:
+        panel = self.query_one(SweepPanel)
+        if panel.has_class("-shown"):
+            plot = self.sweep_under_cursor()
+            if plot != panel.plot:
+                panel.show(plot)
+
+    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._show_sweep()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.pattern = event.value
@@ -245,6 +289,27 @@ then the date, model, duration and val loss give way (then grid columns), never 
     def action_leave_filter(self) -> None:
         self.query_one(RunsTable).focus()
 
+    def action_sweep_panel(self) -> None:
+        panel = self.query_one(SweepPanel)
+        panel.toggle_class("-shown")
+        if panel.has_class("-shown"):
+            panel.show(self.sweep_under_cursor())
+
+    def action_sweep_panel_narrow(self) -> None:
+        self.action_sweep_panel()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`p` only where the root holds a sweep (elsewhere the footer leaves it out); on the
+        footer only where it fits beside `q Quit`."""
+        if action == "sweep_panel":
+            return bool(self.plots) and self.app.size.width >= FOOTER_ROOM_FOR_P
+        if action == "sweep_panel_narrow":
+            return bool(self.plots) and self.app.size.width < FOOTER_ROOM_FOR_P
+        return True
+
+    def on_resize(self, _event) -> None:
+        self.refresh_bindings()  # `p` on the footer or off it
+
     def action_help(self) -> None:
         self.app.show_help()
 
@@ -266,6 +331,12 @@ then the date, model, duration and val loss give way (then grid columns), never 
         yield SystemCommand(
             "Sort by the next column", "Cycle the sort column (o)", self.action_sort
         )
+        if self.plots:
+            yield SystemCommand(
+                "Show the sweep panel",
+                "Parallel coordinates and hyperparameter importance (p)",
+                self.action_sweep_panel,
+            )
         yield SystemCommand("Reverse the sort", "Ascending / descending (v)", self.action_reverse)
         yield SystemCommand(
             "Filter runs by name", "glob (exp-*) or re:REGEX (/)", self.action_filter

@@ -56,7 +56,7 @@ class RootWatcher(WatchThread):
         )
         self.mode = ""
         self.wakeups = 0  # file-event bursts and poll intervals seen (tests count them)
-        self._last: tuple[list[RunSummary], tuple[str, ...], tuple[str, ...], str] | None = None
+        self._last: tuple | None = None  # (runs, grid, problems, mode, plots) last posted
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -117,8 +117,11 @@ class RootWatcher(WatchThread):
     def _post(self, runs: list[RunSummary] | None, mode: str | None = None) -> None:
         if runs is None:
             return
-        listing = (runs, self.index.grid, self.index.problems, mode or self.mode)
+        index = self.index
+        listing = (runs, index.grid, index.problems, mode or self.mode, index.plots)
         if listing != self._last:
             self._last = listing
-            grid, problems, shown_mode = listing[1:]
-            self.target.post_message(RunsChanged(self.root, runs, shown_mode, grid, problems))
+            grid, problems, shown_mode, plots = listing[1:]
+            self.target.post_message(
+                RunsChanged(self.root, runs, shown_mode, grid, problems, plots)
+            )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypedDict
 
-from trainer.monitor.typed_checks import AtLeast, MaxItems, SquareCounts
+from trainer.monitor.typed_checks import AtLeast, MaxItems, SquareCounts, Within
 
 CONTRACT_VERSION = 1
 
@@ -380,6 +380,12 @@ class SweepParam(TypedDict, total=False):
     choices: list[Any]
 
 
+# sweep.json `importance`: a share (0 to 1) per grid key; a reader takes at most this many keys
+# (a sweep has a handful; the browser shows at most its 32 grid columns).
+MAX_IMPORTANCE_KEYS = 256
+Importance = Annotated[dict[str, Annotated[float, Within(0, 1)]], MaxItems(MAX_IMPORTANCE_KEYS)]
+
+
 class Sweep(Tagged, total=False):
     """sweep.json: in a sweep's directory, beside its runs (trainer/sweep/record.py writes it)."""
 
@@ -404,6 +410,7 @@ class Sweep(Tagged, total=False):
     started_at: str
     updated_at: str
     best_run: int
+    importance: Importance  # {"section.key": share}, most important first, summing to 1
     runs: list[SweepRunEntry]
     search: str  # grid | random | tpe
     space: list[SweepParam]

@@ -20,3 +20,31 @@ def best_index(runs: Iterable[tuple[Any, Any, Any]]) -> Any | None:
         if status == "completed" and is_number(loss) and is_number(index)
     ]
     return min(scored)[1] if scored else None
+
+
+# A sweep's objective, as sweep.json names it ({metric, direction}; before searches had one, the
+# best validation loss, minimized: the rule of `best_run` above). The run entry's field that holds
+# each metric's best when the entry has no `value` of its own.
+DEFAULT_OBJECTIVE = ("val_loss", "minimize")
+ENTRY_FIELDS = {"val_loss": "best_val_loss", "val_accuracy": "best_val_accuracy"}
+DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize", "max": "maximize"}
+
+
+def objective_of(sweep: dict[str, Any]) -> tuple[str, str]:
+    """(metric, direction: minimize|maximize) of a sweep.json: its `objective` when that is
+    well formed, else the best validation loss, minimized."""
+    named = sweep.get("objective")
+    if isinstance(named, dict):
+        metric, direction = named.get("metric"), DIRECTIONS.get(str(named.get("direction")))
+        if isinstance(metric, str) and metric and direction:
+            return metric, direction
+    return DEFAULT_OBJECTIVE
+
+
+def objective_value(entry: dict[str, Any], metric: str) -> float | None:
+    """A run entry's objective: its `value` (a search's), else the best of the metric the entry
+    records (best_val_loss, best_val_accuracy); None unless a finite number."""
+    value = entry.get("value")
+    if not is_number(value):
+        value = entry.get(ENTRY_FIELDS.get(metric, ""))
+    return float(value) if is_number(value) else None

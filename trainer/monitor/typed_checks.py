@@ -33,9 +33,19 @@ class AtLeast:
 
 
 @dataclass(frozen=True)
+class Within:
+    """A closed range a number must lie in, finite: `Annotated[float, Within(0, 1)]` (a share; NaN,
+    which JSON from elsewhere may hold, is outside every range)."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
 class MaxItems:
-    """A bound a record puts on a list's length: `Annotated[list[int], MaxItems(1000)]`; a longer
-    list is wrong (not read at all: an untrusted file cannot make the monitor hold more)."""
+    """A bound a record puts on a list's (or an object's) length: `Annotated[list[int],
+    MaxItems(1000)]`; a longer one is wrong (not read at all: an untrusted file cannot make the
+    monitor hold more)."""
 
     n: int
 
@@ -83,6 +93,26 @@ def list_of(item: Check) -> Check:
                 wrong.extend((f"[{i}]{where}", what) for where, what in bad)
             if c is not None:
                 cleaned.append(c)
+        return cleaned, wrong
+
+    return check
+
+
+def mapping_of(item: Check) -> Check:
+    """An object whose keys are names (made printable) and whose values are each `item`: a wrong
+    value is dropped and named; a key that printable() changes is kept as it prints."""
+
+    def check(value: Any) -> tuple[Any, list[tuple[str, str]]]:
+        if not isinstance(value, dict):
+            return None, [("", f"{short(value)}, expected an object")]
+        cleaned, wrong = {}, []
+        for key, v in value.items():
+            shown = printable(key)
+            c, bad = item(v)
+            named = shown if len(shown) <= 24 else shown[:23] + "…"
+            wrong.extend((f"[{named}]{where}", what) for where, what in bad)
+            if c is not None:
+                cleaned[shown] = c
         return cleaned, wrong
 
     return check
@@ -151,7 +181,8 @@ def _check_for(t: Any) -> Check:
     if origin is list:
         return list_of(_check_for(get_args(t)[0]))
     if origin is dict:
-        return ANY_DICT
+        item = get_args(t)[1] if get_args(t) else Any
+        return ANY_DICT if item is Any else mapping_of(_check_for(item))
     return {int: INT, float: NUMBER, str: TEXT, bool: BOOL}[t]
 
 
@@ -160,12 +191,18 @@ def _bounded(inner: Check, bounds: tuple[Any, ...]) -> Check:
 
     def check(value: Any) -> tuple[Any, list[tuple[str, str]]]:
         for b in bounds:
-            if isinstance(b, MaxItems) and isinstance(value, list) and len(value) > b.n:
+            if isinstance(b, MaxItems) and isinstance(value, (list, dict)) and len(value) > b.n:
                 return None, [("", f"{len(value)} items, expected at most {b.n}")]
         cleaned, wrong = inner(value)
         for b in bounds:
             if isinstance(b, AtLeast) and is_number(cleaned) and cleaned < b.low:
                 return None, [("", f"{short(value)}, expected >= {b.low:g}")]
+            if (
+                isinstance(b, Within)
+                and cleaned is not None
+                and not (is_number(cleaned) and b.low <= cleaned <= b.high)
+            ):
+                return None, [("", f"{short(value)}, expected {b.low:g} to {b.high:g}")]
         return cleaned, wrong
 
     return check

@@ -21,6 +21,7 @@ from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files, tagged
 from trainer.monitor.sweep import best_index
 from trainer.monitor.text import utc_now
+from trainer.sweep.importance import finished_points, importance
 from trainer.sweep.plan import Grid, Run
 from trainer.sweep.search import DEFAULTS, Search
 
@@ -135,6 +136,7 @@ class SweepRecord:
 
     def __init__(self, path: Path, document: dict[str, Any], *, merge: bool = False):
         self.path, self.doc = path, document
+        self._weighed: Any = None  # the finished runs the importances were last computed from
         self.merge = merge  # each write takes the runs from the file first (others update it too)
 
     @classmethod
@@ -190,6 +192,7 @@ class SweepRecord:
             "started_at": started,
             "updated_at": started,
             "best_run": None,
+            "importance": None,
             "runs": entries,
         }
         return cls(path, document)
@@ -236,6 +239,14 @@ class SweepRecord:
             for r in self.doc["runs"]
         )
 
+    def weigh(self) -> None:
+        """sweep.json's `importance`, computed again only when the finished runs changed (a run
+        ended): optuna's evaluation is not free, and most writes are a run starting."""
+        finished = finished_points(self.doc)
+        if finished != self._weighed or "importance" not in self.doc:
+            self.doc["importance"] = importance(self.doc) or None
+            self._weighed = finished
+
     def write(self) -> None:
         """Write the whole record (under the sweep's lock; a merging record takes the runs' entries
         from the file first)."""
@@ -247,6 +258,7 @@ class SweepRecord:
 
     def _write(self) -> None:
         self.doc["best_run"] = self.best_run()
+        self.weigh()
         self.doc["updated_at"] = utc_now()
         atomic_write_json(self.path, tagged(Files.SWEEP, self.doc))
 
