@@ -286,3 +286,15 @@ def test_labels_never_overlap_and_fit_the_width():
 def test_a_bar_is_a_share_in_eighths():
     assert bar(1.0) == "█" * 8 and bar(0.0) == " " * 8 and bar(0.5).strip() == "████"
     assert bar(1 / 16) == "▌" + " " * 7
+
+
+def test_the_browsers_star_follows_a_searchs_objective_not_the_val_loss(sweep):
+    """A search by val_accuracy: sweep.json's best run (by that objective) is the one starred in
+    the table, as on the panel, though another run has the lowest validation loss."""
+    from entrenar_tui.model.discovery import RunIndex
+
+    assert [r.sweep_index for r in RunIndex(sweep).scan() if r.best] == [BEST]  # by val loss
+    doc = sweep_doc(sweep)
+    doc |= {"objective": {"metric": "val_accuracy", "direction": "maximize"}, "best_run": 2}
+    (sweep / Files.SWEEP).write_bytes(orjson.dumps(doc))
+    assert [r.sweep_index for r in RunIndex(sweep).scan() if r.best] == [2]

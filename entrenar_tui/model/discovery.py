@@ -366,7 +366,7 @@ class RunIndex:
             if s.problem
         )
         self.plots = tuple(s.plot for _folder, s in sorted(sweeps.items()) if s.plot is not None)
-        return mark_best(out)
+        return mark_best(out, self.plots)
 
     def _scan_sweeps(self, folders: set[Path]) -> dict[Path, SweepFile]:
         """The sweep.json of each folder that holds one, re-read only when its signature changed."""

@@ -19,7 +19,7 @@ from entrenar_tui import formatting as fmt
 from entrenar_tui.model.validation import clean_sweep
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files
-from trainer.monitor.sweep import best_index, objective_of, objective_value
+from trainer.monitor.sweep import DEFAULT_OBJECTIVE, best_index, objective_of, objective_value
 from trainer.monitor.text import printable
 from trainer.monitor.values import is_int
 
@@ -174,15 +174,24 @@ def headers(keys: Iterable[str], taken: Iterable[str] = ()) -> dict[str, str]:
     }
 
 
-def mark_best(runs: list[Any]) -> list[Any]:
+def mark_best(runs: list[Any], plots: tuple[SweepPlot, ...] = ()) -> list[Any]:
     """The runs with `best` set on the best run of each sweep (runs of one sweep: the same folder
-    and sweep name), by trainer.monitor.sweep.best_index, the rule of sweep.json's `best_run`."""
+    and sweep name), by trainer.monitor.sweep.best_index, the rule of sweep.json's `best_run`; a
+    sweep whose sweep.json has an objective other than the validation loss (a search's
+    `--objective`) by that file's best run, the one its panel highlights."""
     groups: dict[tuple[Path, str], list[Any]] = {}
     for run in runs:
         if run.sweep_index is not None:
             groups.setdefault((run.dir.parent, run.sweep_name), []).append(run)
+    by_objective = {
+        (plot.folder, plot.name): plot.best
+        for plot in plots
+        if (plot.metric, plot.direction) != DEFAULT_OBJECTIVE
+    }
     best = set()
-    for members in groups.values():
-        index = best_index((r.sweep_index, r.status, r.best_val_loss) for r in members)
+    for where, members in groups.items():
+        index = by_objective.get(where)
+        if where not in by_objective:
+            index = best_index((r.sweep_index, r.status, r.best_val_loss) for r in members)
         best |= {r.key for r in members if r.sweep_index == index}
     return [replace(r, best=r.key in best) if r.best != (r.key in best) else r for r in runs]
