@@ -82,17 +82,17 @@ def suggest(lrs: Sequence[float], smoothed: Sequence[float]) -> Suggestion | Non
     descent = points[skip : lowest + 1]
     if len(descent) < MIN_DESCENT_POINTS:
         why = (
-            f"only {len(descent)} points before the smoothed loss's minimum (at {minimum_lr:.2e}): "
+            f"only {len(descent)} points before the smoothed loss's minimum at {minimum_lr:.2e}, "
             "too few to read a slope"
         )
         return Suggestion(fallback_lr, MINIMUM_OVER_10, why, minimum_lr)
     slopes = _gradient([math.log10(lr) for lr, _ in descent], [s for _, s in descent])
     steepest = min(range(len(slopes)), key=lambda i: slopes[i])
     if not slopes[steepest] < 0:
-        why = f"the smoothed loss never falls before its minimum (at {minimum_lr:.2e})"
+        why = f"the smoothed loss never falls before its minimum at {minimum_lr:.2e}"
         return Suggestion(fallback_lr, MINIMUM_OVER_10, why, minimum_lr)
     lr = descent[steepest][0]
-    why = f"the smoothed loss falls fastest there (minimum at {minimum_lr:.2e})"
+    why = f"the smoothed loss falls fastest there; its minimum is at {minimum_lr:.2e}"
     return Suggestion(lr, STEEPEST, why, minimum_lr)
 
 

@@ -18,7 +18,7 @@ import copy
 import itertools
 import shlex
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,10 +127,19 @@ def run_lr_find(
         f"lr-find: {test.num_steps} steps of batch {own.train.batch_size}, LR {test.start_lr:.1e} "
         f"to {test.end_lr:.1e}; {len(corpus.train_texts)} train samples"
     )
-    curve = sweep(recipe, lrs)
+
+    def write(record: LrFind) -> None:
+        atomic_write_bytes(out / Files.LR_FIND, dumps(tagged(Files.LR_FIND, record), indent=True))
+
+    def so_far(curve: Curve) -> None:  # the monitor follows a test still running
+        record = lr_find_record(test, curve, None, config_file, overrides)
+        del record["stopped_because"]  # (not stopped yet)
+        write(record)
+
+    curve = sweep(recipe, lrs, so_far)
     found = suggest(curve.lrs, curve.smoothed)
     record = lr_find_record(test, curve, found, config_file, overrides)
-    atomic_write_bytes(out / Files.LR_FIND, dumps(tagged(Files.LR_FIND, record), indent=True))
+    write(record)
     for line in report(record, out):
         print(line)
     return 0
@@ -144,9 +153,9 @@ class Curve:
     stopped_because: str
 
 
-def sweep(recipe, lrs: list[float]) -> Curve:
+def sweep(recipe, lrs: list[float], so_far: Callable[[Curve], None]) -> Curve:
     """One optimizer step per LR, on the run's batches in the run's order (epoch after epoch);
-    each step's loss read at once for the stop rule."""
+    each step's loss read at once for the stop rule; `so_far` told every PROGRESS_EVERY steps."""
     import torch
 
     smoother = SmoothedLoss()
@@ -170,6 +179,7 @@ def sweep(recipe, lrs: list[float]) -> Curve:
         curve.smoothed.append(smoothed)
         if step % PROGRESS_EVERY == 0:
             print(f"  step {step:>4}  lr {lr:.2e}  loss {loss:.4f}  smoothed {smoothed:.4f}")
+            so_far(curve)
         if (reason := smoother.stop_reason(loss, smoothed)) is not None:
             curve.stopped_because = reason
             break
