@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 
 import orjson
 import pytest
@@ -167,3 +168,11 @@ def test_a_file_that_is_not_json_or_another_schema_is_said(tmp_path, capsys):
     (tmp_path / "lf" / "lr_find.json").write_bytes(orjson.dumps({"schema": "entrenar-tui/run"}))
     assert tui_main(["monitor", str(tmp_path / "lf"), "--once"]) == 0
     assert "problem  lr_find.json: schema is 'entrenar-tui/run'" in capsys.readouterr().out
+
+
+def test_a_fifo_in_place_of_the_file_is_said_without_a_hang(tmp_path, capsys):
+    (tmp_path / "lf").mkdir()
+    os.mkfifo(tmp_path / "lf" / "lr_find.json")
+    assert tui_main(["monitor", str(tmp_path / "lf"), "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "problem  lr_find.json" in out and "FIFO" in out.upper()
