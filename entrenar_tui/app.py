@@ -22,8 +22,10 @@ from textual.screen import ModalScreen, Screen
 
 from entrenar_tui.controller import Controller, StartSpec
 from entrenar_tui.model.alerts import Alert, level, notify_command, run_notify
+from entrenar_tui.model.lr_find import is_lr_find_dir
 from entrenar_tui.model.run import Problem
 from entrenar_tui.screens.help import PALETTE, HelpScreen, key_rows
+from entrenar_tui.screens.lr_find import LrFindScreen
 from entrenar_tui.screens.monitor import MonitorScreen
 from entrenar_tui.screens.runs import RunsScreen
 from entrenar_tui.settings import follow_theme
@@ -85,6 +87,8 @@ class MonitorApp(App):
         follow_theme(self)  # the theme chosen in the palette, remembered (settings.py)
         if self.root is not None:
             self.push_screen(RunsScreen(self.root))
+        elif self.launched is None and is_lr_find_dir(self.run_dir):  # `entrenar-train lr-find`'s
+            self.push_screen(LrFindScreen(self.run_dir))
         else:
             self.push_screen(MonitorScreen(self.run_dir, launched=self.launched))
         self.set_interval(self.tick_interval, self.reap)

@@ -266,6 +266,11 @@ def monitor(run_dir: Path, *, once: bool, poll: bool, notify_cmd: str | None = N
 
         if not run_dir.is_dir():
             return error(f"{run_dir}: no such run directory")
+        from entrenar_tui.model.lr_find import is_lr_find_dir, load_lr_find, summary_lines
+
+        if is_lr_find_dir(run_dir):  # `entrenar-train lr-find`'s directory: its suggestion
+            print("\n".join(summary_lines(load_lr_find(run_dir), str(run_dir))))
+            return 0
         chosen, notice = load()  # the alerts' thresholds
         if notice:
             say(f"warning: {notice}", file=sys.stderr)

@@ -42,6 +42,7 @@ def names(record: type) -> set[str]:
         (validation.RESULT, schema.Result),
         (validation.EPOCHS, schema.Epochs),
         (validation.SWEEP, schema.Sweep),
+        (validation.LR_FIND, schema.LrFind),
     ],
 )
 def test_the_validation_checks_exactly_the_fields_of_the_contract(checks, record):
@@ -67,7 +68,8 @@ def test_export_columns_and_the_epoch_table_use_the_contract_names():
 
 def test_every_file_of_the_contract_has_a_record():
     assert set(FILE_TYPES) == {"run.json", "state.json", "epochs.json", "result.json",
-                               "control.json", "trainer.lock", "sweep.json"}  # fmt: skip
+                               "control.json", "trainer.lock", "sweep.json",
+                               "lr_find.json"}  # fmt: skip
     assert set(RECORDS) >= set(FILE_TYPES.values())
 
 

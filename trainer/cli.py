@@ -22,6 +22,7 @@ SUBCOMMANDS = ("eval", "predict", "export")
 
 USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--estimate] [--dry-run] [--nproc N] [--auto-resume]
        entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [--force-unlock] [section.key=value ...]
+       entrenar-train lr-find CONFIG [section.key=value ...] [--out DIR] [--start-lr 1e-7] [--end-lr 1] [--num-steps 100]
        entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N --seed S] [--parallel P] [section.key=value ...]
        entrenar-train sweep CONFIG --search tpe --trials N --param KEY=loguniform(LO,HI) [--prune median|asha] [--objective M] [--target V]
        entrenar-train sweep-trial SWEEP_DIR --index I
@@ -98,6 +99,55 @@ def sweep_trial_parser() -> ArgumentParser:
     p.add_argument("sweep_dir", help="the sweep's directory (holding sweep.json)")
     p.add_argument("--index", type=int, required=True, metavar="I", help="0-based trial index")
     return p
+
+
+LR_FIND_USAGE = (
+    "entrenar-train lr-find CONFIG [section.key=value ...] [--out DIR] [--start-lr LR] "
+    "[--end-lr LR] [--num-steps N]"
+)
+
+
+def lr_find_parser() -> ArgumentParser:
+    """The range test's flags carry fastai's `lr_find` names (start_lr, end_lr): its smoothing
+    and stop rule are fastai's; its length is in the trainer's steps."""
+    p = ArgumentParser(
+        prog="entrenar-train lr-find",
+        usage=LR_FIND_USAGE,
+        description="The learning-rate range test: a short run on CONFIG's model and data with "
+        "the LR rising exponentially each step, stopped when the smoothed loss passes 4x its "
+        "minimum; prints the suggested train.learning_rate and the command that trains with it, "
+        "and writes the curve to DIR/lr_find.json (entrenar-tui monitor DIR draws it). The "
+        "configured run's directory is never touched; nothing is saved.",
+    )
+    p.add_argument("config", help="the TOML config to test")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument(
+        "--out", metavar="DIR", help="where lr_find.json goes (default <output.dir>-lr-find)"
+    )
+    p.add_argument("--start-lr", type=float, default=1e-7, metavar="LR", help="first LR (1e-7)")
+    p.add_argument("--end-lr", type=float, default=1.0, metavar="LR", help="last LR (1)")
+    p.add_argument(
+        "--num-steps", type=int, default=100, metavar="N", help="steps at most, one LR each (100)"
+    )
+    return p
+
+
+def run_lr_find(argv: list[str]) -> int:
+    """Flags, then the config and data together (as --dry-run), then --out: every refusal before
+    anything is written."""
+    from trainer.inputs import load_config_and_data
+    from trainer.lr_find import RangeTest, check_out_dir, default_out_dir
+    from trainer.lr_find import run_lr_find as range_test
+
+    args = lr_find_parser().parse_intermixed_args(argv)
+    test = RangeTest(args.start_lr, args.end_lr, args.num_steps)
+    test.check()
+    if "WORLD_SIZE" in os.environ and os.environ["WORLD_SIZE"] != "1":
+        raise UserError("lr-find runs in one process (not under torchrun)")
+    config, corpus = load_config_and_data(args.config, args.overrides)
+    out = Path(args.out) if args.out else default_out_dir(config)
+    check_out_dir(out, config)
+    return range_test(config, corpus, test, out, args.config, args.overrides)
 
 
 def train_parser() -> ArgumentParser:
@@ -196,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
 
             args = sweep_trial_parser().parse_args(argv[1:])
             return run_trial(Path(args.sweep_dir), args.index)
+        if argv and argv[0] == "lr-find":
+            return run_lr_find(argv[1:])
         if argv and argv[0] == "sweep":
             from trainer.sweep.session import run_sweep
 

@@ -273,6 +273,16 @@ class FineTuneRecipe:
         if self.peak_refresh is not None:  # after setup: it competes with no setup step's clock
             self.peak_refresh.start()
 
+    def setup_for_range_test(self) -> None:
+        """The setup steps the LR range test (trainer/lr_find.py) shares with a run, so that it
+        tests the run's own model, data, batches and optimizer: seeds and device, model and
+        features, batches, AdamW. Nothing is recorded and nothing saved; one process, no DDP."""
+        self._setup_seed_and_device()
+        self._setup_model()
+        self._setup_batches()
+        self._setup_optimizer()
+        self.model_wrapped = self.model
+
     def _setup_seed_and_device(self) -> None:
         seed = self.train_config.seed
         # Seed before the model loads: the head and LoRA weights are drawn from these generators.

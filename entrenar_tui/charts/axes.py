@@ -14,8 +14,18 @@ from entrenar_tui.charts import ticks as tk
 from entrenar_tui.model import recoveries
 
 AXIS, LABEL, EPOCH_MARK, RESUME_MARK, RECOVERY_MARK = "axis", "label", "epoch", "resume", "recovery"
-MARK_CHARS = {EPOCH_MARK: "┴", RESUME_MARK: "↻", RECOVERY_MARK: recoveries.MARK}
-KEPT_MARKS = (RESUME_MARK, RECOVERY_MARK)  # never hidden by a label or an epoch mark
+SUGGESTION_MARK = "suggestion"  # the LR range test's suggested LR (screens/lr_find.py)
+MARK_CHARS = {
+    EPOCH_MARK: "┴",
+    RESUME_MARK: "↻",
+    RECOVERY_MARK: recoveries.MARK,
+    SUGGESTION_MARK: "▲",
+}
+KEPT_MARKS = (
+    RESUME_MARK,
+    RECOVERY_MARK,
+    SUGGESTION_MARK,
+)  # never hidden by a label or an epoch mark
 MIN_PLOT_CELLS = 8  # narrower than this beside its labels, a chart drops its frame
 X_LABEL_CELLS = 10  # about one x label per this many cells
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.monitor.schema import Epochs, Files, Result, RunInfo, State, Sweep
+from trainer.monitor.schema import Epochs, Files, LrFind, Result, RunInfo, State, Sweep
 from trainer.monitor.text import printable
 from trainer.monitor.typed_checks import checks_for, clean
 
@@ -26,6 +26,7 @@ RUN = checks_for(RunInfo)  # `config` is round-tripped to TOML by `s` (never sho
 RESULT = checks_for(Result)
 EPOCHS = checks_for(Epochs)
 SWEEP = checks_for(Sweep)
+LR_FIND = checks_for(LrFind)  # lr_find.json: the range test's curve (screens/lr_find.py)
 
 
 def _problem(file_name: str, wrong: list[tuple[str, str]]) -> str | None:
@@ -91,3 +92,9 @@ def clean_sweep(sweep: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """sweep.json's fields checked (the browser reads `keys`, `name` and `runs`)."""
     cleaned, wrong = clean(sweep, SWEEP)
     return cleaned, _problem(Files.SWEEP, wrong)
+
+
+def clean_lr_find(doc: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """lr_find.json's fields checked (a curve past MAX_LR_FIND_POINTS is dropped whole)."""
+    cleaned, wrong = clean(doc, LR_FIND)
+    return cleaned, _problem(Files.LR_FIND, wrong)

@@ -99,7 +99,8 @@ class MetricChart(Widget):
                     start = x
         if framed and height >= 4:
             text.append("\n" + " " * gutter + "└", styles["axis"])
-            part = {axes.AXIS: "axis", axes.LABEL: "label", axes.EPOCH_MARK: "axis"}
+            part = {axes.AXIS: "axis", axes.LABEL: "label", axes.EPOCH_MARK: "axis",
+                    axes.SUGGESTION_MARK: "best"}  # fmt: skip
             for chunk, kind_ in axes.x_axis(plot, data.x_ticks, data.x_marks):
                 text.append(chunk, self._style(part.get(kind_, kind_)))
         return text

@@ -45,6 +45,7 @@ class Files:
     LOCK = "trainer.lock"
     CHECKPOINTS = "checkpoints"
     SWEEP = "sweep.json"  # in a sweep's directory, beside its runs' directories
+    LR_FIND = "lr_find.json"  # in an `entrenar-train lr-find` directory (never a run's)
 
 
 def schema_tag(file_name: str) -> str:
@@ -420,6 +421,33 @@ class Sweep(Tagged, total=False):
     target: float
 
 
+# lr_find.json's curves: at most this many points each (lr-find's --num-steps is bounded by it).
+MAX_LR_FIND_POINTS = 10_000
+LrPoints = Annotated[list[float], MaxItems(MAX_LR_FIND_POINTS)]
+
+
+class LrFind(Tagged, total=False):
+    """lr_find.json: the learning-rate range test (`entrenar-train lr-find`, trainer/lr_find.py).
+    lrs, losses and smoothed are parallel, one point per step taken (a non-finite loss is null)."""
+
+    config_file: str
+    lr_key: str  # the config key the suggestion is for (train.learning_rate)
+    start_lr: float
+    end_lr: float
+    num_steps: int
+    steps: Count  # steps taken (fewer than num_steps when it stopped early)
+    lrs: LrPoints
+    losses: LrPoints
+    smoothed: LrPoints
+    stopped_because: str  # diverged | non-finite loss | num_steps reached
+    suggested_lr: float
+    rule: str  # steepest descent | minimum / 10
+    why: str  # the rule's reason, one line
+    minimum_lr: float  # the LR where the smoothed loss was lowest
+    command: str  # the command that trains with the suggestion
+    created_at: str
+
+
 class LockOwner(TypedDict, total=False):
     """trainer.lock's text: who holds the lock (the proof is the record lock itself)."""
 
@@ -436,6 +464,7 @@ FILE_TYPES: dict[str, type] = {  # each JSON file of the contract and the type o
     Files.CONTROL: ControlRequest,
     Files.LOCK: LockOwner,
     Files.SWEEP: Sweep,
+    Files.LR_FIND: LrFind,
 }
 
 
