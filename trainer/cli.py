@@ -22,7 +22,8 @@ SUBCOMMANDS = ("eval", "predict", "export")
 
 USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--estimate] [--dry-run] [--nproc N] [--auto-resume]
        entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [--force-unlock] [section.key=value ...]
-       entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N --seed S] [--parallel P] [section.key=value ...]
+       entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N --seed S] [--parallel P] [--slurm [--slurm-arg KEY=VALUE ...] [--wait]] [section.key=value ...]
+       entrenar-train sweep-trial SWEEP_DIR --index I
        entrenar-train eval CHECKPOINT --data FILE
        entrenar-train predict CHECKPOINT [TEXT ...]
        entrenar-train export CHECKPOINT OUT_DIR"""
@@ -37,7 +38,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 SWEEP_USAGE = (
     "entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N [--seed S]] "
-    "[--parallel P] [--dry-run] [section.key=value ...]"
+    "[--parallel P] [--dry-run] [--slurm [--slurm-arg KEY=VALUE ...] [--wait]] [section.key=value ...]"
 )
 
 
@@ -62,6 +63,41 @@ def sweep_parser() -> ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, metavar="P", help="runs at a time (1)")
     p.add_argument(
         "--dry-run", action="store_true", help="check everything, print the runs, start none"
+    )
+    p.add_argument(
+        "--slurm",
+        action="store_true",
+        help="submit the runs as one SLURM job array (sbatch --array=0-(N-1)%%P --requeue), one "
+        "trial a task; the sweep directory must be on a file system every node sees",
+    )
+    p.add_argument(
+        "--slurm-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --slurm: passed to sbatch as --KEY=VALUE (partition=gpu, time=02:00:00, gres=gpu:1)",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --slurm: follow the array until it leaves the queue, then print the summary",
+    )
+    return p
+
+
+def sweep_trial_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="entrenar-train sweep-trial",
+        description="Run one trial of a sweep (what each task of a --slurm job array runs): the "
+        "sweep's run I with --auto-resume, so a requeued task continues its run.",
+    )
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="the sweep's directory (its sweep.json)")
+    p.add_argument(
+        "--index",
+        type=int,
+        required=True,
+        metavar="I",
+        help="the trial, 0-based ($SLURM_ARRAY_TASK_ID)",
     )
     return p
 
@@ -161,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.sweep.session import run_sweep
 
             return run_sweep(sweep_parser().parse_intermixed_args(argv[1:]), argv[1:])
+        if argv and argv[0] == "sweep-trial":
+            from trainer.sweep.trial import run_trial
+
+            args = sweep_trial_parser().parse_args(argv[1:])
+            return run_trial(Path(args.sweep_dir), args.index)
         return run_train(argv)
     except UserError as e:
         for line in e.lines():  # every problem found, one line each

@@ -20,10 +20,12 @@ from trainer.monitor.safe_files import kind
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 from trainer.preflight import check_output_dir
+from trainer.sweep import slurm
 from trainer.sweep.command import SweepPlan, describe, plan_sweep, print_table, usable_gpus
 from trainer.sweep.record import SweepRecord, check_same_sweep, read_sweep
 from trainer.sweep.record import identity as sweep_identity
 from trainer.sweep.runner import Launch, SweepRunner, best_fields, read_state, slot_environments
+from trainer.sweep.slurm import sbatch_options
 from trainer.sweep_tag import tag_environment
 
 
@@ -35,10 +37,16 @@ def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     """`entrenar-train sweep`, its arguments parsed (trainer/cli.py): plan every run, check the
     sweep's directory, then run them; with --dry-run the same checks (nothing made, no lock taken),
     then the runs printed: exit 2 where the real command would refuse, else 0."""
+    if not args.slurm and (args.wait or args.slurm_arg):
+        raise UserError(f"{'--wait' if args.wait else '--slurm-arg'} goes with --slurm")
+    options = sbatch_options(args.slurm_arg) if args.slurm else []
     plan = plan_sweep(args)
     if args.dry_run:
         return dry_run(plan)
-    return run_session(plan, args.parallel, ["entrenar-train", "sweep", *argv])
+    command = ["entrenar-train", "sweep", *argv]
+    if args.slurm:
+        return run_on_slurm(plan, args.parallel, command, options, wait=args.wait)
+    return run_session(plan, args.parallel, command)
 
 
 def dry_run(plan: SweepPlan) -> int:
@@ -87,11 +95,16 @@ def run_session(plan: SweepPlan, parallel: int, argv: list[str]) -> int:
         lock.release()
 
 
+def about_the_call(plan: SweepPlan, parallel: int, argv: list[str]) -> dict[str, Any]:
+    """sweep.json's fields on who runs the sweep and how."""
+    about = {"config_file": str(plan.config_path.resolve()), "overrides": plan.overrides}
+    return about | {"parallel": parallel, "argv": argv, **identity()}
+
+
 def _run(
     plan: SweepPlan, parallel: int, argv: list[str], ident: dict[str, Any], previous: dict | None
 ) -> int:
-    about = {"config_file": str(plan.config_path.resolve()), "overrides": plan.overrides}
-    about |= {"parallel": parallel, "argv": argv, **identity()}
+    about = about_the_call(plan, parallel, argv)
     check_run_folders(plan)  # before sweep.json says anything
     record = SweepRecord.begin(plan.directory / Files.SWEEP, ident, plan.runs, about, previous)
     launches = _keep_completed_and_list_the_rest(plan, record, previous)
@@ -106,11 +119,67 @@ def _run(
     signum = SweepRunner(record, launches, slots, len(plan.runs)).run()
     status, code = final_status(record, signum)
     record.finish(status)
+    summary(plan, record)
+    return code
+
+
+def summary(plan: SweepPlan, record: SweepRecord) -> None:
+    """The sweep's end: how many runs completed, then the runs as a table, the best starred."""
     runs = record.doc["runs"]
     done = sum(r["status"] == "completed" for r in runs)
-    say(f"{status}: {done} of {len(runs)} runs completed; {plan.directory / Files.SWEEP}")
+    say(
+        f"{record.doc['status']}: {done} of {len(runs)} runs completed; {plan.directory / Files.SWEEP}"
+    )
     print_table(plan.grid.keys, runs, record.doc["best_run"])
-    return code
+
+
+def run_on_slurm(
+    plan: SweepPlan, parallel: int, argv: list[str], options: list[str], *, wait: bool
+) -> int:
+    """Every trial as one task of a SLURM job array (trainer/sweep/slurm.py). Without --wait: the
+    job id on stdout, how to watch it on stderr, exit 0. With --wait: the summary once the array
+    has left the queue, exit 0 when every run completed, else 1."""
+    slurm.slurm_tool("sbatch")  # before anything is written
+    ident, previous = check_sweep_directory(plan, create=True)
+    lock = RunLock(plan.directory).acquire()  # one submission (or wait) per directory at a time
+    try:
+        queued = slurm.still_queued(previous)
+        if queued is not None:
+            raise UserError(
+                f"{plan.directory}: the sweep's job array {queued} is still queued or running "
+                f"(squeue -j {queued}); wait for it or scancel {queued}, then rerun"
+            )
+        check_run_folders(plan)
+        about = about_the_call(plan, parallel, argv)
+        record = SweepRecord.begin(plan.directory / Files.SWEEP, ident, plan.runs, about, previous)
+        _keep_completed_and_list_the_rest(plan, record, previous)
+        record.doc[
+            "slots"
+        ] = []  # SLURM gives each task its resources (--slurm-arg cpus-per-task=...)
+        job = slurm.submit(record, plan.directory, len(plan.runs), parallel, options)
+        say(
+            f"{describe(plan)}; submitted as SLURM job array {job} "
+            f"(--array={record.doc['slurm']['array']}: {parallel} at a time)"
+        )
+        if not wait:
+            print(job, flush=True)
+            say(
+                f"watch it: entrenar-tui monitor {plan.directory}  (or squeue -j {job}); "
+                f"each task's output: {plan.directory}/slurm-{job}_<task>.log"
+            )
+            return 0
+        say(f"waiting until the array has left the queue (squeue -j {job})")
+        try:
+            slurm.wait_for_array(job)
+        except KeyboardInterrupt:
+            say(f"stopped waiting; the array goes on (squeue -j {job}; scancel {job} stops it)")
+            return 130
+        slurm.settle(record, plan.directory)
+        record.finish(final_status(record, None)[0])
+        summary(plan, record)
+        return 0 if record.doc["status"] == "completed" else 1
+    finally:
+        lock.release()
 
 
 def _keep_completed_and_list_the_rest(
