@@ -12,11 +12,13 @@ import os
 import sys
 from pathlib import Path
 
+from trainer.arguments import ArgumentParser
 from trainer.errors import TrainingFailed, UserError
 from trainer.fault_switch import fault_steps
 from trainer.hub_kernels import forbid_hub_kernels
 from trainer.monitor.python_module import python_module_argv
 from trainer.monitor.text import printable
+from trainer.sweep.arguments import sweep_parser, sweep_trial_parser
 
 SUBCOMMANDS = ("eval", "predict", "export")
 
@@ -27,79 +29,6 @@ USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--est
        entrenar-train eval CHECKPOINT --data FILE
        entrenar-train predict CHECKPOINT [TEXT ...]
        entrenar-train export CHECKPOINT OUT_DIR"""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are UserErrors (one line, exit 2) rather than a usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see entrenar-train --help)")
-
-
-SWEEP_USAGE = (
-    "entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N [--seed S]] "
-    "[--parallel P] [--dry-run] [--slurm [--slurm-arg KEY=VALUE ...] [--wait]] [section.key=value ...]"
-)
-
-
-def sweep_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="entrenar-train sweep",
-        usage=SWEEP_USAGE,
-        description="Train every combination of some config values (or N drawn at random), "
-        "P runs at a time, into <output.dir>/<output.dir's name>-<index>; sweep.json records "
-        "the grid and each run's status and best metrics. Rerun the same command to continue.",
-        epilog="Values are split at commas outside brackets and quotes and read as overrides are "
-        "(TOML where they parse, else a string); list values such as lora.target_modules can "
-        "also come from a [sweep] table in the config.",
-    )
-    p.add_argument("config", help="the TOML config every run starts from")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides for every run")
-    p.add_argument(
-        "--grid", action="append", default=[], metavar="KEY=V1,V2", help="a key and its values"
-    )
-    p.add_argument("--random", type=int, metavar="N", help="N combinations drawn at random")
-    p.add_argument("--seed", type=int, metavar="S", help="the seed of --random's draw (0)")
-    p.add_argument("--parallel", type=int, default=1, metavar="P", help="runs at a time (1)")
-    p.add_argument(
-        "--dry-run", action="store_true", help="check everything, print the runs, start none"
-    )
-    p.add_argument(
-        "--slurm",
-        action="store_true",
-        help="submit the runs as one SLURM job array (sbatch --array=0-(N-1)%%P --requeue), one "
-        "trial a task; the sweep directory must be on a file system every node sees",
-    )
-    p.add_argument(
-        "--slurm-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="with --slurm: passed to sbatch as --KEY=VALUE (partition=gpu, time=02:00:00, gres=gpu:1)",
-    )
-    p.add_argument(
-        "--wait",
-        action="store_true",
-        help="with --slurm: follow the array until it leaves the queue, then print the summary",
-    )
-    return p
-
-
-def sweep_trial_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="entrenar-train sweep-trial",
-        description="Run one trial of a sweep (what each task of a --slurm job array runs): the "
-        "sweep's run I with --auto-resume, so a requeued task continues its run.",
-    )
-    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="the sweep's directory (its sweep.json)")
-    p.add_argument(
-        "--index",
-        type=int,
-        required=True,
-        metavar="I",
-        help="the trial, 0-based ($SLURM_ARRAY_TASK_ID)",
-    )
-    return p
 
 
 def train_parser() -> ArgumentParser:

@@ -19,13 +19,13 @@ from trainer.errors import UserError
 from trainer.monitor.control import launch_detached
 from trainer.monitor.safe_files import make_directory
 from trainer.monitor.schema import Files
+from trainer.sweep.arguments import sweep_parser
 from trainer.sweep.record import read_sweep
 from trainer.sweep_tag import tag_environment
 
 
 def planned_again(sweep_dir: Path) -> Any:
     """The SweepPlan of the sweep in sweep_dir, from the command its sweep.json records."""
-    from trainer.cli import sweep_parser
     from trainer.sweep.command import plan_sweep
 
     doc = read_sweep(sweep_dir / Files.SWEEP)
