@@ -23,7 +23,7 @@ from tests.conftest import REPO, patience, run_cli, write_config, write_corpus
 from tests.helpers import REQUIRE_TOOLS, needs_tool, wait_until
 from tests.slurm_cluster import SlurmCluster, slurm_installed, start_cluster
 from trainer.errors import UserError
-from trainer.sweep.slurm import batch_script, sbatch_command, sbatch_options
+from trainer.sweep.slurm import batch_script, log_pattern, sbatch_command, sbatch_options
 
 
 def load(path: Path) -> dict:
@@ -108,6 +108,34 @@ def test_the_array_is_one_task_a_trial_p_at_a_time_requeued_on_preemption(tmp_pa
     ]  # fmt: skip
 
 
+def test_the_sweep_directory_cannot_smuggle_sbatch_patterns_into_the_log_names(tmp_path):
+    assert log_pattern(tmp_path / "100%j done") == f"{tmp_path}/100%%j done/slurm-%A_%a.log"
+    with pytest.raises(UserError) as e:
+        log_pattern(tmp_path / "a\\b")
+    assert "has a backslash" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_dry_run_on_slurm_prints_the_sbatch_command_and_writes_nothing(tmp_path, tiny_bert_dir):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 99\n")  # never run by a dry run
+    (bin_dir / "sbatch").chmod(0o755)
+    cfg = tiny_sweep_config(tmp_path, tiny_bert_dir, epochs=1)
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer", "sweep", str(cfg), "--grid", "lora.r=2,4", "--parallel",
+         "2", "--slurm", "--slurm-arg", "partition=gpu", "--dry-run"],
+        cwd=REPO, capture_output=True, text=True, timeout=patience(120),
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "sw"
+    assert done.stdout.splitlines()[-1] == (
+        f"would submit: sbatch --parsable --array=0-1%2 --requeue --job-name=entrenar-sw "
+        f"--output={root}/slurm-%A_%a.log --partition=gpu {root}/slurm-array.sh"
+    )
+    assert not root.exists()
+
+
 # ------------------------------------------------------------------------------ on a real cluster
 
 slurm_tools = needs_tool("slurm (slurm-wlm, munge)", slurm_installed())
@@ -168,10 +196,10 @@ def frozen_with_a_checkpoint(run_dir: Path) -> psutil.Process:
     return found[0]
 
 
-def tiny_sweep_config(tmp_path: Path, model: Path, epochs: int) -> Path:
+def tiny_sweep_config(tmp_path: Path, model: Path, epochs: int, name: str = "sw") -> Path:
     data = write_corpus(tmp_path / "train.jsonl", n=96)
     return write_config(
-        tmp_path / "c.toml", model, data, tmp_path / "sw",
+        tmp_path / "c.toml", model, data, tmp_path / name,
         train={"epochs": epochs, "batch_size": 8, "save_every": 1, "log_interval": 1},
     )  # fmt: skip
 
@@ -181,21 +209,22 @@ def tiny_sweep_config(tmp_path: Path, model: Path, epochs: int) -> Path:
 def test_a_grid_sweep_on_slurm_runs_every_trial_as_one_array_and_waits(
     tmp_path, tiny_bert_dir, slurm
 ):
-    cfg = tiny_sweep_config(tmp_path, tiny_bert_dir, epochs=2)
+    # a directory whose name sbatch would read as patterns (%j, %u) unless they are escaped
+    cfg = tiny_sweep_config(tmp_path, tiny_bert_dir, epochs=2, name="s%j %u")
     proc = sweep(
         slurm, str(cfg), "--grid", "lora.r=2,4", "--parallel", "2", "--slurm", "--wait",
         "--slurm-arg", "partition=debug", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     out, err = proc.communicate(timeout=patience(300))
     assert proc.returncode == 0, err[-3000:] + slurm.logs()
-    root = tmp_path / "sw"
+    root = tmp_path / "s%j %u"
     doc = load(root / "sweep.json")
     job = doc["slurm"]["job_id"]
     assert job.isdigit() and f"submitted as SLURM job array {job}" in err
     assert doc["status"] == "completed"
     assert [(r["index"], r["dir"], r["status"]) for r in doc["runs"]] == [
-        (1, "sw-1", "completed"),
-        (2, "sw-2", "completed"),
+        (1, "s%j %u-1", "completed"),
+        (2, "s%j %u-2", "completed"),
     ]
     assert all(isinstance(r["best_val_loss"], float) for r in doc["runs"])
     assert doc["best_run"] in (1, 2)
@@ -205,13 +234,14 @@ def test_a_grid_sweep_on_slurm_runs_every_trial_as_one_array_and_waits(
     script = Path(doc["slurm"]["script"])
     assert script == root / "slurm-array.sh"
     assert stat.S_IMODE(script.stat().st_mode) == 0o700
-    for task, name in ((0, "sw-1"), (1, "sw-2")):
+    assert sorted(p.name for p in root.glob("slurm-*.log")) == [f"slurm-{job}_0.log", f"slurm-{job}_1.log"]  # fmt: skip
+    for task, name in ((0, "s%j %u-1"), (1, "s%j %u-2")):
         assert (root / f"slurm-{job}_{task}.log").is_file()  # each task's own output
         state = load(root / name / "state.json")
         assert state["status"] == "completed" and state["global_step"] == state["total_steps"]
         assert load(root / name / "run.json")["sweep"]["index"] == task + 1
         assert load(root / name / "run.json")["config"]["lora"]["r"] == (2, 4)[task]
-    assert "sw-1" in out and "sw-2" in out and "completed" in out  # the summary table
+    assert "s%j %u-1" in out and "s%j %u-2" in out and "completed" in out  # the summary table
 
 
 @slurm_tools

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import stat
 import sys
 from typing import Any
@@ -42,17 +43,21 @@ def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     options = sbatch_options(args.slurm_arg) if args.slurm else []
     plan = plan_sweep(args)
     if args.dry_run:
-        return dry_run(plan)
+        return dry_run(plan, options if args.slurm else None, args.parallel)
     command = ["entrenar-train", "sweep", *argv]
     if args.slurm:
         return run_on_slurm(plan, args.parallel, command, options, wait=args.wait)
     return run_session(plan, args.parallel, command)
 
 
-def dry_run(plan: SweepPlan) -> int:
+def dry_run(plan: SweepPlan, slurm_options: list[str] | None = None, parallel: int = 1) -> int:
     """Every check of run_session but writing: the directory (writable, not a run's, not another
     sweep's, no sweep running on it), each run's folder; then the plan (continuing a sweep: each
-    run `completed`, kept, or `pending`)."""
+    run `completed`, kept, or `pending`). With --slurm, also the sbatch command it would run."""
+    if slurm_options is not None:
+        slurm.slurm_tool("sbatch")
+        script = plan.directory / slurm.SCRIPT
+        submit = slurm.sbatch_command(plan.directory, script, len(plan.runs), parallel, slurm_options)  # fmt: skip
     check_sweep_directory(plan, create=False)
     refuse_if_running(plan.directory)
     check_run_folders(plan)
@@ -67,6 +72,8 @@ def dry_run(plan: SweepPlan) -> int:
     if any("status" in row for row in rows):  # a continued sweep: what is kept, what runs
         rows = [{"status": "pending", **row} for row in rows]
     print_table(plan.grid.keys, rows)
+    if slurm_options is not None:
+        print(f"would submit: {shlex.join(submit)}")
     return 0
 
 
@@ -140,15 +147,11 @@ def run_on_slurm(
     job id on stdout, how to watch it on stderr, exit 0. With --wait: the summary once the array
     has left the queue, exit 0 when every run completed, else 1."""
     slurm.slurm_tool("sbatch")  # before anything is written
+    slurm.log_pattern(plan.directory)  # (sbatch_command's checks)
     ident, previous = check_sweep_directory(plan, create=True)
     lock = RunLock(plan.directory).acquire()  # one submission (or wait) per directory at a time
     try:
-        queued = slurm.still_queued(previous)
-        if queued is not None:
-            raise UserError(
-                f"{plan.directory}: the sweep's job array {queued} is still queued or running "
-                f"(squeue -j {queued}); wait for it or scancel {queued}, then rerun"
-            )
+        slurm.refuse_if_queued(previous, plan.directory)
         check_run_folders(plan)
         about = about_the_call(plan, parallel, argv)
         record = SweepRecord.begin(plan.directory / Files.SWEEP, ident, plan.runs, about, previous)

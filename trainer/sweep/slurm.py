@@ -99,9 +99,22 @@ def sbatch_command(
 ) -> list[str]:
     return [
         "sbatch", "--parsable", f"--array={array_spec(trials, parallel)}", "--requeue",
-        f"--job-name=entrenar-{sweep_dir.name}", f"--output={sweep_dir.resolve() / LOG_PATTERN}",
+        f"--job-name=entrenar-{sweep_dir.name}", f"--output={log_pattern(sweep_dir)}",
         *options, str(script),
     ]  # fmt: skip
+
+
+def log_pattern(sweep_dir: Path) -> str:
+    """sbatch's --output for the tasks: the sweep directory's own `%` doubled (sbatch reads `%j`,
+    `%u`... in the whole path), then the array's `%A_%a`. A backslash would turn every pattern
+    off (one file for all tasks): refused."""
+    directory = str(sweep_dir.resolve())
+    if "\\" in directory:
+        raise UserError(
+            f"--slurm: {printable(directory)} has a backslash, which sbatch's --output takes as "
+            "'no patterns' (every task's output in one file); choose another output.dir"
+        )
+    return directory.replace("%", "%%") + "/" + LOG_PATTERN
 
 
 def array_spec(trials: int, parallel: int) -> str:
@@ -131,7 +144,7 @@ def submit(record: SweepRecord, sweep_dir: Path, trials: int, parallel: int, opt
         "array": array_spec(trials, parallel),
         "script": str(script.resolve()),
         "sbatch": argv,
-        "log": str(sweep_dir.resolve() / LOG_PATTERN),
+        "log": log_pattern(sweep_dir),
         "submitted_at": utc_now(),
     }
     record.write()
@@ -150,14 +163,24 @@ def in_queue(job_id: str) -> bool | None:
     return bool(done.stdout.strip())
 
 
-def still_queued(previous: dict[str, Any] | None) -> str | None:
-    """The job id of an earlier call's array that is still in the queue (a rerun must not submit
-    a second array onto the same runs), else None."""
+def refuse_if_queued(previous: dict[str, Any] | None, sweep_dir: Path) -> None:
+    """Refuse to submit while an earlier call's array is still in the queue (two arrays would
+    train the same runs), or when squeue cannot say whether it is."""
     slurm = (previous or {}).get("slurm")
     job_id = slurm.get("job_id") if isinstance(slurm, dict) else None
-    if not (isinstance(job_id, str) and job_id.isdigit()) or shutil.which("squeue") is None:
-        return None
-    return job_id if in_queue(job_id) is not False else None
+    if not (isinstance(job_id, str) and job_id.isdigit()):
+        return
+    queued = in_queue(job_id)
+    if queued is None:
+        raise UserError(
+            f"{sweep_dir}: squeue cannot say whether the sweep's job array {job_id} is still "
+            "queued; rerun when the SLURM controller answers"
+        )
+    if queued:
+        raise UserError(
+            f"{sweep_dir}: the sweep's job array {job_id} is still queued or running "
+            f"(squeue -j {job_id}); wait for it or scancel {job_id}, then rerun"
+        )
 
 
 def wait_for_array(job_id: str) -> None:
