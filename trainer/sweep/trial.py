@@ -12,13 +12,16 @@ Grid and random sweeps only: the minimal form the SLURM arrays are built on.
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
+from trainer.config import toml_value
 from trainer.errors import UserError
 from trainer.monitor.control import launch_detached
 from trainer.monitor.safe_files import make_directory
 from trainer.monitor.schema import Files
+from trainer.monitor.text import printable
 from trainer.sweep.arguments import sweep_parser
 from trainer.sweep.record import read_sweep
 from trainer.sweep_tag import tag_environment
@@ -53,6 +56,8 @@ def run_trial(sweep_dir: Path, index: int) -> int:
     make_directory(folder, "run not started, nothing written through it")
     env = tag_environment(plan.directory.name, run.index, run.values)
     proc = launch_detached(plan.command(run, config), folder, env=env, stop_with_parent=True)
+    values = " ".join(f"{k}={toml_value(v)}" for k, v in run.values.items())
+    say(f"trial {index}: run {run.index} ({values}) in {folder}; its output: {folder / Files.LOG}")
     passed_on: list[int] = []
 
     def pass_on(signum: int, frame: Any) -> None:
@@ -62,7 +67,13 @@ def run_trial(sweep_dir: Path, index: int) -> int:
 
     previous = {s: signal.signal(s, pass_on) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return proc.wait()
+        code = proc.wait()
+        say(f"trial {index}: the trainer exited {code}")
+        return code
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def say(text: str) -> None:
+    print(f"sweep-trial: {printable(text)}", file=sys.stderr, flush=True)
