@@ -136,6 +136,30 @@ def test_a_dry_run_on_slurm_prints_the_sbatch_command_and_writes_nothing(tmp_pat
     assert not root.exists()
 
 
+def test_a_job_array_sbatch_refuses_is_one_line_and_sweep_json_says_failed(tmp_path, tiny_bert_dir):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n"
+    )
+    (bin_dir / "sbatch").chmod(0o755)
+    cfg = tiny_sweep_config(tmp_path, tiny_bert_dir, epochs=1)
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer", "sweep", str(cfg), "--grid", "lora.r=2,4", "--slurm",
+         "--slurm-arg", "partition=gpu"],
+        cwd=REPO, capture_output=True, text=True, timeout=patience(120),
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "entrenar-train: error: --slurm: sbatch refused the job array: "
+        "sbatch: error: invalid partition specified: gpu"
+    )
+    doc = load(tmp_path / "sw" / "sweep.json")
+    assert doc["status"] == "failed" and "slurm" not in doc
+    assert [r["status"] for r in doc["runs"]] == ["pending", "pending"]
+
+
 # ------------------------------------------------------------------------------ on a real cluster
 
 slurm_tools = needs_tool("slurm (slurm-wlm, munge)", slurm_installed())

@@ -138,6 +138,7 @@ def submit(record: SweepRecord, sweep_dir: Path, trials: int, parallel: int, opt
     job_id = done.stdout.strip().split(";")[0]  # --parsable: "ID" or "ID;cluster"
     if done.returncode != 0 or not job_id.isdigit():
         said = printable((done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1])
+        record.finish("failed")  # no array: sweep.json must not say it runs
         raise UserError(f"--slurm: sbatch refused the job array: {said[:300]}")
     record.doc["slurm"] = {
         "job_id": job_id,
