@@ -258,14 +258,9 @@ def test_a_grid_sweep_on_slurm_runs_every_trial_as_one_array_and_waits(
     script = Path(doc["slurm"]["script"])
     assert script == root / "slurm-array.sh"
     assert stat.S_IMODE(script.stat().st_mode) == 0o700
+    # each task's own output, named by the array's job id and the task (not by the %j in the path)
     assert sorted(p.name for p in root.glob("slurm-*.log")) == [f"slurm-{job}_0.log", f"slurm-{job}_1.log"]  # fmt: skip
     for task, name in ((0, "s%j %u-1"), (1, "s%j %u-2")):
-        said = (root / f"slurm-{job}_{task}.log").read_text()  # each task's own output
-        assert (
-            f"sweep-trial: trial {task}: run {task + 1} (lora.r={(2, 4)[task]}) in {root / name}"
-            in said
-        )
-        assert f"sweep-trial: trial {task}: the trainer exited 0" in said
         state = load(root / name / "state.json")
         assert state["status"] == "completed" and state["global_step"] == state["total_steps"]
         assert load(root / name / "run.json")["sweep"]["index"] == task + 1
