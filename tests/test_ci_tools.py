@@ -1,4 +1,4 @@
-"""CI requires its outside tools: `.ci/tools` installs tmux and Chromium where they are missing and
+"""CI requires its outside tools: `.ci/tools` installs tmux, Chromium, SLURM and munge where they are missing and
 fails, naming them, where it cannot (never a warning and a green run with the tests skipped); the
 tests that drive them skip on a developer's machine without them, but never where CI requires them
 (needs_tool, ENTRENAR_REQUIRE_TOOLS). `.ci/tools` runs with a PATH of stand-ins: an apt-get that
@@ -15,6 +15,7 @@ from tests.conftest import REPO, patience
 from tests.helpers import REQUIRE_TOOLS, needs_tool
 
 TOOLS = REPO / ".ci" / "tools"
+SLURM_COMMANDS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo", "slurmctld", "slurmd")
 BASH = "/bin/bash"
 
 
@@ -42,30 +43,37 @@ def test_a_tool_that_cannot_be_installed_fails_ci_naming_it(tmp_path):
     stand_in(tmp_path, "sudo", f'echo "sudo $*" >> {calls}; exit 1')
     done = run_tools(tmp_path)
     assert done.returncode == 1
-    assert done.stderr.startswith("error: CI needs tmux chromium on PATH")
+    assert done.stderr.startswith("error: CI needs tmux chromium slurm-wlm munge on PATH")
     assert "apt-get update -qq" in calls.read_text()  # it tried, then sudo -n
     assert "sudo -n bash -c" in calls.read_text()
 
 
 def test_a_missing_tool_is_installed_and_ci_goes_on(tmp_path):
-    # an apt-get that "installs" what it is asked for by putting it on the PATH
+    # an apt-get that "installs" what it is asked for by putting its commands on the PATH
+    calls = tmp_path / "calls"
     stand_in(
         tmp_path,
         "apt-get",
-        f'[ "$1" = install ] && for t in "$@"; do case $t in -*|install) ;; *) '
+        f'echo "$*" >> {calls}; [ "$1" = install ] && for t in "$@"; do case $t in -*|install) ;; '
+        f"slurm-wlm) for c in {' '.join(SLURM_COMMANDS)}; do printf '#!{BASH}\\n' > {tmp_path}/$c; "
+        f"chmod +x {tmp_path}/$c; done;; munge) t=munged;& *) "
         f'printf "#!{BASH}\\n" > {tmp_path}/$t; chmod +x {tmp_path}/$t;; esac; done; exit 0',
     )
     stand_in(tmp_path, "chromium")
     done = run_tools(tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
-    assert (tmp_path / "tmux").exists()  # only the missing one was asked for
+    assert (tmp_path / "tmux").exists() and (tmp_path / "sbatch").exists()
+    assert (tmp_path / "munged").exists()
+    assert calls.read_text().splitlines()[-1].endswith(" tmux slurm-wlm munge")  # only the missing
 
 
-def test_with_both_tools_there_nothing_is_installed(tmp_path):
+def test_with_every_tool_there_nothing_is_installed(tmp_path):
     calls = tmp_path / "calls"
     stand_in(tmp_path, "apt-get", f"echo apt-get >> {calls}; exit 100")
     stand_in(tmp_path, "tmux")
     stand_in(tmp_path, "chromium-browser")  # any name tests/headless_browser.py finds
+    for name in (*SLURM_COMMANDS, "munged"):
+        stand_in(tmp_path, name)
     done = run_tools(tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
     assert not calls.exists()

@@ -12,93 +12,25 @@ import os
 import sys
 from pathlib import Path
 
+from trainer.arguments import ArgumentParser
 from trainer.errors import TrainingFailed, UserError
 from trainer.fault_switch import fault_steps
 from trainer.hub_kernels import forbid_hub_kernels
 from trainer.monitor.python_module import python_module_argv
 from trainer.monitor.text import printable
+from trainer.sweep.arguments import sweep_parser, sweep_trial_parser
 
 SUBCOMMANDS = ("eval", "predict", "export")
 
 USAGE = """entrenar-train CONFIG [section.key=value ...] [--print-config] [--estimate] [--dry-run] [--nproc N] [--auto-resume]
        entrenar-train --resume RUN_DIR [--from last|best|epoch-N|PATH] [--allow-data-mismatch] [--force-unlock] [section.key=value ...]
        entrenar-train lr-find CONFIG [section.key=value ...] [--out DIR] [--start-lr 1e-7] [--end-lr 1] [--num-steps 100]
-       entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N --seed S] [--parallel P] [section.key=value ...]
+       entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N --seed S] [--parallel P] [--slurm [--slurm-arg KEY=VALUE ...] [--wait]] [section.key=value ...]
        entrenar-train sweep CONFIG --search tpe --trials N --param KEY=loguniform(LO,HI) [--prune median|asha] [--objective M] [--target V]
        entrenar-train sweep-trial SWEEP_DIR --index I
        entrenar-train eval CHECKPOINT --data FILE
        entrenar-train predict CHECKPOINT [TEXT ...]
        entrenar-train export CHECKPOINT OUT_DIR"""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are UserErrors (one line, exit 2) rather than a usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see entrenar-train --help)")
-
-
-SWEEP_USAGE = (
-    "entrenar-train sweep CONFIG --grid KEY=V1,V2[,...] [--grid ...] [--random N [--seed S]] "
-    "[--parallel P] [--dry-run] [section.key=value ...]"
-)
-
-
-def sweep_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="entrenar-train sweep",
-        usage=SWEEP_USAGE,
-        description="Train every combination of some config values (or N drawn at random), "
-        "P runs at a time, into <output.dir>/<output.dir's name>-<index>; sweep.json records "
-        "the grid and each run's status and best metrics. Rerun the same command to continue.",
-        epilog="Values are split at commas outside brackets and quotes and read as overrides are "
-        "(TOML where they parse, else a string); list values such as lora.target_modules can "
-        "also come from a [sweep] table in the config.",
-    )
-    p.add_argument("config", help="the TOML config every run starts from")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides for every run")
-    p.add_argument(
-        "--grid", action="append", default=[], metavar="KEY=V1,V2", help="a key and its values"
-    )
-    p.add_argument("--random", type=int, metavar="N", help="N combinations drawn at random")
-    p.add_argument("--seed", type=int, metavar="S", help="the seed of --random's draw (0)")
-    p.add_argument("--parallel", type=int, default=1, metavar="P", help="runs at a time (1)")
-    p.add_argument(
-        "--search",
-        choices=("grid", "random", "tpe"),
-        help="how runs are chosen (grid; random with --random)",
-    )
-    p.add_argument("--trials", type=int, metavar="N", help="runs a tpe/random search asks for")
-    p.add_argument(
-        "--param", action="append", default=[], metavar="KEY=SPEC",
-        help="a range: loguniform(LO,HI), uniform(LO,HI), int(LO,HI) or choice(V1,V2,...)",
-    )  # fmt: skip
-    p.add_argument(
-        "--objective", default="val_loss", choices=("val_loss", "val_accuracy", "macro_f1"),
-        help="what the search and best_run judge by (val_loss: lower; the others: higher)",
-    )  # fmt: skip
-    p.add_argument(
-        "--prune", default="none", choices=("none", "median", "asha"),
-        help="stop a study's poor runs after an epoch (optuna MedianPruner / SuccessiveHalvingPruner)",
-    )  # fmt: skip
-    p.add_argument(
-        "--target", type=float, metavar="VALUE", help="start no new run once one reaches VALUE"
-    )
-    p.add_argument(
-        "--dry-run", action="store_true", help="check everything, print the runs, start none"
-    )
-    return p
-
-
-def sweep_trial_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="entrenar-train sweep-trial",
-        description="Run one trial of a sweep that `entrenar-train sweep` planned (a SLURM array "
-        "task's job): its values from sweep.json (or the study), the run with --auto-resume.",
-    )
-    p.add_argument("sweep_dir", help="the sweep's directory (holding sweep.json)")
-    p.add_argument("--index", type=int, required=True, metavar="I", help="0-based trial index")
-    return p
 
 
 LR_FIND_USAGE = (
@@ -252,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.sweep.session import run_sweep
 
             return run_sweep(sweep_parser().parse_intermixed_args(argv[1:]), argv[1:])
+        if argv and argv[0] == "sweep-trial":
+            from trainer.sweep.trial import run_trial
+
+            args = sweep_trial_parser().parse_args(argv[1:])
+            return run_trial(Path(args.sweep_dir), args.index)
         return run_train(argv)
     except UserError as e:
         for line in e.lines():  # every problem found, one line each

@@ -27,12 +27,15 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = False) -> None:
-    """Write data to path atomically. durable=True fsyncs first (for what must survive a power cut)."""
+def atomic_write_bytes(
+    path: str | Path, data: bytes, *, durable: bool = False, mode: int | None = None
+) -> None:
+    """Write data to path atomically. durable=True fsyncs first (for what must survive a power cut);
+    mode: the file's (a script's 0700), else what a plain open() would give it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _file_mode())
+        os.fchmod(fd, _file_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if durable:

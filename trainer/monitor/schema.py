@@ -387,6 +387,17 @@ MAX_IMPORTANCE_KEYS = 256
 Importance = Annotated[dict[str, Annotated[float, Within(0, 1)]], MaxItems(MAX_IMPORTANCE_KEYS)]
 
 
+class SweepSlurm(TypedDict, total=False):
+    """sweep.json's `slurm`: the job array `sweep --slurm` submitted (trainer/sweep/slurm.py)."""
+
+    job_id: str
+    array: str
+    script: str
+    sbatch: list[str]
+    log: str
+    submitted_at: str
+
+
 class Sweep(Tagged, total=False):
     """sweep.json: in a sweep's directory, beside its runs (trainer/sweep/record.py writes it)."""
 
@@ -404,6 +415,7 @@ class Sweep(Tagged, total=False):
     argv: list[str]
     parallel: int
     slots: list[dict[str, Any]]
+    slurm: SweepSlurm
     pid: int
     host: str
     pid_create_time: float

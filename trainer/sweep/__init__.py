@@ -6,4 +6,7 @@ tag.py       the `sweep` object a run's run.json carries (passed to the run in i
 runner.py    the runs as child processes: cores or GPUs split, signals forwarded, outcomes read
 command.py   the command line: the grid and every run's config checked before anything starts
 session.py   one call of the sweep: the directory checked and locked, what is done kept, the rest run
+arguments.py the sweep's and a trial's command-line arguments
+trial.py     `sweep-trial SWEEP_DIR --index I`: one trial as a unit (what a SLURM array task runs)
+slurm.py     `--slurm`: the trials as one job array (sbatch), followed with squeue (--wait)
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import stat
 import sys
 from typing import Any
@@ -20,10 +21,12 @@ from trainer.monitor.safe_files import kind
 from trainer.monitor.schema import Files
 from trainer.monitor.text import printable
 from trainer.preflight import check_output_dir
+from trainer.sweep import slurm
 from trainer.sweep.command import SweepPlan, describe, plan_sweep, print_table, usable_gpus
 from trainer.sweep.record import SweepRecord, check_same_sweep, read_sweep, target_reached
 from trainer.sweep.record import identity as sweep_identity
 from trainer.sweep.runner import Launch, SweepRunner, best_fields, read_state, slot_environments
+from trainer.sweep.slurm import sbatch_options
 from trainer.sweep_tag import tag_environment
 
 
@@ -35,16 +38,26 @@ def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     """`entrenar-train sweep`, its arguments parsed (trainer/cli.py): plan every run, check the
     sweep's directory, then run them; with --dry-run the same checks (nothing made, no lock taken),
     then the runs printed: exit 2 where the real command would refuse, else 0."""
+    if not args.slurm and (args.wait or args.slurm_arg):
+        raise UserError(f"{'--wait' if args.wait else '--slurm-arg'} goes with --slurm")
+    options = sbatch_options(args.slurm_arg) if args.slurm else []
     plan = plan_sweep(args)
     if args.dry_run:
-        return dry_run(plan)
-    return run_session(plan, args.parallel, ["entrenar-train", "sweep", *argv])
+        return dry_run(plan, options if args.slurm else None, args.parallel)
+    command = ["entrenar-train", "sweep", *argv]
+    if args.slurm:
+        return run_on_slurm(plan, args.parallel, command, options, wait=args.wait)
+    return run_session(plan, args.parallel, command)
 
 
-def dry_run(plan: SweepPlan) -> int:
+def dry_run(plan: SweepPlan, slurm_options: list[str] | None = None, parallel: int = 1) -> int:
     """Every check of run_session but writing: the directory (writable, not a run's, not another
     sweep's, no sweep running on it), each run's folder; then the plan (continuing a sweep: each
-    run `completed`, kept, or `pending`)."""
+    run `completed`, kept, or `pending`). With --slurm, also the sbatch command it would run."""
+    if slurm_options is not None:
+        slurm.slurm_tool("sbatch")
+        script = plan.directory / slurm.SCRIPT
+        submit = slurm.sbatch_command(plan.directory, script, len(plan.runs), parallel, slurm_options)  # fmt: skip
     check_sweep_directory(plan, create=False)
     refuse_if_running(plan.directory)
     check_run_folders(plan)
@@ -59,6 +72,8 @@ def dry_run(plan: SweepPlan) -> int:
     if any("status" in row for row in rows):  # a continued sweep: what is kept, what runs
         rows = [{"status": "pending", **row} for row in rows]
     print_table(plan.grid.keys, rows)
+    if slurm_options is not None:
+        print(f"would submit: {shlex.join(submit)}")
     return 0
 
 
@@ -87,12 +102,17 @@ def run_session(plan: SweepPlan, parallel: int, argv: list[str]) -> int:
         lock.release()
 
 
+def about_the_call(plan: SweepPlan, parallel: int, argv: list[str]) -> dict[str, Any]:
+    """sweep.json's fields on who runs the sweep and how."""
+    about = {"config_file": str(plan.config_path.resolve()), "overrides": plan.overrides}
+    about["target"] = plan.search.target
+    return about | {"parallel": parallel, "argv": argv, **identity()}
+
+
 def _run(
     plan: SweepPlan, parallel: int, argv: list[str], ident: dict[str, Any], previous: dict | None
 ) -> int:
-    about = {"config_file": str(plan.config_path.resolve()), "overrides": plan.overrides}
-    about["target"] = plan.search.target
-    about |= {"parallel": parallel, "argv": argv, **identity()}
+    about = about_the_call(plan, parallel, argv)
     check_run_folders(plan)  # before sweep.json says anything
     record = SweepRecord.begin(plan.directory / Files.SWEEP, ident, plan.runs, about, previous)
     launches = _keep_completed_and_list_the_rest(plan, record, previous)
@@ -107,13 +127,64 @@ def _run(
     signum = SweepRunner(record, launches, slots, len(plan.runs)).run()
     status, code = final_status(record, signum)
     record.finish(status)
+    summary(plan, record)
+    return code
+
+
+def summary(plan: SweepPlan, record: SweepRecord) -> None:
+    """The sweep's end: how many runs completed, then the runs as a table, the best starred."""
     runs = record.doc["runs"]
     done = sum(r["status"] == "completed" for r in runs)
     pruned = sum(r["status"] == "pruned" for r in runs)
     also = f", {pruned} pruned" if pruned else ""
+    status = record.doc["status"]
     say(f"{status}: {done} of {len(runs)} runs completed{also}; {plan.directory / Files.SWEEP}")
     print_table(plan.grid.keys, runs, record.doc["best_run"])
-    return code
+
+
+def run_on_slurm(
+    plan: SweepPlan, parallel: int, argv: list[str], options: list[str], *, wait: bool
+) -> int:
+    """Every trial as one task of a SLURM job array (trainer/sweep/slurm.py). Without --wait: the
+    job id on stdout, how to watch it on stderr, exit 0. With --wait: the summary once the array
+    has left the queue, exit 0 when every run completed, else 1."""
+    slurm.slurm_tool("sbatch")  # before anything is written
+    slurm.log_pattern(plan.directory)  # (sbatch_command's checks)
+    ident, previous = check_sweep_directory(plan, create=True)
+    lock = RunLock(plan.directory).acquire()  # one submission (or wait) per directory at a time
+    try:
+        slurm.refuse_if_queued(previous, plan.directory)
+        check_run_folders(plan)
+        about = about_the_call(plan, parallel, argv)
+        record = SweepRecord.begin(plan.directory / Files.SWEEP, ident, plan.runs, about, previous)
+        _keep_completed_and_list_the_rest(plan, record, previous)
+        record.doc[
+            "slots"
+        ] = []  # SLURM gives each task its resources (--slurm-arg cpus-per-task=...)
+        job = slurm.submit(record, plan.directory, len(plan.runs), parallel, options)
+        say(
+            f"{describe(plan)}; submitted as SLURM job array {job} "
+            f"(--array={record.doc['slurm']['array']}: {parallel} at a time)"
+        )
+        if not wait:
+            print(job, flush=True)
+            say(
+                f"watch it: entrenar-tui monitor {plan.directory}  (or squeue -j {job}); "
+                f"each task's output: {plan.directory}/slurm-{job}_<task>.log"
+            )
+            return 0
+        say(f"waiting until the array has left the queue (squeue -j {job})")
+        try:
+            slurm.wait_for_array(job)
+        except KeyboardInterrupt:
+            say(f"stopped waiting; the array goes on (squeue -j {job}; scancel {job} stops it)")
+            return 130
+        slurm.settle(record, plan.directory)
+        record.finish(final_status(record, None)[0])
+        summary(plan, record)
+        return 0 if record.doc["status"] == "completed" else 1
+    finally:
+        lock.release()
 
 
 def _keep_completed_and_list_the_rest(
