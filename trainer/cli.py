@@ -184,11 +184,6 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.sweep.session import run_sweep
 
             return run_sweep(sweep_parser().parse_intermixed_args(argv[1:]), argv[1:])
-        if argv and argv[0] == "sweep-trial":
-            from trainer.sweep.trial import run_trial
-
-            args = sweep_trial_parser().parse_args(argv[1:])
-            return run_trial(Path(args.sweep_dir), args.index)
         return run_train(argv)
     except UserError as e:
         for line in e.lines():  # every problem found, one line each

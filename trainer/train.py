@@ -93,7 +93,7 @@ from trainer.resume_point import (
 from trainer.run_dir import check_run_dir, refuse_a_started_run
 from trainer.run_recorder import RunRecorder, RunSetup, StepResult, record_failure
 from trainer.stopping import StopSignal
-from trainer.validation_sums import Validation, confusion_counts, validation_sums
+from trainer.validation_sums import Tally, Validation, confusion_counts, validation_sums
 
 __all__ = ["FineTuneRecipe", "Resume", "crash_message", "import_path", "log_every", "train"]
 
@@ -274,9 +274,8 @@ class FineTuneRecipe:
             self.peak_refresh.start()
 
     def setup_for_range_test(self) -> None:
-        """The setup steps the LR range test (trainer/lr_find.py) shares with a run, so that it
-        tests the run's own model, data, batches and optimizer: seeds and device, model and
-        features, batches, AdamW. Nothing is recorded and nothing saved; one process, no DDP."""
+        """The LR range test's (trainer/lr_find.py) setup: the run's own seeds, device, model,
+        batches and AdamW; nothing recorded or saved; one process."""
         self._setup_seed_and_device()
         self._setup_model()
         self._setup_batches()
@@ -626,15 +625,12 @@ class FineTuneRecipe:
     def validate(self) -> Validation | None:
         """Weighted loss, accuracy and the confusion matrix over the validation set, batched, in
         inference mode; None if a stop was requested meanwhile. Under torchrun each rank takes its
-        shard of every batch (each sample on one rank, none padded in) and the sums are
-        all-reduced, so that the metrics equal one process's. The matrix stays on the device
-        until the end, then is summed over ranks and read back once."""
+        shard of every batch (each sample on one rank) and the sums are all-reduced: the metrics
+        equal one process's. The matrix stays on the device, summed over ranks and read once."""
         self.model_wrapped.eval()
         # Twice the training micro-batch (no activations kept): what fits the step fits here.
         total, batch_size = len(self.val_features), self.micro_batch_size * self.dist.world_size * 2
-        loss_sum = weight_sum = 0.0
-        correct = done = 0
-        k = self.corpus.num_labels
+        tally, k = Tally(total), self.corpus.num_labels
         confusion = confusion_counts(k, self.device) if k <= MAX_CLASSES else None
         started = time.perf_counter()
         self.recorder.validating(0, total, None, None, None)
@@ -647,22 +643,14 @@ class FineTuneRecipe:
                                        confusion)  # fmt: skip
                 # The stop flag travels with the batch's sums: every rank stops at the same batch.
                 sums[4] = float(self.stop_signal.requested)
-                b_loss, b_weight, b_correct, b_samples, b_stop = self.dist.all_sum(sums).tolist()
-                loss_sum += b_loss
-                weight_sum += b_weight
-                correct += int(b_correct)
-                done += int(b_samples)
-                per_second = done / (time.perf_counter() - started)
-                self.recorder.validating(
-                    done, total, loss_sum / weight_sum, correct / done, per_second
-                )
-                if b_stop and done < total:
+                stop = tally.add(self.dist.all_sum(sums).tolist())
+                per_second = tally.done / (time.perf_counter() - started)
+                self.recorder.validating(tally.done, total, tally.loss, tally.accuracy, per_second)
+                if stop and tally.done < total:
                     self.stop_signal.request("stop requested on another rank")
                     return None
-            matrix = None
-            if confusion is not None:
-                matrix = self.dist.all_sum_counts(confusion).view(k, k).tolist()
-        return Validation(loss_sum / weight_sum, correct / total, matrix)
+            counts = self.dist.all_sum_counts(confusion) if confusion is not None else None
+        return tally.result(counts)
 
     def end_epoch(self, validation: Validation) -> int | None:
         """Best-so-far and patience, epochs.json, the epoch's checkpoints, early stopping; an exit

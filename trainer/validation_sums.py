@@ -20,6 +20,38 @@ class Validation:
     confusion: list[list[int]] | None
 
 
+@dataclass
+class Tally:
+    """One validation pass's running sums, every rank's: the loss and accuracy so far."""
+
+    total: int  # the validation samples
+    loss_sum: float = 0.0
+    weight_sum: float = 0.0
+    correct: int = 0
+    done: int = 0
+
+    def add(self, sums: list[float]) -> bool:
+        """A batch's all-reduced `validation_sums` added; whether some rank asked to stop."""
+        loss, weight, correct, samples, stop = sums
+        self.loss_sum, self.weight_sum = self.loss_sum + loss, self.weight_sum + weight
+        self.correct, self.done = self.correct + int(correct), self.done + int(samples)
+        return bool(stop)
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.weight_sum
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.done
+
+    def result(self, confusion: torch.Tensor | None) -> Validation:
+        """The pass's Validation, with the all-reduced flat confusion counts (or None)."""
+        k = round(confusion.numel() ** 0.5) if confusion is not None else 0
+        matrix = confusion.view(k, k).tolist() if confusion is not None else None
+        return Validation(self.loss, self.correct / self.total, matrix)
+
+
 def validation_sums(
     model: torch.nn.Module,
     loaded: Any,
