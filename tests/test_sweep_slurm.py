@@ -270,6 +270,42 @@ def test_a_grid_sweep_on_slurm_runs_every_trial_as_one_array_and_waits(
 
 @slurm_tools
 @pytest.mark.slow
+def test_a_tpe_sweep_on_slurm_has_each_task_ask_the_shared_study(tmp_path, tiny_bert_dir, slurm):
+    """--search tpe on SLURM: the array has one task a trial (--trials), each asks the study in
+    the sweep's journal for its values, and the study ends with every trial told."""
+    import optuna
+
+    cfg = tiny_sweep_config(tmp_path, tiny_bert_dir, epochs=1)
+    proc = sweep(
+        slurm, str(cfg), "--search", "tpe", "--trials", "2", "--seed", "3",
+        "--param", "train.learning_rate=loguniform(1e-4,1e-2)", "--param", "lora.r=int(2,4)",
+        "--parallel", "2", "--slurm", "--wait", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _out, err = proc.communicate(timeout=patience(300))
+    assert proc.returncode == 0, err[-3000:] + slurm.logs()
+    root = tmp_path / "sw"
+    doc = load(root / "sweep.json")
+    assert doc["search"] == "tpe" and doc["slurm"]["array"] == "0-1%2"
+    assert [r["status"] for r in doc["runs"]] == ["completed", "completed"]
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(root / "study.journal"))
+    )
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert sorted(t.user_attrs["index"] for t in trials) == [0, 1]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for r in doc["runs"]:  # each run trained with the values its trial drew
+        trial = next(t for t in trials if t.user_attrs["index"] == r["index"] - 1)
+        config = load(root / r["dir"] / "run.json")["config"]
+        assert config["lora"]["r"] == trial.params["lora.r"]
+        assert config["train"]["learning_rate"] == pytest.approx(
+            trial.params["train.learning_rate"]
+        )
+        assert r["value"] == pytest.approx(trial.value)
+
+
+@slurm_tools
+@pytest.mark.slow
 def test_a_requeued_task_resumes_its_run_and_ends_as_an_uninterrupted_run(
     tmp_path, tiny_bert_dir, slurm
 ):
