@@ -208,6 +208,13 @@ def layer_bytes_per_token(shape: LayerShape, w: WeightCounts, s: Setting) -> flo
         attention = 3 * e * width + a * s.max_length * (4 + e + e)
     else:
         attention = 4 * e * width + 4 * a
+        if (
+            not cuda
+        ):  # short inputs train through plain matmuls (trainer.model.use_short_attention):
+            from trainer.model import MATH_ATTENTION_MAX_LENGTH
+
+            # the fp32 softmax and its cast, a × length each per token
+            attention += a * min(s.max_length, MATH_ATTENTION_MAX_LENGTH) * (4 + e)
     # bitsandbytes' 4-bit matmul keeps its (cast) input for the backward even with the weight frozen.
     quantized = e * w.linear_inputs / shape.layers if s.quantize == "nf4" else 0
     if shape.decoder:  # 2 RMSNorms keep their fp32 input; SiLU(gate) · up keeps 3 f-wide tensors
