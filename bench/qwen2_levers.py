@@ -16,7 +16,7 @@ Variants:
 - short-attn:  base + trainer.model.use_short_attention (what the trainer does now on a CPU):
                inputs of ≤ 128 positions attend through plain matmuls and a softmax
 - bf16-stream: short-attn + every other frozen parameter (embeddings, RMSNorm weights) stored in
-               bf16 (trainer.model.store_frozen_in_compute_dtype): the residual stream, the norms'
+               bf16 (store_frozen_in_compute_dtype below): the residual stream, the norms'
                outputs, RoPE's cos/sin run in bf16 instead of fp32 with a cast before every Linear
 """
 
@@ -34,13 +34,27 @@ sys.path.insert(0, str(REPO))
 SHAPE_DIR = Path(tempfile.gettempdir()) / "entrenar-bench-qwen2-0.5b-shape"
 
 
+def store_frozen_in_compute_dtype(model) -> int:
+    """The bf16-stream variant: every frozen floating-point parameter the trainer keeps in fp32
+    (embeddings, RMSNorm weights) stored in bf16, so that a decoder's residual stream starts and
+    stays in bf16 (norm outputs, RoPE's cos/sin, the adds) and no Linear casts its input first.
+    Not exact: the residual stream rounds to bf16 between layers. Not built into the trainer."""
+    import torch
+
+    count = 0
+    for param in model.parameters():
+        if not param.requires_grad and param.is_floating_point() and param.dtype != torch.bfloat16:
+            param.data = param.data.to(torch.bfloat16)
+            count += 1
+    return count
+
+
 def load(folder: Path, variant: str, labels: list[str]):
     import torch
 
     from trainer.config import LoraSection, ModelSection
     from trainer.model import (
         load_model,
-        store_frozen_in_compute_dtype,
         store_frozen_matmuls,
         use_fast_dropout,
         use_short_attention,
@@ -58,7 +72,7 @@ def load(folder: Path, variant: str, labels: list[str]):
     if variant in ("short-attn", "bf16-stream"):
         use_short_attention(loaded.model)
     if variant == "bf16-stream":
-        store_frozen_in_compute_dtype(loaded.model, loaded.precision)
+        store_frozen_in_compute_dtype(loaded.model)
     loaded.model.train()
     return loaded
 

@@ -153,7 +153,7 @@ def shape_run_overrides(folder: Path, inputs: str, tmp: Path, steps: int) -> lis
         f"model.max_length={SHAPE_MAX_LENGTH}",
         "lora.target_modules=auto",
         f"data.train={data}",
-        f"data.val_split={SHAPE_BATCH / (n_train + SHAPE_BATCH)}",
+        f"data.val_split={(SHAPE_BATCH - 0.5) / (n_train + SHAPE_BATCH)}",  # one batch
         f"train.batch_size={SHAPE_BATCH}",
         "train.save_every=0",
         "train.early_stopping_patience=0",

@@ -106,14 +106,14 @@ def main() -> None:
     print(
         f"\n{args.steps} steps: {wall:.2f} s wall ({wall / args.steps * 1e3:.1f} ms a step); torch {torch.__version__}"
     )
-    print(f"{'op':<44}{'self s':>9}{'share':>8}{'calls':>8}")
+    print(f"{'op':<60}{'self s':>9}{'share':>8}{'calls':>8}")
     for e in top[: args.top]:
         print(
-            f"{e.key[:43]:<44}{e.self_cpu_time_total / 1e6:>9.3f}{e.self_cpu_time_total / 1e6 / wall:>8.1%}{e.count:>8}"
+            f"{e.key[:59]:<60}{e.self_cpu_time_total / 1e6:>9.3f}{e.self_cpu_time_total / 1e6 / wall:>8.1%}{e.count:>8}"
         )
-    print(f"{'inside torch ops (all)':<44}{inside:>9.3f}{inside / wall:>8.1%}")
+    print(f"{'inside torch ops (all)':<60}{inside:>9.3f}{inside / wall:>8.1%}")
     print(
-        f"{'outside: Python, collation, files':<44}{wall - inside:>9.3f}{(wall - inside) / wall:>8.1%}"
+        f"{'outside: Python, collation, files':<60}{wall - inside:>9.3f}{(wall - inside) / wall:>8.1%}"
     )
 
 

@@ -572,25 +572,6 @@ def store_frozen_matmuls(model: torch.nn.Module, precision: str) -> int:
     return count
 
 
-def store_frozen_in_compute_dtype(model: torch.nn.Module, precision: str) -> int:
-    """Store every other frozen floating-point parameter (embeddings, norm weights) in the autocast
-    dtype too; returns how many. Then a decoder's residual stream starts and stays in bf16: its
-    norms' outputs, RoPE's cos/sin and the adds run in bf16, and no Linear casts its fp32 input
-    first (autocast casts each Linear's input afresh: q, k, v, gate and up each cast the same
-    tensor). The norms still compute their variance in fp32 (the models' own upcast). Not exact:
-    the residual stream rounds to bf16 between layers, as the published bf16 checkpoints run; the
-    trained weights (LoRA, the head) stay fp32."""
-    if precision not in ("bf16", "fp16"):
-        return 0
-    dtype = DTYPES[precision]
-    count = 0
-    for param in model.parameters():
-        if not param.requires_grad and param.is_floating_point() and param.dtype != dtype:
-            param.data = param.data.to(dtype)
-            count += 1
-    return count
-
-
 def release_freed_memory() -> None:
     """Hand the heap's free memory back to the system (glibc's malloc_trim), once, after loading.
 
