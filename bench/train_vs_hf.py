@@ -193,10 +193,14 @@ def entrenar_metrics(run_dir: Path, spec: dict) -> dict:
     from trainer.inference import classification_report, confusion_matrix, load_classifier
 
     epochs = json.loads((run_dir / "epochs.json").read_text())["epochs"]
-    n_train = json.loads((run_dir / "run.json").read_text())["data"]["n_train"]
+    run = json.loads((run_dir / "run.json").read_text())
+    n_train = run["data"]["n_train"]
     train_time = sum(n_train / e["train_samples_per_sec"] for e in epochs)
-    if not spec.get("accuracy", True):
-        return {"samples_per_sec": n_train * len(epochs) / train_time}
+    if not spec.get("accuracy", True):  # and the micro-batch its memory plan chose
+        return {
+            "samples_per_sec": n_train * len(epochs) / train_time,
+            "micro_batch": run.get("micro_batch_size"),
+        }
     config = load_config(Path(spec["config"]))
     corpus = load_corpus(config.data, config.train.seed)
     clf = load_classifier(run_dir / "checkpoints" / "last")
@@ -376,7 +380,8 @@ def shape_comparison(args: argparse.Namespace) -> None:
                     results.setdefault((inputs, c), []).append(res)
                     print(f"round {r + 1} {inputs:<5} {c:<9} {res['samples_per_sec']:7.2f} samples/s "
                           f"{res['tokens_per_sec']:8.0f} tokens/s  MFU {res['mfu']:6.1%}  peak RSS "
-                          f"{res['peak_rss_mb']:6.0f} MB  {res['cpu_s']:.0f} CPU s  ({load} before)",
+                          f"{res['peak_rss_mb']:6.0f} MB  {res['cpu_s']:.0f} CPU s  ({load} before)"
+                          + (f"  micro-batch {res['micro_batch']}" if res.get("micro_batch") else ""),
                           file=sys.stderr)  # fmt: skip
         qlora = {}
         if args.qlora_samples:
