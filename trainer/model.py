@@ -447,8 +447,9 @@ class FastDropout(torch.nn.Dropout):
 FAST_ATTENTION_DROPOUT = "_entrenar_fast_attention_dropout"  # on every module of a model opted in
 SHORT_ATTENTION = "_entrenar_short_attention"  # on every module of a model opted in
 # Up to this many positions, a CPU training step's attention runs as plain matmuls and a softmax:
-# torch's CPU flash-attention backward costs ~50 ms at any length up to here (16 × 14 heads × 64 in
-# bf16: 4.6x the matmuls at 24 positions, 2x at 128; even at ~190; measured in bench/qwen2_levers.py).
+# torch's CPU flash-attention backward costs ~50 ms a call even at a dozen positions (16 × 14 heads
+# × 64, bf16): the plain path is 4.6x faster at 24 positions, 2x at 128, even at ~190
+# (docs/benchmarks.md, "Qwen2-0.5B shape").
 MATH_ATTENTION_MAX_LENGTH = 128
 
 
