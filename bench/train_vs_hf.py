@@ -433,7 +433,7 @@ def main() -> None:
     ap.add_argument("--short-samples", type=int, default=256)
     ap.add_argument("--long-samples", type=int, default=64)
     ap.add_argument(
-        "--qlora-samples", type=int, default=32, help="qwen2-0.5b-shape: NF4 samples (0: none)"
+        "--qlora-samples", type=int, default=16, help="qwen2-0.5b-shape: NF4 samples (0: none)"
     )
     ap.add_argument("--data", default=str(REPO / "examples" / "data" / "shell-safety.jsonl"))
     ap.add_argument(
