@@ -431,7 +431,7 @@ def main() -> None:
     ap.add_argument("--shape-dir", type=Path, default=SHAPE_DIR, help="where the shape is built")
     ap.add_argument("--inputs", default="short,long", help="qwen2-0.5b-shape: short, long or both")
     ap.add_argument("--short-samples", type=int, default=256)
-    ap.add_argument("--long-samples", type=int, default=64)
+    ap.add_argument("--long-samples", type=int, default=32)
     ap.add_argument(
         "--qlora-samples", type=int, default=16, help="qwen2-0.5b-shape: NF4 samples (0: none)"
     )
