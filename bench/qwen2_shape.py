@@ -83,6 +83,83 @@ def build_qwen2_05b_shape(folder: Path) -> Path:
     return build_qwen2_dir(folder, project_texts(), 8000, dtype="bfloat16", **QWEN2_05B_SHAPE)
 
 
+def short_corpus(n: int) -> list[dict]:
+    """The first `n` rows of the project's corpus: real texts, ~13 tokens with the shape's tokenizer."""
+    data = REPO / "examples" / "data" / "shell-safety.jsonl"
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line]
+    return rows[:n]
+
+
+def long_corpus(n: int, tokenizer, tokens: int = 200) -> list[dict]:
+    """`n` rows of ~`tokens` tokens each: real texts of one label joined by newlines until the
+    tokenizer counts `tokens` or more, the labels taking turns (each row's label is its texts')."""
+    data = REPO / "examples" / "data" / "shell-safety.jsonl"
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line]
+    by_label: dict[str, list[str]] = {}
+    for r in rows:
+        by_label.setdefault(r["label"], []).append(r["input"])
+    labels = sorted(by_label)
+    cursor = dict.fromkeys(labels, 0)
+    out = []
+    while len(out) < n:
+        label = labels[len(out) % len(labels)]
+        pool, parts, count = by_label[label], [], 0
+        while count < tokens:
+            text = pool[cursor[label] % len(pool)]
+            cursor[label] += 1
+            parts.append(text)
+            count = len(tokenizer("\n".join(parts), add_special_tokens=False)["input_ids"])
+        out.append({"input": "\n".join(parts), "label": label})
+    return out
+
+
+def cached_shape(folder: Path) -> Path:
+    """The Qwen2-0.5B-shaped folder at `folder`, built there on first use (~10 s, ~770 MB)."""
+    folder = Path(folder)
+    if not (folder / "model.safetensors").is_file():
+        build_qwen2_05b_shape(folder)
+    return folder
+
+
+SHAPE_BATCH = 16
+SHAPE_MAX_LENGTH = 256
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def shape_corpus(folder: Path, inputs: str, n_train: int, out: Path) -> Path:
+    """A jsonl of `n_train` training rows plus one batch for validation, short or long texts."""
+    n = n_train + SHAPE_BATCH
+    if inputs == "short":
+        rows = short_corpus(n)
+    else:
+        from transformers import AutoTokenizer
+
+        rows = long_corpus(n, AutoTokenizer.from_pretrained(folder))
+    return write_rows(out / f"{inputs}-{n_train}.jsonl", rows)
+
+
+def shape_run_overrides(folder: Path, inputs: str, tmp: Path, steps: int) -> list[str]:
+    """entrenar-train overrides (on examples/quickstart.toml) for `steps` steps of batch 16 on the
+    shape: the model, the data, LoRA's default targets (q_proj/v_proj), no checkpoints."""
+    folder = cached_shape(folder)
+    n_train = steps * SHAPE_BATCH
+    data = shape_corpus(folder, inputs, n_train, tmp)
+    return [
+        f"model.path={folder}",
+        f"model.max_length={SHAPE_MAX_LENGTH}",
+        "lora.target_modules=auto",
+        f"data.train={data}",
+        f"data.val_split={(SHAPE_BATCH - 0.5) / (n_train + SHAPE_BATCH)}",  # one batch
+        f"train.batch_size={SHAPE_BATCH}",
+        "train.save_every=0",
+        "train.early_stopping_patience=0",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="the folder to write (made if missing)")

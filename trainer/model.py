@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from trainer.config import LoraSection, ModelSection, did_you_mean
 from trainer.custom_code import load_pretrained, refuse_custom_code
@@ -444,26 +445,49 @@ class FastDropout(torch.nn.Dropout):
 
 
 FAST_ATTENTION_DROPOUT = "_entrenar_fast_attention_dropout"  # on every module of a model opted in
+SHORT_ATTENTION = "_entrenar_short_attention"  # on every module of a model opted in
+# Up to this many positions, a CPU training step's attention runs as plain matmuls and a softmax:
+# torch's CPU flash-attention backward costs ~50 ms a call even at a dozen positions (16 × 14 heads
+# × 64, bf16): the plain path is 4.6x faster at 24 positions, 2x at 128, even at ~190
+# (docs/benchmarks.md, "Qwen2-0.5B shape").
+MATH_ATTENTION_MAX_LENGTH = 128
 
 
 def sdpa_with_fast_dropout(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                            is_causal=None, **kwargs):  # fmt: skip
-    """transformers' "sdpa" attention, except where a model opted in (`use_fast_dropout`) and the
-    call trains with attention dropout on a plain encoder layer: then softmax(q·kᵀ·scale + mask),
-    dropped out with `fast_dropout`, times v. On a CPU, SDPA with dropout runs its math path and
-    draws the mask with Bernoulli sampling, ~1.4 ms of a quickstart layer's forward; every other
-    call (evaluation, dropout 0, causal or grouped-query layers, extras) goes to SDPA unchanged."""
-    plain = (
-        dropout > 0
-        and getattr(module, FAST_ATTENTION_DROPOUT, False)
-        and not (is_causal if is_causal is not None else getattr(module, "is_causal", True))
-        and key.shape[1] == query.shape[1]
-        and not any(kwargs.get(k) is not None for k in ("position_bias", "s_aux", "sliding_window"))
-        and (attention_mask is None or attention_mask.dim() == 4)
+    """transformers' "sdpa" attention, except where a model opted in:
+    - `use_fast_dropout`: a call that trains with attention dropout on a plain encoder layer
+      computes softmax(q·kᵀ·scale + mask), dropped out with `fast_dropout`, times v. On a CPU,
+      SDPA with dropout runs its math path and draws the mask with Bernoulli sampling, ~1.4 ms of
+      a quickstart layer's forward.
+    - `use_short_attention`: a CPU call that records gradients on at most
+      MATH_ATTENTION_MAX_LENGTH positions computes the same softmax(q·kᵀ·scale + mask)·v, key and
+      value heads repeated for grouped-query layers, the causal mask made here for a causal one:
+      the same values up to rounding (bf16: the matmuls' own), at a fraction of the flash
+      kernel's backward.
+    Every other call (evaluation, no gradients, long inputs, extras) goes to SDPA unchanged."""
+    extras = any(kwargs.get(k) is not None for k in ("position_bias", "s_aux", "sliding_window"))
+    mask_ok = attention_mask is None or attention_mask.dim() == 4
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    fast = dropout > 0 and getattr(module, FAST_ATTENTION_DROPOUT, False)
+    plain = fast and not causal and key.shape[1] == query.shape[1] and not extras and mask_ok
+    short = (
+        getattr(module, SHORT_ATTENTION, False)
+        and torch.is_grad_enabled()
+        and query.device.type == "cpu"
+        and query.shape[2] == key.shape[2] <= MATH_ATTENTION_MAX_LENGTH
+        and not extras
+        and mask_ok
     )
-    if not plain:
+    if not (plain or short):
         return _SDPA(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      is_causal=is_causal, **kwargs)  # fmt: skip
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+        key, value = (repeat_heads(t, groups) for t in (key, value))
+    length = query.shape[2]
+    if attention_mask is None and causal and length > 1:  # what SDPA's is_causal would apply
+        attention_mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(-2, -1)) * scale
     if attention_mask is not None and attention_mask.dtype == torch.bool:
@@ -471,11 +495,33 @@ def sdpa_with_fast_dropout(module, query, key, value, attention_mask, dropout=0.
     elif attention_mask is not None:
         scores = scores + attention_mask
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    out = torch.matmul(fast_dropout(probs, dropout), value)
+    if dropout > 0:
+        probs = fast_dropout(probs, dropout) if fast else F.dropout(probs, dropout)
+    out = torch.matmul(probs, value)
     return out.transpose(1, 2).contiguous(), None
 
 
+def repeat_heads(states: torch.Tensor, groups: int) -> torch.Tensor:
+    """[batch, kv_heads, length, dim] → [batch, kv_heads·groups, length, dim], each head repeated
+    `groups` times in a row (transformers' repeat_kv)."""
+    batch, heads, length, dim = states.shape
+    expanded = states[:, :, None].expand(batch, heads, groups, length, dim)
+    return expanded.reshape(batch, heads * groups, length, dim)
+
+
 _SDPA = None  # transformers' own sdpa_attention_forward, kept when ours is registered
+
+
+def _register_attention() -> None:
+    """Register sdpa_with_fast_dropout as transformers' "sdpa", once a process; models that did not
+    opt in are untouched (it hands their calls to the original)."""
+    global _SDPA
+    from transformers import AttentionInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if _SDPA is None:
+        _SDPA = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        AttentionInterface.register("sdpa", sdpa_with_fast_dropout)
 
 
 def use_fast_dropout(model: torch.nn.Module) -> int:
@@ -484,13 +530,7 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
     attention layers drop attention probabilities the same way (`sdpa_with_fast_dropout`, registered
     once as transformers' "sdpa"; other models in the process are untouched); returns how many
     Dropout modules it turned."""
-    global _SDPA
-    from transformers import AttentionInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    if _SDPA is None:
-        _SDPA = ALL_ATTENTION_FUNCTIONS["sdpa"]
-        AttentionInterface.register("sdpa", sdpa_with_fast_dropout)
+    _register_attention()
     count = 0
     for module in model.modules():
         if type(module) is torch.nn.Dropout:
@@ -498,6 +538,20 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
             count += 1
         setattr(module, FAST_ATTENTION_DROPOUT, True)  # read by the attention layers' calls
     return count
+
+
+def use_short_attention(model: torch.nn.Module) -> None:
+    """Let the model's attention layers compute short inputs (≤ MATH_ATTENTION_MAX_LENGTH
+    positions) with plain matmuls while training on a CPU (`sdpa_with_fast_dropout`). Changes no
+    parameter, buffer or random draw: checkpoints and resume are as before."""
+    _register_attention()
+    for module in model.modules():
+        setattr(module, SHORT_ATTENTION, True)
+
+
+def short_attention_wanted(device: torch.device) -> bool:
+    """Measured to pay on a CPU only (CUDA's flash kernels are another story)."""
+    return device.type == "cpu"
 
 
 def store_frozen_matmuls(model: torch.nn.Module, precision: str) -> int:

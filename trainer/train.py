@@ -74,8 +74,10 @@ from trainer.model import (
     load_model,
     pick_device,
     release_freed_memory,
+    short_attention_wanted,
     store_frozen_matmuls,
     use_fast_dropout,
+    use_short_attention,
 )
 from trainer.monitor.schema import MAX_CLASSES, Files
 from trainer.monitor.writer import MonitorWriter, NullWriter, WriteFailed
@@ -324,6 +326,9 @@ class FineTuneRecipe:
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
             use_fast_dropout(self.model)
+        # The CPU flash kernel's backward is slow on short inputs: those attend by plain matmuls.
+        if short_attention_wanted(self.device):
+            use_short_attention(self.model)
         store_frozen_matmuls(self.model, self.loaded.precision)  # exact: what autocast would cast
         release_freed_memory()  # the fp32 copies just dropped go back to the system
         from transformers import DataCollatorWithPadding
