@@ -17,6 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+import watchfiles
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
@@ -114,22 +117,12 @@ class SlurmCluster:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and alive(pid):
-                time.sleep(0.1)
-            if alive(pid):
+            try:  # psutil waits on a child, and polls /proc for a daemon that forked away
+                psutil.Process(pid).wait(timeout=30)
+            except psutil.NoSuchProcess:
+                continue
+            except psutil.TimeoutExpired:
                 os.kill(pid, signal.SIGKILL)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie of ours
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True
 
 
 def start_cluster(root: Path, cpus: int = 2, timeout: float = 120) -> SlurmCluster:
@@ -176,13 +169,18 @@ def start_cluster(root: Path, cpus: int = 2, timeout: float = 120) -> SlurmClust
 
 
 def wait_for(condition, what: str, cluster: SlurmCluster, timeout: float) -> None:
+    """Wake on the cluster's own files (its logs, sockets, state) or every 200 ms until
+    condition() holds; fail with the daemons' logs after `timeout`."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    for _ in watchfiles.watch(
+        cluster.root, rust_timeout=200, yield_on_timeout=True, debounce=20, recursive=True
+    ):
+        if condition():
+            return
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"the test SLURM cluster: timed out waiting for {what}\n{cluster.logs()}"
             )
-        time.sleep(0.2)
 
 
 if __name__ == "__main__":  # pragma: no cover - by hand

@@ -65,14 +65,12 @@ def request_stop(
 
 
 @contextlib.contextmanager
-def control_lock(run_dir: str | Path) -> Iterator[None]:
-    """Hold this while deciding whether to stop a run and stopping it, so that two monitors (or
-    scripts) on this host pressing stop at once make one request, not two SIGINTs (the second of
-    which the trainer takes as "force"). An flock on the run directory itself: no file is added,
-    and it goes with the process. Where flock is not to be had (a file system without it), no
-    lock: `pending_stop` still sees a request made a moment earlier."""
+def directory_flock(directory: str | Path) -> Iterator[None]:
+    """An exclusive flock on a directory itself, held for the block: no file is added, and it goes
+    with the process (Linux's NFS client passes flock on to the server as a record lock). Where
+    flock is not to be had (a file system without it, not POSIX), no lock."""
     try:
-        fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
         yield
         return
@@ -83,6 +81,14 @@ def control_lock(run_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def control_lock(run_dir: str | Path) -> contextlib.AbstractContextManager[None]:
+    """Hold this while deciding whether to stop a run and stopping it, so that two monitors (or
+    scripts) on this host pressing stop at once make one request, not two SIGINTs (the second of
+    which the trainer takes as "force"): the run directory's flock. Without flock, no lock:
+    `pending_stop` still sees a request made a moment earlier."""
+    return directory_flock(run_dir)
 
 
 def pending_stop(run_dir: str | Path, info: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import orjson
 from trainer.config import config_differences, flat, toml_value
 from trainer.errors import UserError
 from trainer.monitor.atomic import atomic_write_json
+from trainer.monitor.control import directory_flock
 from trainer.monitor.reader import ContractError, read_contract_json
 from trainer.monitor.schema import Files, tagged
 from trainer.monitor.sweep import best_index
@@ -25,26 +24,11 @@ from trainer.sweep.importance import finished_points, importance
 from trainer.sweep.plan import Grid, Run
 from trainer.sweep.search import DEFAULTS, Search
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
 
-
-@contextlib.contextmanager
-def sweep_lock(directory: Path) -> Iterator[None]:
-    """Hold the sweep's lock (an flock on its directory: no file added, and it goes with the
-    process): the sweep and its trial processes update sweep.json one at a time, none losing
-    another's change (Linux's NFS client passes flock on to the server as a record lock). Where
-    flock is not to be had, no lock."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        if fcntl is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the flock
+def sweep_lock(directory: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the sweep's lock (its directory's flock): the sweep and its trial processes update
+    sweep.json one at a time, none losing another's change."""
+    return directory_flock(directory)
 
 
 RUN_STATUSES = ("pending", "running", "completed", "stopped", "failed", "pruned")
