@@ -276,8 +276,7 @@ class FineTuneRecipe:
             self.peak_refresh.start()
 
     def setup_for_range_test(self) -> None:
-        """The LR range test's (trainer/lr_find.py) setup: the run's own seeds, device, model,
-        batches and AdamW; nothing recorded or saved; one process."""
+        """lr_find.py's setup: the run's own seeds, device, model, batches, AdamW; nothing saved."""
         self._setup_seed_and_device()
         self._setup_model()
         self._setup_batches()
@@ -326,8 +325,7 @@ class FineTuneRecipe:
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
             use_fast_dropout(self.model)
-        # The CPU flash kernel's backward is slow on short inputs: those attend by plain matmuls.
-        if short_attention_wanted(self.device):
+        if short_attention_wanted(self.device):  # the CPU flash backward is slow on short inputs
             use_short_attention(self.model)
         store_frozen_matmuls(self.model, self.loaded.precision)  # exact: what autocast would cast
         release_freed_memory()  # the fp32 copies just dropped go back to the system
@@ -735,9 +733,8 @@ class FineTuneRecipe:
         self.recorder.stopping()
         self.report.say(f"stopping: {self.stop_signal.reason}; writing checkpoints/last")
         self.save("last")
-        pruned = self.stop_signal.pruned
-        if self.dist.enabled:  # rank 0 read control.json; every rank ends with its status
-            pruned = bool(self.dist.broadcast_object(pruned))
+        # rank 0 read control.json: every rank ends with its status
+        pruned = bool(self.dist.broadcast_object(self.stop_signal.pruned))
         if self.dist.is_main:
             self.stop_signal.consume()
         return self.finish("pruned" if pruned else "stopped", error=None)
