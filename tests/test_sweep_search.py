@@ -291,3 +291,23 @@ def test_the_study_takes_the_sweeps_pruner_and_direction(tmp_path, prune, pruner
     study = open_study(tmp_path, doc, 0)
     assert type(study.pruner).__name__ == pruner and study.direction.name.lower() == direction
     assert (tmp_path / "study.journal").is_file() and study.study_name == "exp"
+
+
+@pytest.mark.parametrize("name", ["../outside", "/tmp/elsewhere", "..", "a/b", 7])
+def test_a_trials_run_folder_from_a_hostile_sweep_json_is_refused_never_made(tmp_path, capsys, name):  # fmt: skip
+    """sweep.json names each run's folder; sweep-trial makes and trains in it: a name that is not
+    one folder inside the sweep's directory is refused in one line, and nothing is made."""
+    from trainer.monitor.atomic import atomic_write_json
+    from trainer.monitor.schema import Files, tagged
+
+    root = tmp_path / "sweeps" / "exp"
+    root.mkdir(parents=True)
+    run = {"index": 1, "dir": name, "values": {}, "status": "pending"}
+    doc = {"name": "exp", "runs": [run], "config_file": str(tmp_path / "c.toml"), "overrides": []}
+    atomic_write_json(root / Files.SWEEP, tagged(Files.SWEEP, doc))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["sweep-trial", str(root), "--index", "0"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"entrenar-train: error: {root / Files.SWEEP}: run 1's dir ")
+    assert line.endswith("is not a folder name")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -53,7 +53,13 @@ def run_trial(sweep_dir: Path, index: int) -> int:
             f"--index {index}: the sweep in {sweep_dir} has trials 0 to {len(runs) - 1}"
         )
     entry = record.reload_run(index + 1)
-    run_dir = sweep_dir / entry["dir"]
+    name = entry.get("dir")
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise UserError(  # a run's folder is a name inside the sweep's directory, never a path
+            f"{sweep_dir / Files.SWEEP}: run {index + 1}'s dir {printable(repr(name))} is not a "
+            "folder name"
+        )
+    run_dir = sweep_dir / name
     if entry.get("status") in FINISHED:
         say(f"trial {index} ({run_dir.name}) is {entry['status']} already; nothing to do")
         return 0
