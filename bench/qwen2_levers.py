@@ -102,7 +102,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     folder = cached_shape(args.shape_dir)
-    tok = AutoTokenizer.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     tok.pad_token = tok.eos_token
     rows = short_corpus(SHAPE_BATCH) if args.inputs == "short" else long_corpus(SHAPE_BATCH, tok)
     names = sorted({r["label"] for r in rows})

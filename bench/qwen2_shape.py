@@ -138,7 +138,7 @@ def shape_corpus(folder: Path, inputs: str, n_train: int, out: Path) -> Path:
     else:
         from transformers import AutoTokenizer
 
-        rows = long_corpus(n, AutoTokenizer.from_pretrained(folder))
+        rows = long_corpus(n, AutoTokenizer.from_pretrained(folder, trust_remote_code=False))
     return write_rows(out / f"{inputs}-{n_train}.jsonl", rows)
 
 
