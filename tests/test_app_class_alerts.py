@@ -96,9 +96,7 @@ def test_a_classifier_that_does_not_learn_is_told_each_problem_once(tmp_path):
         await told_now(pilot, 5, "the end")
         await settle(pilot, app, run, "all is in")
         texts = [text for text, _ in told.toasts]
-        assert texts[0].startswith(
-            "exp: training loss flat over the first epoch, after the warm-up (1.60"
-        )
+        assert texts[0].startswith("exp: training loss flat over the first epoch (1.60")
         assert texts[0].endswith(
             "try `entrenar-train lr-find CONFIG` or a higher train.learning_rate"
         )

@@ -46,9 +46,7 @@ def test_a_flat_first_epoch_is_told_once_when_its_last_step_is_in():
             told_at[alert.key] = n  # fmt: skip
     assert told_at == {"flat_loss@epoch:1": SPE}
     (alert,) = flat_alerts(losses)
-    assert alert.message.startswith(
-        "training loss flat over the first epoch, after the warm-up (1.6"
-    )
+    assert alert.message.startswith("training loss flat over the first epoch (1.6")
     assert alert.message.endswith(
         "%): the learning rate is probably too low; try `entrenar-train lr-find CONFIG` or a "
         "higher train.learning_rate"
@@ -126,7 +124,7 @@ def fall_of(run_dir) -> float:
         history.global_steps.array.astype(float),
         history.series["loss"].values.array,
         model.steps_per_epoch,
-        history.series["lr"].values.array,
+        model.warmup_steps,
     )
     return (start - end) / start
 
@@ -154,9 +152,7 @@ def test_a_real_tiny_bert_run_is_flat_at_lr_1e_6_and_not_where_its_loss_falls(
     if flat:
         assert fall < 0.01
         (line,) = lines
-        assert line.startswith(
-            "alert     flat_loss: training loss flat over the first epoch, after the warm-up (1.6"
-        )
+        assert line.startswith("alert     flat_loss: training loss flat over the first epoch (1.6")
     else:
         assert fall > 0.01 and lines == []
 
@@ -164,7 +160,7 @@ def test_a_real_tiny_bert_run_is_flat_at_lr_1e_6_and_not_where_its_loss_falls(
 @pytest.mark.slow
 def test_real_quickstart_epoch_one_is_not_flat_and_at_lr_1e_6_it_is(tmp_path, monkeypatch):
     """The quickstart as it is (10 epochs planned: its warm-up is 45 of epoch 1's 75 steps, so the
-    rule looks at steps 45 to 82), stopped after step 85, and the same at lr 1e-6."""
+    rule looks at epoch 1), stopped after step 85, and the same at lr 1e-6."""
     from trainer.cli import main as train
 
     falls = {}
@@ -181,26 +177,38 @@ def test_real_quickstart_epoch_one_is_not_flat_and_at_lr_1e_6_it_is(tmp_path, mo
 
 def test_a_warm_up_longer_than_an_epoch_is_not_judged_the_epoch_after_it_is():
     """A run of many epochs warms its LR up for more than one (the default warm-up is 10% of all
-    steps): a loss that stays put while the LR is near 0 is no verdict; half an epoch after the
-    warm-up's end is judged, and told once its last step is in."""
-    warm = 60  # steps of rising LR: 1.5 epochs
-    lrs = [1e-4 * (i + 1) / warm for i in range(warm)] + [1e-4 * 0.999**i for i in range(2 * SPE)]
-    learning = [1.609] * warm + noisy(1.609, 1.45, 2 * SPE)
+    steps): a loss that stays put while the LR is near 0 is no verdict until half an epoch after
+    the warm-up's end, and then told once."""
+    warm = 60  # the warm-up's steps: 1.5 epochs
+    learning = [1.609] * warm + noisy(1.609, 1.30, 2 * SPE)
     stuck = [1.609] * warm + noisy(1.609, 1.607, 2 * SPE)
 
     def told(losses) -> dict[str, int]:
         log, detector, at = AlertLog(), Detector(), {}
         for n in range(1, len(losses) + 1):
-            records = [{**s, "lr": lr} for s, lr in zip(steps(losses[:n]), lrs)]
-            columns = StepColumns.from_records(records)
-            found = detector.detect(columns, [], "running", 0.0, steps_per_epoch=SPE)
+            found = detector.detect(
+                steps(losses[:n]), [], "running", 0.0, steps_per_epoch=SPE, warmup_steps=warm
+            )
             for alert in log.new(found):
                 at[alert.key] = n
         return at
 
     assert told(learning) == {}  # epoch 1, all warm-up, was flat: not judged
-    assert told(stuck) == {"flat_loss@epoch:1": warm + SPE // 2}  # the peak + half an epoch
+    assert told(stuck) == {"flat_loss@epoch:1": warm + SPE // 2}  # the warm-up + half an epoch
     n = warm + SPE // 2 - 1  # a step before
-    assert (
-        epoch_one_fall(np.arange(1.0, n + 1), np.array(stuck[:n]), SPE, np.array(lrs[:n])) is None
-    )
+    assert epoch_one_fall(np.arange(1.0, n + 1), np.array(stuck[:n]), SPE, warm) is None
+    assert flat_alerts(stuck) != []  # the same losses, the warm-up unknown: epoch 1 is judged
+
+
+def test_the_warm_up_is_the_trainers_own_count_from_run_json_and_state_json(tmp_path):
+    """ceil(train.warmup_fraction × total steps), as trainer/train.py gives the scheduler; 0 where
+    either is missing or not a number."""
+    from entrenar_tui.model.run import RunModel
+
+    model = RunModel(tmp_path)
+    assert model.warmup_steps == 0
+    model.run = {"config": {"train": {"warmup_fraction": 0.06}}}
+    model.state = {"total_steps": 750}
+    assert model.warmup_steps == 45  # the quickstart: 10 epochs of 75 steps
+    model.run = {"config": {"train": {"warmup_fraction": "0.1"}}}
+    assert model.warmup_steps == 0

@@ -100,7 +100,6 @@ class StepColumns:
     loss: np.ndarray
     t: np.ndarray
     edits: int | None = None  # the loss column's edit count, where it can grow in place
-    lr: np.ndarray | None = None  # each step's lr (None: not known; flat_loss then uses epoch 1)
 
     @classmethod
     def from_records(cls, steps: Sequence[Mapping[str, Any]]) -> StepColumns:
@@ -109,7 +108,7 @@ class StepColumns:
         def column(name: str) -> np.ndarray:
             return np.fromiter((finite(s.get(name)) for s in steps), np.float64, len(steps))
 
-        return cls(column("global_step"), column("loss"), column("t"), lr=column("lr"))
+        return cls(column("global_step"), column("loss"), column("t"))
 
     @classmethod
     def from_history(cls, history: StepHistory) -> StepColumns:
@@ -119,7 +118,6 @@ class StepColumns:
             history.series["loss"].values.array,
             history.series["t"].values.array,
             history.series["loss"].edits,
-            history.series["lr"].values.array if "lr" in history.series else None,
         )
 
     def __len__(self) -> int:
@@ -152,6 +150,7 @@ class Detector:
         error: str | None = None,
         recoveries: Sequence[Mapping[str, Any]] = (),
         steps_per_epoch: int = 0,
+        warmup_steps: int = 0,
     ) -> list[Alert]:
         """As the module's detect()."""
         settings = self.settings
@@ -174,7 +173,7 @@ class Detector:
                 steps_per_epoch,
                 settings.flat_loss_drop,
                 columns.edits,
-                columns.lr,
+                warmup_steps,
             )
         alerts += self.classes.detect(
             epochs,
@@ -200,18 +199,21 @@ def detect(
     running_since: float | None = None,
     error: str | None = None,
     steps_per_epoch: int = 0,
+    warmup_steps: int = 0,
 ) -> list[Alert]:
     """Every alert the run's data shows now: the steps (StepColumns, or dicts as in steps.jsonl:
-    `global_step`, `loss`, `t`), epochs as in epochs.json (`epoch`, `val_loss`, `val_accuracy`,
-    `per_class`, `confusion`), the status the monitor shows (`crashed` included), the time `now`
-    (unix), the run's error text, if any, and its steps per epoch (0: unknown, no flat_loss).
-    `running_since` is when the status last became `running` (after validation, or a resume): a
-    stall is counted from it where it is later than the last step, so a long validation is not
-    a stall. What is found for a step depends only on the steps up to it, so an event keeps its
-    key while the run grows. (A Detector does the same at the cost of the new steps only.)"""
+        `global_step`, `loss`, `t`), epochs as in epochs.json (`epoch`, `val_loss`, `val_accuracy`,
+        `per_class`, `confusion`), the status the monitor shows (`crashed` included), the time `now`
+        (unix), the run's error text, if any, its steps per epoch (0: unknown, no flat_loss) and its
+    LR warm-up's steps (flat_loss judges the epoch after them).
+        `running_since` is when the status last became `running` (after validation, or a resume): a
+        stall is counted from it where it is later than the last step, so a long validation is not
+        a stall. What is found for a step depends only on the steps up to it, so an event keeps its
+        key while the run grows. (A Detector does the same at the cost of the new steps only.)"""
     return Detector(settings).detect(
-        steps, epochs, status, now, running_since, error, steps_per_epoch=steps_per_epoch
-    )
+        steps, epochs, status, now, running_since, error,
+        steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps,
+    )  # fmt: skip
 
 
 def _end_alert(key: str, kind: str, what: str, steps: StepColumns, error: str | None) -> Alert:

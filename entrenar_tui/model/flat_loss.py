@@ -9,11 +9,13 @@ common early on, and a median of a quarter is moved by neither. The loss is flat
 less than FLAT_DROP below its start. The choice of FLAT_DROP, measured on real runs of the
 quickstart (examples/quickstart.toml, whose epoch 1 is mostly its warm-up): see docs/monitor.md.
 
-"The first epoch" starts where the warm-up ends (the first step whose lr is not above the one
-before it, from steps.jsonl's `lr`) and ends with epoch 1, or half an epoch after the warm-up
-where that is later: a run of many epochs warms its LR up for more than one epoch (the default
-warm-up is 10% of all steps), and a loss that barely moves while the LR is still near 0 says
-nothing about the LR it will reach. Without an lr column, epoch 1 as it is."""
+Where the LR warm-up is longer than an epoch (the trainer's own count, from run.json's
+`train.warmup_fraction` and the run's total steps: the default warm-up is 10% of all steps, five
+epochs of a 50-epoch run), the span runs on to half an epoch past the warm-up's end: a loss that
+barely moves while the LR is still near 0 says nothing about the LR it will reach. (Judging only
+the steps after the warm-up was tried: on the quickstart, whose warm-up is 45 of epoch 1's 75
+steps, the loss of a healthy run rose 2.2% between step 45 and 82 — noise at the peak LR and the
+epoch's turn — so a learning run read flat.)"""
 
 from __future__ import annotations
 
@@ -27,33 +29,23 @@ FLAT_MIN_STEPS = 8  # finite losses of epoch 1 needed to judge (a quarter is the
 KEY = "flat_loss@epoch:1"
 
 
-def warm_up_end(global_steps: np.ndarray, lrs: np.ndarray | None) -> float | None:
-    """The global step the warm-up ends at (its peak LR): the step before the first whose lr is
-    not above its predecessor's; 1 without an lr column; None while the LR still rises."""
-    known = np.isfinite(lrs) & np.isfinite(global_steps) if lrs is not None else None
-    if known is None or not known.any():
-        return 1.0
-    steps, rates = global_steps[known], lrs[known]
-    after_peak = np.flatnonzero(rates[1:] <= rates[:-1])
-    return float(steps[after_peak[0]]) if len(after_peak) else None
-
-
 def epoch_one_fall(
     global_steps: np.ndarray,
     losses: np.ndarray,
     steps_per_epoch: int,
-    lrs: np.ndarray | None = None,
+    warmup_steps: int = 0,
 ):
-    """(start, end) of the smoothed loss over the first epoch from the warm-up's end: to epoch 1's
-    last step, or half an epoch past the warm-up where it took more than half of epoch 1; None
-    until that step is in, or where it cannot be judged (no steps_per_epoch, fewer than
-    FLAT_MIN_STEPS finite losses, a start that is not above 0). Steps are in global-step order."""
+    """(start, end) of the smoothed loss from the first step to epoch 1's last, or, where the
+    warm-up (`warmup_steps`: the trainer's ceil(train.warmup_fraction × total steps)) is longer
+    than an epoch, to half an epoch past its end; None until that step is in, or where it cannot
+    be judged (no steps_per_epoch, fewer than FLAT_MIN_STEPS finite losses, a start that is not
+    above 0). Steps are in global-step order."""
     if steps_per_epoch <= 0 or not len(global_steps):
         return None
-    begin = warm_up_end(global_steps, lrs)
-    if begin is None:
-        return None
-    last = max(steps_per_epoch, begin + steps_per_epoch // 2)
+    begin = 1
+    last = steps_per_epoch
+    if warmup_steps > steps_per_epoch:
+        last = warmup_steps + steps_per_epoch // 2
     if not global_steps[-1] >= last:
         return None
     end = int(np.searchsorted(global_steps, last, "right"))
@@ -71,10 +63,10 @@ def flat_loss_alerts(
     losses: np.ndarray,
     steps_per_epoch: int,
     drop: float = FLAT_DROP,
-    lrs: np.ndarray | None = None,
+    warmup_steps: int = 0,
 ) -> list[Alert]:
     """The alert when the first epoch's smoothed loss fell by less than `drop` of its start."""
-    fall = epoch_one_fall(global_steps, losses, steps_per_epoch, lrs)
+    fall = epoch_one_fall(global_steps, losses, steps_per_epoch, warmup_steps)
     if fall is None:
         return []
     start, end = fall
@@ -82,7 +74,7 @@ def flat_loss_alerts(
     if -change >= drop:
         return []
     message = (
-        f"training loss flat over the first epoch, after the warm-up ({fmt.metric(start)} → {fmt.metric(end)}, "
+        f"training loss flat over the first epoch ({fmt.metric(start)} → {fmt.metric(end)}, "
         f"{change * 100:+.1f}%): the learning rate is probably too low; try "
         f"`entrenar-train lr-find CONFIG` or a higher train.learning_rate"
     )
@@ -105,16 +97,19 @@ class FlatLoss:
         steps_per_epoch: int,
         drop: float,
         edits: int | None,
-        lrs: np.ndarray | None = None,
+        warmup_steps: int = 0,
     ) -> list[Alert]:
         over = steps_per_epoch > 0 and len(global_steps) and global_steps[-1] >= steps_per_epoch
         if not over:
             return []
-        key = (edits, steps_per_epoch, drop)
+        key = (edits, steps_per_epoch, drop, warmup_steps)
         if edits is not None and self._kept is not None and self._kept[0] == key:
             return self._kept[1]
-        alerts = flat_loss_alerts(global_steps, losses, steps_per_epoch, drop, lrs)
-        if not alerts and epoch_one_fall(global_steps, losses, steps_per_epoch, lrs) is None:
+        alerts = flat_loss_alerts(global_steps, losses, steps_per_epoch, drop, warmup_steps)
+        if (
+            not alerts
+            and epoch_one_fall(global_steps, losses, steps_per_epoch, warmup_steps) is None
+        ):
             return []  # not judged yet (the warm-up or its epoch not over): look again
         self._kept = (key, alerts)
         return alerts

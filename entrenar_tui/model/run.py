@@ -10,6 +10,7 @@ status (Request.exit_code, its Popen's poll). Given those it is deterministic; t
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from trainer.monitor.reader import RunUpdate, best_of
 from trainer.monitor.schema import FINAL_STATUSES, LIVE_STATUSES, Files
 from trainer.monitor.step_tail import StepBatch
 from trainer.monitor.text import format_age, printable
+from trainer.monitor.values import is_int, is_number
 
 LEVEL_RANK = {"error": 0, "warning": 1, "info": 2}
 PARTIAL_GRACE_S = 3.0  # an incomplete last line older than this is a problem, not a write in flight
@@ -247,6 +249,17 @@ class RunModel:
             or (self.run or {}).get("steps_per_epoch")
             or 0
         )
+
+    @property
+    def warmup_steps(self) -> int:
+        """The LR warm-up's steps, by the trainer's rule (ceil(train.warmup_fraction × total
+        steps), run.json's config and state.json's total_steps); 0 where either is unknown."""
+        train = ((self.run or {}).get("config") or {}).get("train")
+        fraction = train.get("warmup_fraction") if isinstance(train, dict) else None
+        total = (self.state or {}).get("total_steps")
+        if is_number(fraction) and 0 <= fraction < 1 and is_int(total) and 0 < total < 2**53:
+            return math.ceil(fraction * total)
+        return 0
 
     def best_record(self) -> dict[str, Any] | None:
         return best_of(self.epochs, self.best_epoch)

@@ -31,6 +31,7 @@ def alerts_of(
         model.error,
         model.recoveries,
         model.steps_per_epoch,
+        model.warmup_steps,
     )
 
 
