@@ -74,6 +74,36 @@ def test_short_attention_is_sdpa_with_its_gradients(masked):
         assert torch.allclose(mine, theirs, atol=1e-5)
 
 
+@pytest.mark.parametrize("form", ["float", "per head", "bool"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_mask_form_is_the_same_attention(form, precision):
+    """transformers may hand the layer an additive float mask (0 / the fp32 minimum, which bf16
+    cannot hold: it must not turn into -inf and a padded row into NaN) or one mask per query head;
+    each gives what the boolean mask gives, and what SDPA gives."""
+    layer = opted_in()
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    allowed = padded_causal_mask(6)
+    allowed[0, :, 2, :] = False  # a query that sees nothing (a fully padded row)
+    mask = {
+        "bool": allowed,
+        "per head": allowed.expand(2, 4, 6, 6),
+        "float": torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min),
+    }[form]
+    q, k, v = (t.detach().to(dtype).requires_grad_() for t in qkv(6))
+    got, _ = sdpa_with_fast_dropout(layer, q, k, v, mask, scaling=0.3)
+    got.float().square().sum().backward()
+    assert torch.isfinite(got).all() and all(torch.isfinite(t.grad).all() for t in (q, k, v))
+    want, _ = sdpa_with_fast_dropout(layer, q, k, v, allowed, scaling=0.3)
+    assert torch.equal(got, want)
+    seen = [r for r in range(6) if r != 2]  # SDPA's fully masked row is NaN or 0 by kernel
+    sdpa = F.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=allowed, scale=0.3, enable_gqa=True
+    ).transpose(1, 2)
+    tolerance = 1e-5 if precision == "fp32" else 3e-2
+    assert torch.allclose(got.float()[0, seen], sdpa[0, seen], atol=tolerance)
+    assert torch.allclose(got.float()[1], sdpa[1], atol=tolerance)
+
+
 def test_padded_keys_get_no_weight():
     layer = opted_in()
     mask = padded_causal_mask(5)

@@ -201,11 +201,12 @@ def layer_bytes_per_token(shape: LayerShape, w: WeightCounts, s: Setting) -> flo
     lora_mask = 0 if s.lora_dropout == 0 else (1 if cuda and not s.fast_dropout else 4)
     lora = (w.lora_inputs * (e + lora_mask) + w.lora_layers * s.lora_r * e) / shape.layers
     # Attention. Fused SDPA (flash / memory-efficient / CPU flash) keeps q, k, v, the output and a
-    # fp32 log-sum-exp per head; with dropout on a CPU the probabilities are materialized: the fp32
-    # softmax, the mask and the dropped probabilities, a × s each per token.
+    # fp32 log-sum-exp per head; with dropout on a CPU the probabilities are materialized
+    # (trainer.model.plain_attention): the softmax, the mask and the dropped probabilities, a × s
+    # each per token, in the compute dtype.
     width = shape.attention_width
     if shape.attention_dropout > 0 and not cuda:
-        attention = 3 * e * width + a * s.max_length * (4 + e + e)
+        attention = 3 * e * width + a * s.max_length * 3 * e
     else:
         attention = 4 * e * width + 4 * a
     # bitsandbytes' 4-bit matmul keeps its (cast) input for the backward even with the weight frozen.
@@ -220,13 +221,14 @@ def layer_bytes_per_token(shape: LayerShape, w: WeightCounts, s: Setting) -> flo
     if cuda or shape.attention_dropout > 0:
         return kept
     # On a CPU, inputs of up to m positions train through plain matmuls
-    # (trainer.model.use_short_attention), which keep the fp32 softmax and its cast: a × L each
-    # per token. The plan counts max_length tokens a sample; the worst batch is the larger of one
-    # at max_length (no softmax kept past m positions) and one at m positions with it.
+    # (trainer.model.use_short_attention), which keep the softmax in the compute dtype (a × L per
+    # token) and the mask (L, shared by the heads). The plan counts max_length tokens a sample; the
+    # worst batch is the larger of one at max_length (no softmax kept past m positions) and one at
+    # m positions with it.
     from trainer.model import MATH_ATTENTION_MAX_LENGTH
 
     m = min(s.max_length, MATH_ATTENTION_MAX_LENGTH)
-    return max(kept, m / s.max_length * (kept + a * m * (4 + e)))
+    return max(kept, m / s.max_length * (kept + a * m * e + m))
 
 
 @dataclass

@@ -446,11 +446,12 @@ class FastDropout(torch.nn.Dropout):
 
 FAST_ATTENTION_DROPOUT = "_entrenar_fast_attention_dropout"  # on every module of a model opted in
 SHORT_ATTENTION = "_entrenar_short_attention"  # on every module of a model opted in
-# Up to this many positions, a CPU training step's attention runs as plain matmuls and a softmax:
-# torch's CPU flash-attention backward costs ~50 ms a call even at a dozen positions (16 × 14 heads
-# × 64, bf16): the plain path is 4.6x faster at 24 positions, 2x at 128, even at ~190
-# (docs/benchmarks.md, "Qwen2-0.5B shape").
-MATH_ATTENTION_MAX_LENGTH = 128
+# Up to this many positions, a CPU training step's attention runs as plain matmuls and a softmax
+# (`plain_attention`): torch's CPU flash-attention backward costs ~50 ms a call even at a dozen
+# positions (16 × 14 heads × 64, bf16). Forward + backward of that attention, 2 threads: plain
+# 2.3 ms against flash 20.7 at 12 positions, 25.6 / 99.9 at 128, 97.4 / 140.1 at 256, 345 / 249 at
+# 384 (docs/benchmarks.md, "Qwen2-0.5B shape").
+MATH_ATTENTION_MAX_LENGTH = 256
 
 
 def sdpa_with_fast_dropout(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
@@ -482,31 +483,39 @@ def sdpa_with_fast_dropout(module, query, key, value, attention_mask, dropout=0.
     if not (plain or short):
         return _SDPA(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      is_causal=is_causal, **kwargs)  # fmt: skip
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
-        key, value = (repeat_heads(t, groups) for t in (key, value))
-    length = query.shape[2]
-    if attention_mask is None and causal and length > 1:  # what SDPA's is_causal would apply
-        attention_mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(-2, -1)) * scale
-    if attention_mask is not None and attention_mask.dtype == torch.bool:
-        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-    elif attention_mask is not None:
-        scores = scores + attention_mask
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    return plain_attention(query, key, value, attention_mask, causal, scaling, dropout, fast)
+
+
+def plain_attention(query, key, value, attention_mask, causal, scaling, dropout, fast):  # fmt: skip
+    """softmax(q·kᵀ·scale + mask)·v with as few passes over the L×L scores as eager allows: the
+    scale folded into q (a·L wide, not L²), the mask filled in place on the matmul's output, the
+    softmax in the compute dtype (torch's CPU kernel accumulates in fp32 either way) so that only
+    its bf16 output is kept for the backward. Grouped-query layers multiply each key/value head
+    with its `groups` query heads stacked as one matrix instead of repeating the key/value heads:
+    fewer, larger matmuls and no repeat in the backward."""
+    batch, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
+    stacked = (query * scale).reshape(batch, kv_heads, groups * q_len, dim)
+    scores = torch.matmul(stacked, key.transpose(-2, -1))  # [batch, kv_heads, groups·q_len, k_len]
+    if attention_mask is None and causal and q_len > 1:  # what SDPA's is_causal would apply
+        attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
+    if attention_mask is not None:
+        per_group = scores.view(batch, kv_heads, groups, q_len, k_len)
+        mask = attention_mask
+        if mask.dim() == 4:  # [batch, 1 or heads, q, k] → [batch, 1 or kv_heads, 1 or groups, q, k]
+            per_head = mask.shape[1] == heads
+            mask = mask.unflatten(1, (kv_heads, groups)) if per_head else mask[:, :, None]
+        if mask.dtype == torch.bool:
+            per_group.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+        else:
+            per_group.add_(mask.clamp(min=torch.finfo(scores.dtype).min).to(scores.dtype))
+    probs = torch.softmax(scores, dim=-1)
     if dropout > 0:
         probs = fast_dropout(probs, dropout) if fast else F.dropout(probs, dropout)
-    out = torch.matmul(probs, value)
+    out = torch.matmul(probs, value).view(batch, heads, q_len, dim)
     return out.transpose(1, 2).contiguous(), None
-
-
-def repeat_heads(states: torch.Tensor, groups: int) -> torch.Tensor:
-    """[batch, kv_heads, length, dim] → [batch, kv_heads·groups, length, dim], each head repeated
-    `groups` times in a row (transformers' repeat_kv)."""
-    batch, heads, length, dim = states.shape
-    expanded = states[:, :, None].expand(batch, heads, groups, length, dim)
-    return expanded.reshape(batch, heads * groups, length, dim)
 
 
 _SDPA = None  # transformers' own sdpa_attention_forward, kept when ours is registered
