@@ -582,18 +582,47 @@ def store_frozen_matmuls(model: torch.nn.Module, precision: str) -> int:
     return count
 
 
-def release_freed_memory() -> None:
-    """Hand the heap's free memory back to the system (glibc's malloc_trim), once, after loading.
+# glibc's mallopt parameters, and the thresholds `loading_memory` sets with them.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+LOADING_MMAP_THRESHOLD = 1 << 20  # while loading, every tensor over 1 MiB is its own mapping
+# After loading: where glibc's own dynamic thresholds end up once a run has freed large tensors
+# (the mmap threshold rises to at most 32 MiB on 64-bit, the trim threshold to twice that); fixed
+# there, since any mallopt call turns the dynamic adjustment off for good.
+STEADY_MMAP_THRESHOLD, STEADY_TRIM_THRESHOLD = 32 << 20, 64 << 20
 
-    The base loads in fp32 and its matmul weights are then kept in bf16: glibc keeps the freed fp32
-    copies in the process's heap, so the run's resident memory would stay at the loading peak plus
-    everything training allocates after it (measured on Qwen2-0.5B's shape: ~2 GB over the memory
-    plan). A no-op where the C library has no malloc_trim (musl, macOS)."""
+
+@contextlib.contextmanager
+def loading_memory():
+    """Load the model so that what loading frees goes back to the system, not into the heap.
+
+    The base loads in fp32, then NF4 quantizes it or its matmul weights are kept in bf16: each
+    dropped fp32 copy used to stay in glibc's heap (or an arena of torch's threads), so the run's
+    resident memory stayed at the loading peak, and that peak itself moved run to run with how the
+    frees fell (NF4 on Qwen2-0.5B's shape, the same load five times: 1605-2361 MB peak, 735-1590
+    MB after). Inside, every allocation over 1 MiB is its own mapping, returned when freed (the
+    same load: 1534-1572 MB peak, 745-784 after); after, the thresholds are fixed where glibc's
+    dynamic ones settle and the heap is trimmed (malloc_trim). A no-op without glibc (musl, macOS)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, LOADING_MMAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.mallopt(M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD)
+            libc.mallopt(M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD)
+            libc.malloc_trim(0)
+
+
+def _glibc() -> Any:
     import ctypes
     import ctypes.util
 
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def fast_dropout_wanted(setting: str, device: torch.device) -> bool:

@@ -72,8 +72,8 @@ from trainer.model import (
     ModelPlan,
     fast_dropout_wanted,
     load_model,
+    loading_memory,
     pick_device,
-    release_freed_memory,
     short_attention_wanted,
     store_frozen_matmuls,
     use_fast_dropout,
@@ -314,21 +314,21 @@ class FineTuneRecipe:
 
     def _setup_model(self) -> None:
         config, corpus = self.config, self.corpus
-        self.loaded = load_model(
-            config.model,
-            config.lora,
-            corpus.label_names,
-            self.device,
-            self.plan,
-            gradient_checkpointing=self.train_config.gradient_checkpointing,
-        )
+        with loading_memory():  # the fp32 copies loading drops go back to the system
+            self.loaded = load_model(
+                config.model,
+                config.lora,
+                corpus.label_names,
+                self.device,
+                self.plan,
+                gradient_checkpointing=self.train_config.gradient_checkpointing,
+            )
+            store_frozen_matmuls(self.loaded.model, self.loaded.precision)  # exact: autocast's cast
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
             use_fast_dropout(self.model)
         if short_attention_wanted(self.device):  # the CPU flash backward is slow on short inputs
             use_short_attention(self.model)
-        store_frozen_matmuls(self.model, self.loaded.precision)  # exact: what autocast would cast
-        release_freed_memory()  # the fp32 copies just dropped go back to the system
         from transformers import DataCollatorWithPadding
 
         self.collate = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
