@@ -121,19 +121,19 @@ def test_decoder_layer_activations_by_hand():
     # 2 RMSNorm inputs fp32 (2·4·64 = 512); LoRA: 4 A inputs bf16 + 4 fp32 dropout multipliers of
     # 64, and 4 B inputs of r = 4 bf16, over 2 layers ((256·6 + 4·4·2) / 2 = 784); SDPA: q, k, v, out
     # bf16 + 4 fp32 log-sum-exps (4·2·64 + 4·4 = 528); on a CPU, short inputs' plain attention: the
-    # bf16 softmax of 4 heads × 8 positions and the heads' one bool mask row (4·8·2 + 8 = 72);
+    # bf16 softmax of 4 heads × 8 positions (4·8·2 = 64);
     # SiLU(gate)·up: 3 bf16 tensors of 128 (768).
-    assert layer_bytes_per_token(QWEN2_SHAPE, w, setting()) == 512 + 784 + 528 + 72 + 768
+    assert layer_bytes_per_token(QWEN2_SHAPE, w, setting()) == 512 + 784 + 528 + 64 + 768
     # No LoRA dropout: no multipliers (256·2 + 32) / 2 = 272.
     no_dropout = setting(lora_dropout=0)
-    assert layer_bytes_per_token(QWEN2_SHAPE, w, no_dropout) == 512 + 272 + 528 + 72 + 768
+    assert layer_bytes_per_token(QWEN2_SHAPE, w, no_dropout) == 512 + 272 + 528 + 64 + 768
     # CUDA's torch dropout keeps a bool mask: (256·3 + 32) / 2 = 400; its SDPA is fused at any length.
     cuda = setting(device="cuda", fast_dropout=False)
     assert layer_bytes_per_token(QWEN2_SHAPE, w, cuda) == 512 + 400 + 528 + 768
     # NF4: bitsandbytes' matmul keeps each quantized layer's bf16 input: 2·512 a layer.
     w.linear_inputs = 1024
-    assert layer_bytes_per_token(QWEN2_SHAPE, w, setting(quantize="nf4")) == 2664 + 1024
-    assert layer_bytes_per_token(QWEN2_SHAPE, w, setting()) == 2664  # unquantized: nothing
+    assert layer_bytes_per_token(QWEN2_SHAPE, w, setting(quantize="nf4")) == 2656 + 1024
+    assert layer_bytes_per_token(QWEN2_SHAPE, w, setting()) == 2656  # unquantized: nothing
 
 
 def test_encoder_layer_activations_by_hand():
@@ -158,14 +158,14 @@ def test_plan_adds_up_the_parts():
     plan = tiny_memory().plan(2, 10**9, "test")
     tokens = 2 * 8
     # layers (a CPU's: short inputs' plain attention included) + final norm and head input
-    kept = 2 * 2664 * tokens + (4 + 2) * 64 * tokens
-    assert plan.activations == kept == 91_392
+    kept = 2 * 2656 * tokens + (4 + 2) * 64 * tokens
+    assert plan.activations == kept == 91_136
     assert plan.workspace == kept  # a CPU heap keeps the forward's freed temporaries: as much again
     assert plan.training == plan.base_weights + plan.trainable + 2 * kept
     assert plan.total == max(plan.training, plan.loading)
     checkpointed = tiny_memory(gradient_checkpointing=True).plan(2, 10**9, "test")
     # Each layer keeps its fp32 input; one layer is recomputed whole.
-    assert checkpointed.activations == 2 * 4 * 64 * tokens + 2664 * tokens + 6 * 64 * tokens
+    assert checkpointed.activations == 2 * 4 * 64 * tokens + 2656 * tokens + 6 * 64 * tokens
     assert checkpointed.workspace == kept  # recomputed in the backward: a CPU heap keeps it all
     assert tiny_memory(device="cuda").plan(2, 10**9, "t").workspace == 2592 * tokens
 

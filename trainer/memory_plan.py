@@ -221,14 +221,13 @@ def layer_bytes_per_token(shape: LayerShape, w: WeightCounts, s: Setting) -> flo
     if cuda or shape.attention_dropout > 0:
         return kept
     # On a CPU, inputs of up to m positions train through plain matmuls
-    # (trainer.model.use_short_attention), which keep the softmax in the compute dtype (a × L per
-    # token) and the mask (L, shared by the heads). The plan counts max_length tokens a sample; the
-    # worst batch is the larger of one at max_length (no softmax kept past m positions) and one at
-    # m positions with it.
+    # (trainer.model.use_short_attention), which keep the softmax in the compute dtype: a × L per
+    # token. The plan counts max_length tokens a sample; the worst batch is the larger of one at
+    # max_length (no softmax kept past m positions) and one at m positions with it.
     from trainer.model import MATH_ATTENTION_MAX_LENGTH
 
     m = min(s.max_length, MATH_ATTENTION_MAX_LENGTH)
-    return max(kept, m / s.max_length * (kept + a * m * e + m))
+    return max(kept, m / s.max_length * (kept + a * m * e))
 
 
 @dataclass

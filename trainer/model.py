@@ -488,9 +488,9 @@ def sdpa_with_fast_dropout(module, query, key, value, attention_mask, dropout=0.
 
 def plain_attention(query, key, value, attention_mask, causal, scaling, dropout, fast):  # fmt: skip
     """softmax(q·kᵀ·scale + mask)·v with as few passes over the L×L scores as eager allows: the
-    scale folded into q (a·L wide, not L²), the mask filled in place on the matmul's output, the
-    softmax in the compute dtype (torch's CPU kernel accumulates in fp32 either way) so that only
-    its bf16 output is kept for the backward. Grouped-query layers multiply each key/value head
+    scale folded into q (a·L wide, not L²), the mask added in one pass with no backward of its
+    own, the softmax in the compute dtype (torch's CPU kernel accumulates in fp32 either way) so
+    that only its bf16 output is kept for the backward. Grouped-query layers multiply each key/value head
     with its `groups` query heads stacked as one matrix instead of repeating the key/value heads:
     fewer, larger matmuls and no repeat in the backward."""
     batch, heads, q_len, dim = query.shape
@@ -502,15 +502,19 @@ def plain_attention(query, key, value, attention_mask, causal, scaling, dropout,
     if attention_mask is None and causal and q_len > 1:  # what SDPA's is_causal would apply
         attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
     if attention_mask is not None:
-        per_group = scores.view(batch, kv_heads, groups, q_len, k_len)
         mask = attention_mask
         if mask.dim() == 4:  # [batch, 1 or heads, q, k] → [batch, 1 or kv_heads, 1 or groups, q, k]
             per_head = mask.shape[1] == heads
             mask = mask.unflatten(1, (kv_heads, groups)) if per_head else mask[:, :, None]
+        lowest = torch.finfo(scores.dtype).min  # a score plus this rounds to this: the fill's value
         if mask.dtype == torch.bool:
-            per_group.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+            mask = (~mask).to(scores.dtype) * lowest
         else:
-            per_group.add_(mask.clamp(min=torch.finfo(scores.dtype).min).to(scores.dtype))
+            mask = mask.clamp(min=lowest).to(scores.dtype)
+        # Added out of place: the add's backward passes the gradient through as it is, where a
+        # fill in place on a view of the scores cost a copy of them and a second fill.
+        per_group = scores.view(batch, kv_heads, groups, q_len, k_len) + mask
+        scores = per_group.view(batch, kv_heads, groups * q_len, k_len)
     probs = torch.softmax(scores, dim=-1)
     if dropout > 0:
         probs = fast_dropout(probs, dropout) if fast else F.dropout(probs, dropout)
@@ -585,10 +589,12 @@ def store_frozen_matmuls(model: torch.nn.Module, precision: str) -> int:
 # glibc's mallopt parameters, and the thresholds `loading_memory` sets with them.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 LOADING_MMAP_THRESHOLD = 1 << 20  # while loading, every tensor over 1 MiB is its own mapping
-# After loading: where glibc's own dynamic thresholds end up once a run has freed large tensors
-# (the mmap threshold rises to at most 32 MiB on 64-bit, the trim threshold to twice that); fixed
-# there, since any mallopt call turns the dynamic adjustment off for good.
-STEADY_MMAP_THRESHOLD, STEADY_TRIM_THRESHOLD = 32 << 20, 64 << 20
+# After loading, for training: a tensor up to 256 MiB comes from the heap and is reused step after
+# step, and the heap keeps up to 512 MiB free at its top. glibc's own thresholds stop at 32 MiB: a
+# larger activation (Qwen2-0.5B's MLP at 16 × 218 positions: 34 MiB) was a fresh mapping every
+# step, its pages faulted in and zeroed, and an elementwise op on it took 2.5-4x as long (13.7 ms
+# against 3.2-4.3 for one bf16 multiply of that size; docs/benchmarks.md, "Qwen2-0.5B shape").
+STEADY_MMAP_THRESHOLD, STEADY_TRIM_THRESHOLD = 256 << 20, 512 << 20
 
 
 @contextlib.contextmanager
@@ -600,8 +606,9 @@ def loading_memory():
     resident memory stayed at the loading peak, and that peak itself moved run to run with how the
     frees fell (NF4 on Qwen2-0.5B's shape, the same load five times: 1605-2361 MB peak, 735-1590
     MB after). Inside, every allocation over 1 MiB is its own mapping, returned when freed (the
-    same load: 1534-1572 MB peak, 745-784 after); after, the thresholds are fixed where glibc's
-    dynamic ones settle and the heap is trimmed (malloc_trim). A no-op without glibc (musl, macOS)."""
+    same load: 1534-1572 MB peak, 745-784 after); after, the heap is trimmed (malloc_trim) and the
+    thresholds are set for training (STEADY_*: large activations reused, not mapped afresh each
+    step). A no-op without glibc (musl, macOS)."""
     libc = _glibc()
     if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, LOADING_MMAP_THRESHOLD)
