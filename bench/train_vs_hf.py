@@ -348,6 +348,8 @@ def shape_comparison(args: argparse.Namespace) -> None:
     folder = cached_shape(args.shape_dir)
     targets = ["q_proj", "v_proj"]
     contenders = [c for c in args.contenders.split(",") if c != "hf-default"]
+    if args.baseline_tree:
+        contenders.append("entrenar-baseline")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         work = {}
@@ -373,6 +375,8 @@ def shape_comparison(args: argparse.Namespace) -> None:
                 for c in contenders if r % 2 == 0 else contenders[::-1]:
                     spec = {**common, "contender": c, "out": str(tmp / f"{inputs}-{c}-{r}"),
                             "config": str(config), "overrides": []}  # fmt: skip
+                    if c == "entrenar-baseline":
+                        spec["tree"] = str(Path(args.baseline_tree).resolve())
                     load = load_text()
                     res = run_child(spec, tmp)
                     res["tokens_per_sec"] = res["samples_per_sec"] * sum(lengths) / len(lengths)
@@ -393,6 +397,8 @@ def shape_comparison(args: argparse.Namespace) -> None:
             for c in contenders:
                 spec = {**common, "contender": c, "out": str(tmp / f"qlora-{c}"),
                         "config": str(config), "overrides": ["model.quantize=nf4"]}  # fmt: skip
+                if c == "entrenar-baseline":
+                    spec["tree"] = str(Path(args.baseline_tree).resolve())
                 qlora[c] = run_child(spec, tmp)
                 print(f"qlora {c:<9} {qlora[c]['samples_per_sec']:7.2f} samples/s  peak RSS "
                       f"{qlora[c]['peak_rss_mb']:6.0f} MB", file=sys.stderr)  # fmt: skip
@@ -411,10 +417,11 @@ def shape_comparison(args: argparse.Namespace) -> None:
             print(f"{inputs:<7}{c:<11}{med('samples_per_sec'):>10.2f}{med('tokens_per_sec'):>10.0f}"
                   f"{med('mfu'):>8.1%}{max(x['peak_rss_mb'] for x in rows):>8.0f} MB  {per_round}"
                   f"  ({len(lengths)} samples, {sum(lengths) / len(lengths):.0f} tokens each)")  # fmt: skip
-        if {"entrenar", "hf-best"} <= set(contenders):
-            ours = statistics.median(x["samples_per_sec"] for x in results[(inputs, "entrenar")])
-            theirs = statistics.median(x["samples_per_sec"] for x in results[(inputs, "hf-best")])
-            print(f"{inputs:<7}entrenar / hf-best: {ours / theirs:.2f}×")
+        ours = statistics.median(x["samples_per_sec"] for x in results[(inputs, "entrenar")])
+        for peer in ("hf-best", "entrenar-baseline"):
+            if peer in contenders:
+                theirs = statistics.median(x["samples_per_sec"] for x in results[(inputs, peer)])
+                print(f"{inputs:<7}entrenar / {peer}: {ours / theirs:.2f}×")
     for c, res in qlora.items():
         print(f"qlora  {c:<11}{res['samples_per_sec']:>10.2f}{'':>18}{res['peak_rss_mb']:>8.0f} MB"
               f"  ({args.qlora_samples} short samples)")  # fmt: skip
