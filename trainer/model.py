@@ -622,11 +622,12 @@ def loading_memory():
 
 
 def _glibc() -> Any:
+    """The C library the process already runs on (dlopen of the program itself: no library
+    searched for by name, no ldconfig or compiler started to find one), if it has glibc's calls."""
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)
         return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
     except OSError:
         return None
