@@ -462,9 +462,9 @@ def sdpa_with_fast_dropout(module, query, key, value, attention_mask, dropout=0.
       SDPA with dropout runs its math path and draws the mask with Bernoulli sampling, ~1.4 ms of
       a quickstart layer's forward.
     - `use_short_attention`: a CPU call that records gradients on at most
-      MATH_ATTENTION_MAX_LENGTH positions computes the same softmax(q·kᵀ·scale + mask)·v, key and
-      value heads repeated for grouped-query layers, the causal mask made here for a causal one:
-      the same values up to rounding (bf16: the matmuls' own), at a fraction of the flash
+      MATH_ATTENTION_MAX_LENGTH positions computes the same softmax(q·kᵀ·scale + mask)·v
+      (`plain_attention`, grouped-query layers included), the causal mask made here for a causal
+      one: the same values up to rounding (bf16: the matmuls' own), at a fraction of the flash
       kernel's backward.
     Every other call (evaluation, no gradients, long inputs, extras) goes to SDPA unchanged."""
     extras = any(kwargs.get(k) is not None for k in ("position_bias", "s_aux", "sliding_window"))
@@ -490,9 +490,9 @@ def plain_attention(query, key, value, attention_mask, causal, scaling, dropout,
     """softmax(q·kᵀ·scale + mask)·v with as few passes over the L×L scores as eager allows: the
     scale folded into q (a·L wide, not L²), the mask added in one pass with no backward of its
     own, the softmax in the compute dtype (torch's CPU kernel accumulates in fp32 either way) so
-    that only its bf16 output is kept for the backward. Grouped-query layers multiply each key/value head
-    with its `groups` query heads stacked as one matrix instead of repeating the key/value heads:
-    fewer, larger matmuls and no repeat in the backward."""
+    that only its bf16 output is kept for the backward. Grouped-query layers multiply each
+    key/value head with its `groups` query heads stacked as one matrix instead of repeating the
+    key/value heads: fewer, larger matmuls and no repeat in the backward."""
     batch, heads, q_len, dim = query.shape
     kv_heads, k_len = key.shape[1], key.shape[2]
     groups = heads // kv_heads
