@@ -224,7 +224,8 @@ def tiny_sweep_config(tmp_path: Path, model: Path, epochs: int, name: str = "sw"
     data = write_corpus(tmp_path / "train.jsonl", n=96)
     return write_config(
         tmp_path / "c.toml", model, data, tmp_path / name,
-        train={"epochs": epochs, "batch_size": 8, "save_every": 1, "log_interval": 1},
+        train={"epochs": epochs, "batch_size": 8, "save_every": 1, "log_interval": 1,
+               "early_stopping_patience": 0},  # every epoch runs: a test's end is total_steps
     )  # fmt: skip
 
 
@@ -309,7 +310,9 @@ def test_a_tpe_sweep_on_slurm_has_each_task_ask_the_shared_study(tmp_path, tiny_
 def test_a_requeued_task_resumes_its_run_and_ends_as_an_uninterrupted_run(
     tmp_path, tiny_bert_dir, slurm
 ):
-    cfg = tiny_sweep_config(tmp_path, tiny_bert_dir, epochs=3)
+    # 20 epochs (~15 s on a quiet box): 3 ended (2.3 s) before step 2's second command had
+    # returned, and the trainer was never seen training past its checkpoint
+    cfg = tiny_sweep_config(tmp_path, tiny_bert_dir, epochs=20)
     command = [str(cfg), "--grid", "lora.r=4", "--slurm"]
     root, run = tmp_path / "sw", tmp_path / "sw" / "sw-1"
 
@@ -360,7 +363,7 @@ def test_a_requeued_task_resumes_its_run_and_ends_as_an_uninterrupted_run(
 @slurm_tools
 @pytest.mark.slow
 def test_a_cancelled_array_leaves_runs_stopped_and_every_file_whole(tmp_path, tiny_bert_dir, slurm):
-    cfg = tiny_sweep_config(tmp_path, tiny_bert_dir, epochs=3)
+    cfg = tiny_sweep_config(tmp_path, tiny_bert_dir, epochs=20)  # long enough to be caught training
     root = tmp_path / "sw"
     proc = sweep(
         slurm, str(cfg), "--grid", "lora.r=2,4", "--parallel", "1", "--slurm", "--wait",
