@@ -488,7 +488,12 @@ def test_the_epoch_a_run_ended_in_keeps_its_row(ending, tmp_path):
     app = MonitorApp(run.dir, probe=lambda _s: trainer["liveness"])
 
     async def body(pilot):
-        await until(pilot, lambda: len(epoch_rows(app)) == 2, "epoch 2 in progress shows")
+        # the row shows from state.json first, its running numbers once the 7 steps are read
+        def running() -> bool:
+            rows = epoch_rows(app)
+            return len(rows) == 2 and rows[1][2] != "–"
+
+        await until(pilot, running, "epoch 2 in progress shows its running numbers")
         live = epoch_rows(app)[1]
         assert live[:2] == ["▸", "2"]
         if ending == "crashed":
