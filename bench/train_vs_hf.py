@@ -233,6 +233,13 @@ def child(spec_path: str) -> None:
     Path(spec["result"]).write_text(json.dumps(result))
 
 
+def baseline_of(contender: str, args: argparse.Namespace) -> dict:
+    """entrenar-baseline's spec names the checkout whose trainer it runs (`child` puts it first)."""
+    if contender != "entrenar-baseline":
+        return {}
+    return {"tree": str(Path(args.baseline_tree).resolve())}
+
+
 def run_child(spec: dict, tmp: Path) -> dict:
     spec_path = tmp / f"{spec['contender']}-{time.monotonic_ns()}.json"
     spec["result"] = str(spec_path.with_suffix(".result.json"))
@@ -375,8 +382,7 @@ def shape_comparison(args: argparse.Namespace) -> None:
                 for c in contenders if r % 2 == 0 else contenders[::-1]:
                     spec = {**common, "contender": c, "out": str(tmp / f"{inputs}-{c}-{r}"),
                             "config": str(config), "overrides": []}  # fmt: skip
-                    if c == "entrenar-baseline":
-                        spec["tree"] = str(Path(args.baseline_tree).resolve())
+                    spec.update(baseline_of(c, args))
                     load = load_text()
                     res = run_child(spec, tmp)
                     res["tokens_per_sec"] = res["samples_per_sec"] * sum(lengths) / len(lengths)
@@ -397,8 +403,7 @@ def shape_comparison(args: argparse.Namespace) -> None:
             for c in contenders:
                 spec = {**common, "contender": c, "out": str(tmp / f"qlora-{c}"),
                         "config": str(config), "overrides": ["model.quantize=nf4"]}  # fmt: skip
-                if c == "entrenar-baseline":
-                    spec["tree"] = str(Path(args.baseline_tree).resolve())
+                spec.update(baseline_of(c, args))
                 qlora[c] = run_child(spec, tmp)
                 print(f"qlora {c:<9} {qlora[c]['samples_per_sec']:7.2f} samples/s  peak RSS "
                       f"{qlora[c]['peak_rss_mb']:6.0f} MB", file=sys.stderr)  # fmt: skip
@@ -555,8 +560,7 @@ def main() -> None:
                     "out": str(tmp / f"{c}-{r}"),
                     "config": str(config),
                 }
-                if c == "entrenar-baseline":
-                    spec["tree"] = str(args.baseline_tree.resolve())
+                spec.update(baseline_of(c, args))
                 spec["overrides"] = overrides.get(c, [])
                 load = load_text()
                 res = run_child(spec, tmp)
