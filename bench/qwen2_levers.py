@@ -2,7 +2,7 @@
 side, their training steps interleaved (A, B, A, B, ...), medians and minima compared.
 
     python bench/qwen2_levers.py --inputs short --reps 8
-    python bench/qwen2_levers.py --inputs long --reps 4 --variants base,bf16-stream
+    python bench/qwen2_levers.py --inputs long --reps 4 --variants short-attn,fused-norm
     python bench/qwen2_levers.py --threads 1        # shares hold on a box other work shares
 
 Interleaving in one process makes the comparison fair on a shared machine: a burst of other work
@@ -13,8 +13,10 @@ Each step is the trainer's (trainer/train.py `_backward`): the model as the trai
 backward; no optimizer step (the LoRA weights stay as loaded, so every rep does the same work).
 Variants:
 - base:        the trainer's model before issue 27 (attention: torch's SDPA, the CPU flash kernel)
-- short-attn:  base + trainer.model.use_short_attention (what the trainer does now on a CPU):
-               inputs of ≤ 128 positions attend through plain matmuls and a softmax
+- short-attn:  base + trainer.model.use_short_attention: inputs of ≤ 256 positions attend
+               through plain matmuls and a softmax
+- fused-norm:  short-attn + trainer.rms_norm.use_fused_rms_norm (what the trainer does now on a
+               CPU): the frozen RMSNorms' forward in one fused op, their backward in four passes
 - bf16-stream: short-attn + every other frozen parameter (embeddings, RMSNorm weights) stored in
                bf16 (store_frozen_in_compute_dtype below): the residual stream, the norms'
                outputs, RoPE's cos/sin run in bf16 instead of fp32 with a cast before every Linear
@@ -59,6 +61,7 @@ def load(folder: Path, variant: str, labels: list[str]):
         use_fast_dropout,
         use_short_attention,
     )
+    from trainer.rms_norm import use_fused_rms_norm
 
     torch.manual_seed(0)
     loaded = load_model(
@@ -69,8 +72,10 @@ def load(folder: Path, variant: str, labels: list[str]):
     )
     use_fast_dropout(loaded.model)
     store_frozen_matmuls(loaded.model, loaded.precision)
-    if variant in ("short-attn", "bf16-stream"):
+    if variant in ("short-attn", "fused-norm", "bf16-stream"):
         use_short_attention(loaded.model)
+    if variant == "fused-norm":
+        use_fused_rms_norm(loaded.model)
     if variant == "bf16-stream":
         store_frozen_in_compute_dtype(loaded.model)
     loaded.model.train()
@@ -90,7 +95,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape-dir", type=Path, default=SHAPE_DIR)
     ap.add_argument("--inputs", choices=("short", "long"), default="short")
-    ap.add_argument("--variants", default="base,short-attn,bf16-stream")
+    ap.add_argument("--variants", default="base,short-attn,fused-norm")
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--threads", type=int)
     args = ap.parse_args()

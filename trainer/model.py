@@ -562,8 +562,9 @@ def use_short_attention(model: torch.nn.Module) -> None:
         setattr(module, SHORT_ATTENTION, True)
 
 
-def short_attention_wanted(device: torch.device) -> bool:
-    """Measured to pay on a CPU only (CUDA's flash kernels are another story)."""
+def cpu_kernels_wanted(device: torch.device) -> bool:
+    """The short-input attention and the fused RMSNorm (trainer.rms_norm) were measured to pay on
+    a CPU only (CUDA's flash and fused kernels are another story)."""
     return device.type == "cpu"
 
 

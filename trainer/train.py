@@ -70,11 +70,11 @@ from trainer.lock import RunLock
 from trainer.micro_batches import accumulation_steps, micro_batches
 from trainer.model import (
     ModelPlan,
+    cpu_kernels_wanted,
     fast_dropout_wanted,
     load_model,
     loading_memory,
     pick_device,
-    short_attention_wanted,
     store_frozen_matmuls,
     use_fast_dropout,
     use_short_attention,
@@ -92,6 +92,7 @@ from trainer.resume_point import (
     resume_note,
     shown_checkpoint,
 )
+from trainer.rms_norm import use_fused_rms_norm
 from trainer.run_dir import check_run_dir, refuse_a_started_run
 from trainer.run_recorder import RunRecorder, RunSetup, StepResult, record_failure
 from trainer.stopping import StopSignal
@@ -327,8 +328,9 @@ class FineTuneRecipe:
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
             use_fast_dropout(self.model)
-        if short_attention_wanted(self.device):  # the CPU flash backward is slow on short inputs
+        if cpu_kernels_wanted(self.device):  # short inputs' attention, fused RMSNorms: CPU only
             use_short_attention(self.model)
+            use_fused_rms_norm(self.model)
         from transformers import DataCollatorWithPadding
 
         self.collate = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
@@ -344,8 +346,7 @@ class FineTuneRecipe:
         self.step_flops = step_flops(self.model, self.plan.head)
         self.sample_flops = self.step_flops.per_sample(self.train_lengths)
         self.val_features.sort(key=lambda f: len(f["input_ids"]))  # less padding; metrics are sums
-        # Each class's weight (1 without class weights): on the host for a batch's total, on the
-        # device for each sample's loss.
+        # Class weights (1s without): on the host for a batch's total, on the device per sample.
         self.sample_weight = corpus.class_weights or [1.0] * corpus.num_labels
         self.class_weights = torch.tensor(self.sample_weight, device=self.device)
 
