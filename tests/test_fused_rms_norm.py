@@ -172,3 +172,25 @@ def test_a_qwen2_run_on_a_cpu_trains_with_every_norm_turned(
     assert turned == [2 * 2 + 1]  # 2 layers x 2 norms + the final norm
     (epoch,) = orjson.loads((tmp_path / "run" / "epochs.json").read_bytes())["epochs"]
     assert 0 < epoch["train_loss"] < 10 and 0 < epoch["val_loss"] < 10  # finite numbers, no NaN
+
+
+def test_a_qwen2_run_stopped_and_resumed_ends_bit_for_bit_where_a_straight_one_does(
+    tmp_path, tiny_qwen2_dir, data, monkeypatch
+):
+    """The fused norms draw nothing and keep no state: resume stays exact on a decoder too."""
+    from tests.helpers import hook_steps
+    from tests.test_resume import assert_same_as_straight, make_config, request_stop, state
+    from trainer.cli import main
+    from trainer.config import load_config
+    from trainer.train import train
+
+    (tmp_path / "straight").mkdir()
+    assert train(load_config(make_config(tmp_path / "straight", tiny_qwen2_dir, data))) == 0
+    (tmp_path / "stopped").mkdir()
+    config = load_config(make_config(tmp_path / "stopped", tiny_qwen2_dir, data))
+    hook_steps(monkeypatch, 12, request_stop)  # epoch 2, mid-epoch (8 steps an epoch)
+    assert train(config) == 0
+    assert state(tmp_path / "stopped" / "run")["status"] == "stopped"
+    monkeypatch.undo()
+    assert main(["--resume", str(tmp_path / "stopped" / "run")]) == 0
+    assert_same_as_straight(tmp_path / "stopped" / "run", tmp_path / "straight" / "run")
