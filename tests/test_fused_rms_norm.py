@@ -95,6 +95,15 @@ def test_a_norm_the_fused_op_does_not_match_is_left_alone():
     assert type(holder.norm) is GemmaLikeRMSNorm
 
 
+def test_turning_draws_nothing_from_the_runs_generator_and_leaves_the_weight():
+    holder = Holder(frozen_norm())
+    weight = holder.norm.weight.clone()
+    rng = torch.random.get_rng_state()
+    assert use_fused_rms_norm(holder) == 1
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert torch.equal(holder.norm.weight, weight)
+
+
 def test_turning_twice_turns_nothing_more():
     holder = Holder(frozen_norm())
     assert use_fused_rms_norm(holder) == 1

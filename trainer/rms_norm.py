@@ -13,6 +13,8 @@ are as before.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 _FUSED_CLASSES: dict[type, type] = {}
@@ -64,17 +66,22 @@ def _norm_classes(model: torch.nn.Module) -> dict[type, list[torch.nn.Module]]:
 
 
 def exact_on_probe(module: torch.nn.Module) -> bool:
-    """Whether the fused forward gives this module's own output bit for bit on a random fp32 input
-    (a norm that computes something else, Gemma's (1 + w) for one, is left alone)."""
+    """Whether the fused forward gives this module's class's own output bit for bit, on a random
+    fp32 input and a random weight (a copy: the model is untouched; a norm that computes something
+    else, Gemma's (1 + w) for one, is left alone)."""
+    if module.weight.dtype != torch.float32:
+        return False
+    # its own generator: the run's random streams are untouched
+    g = torch.Generator().manual_seed(0)
     hidden = module.weight.shape[-1]
-    probe = torch.randn(3, 5, hidden, generator=torch.Generator().manual_seed(0))
-    probe = probe.to(module.weight.device)
-    weight = module.weight.detach().float()
+    twin = copy.deepcopy(module)
     with torch.no_grad():
-        if module.weight.dtype != torch.float32:
-            return False
-        own = type(module).forward(module, probe)
-        fused, _ = torch.ops.aten._fused_rms_norm(probe, [hidden], weight, module.variance_epsilon)
+        twin.weight.copy_(torch.rand(hidden, generator=g) + 0.5)
+        probe = torch.randn(3, 5, hidden, generator=g).to(module.weight.device)
+        own = type(module).forward(twin, probe)
+        fused, _ = torch.ops.aten._fused_rms_norm(
+            probe, [hidden], twin.weight, twin.variance_epsilon
+        )
     return own.dtype == torch.float32 and torch.equal(own, fused)
 
 
