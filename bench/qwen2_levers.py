@@ -16,7 +16,7 @@ Variants:
 - short-attn:  base + trainer.model.use_short_attention: inputs of ≤ 256 positions attend
                through plain matmuls and a softmax
 - fused-norm:  short-attn + trainer.rms_norm.use_fused_rms_norm (what the trainer does now on a
-               CPU): the frozen RMSNorms' forward in one fused op, their backward in four passes
+               CPU): the frozen RMSNorms' backward in five passes (autograd's: one per op)
 - bf16-stream: short-attn + every other frozen parameter (embeddings, RMSNorm weights) stored in
                bf16 (store_frozen_in_compute_dtype below): the residual stream, the norms'
                outputs, RoPE's cos/sin run in bf16 instead of fp32 with a cast before every Linear

@@ -1,5 +1,6 @@
 """One frozen RMSNorm, forward and backward, at a training step's shape: transformers' Qwen2RMSNorm
-as written against trainer.rms_norm's fused forward and short backward, interleaved in one process.
+as written against trainer.rms_norm's turned norm (torch's op forward, a five-pass backward),
+interleaved in one process.
 
     python bench/rms_norm.py                       # Qwen2-0.5B's long step: 16 x 218 x 896, fp32
     python bench/rms_norm.py --positions 12 --reps 50

@@ -1,4 +1,4 @@
-"""The frozen RMSNorms of a CPU run take a fused forward and a short backward
+"""The frozen RMSNorms of a CPU run take torch's RMSNorm op forward and a short backward
 (trainer.rms_norm.use_fused_rms_norm): the model's own output bit for bit, the input's gradient as
 accurate as autograd's, and any norm it cannot match exactly left as it was."""
 
@@ -33,6 +33,10 @@ def forward_backward(norm: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor)
     return y.detach(), x.grad
 
 
+def takes_the_short_backward(norm: torch.nn.Module, x: torch.Tensor) -> bool:
+    return "FrozenWeightRMSNorm" in norm(x.clone().requires_grad_(True)).grad_fn.name()
+
+
 def inputs(dtype=torch.float32, shape=(4, 7, 48)):
     g = torch.Generator().manual_seed(1)
     # a spread of scales per position, as a residual stream has
@@ -48,6 +52,7 @@ def test_same_output_bit_for_bit_and_as_accurate_a_gradient():
     y_own, dx_own = forward_backward(own, x, grad)
     y_fused, dx_fused = forward_backward(fused.norm, x, grad)
     assert torch.equal(y_own, y_fused)
+    assert takes_the_short_backward(fused.norm, x) and not takes_the_short_backward(own, x)
 
     # float64 reference of the same formula
     x64 = x.double().requires_grad_(True)
@@ -68,12 +73,14 @@ def test_a_trainable_weight_or_a_bf16_input_runs_the_models_own_forward():
     y_own, dx_own = forward_backward(own, x, grad)
     y_fused, dx_fused = forward_backward(fused.norm, x, grad)
     assert torch.equal(y_own, y_fused) and torch.equal(dx_own, dx_fused)
+    assert not takes_the_short_backward(fused.norm, x)
 
     own.weight.requires_grad_(True)
     fused.norm.weight.requires_grad_(True)
     x, grad = inputs()
     forward_backward(own, x, grad)
     forward_backward(fused.norm, x, grad)
+    assert not takes_the_short_backward(fused.norm, x)
     assert fused.norm.weight.grad is not None
     assert torch.equal(own.weight.grad, fused.norm.weight.grad)
 
@@ -93,6 +100,28 @@ def test_a_norm_the_fused_op_does_not_match_is_left_alone():
     holder = Holder(norm)
     assert use_fused_rms_norm(holder) == 0
     assert type(holder.norm) is GemmaLikeRMSNorm
+
+
+class NeedsAMask(Qwen2RMSNorm):
+    """A norm whose forward the probe cannot call as transformers' is called."""
+
+    def forward(self, hidden_states, mask):
+        return super().forward(hidden_states) * mask
+
+
+def test_a_norm_the_probe_cannot_run_is_left_alone():
+    norm = NeedsAMask(48).requires_grad_(False)
+    assert not exact_on_probe(norm)
+    assert use_fused_rms_norm(Holder(norm)) == 0
+
+
+def test_a_subclass_of_a_turned_class_falls_back_without_recursing():
+    holder = Holder(frozen_norm())
+    use_fused_rms_norm(holder)
+    sub = type("Sub", (type(holder.norm),), {})(48)  # trainable weight: the model's own forward
+    x, grad = inputs()
+    _, dx = forward_backward(sub, x, grad)
+    assert sub.weight.grad is not None and dx.abs().max() > 0
 
 
 def test_turning_draws_nothing_from_the_runs_generator_and_leaves_the_weight():

@@ -563,8 +563,8 @@ def use_short_attention(model: torch.nn.Module) -> None:
 
 
 def cpu_kernels_wanted(device: torch.device) -> bool:
-    """The short-input attention and the fused RMSNorm (trainer.rms_norm) were measured to pay on
-    a CPU only (CUDA's flash and fused kernels are another story)."""
+    """The short-input attention and the frozen RMSNorms' short backward (trainer.rms_norm) were
+    measured to pay on a CPU only (CUDA's flash and fused kernels are another story)."""
     return device.type == "cpu"
 
 

@@ -1,14 +1,16 @@
-"""RMSNorm in one fused pass forward and a short backward, for the frozen norms of a LoRA run.
+"""A short backward for the frozen RMSNorms of a LoRA run.
 
 Transformers' RMSNorm (Qwen2's, Llama's, Mistral's) is written as six elementwise ops, and autograd
-runs their backward as as many again, each a pass over a [batch, positions, hidden] fp32 tensor.
-On Qwen2-0.5B's shape that is 49 norms a step. torch's `_fused_rms_norm` computes the same forward
-in one pass (bit for bit the same values in fp32: `exact_on_probe` checks it for every norm class
-before it is used), and a frozen weight needs only the input's gradient, which this backward forms
-in four passes from the saved input and its per-position scale. The backward is the same formula
-as autograd's, rounded differently (fp32 either way; tests/test_fused_rms_norm.py compares both
-with a float64 reference). No random draw, no parameter or buffer changes: checkpoints and resume
-are as before.
+runs a backward for each, every one a pass over a [batch, positions, hidden] fp32 tensor; on
+Qwen2-0.5B's shape that is 49 norms a step. A frozen weight needs only the input's gradient, which
+`_FrozenWeightRMSNorm` forms in five passes from the saved input and its per-position scale. Its
+forward is torch's RMSNorm op (`aten::_fused_rms_norm`: on a CPU the same ops as transformers',
+and it returns the scale the backward needs); `exact_on_probe` checks, for every norm class before
+it is turned, that it gives the class's own output bit for bit. The backward is autograd's formula
+rounded otherwise (fp32 either way; tests/test_fused_rms_norm.py compares both with a float64
+reference). No random draw, no parameter or buffer changes: checkpoints and resume are as before.
+The turned classes are made at run time, so a turned model does not pickle (nothing here pickles a
+model: checkpoints are safetensors).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch.autograd.function import once_differentiable
 
 _FUSED_CLASSES: dict[type, type] = {}
 
@@ -30,6 +33,7 @@ class _FrozenWeightRMSNorm(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # a second derivative raises rather than coming out wrong
     def backward(ctx, grad: torch.Tensor):
         # dx = rstd · (g·w − x̂ · mean(g·w · x̂)), x̂ = x · rstd
         x, rstd, weight = ctx.saved_tensors
@@ -46,7 +50,7 @@ def _fused_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         or weight.dtype != torch.float32
         or weight.requires_grad
     ):
-        return super(type(self), self).forward(hidden_states)  # the model's own code
+        return self._model_forward(hidden_states)  # the model's own code
     return _FrozenWeightRMSNorm.apply(hidden_states, weight, self.variance_epsilon)
 
 
@@ -66,28 +70,31 @@ def _norm_classes(model: torch.nn.Module) -> dict[type, list[torch.nn.Module]]:
 
 
 def exact_on_probe(module: torch.nn.Module) -> bool:
-    """Whether the fused forward gives this module's class's own output bit for bit, on a random
-    fp32 input and a random weight (a copy: the model is untouched; a norm that computes something
-    else, Gemma's (1 + w) for one, is left alone)."""
+    """Whether torch's RMSNorm op gives this module's class's own output bit for bit, on a random
+    fp32 input and a random weight (a copy: the model is untouched). A norm that computes something
+    else (Gemma's (1 + w)), or a torch whose op takes other arguments, is left alone."""
     if module.weight.dtype != torch.float32:
         return False
     # its own generator: the run's random streams are untouched
     g = torch.Generator().manual_seed(0)
     hidden = module.weight.shape[-1]
     twin = copy.deepcopy(module)
-    with torch.no_grad():
-        twin.weight.copy_(torch.rand(hidden, generator=g) + 0.5)
-        probe = torch.randn(3, 5, hidden, generator=g).to(module.weight.device)
-        own = type(module).forward(twin, probe)
-        fused, _ = torch.ops.aten._fused_rms_norm(
-            probe, [hidden], twin.weight, twin.variance_epsilon
-        )
-    return own.dtype == torch.float32 and torch.equal(own, fused)
+    try:
+        with torch.no_grad():
+            twin.weight.copy_(torch.rand(hidden, generator=g) + 0.5)
+            probe = torch.randn(3, 5, hidden, generator=g).to(module.weight.device)
+            own = type(module).forward(twin, probe)
+            fused, _ = torch.ops.aten._fused_rms_norm(
+                probe, [hidden], twin.weight, twin.variance_epsilon
+            )
+    except Exception:  # a capability probe: any failure means "not this class"
+        return False
+    return isinstance(own, torch.Tensor) and own.dtype == torch.float32 and torch.equal(own, fused)
 
 
 def use_fused_rms_norm(model: torch.nn.Module) -> int:
-    """Turn the model's RMSNorm modules into their fused-pass subclass in place, each class after a
-    probe shows the fused forward gives its output exactly; returns how many modules it turned.
+    """Turn the model's RMSNorm modules into their short-backward subclass in place, each class after
+    a probe shows torch's op gives its output exactly; returns how many modules it turned.
     A call with a trainable weight or a non-fp32 input still runs the model's own forward."""
     if not hasattr(torch.ops.aten, "_fused_rms_norm"):
         return 0
@@ -97,7 +104,8 @@ def use_fused_rms_norm(model: torch.nn.Module) -> int:
             continue
         fused = _FUSED_CLASSES.get(cls)
         if fused is None:
-            fused = type(f"Fused{cls.__name__}", (cls,), {"forward": _fused_forward})
+            members = {"forward": _fused_forward, "_model_forward": cls.forward}
+            fused = type(f"Fused{cls.__name__}", (cls,), members)
             _FUSED_CLASSES[cls] = fused
         for module in modules:
             module.__class__ = fused

@@ -328,7 +328,7 @@ class FineTuneRecipe:
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
             use_fast_dropout(self.model)
-        if cpu_kernels_wanted(self.device):  # short inputs' attention, fused RMSNorms: CPU only
+        if cpu_kernels_wanted(self.device):  # short inputs' attention, RMSNorm backward: CPU
             use_short_attention(self.model)
             use_fused_rms_norm(self.model)
         from transformers import DataCollatorWithPadding
