@@ -160,6 +160,19 @@ def hook_steps(monkeypatch, at_global_step: int, action) -> None:
     monkeypatch.setattr(MonitorWriter, "update_state", hooked)
 
 
+def record_returns(monkeypatch, module, name: str) -> list:
+    """Wrap module.name so that every call's return value is appended to the list returned (to
+    see that the trainer called a switch, and what it turned)."""
+    original, returns = getattr(module, name), []
+
+    def recorded(*args, **kwargs):
+        returns.append(original(*args, **kwargs))
+        return returns[-1]
+
+    monkeypatch.setattr(module, name, recorded)
+    return returns
+
+
 # ------------------------------------------------------------------------------ step history
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import trainer.train as train_module
 from tests.conftest import write_config
+from tests.helpers import record_returns
 from trainer.config import load_config
 from trainer.model import (
     FastDropout,
@@ -88,13 +89,7 @@ def test_use_fast_dropout_swaps_plain_dropouts_and_leaves_the_state_dict_alone()
 def test_the_switch_is_applied_and_recorded(
     tmp_path, tiny_bert_dir, small_corpus, monkeypatch, setting, swapped
 ):
-    calls = []
-
-    def spy(model):
-        calls.append(use_fast_dropout(model))
-        return calls[-1]
-
-    monkeypatch.setattr(train_module, "use_fast_dropout", spy)
+    calls = record_returns(monkeypatch, train_module, "use_fast_dropout")
     cfg = write_config(
         tmp_path / "c.toml", tiny_bert_dir, small_corpus, tmp_path / "run",
         train={"epochs": 1, "fast_dropout": setting}, lora={"r": 4, "alpha": 8, "dropout": 0.1},

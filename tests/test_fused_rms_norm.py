@@ -193,15 +193,10 @@ def test_a_qwen2_run_on_a_cpu_trains_with_every_norm_turned(
 
     import trainer.train as train_module
     from tests.conftest import write_config
+    from tests.helpers import record_returns
     from trainer.config import load_config
 
-    turned = []
-
-    def spy(model):
-        turned.append(use_fused_rms_norm(model))
-        return turned[-1]
-
-    monkeypatch.setattr(train_module, "use_fused_rms_norm", spy)
+    turned = record_returns(monkeypatch, train_module, "use_fused_rms_norm")
     cfg = write_config(
         tmp_path / "c.toml", tiny_qwen2_dir, small_corpus, tmp_path / "run",
         train={"epochs": 1}, lora={"r": 4, "alpha": 8},
