@@ -10,7 +10,9 @@ recording CPU ops over training steps warmup+1 .. warmup+steps of epoch 1 (defau
 the ops with the most self time, the share of the steps' wall time (FineTuneRecipe._train_step:
 collation, forward, backward, clipping, the optimizer) spent inside torch ops, and what is left:
 Python (the trainer's, peft's and transformers' module code, the collator). The monitor files are
-written outside the step and are not in it (bench/monitor_overhead.py measures them).
+written outside the step and are not in it (bench/monitor_overhead.py measures them). Last, the
+matmuls' share and the MFU's ceiling at this profile: the steps' MFU (their FLOPs as the trainer
+counts them, against the run's peak) over that share, i.e. the MFU if every other op took no time.
 
 `--model qwen2-0.5b-shape`: the Qwen2-0.5B-shaped classifier of bench/qwen2_shape.py (built once
 into --shape-dir), batch 16, LoRA r 8 on q_proj/v_proj, on `--inputs short` (the corpus's real
@@ -29,6 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 SHAPE_DIR = Path(tempfile.gettempdir()) / "entrenar-bench-qwen2-0.5b-shape"
+# The ops that do a step's matmul work on a CPU (the profile's self time is theirs, not aten::linear's
+# or aten::matmul's, which only dispatch): the ceiling line divides the MFU by their share.
+MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"})
 
 
 def main() -> None:
@@ -59,7 +64,7 @@ def main() -> None:
     from trainer.train import FineTuneRecipe
 
     window = range(args.warmup + 1, args.warmup + 1 + args.steps)
-    state = {"n": 0, "wall": 0.0, "prof": None}
+    state = {"n": 0, "wall": 0.0, "flops": 0, "peak": None, "prof": None}
     original = FineTuneRecipe._train_step
 
     def step(self, batch):
@@ -71,6 +76,8 @@ def main() -> None:
         result = original(self, batch)
         if state["n"] in window:
             state["wall"] += time.perf_counter() - started
+            state["flops"] += result.flops
+            state["peak"] = self.peak.flops_per_sec
         if state["n"] == window.stop - 1:
             state["prof"].__exit__(None, None, None)
         return result
@@ -115,6 +122,16 @@ def main() -> None:
     print(
         f"{'outside: Python, collation, files':<60}{wall - inside:>9.3f}{(wall - inside) / wall:>8.1%}"
     )
+    matmuls = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / 1e6
+    print(
+        f"{'matmuls (' + ', '.join(sorted(MATMUL_OPS)) + ')':<60}{matmuls:>9.3f}{matmuls / wall:>8.1%}"
+    )
+    if state["peak"] and matmuls:
+        mfu = state["flops"] / wall / state["peak"]
+        print(
+            f"MFU of these steps {mfu:.1%} (peak {state['peak'] / 1e9:.0f} GFLOP/s); with every other op"
+            f" taking no time and the matmuls as they ran: {mfu * wall / matmuls:.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ told so in one line instead.
 The terms (docs/memory.md derives each one and gives the measured error):
 - the frozen base as the trainer stores it: NF4 at its real bytes per weight (4 bits plus the block
   constants), else the frozen Linear layers in the autocast dtype (`store_frozen_matmuls`), the rest
-  (embeddings, norms) fp32; and the loading peak before that store (the fp32 checkpoint in memory);
+  (embeddings, norms) fp32 (an embedding table the trainer stores in bf16 because bf16 holds it
+  exactly is still counted fp32: the plan reads no weight); and the loading peak before that store
+  (the fp32 checkpoint in memory);
 - the trainable parameters (LoRA A/B and the head) with their gradients and AdamW's two moments, fp32;
 - the activations autograd keeps for one micro-batch of `model.max_length` tokens: the per-layer
   accounting of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer

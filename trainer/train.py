@@ -75,7 +75,7 @@ from trainer.model import (
     load_model,
     loading_memory,
     pick_device,
-    store_frozen_matmuls,
+    store_frozen_base,
     use_fast_dropout,
     use_short_attention,
 )
@@ -324,7 +324,7 @@ class FineTuneRecipe:
                 self.plan,
                 gradient_checkpointing=self.train_config.gradient_checkpointing,
             )
-            store_frozen_matmuls(self.loaded.model, self.loaded.precision)  # exact: autocast's cast
+            store_frozen_base(self.loaded.model, self.loaded.precision)  # exact: see its docstring
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         if fast_dropout_wanted(self.train_config.fast_dropout, self.device):
             use_fast_dropout(self.model)
