@@ -34,13 +34,14 @@ def bf16_qwen2_dir(tmp_path_factory, corpus_texts):
     )
 
 
-def tiny(model_dir):
+def tiny(model_dir, gradient_checkpointing: bool = False):
     torch.manual_seed(0)
     return load_model(
         ModelSection(path=str(model_dir), max_length=32, precision="bf16"),
         LoraSection(r=4, alpha=8, dropout=0.1),
         ["a", "b", "c"],
         torch.device("cpu"),
+        gradient_checkpointing=gradient_checkpointing,
     )
 
 
@@ -61,8 +62,13 @@ def step(loaded, inputs, labels):
     return out.hidden_states[0].detach(), out.logits.detach(), grads
 
 
-def test_a_bf16_checkpoints_table_is_stored_in_bf16_and_the_step_is_bit_for_bit(bf16_qwen2_dir):
-    a, b = tiny(bf16_qwen2_dir), tiny(bf16_qwen2_dir)
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_a_bf16_checkpoints_table_is_stored_in_bf16_and_the_step_is_bit_for_bit(
+    bf16_qwen2_dir, checkpointing
+):
+    """With gradient checkpointing transformers also hooks the table, to make its output require
+    grad: the two hooks compose."""
+    a, b = tiny(bf16_qwen2_dir, checkpointing), tiny(bf16_qwen2_dir, checkpointing)
     for loaded in (a, b):  # as the trainer stores the base
         store_frozen_matmuls(loaded.model, "bf16")
     fp32_bytes = table(b).weight.nbytes
