@@ -8,7 +8,7 @@ gate, up, down) and their input gradients backward (the weights' gradients are n
 and the attention's six batched matmuls (two forward, four backward; the grouped-query heads stacked
 as the trainer's plain attention stacks them). This script runs each of them alone in bf16 at the
 step's padded rows, with the trainer's heap settings (trainer.model.loading_memory: without them a
-34 MiB output is a fresh mapping at every call and its page faults cost a third of the matmul).
+34 MB output is a fresh mapping at every call and its page faults cost a third of the matmul).
 
 - Best of: each matmul's fastest of `--reps` interleaved reps.
 - Back to back: one layer's matmuls in a loop for `--sustained` seconds, as a step runs them; the
@@ -130,7 +130,7 @@ def main() -> None:
     from trainer.flops import measure_cpu_peak
     from trainer.model import loading_memory
 
-    with loading_memory():  # leaves the heap as the trainer trains with: a 34 MiB output reused,
+    with loading_memory():  # leaves the heap as the trainer trains with: a 34 MB output reused,
         pass  # not mapped afresh (and faulted in) at every call
     peak = measure_cpu_peak("bf16", budget_s=3.0)
     print(
@@ -156,7 +156,7 @@ def main() -> None:
         print(
             f"\n{inputs}: batch {args.batch} × {tokens} tokens padded to {positions}, {layers} layers,"
             f" best of {args.reps} interleaved reps each; peak {best_peak / 1e9:.0f} GFLOP/s (1024³ within"
-            f" the reps: {square.flops_real / square.best / 1e9:.0f})"
+            f" the reps so far: {square.flops_real / square.best / 1e9:.0f})"
         )
         print(
             f"{'matmul (GFLOP/s at the padded rows it runs)':<52}{'best ms':>9}{'GFLOP/s':>9}{'of peak':>9}{'share':>8}"

@@ -11,7 +11,13 @@ import torch
 
 from tests.conftest import REPO
 from trainer.config import LoraSection, ModelSection
-from trainer.model import autocast, load_model, store_exact_embeddings, store_frozen_matmuls
+from trainer.model import (
+    _holds,
+    autocast,
+    load_model,
+    store_exact_embeddings,
+    store_frozen_matmuls,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +82,9 @@ def test_a_bf16_checkpoints_table_is_stored_in_bf16_and_the_step_is_bit_for_bit(
     assert table(a).weight.dtype == torch.float32
     assert table(b).weight.dtype == torch.bfloat16
     assert table(b).weight.nbytes * 2 == fp32_bytes
+    assert (
+        b.model.get_base_model().dtype == torch.bfloat16
+    )  # transformers' first floating parameter
     assert torch.equal(table(b).weight.float(), table(a).weight)
     enc = a.tokenizer(["ls -la src", "rm -rf $dir/ now", "echo x >> log"], padding=True)
     inputs = {k: torch.tensor(v) for k, v in enc.items()}
@@ -92,7 +101,43 @@ def test_a_bf16_checkpoints_table_is_stored_in_bf16_and_the_step_is_bit_for_bit(
 def test_a_table_with_one_value_bf16_would_round_is_left_alone(bf16_qwen2_dir):
     loaded = tiny(bf16_qwen2_dir)
     with torch.no_grad():
-        table(loaded).weight[-1, -1] = 1 + 2**-12  # the last row of the last chunk checked
+        table(loaded).weight[-1, -1] = 1 + 2**-12
+    assert store_exact_embeddings(loaded.model, "bf16") == 0
+    assert table(loaded).weight.dtype == torch.float32
+
+
+def test_the_exactness_check_reads_every_chunk():
+    weight = torch.randn(30, 4).bfloat16().float()
+    assert _holds(weight, torch.bfloat16, rows=7)
+    weight[29, 3] = 1 + 2**-12  # in the last, partial chunk
+    assert not _holds(weight, torch.bfloat16, rows=7)
+    weight[29, 3] = float("nan")
+    assert not _holds(weight, torch.bfloat16, rows=7)
+
+
+def test_a_model_whose_logits_the_store_would_change_keeps_its_tables(bf16_qwen2_dir):
+    """As a model that builds a value from transformers' `model.dtype` (now the table's bf16) or
+    reads the table's weight without a lookup: the probe sees other logits, and all is undone."""
+    loaded = tiny(bf16_qwen2_dir)
+    base = loaded.model.get_base_model()
+    loaded.model.register_forward_hook(
+        lambda module, args, out: out.__class__(logits=out.logits + torch.finfo(base.dtype).eps)
+    )
+    loaded.model.train()
+    rng = torch.get_rng_state()
+    assert store_exact_embeddings(loaded.model, "bf16") == 0
+    assert table(loaded).weight.dtype == torch.float32 and not table(loaded)._forward_hooks
+    assert loaded.model.training  # the probe ran in eval mode and put train mode back
+    assert torch.equal(torch.get_rng_state(), rng)  # and drew nothing
+
+
+def test_a_model_the_probe_cannot_run_keeps_its_tables(bf16_qwen2_dir, monkeypatch):
+    loaded = tiny(bf16_qwen2_dir)
+
+    def needs_more(*args, **kwargs):
+        raise ValueError("pixel_values are required")
+
+    monkeypatch.setattr(loaded.model, "forward", needs_more)
     assert store_exact_embeddings(loaded.model, "bf16") == 0
     assert table(loaded).weight.dtype == torch.float32
 

@@ -592,24 +592,56 @@ def store_exact_embeddings(model: torch.nn.Module, precision: str) -> int:
     """Store every frozen nn.Embedding table that the autocast dtype holds exactly in that dtype, its
     lookups cast back to fp32 (`_lookup_in_fp32`); returns how many. A checkpoint saved in bf16, as
     Qwen2's are, loads into fp32 tables of bf16 values: stored in bf16 they take half the memory
-    (Qwen2-0.5B's 151936 × 896: 545 → 272 MB) and the model still sees the very same fp32 rows. A
-    table with any value the dtype would round (an fp32 checkpoint's), a trainable one, or one that
-    renormalizes itself in place (`max_norm`) is left alone. No random draw, and checkpoints hold
-    only the trainable parameters: resume is as before."""
+    (Qwen2-0.5B's 151936 × 896: 545 → 272 MB), and every lookup gives the same fp32 rows.
+
+    Left alone: a table with any value the dtype would round (an fp32 checkpoint's), a trainable
+    one, one that renormalizes itself in place (`max_norm`), and every table of a model whose
+    logits `_probe_logits` finds changed by the store. That catches code that reads a table's
+    weight without the lookup, or transformers' `model.dtype` (its first floating parameter, often
+    this table: it now says bf16), where either changes a number. No random draw, and checkpoints
+    hold the trainable parameters (and a table only where LoRA adapts it, bit for bit): resume is as
+    before."""
     if precision not in ("bf16", "fp16"):
         return 0
     dtype = DTYPES[precision]
-    count = 0
-    for module in model.modules():
-        if type(module) is not torch.nn.Embedding or module.max_norm is not None:
-            continue
-        weight = module.weight
-        if weight.requires_grad or weight.dtype != torch.float32 or not _holds(weight, dtype):
-            continue
-        module.to(dtype)
-        module.register_forward_hook(_lookup_in_fp32)
-        count += 1
-    return count
+    tables = [
+        m
+        for m in model.modules()
+        if type(m) is torch.nn.Embedding
+        and m.max_norm is None
+        and not m.weight.requires_grad
+        and m.weight.dtype == torch.float32
+        and _holds(m.weight, dtype)
+    ]
+    if not tables:
+        return 0
+    before = _probe_logits(model, precision)
+    hooks = [t.to(dtype).register_forward_hook(_lookup_in_fp32) for t in tables]
+    if before is None or not torch.equal(before, _probe_logits(model, precision)):
+        for table, hook in zip(tables, hooks):
+            hook.remove()
+            table.to(torch.float32)  # exact: bf16 held every value
+        return 0
+    return len(tables)
+
+
+def _probe_logits(model: torch.nn.Module, precision: str) -> torch.Tensor | None:
+    """The model's logits for two short rows, the second padded, in eval mode (no dropout, no
+    random draw) under the run's autocast; None if it cannot run them."""
+    config = getattr(model, "config", None)
+    pad = getattr(config, "pad_token_id", None) or 0
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6], [6, 5, 4, pad, pad, pad]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast(device, precision):
+            return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+    except Exception:  # a model that needs other inputs: leave its tables alone
+        return None
+    finally:
+        model.train(was_training)
 
 
 def _holds(weight: torch.Tensor, dtype: torch.dtype, rows: int = 4096) -> bool:
