@@ -103,17 +103,17 @@ def no_dropout_bert(tmp_path_factory, tiny_bert_dir) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_qwen2_dir(tmp_path_factory, corpus_texts) -> Path:
-    """A tiny Qwen2 causal-LM checkpoint (no pad token) with a byte-level BPE tokenizer trained here
-    (bench/qwen2_shape.py builds it, as it builds Qwen2-0.5B's shape for the benchmarks)."""
+def build_tiny_qwen2(folder: Path, texts: list[str], dtype: str = "float32") -> Path:
+    """A tiny Qwen2 causal-LM checkpoint (no pad token) saved in `dtype`, with a byte-level BPE
+    tokenizer trained here (bench/qwen2_shape.py builds it, as it builds Qwen2-0.5B's shape)."""
     spec = importlib.util.spec_from_file_location("qwen2_shape", REPO / "bench" / "qwen2_shape.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.build_qwen2_dir(
-        tmp_path_factory.mktemp("tiny-qwen2"),
-        corpus_texts,
+        folder,
+        texts,
         tokenizer_vocab=400,
+        dtype=dtype,
         hidden_size=64,  # bitsandbytes packs NF4 in blocks of 64 input features: QLoRA needs >= 64
         intermediate_size=128,
         num_hidden_layers=2,
@@ -121,6 +121,12 @@ def tiny_qwen2_dir(tmp_path_factory, corpus_texts) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=128,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tmp_path_factory, corpus_texts) -> Path:
+    """The session's tiny Qwen2, in fp32 (`build_tiny_qwen2`)."""
+    return build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), corpus_texts)
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,11 @@ bf16, as Qwen2's are): half the memory, and the step's numbers bit for bit as be
 
 from __future__ import annotations
 
-import importlib.util
-
 import orjson
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import build_tiny_qwen2
 from trainer.config import LoraSection, ModelSection
 from trainer.model import (
     _holds,
@@ -23,21 +21,7 @@ from trainer.model import (
 @pytest.fixture(scope="module")
 def bf16_qwen2_dir(tmp_path_factory, corpus_texts):
     """A tiny Qwen2 saved in bf16, as real Qwen2 checkpoints are (the session's tiny Qwen2 is fp32)."""
-    spec = importlib.util.spec_from_file_location("qwen2_shape", REPO / "bench" / "qwen2_shape.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_qwen2_dir(
-        tmp_path_factory.mktemp("bf16-qwen2"),
-        corpus_texts,
-        tokenizer_vocab=400,
-        dtype="bfloat16",
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
+    return build_tiny_qwen2(tmp_path_factory.mktemp("bf16-qwen2"), corpus_texts, dtype="bfloat16")
 
 
 def tiny(model_dir, gradient_checkpointing: bool = False):
